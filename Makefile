@@ -1,0 +1,167 @@
+# ferry: plain Makefile. `make demo` runs the example, `make test` the tests.
+#
+# Dependencies are named once here: pkg-config modules for the build and the Debian packages
+# that provide them (installed by `make deps`).
+
+CC       ?= cc
+BUILD    ?= build
+PKGS     := libfabric libprotobuf-c openblas
+TEST_PKGS := criterion
+DEB_PKGS := build-essential pkg-config clang libclang-rt-14-dev libfabric-dev libfabric-bin \
+            libprotobuf-c-dev protobuf-c-compiler libcriterion-dev libopenblas-dev
+PROTOC_C ?= protoc-c
+
+OPT      ?= -O2
+SANITIZE ?=
+SAN_FLAGS := $(if $(SANITIZE),-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined)
+
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+TEST_CFLAGS := $(shell pkg-config --cflags $(TEST_PKGS) 2>/dev/null)
+TEST_LIBS   := $(shell pkg-config --libs $(TEST_PKGS) 2>/dev/null)
+
+WARN     := -Wall -Wextra -Werror -Wno-unused-parameter -Wshadow -Wstrict-prototypes
+CFLAGS_ALL := -std=c11 -D_GNU_SOURCE -g $(OPT) $(WARN) -fPIC -fvisibility=hidden -pthread \
+              $(SAN_FLAGS) -I. -Iinclude -I$(BUILD) $(PKG_CFLAGS) $(CFLAGS)
+LDFLAGS_ALL := -pthread $(SAN_FLAGS) $(LDFLAGS)
+LIBS_ALL := $(PKG_LIBS) -lm -ldl
+
+LIB_DIRS := core tensor transport rpc rref autograd optim
+LIB_SRCS := $(sort $(foreach d,$(LIB_DIRS),$(wildcard $(d)/*.c)))
+PROTO_C  := $(BUILD)/proto/ferry.pb-c.c
+PROTO_H  := $(BUILD)/proto/ferry.pb-c.h
+LIB_OBJS := $(LIB_SRCS:%.c=$(BUILD)/obj/%.o) $(BUILD)/obj/proto/ferry.pb-c.o
+
+UNIT_SRCS  := $(sort $(wildcard tests/unit/*.c))
+INTEG_SRCS := $(sort $(wildcard tests/integration/*.c))
+TESTLIB_SRCS := $(sort $(wildcard tests/common/*.c))
+FUZZ_SRCS  := $(sort $(wildcard tests/fuzz/*.c))
+EXAMPLES   := $(notdir $(wildcard examples/*))
+TOOLS      := $(notdir $(basename $(wildcard tools/*.c)))
+BENCH_SRCS := $(sort $(wildcard bench/*.c))
+
+STATIC := $(BUILD)/libferry.a
+SHARED := $(BUILD)/libferry.so.0
+UNIT_BIN := $(BUILD)/tests/unit_tests
+INTEG_BIN := $(BUILD)/tests/integration_tests
+TOOL_BINS := $(TOOLS:%=$(BUILD)/bin/%)
+EXAMPLE_BINS := $(EXAMPLES:%=$(BUILD)/examples/%)
+BENCH_BINS := $(BENCH_SRCS:bench/%.c=$(BUILD)/bench/%)
+
+CRITERION_JOBS ?= 2
+FUZZ_SMOKE_S ?= 10
+FUZZ_LONG_S ?= 300
+
+.PHONY: all deps test test-unit test-integration test-asan fuzz fuzz-smoke demo bench clean \
+        check-symbols check-deps
+
+all: $(STATIC) $(BUILD)/libferry.so $(TOOL_BINS) $(EXAMPLE_BINS)
+
+deps:
+	@missing=""; for p in $(DEB_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then echo "installing:$$missing"; \
+	  if [ -z "$(APT_UPDATED)" ]; then apt-get update -qq; fi && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; else echo "deps: all installed"; fi
+
+$(PROTO_C) $(PROTO_H): proto/ferry.proto
+	@mkdir -p $(BUILD)/proto
+	$(PROTOC_C) --c_out=$(BUILD) $<
+
+$(BUILD)/obj/proto/ferry.pb-c.o: $(PROTO_C)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -Wno-error -c $< -o $@
+
+$(BUILD)/obj/%.o: %.c | $(PROTO_H)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -MMD -MP -c $< -o $@
+
+$(STATIC): $(LIB_OBJS)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(SHARED): $(LIB_OBJS) ferry.map
+	$(CC) -shared -Wl,-soname,libferry.so.0 -Wl,--version-script=ferry.map $(LDFLAGS_ALL) \
+	    -o $@ $(LIB_OBJS) $(LIBS_ALL)
+
+$(BUILD)/libferry.so: $(SHARED)
+	ln -sf libferry.so.0 $@
+
+TESTLIB_OBJS := $(TESTLIB_SRCS:%.c=$(BUILD)/obj/%.o)
+$(BUILD)/obj/tests/%.o: tests/%.c | $(PROTO_H)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) $(TEST_CFLAGS) -Itests -MMD -MP -c $< -o $@
+
+$(UNIT_BIN): $(UNIT_SRCS:%.c=$(BUILD)/obj/%.o) $(TESTLIB_OBJS) $(STATIC)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(TEST_LIBS) $(LIBS_ALL)
+
+$(INTEG_BIN): $(INTEG_SRCS:%.c=$(BUILD)/obj/%.o) $(TESTLIB_OBJS) $(STATIC)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(TEST_LIBS) $(LIBS_ALL)
+
+$(BUILD)/bin/%: tools/%.c $(STATIC)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -o $@ $< $(STATIC) $(LDFLAGS_ALL) $(LIBS_ALL)
+
+.SECONDEXPANSION:
+$(BUILD)/examples/%: $$(wildcard examples/%/*.c) $(STATIC)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -o $@ $(filter %.c,$^) $(STATIC) $(LDFLAGS_ALL) $(LIBS_ALL)
+
+$(BUILD)/bench/%: bench/%.c $(STATIC)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -o $@ $< $(STATIC) $(LDFLAGS_ALL) $(LIBS_ALL)
+
+check-symbols: $(SHARED)
+	@bad=$$(nm -D --defined-only $(SHARED) | awk '{print $$3}' | grep -v '^ferry_' || true); \
+	if [ -n "$$bad" ]; then echo "non-ferry symbols exported:"; echo "$$bad"; exit 1; fi; \
+	echo "check-symbols: only ferry_ symbols exported"
+
+# Lower modules never include higher modules' headers (DESIGN section 2).
+check-deps:
+	@sh tools/check_deps.sh
+
+test: all $(UNIT_BIN) $(INTEG_BIN) check-symbols check-deps
+	$(UNIT_BIN) --jobs $(CRITERION_JOBS)
+	$(INTEG_BIN) --jobs 1
+	@$(MAKE) --no-print-directory fuzz-smoke
+
+test-asan:
+	$(MAKE) BUILD=build-asan SANITIZE=1 OPT=-O1 FUZZ_SMOKE_S=0 test
+
+# libFuzzer targets need clang; without it the smoke run says so and passes.
+FUZZ_BUILD := build-fuzz
+FUZZ_BINS := $(FUZZ_SRCS:tests/fuzz/%.c=$(FUZZ_BUILD)/fuzz/%)
+$(FUZZ_BUILD)/fuzz/%: tests/fuzz/%.c $(LIB_SRCS) proto/ferry.proto
+	@mkdir -p $(dir $@) $(FUZZ_BUILD)/proto
+	$(PROTOC_C) --c_out=$(FUZZ_BUILD) proto/ferry.proto
+	clang -std=c11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined -pthread \
+	    -I. -Iinclude -I$(FUZZ_BUILD) $(PKG_CFLAGS) -o $@ $< $(LIB_SRCS) \
+	    $(FUZZ_BUILD)/proto/ferry.pb-c.c $(PKG_LIBS) -lm -ldl
+
+fuzz-smoke:
+	@if [ "$(FUZZ_SMOKE_S)" = 0 ]; then echo "fuzz smoke: skipped in this build"; \
+	elif ! command -v clang >/dev/null; then echo "fuzz smoke: clang not found, skipped"; \
+	else $(MAKE) --no-print-directory $(FUZZ_BINS) && for f in $(FUZZ_BINS); do \
+	  mkdir -p $(FUZZ_BUILD)/corpus/$$(basename $$f); \
+	  $$f -max_total_time=$(FUZZ_SMOKE_S) -rss_limit_mb=2048 $(FUZZ_BUILD)/corpus/$$(basename $$f) \
+	      tests/fuzz/seeds/$$(basename $$f) 2>$(FUZZ_BUILD)/$$(basename $$f).log || \
+	      { tail -40 $(FUZZ_BUILD)/$$(basename $$f).log; exit 1; }; \
+	  echo "fuzz smoke: $$(basename $$f) ran $(FUZZ_SMOKE_S)s, $$(grep -o 'stat::number_of_executed_units: [0-9]*' $(FUZZ_BUILD)/$$(basename $$f).log | tail -1 || true) no crash"; \
+	done; fi
+
+fuzz: $(FUZZ_BINS)
+	@for f in $(FUZZ_BINS); do mkdir -p $(FUZZ_BUILD)/corpus/$$(basename $$f); \
+	  $$f -max_total_time=$(FUZZ_LONG_S) -print_final_stats=1 $(FUZZ_BUILD)/corpus/$$(basename $$f) \
+	      tests/fuzz/seeds/$$(basename $$f) || exit 1; done
+
+demo: all
+	@sh examples/demo.sh $(BUILD)
+
+bench: all $(BENCH_BINS)
+	@for b in $(BENCH_BINS); do $$b || exit 1; done
+
+clean:
+	rm -rf build build-asan build-fuzz
+
+-include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

@@ -1,0 +1,82 @@
+/* Status strings and the thread-local last error. */
+#include "core/error.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+
+#define ERROR_MESSAGE_CAP 1024
+
+static _Thread_local ferry_status last_status;
+static _Thread_local char last_message[ERROR_MESSAGE_CAP];
+
+#define FERRY__STATUS_TEXT(name, text) [name] = text,
+static const char *const status_text[FERRY__STATUS_COUNT] = {FERRY_STATUS_LIST(FERRY__STATUS_TEXT)};
+
+const char *ferry_strerror(ferry_status status)
+{
+    if ((unsigned)status >= FERRY__STATUS_COUNT)
+        return "unknown status";
+    return status_text[status];
+}
+
+ferry_status ferry_last_status(void)
+{
+    return last_status;
+}
+
+const char *ferry_last_error(void)
+{
+    return last_message;
+}
+
+ferry_status ferry_set_errorv(ferry_status status, const char *fmt, va_list ap)
+{
+    char tmp[ERROR_MESSAGE_CAP];
+    /* fmt may name last_message itself (passing an error up with more context): format aside. */
+    if (fmt)
+        vsnprintf(tmp, sizeof tmp, fmt, ap);
+    else
+        snprintf(tmp, sizeof tmp, "%s", ferry_strerror(status));
+    snprintf(last_message, sizeof last_message, "%s", tmp);
+    last_status = status;
+    return status;
+}
+
+ferry_status ferry_set_error(ferry_status status, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    ferry_set_errorv(status, fmt, ap);
+    va_end(ap);
+    return status;
+}
+
+void ferry_clear_error(void)
+{
+    last_status = FERRY_OK;
+    last_message[0] = '\0';
+}
+
+ferry_status ferry__status_from_errno(int err)
+{
+    switch (err) {
+    case 0:
+        return FERRY_OK;
+    case ENOMEM:
+        return FERRY_ENOMEM;
+    case ETIMEDOUT:
+        return FERRY_ETIMEDOUT;
+    case EINVAL:
+        return FERRY_EINVAL;
+    case EAGAIN:
+        return FERRY_EAGAIN;
+    case ECANCELED:
+        return FERRY_ECANCELED;
+    case EACCES:
+    case EPERM:
+        return FERRY_EAUTH;
+    default:
+        return FERRY_ETRANSPORT;
+    }
+}

@@ -1,0 +1,28 @@
+/* Internal error helpers: where a failure starts, record it once and return the code. */
+#ifndef FERRY_CORE_ERROR_H
+#define FERRY_CORE_ERROR_H
+
+#include <stdio.h>
+
+#include "ferry/error.h"
+
+/* Records the failure as this thread's last error and returns the code. */
+#define ferry__fail(rc, ...) ferry_set_error((rc), __VA_ARGS__)
+
+/* Same, for calls that return a pointer: records and yields NULL. */
+#define ferry__fail_null(rc, ...) (ferry_set_error((rc), __VA_ARGS__), NULL)
+
+/* Maps an errno value to a status (ENOMEM -> FERRY_ENOMEM, ETIMEDOUT -> FERRY_ETIMEDOUT, ...). */
+ferry_status ferry__status_from_errno(int err);
+
+/* Our own invariants only: never user input, wire bytes or peer failure. */
+#define FERRY_ASSERT(cond)                                                              \
+    do {                                                                                \
+        if (!(cond)) {                                                                  \
+            fprintf(stderr, "ferry: internal invariant failed: %s (%s:%d)\n", #cond,     \
+                    __FILE__, __LINE__);                                                \
+            __builtin_trap();                                                           \
+        }                                                                               \
+    } while (0)
+
+#endif

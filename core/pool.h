@@ -1,0 +1,47 @@
+/* A fixed-size thread pool with a bounded queue. A task that blocks (a pool thread waiting on a
+   future) tells the pool, which then lends a spare thread so queued tasks still run: nested
+   calls never starve the pool. */
+#ifndef FERRY_CORE_POOL_H
+#define FERRY_CORE_POOL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "ferry/error.h"
+
+typedef struct ferry__pool ferry__pool;
+typedef void (*ferry__task_fn)(void *arg);
+
+/* nthreads >= 1, queue_cap >= 1. NULL + FERRY_ENOMEM / FERRY_EINVAL. */
+ferry__pool *ferry__pool_new(int nthreads, size_t queue_cap, const char *name);
+/* Queues fn(arg). FERRY_OK, FERRY_EAGAIN (queue full), FERRY_ESHUTDOWN (pool stopping). The
+   task runs exactly once when FERRY_OK is returned. */
+ferry_status ferry__pool_submit(ferry__pool *pool, ferry__task_fn fn, void *arg);
+/* Same but waits for room instead of failing when the queue is full. */
+ferry_status ferry__pool_submit_wait(ferry__pool *pool, ferry__task_fn fn, void *arg);
+/* Runs every queued task, stops the threads and frees the pool. Must not be called from one of
+   its own threads. NULL is fine. */
+void ferry__pool_free(ferry__pool *pool);
+
+/* Called by code about to block on a pool thread (future waits do it): the pool keeps at least
+   its configured number of runnable threads by starting or waking a spare one. No-op off a pool
+   thread. Pairs with ferry__pool_blocking_end. */
+void ferry__pool_blocking_begin(void);
+void ferry__pool_blocking_end(void);
+/* True when the calling thread belongs to some pool. */
+bool ferry__pool_on_pool_thread(void);
+
+/* Counters for debug info and tests. */
+typedef struct {
+    int threads;      /* threads alive */
+    int idle;         /* waiting for work */
+    int blocked;      /* inside blocking_begin/end */
+    size_t queued;
+} ferry__pool_stats;
+void ferry__pool_get_stats(ferry__pool *pool, ferry__pool_stats *out);
+
+/* The process-wide pool that runs ferry_future_then callbacks of futures that name no pool of
+   their own (created on first use, 4 threads growing on blocking; lives until exit). */
+ferry__pool *ferry__pool_default(void);
+
+#endif

@@ -1,0 +1,11 @@
+/* ferry: torch.distributed.rpc for C. The one header a program includes. */
+#ifndef FERRY_FERRY_H
+#define FERRY_FERRY_H
+
+#include "ferry/error.h"
+#include "ferry/value.h"
+#include "ferry/tensor.h"
+#include "ferry/future.h"
+#include "ferry/rpc.h"
+
+#endif

@@ -1,0 +1,107 @@
+/* The RPC agent: torch.distributed.rpc for C. The torch-style calls act on one process-wide
+   agent started by ferry_init_rpc. Every call here is thread-safe. */
+#ifndef FERRY_RPC_H
+#define FERRY_RPC_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "ferry/error.h"
+#include "ferry/future.h"
+#include "ferry/value.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Timeouts are seconds. FERRY_TIMEOUT_DEFAULT means the agent's default (rpc_timeout);
+   0 means no timeout (torch's convention). */
+#define FERRY_TIMEOUT_DEFAULT (-1.0)
+#define FERRY_TIMEOUT_NONE 0.0
+
+/* Worker names are unique, match [A-Za-z0-9_:-]+ and are shorter than this (torch's rule). */
+#define FERRY_MAX_NAME_LEN 128
+
+typedef struct {
+    const char *name; /* borrowed from the agent; valid until shutdown */
+    int id;           /* the worker's rank */
+} ferry_worker_info;
+
+typedef struct {
+    int num_worker_threads;  /* 16 */
+    double rpc_timeout;      /* 60 s; 0 = none */
+    const char *init_method; /* "env://" | "tcp://host:port" | "file:///path"; NULL = env:// */
+    const char *transport;   /* NULL = auto (shm to same-host peers, tcp to others); "tcp",
+                                "shm" or a libfabric provider name forces one. FERRY_TRANSPORT
+                                in the environment overrides it. */
+} ferry_rpc_options;
+
+/* Fills torch's defaults. */
+FERRY_API void ferry_rpc_options_init(ferry_rpc_options *opts);
+
+/* Joins the group: rendezvous through init_method, opens the fabric, connects to every worker
+   and returns once all world_size workers are up. rank -1 and world_size 0 are read from the
+   environment (RANK/WORLD_SIZE, then SLURM_PROCID/SLURM_NTASKS, OMPI_COMM_WORLD_RANK/SIZE,
+   PMI_RANK/PMI_SIZE). NULL options = defaults.
+   Returns FERRY_OK; FERRY_EINVAL (bad name, rank, world size, init_method or environment, with
+   the variable named); FERRY_ETIMEDOUT when not every rank arrived within
+   rpc_timeout (the message lists the missing ranks); FERRY_ETRANSPORT (fabric or store failure);
+   FERRY_EAUTH (FERRY_AUTH_TOKEN mismatch); FERRY_EINVAL "RPC is already initialized". */
+FERRY_API ferry_status ferry_init_rpc(const char *name, int rank, int world_size,
+                                      const ferry_rpc_options *opts);
+
+/* Leaves the group. graceful: waits until no worker has outstanding work, then all stop together
+   (timeout 0 = wait forever, as torch). Not graceful: stops now; pending futures fail with
+   FERRY_ESHUTDOWN. Returns FERRY_OK, FERRY_ESHUTDOWN (not initialized), FERRY_ETIMEDOUT
+   (graceful wait ran out; the agent is stopped anyway). */
+FERRY_API ferry_status ferry_shutdown(bool graceful, double timeout);
+
+/* Fills *out for the worker called `name` (NULL = this worker). FERRY_EUNKNOWN_WORKER,
+   FERRY_ESHUTDOWN. */
+FERRY_API ferry_status ferry_get_worker_info(const char *name, ferry_worker_info *out);
+/* Fills up to `cap` entries of `out` with every worker in rank order and sets *n to the world
+   size. FERRY_ESHUTDOWN before init. */
+FERRY_API ferry_status ferry_get_worker_infos(ferry_worker_info *out, size_t cap, size_t *n);
+
+/* The default timeout of calls made from now on, in seconds (torch's get_rpc_timeout and
+   _set_rpc_timeout). */
+FERRY_API double ferry_get_rpc_timeout(void);
+FERRY_API ferry_status ferry_set_rpc_timeout(double timeout);
+
+/* A remote function. `args` is a list, `kwargs` a dict (both borrowed; never NULL: empty when the
+   caller passed none). On success it stores a new reference in *result (NULL means none) and
+   returns FERRY_OK; on failure it returns ferry_set_error(code, ...) and the caller sees
+   FERRY_EREMOTE naming this worker, the function and the message. It runs on a pool thread and may
+   call ferry_rpc_sync itself. */
+typedef ferry_status (*ferry_fn)(const ferry_value *args, const ferry_value *kwargs,
+                                 ferry_value **result, void *user);
+/* An async remote function (torch's @rpc.functions.async_execution): returns a future (new
+   reference) whose completion sends the response, or NULL after ferry_set_error. */
+typedef ferry_future *(*ferry_async_fn)(const ferry_value *args, const ferry_value *kwargs,
+                                        void *user);
+
+/* Registers `fn` under `name` for this process (before or after init; before is recommended so
+   no peer can call a name not there yet). Registering a name again replaces it. Names are
+   non-empty and shorter than FERRY_MAX_NAME_LEN. FERRY_OK, FERRY_EINVAL, FERRY_ENOMEM. */
+FERRY_API ferry_status ferry_register_function(const char *name, ferry_fn fn, void *user);
+FERRY_API ferry_status ferry_register_async_function(const char *name, ferry_async_fn fn,
+                                                     void *user);
+/* Functions that promise never to block may run right where their request is read. */
+FERRY_API ferry_status ferry_register_nonblocking_function(const char *name, ferry_fn fn,
+                                                           void *user);
+
+/* Calls `fn` on worker `to`. args (a list) and kwargs (a dict) are borrowed and may be NULL.
+   rpc_sync returns the result (new reference; none is ferry_none()) or NULL with the last error:
+   FERRY_EREMOTE (the function failed), FERRY_EUNKNOWN_FUNCTION, FERRY_EUNKNOWN_WORKER,
+   FERRY_ETIMEDOUT, FERRY_ESHUTDOWN, FERRY_ETRANSPORT, FERRY_EINVAL, FERRY_EPROTO.
+   rpc_async returns a future of the same (NULL only for errors found before sending). Tensors in
+   args are sent from their storage without a copy: do not change them until the call completes. */
+FERRY_API ferry_value *ferry_rpc_sync(const char *to, const char *fn, ferry_value *args,
+                                      ferry_value *kwargs, double timeout);
+FERRY_API ferry_future *ferry_rpc_async(const char *to, const char *fn, ferry_value *args,
+                                        ferry_value *kwargs, double timeout);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,95 @@
+/* Values: torch's IValue for C. Immutable once built (dicts are filled before they are shared),
+   refcounted, safe to retain and release from any thread. */
+#ifndef FERRY_VALUE_H
+#define FERRY_VALUE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ferry/error.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct ferry_value ferry_value;
+typedef struct ferry_tensor ferry_tensor;
+typedef struct ferry_rref ferry_rref;
+
+typedef enum {
+    FERRY_VALUE_NONE,
+    FERRY_VALUE_BOOL,
+    FERRY_VALUE_INT,
+    FERRY_VALUE_DOUBLE,
+    FERRY_VALUE_STRING,
+    FERRY_VALUE_BYTES,
+    FERRY_VALUE_TENSOR,
+    FERRY_VALUE_LIST,
+    FERRY_VALUE_DICT,
+    FERRY_VALUE_RREF
+} ferry_kind;
+
+/* Constructors return a new reference, or NULL with FERRY_ENOMEM (FERRY_EINVAL for a NULL
+   string, tensor or rref). Strings are copied and must be NUL-terminated UTF-8 or any bytes
+   without NUL; use ferry_bytes for data with embedded NULs. Tensors and rrefs are retained. */
+FERRY_API ferry_value *ferry_none(void);
+FERRY_API ferry_value *ferry_bool(bool b);
+FERRY_API ferry_value *ferry_int(int64_t i);
+FERRY_API ferry_value *ferry_double(double d);
+FERRY_API ferry_value *ferry_string(const char *s);
+FERRY_API ferry_value *ferry_string_n(const char *s, size_t len);
+FERRY_API ferry_value *ferry_bytes(const void *data, size_t len);
+FERRY_API ferry_value *ferry_tensor_value(ferry_tensor *t);
+FERRY_API ferry_value *ferry_rref_value(ferry_rref *r);
+
+/* Lists. ferry_list_of and ferry_args STEAL their n items (so they nest naturally); if any item
+   is NULL the others are released and the result is NULL with FERRY_EINVAL (or the NULL item's
+   own error). ferry_args is the same call, named for argument lists. */
+FERRY_API ferry_value *ferry_list_of(size_t n, ...);
+FERRY_API ferry_value *ferry_args(size_t n, ...);
+/* A list of n borrowed items (each retained). */
+FERRY_API ferry_value *ferry_list_from(ferry_value *const *items, size_t n);
+
+/* Dicts map strings to values, keep insertion order, and may only be changed while the caller
+   holds the sole reference. ferry_dict_set borrows `v` (retains it) and replaces an existing key.
+   Returns FERRY_OK, FERRY_ETYPE (not a dict), FERRY_EINVAL (NULL key or value, or the dict is
+   shared), FERRY_ENOMEM. */
+FERRY_API ferry_value *ferry_dict_new(void);
+FERRY_API ferry_status ferry_dict_set(ferry_value *dict, const char *key, ferry_value *v);
+
+FERRY_API ferry_kind ferry_value_kind(const ferry_value *v);
+/* Name of a kind ("none", "bool", "int", "double", "string", "bytes", "tensor", "list", "dict",
+   "rref"), for messages. */
+FERRY_API const char *ferry_kind_name(ferry_kind k);
+
+/* Accessors. On a kind mismatch (or NULL) they return 0/false/NULL and set FERRY_ETYPE. Returned
+   pointers are borrowed and live as long as `v`. ferry_value_as_double accepts an int too. */
+FERRY_API bool ferry_value_as_bool(const ferry_value *v);
+FERRY_API int64_t ferry_value_as_int(const ferry_value *v);
+FERRY_API double ferry_value_as_double(const ferry_value *v);
+FERRY_API const char *ferry_value_as_string(const ferry_value *v);
+/* Byte length of a string or bytes value (0 + FERRY_ETYPE otherwise). */
+FERRY_API size_t ferry_value_len(const ferry_value *v);
+FERRY_API const void *ferry_value_as_bytes(const ferry_value *v, size_t *len);
+FERRY_API ferry_tensor *ferry_value_as_tensor(const ferry_value *v);
+FERRY_API ferry_rref *ferry_value_as_rref(const ferry_value *v);
+FERRY_API size_t ferry_list_len(const ferry_value *list);
+FERRY_API ferry_value *ferry_list_get(const ferry_value *list, size_t i); /* FERRY_EINVAL past the end */
+FERRY_API size_t ferry_dict_len(const ferry_value *dict);
+FERRY_API ferry_value *ferry_dict_get(const ferry_value *dict, const char *key); /* NULL + FERRY_EINVAL if absent */
+/* The i-th key and value in insertion order (borrowed). */
+FERRY_API const char *ferry_dict_key_at(const ferry_value *dict, size_t i);
+FERRY_API ferry_value *ferry_dict_value_at(const ferry_value *dict, size_t i);
+
+/* Deep equality: same kinds and contents; tensors compare by dtype, shape and values; rrefs by
+   identity of the referenced object. */
+FERRY_API bool ferry_value_equal(const ferry_value *a, const ferry_value *b);
+
+FERRY_API ferry_value *ferry_value_retain(ferry_value *v);
+FERRY_API void ferry_value_release(ferry_value *v);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

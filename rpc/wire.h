@@ -1,0 +1,127 @@
+/* The wire codec: ferry's message struct <-> protobuf-c envelope bytes + attachments.
+   Only rpc/wire*.c include the generated protobuf-c header; everyone else sees ferry__msg.
+
+   Encoding references tensor bytes (no copy): each attachment points into a tensor's storage and
+   holds a reference to that tensor until the attachment list is freed (after the send completes).
+   Decoding trusts nothing: it checks every count, length, dtype and size against limits and the
+   declared attachment sizes, allocates each received tensor's storage, and hands back where each
+   attachment's bytes must land, so the transport receives them straight into the tensors. */
+#ifndef FERRY_RPC_WIRE_H
+#define FERRY_RPC_WIRE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ferry/future.h"
+#include "ferry/tensor.h"
+#include "ferry/value.h"
+
+#define FERRY__WIRE_VERSION 1
+
+typedef enum {
+    FERRY__MSG_INVALID = 0,
+    FERRY__MSG_CALL = 1,
+    FERRY__MSG_RESPONSE = 2,
+    FERRY__MSG_RREF_FETCH = 3,
+    FERRY__MSG_RREF_USER_DELETE = 4,
+    FERRY__MSG_RREF_FORK_REQUEST = 5,
+    FERRY__MSG_RREF_CHILD_ACCEPT = 6,
+    FERRY__MSG_REMOTE_CALL = 7,
+    FERRY__MSG_AUTOGRAD_BACKWARD = 8,
+    FERRY__MSG_AUTOGRAD_CLEANUP = 9,
+    FERRY__MSG_CONTROL = 10,
+    FERRY__MSG_TYPE_COUNT
+} ferry__msg_type;
+
+#define FERRY__MSG_MAX_INTS 8
+
+/* One message, decoded or to be encoded. Values are references (the struct owns them after
+   decode; on encode it only borrows). */
+typedef struct {
+    ferry__msg_type type;
+    uint64_t id;
+    int32_t src;
+    char *fn;             /* NUL-terminated; owned after decode */
+    ferry_value *args;    /* list or NULL */
+    ferry_value *kwargs;  /* dict or NULL */
+    ferry_value *value;   /* response value or NULL */
+    bool is_error;        /* response failure: err_* are set */
+    ferry_status err_code;
+    char *err_message;
+    char *err_worker;
+    double timeout_s;
+    int64_t autograd_context;
+    int64_t autograd_message;
+    int64_t ints[FERRY__MSG_MAX_INTS];
+    size_t n_ints;
+    bool flag;
+} ferry__msg;
+
+/* Frees what a decoded message owns and zeroes it. */
+void ferry__msg_clear(ferry__msg *m);
+
+/* A piece of tensor bytes. On send: `data` points into `tensor`'s storage (retained). On receive:
+   `data` points into the freshly allocated storage of `tensor` (retained) and must be filled with
+   exactly `len` bytes before the decoded values are used. */
+typedef struct {
+    void *data;
+    size_t len;
+    ferry_tensor *tensor;
+    bool is_inline;
+} ferry__att;
+
+typedef struct {
+    size_t max_message_bytes; /* envelope + attachments, default 1 GiB (FERRY_MAX_MESSAGE_BYTES) */
+    size_t max_depth;         /* nesting of lists/dicts, default 64 */
+    size_t max_nodes;         /* values in one message, default 1 << 20 */
+    size_t inline_threshold;  /* attachments up to this many bytes go inline, default 16 KiB */
+} ferry__wire_limits;
+
+void ferry__wire_limits_default(ferry__wire_limits *limits);
+
+typedef struct {
+    uint8_t *header;      /* the packed envelope (owned) */
+    size_t header_len;
+    ferry__att *atts;     /* owned; each holds a tensor reference */
+    size_t n_atts;
+    size_t inline_bytes;  /* sum of inline attachment lengths */
+} ferry__wire_out;
+
+/* Encodes `m` (borrowed). FERRY_OK, FERRY_EINVAL (a value the wire cannot carry: a CUDA tensor
+   when built without CUDA, an RRef with no codec hooks, nesting past the limit), FERRY_ENOMEM. */
+ferry_status ferry__wire_encode(const ferry__msg *m, const ferry__wire_limits *limits,
+                                ferry__wire_out *out);
+/* Releases the tensors and frees the buffers; zeroes *out. */
+void ferry__wire_out_free(ferry__wire_out *out);
+
+/* Decodes an envelope. On FERRY_OK, *m owns its values and *atts (n entries) says where each
+   attachment lands (free with ferry__wire_atts_free once filled). FERRY_EPROTO with a message
+   saying what was wrong for anything malformed, FERRY_ENOMEM. On failure nothing is leaked and
+   *m is zeroed except m->id / m->type / m->src when they could be read (so a reply can be sent). */
+ferry_status ferry__wire_decode(const void *header, size_t len, const ferry__wire_limits *limits,
+                                ferry__msg *m, ferry__att **atts, size_t *n_atts);
+void ferry__wire_atts_free(ferry__att *atts, size_t n);
+
+/* Convenience for tests, the demo and the fuzzer: a whole message (envelope + all attachments)
+   in one contiguous buffer: [u32 little-endian header length][header][attachments in order]. */
+ferry_status ferry__wire_encode_flat(const ferry__msg *m, const ferry__wire_limits *limits,
+                                     uint8_t **buf, size_t *len);
+ferry_status ferry__wire_decode_flat(const void *buf, size_t len, const ferry__wire_limits *limits,
+                                     ferry__msg *m);
+
+/* RRef values: rref/ plugs in how an RRef becomes a descriptor on send and a ferry_rref on
+   receive (forking happens there). Without hooks, RRef values fail to encode with FERRY_EINVAL
+   and fail to decode with FERRY_EPROTO. Set once before any message flows. */
+typedef struct {
+    int32_t owner, rref_worker, fork_worker, parent;
+    int64_t rref_local, fork_local;
+} ferry__rref_desc;
+typedef struct {
+    ferry_status (*encode)(void *ctx, ferry_rref *rref, int32_t dst, ferry__rref_desc *out);
+    ferry_rref *(*decode)(void *ctx, const ferry__rref_desc *desc, int32_t src);
+    void *ctx;
+} ferry__wire_rref_hooks;
+void ferry__wire_set_rref_hooks(const ferry__wire_rref_hooks *hooks);
+
+#endif

@@ -1,0 +1,80 @@
+/* Shared test helpers: free ports and forked ranks reaped by pid against a deadline. */
+#include "test_util.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+int ferry_test_free_port(void)
+{
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t alen = sizeof a;
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    cr_assert(fd >= 0);
+    cr_assert(bind(fd, (struct sockaddr *)&a, sizeof a) == 0);
+    cr_assert(getsockname(fd, (struct sockaddr *)&a, &alen) == 0);
+    close(fd);
+    return ntohs(a.sin_port);
+}
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+void ferry_test_run_ranks(int n, ferry_test_rank_fn fn, void *arg, double deadline_s)
+{
+    pid_t pids[256];
+    int status[256];
+    bool done[256] = {0};
+    cr_assert(n > 0 && n <= 256);
+    fflush(stdout);
+    fflush(stderr);
+    for (int r = 0; r < n; r++) {
+        pids[r] = fork();
+        cr_assert(pids[r] >= 0, "fork failed");
+        if (pids[r] == 0) {
+            int rc = fn(r, n, arg);
+            fflush(stdout);
+            fflush(stderr);
+            _exit(rc);
+        }
+    }
+    double end = now_s() + deadline_s;
+    int left = n;
+    while (left > 0 && now_s() < end) {
+        for (int r = 0; r < n; r++) {
+            if (done[r])
+                continue;
+            pid_t p = waitpid(pids[r], &status[r], WNOHANG);
+            if (p == pids[r]) {
+                done[r] = true;
+                left--;
+            }
+        }
+        if (left > 0)
+            usleep(2000);
+    }
+    for (int r = 0; r < n; r++) {
+        if (!done[r]) {
+            kill(pids[r], SIGKILL);
+            waitpid(pids[r], &status[r], 0);
+        }
+    }
+    for (int r = 0; r < n; r++) {
+        cr_assert(done[r], "rank %d did not finish within %.0f s", r, deadline_s);
+        cr_assert(WIFEXITED(status[r]), "rank %d died from signal %d", r,
+                  WIFSIGNALED(status[r]) ? WTERMSIG(status[r]) : 0);
+        cr_assert(WEXITSTATUS(status[r]) == 0, "rank %d exited with %d", r,
+                  WEXITSTATUS(status[r]));
+    }
+}

@@ -1,0 +1,90 @@
+/* The fabric layer: libfabric RDM endpoints (tcp;ofi_rxm to other hosts, shm to this host), one
+   progress thread that drives every completion queue and blocks on the fabric's wait object when
+   idle, whole-message delivery of any size, and tagged bulk transfers straight into/out of tensor
+   storage. Peers are ranks; messages from addresses that did not join are dropped and counted.
+
+   Threads: ferry__net_send / _send_bulk / _recv_bulk may be called from any thread. Every
+   callback (on_message, on_tick, on_peer_error, done) runs on the progress thread, must not
+   block, and must not call ferry__net_close. */
+#ifndef FERRY_TRANSPORT_NET_H
+#define FERRY_TRANSPORT_NET_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/uio.h>
+
+#include "ferry/error.h"
+
+typedef struct ferry__net ferry__net;
+
+typedef struct {
+    /* A whole message from rank `src` (envelope + inline bytes, exactly as sent). `buf` is valid
+       only during the call. */
+    void (*on_message)(void *ctx, int src, const void *buf, size_t len);
+    /* At least every tick_ms while running, and soon after ferry__net_wake: expire timeouts. */
+    void (*on_tick)(void *ctx, long long now_ns);
+    /* Rank `peer` failed (a send or receive to it errored, or it went silent): fail its calls. */
+    void (*on_peer_error)(void *ctx, int peer, ferry_status rc, const char *why);
+    void *ctx;
+} ferry__net_handlers;
+
+typedef struct {
+    const char *transport;   /* NULL = auto; "tcp", "shm" or a libfabric provider name */
+    const char *iface;       /* interface for tcp (FERRY_IFACE); NULL = the one reaching master_addr */
+    const char *master_addr; /* used to pick the interface; may be NULL */
+    int tick_ms;             /* on_tick period; default 10 */
+} ferry__net_options;
+
+/* Opens the endpoints (not yet running). NULL + FERRY_ETRANSPORT naming the provider and cause. */
+ferry__net *ferry__net_open(const ferry__net_options *opts, const ferry__net_handlers *handlers);
+
+/* The blob this process publishes at rendezvous: host identity (hostname + boot id) and one
+   address per open endpoint. Borrowed; lives as long as the net. */
+ferry_status ferry__net_local_address(ferry__net *net, const void **blob, size_t *len);
+
+/* Installs every peer (blobs indexed by rank; blobs[self] is ours), choosing per peer the endpoint
+   both sides have: shm for same-host peers, tcp otherwise, or the forced transport. FERRY_EINVAL
+   for a malformed blob, FERRY_ETRANSPORT when no common transport exists (names the peer). */
+ferry_status ferry__net_set_peers(ferry__net *net, int self_rank, int world_size,
+                                  const void *const *blobs, const size_t *lens);
+
+/* Starts the progress thread. */
+ferry_status ferry__net_start(ferry__net *net);
+
+/* Name of the provider used to reach `peer` ("shm", "tcp;ofi_rxm", ...), for logs and bench. */
+const char *ferry__net_peer_provider(ferry__net *net, int peer);
+
+/* done(arg, rc) runs exactly once on the progress thread when FERRY_OK was returned; never when an
+   error is returned. rc is FERRY_OK, FERRY_ETRANSPORT or FERRY_ESHUTDOWN (net closing). */
+typedef void (*ferry__net_done)(void *arg, ferry_status rc);
+
+/* Sends one message gathered from iov (the bytes are not copied: they must stay valid until done
+   runs). Any total size: the receiver's on_message gets it whole. Sending to self works.
+   FERRY_EINVAL (bad rank), FERRY_ESHUTDOWN, FERRY_ENOMEM. */
+ferry_status ferry__net_send(ferry__net *net, int dst, const struct iovec *iov, size_t n_iov,
+                             ferry__net_done done, void *arg);
+
+/* Bulk transfer of `len` bytes matched by (peer, tag): the sender's bytes land directly in the
+   buffer the receiver posted. Tags are chosen by the caller; the top bit is reserved. Either
+   side may start first. */
+ferry_status ferry__net_send_bulk(ferry__net *net, int dst, uint64_t tag, const void *data,
+                                  size_t len, ferry__net_done done, void *arg);
+ferry_status ferry__net_recv_bulk(ferry__net *net, int src, uint64_t tag, void *buf, size_t len,
+                                  ferry__net_done done, void *arg);
+
+/* Makes the progress thread call on_tick soon (a new, earlier deadline exists). Any thread. */
+void ferry__net_wake(ferry__net *net);
+
+/* Counters. */
+typedef struct {
+    uint64_t messages_in, messages_out, bytes_in, bytes_out;
+    uint64_t dropped_unknown_source; /* messages from addresses that never joined */
+} ferry__net_stats;
+void ferry__net_get_stats(ferry__net *net, ferry__net_stats *out);
+
+/* Stops the progress thread and closes the endpoints; every pending operation's done runs with
+   FERRY_ESHUTDOWN first. Not from the progress thread. NULL is fine. */
+void ferry__net_close(ferry__net *net);
+
+#endif
