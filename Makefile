@@ -13,7 +13,8 @@ PROTOC_C ?= protoc-c
 
 OPT      ?= -O2
 SANITIZE ?=
-SAN_FLAGS := $(if $(SANITIZE),-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined)
+ASAN_UBSAN := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+SAN_FLAGS := $(if $(SANITIZE),$(ASAN_UBSAN))
 
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
@@ -89,7 +90,7 @@ $(BUILD)/libferry.so: $(SHARED)
 TESTLIB_OBJS := $(TESTLIB_SRCS:%.c=$(BUILD)/obj/%.o)
 $(BUILD)/obj/tests/%.o: tests/%.c | $(PROTO_H)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS_ALL) $(TEST_CFLAGS) -Itests -MMD -MP -c $< -o $@
+	$(CC) $(CFLAGS_ALL) $(TEST_CFLAGS) -Itests -Itests/common -MMD -MP -c $< -o $@
 
 $(UNIT_BIN): $(UNIT_SRCS:%.c=$(BUILD)/obj/%.o) $(TESTLIB_OBJS) $(STATIC)
 	@mkdir -p $(dir $@)

@@ -1,0 +1,471 @@
+/* Futures: a mutex and condition variable around a result that is written once, plus an atomic
+   done flag so the hot paths (ferry_future_done, the spin before blocking, reading the result
+   after completion) never take the lock. Callbacks are detached under the lock and run after it
+   is dropped: internal on_done callbacks inline on the completing thread, then-callbacks as
+   tasks on the future's pool, so user code never runs on the thread that completed the future
+   (the fabric's progress thread, usually) nor with a ferry lock held. collect_all is built on
+   the inline callbacks. */
+#include "core/future_impl.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <string.h>
+#include <time.h>
+
+#include "core/alloc.h"
+#include "core/error.h"
+#include "core/log.h"
+#include "core/refcount.h"
+#include "core/value_impl.h"
+
+/* How long a wait spins on the done flag before it sleeps on the condition variable: a reply
+   that arrives within this window costs no wake-up (a futex round trip is several µs). */
+#define WAIT_SPIN_NS 30000LL
+
+typedef struct future_cb {
+    struct future_cb *next;
+    bool is_then;
+    /* on_done: runs inline */
+    ferry__future_cb inline_fn;
+    void *arg;
+    /* then: runs on the pool and completes `child` */
+    ferry_then_fn then_fn;
+    void *user;
+    ferry_future *child;  /* owned reference */
+    ferry_future *parent; /* owned reference, taken when the task is queued */
+} future_cb;
+
+struct ferry_future {
+    ferry__ref ref;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    atomic_bool done; /* set (release) after the result below is final */
+    int waiters;      /* threads in cv, guarded by mu */
+    ferry_status status;
+    ferry_value *value;
+    char *error;        /* NULL: use ferry_strerror(status) */
+    ferry__pool *pool;  /* then-callbacks run here; NULL = the default pool */
+    future_cb *cb_head; /* pending callbacks in registration order, guarded by mu */
+    future_cb *cb_tail;
+};
+
+long long ferry__now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+static inline void cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
+
+static bool is_done(const ferry_future *f)
+{
+    return atomic_load_explicit(&((ferry_future *)f)->done, memory_order_acquire);
+}
+
+ferry_future *ferry_future_new(void)
+{
+    ferry_future *f = ferry__calloc(1, sizeof *f);
+    if (!f)
+        return ferry__fail_null(FERRY_ENOMEM, "no memory for a future");
+    ferry__ref_init(&f->ref);
+    atomic_init(&f->done, false);
+    pthread_mutex_init(&f->mu, NULL);
+    pthread_condattr_t attr;
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_cond_init(&f->cv, &attr);
+    pthread_condattr_destroy(&attr);
+    f->status = FERRY_EAGAIN;
+    return f;
+}
+
+void ferry__future_set_pool(ferry_future *f, ferry__pool *pool)
+{
+    if (f)
+        f->pool = pool;
+}
+
+static const char *error_text(const ferry_future *f)
+{
+    return f->error ? f->error : ferry_strerror(f->status);
+}
+
+/* Runs one then-callback on a pool thread and completes its child with the result. */
+static void then_task(void *arg)
+{
+    future_cb *cb = arg;
+    /* A stale error left on this pool thread by an earlier task must not fail this child. */
+    ferry_clear_error();
+    ferry_value *v = cb->then_fn(cb->parent, cb->user);
+    ferry_status st = ferry_last_status();
+    if (v) {
+        ferry__future_complete_steal(cb->child, v);
+    } else if (st != FERRY_OK) {
+        /* EAGAIN means "pending" on a future; a callback whose own wait ran out failed on
+           time, which is what ETIMEDOUT says. */
+        ferry_future_set_error(cb->child, st == FERRY_EAGAIN ? FERRY_ETIMEDOUT : st,
+                               ferry_last_error());
+    } else {
+        ferry_future_set_error(cb->child, FERRY_EINVAL,
+                               "then callback returned NULL without setting an error");
+    }
+    ferry_future_release(cb->parent);
+    ferry_future_release(cb->child);
+    ferry__free(cb);
+}
+
+/* Queues a then-callback of the completed future `f` on its pool. A full queue is waited out;
+   if no pool can take it (out of memory, shutting down) it runs here rather than never, since
+   the caller of ferry_future_then was promised exactly one run. */
+static void dispatch_then(ferry_future *f, future_cb *cb)
+{
+    cb->parent = ferry_future_retain(f);
+    ferry__pool *pool = f->pool ? f->pool : ferry__pool_default();
+    ferry_status rc = pool ? ferry__pool_submit(pool, then_task, cb) : FERRY_ENOMEM;
+    if (rc == FERRY_EAGAIN)
+        rc = ferry__pool_submit_wait(pool, then_task, cb);
+    if (rc != FERRY_OK) {
+        ferry__log_warn("future", "running a then-callback on the completing thread: %s",
+                        ferry_last_error());
+        then_task(cb);
+    }
+}
+
+static void run_callbacks(ferry_future *f, future_cb *cb)
+{
+    while (cb) {
+        future_cb *next = cb->next;
+        if (cb->is_then) {
+            dispatch_then(f, cb);
+        } else {
+            cb->inline_fn(f, cb->arg);
+            ferry__free(cb);
+        }
+        cb = next;
+    }
+}
+
+/* The one place a future completes. Steals `value` and `error`. */
+static ferry_status complete(ferry_future *f, ferry_status status, ferry_value *value,
+                             char *error)
+{
+    pthread_mutex_lock(&f->mu);
+    if (is_done(f)) {
+        pthread_mutex_unlock(&f->mu);
+        ferry_value_release(value);
+        ferry__free(error);
+        return ferry__fail(FERRY_EINVAL, "Future can only be marked completed once");
+    }
+    f->status = status;
+    f->value = value;
+    f->error = error;
+    future_cb *cbs = f->cb_head;
+    f->cb_head = f->cb_tail = NULL;
+    atomic_store_explicit(&f->done, true, memory_order_release);
+    if (f->waiters > 0)
+        pthread_cond_broadcast(&f->cv);
+    pthread_mutex_unlock(&f->mu);
+    run_callbacks(f, cbs);
+    return FERRY_OK;
+}
+
+ferry_status ferry__future_complete_steal(ferry_future *f, ferry_value *v)
+{
+    if (!f) {
+        ferry_value_release(v);
+        return ferry__fail(FERRY_EINVAL, "NULL future");
+    }
+    return complete(f, FERRY_OK, v, NULL);
+}
+
+ferry_status ferry_future_set_value(ferry_future *f, ferry_value *v)
+{
+    if (!f)
+        return ferry__fail(FERRY_EINVAL, "NULL future");
+    return complete(f, FERRY_OK, ferry_value_retain(v), NULL);
+}
+
+ferry_status ferry_future_set_error(ferry_future *f, ferry_status status, const char *message)
+{
+    if (!f)
+        return ferry__fail(FERRY_EINVAL, "NULL future");
+    if (status == FERRY_OK || status == FERRY_EAGAIN || (unsigned)status >= FERRY__STATUS_COUNT)
+        return ferry__fail(FERRY_EINVAL, "a future cannot fail with status %d (%s)", (int)status,
+                           ferry_strerror(status));
+    /* Without memory for the message the future still fails, with the code's own text. */
+    char *copy = message ? ferry__strdup(message) : NULL;
+    return complete(f, status, NULL, copy);
+}
+
+/* The blocking part of a wait, after the spin: the pool is told so a nested wait on a pool
+   thread never starves it. deadline_ns 0 = none. */
+static void wait_blocking(ferry_future *f, long long deadline_ns)
+{
+    struct timespec ts = {0};
+    if (deadline_ns) {
+        ts.tv_sec = (time_t)(deadline_ns / 1000000000LL);
+        ts.tv_nsec = (long)(deadline_ns % 1000000000LL);
+    }
+    ferry__pool_blocking_begin();
+    pthread_mutex_lock(&f->mu);
+    f->waiters++;
+    while (!is_done(f)) {
+        if (!deadline_ns) {
+            pthread_cond_wait(&f->cv, &f->mu);
+        } else if (pthread_cond_timedwait(&f->cv, &f->mu, &ts) == ETIMEDOUT) {
+            break;
+        }
+    }
+    f->waiters--;
+    pthread_mutex_unlock(&f->mu);
+    ferry__pool_blocking_end();
+}
+
+ferry_status ferry_future_wait(ferry_future *f, double timeout)
+{
+    if (!f)
+        return ferry__fail(FERRY_EINVAL, "NULL future");
+    if (!is_done(f)) {
+        long long start = ferry__now_ns();
+        /* Beyond about 30 years a timeout means "no limit" (and would overflow the clock). */
+        long long deadline = timeout > 0 && timeout < 1e9 ? start + (long long)(timeout * 1e9) : 0;
+        if (deadline == start)
+            deadline++; /* a positive timeout below a nanosecond still bounds the wait */
+        long long spin_end = start + WAIT_SPIN_NS;
+        if (deadline && deadline < spin_end)
+            spin_end = deadline;
+        while (!is_done(f) && ferry__now_ns() < spin_end)
+            cpu_relax();
+        if (!is_done(f) && (!deadline || ferry__now_ns() < deadline))
+            wait_blocking(f, deadline);
+        if (!is_done(f))
+            return ferry__fail(FERRY_EAGAIN, "the wait ran out after %g s; the future is "
+                               "still pending", timeout);
+    }
+    if (f->status != FERRY_OK)
+        return ferry_set_error(f->status, "%s", error_text(f));
+    return FERRY_OK;
+}
+
+ferry_value *ferry_future_value(ferry_future *f)
+{
+    if (ferry_future_wait(f, 0) != FERRY_OK)
+        return NULL;
+    return f->value ? ferry_value_retain(f->value) : ferry_none();
+}
+
+bool ferry_future_done(const ferry_future *f)
+{
+    return f && is_done(f);
+}
+
+const char *ferry_future_error(const ferry_future *f)
+{
+    if (!f || !is_done(f) || f->status == FERRY_OK)
+        return NULL;
+    return error_text(f);
+}
+
+ferry_status ferry_future_status(const ferry_future *f)
+{
+    if (!f)
+        return FERRY_EINVAL;
+    return is_done(f) ? f->status : FERRY_EAGAIN;
+}
+
+/* Adds a callback record, or returns false (record untouched) when f is already done. */
+static bool append_cb(ferry_future *f, future_cb *cb)
+{
+    pthread_mutex_lock(&f->mu);
+    bool pending = !is_done(f);
+    if (pending) {
+        if (f->cb_tail)
+            f->cb_tail->next = cb;
+        else
+            f->cb_head = cb;
+        f->cb_tail = cb;
+    }
+    pthread_mutex_unlock(&f->mu);
+    return pending;
+}
+
+ferry_status ferry__future_on_done(ferry_future *f, ferry__future_cb fn, void *arg)
+{
+    if (!f || !fn)
+        return ferry__fail(FERRY_EINVAL, "on_done needs a future and a function");
+    if (!is_done(f)) {
+        future_cb *cb = ferry__calloc(1, sizeof *cb);
+        if (!cb)
+            return ferry__fail(FERRY_ENOMEM, "no memory for a future callback");
+        cb->inline_fn = fn;
+        cb->arg = arg;
+        if (append_cb(f, cb))
+            return FERRY_OK;
+        ferry__free(cb);
+    }
+    fn(f, arg);
+    return FERRY_OK;
+}
+
+ferry_future *ferry_future_then(ferry_future *f, ferry_then_fn fn, void *user)
+{
+    if (!f || !fn)
+        return ferry__fail_null(FERRY_EINVAL, "ferry_future_then needs a future and a function");
+    future_cb *cb = ferry__calloc(1, sizeof *cb);
+    if (!cb)
+        return ferry__fail_null(FERRY_ENOMEM, "no memory for a then-callback");
+    ferry_future *child = ferry_future_new();
+    if (!child) {
+        ferry__free(cb);
+        return NULL;
+    }
+    child->pool = f->pool;
+    cb->is_then = true;
+    cb->then_fn = fn;
+    cb->user = user;
+    cb->child = ferry_future_retain(child);
+    if (!append_cb(f, cb))
+        dispatch_then(f, cb);
+    return child;
+}
+
+/* collect_all: one inline callback per input. The state holds the inputs (so their values can
+   be read at the end) and the result; it goes when the last callback has run, which may be
+   after the result already failed fast. */
+typedef struct {
+    atomic_size_t refs;      /* the builder plus one per registered callback */
+    atomic_size_t remaining; /* inputs not yet succeeded */
+    atomic_bool settled;     /* the result has been (or is being) completed */
+    ferry_future *result;
+    size_t n;
+    ferry_future *inputs[];
+} collect_state;
+
+static void collect_state_release(collect_state *st)
+{
+    if (atomic_fetch_sub_explicit(&st->refs, 1, memory_order_acq_rel) != 1)
+        return;
+    for (size_t i = 0; i < st->n; i++)
+        ferry_future_release(st->inputs[i]);
+    ferry_future_release(st->result);
+    ferry__free(st);
+}
+
+static void collect_finish(collect_state *st)
+{
+    ferry_value *list = ferry__list_new(st->n);
+    for (size_t i = 0; list && i < st->n; i++) {
+        ferry_value *v = st->inputs[i]->value;
+        ferry_value *item = v ? ferry_value_retain(v) : ferry_none();
+        if (!item) {
+            ferry_value_release(list); /* copes with the items not yet filled in */
+            list = NULL;
+            break;
+        }
+        ferry__list_set(list, i, item);
+    }
+    if (list)
+        ferry__future_complete_steal(st->result, list);
+    else
+        ferry_future_set_error(st->result, FERRY_ENOMEM, "no memory for the collected values");
+}
+
+static void collect_one(ferry_future *f, void *arg)
+{
+    collect_state *st = arg;
+    if (f->status != FERRY_OK) {
+        if (!atomic_exchange(&st->settled, true))
+            ferry_future_set_error(st->result, f->status, error_text(f));
+    } else if (atomic_fetch_sub(&st->remaining, 1) == 1 && !atomic_exchange(&st->settled, true)) {
+        collect_finish(st);
+    }
+    collect_state_release(st);
+}
+
+ferry_future *ferry_future_collect_all(ferry_future **futures, size_t n)
+{
+    if (n > 0 && !futures)
+        return ferry__fail_null(FERRY_EINVAL, "collect_all: NULL array of %zu futures", n);
+    for (size_t i = 0; i < n; i++) {
+        if (!futures[i])
+            return ferry__fail_null(FERRY_EINVAL, "collect_all: future %zu is NULL", i);
+    }
+    if (n > (SIZE_MAX - sizeof(collect_state)) / sizeof(ferry_future *))
+        return ferry__fail_null(FERRY_EINVAL, "collect_all: too many futures (%zu)", n);
+    ferry_future *result = ferry_future_new();
+    if (!result)
+        return NULL;
+    collect_state *st = ferry__calloc(1, sizeof *st + n * sizeof(ferry_future *));
+    if (!st) {
+        ferry_future_release(result);
+        return ferry__fail_null(FERRY_ENOMEM, "no memory for collect_all of %zu futures", n);
+    }
+    atomic_init(&st->refs, 1);
+    atomic_init(&st->remaining, n);
+    atomic_init(&st->settled, false);
+    st->result = ferry_future_retain(result);
+    st->n = n;
+    for (size_t i = 0; i < n; i++)
+        st->inputs[i] = ferry_future_retain(futures[i]);
+    if (n == 0 && !atomic_exchange(&st->settled, true))
+        collect_finish(st);
+    for (size_t i = 0; i < n; i++) {
+        atomic_fetch_add(&st->refs, 1);
+        if (ferry__future_on_done(futures[i], collect_one, st) != FERRY_OK) {
+            /* Callbacks already registered still run; settling first keeps them quiet. */
+            atomic_fetch_sub(&st->refs, 1);
+            atomic_store(&st->settled, true);
+            collect_state_release(st);
+            ferry_future_release(result);
+            return NULL;
+        }
+    }
+    collect_state_release(st);
+    return result;
+}
+
+ferry_future *ferry_future_retain(ferry_future *f)
+{
+    if (f)
+        ferry__ref_inc(&f->ref);
+    return f;
+}
+
+/* Callbacks still pending when the last reference goes can never run: nothing can complete
+   the future any more. Children of then-callbacks fail so their waiters wake. */
+static void drop_pending(future_cb *cb)
+{
+    while (cb) {
+        future_cb *next = cb->next;
+        if (cb->is_then && !ferry_future_done(cb->child)) {
+            ferry_future_set_error(cb->child, FERRY_ECANCELED,
+                                   "the future was released before it completed");
+        }
+        if (cb->is_then)
+            ferry_future_release(cb->child);
+        ferry__free(cb);
+        cb = next;
+    }
+}
+
+void ferry_future_release(ferry_future *f)
+{
+    if (!f || !ferry__ref_dec(&f->ref))
+        return;
+    drop_pending(f->cb_head);
+    ferry_value_release(f->value);
+    ferry__free(f->error);
+    pthread_cond_destroy(&f->cv);
+    pthread_mutex_destroy(&f->mu);
+    ferry__free(f);
+}

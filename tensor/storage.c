@@ -1,0 +1,81 @@
+/* Storage: the refcounted block of bytes that tensors view. Every view of one tensor holds a
+   reference to the same storage, so memory lives until the last view goes. Memory ferry
+   allocates is 64-byte aligned (vector loads, and registration with the fabric); foreign memory
+   is wrapped with the owner's deleter, which runs exactly once, on the last release. CUDA storage
+   is not built yet, so asking for it fails cleanly instead of handing out host memory. */
+#include "tensor/tensor_impl.h"
+
+#include "core/alloc.h"
+#include "core/error.h"
+
+static ferry_status check_device(ferry_device device)
+{
+    if (device.type == FERRY_CUDA)
+        return ferry__fail(FERRY_ENOTSUP, "CUDA device %d: ferry was built without CUDA",
+                           device.index);
+    if (device.type != FERRY_CPU)
+        return ferry__fail(FERRY_EINVAL, "unknown device type %d", (int)device.type);
+    return FERRY_OK;
+}
+
+ferry_storage *ferry__storage_new(size_t nbytes, ferry_device device)
+{
+    if (check_device(device) != FERRY_OK)
+        return NULL;
+    ferry_storage *s = ferry__malloc(sizeof *s);
+    if (!s)
+        return ferry__fail_null(FERRY_ENOMEM, "out of memory allocating tensor storage");
+    /* a zero-byte storage still gets a real (dummy) block so data pointers are never NULL */
+    s->data = ferry__malloc_aligned(nbytes);
+    if (!s->data) {
+        ferry__free(s);
+        return ferry__fail_null(FERRY_ENOMEM, "out of memory allocating %zu bytes of tensor storage",
+                                nbytes);
+    }
+    ferry__ref_init(&s->ref);
+    s->nbytes = nbytes;
+    s->device = FERRY_DEVICE_CPU;
+    s->deleter = NULL;
+    s->deleter_ctx = NULL;
+    s->is_foreign = false;
+    return s;
+}
+
+ferry_storage *ferry__storage_wrap(void *data, size_t nbytes, ferry_device device,
+                                   void (*deleter)(void *, void *), void *ctx)
+{
+    if (check_device(device) != FERRY_OK)
+        return NULL;
+    if (!data && nbytes > 0)
+        return ferry__fail_null(FERRY_EINVAL, "cannot wrap NULL data of %zu bytes", nbytes);
+    ferry_storage *s = ferry__malloc(sizeof *s);
+    if (!s)
+        return ferry__fail_null(FERRY_ENOMEM, "out of memory wrapping tensor storage");
+    ferry__ref_init(&s->ref);
+    s->data = data;
+    s->nbytes = nbytes;
+    s->device = FERRY_DEVICE_CPU;
+    s->deleter = deleter;
+    s->deleter_ctx = ctx;
+    s->is_foreign = true;
+    return s;
+}
+
+void ferry__storage_retain(ferry_storage *s)
+{
+    if (s)
+        ferry__ref_inc(&s->ref);
+}
+
+void ferry__storage_release(ferry_storage *s)
+{
+    if (!s || !ferry__ref_dec(&s->ref))
+        return;
+    if (s->is_foreign) {
+        if (s->deleter)
+            s->deleter(s->data, s->deleter_ctx);
+    } else {
+        ferry__free_aligned(s->data);
+    }
+    ferry__free(s);
+}
