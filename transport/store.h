@@ -4,6 +4,7 @@
 #ifndef FERRY_TRANSPORT_STORE_H
 #define FERRY_TRANSPORT_STORE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -16,6 +17,13 @@ typedef struct ferry__store ferry__store;
 ferry__store_server *ferry__store_server_start(const char *host, int port, const char *token,
                                                int *bound_port);
 void ferry__store_server_stop(ferry__store_server *srv);
+/* How many clients are connected and past the auth check right now (rank 0 uses it to see that
+   everyone else has left before stopping the server). Thread-safe. */
+int ferry__store_server_clients(ferry__store_server *srv);
+
+/* Timeouts: timeout_s <= 0 means no deadline (torch's convention). Keys are at most 4 KiB and
+   values at most 16 MiB; larger ones fail with FERRY_EINVAL. A client may be shared by threads
+   (one request at a time). */
 
 /* Connects, retrying until timeout_s (the server may not be up yet). FERRY_ETIMEDOUT,
    FERRY_EAUTH, FERRY_ETRANSPORT. */
@@ -36,7 +44,30 @@ ferry_status ferry__store_compare_set(ferry__store *st, const char *key, const v
                                       size_t expected_len, const void *desired, size_t desired_len,
                                       void **actual, size_t *actual_len);
 
+/* Which of keys[0..n) exist right now, without waiting: present[i] (diagnostics: which ranks
+   never arrived). */
+ferry_status ferry__store_check(ferry__store *st, const char *const *keys, size_t n,
+                                bool *present);
+
 /* file:// rendezvous: the same operations over a shared file with fcntl locks. */
 ferry__store *ferry__store_open_file(const char *path, const char *token);
+
+/* A store backend other than the TCP client (store_file.c uses it): the ferry__store_* calls above
+   check their arguments and forward here; the backend records its own errors. */
+typedef struct {
+    ferry_status (*set)(void *impl, const char *key, const void *val, size_t len);
+    ferry_status (*get)(void *impl, const char *key, double timeout_s, void **val, size_t *len);
+    ferry_status (*add)(void *impl, const char *key, int64_t delta, int64_t *out);
+    ferry_status (*wait)(void *impl, const char *const *keys, size_t n, double timeout_s);
+    ferry_status (*compare_set)(void *impl, const char *key, const void *expected,
+                                size_t expected_len, const void *desired, size_t desired_len,
+                                void **actual, size_t *actual_len);
+    ferry_status (*check)(void *impl, const char *const *keys, size_t n, bool *present);
+    void (*close)(void *impl);
+} ferry__store_backend;
+
+/* Wraps a backend; the store owns impl and calls backend->close(impl) on ferry__store_close.
+   NULL + FERRY_ENOMEM (impl is closed then too). */
+ferry__store *ferry__store_wrap(const ferry__store_backend *backend, void *impl);
 
 #endif

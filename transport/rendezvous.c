@@ -1,0 +1,875 @@
+/* Rendezvous over the store. Joining costs each non-zero rank a fixed number of store operations:
+   claim its record key with compare_set, block on the table key, then count itself as having
+   fetched it. Rank 0 alone waits for all record keys, checks them (unique names, agreeing world
+   sizes) and publishes either the table or the error every worker must report, so all ranks fail
+   the same way with the same message. (torch has every rank read every other rank's key, which is
+   what makes its rendezvous slow past a few dozen workers.) Collectives use one counter per round:
+   the last arriver sets a "done" key the others block on. Per-rank presence keys cost one set
+   each and let a timeout name exactly which ranks never came. */
+#include "transport/rendezvous.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/alloc.h"
+#include "core/error.h"
+#include "core/log.h"
+
+#define NAME_MAX_LEN 128
+#define ROUND_NAME_MAX 1024
+#define ADDR_MAX (64u << 10)
+#define KEY_LEN 1200
+#define PREFIX_LEN 1100 /* a round prefix; keys add a short suffix to it */
+/* How long rank 0 keeps the store up for the others after a failed join or at free. */
+#define LINGER_MAX_S 5.0
+
+typedef struct round_count {
+    struct round_count *next;
+    char *name;
+    int64_t generation;
+} round_count;
+
+struct ferry__rendezvous {
+    int rank, world_size;
+    ferry__store_server *server;
+    ferry__store *store;
+    char *file_path;
+    ferry__peer_entry *peers;
+    round_count *rounds;
+};
+
+/* A growable byte buffer for records and the table. */
+typedef struct {
+    uint8_t *p;
+    size_t len, cap;
+    bool is_oom;
+} buf;
+
+typedef struct {
+    const uint8_t *p;
+    size_t left;
+    bool is_bad;
+} cursor;
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+/* Seconds left before deadline (0 = none). Never <= 0 for a real deadline, since 0 would mean
+   "wait forever" to the store. */
+static double left_s(double deadline)
+{
+    if (deadline <= 0)
+        return 0;
+    double left = deadline - now_s();
+    return left > 0.001 ? left : 0.001;
+}
+
+/* ---- encoding --------------------------------------------------------------------------- */
+
+static void put(buf *b, const void *data, size_t n)
+{
+    if (b->is_oom)
+        return;
+    if (b->len + n > b->cap) {
+        size_t cap = b->cap ? b->cap : 256;
+        while (cap < b->len + n)
+            cap *= 2;
+        uint8_t *p = ferry__realloc(b->p, cap);
+        if (!p) {
+            b->is_oom = true;
+            return;
+        }
+        b->p = p;
+        b->cap = cap;
+    }
+    if (n)
+        memcpy(b->p + b->len, data, n);
+    b->len += n;
+}
+
+static void put_u32(buf *b, uint32_t v)
+{
+    uint8_t be[4] = {(uint8_t)(v >> 24), (uint8_t)(v >> 16), (uint8_t)(v >> 8), (uint8_t)v};
+    put(b, be, 4);
+}
+
+static void put_blob(buf *b, const void *data, size_t n)
+{
+    put_u32(b, (uint32_t)n);
+    put(b, data, n);
+}
+
+static uint32_t get_u32(cursor *c)
+{
+    if (c->is_bad || c->left < 4) {
+        c->is_bad = true;
+        return 0;
+    }
+    uint32_t v = (uint32_t)c->p[0] << 24 | (uint32_t)c->p[1] << 16 | (uint32_t)c->p[2] << 8 |
+                 c->p[3];
+    c->p += 4;
+    c->left -= 4;
+    return v;
+}
+
+static const uint8_t *get_blob(cursor *c, size_t *len)
+{
+    *len = get_u32(c);
+    if (c->is_bad || c->left < *len) {
+        c->is_bad = true;
+        return NULL;
+    }
+    const uint8_t *p = c->p;
+    c->p += *len;
+    c->left -= *len;
+    return p;
+}
+
+/* A record: rank, world size, name, address blob. */
+static void put_record(buf *b, int rank, int world_size, const char *name, const void *addr,
+                       size_t addr_len)
+{
+    put_u32(b, (uint32_t)rank);
+    put_u32(b, (uint32_t)world_size);
+    put_blob(b, name, strlen(name));
+    put_blob(b, addr, addr_len);
+}
+
+static ferry_status get_record(cursor *c, ferry__peer_entry *out)
+{
+    size_t name_len, addr_len;
+    out->rank = (int)get_u32(c);
+    out->world_size = (int)get_u32(c);
+    const uint8_t *name = get_blob(c, &name_len);
+    const uint8_t *addr = get_blob(c, &addr_len);
+    if (c->is_bad || name_len >= NAME_MAX_LEN || addr_len > ADDR_MAX)
+        return ferry__fail(FERRY_EPROTO, "malformed worker record in the rendezvous store");
+    out->name = ferry__strndup((const char *)name, name_len);
+    out->addr = ferry__malloc(addr_len);
+    if (!out->name || !out->addr)
+        return ferry__fail(FERRY_ENOMEM, "out of memory reading the worker table");
+    if (addr_len)
+        memcpy(out->addr, addr, addr_len);
+    out->addr_len = addr_len;
+    return FERRY_OK;
+}
+
+static void free_peers(ferry__peer_entry *peers, int n)
+{
+    for (int i = 0; peers && i < n; i++) {
+        ferry__free(peers[i].name);
+        ferry__free(peers[i].addr);
+    }
+    ferry__free(peers);
+}
+
+/* ---- names and keys --------------------------------------------------------------------- */
+
+ferry_status ferry__rendezvous_check_name(const char *name)
+{
+    size_t len = name ? strlen(name) : 0;
+    bool is_ok = len > 0 && len < NAME_MAX_LEN;
+    for (size_t i = 0; is_ok && i < len; i++) {
+        char ch = name[i];
+        is_ok = (ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') ||
+                ch == '_' || ch == ':' || ch == '-';
+    }
+    if (!is_ok)
+        return ferry__fail(FERRY_EINVAL,
+                           "Worker name must match ^[A-Za-z0-9-_:]*$, and must be non-empty and "
+                           "shorter than 128 chars, but got %s",
+                           name ? name : "(null)");
+    return FERRY_OK;
+}
+
+static void rank_key(char *key, const char *prefix, int rank)
+{
+    snprintf(key, KEY_LEN, "%s/r/%d", prefix, rank);
+}
+
+/* Builds "ranks 3, 5 never arrived" (or "rank 3 ...") from the presence keys under prefix.
+   Returns how many were missing; 0 leaves out untouched. */
+static int missing_ranks(ferry__store *st, const char *prefix, int world_size, char *out,
+                         size_t out_len)
+{
+    char **keys = ferry__calloc((size_t)world_size, sizeof *keys);
+    bool *present = ferry__calloc((size_t)world_size, sizeof *present);
+    int n_missing = 0;
+    bool is_ok = keys && present;
+    for (int r = 0; is_ok && r < world_size; r++) {
+        keys[r] = ferry__malloc(KEY_LEN);
+        is_ok = keys[r] != NULL;
+        if (is_ok)
+            rank_key(keys[r], prefix, r);
+    }
+    if (is_ok && ferry__store_check(st, (const char *const *)keys, (size_t)world_size, present) ==
+                     FERRY_OK) {
+        size_t used = 0;
+        for (int r = 0; r < world_size; r++)
+            n_missing += !present[r];
+        used += (size_t)snprintf(out, out_len, "rank%s ", n_missing > 1 ? "s" : "");
+        for (int r = 0, listed = 0; r < world_size && used < out_len; r++) {
+            if (!present[r])
+                used += (size_t)snprintf(out + used, out_len - used, "%s%d", listed++ ? ", " : "",
+                                         r);
+        }
+        if (used < out_len)
+            snprintf(out + used, out_len - used, " never arrived");
+    }
+    for (int r = 0; keys && r < world_size; r++)
+        ferry__free(keys[r]);
+    ferry__free(keys);
+    ferry__free(present);
+    return n_missing;
+}
+
+/* The key prefix of the next round called `name` of this kind: "ferry/<kind>/<name>#<gen>". */
+static ferry_status next_round(ferry__rendezvous *rdv, const char *kind, const char *name,
+                               char *prefix)
+{
+    if (!rdv || !name || strlen(name) > ROUND_NAME_MAX)
+        return ferry__fail(FERRY_EINVAL, "%s round needs a name of at most %d bytes", kind,
+                           ROUND_NAME_MAX);
+    char full[ROUND_NAME_MAX + 32];
+    snprintf(full, sizeof full, "%s/%s", kind, name);
+    round_count *rc = rdv->rounds;
+    while (rc && strcmp(rc->name, full))
+        rc = rc->next;
+    if (!rc) {
+        rc = ferry__calloc(1, sizeof *rc);
+        if (!rc || !(rc->name = ferry__strdup(full))) {
+            ferry__free(rc);
+            return ferry__fail(FERRY_ENOMEM, "out of memory starting a %s round", kind);
+        }
+        rc->next = rdv->rounds;
+        rdv->rounds = rc;
+    }
+    snprintf(prefix, PREFIX_LEN, "ferry/%s#%" PRId64, full, rc->generation++);
+    return FERRY_OK;
+}
+
+/* ---- init_method and the environment ---------------------------------------------------- */
+
+static const char *const rank_vars[] = {"RANK", "SLURM_PROCID", "OMPI_COMM_WORLD_RANK",
+                                        "PMI_RANK"};
+static const char *const size_vars[] = {"WORLD_SIZE", "SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE",
+                                        "PMI_SIZE"};
+
+static bool parse_int(const char *s, size_t len, long lo, long hi, int *out)
+{
+    char text[24], *end;
+    if (len == 0 || len >= sizeof text)
+        return false;
+    memcpy(text, s, len);
+    text[len] = '\0';
+    errno = 0;
+    long v = strtol(text, &end, 10);
+    if (errno || *end || v < lo || v > hi)
+        return false;
+    *out = (int)v;
+    return true;
+}
+
+/* The first of vars that is set; torch's message names the first (the torchrun name). */
+static ferry_status int_from_env(const char *const *vars, size_t n, int *out)
+{
+    for (size_t i = 0; i < n; i++) {
+        const char *v = getenv(vars[i]);
+        if (!v)
+            continue;
+        if (!parse_int(v, strlen(v), 0, INT_MAX, out))
+            return ferry__fail(FERRY_EINVAL,
+                               "environment variable %s must be a non-negative integer, but got '%s'",
+                               vars[i], v);
+        return FERRY_OK;
+    }
+    return ferry__fail(FERRY_EINVAL, "environment variable %s expected, but not set", vars[0]);
+}
+
+/* "rank=R&world_size=W" (torch's init_method query); unknown parameters are ignored. */
+static ferry_status parse_query(const char *q, int *rank, int *world_size)
+{
+    while (q && *q) {
+        const char *amp = strchr(q, '&');
+        size_t len = amp ? (size_t)(amp - q) : strlen(q);
+        int *target = !strncmp(q, "rank=", 5) ? rank
+                      : !strncmp(q, "world_size=", 11) ? world_size
+                                                        : NULL;
+        size_t skip = target == rank ? 5 : 11;
+        if (target && len >= skip && *target == (target == rank ? -1 : 0) &&
+            !parse_int(q + skip, len - skip, 0, INT_MAX, target))
+            return ferry__fail(FERRY_EINVAL, "init_method parameter '%.*s' is not a valid integer",
+                               (int)len, q);
+        q = amp ? amp + 1 : NULL;
+    }
+    return FERRY_OK;
+}
+
+/* "host:port" or "[v6addr]:port". */
+static ferry_status parse_host_port(const char *s, size_t len, char **host, int *port)
+{
+    const char *colon = NULL, *host_start = s, *host_end;
+    if (len > 0 && s[0] == '[') {
+        const char *close = memchr(s, ']', len);
+        colon = close && close + 1 < s + len && close[1] == ':' ? close + 1 : NULL;
+        host_start = s + 1;
+        host_end = close;
+    } else {
+        for (size_t i = 0; i < len; i++)
+            if (s[i] == ':')
+                colon = s + i;
+        host_end = colon;
+    }
+    if (!colon || host_end <= host_start ||
+        !parse_int(colon + 1, len - (size_t)(colon + 1 - s), 1, 65535, port))
+        return ferry__fail(FERRY_EINVAL, "init_method tcp://%.*s must name host:port", (int)len, s);
+    *host = ferry__strndup(host_start, (size_t)(host_end - host_start));
+    return *host ? FERRY_OK : ferry__fail(FERRY_ENOMEM, "out of memory parsing init_method");
+}
+
+static ferry_status master_from_env(char **host, int *port)
+{
+    const char *addr = getenv("MASTER_ADDR"), *port_text = getenv("MASTER_PORT");
+    if (!addr)
+        return ferry__fail(FERRY_EINVAL, "environment variable MASTER_ADDR expected, but not set");
+    if (!port_text)
+        return ferry__fail(FERRY_EINVAL, "environment variable MASTER_PORT expected, but not set");
+    if (!*addr)
+        return ferry__fail(FERRY_EINVAL, "environment variable MASTER_ADDR is empty");
+    if (!parse_int(port_text, strlen(port_text), 1, 65535, port))
+        return ferry__fail(FERRY_EINVAL,
+                           "environment variable MASTER_PORT must be a port number (1-65535), "
+                           "but got '%s'",
+                           port_text);
+    *host = ferry__strdup(addr);
+    return *host ? FERRY_OK : ferry__fail(FERRY_ENOMEM, "out of memory reading MASTER_ADDR");
+}
+
+/* Splits init_method into scheme, address part and query, filling host/port or path. */
+static ferry_status parse_method(const char *im, bool *is_env, char **host, int *port,
+                                 char **path, const char **query)
+{
+    const char *q = strchr(im, '?');
+    size_t len = q ? (size_t)(q - im) : strlen(im);
+    *query = q ? q + 1 : NULL;
+    *is_env = !strncmp(im, "env://", 6);
+    if (*is_env) {
+        if (len != 6)
+            return ferry__fail(FERRY_EINVAL,
+                               "init_method env:// takes no address (got '%s'); the store comes "
+                               "from MASTER_ADDR and MASTER_PORT",
+                               im);
+        return FERRY_OK;
+    }
+    if (!strncmp(im, "tcp://", 6))
+        return parse_host_port(im + 6, len - 6, host, port);
+    if (!strncmp(im, "file://", 7) && len > 7) {
+        *path = ferry__strndup(im + 7, len - 7);
+        return *path ? FERRY_OK : ferry__fail(FERRY_ENOMEM, "out of memory parsing init_method");
+    }
+    return ferry__fail(FERRY_EINVAL,
+                       "init_method must be env://, tcp://host:port or file:///path, but got '%s'",
+                       im);
+}
+
+ferry_status ferry__rendezvous_resolve_env(const char *init_method, int *rank_io, int *world_io,
+                                           char **store_host, int *store_port, char **file_path)
+{
+    const char *im = init_method && *init_method ? init_method : "env://", *query = NULL;
+    int rank = rank_io && *rank_io >= 0 ? *rank_io : -1;
+    int world = world_io && *world_io > 0 ? *world_io : 0, port = 0;
+    char *host = NULL, *path = NULL;
+    bool is_env = false;
+    ferry_status rc = parse_method(im, &is_env, &host, &port, &path, &query);
+    if (rc == FERRY_OK)
+        rc = parse_query(query, &rank, &world);
+    if (rc == FERRY_OK && rank < 0)
+        rc = int_from_env(rank_vars, sizeof rank_vars / sizeof *rank_vars, &rank);
+    if (rc == FERRY_OK && world <= 0)
+        rc = int_from_env(size_vars, sizeof size_vars / sizeof *size_vars, &world);
+    if (rc == FERRY_OK && is_env)
+        rc = master_from_env(&host, &port);
+    if (rc == FERRY_OK && world <= 0)
+        rc = ferry__fail(FERRY_EINVAL, "world size must be positive, but got %d", world);
+    if (rc == FERRY_OK && rank >= world)
+        rc = ferry__fail(FERRY_EINVAL, "rank %d is out of range for world size %d", rank, world);
+    if (rc != FERRY_OK || !store_host)
+        ferry__free(host);
+    if (rc != FERRY_OK || !file_path)
+        ferry__free(path);
+    if (rc != FERRY_OK)
+        return rc;
+    if (rank_io)
+        *rank_io = rank;
+    if (world_io)
+        *world_io = world;
+    if (store_host)
+        *store_host = host;
+    if (store_port)
+        *store_port = port;
+    if (file_path)
+        *file_path = path;
+    return FERRY_OK;
+}
+
+/* ---- join ------------------------------------------------------------------------------- */
+
+#define KEY_RECORDS "ferry/rdv"
+#define KEY_TABLE "ferry/rdv/table"
+#define KEY_FETCHED "ferry/rdv/fetched"
+#define KEY_LEFT "ferry/rdv/left"
+#define KEY_CLOSED "ferry/rdv/closed"
+
+/* Adds one to key; whoever brings it to `target` sets key/done, which waiters block on. */
+static ferry_status count_in(ferry__store *st, const char *key, int64_t target)
+{
+    char done[KEY_LEN];
+    int64_t n = 0;
+    ferry_status rc = ferry__store_add(st, key, 1, &n);
+    snprintf(done, sizeof done, "%s/done", key);
+    if (rc == FERRY_OK && n == target)
+        rc = ferry__store_set(st, done, "1", 1);
+    return rc;
+}
+
+/* Rank 0 after a failed join: the others are blocked on the table, so keep the store up until
+   `fetchers` of them read the verdict (or a short while passes). */
+static void linger_for_fetchers(ferry__rendezvous *rdv, uint32_t fetchers, double timeout_s)
+{
+    void *val = NULL;
+    size_t len;
+    if (!rdv->server || fetchers == 0)
+        return;
+    double linger = timeout_s > 0 && timeout_s < LINGER_MAX_S ? timeout_s : LINGER_MAX_S;
+    ferry_status saved = ferry_last_status();
+    char msg[1024];
+    snprintf(msg, sizeof msg, "%s", ferry_last_error());
+    if (ferry__store_get(rdv->store, KEY_FETCHED "/done", linger, &val, &len) == FERRY_OK)
+        ferry__free(val);
+    ferry_set_error(saved, "%s", msg);
+}
+
+/* The table: u32 status, u32 fetchers, then either the error message or the records. */
+static ferry_status publish_verdict(ferry__rendezvous *rdv, ferry_status verdict, uint32_t fetchers,
+                                    const ferry__peer_entry *peers)
+{
+    buf b = {0};
+    put_u32(&b, (uint32_t)verdict);
+    put_u32(&b, fetchers);
+    if (verdict != FERRY_OK)
+        put_blob(&b, ferry_last_error(), strlen(ferry_last_error()));
+    for (int r = 0; verdict == FERRY_OK && r < rdv->world_size; r++)
+        put_record(&b, peers[r].rank, peers[r].world_size, peers[r].name, peers[r].addr,
+                   peers[r].addr_len);
+    char msg[1024];
+    snprintf(msg, sizeof msg, "%s", ferry_last_error());
+    ferry_status rc = b.is_oom ? ferry__fail(FERRY_ENOMEM, "out of memory building the worker table")
+                               : ferry__store_set(rdv->store, KEY_TABLE, b.p, b.len);
+    ferry__free(b.p);
+    if (rc != FERRY_OK)
+        return rc;
+    return verdict == FERRY_OK ? FERRY_OK : ferry_set_error(verdict, "%s", msg);
+}
+
+/* Rank 0: checks the records for what only the whole table shows. */
+static ferry_status check_table(const ferry__rendezvous *rdv, const ferry__peer_entry *peers)
+{
+    for (int r = 0; r < rdv->world_size; r++) {
+        if (peers[r].rank != r || peers[r].world_size != rdv->world_size)
+            return ferry__fail(FERRY_EINVAL,
+                               "worker %s (rank %d) was started with world size %d, but rank 0 "
+                               "has %d",
+                               peers[r].name, r, peers[r].world_size, rdv->world_size);
+        for (int q = 0; q < r; q++)
+            if (!strcmp(peers[q].name, peers[r].name))
+                return ferry__fail(FERRY_EINVAL,
+                                   "RPC worker name %s is not unique. Workers %d and %d share the "
+                                   "same name.",
+                                   peers[r].name, q, r);
+    }
+    return FERRY_OK;
+}
+
+/* Rank 0: reads every record once all exist. */
+static ferry_status read_records(ferry__rendezvous *rdv, ferry__peer_entry *peers, double deadline)
+{
+    char key[KEY_LEN];
+    for (int r = 0; r < rdv->world_size; r++) {
+        void *val = NULL;
+        size_t len = 0;
+        rank_key(key, KEY_RECORDS, r);
+        ferry_status rc = ferry__store_get(rdv->store, key, left_s(deadline), &val, &len);
+        if (rc == FERRY_OK) {
+            cursor c = {.p = val, .left = len};
+            rc = get_record(&c, &peers[r]);
+        }
+        ferry__free(val);
+        if (rc != FERRY_OK)
+            return rc;
+    }
+    return FERRY_OK;
+}
+
+/* Rank 0: waits for every record, then publishes the table or the error all ranks report. */
+static ferry_status gather(ferry__rendezvous *rdv, double deadline, double timeout_s)
+{
+    int n = rdv->world_size;
+    char **keys = ferry__calloc((size_t)n, sizeof *keys);
+    ferry_status rc = keys ? FERRY_OK : ferry__fail(FERRY_ENOMEM, "out of memory in rendezvous");
+    for (int r = 0; rc == FERRY_OK && r < n; r++) {
+        keys[r] = ferry__malloc(KEY_LEN);
+        if (!keys[r])
+            rc = ferry__fail(FERRY_ENOMEM, "out of memory in rendezvous");
+        else
+            rank_key(keys[r], KEY_RECORDS, r);
+    }
+    if (rc == FERRY_OK)
+        rc = ferry__store_wait(rdv->store, (const char *const *)keys, (size_t)n, left_s(deadline));
+    for (int r = 0; keys && r < n; r++)
+        ferry__free(keys[r]);
+    ferry__free(keys);
+    if (rc == FERRY_ETIMEDOUT) {
+        char missing[900] = "";
+        int n_missing = missing_ranks(rdv->store, KEY_RECORDS, n, missing, sizeof missing);
+        ferry__fail(FERRY_ETIMEDOUT, "rendezvous timed out after %g s: %s", timeout_s, missing);
+        rc = publish_verdict(rdv, FERRY_ETIMEDOUT, (uint32_t)(n - n_missing - 1), NULL);
+        linger_for_fetchers(rdv, (uint32_t)(n - n_missing - 1), timeout_s);
+        return rc;
+    }
+    if (rc != FERRY_OK)
+        return rc;
+    rdv->peers = ferry__calloc((size_t)n, sizeof *rdv->peers);
+    if (!rdv->peers)
+        return ferry__fail(FERRY_ENOMEM, "out of memory in rendezvous");
+    rc = read_records(rdv, rdv->peers, deadline);
+    if (rc == FERRY_OK)
+        rc = check_table(rdv, rdv->peers);
+    rc = publish_verdict(rdv, rc, (uint32_t)(n - 1), rdv->peers);
+    if (rc != FERRY_OK)
+        linger_for_fetchers(rdv, (uint32_t)(n - 1), timeout_s);
+    return rc;
+}
+
+/* Non-zero ranks: reads the verdict rank 0 published, counting itself as having read it. */
+static ferry_status decode_table(ferry__rendezvous *rdv, const uint8_t *p, size_t len)
+{
+    cursor c = {.p = p, .left = len};
+    uint32_t verdict = get_u32(&c), fetchers = get_u32(&c);
+    if (c.is_bad || verdict >= FERRY__STATUS_COUNT)
+        return ferry__fail(FERRY_EPROTO, "malformed worker table in the rendezvous store");
+    if (count_in(rdv->store, KEY_FETCHED, fetchers) != FERRY_OK)
+        ferry__log_warn("rendezvous", "could not acknowledge the worker table: %s",
+                        ferry_last_error());
+    if (verdict != FERRY_OK) {
+        size_t msg_len;
+        const uint8_t *msg = get_blob(&c, &msg_len);
+        if (c.is_bad)
+            return ferry__fail(FERRY_EPROTO, "malformed worker table in the rendezvous store");
+        return ferry_set_error((ferry_status)verdict, "%.*s", (int)msg_len, (const char *)msg);
+    }
+    rdv->peers = ferry__calloc((size_t)rdv->world_size, sizeof *rdv->peers);
+    if (!rdv->peers)
+        return ferry__fail(FERRY_ENOMEM, "out of memory reading the worker table");
+    for (int r = 0; r < rdv->world_size; r++) {
+        ferry_status rc = get_record(&c, &rdv->peers[r]);
+        if (rc == FERRY_OK && rdv->peers[r].rank != r)
+            rc = ferry__fail(FERRY_EPROTO, "malformed worker table in the rendezvous store");
+        if (rc != FERRY_OK)
+            return rc;
+    }
+    return FERRY_OK;
+}
+
+static ferry_status fetch(ferry__rendezvous *rdv, double deadline, double timeout_s)
+{
+    void *val = NULL;
+    size_t len = 0;
+    /* A little longer than rank 0 waits, so its verdict (naming the missing ranks) wins. */
+    double wait_s = deadline > 0 ? left_s(deadline) + 1.0 : 0;
+    ferry_status rc = ferry__store_get(rdv->store, KEY_TABLE, wait_s, &val, &len);
+    if (rc == FERRY_ETIMEDOUT) {
+        char missing[900] = "";
+        if (missing_ranks(rdv->store, KEY_RECORDS, rdv->world_size, missing, sizeof missing) > 0)
+            return ferry__fail(FERRY_ETIMEDOUT, "rendezvous timed out after %g s: %s", timeout_s,
+                               missing);
+        return ferry__fail(FERRY_ETIMEDOUT,
+                           "rendezvous timed out after %g s waiting for rank 0 to publish the "
+                           "worker table",
+                           timeout_s);
+    }
+    if (rc == FERRY_OK)
+        rc = decode_table(rdv, val, len);
+    ferry__free(val);
+    return rc;
+}
+
+static ferry_status open_store(ferry__rendezvous *rdv, const char *host, int port,
+                               const char *token, double deadline, double timeout_s)
+{
+    if (rdv->file_path) {
+        rdv->store = ferry__store_open_file(rdv->file_path, token);
+        return rdv->store ? FERRY_OK : ferry_last_status();
+    }
+    if (rdv->rank == 0) {
+        rdv->server = ferry__store_server_start(host, port, token, NULL);
+        if (!rdv->server)
+            return ferry_last_status();
+    }
+    rdv->store = ferry__store_connect(host, port, token, left_s(deadline));
+    if (rdv->store)
+        return FERRY_OK;
+    if (ferry_last_status() != FERRY_ETIMEDOUT)
+        return ferry_last_status();
+    char why[900];
+    snprintf(why, sizeof why, "%s", ferry_last_error());
+    return ferry__fail(FERRY_ETIMEDOUT, "rendezvous timed out after %g s: %s (is rank 0 running?)",
+                       timeout_s, why);
+}
+
+/* Claims this rank's record key; a second worker with the same rank is refused. */
+static ferry_status publish_self(ferry__rendezvous *rdv, const char *name, const void *addr,
+                                 size_t addr_len)
+{
+    char key[KEY_LEN];
+    buf b = {0};
+    void *actual = NULL;
+    size_t actual_len = 0;
+    put_record(&b, rdv->rank, rdv->world_size, name, addr, addr_len);
+    if (b.is_oom)
+        return ferry__fail(FERRY_ENOMEM, "out of memory in rendezvous");
+    rank_key(key, KEY_RECORDS, rdv->rank);
+    ferry_status rc = ferry__store_compare_set(rdv->store, key, NULL, 0, b.p, b.len, &actual,
+                                               &actual_len);
+    if (rc == FERRY_OK && (actual_len != b.len || memcmp(actual, b.p, b.len))) {
+        ferry__peer_entry other = {0};
+        cursor c = {.p = actual, .left = actual_len};
+        bool is_known = get_record(&c, &other) == FERRY_OK;
+        rc = ferry__fail(FERRY_EINVAL, "rank %d was claimed twice (by workers %s and %s)%s",
+                         rdv->rank, is_known ? other.name : "?", name,
+                         rdv->file_path ? "; is the file store left over from an earlier run?" : "");
+        ferry__free(other.name);
+        ferry__free(other.addr);
+    }
+    ferry__free(actual);
+    ferry__free(b.p);
+    return rc;
+}
+
+static void teardown(ferry__rendezvous *rdv)
+{
+    ferry__store_close(rdv->store);
+    ferry__store_server_stop(rdv->server);
+    free_peers(rdv->peers, rdv->world_size);
+    for (round_count *r = rdv->rounds, *next; r; r = next) {
+        next = r->next;
+        ferry__free(r->name);
+        ferry__free(r);
+    }
+    ferry__free(rdv->file_path);
+    ferry__free(rdv);
+}
+
+ferry__rendezvous *ferry__rendezvous_join(const char *init_method, int rank, int world_size,
+                                          const char *name, const void *addr, size_t addr_len,
+                                          double timeout_s, const char *token)
+{
+    char *host = NULL, *path = NULL;
+    int port = 0;
+    if (ferry__rendezvous_check_name(name) != FERRY_OK)
+        return NULL;
+    if ((!addr && addr_len) || addr_len > ADDR_MAX)
+        return ferry__fail_null(FERRY_EINVAL, "rendezvous address blob of %zu bytes is invalid",
+                                addr_len);
+    if (ferry__rendezvous_resolve_env(init_method, &rank, &world_size, &host, &port, &path) !=
+        FERRY_OK)
+        return NULL;
+    double deadline = timeout_s > 0 ? now_s() + timeout_s : 0;
+    ferry__rendezvous *rdv = ferry__calloc(1, sizeof *rdv);
+    if (!rdv) {
+        ferry__free(host);
+        ferry__free(path);
+        return ferry__fail_null(FERRY_ENOMEM, "out of memory in rendezvous");
+    }
+    rdv->rank = rank;
+    rdv->world_size = world_size;
+    rdv->file_path = path;
+    token = token && *token ? token : NULL;
+    ferry_status rc = open_store(rdv, host, port, token, deadline, timeout_s);
+    ferry__free(host);
+    if (rc == FERRY_OK)
+        rc = publish_self(rdv, name, addr, addr_len);
+    if (rc == FERRY_OK)
+        rc = rank == 0 ? gather(rdv, deadline, timeout_s) : fetch(rdv, deadline, timeout_s);
+    if (rc != FERRY_OK) {
+        teardown(rdv);
+        return NULL;
+    }
+    ferry__log_debug("rendezvous", "rank %d of %d joined as %s", rank, world_size, name);
+    return rdv;
+}
+
+/* ---- collectives ------------------------------------------------------------------------ */
+
+static ferry_status round_timeout(ferry__rendezvous *rdv, const char *kind, const char *name,
+                                  const char *prefix, double timeout_s)
+{
+    char missing[900] = "";
+    if (missing_ranks(rdv->store, prefix, rdv->world_size, missing, sizeof missing) == 0)
+        snprintf(missing, sizeof missing, "every rank arrived, but the round never completed");
+    return ferry__fail(FERRY_ETIMEDOUT, "%s '%s' timed out after %g s: %s", kind, name, timeout_s,
+                       missing);
+}
+
+/* Marks this rank present and counts it in; *is_last for the rank that completes the round. */
+static ferry_status arrive(ferry__rendezvous *rdv, const char *prefix, bool *is_last)
+{
+    char key[KEY_LEN];
+    int64_t n = 0;
+    rank_key(key, prefix, rdv->rank);
+    ferry_status rc = ferry__store_set(rdv->store, key, "", 0);
+    snprintf(key, sizeof key, "%s/n", prefix);
+    if (rc == FERRY_OK)
+        rc = ferry__store_add(rdv->store, key, 1, &n);
+    *is_last = n == rdv->world_size;
+    return rc;
+}
+
+/* Everyone but the last arriver blocks on prefix/done; its value comes back in *val. */
+static ferry_status await_done(ferry__rendezvous *rdv, const char *kind, const char *name,
+                               const char *prefix, double timeout_s, void **val, size_t *len)
+{
+    char key[KEY_LEN];
+    snprintf(key, sizeof key, "%s/done", prefix);
+    ferry_status rc = ferry__store_get(rdv->store, key, timeout_s, val, len);
+    if (rc == FERRY_ETIMEDOUT)
+        return round_timeout(rdv, kind, name, prefix, timeout_s);
+    return rc;
+}
+
+ferry_status ferry__rendezvous_barrier(ferry__rendezvous *rdv, const char *name, double timeout_s)
+{
+    char prefix[PREFIX_LEN], key[KEY_LEN];
+    bool is_last = false;
+    void *val = NULL;
+    size_t len;
+    ferry_status rc = next_round(rdv, "barrier", name, prefix);
+    if (rc == FERRY_OK)
+        rc = arrive(rdv, prefix, &is_last);
+    if (rc != FERRY_OK)
+        return rc;
+    if (is_last) {
+        snprintf(key, sizeof key, "%s/done", prefix);
+        return ferry__store_set(rdv->store, key, "1", 1);
+    }
+    rc = await_done(rdv, "barrier", name, prefix, timeout_s, &val, &len);
+    ferry__free(val);
+    return rc;
+}
+
+ferry_status ferry__rendezvous_allreduce_sum(ferry__rendezvous *rdv, const char *name,
+                                             int64_t value, int64_t *sum, double timeout_s)
+{
+    char prefix[PREFIX_LEN], sum_key[KEY_LEN], text[32];
+    bool is_last = false;
+    void *val = NULL;
+    size_t len = 0;
+    ferry_status rc = next_round(rdv, "allreduce", name, prefix);
+    if (rc == FERRY_OK && !sum)
+        rc = ferry__fail(FERRY_EINVAL, "allreduce_sum needs an output");
+    if (rc != FERRY_OK)
+        return rc;
+    snprintf(sum_key, sizeof sum_key, "%s/sum", prefix);
+    /* The sum is added before the count, so the rank that completes the count sees every term. */
+    rc = ferry__store_add(rdv->store, sum_key, value, sum);
+    if (rc == FERRY_OK)
+        rc = arrive(rdv, prefix, &is_last);
+    if (rc == FERRY_OK && is_last) {
+        rc = ferry__store_add(rdv->store, sum_key, 0, sum);
+        int n = snprintf(text, sizeof text, "%" PRId64, *sum);
+        snprintf(sum_key, sizeof sum_key, "%s/done", prefix);
+        return rc == FERRY_OK ? ferry__store_set(rdv->store, sum_key, text, (size_t)n) : rc;
+    }
+    if (rc == FERRY_OK)
+        rc = await_done(rdv, "allreduce", name, prefix, timeout_s, &val, &len);
+    if (rc == FERRY_OK) {
+        snprintf(text, sizeof text, "%.*s", len < sizeof text ? (int)len : 0, (const char *)val);
+        char *end;
+        errno = 0;
+        *sum = strtoll(text, &end, 10);
+        if (errno || !*text || *end)
+            rc = ferry__fail(FERRY_EPROTO, "allreduce '%s' result is malformed", name);
+    }
+    ferry__free(val);
+    return rc;
+}
+
+/* ---- accessors and leaving -------------------------------------------------------------- */
+
+const ferry__peer_entry *ferry__rendezvous_peers(ferry__rendezvous *rdv, int *n)
+{
+    if (n)
+        *n = rdv ? rdv->world_size : 0;
+    return rdv ? rdv->peers : NULL;
+}
+
+int ferry__rendezvous_rank(const ferry__rendezvous *rdv)
+{
+    return rdv ? rdv->rank : -1;
+}
+
+ferry__store *ferry__rendezvous_store(ferry__rendezvous *rdv)
+{
+    return rdv ? rdv->store : NULL;
+}
+
+/* Rank 0 keeps serving until the others said they left or hung up, for a few seconds at most. */
+static void leave(ferry__rendezvous *rdv)
+{
+    int64_t n = 0;
+    if (rdv->file_path) {
+        if (ferry__store_add(rdv->store, KEY_CLOSED, 1, &n) == FERRY_OK && n == rdv->world_size)
+            unlink(rdv->file_path);
+        return;
+    }
+    if (rdv->rank != 0) {
+        count_in(rdv->store, KEY_LEFT, rdv->world_size - 1);
+        return;
+    }
+    double deadline = now_s() + LINGER_MAX_S;
+    while (rdv->world_size > 1 && now_s() < deadline &&
+           ferry__store_server_clients(rdv->server) > 1) {
+        void *val = NULL;
+        size_t len;
+        ferry_status rc = ferry__store_get(rdv->store, KEY_LEFT "/done", 0.05, &val, &len);
+        ferry__free(val);
+        if (rc != FERRY_ETIMEDOUT)
+            break;
+    }
+}
+
+void ferry__rendezvous_free(ferry__rendezvous *rdv)
+{
+    if (!rdv)
+        return;
+    /* Leaving is best effort and must not replace an error the caller is about to report. */
+    ferry_status saved = ferry_last_status();
+    char msg[1024];
+    snprintf(msg, sizeof msg, "%s", ferry_last_error());
+    if (rdv->store)
+        leave(rdv);
+    teardown(rdv);
+    if (saved != FERRY_OK)
+        ferry_set_error(saved, "%s", msg);
+    else
+        ferry_clear_error();
+}

@@ -1,0 +1,81 @@
+/* Rendezvous: how workers find each other before the fabric is up (DESIGN section 6). init_method
+   names the store as torch does (env://, tcp://host:port, file:///path). Rank 0 serves the TCP
+   store in a thread; every worker publishes (name, rank, fabric address blob) and gets back the
+   whole table. Each non-zero rank does O(1) store operations however large the world, so joins of
+   hundreds of workers stay cheap. The same object then runs the small collectives the agent needs
+   (barrier, integer all-reduce for graceful shutdown) and keeps rank 0's store alive until free.
+
+   Threads: one rendezvous object is used by one thread at a time. Timeouts are seconds; <= 0 means
+   no deadline (torch's convention). */
+#ifndef FERRY_TRANSPORT_RENDEZVOUS_H
+#define FERRY_TRANSPORT_RENDEZVOUS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ferry/error.h"
+#include "transport/store.h"
+
+typedef struct {
+    int rank;
+    int world_size;
+    char *name;
+    void *addr;
+    size_t addr_len;
+} ferry__peer_entry;
+
+/* Holds the store client (and the server on rank 0) and the peer table. */
+typedef struct ferry__rendezvous ferry__rendezvous;
+
+/* Worker names are non-empty, shorter than 128 bytes and made of [A-Za-z0-9_:-] (torch's rule).
+   FERRY_OK or FERRY_EINVAL with torch's message. */
+ferry_status ferry__rendezvous_check_name(const char *name);
+
+/* Parses init_method (NULL or "" = "env://") into where the store is and who this worker is.
+   env:// reads MASTER_ADDR and MASTER_PORT; rank < 0 / world_size <= 0 are read from RANK /
+   WORLD_SIZE, then SLURM_PROCID / SLURM_NTASKS, OMPI_COMM_WORLD_RANK / OMPI_COMM_WORLD_SIZE,
+   PMI_RANK / PMI_SIZE. tcp://host:port and file:///path take rank and world size from the
+   arguments, then a "?rank=R&world_size=W" query, then the same variables. Outputs may be NULL;
+   *store_host (tcp) or *file_path (file) is ferry__malloc'd and the other one is set to NULL.
+   FERRY_EINVAL naming the missing or malformed variable ("environment variable MASTER_ADDR
+   expected, but not set"), a malformed init_method, or a rank out of range; FERRY_ENOMEM. */
+ferry_status ferry__rendezvous_resolve_env(const char *init_method, int *rank, int *world_size,
+                                           char **store_host, int *store_port, char **file_path);
+
+/* Joins: checks the name (before contacting anyone), resolves init_method, starts the store on
+   rank 0 (on the store port, on the store host's interface or every interface), publishes this
+   worker's record and waits until all world_size workers did. addr is copied. token NULL or ""
+   = no auth; otherwise every store connection proves it knows the token.
+   NULL and the last error: FERRY_EINVAL (bad name or init_method, "RPC worker name X is not
+   unique. Workers 0 and 3 share the same name." on every worker, a rank claimed twice,
+   mismatched world sizes), FERRY_ETIMEDOUT ("rendezvous timed out after N s: ranks 3, 5 never
+   arrived"), FERRY_EAUTH, FERRY_ETRANSPORT (store unreachable or lost), FERRY_ENOMEM. */
+ferry__rendezvous *ferry__rendezvous_join(const char *init_method, int rank, int world_size,
+                                          const char *name, const void *addr, size_t addr_len,
+                                          double timeout_s, const char *token);
+
+/* Every worker calls it with the same name; returns when all world_size did. Names may repeat:
+   each call with a given name is a new round. O(1) store operations per worker.
+   FERRY_OK, FERRY_ETIMEDOUT (naming the ranks that never arrived), FERRY_ETRANSPORT,
+   FERRY_EINVAL (NULL or overlong name). */
+ferry_status ferry__rendezvous_barrier(ferry__rendezvous *rdv, const char *name, double timeout_s);
+
+/* Sum of every worker's value, returned to all of them; a barrier too. The agent's graceful
+   shutdown loops on it over active-call counts, as torch does. Same codes as the barrier, plus
+   FERRY_EINVAL when the sum overflows. */
+ferry_status ferry__rendezvous_allreduce_sum(ferry__rendezvous *rdv, const char *name,
+                                             int64_t value, int64_t *sum, double timeout_s);
+
+/* The table, indexed by rank; borrowed, lives as long as rdv. */
+const ferry__peer_entry *ferry__rendezvous_peers(ferry__rendezvous *rdv, int *n);
+
+/* This worker's rank, and the store client (borrowed) for callers that need more keys. */
+int ferry__rendezvous_rank(const ferry__rendezvous *rdv);
+ferry__store *ferry__rendezvous_store(ferry__rendezvous *rdv);
+
+/* Leaves. Rank 0 first waits (at most a few seconds) until every other worker left or
+   disconnected, so nobody loses the store mid-operation; then it stops the server. With a file
+   store the last worker out removes the file. NULL is fine. */
+void ferry__rendezvous_free(ferry__rendezvous *rdv);
+
+#endif
