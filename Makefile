@@ -145,7 +145,7 @@ fuzz-smoke:
 	elif ! command -v clang >/dev/null; then echo "fuzz smoke: clang not found, skipped"; \
 	else $(MAKE) --no-print-directory $(FUZZ_BINS) && for f in $(FUZZ_BINS); do \
 	  mkdir -p $(FUZZ_BUILD)/corpus/$$(basename $$f); \
-	  $$f -max_total_time=$(FUZZ_SMOKE_S) -rss_limit_mb=2048 $(FUZZ_BUILD)/corpus/$$(basename $$f) \
+	  $$f -max_total_time=$(FUZZ_SMOKE_S) -print_final_stats=1 -rss_limit_mb=2048 $(FUZZ_BUILD)/corpus/$$(basename $$f) \
 	      tests/fuzz/seeds/$$(basename $$f) 2>$(FUZZ_BUILD)/$$(basename $$f).log || \
 	      { tail -40 $(FUZZ_BUILD)/$$(basename $$f).log; exit 1; }; \
 	  echo "fuzz smoke: $$(basename $$f) ran $(FUZZ_SMOKE_S)s, $$(grep -o 'stat::number_of_executed_units: [0-9]*' $(FUZZ_BUILD)/$$(basename $$f).log | tail -1 || true) no crash"; \

@@ -7,5 +7,9 @@
 #include "ferry/tensor.h"
 #include "ferry/future.h"
 #include "ferry/rpc.h"
+#include "ferry/ops.h"
+#include "ferry/autograd.h"
+#include "ferry/nn.h"
+#include "ferry/safetensors.h"
 
 #endif

@@ -1,0 +1,140 @@
+/* Shared by the op families in tensor/ops_*.c and by autograd/: the list of differentiable ops,
+   the record an op hands to autograd, the hook table autograd installs (tensor/ never includes
+   autograd/), and helpers for dims, broadcasting, type promotion and dtype conversion. */
+#ifndef FERRY_TENSOR_OPS_INTERNAL_H
+#define FERRY_TENSOR_OPS_INTERNAL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ferry/ops.h"
+#include "tensor/tensor_impl.h"
+
+/* Every op that records a graph node. autograd/ keeps one backward formula per entry. */
+typedef enum {
+    FERRY__OP_ADD, /* scalars[0] = alpha */
+    FERRY__OP_SUB, /* scalars[0] = alpha */
+    FERRY__OP_MUL,
+    FERRY__OP_DIV,
+    FERRY__OP_ADD_SCALAR,
+    FERRY__OP_SUB_SCALAR,
+    FERRY__OP_MUL_SCALAR, /* scalars[0] = the factor */
+    FERRY__OP_DIV_SCALAR, /* scalars[0] = the divisor */
+    FERRY__OP_POW,        /* scalars[0] = the exponent */
+    FERRY__OP_NEG,
+    FERRY__OP_ABS,
+    FERRY__OP_RELU,
+    FERRY__OP_EXP,
+    FERRY__OP_LOG,
+    FERRY__OP_SQRT,
+    FERRY__OP_SIGMOID,
+    FERRY__OP_TANH,
+    FERRY__OP_GELU,
+    FERRY__OP_MATMUL,
+    FERRY__OP_SUM,      /* ints: the reduced dims (wrapped), then keepdim last */
+    FERRY__OP_MEAN,     /* same as SUM */
+    FERRY__OP_MAX,      /* all-reduce; saved: input, result */
+    FERRY__OP_MAX_DIM,  /* ints[0] = dim, ints[1] = keepdim; saved: indices */
+    FERRY__OP_SOFTMAX,  /* ints[0] = dim; saved: result */
+    FERRY__OP_LOG_SOFTMAX,
+    FERRY__OP_MSE_LOSS, /* ints[0] = reduction; saved: input, target */
+    FERRY__OP_NLL_LOSS, /* ints[0] = reduction; saved: target */
+    FERRY__OP_EMBEDDING, /* saved: indices */
+    FERRY__OP_DROPOUT,   /* saved: the scaled mask */
+    FERRY__OP_CAT,       /* ints[0] = dim */
+    FERRY__OP_STACK,     /* ints[0] = dim */
+    FERRY__OP_RESHAPE,
+    FERRY__OP_TRANSPOSE, /* ints[0], ints[1] = the dims */
+    FERRY__OP_NARROW,    /* ints[0] = dim, ints[1] = start */
+    FERRY__OP_UNSQUEEZE, /* ints[0] = dim */
+    FERRY__OP_SQUEEZE,
+    FERRY__OP_INDEX_SELECT, /* ints[0] = dim; saved: index */
+    FERRY__OP_CLONE,
+    FERRY__OP_COUNT
+} ferry__op;
+
+#define FERRY__OP_MAX_SAVED 3
+#define FERRY__OP_MAX_INTS (FERRY_MAX_DIMS + 2)
+
+/* What an op tells autograd about one call. Everything is borrowed for the call; autograd keeps
+   detached aliases of the saved tensors (so a saved output never points back at its node). */
+typedef struct {
+    ferry__op op;
+    size_t n_inputs;
+    ferry_tensor *const *inputs; /* the differentiable inputs, in the formula's order */
+    int n_saved;
+    ferry_tensor *saved[FERRY__OP_MAX_SAVED];
+    double scalars[2];
+    int n_ints;
+    int64_t ints[FERRY__OP_MAX_INTS];
+} ferry__op_record;
+
+/* Installed by autograd/ the first time a tensor is made to require grad (no tensor can need a
+   graph before that, so ops never miss a node). Set once, read-only afterwards. */
+typedef struct {
+    /* True when grad mode is on for this thread and some input requires grad. */
+    bool (*should_record)(size_t n, ferry_tensor *const *inputs);
+    /* Makes `output` the result of a new node for `rec`. */
+    ferry_status (*record)(const ferry__op_record *rec, ferry_tensor *output);
+    /* FERRY_OK when `t` may be modified in place given the other operands. */
+    ferry_status (*check_inplace)(ferry_tensor *t, size_t n, ferry_tensor *const *others);
+} ferry__autograd_hooks;
+
+void ferry__ops_set_autograd_hooks(const ferry__autograd_hooks *hooks);
+bool ferry__ops_should_record(size_t n, ferry_tensor *const *inputs);
+/* Records `rec` on `out` when needed; returns `out`, or NULL (out released) on failure. */
+ferry_tensor *ferry__ops_record(ferry_tensor *out, const ferry__op_record *rec);
+ferry_status ferry__ops_check_inplace(ferry_tensor *t, size_t n, ferry_tensor *const *others);
+
+/* dtypes ferry computes on: float32, float64, int64. FERRY_ENOTSUP naming `op` otherwise, and
+   for tensors not on the CPU. */
+ferry_status ferry__check_compute(const ferry_tensor *t, const char *op);
+static inline bool ferry__is_floating(ferry_dtype d)
+{
+    return d == FERRY_FLOAT32 || d == FERRY_FLOAT64;
+}
+/* torch.result_type of two tensors, and of a tensor with a Python float. */
+ferry_dtype ferry__result_type(const ferry_tensor *a, const ferry_tensor *b);
+ferry_dtype ferry__result_type_float_scalar(const ferry_tensor *a);
+/* Promotes a set of dtypes (cat/stack: no 0-dim special case). */
+ferry_dtype ferry__promote(ferry_dtype a, ferry_dtype b);
+
+/* Wraps a possibly negative dim into [0, ndim) (ndim 0 counts as 1, as torch); FERRY_EINVAL with
+   "Dimension out of range (expected to be in range of [-2, 1], but got 5)". */
+ferry_status ferry__wrap_dim(int dim, int ndim, int *out);
+
+/* The broadcast shape of a and b, or FERRY_EINVAL with torch's message. */
+ferry_status ferry__broadcast_shape(int nda, const int64_t *sa, int ndb, const int64_t *sb,
+                                    int *nd_out, int64_t *out);
+
+/* A new reference to `t` when it already has `dtype`, else a contiguous converted copy. */
+ferry_tensor *ferry__to_dtype_ref(ferry_tensor *t, ferry_dtype dtype);
+/* A new reference to `t` when contiguous with `dtype`, else a contiguous converted copy. */
+ferry_tensor *ferry__contig_dtype(ferry_tensor *t, ferry_dtype dtype);
+/* A new tensor handle over t's data with t's geometry and no autograd state. */
+ferry_tensor *ferry__alias(ferry_tensor *t);
+/* A view of `t` broadcast (stride 0) to the given shape; FERRY_EINVAL when it does not expand. */
+ferry_tensor *ferry__expand(ferry_tensor *t, int ndim, const int64_t *sizes);
+/* Sums `t` down to the given shape (the inverse of broadcasting), without recording. */
+ferry_tensor *ferry__sum_to(ferry_tensor *t, int ndim, const int64_t *sizes);
+/* Same shape test. */
+bool ferry__same_shape(const ferry_tensor *a, const ferry_tensor *b);
+
+/* Kernels shared between files, none of which record. */
+ferry_tensor *ferry__sum_dims_raw(ferry_tensor *t, int ndims, const int *dims, bool keepdim);
+ferry_tensor *ferry__matmul_raw(ferry_tensor *a, ferry_tensor *b);
+/* out[..., idx[k], ...] += src[..., k, ...] along dim (index_add_ on a contiguous `out`). */
+ferry_status ferry__index_add_raw(ferry_tensor *out, int dim, ferry_tensor *index,
+                                  ferry_tensor *src);
+/* Softmax-family backward helpers (no recording). */
+ferry_tensor *ferry__softmax_backward(ferry_tensor *grad, ferry_tensor *result, int dim);
+ferry_tensor *ferry__log_softmax_backward(ferry_tensor *grad, ferry_tensor *result, int dim);
+/* nll_loss backward: the gradient for `input_shape` given the output grad. */
+ferry_tensor *ferry__nll_loss_backward(ferry_tensor *grad, ferry_tensor *target, int ndim,
+                                       const int64_t *input_sizes, ferry_dtype dtype,
+                                       ferry_reduction reduction);
+/* gelu backward: grad * gelu'(x). */
+ferry_tensor *ferry__gelu_backward(ferry_tensor *grad, ferry_tensor *x);
+
+#endif

@@ -1,0 +1,383 @@
+/* Reductions (sum, mean, max) and the softmax family. Every kernel sees its input as a
+   contiguous [outer, n, inner] block, n being the reduced extent: runs of adjacent reduced dims
+   collapse into one n, so a full reduction is a single pass. Floating sums accumulate in double
+   (torch accumulates float32 in a wider or pairwise way too); softmax computes in double and
+   stores in the input's dtype. */
+#include "tensor/ops_internal.h"
+
+#include <math.h>
+#include <string.h>
+
+#include "core/alloc.h"
+#include "core/error.h"
+
+/* The [outer, n, inner] split of a contiguous shape around dims [d0, d1). */
+static void split3(const ferry_tensor *t, int d0, int d1, int64_t *outer, int64_t *n, int64_t *inner)
+{
+    *outer = *n = *inner = 1;
+    for (int i = 0; i < t->ndim; i++) {
+        if (i < d0)
+            *outer *= t->sizes[i];
+        else if (i < d1)
+            *n *= t->sizes[i];
+        else
+            *inner *= t->sizes[i];
+    }
+}
+
+static void sum_pass_typed(ferry_dtype dt, const void *src, void *dst, int64_t outer, int64_t n,
+                           int64_t inner, double *acc)
+{
+    for (int64_t o = 0; o < outer; o++) {
+        if (dt == FERRY_INT64) {
+            const int64_t *x = (const int64_t *)src + o * n * inner;
+            int64_t *y = (int64_t *)dst + o * inner;
+            for (int64_t j = 0; j < inner; j++)
+                y[j] = 0;
+            for (int64_t k = 0; k < n; k++)
+                for (int64_t j = 0; j < inner; j++)
+                    y[j] = (int64_t)((uint64_t)y[j] + (uint64_t)x[k * inner + j]);
+            continue;
+        }
+        for (int64_t j = 0; j < inner; j++)
+            acc[j] = 0.0;
+        if (dt == FERRY_FLOAT32) {
+            const float *x = (const float *)src + o * n * inner;
+            for (int64_t k = 0; k < n; k++)
+                for (int64_t j = 0; j < inner; j++)
+                    acc[j] += x[k * inner + j];
+            for (int64_t j = 0; j < inner; j++)
+                ((float *)dst)[o * inner + j] = (float)acc[j];
+        } else {
+            const double *x = (const double *)src + o * n * inner;
+            for (int64_t k = 0; k < n; k++)
+                for (int64_t j = 0; j < inner; j++)
+                    acc[j] += x[k * inner + j];
+            for (int64_t j = 0; j < inner; j++)
+                ((double *)dst)[o * inner + j] = acc[j];
+        }
+    }
+}
+
+/* Sums the contiguous `x` over dims [d0, d1) keeping them as size 1; a new tensor. */
+static ferry_tensor *sum_pass(ferry_tensor *x, int d0, int d1)
+{
+    int64_t outer, n, inner, sizes[FERRY_MAX_DIMS];
+    split3(x, d0, d1, &outer, &n, &inner);
+    memcpy(sizes, x->sizes, sizeof sizes);
+    for (int i = d0; i < d1; i++)
+        sizes[i] = 1;
+    ferry_tensor *out = ferry_tensor_empty(x->ndim, sizes, x->dtype, FERRY_DEVICE_CPU);
+    double *acc = out ? ferry__malloc((size_t)(inner > 0 ? inner : 1) * sizeof(double)) : NULL;
+    if (out != NULL && acc == NULL) {
+        ferry_tensor_release(out);
+        return ferry__fail_null(FERRY_ENOMEM, "sum: out of memory");
+    }
+    if (out != NULL)
+        sum_pass_typed(x->dtype, ferry_tensor_data(x), ferry_tensor_data(out), outer, n, inner, acc);
+    ferry__free(acc);
+    return out;
+}
+
+/* Marks the dims to reduce (all when ndims is 0); FERRY_EINVAL for bad or repeated dims. */
+static ferry_status reduced_mask(const ferry_tensor *t, int ndims, const int *dims, bool *mask)
+{
+    memset(mask, 0, FERRY_MAX_DIMS * sizeof(bool));
+    if (ndims == 0 || dims == NULL) {
+        for (int i = 0; i < t->ndim; i++)
+            mask[i] = true;
+        return FERRY_OK;
+    }
+    for (int i = 0; i < ndims; i++) {
+        int d;
+        if (ferry__wrap_dim(dims[i], t->ndim, &d) != FERRY_OK)
+            return FERRY_EINVAL;
+        if (t->ndim == 0)
+            continue;
+        if (mask[d])
+            return ferry__fail(FERRY_EINVAL, "dim %d appears multiple times in the list of dims", d);
+        mask[d] = true;
+    }
+    return FERRY_OK;
+}
+
+/* The output shape of a reduction: keepdim keeps 1s, otherwise the reduced dims go. */
+static int reduced_shape(const ferry_tensor *t, const bool *mask, bool keepdim, int64_t *sizes)
+{
+    int nd = 0;
+    for (int i = 0; i < t->ndim; i++) {
+        if (!mask[i])
+            sizes[nd++] = t->sizes[i];
+        else if (keepdim)
+            sizes[nd++] = 1;
+    }
+    return nd;
+}
+
+ferry_tensor *ferry__sum_dims_raw(ferry_tensor *t, int ndims, const int *dims, bool keepdim)
+{
+    bool mask[FERRY_MAX_DIMS];
+    int64_t sizes[FERRY_MAX_DIMS];
+    if (ferry__check_compute(t, "sum") != FERRY_OK || reduced_mask(t, ndims, dims, mask) != FERRY_OK)
+        return NULL;
+    ferry_tensor *cur = ferry_tensor_contiguous(t);
+    for (int d = 0; cur != NULL && d < t->ndim;) {
+        if (!mask[d]) {
+            d++;
+            continue;
+        }
+        int e = d;
+        while (e < t->ndim && mask[e])
+            e++;
+        ferry_tensor *next = sum_pass(cur, d, e);
+        ferry_tensor_release(cur);
+        cur = next;
+        d = e;
+    }
+    if (cur == t) { /* nothing reduced (a 0-dim input): still a new tensor, as torch */
+        ferry_tensor_release(cur);
+        cur = ferry_tensor_clone_data(t);
+    }
+    if (cur == NULL)
+        return NULL;
+    int nd = reduced_shape(t, mask, keepdim, sizes);
+    ferry_tensor *out = ferry_tensor_reshape(cur, nd, sizes);
+    ferry_tensor_release(cur);
+    return out;
+}
+
+static ferry_tensor *record_reduce(ferry_tensor *out, ferry__op op, ferry_tensor *t, int ndims,
+                                   const int *dims, bool keepdim)
+{
+    bool mask[FERRY_MAX_DIMS];
+    if (out == NULL)
+        return NULL;
+    ferry__op_record rec = {.op = op, .n_inputs = 1, .inputs = &t};
+    reduced_mask(t, ndims, dims, mask); /* already validated by the kernel */
+    for (int i = 0; i < t->ndim; i++)
+        if (mask[i])
+            rec.ints[rec.n_ints++] = i;
+    rec.ints[rec.n_ints++] = keepdim;
+    return ferry__ops_record(out, &rec);
+}
+
+ferry_tensor *ferry_sum_dim(ferry_tensor *t, int ndims, const int *dims, bool keepdim)
+{
+    return record_reduce(ferry__sum_dims_raw(t, ndims, dims, keepdim), FERRY__OP_SUM, t, ndims,
+                         dims, keepdim);
+}
+
+ferry_tensor *ferry_sum(ferry_tensor *t)
+{
+    return ferry_sum_dim(t, 0, NULL, false);
+}
+
+ferry_tensor *ferry_mean_dim(ferry_tensor *t, int ndims, const int *dims, bool keepdim)
+{
+    bool mask[FERRY_MAX_DIMS];
+    if (ferry__check_compute(t, "mean") != FERRY_OK || reduced_mask(t, ndims, dims, mask) != FERRY_OK)
+        return NULL;
+    if (!ferry__is_floating(t->dtype))
+        return ferry__fail_null(FERRY_EINVAL,
+                                "mean(): could not infer output dtype. Input dtype must be either "
+                                "a floating point or complex dtype. Got: Long");
+    int64_t count = 1;
+    for (int i = 0; i < t->ndim; i++)
+        if (mask[i])
+            count *= t->sizes[i];
+    ferry_tensor *s = ferry__sum_dims_raw(t, ndims, dims, keepdim);
+    if (s == NULL)
+        return NULL;
+    int64_t n = ferry_tensor_numel(s);
+    /* torch divides by the count; 0/0 gives NaN for an empty reduction, as torch. */
+    if (s->dtype == FERRY_FLOAT32)
+        for (int64_t i = 0; i < n; i++)
+            ((float *)ferry_tensor_data(s))[i] /= (float)count;
+    else
+        for (int64_t i = 0; i < n; i++)
+            ((double *)ferry_tensor_data(s))[i] /= (double)count;
+    return record_reduce(s, FERRY__OP_MEAN, t, ndims, dims, keepdim);
+}
+
+ferry_tensor *ferry_mean(ferry_tensor *t)
+{
+    return ferry_mean_dim(t, 0, NULL, false);
+}
+
+/* True when element i beats element j for max (NaN wins, as torch propagates it). */
+static bool beats(const char *p, ferry_dtype dt, int64_t i, int64_t j)
+{
+    if (dt == FERRY_INT64)
+        return ((const int64_t *)p)[i] > ((const int64_t *)p)[j];
+    double x = dt == FERRY_FLOAT32 ? ((const float *)p)[i] : ((const double *)p)[i];
+    double y = dt == FERRY_FLOAT32 ? ((const float *)p)[j] : ((const double *)p)[j];
+    return (x > y || isnan(x)) && !isnan(y);
+}
+
+/* Values and positions of the maxima over the middle extent of [outer, n, inner]. */
+static void max_pass(const char *x, ferry_dtype dt, int64_t outer, int64_t n, int64_t inner,
+                     char *vals, int64_t *idx)
+{
+    size_t es = ferry_dtype_size(dt);
+    for (int64_t o = 0; o < outer; o++) {
+        for (int64_t j = 0; j < inner; j++) {
+            int64_t base = o * n * inner + j, best = 0;
+            for (int64_t k = 1; k < n; k++)
+                if (beats(x, dt, base + k * inner, base + best * inner))
+                    best = k;
+            memcpy(vals + (size_t)(o * inner + j) * es, x + (size_t)(base + best * inner) * es, es);
+            if (idx != NULL)
+                idx[o * inner + j] = best;
+        }
+    }
+}
+
+ferry_tensor *ferry_max(ferry_tensor *t)
+{
+    if (ferry__check_compute(t, "max") != FERRY_OK)
+        return NULL;
+    if (ferry_tensor_numel(t) == 0)
+        return ferry__fail_null(FERRY_EINVAL,
+                                "max(): Expected reduction dim to be specified for input.numel() "
+                                "== 0. Specify the reduction dim with the 'dim' argument.");
+    ferry_tensor *x = ferry_tensor_contiguous(t);
+    ferry_tensor *out = x ? ferry_tensor_empty(0, NULL, t->dtype, FERRY_DEVICE_CPU) : NULL;
+    if (out != NULL)
+        max_pass(ferry_tensor_data(x), t->dtype, 1, ferry_tensor_numel(t), 1,
+                 ferry_tensor_data(out), NULL);
+    ferry_tensor_release(x);
+    if (out == NULL)
+        return NULL;
+    ferry__op_record rec = {.op = FERRY__OP_MAX, .n_inputs = 1, .inputs = &t, .n_saved = 2,
+                            .saved = {t, out}};
+    return ferry__ops_record(out, &rec);
+}
+
+ferry_tensor *ferry_max_dim(ferry_tensor *t, int dim, bool keepdim, ferry_tensor **indices)
+{
+    int d;
+    int64_t outer, n, inner, sizes[FERRY_MAX_DIMS];
+    bool mask[FERRY_MAX_DIMS];
+    if (ferry__check_compute(t, "max") != FERRY_OK || ferry__wrap_dim(dim, t->ndim, &d) != FERRY_OK)
+        return NULL;
+    int nd = t->ndim > 0 ? t->ndim : 0;
+    split3(t, d, nd > 0 ? d + 1 : 0, &outer, &n, &inner);
+    if (n == 0)
+        return ferry__fail_null(FERRY_EINVAL,
+                                "max(): Expected reduction dim %d to have non-zero size.", d);
+    memset(mask, 0, sizeof mask);
+    mask[d] = t->ndim > 0;
+    int ond = reduced_shape(t, mask, keepdim, sizes);
+    ferry_tensor *x = ferry_tensor_contiguous(t);
+    ferry_tensor *vals = x ? ferry_tensor_empty(ond, sizes, t->dtype, FERRY_DEVICE_CPU) : NULL;
+    ferry_tensor *idx = vals ? ferry_tensor_empty(ond, sizes, FERRY_INT64, FERRY_DEVICE_CPU) : NULL;
+    if (idx != NULL)
+        max_pass(ferry_tensor_data(x), t->dtype, outer, n, inner, ferry_tensor_data(vals),
+                 ferry_tensor_data(idx));
+    ferry_tensor_release(x);
+    if (idx == NULL) {
+        ferry_tensor_release(vals);
+        return NULL;
+    }
+    ferry__op_record rec = {.op = FERRY__OP_MAX_DIM, .n_inputs = 1, .inputs = &t, .n_saved = 1,
+                            .saved = {idx}, .n_ints = 2, .ints = {d, keepdim}};
+    vals = ferry__ops_record(vals, &rec);
+    if (vals != NULL && indices != NULL)
+        *indices = idx;
+    else
+        ferry_tensor_release(idx);
+    return vals;
+}
+
+/* ---- softmax family, computed on a float64 copy ---- */
+
+typedef enum { SM_SOFTMAX, SM_LOG_SOFTMAX, SM_SOFTMAX_BACK, SM_LOG_SOFTMAX_BACK } sm_kind;
+
+/* One [n] line with stride `inner`: forward from x into y, or backward from (g, y) into y's
+   gradient written over g's copy `o`. */
+static void sm_line(sm_kind kind, int64_t n, int64_t st, const double *x, const double *g, double *o)
+{
+    if (kind == SM_SOFTMAX || kind == SM_LOG_SOFTMAX) {
+        double m = -INFINITY, s = 0.0;
+        for (int64_t k = 0; k < n; k++)
+            m = x[k * st] > m || isnan(x[k * st]) ? x[k * st] : m;
+        if (isinf(m) && m < 0)
+            m = 0.0; /* an all -inf line: keep exp(x - m) finite-defined (gives NaN like torch) */
+        for (int64_t k = 0; k < n; k++)
+            s += exp(x[k * st] - m);
+        double ls = log(s);
+        for (int64_t k = 0; k < n; k++)
+            o[k * st] = kind == SM_SOFTMAX ? exp(x[k * st] - m) / s : x[k * st] - m - ls;
+        return;
+    }
+    double s = 0.0; /* x is the forward result y here */
+    for (int64_t k = 0; k < n; k++)
+        s += kind == SM_SOFTMAX_BACK ? g[k * st] * x[k * st] : g[k * st];
+    for (int64_t k = 0; k < n; k++)
+        o[k * st] = kind == SM_SOFTMAX_BACK ? x[k * st] * (g[k * st] - s)
+                                            : g[k * st] - exp(x[k * st]) * s;
+}
+
+/* Runs `kind` along dim of x (and g for backward), returning a tensor of x's dtype. */
+static ferry_tensor *sm_run(sm_kind kind, ferry_tensor *x, ferry_tensor *g, int dim, const char *name)
+{
+    int d;
+    int64_t outer, n, inner;
+    if (ferry__check_compute(x, name) != FERRY_OK || ferry__wrap_dim(dim, x->ndim, &d) != FERRY_OK)
+        return NULL;
+    if (!ferry__is_floating(x->dtype))
+        return ferry__fail_null(FERRY_EINVAL, "\"%s\" not implemented for 'Long'", name);
+    split3(x, d, x->ndim > 0 ? d + 1 : 0, &outer, &n, &inner);
+    ferry_tensor *xd = ferry__contig_dtype(x, FERRY_FLOAT64);
+    ferry_tensor *gd = xd && g ? ferry__contig_dtype(g, FERRY_FLOAT64) : NULL;
+    ferry_tensor *od = xd && (gd || !g) ? ferry_tensor_empty(x->ndim, x->sizes, FERRY_FLOAT64,
+                                                             FERRY_DEVICE_CPU)
+                                        : NULL;
+    ferry_tensor *out = NULL;
+    if (od != NULL) {
+        const double *xp = ferry_tensor_data(xd), *gp = gd ? ferry_tensor_data(gd) : NULL;
+        double *op = ferry_tensor_data(od);
+        for (int64_t o = 0; o < outer; o++)
+            for (int64_t j = 0; j < inner; j++) {
+                int64_t base = o * n * inner + j;
+                sm_line(kind, n, inner, xp + base, gp ? gp + base : NULL, op + base);
+            }
+        out = ferry__to_dtype_ref(od, x->dtype);
+    }
+    ferry_tensor_release(xd);
+    ferry_tensor_release(gd);
+    ferry_tensor_release(od);
+    return out;
+}
+
+static ferry_tensor *softmax_op(sm_kind kind, ferry__op op, ferry_tensor *t, int dim)
+{
+    ferry_tensor *out = sm_run(kind, t, NULL, dim, kind == SM_SOFTMAX ? "softmax" : "log_softmax");
+    if (out == NULL)
+        return NULL;
+    int d;
+    ferry__wrap_dim(dim, t->ndim, &d);
+    ferry__op_record rec = {.op = op, .n_inputs = 1, .inputs = &t, .n_saved = 1, .saved = {out},
+                            .n_ints = 1, .ints = {d}};
+    return ferry__ops_record(out, &rec);
+}
+
+ferry_tensor *ferry_softmax(ferry_tensor *t, int dim)
+{
+    return softmax_op(SM_SOFTMAX, FERRY__OP_SOFTMAX, t, dim);
+}
+
+ferry_tensor *ferry_log_softmax(ferry_tensor *t, int dim)
+{
+    return softmax_op(SM_LOG_SOFTMAX, FERRY__OP_LOG_SOFTMAX, t, dim);
+}
+
+ferry_tensor *ferry__softmax_backward(ferry_tensor *grad, ferry_tensor *result, int dim)
+{
+    return sm_run(SM_SOFTMAX_BACK, result, grad, dim, "softmax_backward");
+}
+
+ferry_tensor *ferry__log_softmax_backward(ferry_tensor *grad, ferry_tensor *result, int dim)
+{
+    return sm_run(SM_LOG_SOFTMAX_BACK, result, grad, dim, "log_softmax_backward");
+}
