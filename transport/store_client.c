@@ -1,0 +1,534 @@
+/* The rendezvous store's TCP client, and the ferry__store_* calls every backend shares. The
+   client is blocking: one request at a time per connection (a mutex lets threads share it), and a
+   connection that broke stays broken so a half-read reply is never mistaken for the next one.
+   The ferry__store_* calls check their arguments once here and forward to a backend: this client
+   or the file store (store_file.c). */
+#include "transport/store.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/alloc.h"
+#include "core/error.h"
+#include "transport/sha256.h"
+#include "transport/store_wire.h"
+
+struct ferry__store {
+    const ferry__store_backend *backend;
+    void *impl;
+};
+
+typedef struct {
+    int fd; /* -1 once the connection broke: every later call fails */
+    char where[300];
+    pthread_mutex_t lock;
+} tcp_client;
+
+static const ferry__store_backend tcp_backend;
+
+static uint64_t timeout_to_ms(double timeout_s)
+{
+    if (timeout_s <= 0)
+        return 0;
+    if (timeout_s > 1e9)
+        return (uint64_t)1e12;
+    uint64_t ms = (uint64_t)(timeout_s * 1000.0);
+    return ms ? ms : 1;
+}
+
+/* Reads exactly n bytes before deadline_ms (0 = none). 1 done, 0 closed or failed, -1 timeout. */
+static int recv_all(int fd, void *buf, size_t n, int64_t deadline_ms)
+{
+    uint8_t *p = buf;
+    while (n > 0) {
+        int wait_ms = -1;
+        if (deadline_ms) {
+            int64_t left = deadline_ms - ferry__store_now_ms();
+            if (left <= 0)
+                return -1;
+            wait_ms = left > 1000000 ? 1000000 : (int)left;
+        }
+        struct pollfd pfd = {.fd = fd, .events = POLLIN};
+        int rc = poll(&pfd, 1, wait_ms);
+        if (rc < 0 && errno != EINTR)
+            return 0;
+        if (rc <= 0)
+            continue;
+        ssize_t got = recv(fd, p, n, 0);
+        if (got < 0 && (errno == EINTR || errno == EAGAIN))
+            continue;
+        if (got <= 0)
+            return 0;
+        p += got;
+        n -= (size_t)got;
+    }
+    return 1;
+}
+
+static bool send_all(int fd, const void *buf, size_t n)
+{
+    const uint8_t *p = buf;
+    while (n > 0) {
+        ssize_t sent = send(fd, p, n, MSG_NOSIGNAL);
+        if (sent < 0 && errno == EINTR)
+            continue;
+        if (sent <= 0)
+            return false;
+        p += sent;
+        n -= (size_t)sent;
+    }
+    return true;
+}
+
+/* One TCP connect attempt, bounded by deadline_ms. The fd is blocking on return. */
+static int connect_once(const char *host, int port, int64_t deadline_ms, int *err)
+{
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *res = NULL;
+    char port_text[16];
+    snprintf(port_text, sizeof port_text, "%d", port);
+    if (getaddrinfo(host, port_text, &hints, &res) != 0) {
+        *err = EHOSTUNREACH;
+        return -1;
+    }
+    int fd = -1;
+    for (struct addrinfo *ai = res; ai && fd < 0; ai = ai->ai_next) {
+        fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+        if (fd < 0)
+            continue;
+        *err = connect(fd, ai->ai_addr, ai->ai_addrlen) == 0 ? 0 : errno;
+        if (*err == EINPROGRESS) {
+            int64_t left = deadline_ms ? deadline_ms - ferry__store_now_ms() : 5000;
+            struct pollfd pfd = {.fd = fd, .events = POLLOUT};
+            socklen_t len = sizeof *err;
+            *err = ETIMEDOUT;
+            if (poll(&pfd, 1, left > 5000 ? 5000 : left < 1 ? 1 : (int)left) == 1)
+                getsockopt(fd, SOL_SOCKET, SO_ERROR, err, &len);
+        }
+        if (*err) {
+            close(fd);
+            fd = -1;
+        }
+    }
+    freeaddrinfo(res);
+    if (fd >= 0) {
+        int one = 1;
+        fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    }
+    return fd;
+}
+
+/* Reads the hello and proves the token. FERRY_EAGAIN when the peer closed before saying hello
+   (not up yet: retry); FERRY_EAUTH; FERRY_ETRANSPORT. */
+static ferry_status handshake(int fd, const char *where, const char *token, int64_t deadline_ms)
+{
+    uint8_t hello[5], nonce[FERRY__STORE_NONCE_LEN], mac[FERRY_SHA256_LEN], verdict = 0;
+    int64_t io_deadline = ferry__store_now_ms() + 10000;
+    if (deadline_ms && deadline_ms > ferry__store_now_ms() && deadline_ms < io_deadline)
+        io_deadline = deadline_ms;
+    if (recv_all(fd, hello, sizeof hello, io_deadline) != 1)
+        return FERRY_EAGAIN;
+    uint32_t magic = ferry__store_load_be32(hello);
+    if (magic != FERRY__STORE_HELLO_MAGIC || hello[4] > 1)
+        return ferry__fail(FERRY_ETRANSPORT, "%s is not a ferry store (wrong greeting)", where);
+    if (!hello[4] && token)
+        return ferry__fail(FERRY_EAUTH,
+                           "store at %s runs without an auth token but this worker has one "
+                           "(FERRY_AUTH_TOKEN differs?)",
+                           where);
+    if (hello[4] && !token)
+        return ferry__fail(FERRY_EAUTH,
+                           "store at %s requires an auth token (FERRY_AUTH_TOKEN not set here?)",
+                           where);
+    if (!hello[4])
+        return FERRY_OK;
+    if (recv_all(fd, nonce, sizeof nonce, io_deadline) != 1)
+        return ferry__fail(FERRY_ETRANSPORT, "store at %s closed the connection during auth",
+                           where);
+    ferry__store_auth_mac(token, nonce, mac);
+    if (!send_all(fd, mac, sizeof mac) || recv_all(fd, &verdict, 1, io_deadline) != 1 ||
+        verdict != 1)
+        return ferry__fail(FERRY_EAUTH,
+                           "store at %s refused the auth token (FERRY_AUTH_TOKEN differs?)", where);
+    return FERRY_OK;
+}
+
+ferry__store *ferry__store_connect(const char *host, int port, const char *token, double timeout_s)
+{
+    if (!host || !*host || port <= 0 || port > 65535)
+        return ferry__fail_null(FERRY_EINVAL, "store address %s:%d is invalid", host ? host : "",
+                                port);
+    uint64_t timeout_ms = timeout_to_ms(timeout_s);
+    int64_t deadline = timeout_ms ? ferry__store_now_ms() + (int64_t)timeout_ms : 0;
+    int64_t backoff_ms = 10;
+    char where[300];
+    snprintf(where, sizeof where, strchr(host, ':') ? "[%s]:%d" : "%s:%d", host, port);
+    for (;;) {
+        int err = 0, fd = connect_once(host, port, deadline, &err);
+        if (fd >= 0) {
+            ferry_status rc = handshake(fd, where, token, deadline);
+            if (rc == FERRY_OK) {
+                tcp_client *cl = ferry__calloc(1, sizeof *cl);
+                if (!cl) {
+                    close(fd);
+                    return ferry__fail_null(FERRY_ENOMEM, "out of memory connecting to store");
+                }
+                cl->fd = fd;
+                snprintf(cl->where, sizeof cl->where, "%s", where);
+                pthread_mutex_init(&cl->lock, NULL);
+                return ferry__store_wrap(&tcp_backend, cl);
+            }
+            close(fd);
+            if (rc != FERRY_EAGAIN)
+                return NULL;
+            err = ECONNRESET;
+        }
+        int64_t left = deadline ? deadline - ferry__store_now_ms() : backoff_ms;
+        if (left <= 0)
+            return ferry__fail_null(FERRY_ETIMEDOUT, "could not reach the store at %s within %g s: %s",
+                                    where, timeout_s, strerror(err));
+        struct timespec ts = {0, (long)(backoff_ms < left ? backoff_ms : left) * 1000000L};
+        nanosleep(&ts, NULL);
+        backoff_ms = backoff_ms * 2 > 250 ? 250 : backoff_ms * 2;
+    }
+}
+
+/* Sends one request and reads the reply body (status byte first) into *body (caller frees).
+   A broken connection stays broken: later calls fail at once. */
+static ferry_status tcp_call(tcp_client *cl, ferry__store_writer *w, double timeout_s,
+                             uint8_t **body, size_t *len)
+{
+    uint64_t timeout_ms = timeout_to_ms(timeout_s);
+    /* The server answers a timed-out wait itself; the grace covers a slow network. */
+    int64_t deadline = timeout_ms ? ferry__store_now_ms() + (int64_t)timeout_ms + 30000 : 0;
+    uint8_t head[4];
+    ferry_status rc = FERRY_OK;
+    ferry__store_wr_end(w);
+    if (w->is_oom)
+        return ferry__fail(FERRY_ENOMEM, "out of memory building a store request");
+    pthread_mutex_lock(&cl->lock);
+    *body = NULL;
+    if (cl->fd < 0) {
+        rc = ferry__fail(FERRY_ETRANSPORT, "the connection to the store at %s was lost", cl->where);
+    } else if (!send_all(cl->fd, w->p, w->len) || recv_all(cl->fd, head, 4, deadline) != 1) {
+        rc = ferry__fail(FERRY_ETRANSPORT, "store at %s closed the connection", cl->where);
+    } else {
+        *len = ferry__store_load_be32(head);
+        *body = *len >= 1 && *len <= FERRY__STORE_BODY_MAX ? ferry__malloc(*len) : NULL;
+        if (!*body)
+            rc = *len >= 1 && *len <= FERRY__STORE_BODY_MAX
+                     ? ferry__fail(FERRY_ENOMEM, "out of memory reading a store reply")
+                     : ferry__fail(FERRY_EPROTO, "store at %s sent a malformed reply", cl->where);
+        else if (recv_all(cl->fd, *body, *len, deadline) != 1)
+            rc = ferry__fail(FERRY_ETRANSPORT, "store at %s closed the connection", cl->where);
+    }
+    if (rc != FERRY_OK && cl->fd >= 0) {
+        close(cl->fd);
+        cl->fd = -1;
+    }
+    pthread_mutex_unlock(&cl->lock);
+    if (rc != FERRY_OK) {
+        ferry__free(*body);
+        *body = NULL;
+    }
+    ferry__free(w->p);
+    return rc;
+}
+
+/* A reply must have status OK and exactly `want` payload bytes (SIZE_MAX: any). */
+static ferry_status expect_ok(tcp_client *cl, const uint8_t *body, size_t len, size_t want)
+{
+    if (body[0] != FERRY__STORE_REPLY_OK || (want != SIZE_MAX && len - 1 != want))
+        return ferry__fail(FERRY_EPROTO, "store at %s sent a malformed reply", cl->where);
+    return FERRY_OK;
+}
+
+static ferry_status tcp_set(void *impl, const char *key, const void *val, size_t len)
+{
+    tcp_client *cl = impl;
+    ferry__store_writer w = {0};
+    uint8_t *body;
+    size_t blen;
+    ferry__store_wr_begin(&w);
+    ferry__store_wr_u8(&w, FERRY__STORE_OP_SET);
+    ferry__store_wr_blob(&w, key, strlen(key));
+    ferry__store_wr_blob(&w, val, len);
+    ferry_status rc = tcp_call(cl, &w, 0, &body, &blen);
+    if (rc == FERRY_OK)
+        rc = expect_ok(cl, body, blen, 0);
+    ferry__free(body);
+    return rc;
+}
+
+/* Moves the payload to the front of body and hands body out as the value. */
+static void take_payload(uint8_t *body, size_t len, void **val, size_t *val_len)
+{
+    memmove(body, body + 1, len - 1);
+    *val = body;
+    *val_len = len - 1;
+}
+
+static ferry_status tcp_get(void *impl, const char *key, double timeout_s, void **val,
+                            size_t *len)
+{
+    tcp_client *cl = impl;
+    ferry__store_writer w = {0};
+    uint8_t *body;
+    size_t blen;
+    ferry__store_wr_begin(&w);
+    ferry__store_wr_u8(&w, FERRY__STORE_OP_GET);
+    ferry__store_wr_u64(&w, timeout_to_ms(timeout_s));
+    ferry__store_wr_blob(&w, key, strlen(key));
+    ferry_status rc = tcp_call(cl, &w, timeout_s, &body, &blen);
+    if (rc != FERRY_OK)
+        return rc;
+    if (body[0] == FERRY__STORE_REPLY_TIMEOUT && blen == 1)
+        rc = ferry__fail(FERRY_ETIMEDOUT, "store get of key '%s' timed out after %g s", key,
+                         timeout_s);
+    else
+        rc = expect_ok(cl, body, blen, SIZE_MAX);
+    if (rc != FERRY_OK) {
+        ferry__free(body);
+        return rc;
+    }
+    take_payload(body, blen, val, len);
+    return FERRY_OK;
+}
+
+static ferry_status tcp_add(void *impl, const char *key, int64_t delta, int64_t *out)
+{
+    tcp_client *cl = impl;
+    ferry__store_writer w = {0};
+    uint8_t *body;
+    size_t blen;
+    ferry__store_wr_begin(&w);
+    ferry__store_wr_u8(&w, FERRY__STORE_OP_ADD);
+    ferry__store_wr_u64(&w, (uint64_t)delta);
+    ferry__store_wr_blob(&w, key, strlen(key));
+    ferry_status rc = tcp_call(cl, &w, 0, &body, &blen);
+    if (rc != FERRY_OK)
+        return rc;
+    if (body[0] == FERRY__STORE_REPLY_NOT_INT && blen == 1)
+        rc = ferry__fail(FERRY_EINVAL, "store key '%s' does not hold an integer (or the sum overflows)",
+                         key);
+    else
+        rc = expect_ok(cl, body, blen, 8);
+    if (rc == FERRY_OK) {
+        ferry__store_reader r = {.p = body + 1, .left = 8};
+        *out = (int64_t)ferry__store_rd_u64(&r);
+    }
+    ferry__free(body);
+    return rc;
+}
+
+static void wr_keys(ferry__store_writer *w, const char *const *keys, size_t n)
+{
+    ferry__store_wr_u32(w, (uint32_t)n);
+    for (size_t i = 0; i < n; i++)
+        ferry__store_wr_blob(w, keys[i], strlen(keys[i]));
+}
+
+static ferry_status tcp_wait(void *impl, const char *const *keys, size_t n, double timeout_s)
+{
+    tcp_client *cl = impl;
+    ferry__store_writer w = {0};
+    uint8_t *body;
+    size_t blen;
+    ferry__store_wr_begin(&w);
+    ferry__store_wr_u8(&w, FERRY__STORE_OP_WAIT);
+    ferry__store_wr_u64(&w, timeout_to_ms(timeout_s));
+    wr_keys(&w, keys, n);
+    ferry_status rc = tcp_call(cl, &w, timeout_s, &body, &blen);
+    if (rc != FERRY_OK)
+        return rc;
+    if (body[0] == FERRY__STORE_REPLY_TIMEOUT && blen == 1)
+        rc = ferry__fail(FERRY_ETIMEDOUT, "store wait for %zu key%s timed out after %g s", n,
+                         n == 1 ? "" : "s", timeout_s);
+    else
+        rc = expect_ok(cl, body, blen, 0);
+    ferry__free(body);
+    return rc;
+}
+
+static ferry_status tcp_cas(void *impl, const char *key, const void *expected,
+                            size_t expected_len, const void *desired, size_t desired_len,
+                            void **actual, size_t *actual_len)
+{
+    tcp_client *cl = impl;
+    ferry__store_writer w = {0};
+    uint8_t *body;
+    size_t blen;
+    ferry__store_wr_begin(&w);
+    ferry__store_wr_u8(&w, FERRY__STORE_OP_CAS);
+    ferry__store_wr_blob(&w, key, strlen(key));
+    ferry__store_wr_u8(&w, expected != NULL || expected_len > 0);
+    ferry__store_wr_blob(&w, expected, expected_len);
+    ferry__store_wr_blob(&w, desired, desired_len);
+    ferry_status rc = tcp_call(cl, &w, 0, &body, &blen);
+    if (rc == FERRY_OK)
+        rc = expect_ok(cl, body, blen, SIZE_MAX);
+    if (rc != FERRY_OK) {
+        ferry__free(body);
+        return rc;
+    }
+    take_payload(body, blen, actual, actual_len);
+    return FERRY_OK;
+}
+
+static ferry_status tcp_check(void *impl, const char *const *keys, size_t n, bool *present)
+{
+    tcp_client *cl = impl;
+    ferry__store_writer w = {0};
+    uint8_t *body;
+    size_t blen;
+    ferry__store_wr_begin(&w);
+    ferry__store_wr_u8(&w, FERRY__STORE_OP_CHECK);
+    wr_keys(&w, keys, n);
+    ferry_status rc = tcp_call(cl, &w, 0, &body, &blen);
+    if (rc == FERRY_OK)
+        rc = expect_ok(cl, body, blen, n);
+    for (size_t i = 0; rc == FERRY_OK && i < n; i++)
+        present[i] = body[1 + i] != 0;
+    ferry__free(body);
+    return rc;
+}
+
+static void tcp_close(void *impl)
+{
+    tcp_client *cl = impl;
+    if (cl->fd >= 0)
+        close(cl->fd);
+    pthread_mutex_destroy(&cl->lock);
+    ferry__free(cl);
+}
+
+static const ferry__store_backend tcp_backend = {
+    .set = tcp_set,
+    .get = tcp_get,
+    .add = tcp_add,
+    .wait = tcp_wait,
+    .compare_set = tcp_cas,
+    .check = tcp_check,
+    .close = tcp_close,
+};
+
+/* ---- the calls every backend shares ----------------------------------------------------- */
+
+ferry__store *ferry__store_wrap(const ferry__store_backend *backend, void *impl)
+{
+    ferry__store *st = ferry__calloc(1, sizeof *st);
+    if (!st) {
+        backend->close(impl);
+        return ferry__fail_null(FERRY_ENOMEM, "out of memory opening the store");
+    }
+    st->backend = backend;
+    st->impl = impl;
+    return st;
+}
+
+void ferry__store_close(ferry__store *st)
+{
+    if (!st)
+        return;
+    st->backend->close(st->impl);
+    ferry__free(st);
+}
+
+static ferry_status check_key(const ferry__store *st, const char *key)
+{
+    if (!st || !key)
+        return ferry__fail(FERRY_EINVAL, "store call with a NULL %s", st ? "key" : "store");
+    if (strlen(key) > FERRY__STORE_KEY_MAX)
+        return ferry__fail(FERRY_EINVAL, "store key of %zu bytes exceeds the %u-byte limit",
+                           strlen(key), FERRY__STORE_KEY_MAX);
+    return FERRY_OK;
+}
+
+static ferry_status check_value(const char *key, const void *val, size_t len)
+{
+    if (!val && len)
+        return ferry__fail(FERRY_EINVAL, "store value for key '%s' is NULL", key);
+    if (len > FERRY__STORE_VALUE_MAX)
+        return ferry__fail(FERRY_EINVAL, "store value for key '%s' is %zu bytes; the limit is %u",
+                           key, len, FERRY__STORE_VALUE_MAX);
+    return FERRY_OK;
+}
+
+static ferry_status check_keys(const ferry__store *st, const char *const *keys, size_t n)
+{
+    if (!keys && n)
+        return ferry__fail(FERRY_EINVAL, "store call with a NULL key list");
+    if (n > FERRY__STORE_KEYS_MAX)
+        return ferry__fail(FERRY_EINVAL, "store call with %zu keys; the limit is %u", n,
+                           FERRY__STORE_KEYS_MAX);
+    ferry_status rc = check_key(st, ""); /* the NULL-store check */
+    for (size_t i = 0; rc == FERRY_OK && i < n; i++)
+        rc = check_key(st, keys[i]);
+    return rc;
+}
+
+ferry_status ferry__store_set(ferry__store *st, const char *key, const void *val, size_t len)
+{
+    ferry_status rc = check_key(st, key);
+    if (rc == FERRY_OK)
+        rc = check_value(key, val, len);
+    return rc == FERRY_OK ? st->backend->set(st->impl, key, val, len) : rc;
+}
+
+ferry_status ferry__store_get(ferry__store *st, const char *key, double timeout_s, void **val,
+                              size_t *len)
+{
+    ferry_status rc = check_key(st, key);
+    if (rc == FERRY_OK && (!val || !len))
+        rc = ferry__fail(FERRY_EINVAL, "store get with a NULL output");
+    return rc == FERRY_OK ? st->backend->get(st->impl, key, timeout_s, val, len) : rc;
+}
+
+ferry_status ferry__store_add(ferry__store *st, const char *key, int64_t delta, int64_t *out)
+{
+    int64_t ignored;
+    ferry_status rc = check_key(st, key);
+    return rc == FERRY_OK ? st->backend->add(st->impl, key, delta, out ? out : &ignored) : rc;
+}
+
+ferry_status ferry__store_wait(ferry__store *st, const char *const *keys, size_t n, double timeout_s)
+{
+    ferry_status rc = check_keys(st, keys, n);
+    return rc == FERRY_OK ? st->backend->wait(st->impl, keys, n, timeout_s) : rc;
+}
+
+ferry_status ferry__store_compare_set(ferry__store *st, const char *key, const void *expected,
+                                      size_t expected_len, const void *desired, size_t desired_len,
+                                      void **actual, size_t *actual_len)
+{
+    ferry_status rc = check_key(st, key);
+    if (rc == FERRY_OK)
+        rc = check_value(key, expected, expected_len);
+    if (rc == FERRY_OK)
+        rc = check_value(key, desired, desired_len);
+    if (rc == FERRY_OK && (!actual || !actual_len))
+        rc = ferry__fail(FERRY_EINVAL, "store compare_set with a NULL output");
+    return rc == FERRY_OK ? st->backend->compare_set(st->impl, key, expected, expected_len, desired,
+                                                     desired_len, actual, actual_len)
+                          : rc;
+}
+
+ferry_status ferry__store_check(ferry__store *st, const char *const *keys, size_t n,
+                                bool *present)
+{
+    ferry_status rc = check_keys(st, keys, n);
+    if (rc == FERRY_OK && n && !present)
+        rc = ferry__fail(FERRY_EINVAL, "store check with a NULL output");
+    return rc == FERRY_OK ? st->backend->check(st->impl, keys, n, present) : rc;
+}
