@@ -3,6 +3,7 @@
 # Dependencies are named once here: pkg-config modules for the build and the Debian packages
 # that provide them (installed by `make deps`).
 
+SHELL    := /bin/bash
 CC       ?= cc
 BUILD    ?= build
 PKGS     := libfabric libprotobuf-c openblas
@@ -54,7 +55,7 @@ FUZZ_SMOKE_S ?= 10
 FUZZ_LONG_S ?= 300
 
 .PHONY: all deps test test-unit test-integration test-asan fuzz fuzz-smoke demo bench clean \
-        check-symbols check-deps
+        check-symbols check-deps check-headers
 
 all: $(STATIC) $(BUILD)/libferry.so $(TOOL_BINS) $(EXAMPLE_BINS)
 
@@ -76,9 +77,12 @@ $(BUILD)/obj/%.o: %.c | $(PROTO_H)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) -MMD -MP -c $< -o $@
 
+# The static library holds one prelinked object, so linking any ferry symbol brings every module
+# along (modules register themselves with lower ones from constructors).
 $(STATIC): $(LIB_OBJS)
 	@rm -f $@
-	ar rcs $@ $^
+	$(LD) -r -o $(BUILD)/ferry_all.o $^
+	ar rcs $@ $(BUILD)/ferry_all.o
 
 $(SHARED): $(LIB_OBJS) ferry.map
 	$(CC) -shared -Wl,-soname,libferry.so.0 -Wl,--version-script=ferry.map $(LDFLAGS_ALL) \
@@ -118,17 +122,32 @@ check-symbols: $(SHARED)
 	if [ -n "$$bad" ]; then echo "non-ferry symbols exported:"; echo "$$bad"; exit 1; fi; \
 	echo "check-symbols: only ferry_ symbols exported"
 
+# Every public header compiles alone, as C11 and as C++ (its extern "C" guards), and includes
+# nothing but the standard library and other ferry headers.
+check-headers:
+	@for h in include/ferry/*.h; do \
+	  echo "#include \"$${h#include/}\"" | $(CC) -std=c11 -Wall -Wextra -Werror -Iinclude -x c -fsyntax-only - || exit 1; \
+	  echo "#include \"$${h#include/}\"" | g++ -std=c++11 -Wall -Wextra -Werror -Iinclude -x c++ -fsyntax-only - || exit 1; \
+	  if grep -E '^#include <(rdma|protobuf-c|cuda|nccl)' $$h; then echo "$$h includes a dependency's header"; exit 1; fi; \
+	done; echo "check-headers: every public header compiles alone as C and C++"
+
 # Lower modules never include higher modules' headers (DESIGN section 2).
 check-deps:
 	@sh tools/check_deps.sh
 
-test: all $(UNIT_BIN) $(INTEG_BIN) check-symbols check-deps
-	$(UNIT_BIN) --jobs $(CRITERION_JOBS)
-	$(INTEG_BIN) --jobs 1
+# Test output is kept in $(BUILD)/*.log; under sanitizers a leak report anywhere in it (Criterion
+# does not fail a test whose process leaked) fails the run.
+TEST_ENV ?=
+test: all $(UNIT_BIN) $(INTEG_BIN) check-symbols check-deps check-headers
+	set -o pipefail; $(TEST_ENV) $(UNIT_BIN) --jobs $(CRITERION_JOBS) 2>&1 | tee $(BUILD)/unit.log
+	set -o pipefail; $(TEST_ENV) $(INTEG_BIN) --jobs 1 2>&1 | tee $(BUILD)/integration.log
+	@if grep -l "ERROR: LeakSanitizer" $(BUILD)/unit.log $(BUILD)/integration.log; then \
+	  echo "leaks reported (see the logs above)"; exit 1; fi
 	@$(MAKE) --no-print-directory fuzz-smoke
 
 test-asan:
-	$(MAKE) BUILD=build-asan SANITIZE=1 OPT=-O1 FUZZ_SMOKE_S=0 test
+	$(MAKE) BUILD=build-asan SANITIZE=1 OPT=-O1 FUZZ_SMOKE_S=0 \
+	  TEST_ENV="ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp:print_suppressions=0 UBSAN_OPTIONS=print_stacktrace=1" test
 
 # libFuzzer targets need clang; without it the smoke run says so and passes.
 FUZZ_BUILD := build-fuzz

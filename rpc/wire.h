@@ -19,6 +19,11 @@
 
 #define FERRY__WIRE_VERSION 1
 
+/* Default cap on one message (envelope + attachments). */
+#ifndef FERRY_MAX_MESSAGE_BYTES
+#define FERRY_MAX_MESSAGE_BYTES ((size_t)1 << 30)
+#endif
+
 typedef enum {
     FERRY__MSG_INVALID = 0,
     FERRY__MSG_CALL = 1,
@@ -42,6 +47,7 @@ typedef struct {
     ferry__msg_type type;
     uint64_t id;
     int32_t src;
+    int32_t dst;          /* encode only: the receiver's rank, handed to the rref encode hook */
     char *fn;             /* NUL-terminated; owned after decode */
     ferry_value *args;    /* list or NULL */
     ferry_value *kwargs;  /* dict or NULL */
@@ -117,11 +123,15 @@ typedef struct {
     int32_t owner, rref_worker, fork_worker, parent;
     int64_t rref_local, fork_local;
 } ferry__rref_desc;
+/* encode fills `out` for sending `rref` to rank `dst` (the message's dst). decode returns a new
+   reference (NULL after ferry_set_error to reject the message); the codec wraps it in a value
+   (which retains it) and then drops the hook's reference with release. */
 typedef struct {
     ferry_status (*encode)(void *ctx, ferry_rref *rref, int32_t dst, ferry__rref_desc *out);
     ferry_rref *(*decode)(void *ctx, const ferry__rref_desc *desc, int32_t src);
     void *ctx;
+    void (*release)(void *ctx, ferry_rref *rref);
 } ferry__wire_rref_hooks;
-void ferry__wire_set_rref_hooks(const ferry__wire_rref_hooks *hooks);
+void ferry__wire_set_rref_hooks(const ferry__wire_rref_hooks *hooks); /* NULL clears them */
 
 #endif

@@ -1,0 +1,109 @@
+/* Pieces shared by the two halves of the wire codec: wire.c (envelope, limits, flat framing and
+   the byte-level pre-scan) and wire_value.c (value trees <-> pre-order Node lists, tensors and
+   attachments). Only these two files include the generated protobuf-c header. */
+#ifndef FERRY_RPC_WIRE_INTERNAL_H
+#define FERRY_RPC_WIRE_INTERNAL_H
+
+#include "proto/ferry.pb-c.h"
+#include "rpc/wire.h"
+#include "tensor/tensor_impl.h"
+
+/* Inline attachments ride in the same fabric message as the envelope; their total is capped so
+   that one eager send stays small whatever the per-attachment threshold says. */
+#define FERRY__WIRE_INLINE_TOTAL_MAX ((size_t)64 << 10)
+
+/* ---- tree shape: the one place that knows how pre-order counts nest ---- */
+
+typedef struct {
+    uint32_t remaining; /* children still to come */
+    uint32_t count;     /* children declared */
+    size_t node;        /* index of the container's own node, for messages */
+    int kind;           /* FERRY__WIRE__KIND__KIND_LIST or _DICT */
+    ferry_value *container; /* decoder only: the value children are attached to (borrowed) */
+} ferry__wire_frame;
+
+typedef struct {
+    const char *what;   /* "args", "kwargs", "value": prefixes every message */
+    size_t max_depth;
+    ferry__wire_frame *frames;
+    size_t sp, cap;
+    size_t n_nodes;     /* nodes seen so far */
+    bool done;          /* one complete value has been seen */
+} ferry__wire_shape;
+
+/* Where a node lands: `parent` is the container of the frame it belongs to, `parent_kind` that
+   frame's kind (-1 for the root), `index` its position there. `pushed` says the node opened a
+   frame of its own (now the top one, s->frames[s->sp - 1]). */
+typedef struct {
+    ferry_value *parent;
+    int parent_kind;
+    uint32_t index;
+    bool pushed;
+} ferry__wire_slot;
+
+void ferry__wire_shape_init(ferry__wire_shape *s, const char *what, size_t max_depth);
+void ferry__wire_shape_free(ferry__wire_shape *s);
+/* Accounts for the next node (kind and count as read). `nodes_left` bounds a container's count
+   by the nodes that can still follow (SIZE_MAX when unknown). FERRY_EPROTO for a node after the
+   end of the value, nesting past max_depth, a count that cannot be met; FERRY_ENOMEM. */
+ferry_status ferry__wire_shape_next(ferry__wire_shape *s, int kind, uint32_t count,
+                                    size_t nodes_left, ferry__wire_slot *slot);
+/* FERRY_EPROTO when the value is incomplete (a container still expects children). */
+ferry_status ferry__wire_shape_finish(ferry__wire_shape *s);
+
+/* ---- encoder side (wire_value.c) ---- */
+
+/* A tensor -> attachment index map, so one tensor appearing twice is sent once. */
+typedef struct {
+    const ferry_tensor **keys;
+    uint32_t *vals;
+    size_t cap, len;
+} ferry__wire_tensor_map;
+
+typedef struct {
+    const ferry__wire_limits *limits;
+    int32_t dst;
+    ferry__att *atts;                   /* each retains its tensor */
+    Ferry__Wire__Attachment *patts;     /* the envelope's view of the same list */
+    size_t n_atts, cap_atts, cap_patts;
+    ferry__wire_tensor_map map;
+    size_t n_nodes;                     /* over all trees of the message */
+} ferry__wire_enc;
+
+/* One flattened value: nodes in pre-order plus the descriptors they point to. */
+typedef struct {
+    Ferry__Wire__Node *nodes;
+    Ferry__Wire__Node **ptrs;
+    size_t n;
+    Ferry__Wire__TensorDesc *tensors;
+    Ferry__Wire__RRefDesc *rrefs;
+} ferry__wire_tree;
+
+/* Appends `root` (borrowed; NULL gives an empty tree) as nodes, adding attachments to `enc`.
+   FERRY_EINVAL for what the wire cannot carry, FERRY_ENOMEM. The tree's byte fields point into
+   the values, so the values must outlive the packing. */
+ferry_status ferry__wire_tree_encode(ferry__wire_enc *enc, const char *what,
+                                     const ferry_value *root, ferry__wire_tree *tree);
+void ferry__wire_tree_free(ferry__wire_tree *tree);
+void ferry__wire_enc_free(ferry__wire_enc *enc);
+
+/* ---- decoder side (wire_value.c) ---- */
+
+typedef struct {
+    const ferry__wire_limits *limits;
+    int32_t src;
+    size_t n_atts;
+    const uint64_t *att_lens;
+    ferry_storage **storages;   /* per attachment, created by its first tensor */
+    ferry_tensor **firsts;      /* per attachment, that first tensor (a reference) */
+    size_t n_tensors;           /* tensors seen so far, for messages */
+} ferry__wire_dec;
+
+/* Rebuilds one value from its nodes (borrowed). *out is NULL when n is 0. FERRY_EPROTO with a
+   message naming `what` and the node, FERRY_ENOMEM. */
+ferry_status ferry__wire_tree_decode(ferry__wire_dec *dec, const char *what,
+                                     Ferry__Wire__Node *const *nodes, size_t n, ferry_value **out);
+/* Drops the per-attachment storages and tensors; safe on a partly filled decoder. */
+void ferry__wire_dec_free(ferry__wire_dec *dec);
+
+#endif
