@@ -1,0 +1,245 @@
+/* make bench: RPC latency and bandwidth beside the fabric's own limit. For each transport (tcp,
+   shm) it runs fi_pingpong for the same provider and sizes, then two ferry workers on loopback,
+   and prints each ferry figure beside fi_pingpong's with the ratio. Figures from one run only:
+   the machines are shared and noisy, so compare ratios, not absolute numbers across runs. */
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "ferry/ferry.h"
+
+#define N_SIZES 4
+static const size_t echo_bytes[N_SIZES] = {4096, 65536, 1 << 20, 16 << 20};
+
+typedef struct {
+    double rt_us;          /* tiny rpc_sync round trip */
+    double async_per_s;    /* rpc_async throughput */
+    double echo_mbps[N_SIZES];
+} ferry_figures;
+
+typedef struct {
+    double rt_us, mbps;
+} fi_figure;
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static int free_port(void)
+{
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof a;
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof a) || getsockname(fd, (struct sockaddr *)&a, &len))
+        return 29500;
+    close(fd);
+    return ntohs(a.sin_port);
+}
+
+/* Runs fi_pingpong server and client for one provider and size; parses usec/xfer (one way)
+   and MB/sec (both directions counted). */
+static fi_figure run_pingpong(const char *prov, size_t bytes, int iters)
+{
+    fi_figure f = {0, 0};
+    int port = free_port();
+    char cmd[512];
+    snprintf(cmd, sizeof cmd,
+             "(timeout 60 fi_pingpong -p '%s' -e rdm -I %d -S %zu -B %d >/dev/null 2>&1 &) ; "
+             "sleep 0.3; timeout 60 fi_pingpong -p '%s' -e rdm -I %d -S %zu -P %d 127.0.0.1 2>/dev/null",
+             prov, iters, bytes, port, prov, iters, bytes, port);
+    FILE *p = popen(cmd, "r");
+    if (!p)
+        return f;
+    char line[512];
+    while (fgets(line, sizeof line, p)) {
+        char b[32], sent[32], ack[32], total[32], time_s[32];
+        double mbps, usec;
+        if (sscanf(line, "%31s %31s %31s %31s %31s %lf %lf", b, sent, ack, total, time_s, &mbps,
+                   &usec) == 7) {
+            f.rt_us = 2 * usec;
+            f.mbps = mbps;
+        }
+    }
+    pclose(p);
+    return f;
+}
+
+static ferry_status noop(const ferry_value *args, const ferry_value *kwargs, ferry_value **result,
+                         void *user)
+{
+    *result = NULL;
+    return FERRY_OK;
+}
+
+static ferry_status echo(const ferry_value *args, const ferry_value *kwargs, ferry_value **result,
+                         void *user)
+{
+    *result = ferry_value_retain(ferry_list_get(args, 0));
+    return FERRY_OK;
+}
+
+static int join(const char *transport, int port, int rank)
+{
+    char buf[32];
+    setenv("MASTER_ADDR", "127.0.0.1", 1);
+    snprintf(buf, sizeof buf, "%d", port);
+    setenv("MASTER_PORT", buf, 1);
+    snprintf(buf, sizeof buf, "%d", rank);
+    setenv("RANK", buf, 1);
+    setenv("WORLD_SIZE", "2", 1);
+    setenv("FERRY_TRANSPORT", transport, 1);
+    ferry_register_nonblocking_function("noop", noop, NULL);
+    ferry_register_nonblocking_function("echo", echo, NULL);
+    if (ferry_init_rpc(rank ? "server" : "client", -1, 0, NULL) != FERRY_OK) {
+        fprintf(stderr, "init failed: %s\n", ferry_last_error());
+        return -1;
+    }
+    return 0;
+}
+
+static double measure_rt_us(int iters)
+{
+    ferry_value *args = ferry_list_of(0);
+    for (int i = 0; i < iters / 10; i++)
+        ferry_value_release(ferry_rpc_sync("server", "noop", args, NULL, FERRY_TIMEOUT_DEFAULT));
+    double t0 = now_s();
+    for (int i = 0; i < iters; i++)
+        ferry_value_release(ferry_rpc_sync("server", "noop", args, NULL, FERRY_TIMEOUT_DEFAULT));
+    double dt = now_s() - t0;
+    ferry_value_release(args);
+    return dt / iters * 1e6;
+}
+
+static double measure_async(int calls, int window)
+{
+    ferry_value *args = ferry_list_of(0);
+    ferry_future **ring = calloc((size_t)window, sizeof *ring);
+    double t0 = now_s();
+    for (int i = 0; i < calls; i++) {
+        ferry_future **slot = &ring[i % window];
+        if (*slot) {
+            ferry_future_wait(*slot, 0);
+            ferry_future_release(*slot);
+        }
+        *slot = ferry_rpc_async("server", "noop", args, NULL, FERRY_TIMEOUT_DEFAULT);
+    }
+    for (int i = 0; i < window; i++) {
+        if (ring[i]) {
+            ferry_future_wait(ring[i], 0);
+            ferry_future_release(ring[i]);
+        }
+    }
+    double dt = now_s() - t0;
+    free(ring);
+    ferry_value_release(args);
+    return calls / dt;
+}
+
+static double measure_echo_mbps(size_t bytes)
+{
+    int64_t n = (int64_t)(bytes / 4);
+    ferry_tensor *t = ferry_ones(1, &n, FERRY_FLOAT32);
+    ferry_value *args = ferry_args(1, ferry_tensor_value(t));
+    int iters = (int)(256.0 * 1024 * 1024 / bytes);
+    if (iters < 20)
+        iters = 20;
+    if (iters > 2000)
+        iters = 2000;
+    ferry_value_release(ferry_rpc_sync("server", "echo", args, NULL, FERRY_TIMEOUT_DEFAULT));
+    double t0 = now_s();
+    for (int i = 0; i < iters; i++)
+        ferry_value_release(ferry_rpc_sync("server", "echo", args, NULL, FERRY_TIMEOUT_DEFAULT));
+    double dt = now_s() - t0;
+    ferry_value_release(args);
+    ferry_tensor_release(t);
+    return 2.0 * bytes * iters / dt / 1e6; /* both directions, as fi_pingpong counts */
+}
+
+/* Two forked workers; the client writes its figures into a pipe. */
+static int run_ferry(const char *transport, ferry_figures *out)
+{
+    int port = free_port(), fds[2];
+    if (pipe(fds))
+        return -1;
+    pid_t pids[2];
+    for (int r = 0; r < 2; r++) {
+        pids[r] = fork();
+        if (pids[r] == 0) {
+            close(fds[0]);
+            if (join(transport, port, r) != 0)
+                _exit(1);
+            if (r == 0) {
+                ferry_figures f;
+                f.rt_us = measure_rt_us(10000);
+                f.async_per_s = measure_async(50000, 128);
+                for (int i = 0; i < N_SIZES; i++)
+                    f.echo_mbps[i] = measure_echo_mbps(echo_bytes[i]);
+                if (write(fds[1], &f, sizeof f) != sizeof f)
+                    _exit(1);
+            }
+            _exit(ferry_shutdown(true, 0) == FERRY_OK ? 0 : 1);
+        }
+    }
+    close(fds[1]);
+    ssize_t got = read(fds[0], out, sizeof *out);
+    close(fds[0]);
+    int ok = got == (ssize_t)sizeof *out;
+    for (int r = 0; r < 2; r++) {
+        int st;
+        waitpid(pids[r], &st, 0);
+        ok = ok && WIFEXITED(st) && WEXITSTATUS(st) == 0;
+    }
+    return ok ? 0 : -1;
+}
+
+static void size_name(size_t b, char *buf, size_t cap)
+{
+    if (b >= 1 << 20)
+        snprintf(buf, cap, "%zu MiB", b >> 20);
+    else
+        snprintf(buf, cap, "%zu KiB", b >> 10);
+}
+
+int main(void)
+{
+    const char *transports[2] = {"tcp", "shm"};
+    const char *providers[2] = {"tcp;ofi_rxm", "shm"};
+    printf("ferry_bench: two workers on 127.0.0.1; fi_pingpong measured in the same run\n");
+    printf("%-4s %-26s %16s %16s %8s\n", "net", "test", "ferry", "fi_pingpong", "ratio");
+    int status = 0;
+    for (int t = 0; t < 2; t++) {
+        fi_figure tiny = run_pingpong(providers[t], 64, 10000);
+        fi_figure big[N_SIZES];
+        for (int i = 0; i < N_SIZES; i++)
+            big[i] = run_pingpong(providers[t], echo_bytes[i], echo_bytes[i] >= (1 << 20) ? 200 : 2000);
+        ferry_figures f;
+        if (run_ferry(transports[t], &f) != 0) {
+            printf("%-4s ferry run failed\n", transports[t]);
+            status = 1;
+            continue;
+        }
+        printf("%-4s %-26s %13.1f us %13.1f us %7.2fx  (round trip; lower is better)\n",
+               transports[t], "rpc_sync tiny round trip", f.rt_us, tiny.rt_us,
+               tiny.rt_us > 0 ? f.rt_us / tiny.rt_us : 0);
+        printf("%-4s %-26s %11.0f /s %16s %8s\n", transports[t], "rpc_async 128 in flight",
+               f.async_per_s, "-", "-");
+        for (int i = 0; i < N_SIZES; i++) {
+            char label[64], sz[16];
+            size_name(echo_bytes[i], sz, sizeof sz);
+            snprintf(label, sizeof label, "tensor echo %s", sz);
+            printf("%-4s %-26s %11.0f MB/s %11.0f MB/s %7.2fx  (bandwidth; higher is better)\n",
+                   transports[t], label, f.echo_mbps[i], big[i].mbps,
+                   big[i].mbps > 0 ? f.echo_mbps[i] / big[i].mbps : 0);
+        }
+    }
+    return status;
+}

@@ -1,0 +1,466 @@
+/* The agent's life: ferry_init_rpc (rendezvous, fabric, peers), the process-wide agent pointer,
+   worker info, default timeouts, and ferry_shutdown with torch's graceful protocol. */
+#include "rpc/agent.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/alloc.h"
+#include "core/error.h"
+#include "core/future_impl.h"
+#include "core/log.h"
+#include "rpc/pending.h"
+#include "rpc/registry.h"
+
+/* The one process-wide agent (DESIGN section 3). `agent_lock` guards the pointer and makes init
+   and shutdown exclusive; users retain the agent under it. */
+static pthread_mutex_t agent_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_mutex_t lifecycle_lock = PTHREAD_MUTEX_INITIALIZER;
+static ferry__agent *current;
+
+#define NOT_INITIALIZED "RPC has not been initialized. Call ferry_init_rpc first."
+
+ferry__agent *ferry__agent_get(void)
+{
+    pthread_mutex_lock(&agent_lock);
+    ferry__agent *a = current;
+    if (a)
+        ferry__ref_inc(&a->ref);
+    pthread_mutex_unlock(&agent_lock);
+    if (!a)
+        ferry_set_error(FERRY_ESHUTDOWN, NOT_INITIALIZED);
+    return a;
+}
+
+static void agent_free(ferry__agent *a)
+{
+    for (int i = 0; a->workers && i < a->world_size; i++)
+        ferry__free(a->workers[i].name);
+    ferry__free(a->workers);
+    ferry__pending_free_table(a);
+    pthread_mutex_destroy(&a->lock);
+    pthread_mutex_destroy(&a->pool_lock);
+    pthread_rwlock_destroy(&a->net_lock);
+    ferry__free(a->name);
+    ferry__free(a);
+}
+
+void ferry__agent_release(ferry__agent *a)
+{
+    if (a && ferry__ref_dec(&a->ref))
+        agent_free(a);
+}
+
+void ferry__agent_set_handler(ferry__agent *a, ferry__msg_type type, ferry__msg_handler fn,
+                              void *ctx)
+{
+    if (type > FERRY__MSG_INVALID && type < FERRY__MSG_TYPE_COUNT) {
+        a->handlers[type].fn = fn;
+        a->handlers[type].ctx = ctx;
+    }
+}
+
+int ferry__agent_rank_of(ferry__agent *a, const char *name)
+{
+    if (!name)
+        return a->rank;
+    for (int i = 0; i < a->world_size; i++)
+        if (strcmp(a->workers[i].name, name) == 0)
+            return i;
+    ferry_set_error(FERRY_EUNKNOWN_WORKER, "name:%s,rank:%d could not find destination name %s",
+                    a->name, a->rank, name);
+    return -1;
+}
+
+void ferry_rpc_options_init(ferry_rpc_options *o)
+{
+    o->num_worker_threads = 16;
+    o->rpc_timeout = 60.0;
+    o->init_method = "env://";
+    o->transport = NULL;
+}
+
+static ferry_status check_options(const ferry_rpc_options *o)
+{
+    if (o->num_worker_threads < 1)
+        return ferry__fail(FERRY_EINVAL, "num_worker_threads must be at least 1, got %d",
+                           o->num_worker_threads);
+    if (!(o->rpc_timeout >= 0))
+        return ferry__fail(FERRY_EINVAL, "RPC Timeout must be non-negative");
+    return FERRY_OK;
+}
+
+/* The address a worker publishes: its pid (for the liveness check of same-host peers), then
+   the fabric layer's own blob. */
+static ferry_status publish_blob(ferry__agent *a, void **out, size_t *len)
+{
+    const void *net_blob;
+    size_t net_len;
+    ferry_status rc = ferry__net_local_address(a->net, &net_blob, &net_len);
+    if (rc != FERRY_OK)
+        return rc;
+    uint8_t *b = ferry__malloc(4 + net_len);
+    if (!b)
+        return ferry__fail(FERRY_ENOMEM, "out of memory building the address record");
+    uint32_t pid = (uint32_t)getpid();
+    memcpy(b, &pid, 4);
+    memcpy(b + 4, net_blob, net_len);
+    *out = b;
+    *len = 4 + net_len;
+    return FERRY_OK;
+}
+
+static ferry_status connect_peers(ferry__agent *a)
+{
+    int n = 0;
+    const ferry__peer_entry *peers = ferry__rendezvous_peers(a->rdv, &n);
+    if (n != a->world_size)
+        return ferry__fail(FERRY_EPROTO, "rendezvous returned %d workers, expected %d", n,
+                           a->world_size);
+    const void **blobs = ferry__calloc((size_t)n, sizeof *blobs);
+    size_t *lens = ferry__calloc((size_t)n, sizeof *lens);
+    a->workers = ferry__calloc((size_t)n, sizeof *a->workers);
+    if (!blobs || !lens || !a->workers) {
+        ferry__free(blobs);
+        ferry__free(lens);
+        return ferry__fail(FERRY_ENOMEM, "out of memory for the worker table");
+    }
+    ferry_status rc = FERRY_OK;
+    for (int i = 0; i < n && rc == FERRY_OK; i++) {
+        const ferry__peer_entry *p = &peers[i];
+        if (p->rank != i || p->addr_len < 4) {
+            rc = ferry__fail(FERRY_EPROTO, "rendezvous record %d is malformed", i);
+            break;
+        }
+        uint32_t pid;
+        memcpy(&pid, p->addr, 4);
+        a->workers[i].name = ferry__strdup(p->name);
+        a->workers[i].rank = i;
+        a->workers[i].pid = (int)pid;
+        atomic_init(&a->workers[i].dead, false);
+        if (!a->workers[i].name)
+            rc = ferry__fail(FERRY_ENOMEM, "out of memory for the worker table");
+        blobs[i] = (const uint8_t *)p->addr + 4;
+        lens[i] = p->addr_len - 4;
+    }
+    if (rc == FERRY_OK)
+        rc = ferry__net_set_peers(a->net, a->rank, n, blobs, lens);
+    ferry__free(blobs);
+    ferry__free(lens);
+    return rc;
+}
+
+static ferry__agent *agent_new(const char *name, int rank, int world_size,
+                               const ferry_rpc_options *o)
+{
+    ferry__agent *a = ferry__calloc(1, sizeof *a);
+    if (!a)
+        return ferry__fail_null(FERRY_ENOMEM, "out of memory creating the agent");
+    ferry__ref_init(&a->ref);
+    pthread_mutex_init(&a->lock, NULL);
+    pthread_mutex_init(&a->pool_lock, NULL);
+    pthread_rwlock_init(&a->net_lock, NULL);
+    a->rank = rank;
+    a->world_size = world_size;
+    atomic_init(&a->default_timeout_s, o->rpc_timeout);
+    atomic_init(&a->next_id, 1);
+    atomic_init(&a->state, FERRY__AGENT_STARTING);
+    ferry__wire_limits_default(&a->limits);
+    a->name = ferry__strdup(name);
+    if (!a->name) {
+        agent_free(a);
+        return ferry__fail_null(FERRY_ENOMEM, "out of memory creating the agent");
+    }
+    return a;
+}
+
+/* Tears down whatever parts exist, in the order that keeps every callback's target alive:
+   stop accepting work, fail waiters, drain the pool (its tasks may still send), close the fabric,
+   then leave the rendezvous. */
+static void agent_stop(ferry__agent *a, const char *why)
+{
+    atomic_store(&a->state, FERRY__AGENT_STOPPING);
+    ferry__agent_fail_all_pending(a, FERRY_ESHUTDOWN, why);
+    pthread_mutex_lock(&a->pool_lock);
+    a->pool_open = false;
+    pthread_mutex_unlock(&a->pool_lock);
+    ferry__pool_free(a->pool);
+    a->pool = NULL;
+    pthread_rwlock_wrlock(&a->net_lock);
+    ferry__net *net = a->net;
+    a->net = NULL;
+    pthread_rwlock_unlock(&a->net_lock);
+    ferry__net_close(net);
+    ferry__agent_fail_all_pending(a, FERRY_ESHUTDOWN, why);
+    for (int i = ferry__agent_module_count() - 1; i >= 0; i--) {
+        const ferry__agent_module *m = ferry__agent_module_at(i);
+        if (a->module_started[i] && m->stop)
+            m->stop(a, a->module_state[i]);
+        a->module_started[i] = false;
+    }
+    ferry__rendezvous_free(a->rdv);
+    a->rdv = NULL;
+    atomic_store(&a->state, FERRY__AGENT_STOPPED);
+}
+
+static ferry_status modules_start(ferry__agent *a)
+{
+    for (int i = 0; i < ferry__agent_module_count(); i++) {
+        const ferry__agent_module *m = ferry__agent_module_at(i);
+        if (m->start) {
+            ferry_status rc = m->start(a, &a->module_state[i]);
+            if (rc != FERRY_OK)
+                return rc;
+        }
+        a->module_started[i] = true;
+    }
+    return FERRY_OK;
+}
+
+static int64_t modules_busy(ferry__agent *a)
+{
+    int64_t busy = 0;
+    for (int i = 0; i < ferry__agent_module_count(); i++) {
+        const ferry__agent_module *m = ferry__agent_module_at(i);
+        if (a->module_started[i] && m->busy)
+            busy += m->busy(a, a->module_state[i]);
+    }
+    return busy;
+}
+
+static ferry_status modules_quiesce(ferry__agent *a, double timeout_s)
+{
+    for (int i = 0; i < ferry__agent_module_count(); i++) {
+        const ferry__agent_module *m = ferry__agent_module_at(i);
+        if (a->module_started[i] && m->quiesce) {
+            ferry_status rc = m->quiesce(a, a->module_state[i], timeout_s);
+            if (rc != FERRY_OK)
+                return rc;
+        }
+    }
+    return FERRY_OK;
+}
+
+static ferry_status agent_start(ferry__agent *a, const char *init_method,
+                                const ferry_rpc_options *o, const char *master_addr)
+{
+    ferry_status rc;
+    a->pool = ferry__pool_new(o->num_worker_threads, 1 << 16, "rpc");
+    if (!a->pool)
+        return ferry_last_status();
+    a->pool_open = true;
+    const char *env_transport = getenv("FERRY_TRANSPORT");
+    ferry__net_options nopts = {
+        .transport = env_transport && *env_transport ? env_transport : o->transport,
+        .iface = getenv("FERRY_IFACE"),
+        .master_addr = master_addr,
+        .tick_ms = 10,
+    };
+    ferry__net_handlers h = {.on_message = ferry__agent_on_message,
+                             .on_tick = ferry__agent_on_tick,
+                             .on_peer_error = ferry__agent_on_peer_error,
+                             .ctx = a};
+    a->net = ferry__net_open(&nopts, &h);
+    if (!a->net)
+        return ferry_last_status();
+    void *blob = NULL;
+    size_t blob_len = 0;
+    if ((rc = publish_blob(a, &blob, &blob_len)) != FERRY_OK)
+        return rc;
+    double t = o->rpc_timeout > 0 ? o->rpc_timeout : 1e9;
+    a->rdv = ferry__rendezvous_join(init_method, a->rank, a->world_size, a->name, blob, blob_len,
+                                    t, getenv("FERRY_AUTH_TOKEN"));
+    ferry__free(blob);
+    if (!a->rdv)
+        return ferry_last_status();
+    if ((rc = connect_peers(a)) != FERRY_OK)
+        return rc;
+    if ((rc = modules_start(a)) != FERRY_OK)
+        return rc;
+    atomic_store(&a->state, FERRY__AGENT_RUNNING);
+    if ((rc = ferry__net_start(a->net)) != FERRY_OK)
+        return rc;
+    /* Everyone is listening before anyone calls (torch ends init with a barrier too). */
+    return ferry__rendezvous_barrier(a->rdv, "ferry/init", t);
+}
+
+ferry_status ferry_init_rpc(const char *name, int rank, int world_size,
+                            const ferry_rpc_options *opts)
+{
+    ferry_rpc_options o;
+    ferry_rpc_options_init(&o);
+    if (opts)
+        o = *opts;
+    if (!o.init_method)
+        o.init_method = "env://";
+    ferry_status rc = check_options(&o);
+    if (rc != FERRY_OK)
+        return rc;
+    if (!name)
+        return ferry__fail(FERRY_EINVAL, "the worker name is NULL");
+    if ((rc = ferry__rendezvous_check_name(name)) != FERRY_OK)
+        return rc;
+    ferry__builtins_register();
+
+    pthread_mutex_lock(&lifecycle_lock);
+    pthread_mutex_lock(&agent_lock);
+    bool busy = current != NULL;
+    pthread_mutex_unlock(&agent_lock);
+    if (busy) {
+        pthread_mutex_unlock(&lifecycle_lock);
+        return ferry__fail(FERRY_EINVAL, "RPC is already initialized");
+    }
+    char *host = NULL, *path = NULL;
+    int port = 0;
+    rc = ferry__rendezvous_resolve_env(o.init_method, &rank, &world_size, &host, &port, &path);
+    ferry__agent *a = rc == FERRY_OK ? agent_new(name, rank, world_size, &o) : NULL;
+    if (a) {
+        ferry__log_set_worker(name);
+        rc = agent_start(a, o.init_method, &o, host);
+        if (rc != FERRY_OK) {
+            char why[1024];
+            snprintf(why, sizeof why, "%s", ferry_last_error());
+            agent_stop(a, "init failed");
+            ferry__agent_release(a);
+            ferry__log_set_worker(NULL);
+            ferry_set_error(rc, "%s", why);
+        } else {
+            pthread_mutex_lock(&agent_lock);
+            current = a;
+            pthread_mutex_unlock(&agent_lock);
+            ferry__log_info("rpc", "worker '%s' is rank %d of %d", name, rank, world_size);
+        }
+    } else if (rc == FERRY_OK) {
+        rc = ferry_last_status();
+    }
+    ferry__free(host);
+    ferry__free(path);
+    pthread_mutex_unlock(&lifecycle_lock);
+    return rc;
+}
+
+static void sleep_us(long us)
+{
+    struct timespec ts = {us / 1000000, (us % 1000000) * 1000};
+    nanosleep(&ts, NULL);
+}
+
+/* torch's join: every worker waits until its own calls are answered, then all agree that no
+   worker has anything in flight; repeat until the sum is zero. Then modules release what they
+   still hold (user RRefs), which may start new messages, so agree once more. */
+static ferry_status graceful_join(ferry__agent *a, double timeout)
+{
+    long long deadline = timeout > 0 ? ferry__now_ns() + (long long)(timeout * 1e9) : 0;
+    char key[64];
+    bool quiesced = false;
+    for (int round = 0;; round++) {
+        while (atomic_load(&a->client_active) > 0) {
+            if (deadline && ferry__now_ns() > deadline)
+                return ferry__fail(FERRY_ETIMEDOUT,
+                                   "graceful shutdown of '%s' timed out after %.2f s with %d "
+                                   "calls still waiting for responses",
+                                   a->name, timeout, atomic_load(&a->client_active));
+            sleep_us(200);
+        }
+        double left = deadline ? (deadline - ferry__now_ns()) / 1e9 : 1e9;
+        if (left <= 0)
+            left = 1e-3;
+        snprintf(key, sizeof key, "ferry/shutdown/%d", round);
+        int64_t busy = atomic_load(&a->client_active) + atomic_load(&a->server_active) +
+                       modules_busy(a);
+        int64_t total = 0;
+        ferry_status rc = ferry__rendezvous_allreduce_sum(a->rdv, key, busy, &total, left);
+        if (rc != FERRY_OK)
+            return rc;
+        if (total == 0 && quiesced)
+            break;
+        if (total == 0) {
+            if ((rc = modules_quiesce(a, left)) != FERRY_OK)
+                return rc;
+            quiesced = true;
+        }
+    }
+    double left = deadline ? (deadline - ferry__now_ns()) / 1e9 : 1e9;
+    return ferry__rendezvous_barrier(a->rdv, "ferry/shutdown/final", left > 0 ? left : 1e-3);
+}
+
+ferry_status ferry_shutdown(bool graceful, double timeout)
+{
+    pthread_mutex_lock(&lifecycle_lock);
+    ferry__agent *a = ferry__agent_get();
+    if (!a) {
+        pthread_mutex_unlock(&lifecycle_lock);
+        return FERRY_ESHUTDOWN;
+    }
+    ferry_status rc = FERRY_OK;
+    char why[1024] = "";
+    if (graceful) {
+        rc = graceful_join(a, timeout);
+        if (rc != FERRY_OK)
+            snprintf(why, sizeof why, "%s", ferry_last_error());
+    }
+    pthread_mutex_lock(&agent_lock);
+    current = NULL;
+    pthread_mutex_unlock(&agent_lock);
+    agent_stop(a, "RPC is shutting down");
+    ferry__log_set_worker(NULL);
+    ferry__agent_release(a); /* ours */
+    ferry__agent_release(a); /* the process-wide pointer's */
+    pthread_mutex_unlock(&lifecycle_lock);
+    if (rc != FERRY_OK)
+        ferry_set_error(rc, "%s", why);
+    return rc;
+}
+
+ferry_status ferry_get_worker_info(const char *name, ferry_worker_info *out)
+{
+    if (!out)
+        return ferry__fail(FERRY_EINVAL, "out is NULL");
+    ferry__agent *a = ferry__agent_get();
+    if (!a)
+        return FERRY_ESHUTDOWN;
+    int r = ferry__agent_rank_of(a, name);
+    ferry_status rc = r >= 0 ? FERRY_OK : FERRY_EUNKNOWN_WORKER;
+    if (r >= 0)
+        *out = (ferry_worker_info){a->workers[r].name, r};
+    ferry__agent_release(a);
+    return rc;
+}
+
+ferry_status ferry_get_worker_infos(ferry_worker_info *out, size_t cap, size_t *n)
+{
+    ferry__agent *a = ferry__agent_get();
+    if (!a)
+        return FERRY_ESHUTDOWN;
+    for (int i = 0; i < a->world_size && (size_t)i < cap; i++)
+        out[i] = (ferry_worker_info){a->workers[i].name, i};
+    if (n)
+        *n = (size_t)a->world_size;
+    ferry__agent_release(a);
+    return FERRY_OK;
+}
+
+double ferry_get_rpc_timeout(void)
+{
+    ferry__agent *a = ferry__agent_get();
+    if (!a)
+        return 60.0;
+    double t = atomic_load(&a->default_timeout_s);
+    ferry__agent_release(a);
+    return t;
+}
+
+ferry_status ferry_set_rpc_timeout(double timeout)
+{
+    if (!(timeout >= 0))
+        return ferry__fail(FERRY_EINVAL, "RPC Timeout must be non-negative");
+    ferry__agent *a = ferry__agent_get();
+    if (!a)
+        return FERRY_ESHUTDOWN;
+    atomic_store(&a->default_timeout_s, timeout);
+    ferry__agent_release(a);
+    return FERRY_OK;
+}

@@ -1,0 +1,188 @@
+/* Starting calls: resolve the worker, register the pending call with its deadline, send the
+   request. Completing them on failure paths: timeouts, peer errors and shutdown. */
+#include <math.h>
+#include <stdatomic.h>
+#include <string.h>
+
+#include "core/alloc.h"
+#include "core/error.h"
+#include "core/future_impl.h"
+#include "core/log.h"
+#include "rpc/agent.h"
+#include "rpc/pending.h"
+
+double ferry__agent_effective_timeout(ferry__agent *a, double timeout)
+{
+    if (timeout < 0)
+        return atomic_load(&a->default_timeout_s);
+    return timeout;
+}
+
+/* torch's wording, plus what was called where. */
+static void fail_timeout(ferry__agent *a, ferry__pending *p)
+{
+    char why[512];
+    snprintf(why, sizeof why,
+             "RPC ran for more than set timeout (%lld ms) and will now be marked with an error "
+             "(call to '%s' on worker '%s')",
+             (long long)llround(p->timeout_s * 1000), p->fn, a->workers[p->dst].name);
+    ferry_future_set_error(p->future, FERRY_ETIMEDOUT, why);
+}
+
+static void finish_failed(ferry__agent *a, ferry__pending *p, ferry_status rc, const char *why)
+{
+    char msg[768];
+    atomic_fetch_sub(&a->client_active, 1);
+    if (rc == FERRY_ETIMEDOUT) {
+        fail_timeout(a, p);
+    } else {
+        snprintf(msg, sizeof msg, "call to '%s' on worker '%s' failed: %s", p->fn,
+                 a->workers[p->dst].name, why);
+        ferry_future_set_error(p->future, rc, msg);
+    }
+    ferry_future_release(p->future);
+    ferry__free(p);
+}
+
+void ferry__agent_on_tick(void *ctx, long long now_ns)
+{
+    ferry__agent *a = ctx;
+    for (;;) {
+        pthread_mutex_lock(&a->lock);
+        ferry__pending *p = ferry__pending_take_expired(a, now_ns);
+        pthread_mutex_unlock(&a->lock);
+        if (!p)
+            break;
+        finish_failed(a, p, FERRY_ETIMEDOUT, NULL);
+    }
+}
+
+static void fail_pending_of(ferry__agent *a, int dst, ferry_status rc, const char *why)
+{
+    for (;;) {
+        pthread_mutex_lock(&a->lock);
+        ferry__pending *p = ferry__pending_take_any(a, dst);
+        pthread_mutex_unlock(&a->lock);
+        if (!p)
+            break;
+        finish_failed(a, p, rc, why);
+    }
+}
+
+void ferry__agent_on_peer_error(void *ctx, int peer, ferry_status rc, const char *why)
+{
+    ferry__agent *a = ctx;
+    if (peer < 0 || peer >= a->world_size)
+        return;
+    char msg[512];
+    snprintf(msg, sizeof msg, "worker '%s' (rank %d) is unreachable: %s", a->workers[peer].name,
+             peer, why);
+    if (!atomic_exchange(&a->workers[peer].dead, true))
+        ferry__log_warn("rpc", "%s", msg);
+    fail_pending_of(a, peer, rc == FERRY_ESHUTDOWN ? FERRY_ESHUTDOWN : FERRY_ETRANSPORT, msg);
+}
+
+void ferry__agent_fail_all_pending(ferry__agent *a, ferry_status rc, const char *why)
+{
+    fail_pending_of(a, -1, rc, why);
+}
+
+ferry_future *ferry__agent_request(ferry__agent *a, int dst, ferry__msg *m, double timeout)
+{
+    if (atomic_load(&a->state) != FERRY__AGENT_RUNNING)
+        return ferry__fail_null(FERRY_ESHUTDOWN, "RPC is shutting down on worker '%s'", a->name);
+    ferry__pending *p = ferry__calloc(1, sizeof *p);
+    ferry_future *f = ferry_future_new();
+    if (!p || !f) {
+        ferry__free(p);
+        ferry_future_release(f);
+        return ferry__fail_null(FERRY_ENOMEM, "out of memory starting a call");
+    }
+    ferry__future_set_pool(f, a->pool);
+    timeout = ferry__agent_effective_timeout(a, timeout);
+    p->id = atomic_fetch_add(&a->next_id, 1);
+    p->dst = dst;
+    p->timeout_s = timeout;
+    p->deadline_ns = timeout > 0 ? ferry__now_ns() + (long long)(timeout * 1e9) : 0;
+    p->future = ferry_future_retain(f);
+    snprintf(p->fn, sizeof p->fn, "%s", m->fn ? m->fn : "(internal)");
+    m->id = p->id;
+    m->timeout_s = timeout;
+
+    pthread_mutex_lock(&a->lock);
+    ferry_status rc = ferry__pending_insert(a, p);
+    pthread_mutex_unlock(&a->lock);
+    if (rc != FERRY_OK) {
+        ferry_future_release(p->future);
+        ferry__free(p);
+        ferry_future_release(f);
+        return NULL;
+    }
+    atomic_fetch_add(&a->client_active, 1);
+    rc = ferry__agent_send_msg(a, dst, m);
+    if (rc != FERRY_OK) {
+        /* Not sent: the call fails now, with the reason on the future and on this thread. */
+        char why[512];
+        snprintf(why, sizeof why, "%s", ferry_last_error());
+        pthread_mutex_lock(&a->lock);
+        p = ferry__pending_take(a, m->id);
+        pthread_mutex_unlock(&a->lock);
+        if (p)
+            finish_failed(a, p, rc, why);
+        ferry_future_release(f);
+        ferry_set_error(rc, "%s", why);
+        return NULL;
+    }
+    if (timeout > 0 && timeout < 0.02)
+        ferry__net_wake(a->net);
+    return f;
+}
+
+static ferry_status check_call_args(const char *to, const char *fn, ferry_value *args,
+                                    ferry_value *kwargs, double timeout)
+{
+    if (!to)
+        return ferry__fail(FERRY_EINVAL, "the destination worker name is NULL");
+    if (!fn || !*fn)
+        return ferry__fail(FERRY_EINVAL, "the function name is empty");
+    if (strlen(fn) >= FERRY_MAX_NAME_LEN)
+        return ferry__fail(FERRY_EINVAL, "function name '%.32s...' is too long", fn);
+    if (args && ferry_value_kind(args) != FERRY_VALUE_LIST)
+        return ferry__fail(FERRY_EINVAL, "args must be a list, got %s",
+                           ferry_kind_name(ferry_value_kind(args)));
+    if (kwargs && ferry_value_kind(kwargs) != FERRY_VALUE_DICT)
+        return ferry__fail(FERRY_EINVAL, "kwargs must be a dict, got %s",
+                           ferry_kind_name(ferry_value_kind(kwargs)));
+    if (isnan(timeout) || (timeout < 0 && timeout != FERRY_TIMEOUT_DEFAULT))
+        return ferry__fail(FERRY_EINVAL, "timeout must be >= 0 or FERRY_TIMEOUT_DEFAULT");
+    return FERRY_OK;
+}
+
+ferry_future *ferry_rpc_async(const char *to, const char *fn, ferry_value *args,
+                              ferry_value *kwargs, double timeout)
+{
+    if (check_call_args(to, fn, args, kwargs, timeout) != FERRY_OK)
+        return NULL;
+    ferry__agent *a = ferry__agent_get();
+    if (!a)
+        return NULL;
+    ferry_future *f = NULL;
+    int dst = ferry__agent_rank_of(a, to);
+    if (dst >= 0) {
+        ferry__msg m = {.type = FERRY__MSG_CALL, .fn = (char *)fn, .args = args, .kwargs = kwargs};
+        f = ferry__agent_request(a, dst, &m, timeout);
+    }
+    ferry__agent_release(a);
+    return f;
+}
+
+ferry_value *ferry_rpc_sync(const char *to, const char *fn, ferry_value *args,
+                            ferry_value *kwargs, double timeout)
+{
+    ferry_future *f = ferry_rpc_async(to, fn, args, kwargs, timeout);
+    if (!f)
+        return NULL;
+    ferry_value *v = ferry_future_value(f);
+    ferry_future_release(f);
+    return v;
+}

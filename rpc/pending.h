@@ -1,0 +1,17 @@
+/* The pending-call table of an agent; every function is called with agent->lock held. */
+#ifndef FERRY_RPC_PENDING_H
+#define FERRY_RPC_PENDING_H
+
+#include "rpc/agent.h"
+
+/* Adds p (and its deadline, if any). FERRY_ENOMEM. */
+ferry_status ferry__pending_insert(ferry__agent *a, ferry__pending *p);
+/* Removes and returns the call with this id, or NULL (already completed or timed out). */
+ferry__pending *ferry__pending_take(ferry__agent *a, uint64_t id);
+/* Removes and returns one call whose deadline is <= now, or NULL. */
+ferry__pending *ferry__pending_take_expired(ferry__agent *a, long long now_ns);
+/* Removes and returns any call to `dst` (-1: to anyone), or NULL. */
+ferry__pending *ferry__pending_take_any(ferry__agent *a, int dst);
+void ferry__pending_free_table(ferry__agent *a);
+
+#endif

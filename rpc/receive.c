@@ -1,0 +1,175 @@
+/* Receiving messages (progress thread): decode the envelope, copy inline attachments into the
+   tensors the decoder allocated, post bulk receives straight into tensor storage for the large
+   ones, and once a message is whole dispatch it: responses complete their call's future, calls
+   and other requests run on the pool. */
+#include <stdatomic.h>
+#include <string.h>
+
+#include "core/alloc.h"
+#include "core/error.h"
+#include "core/future_impl.h"
+#include "core/log.h"
+#include "rpc/agent.h"
+#include "rpc/msg_tags.h"
+#include "rpc/pending.h"
+#include "rpc/serve.h"
+
+typedef struct {
+    atomic_int parts;
+    atomic_bool failed;
+    ferry__agent *agent;
+    int src;
+    ferry__msg m;
+    ferry__att *atts;
+    size_t n_atts;
+} recv_ctx;
+
+static void recv_ctx_free(recv_ctx *r)
+{
+    ferry__msg_clear(&r->m);
+    ferry__wire_atts_free(r->atts, r->n_atts);
+    ferry__agent_release(r->agent);
+    ferry__free(r);
+}
+
+static void complete_response(ferry__agent *a, ferry__msg *m)
+{
+    pthread_mutex_lock(&a->lock);
+    ferry__pending *p = ferry__pending_take(a, m->id);
+    pthread_mutex_unlock(&a->lock);
+    if (!p) {
+        /* Timed out (or failed) already: the caller was told; drop the late answer. */
+        atomic_fetch_add(&a->dropped_late_responses, 1);
+        ferry__log_debug("rpc", "dropping late response to call %llu", (unsigned long long)m->id);
+        return;
+    }
+    atomic_fetch_sub(&a->client_active, 1);
+    if (m->is_error) {
+        ferry_future_set_error(p->future, m->err_code ? m->err_code : FERRY_EREMOTE,
+                               m->err_message ? m->err_message : "remote error");
+    } else {
+        ferry_value *v = m->value;
+        m->value = NULL;
+        ferry__future_complete_steal(p->future, v);
+    }
+    ferry_future_release(p->future);
+    ferry__free(p);
+}
+
+/* The message is whole: hand it on. Takes ownership of r. */
+static void dispatch(recv_ctx *r)
+{
+    if (atomic_load(&r->failed)) {
+        if (r->m.type == FERRY__MSG_RESPONSE) {
+            r->m.is_error = true;
+            r->m.err_code = FERRY_ETRANSPORT;
+            ferry__free(r->m.err_message);
+            r->m.err_message = ferry__strdup("receiving the response's tensor data failed");
+            ferry_value_release(r->m.value);
+            r->m.value = NULL;
+            complete_response(r->agent, &r->m);
+        }
+        recv_ctx_free(r);
+        return;
+    }
+    if (r->m.type == FERRY__MSG_RESPONSE) {
+        complete_response(r->agent, &r->m);
+        recv_ctx_free(r);
+        return;
+    }
+    ferry__msg *m = ferry__malloc(sizeof *m);
+    if (!m) {
+        ferry__log_error("rpc", "out of memory dispatching a request from rank %d", r->src);
+        recv_ctx_free(r);
+        return;
+    }
+    *m = r->m;
+    memset(&r->m, 0, sizeof r->m);
+    ferry__serve_request(r->agent, r->src, m);
+    recv_ctx_free(r);
+}
+
+static void bulk_done(void *arg, ferry_status rc)
+{
+    recv_ctx *r = arg;
+    if (rc != FERRY_OK)
+        atomic_store(&r->failed, true);
+    if (atomic_fetch_sub(&r->parts, 1) == 1)
+        dispatch(r);
+}
+
+static ferry_status fill_inline(recv_ctx *r, const uint8_t *p, size_t left)
+{
+    for (size_t i = 0; i < r->n_atts; i++) {
+        ferry__att *a = &r->atts[i];
+        if (!a->is_inline || a->len == 0)
+            continue;
+        if (a->len > left)
+            return ferry__fail(FERRY_EPROTO, "inline attachment %zu is cut short", i);
+        memcpy(a->data, p, a->len);
+        p += a->len;
+        left -= a->len;
+    }
+    if (left != 0)
+        return ferry__fail(FERRY_EPROTO, "%zu stray bytes after the inline attachments", left);
+    return FERRY_OK;
+}
+
+static void reject(ferry__agent *a, int src, ferry__msg *m, const char *why)
+{
+    ferry__log_warn("rpc", "dropping a message from rank %d: %s", src, why);
+    if (m->id && m->type != FERRY__MSG_RESPONSE && m->type != FERRY__MSG_INVALID)
+        ferry__serve_reply_error(a, src, m->id, FERRY_EPROTO, why);
+}
+
+void ferry__agent_on_message(void *ctx, int src, const void *buf, size_t len)
+{
+    ferry__agent *a = ctx;
+    const uint8_t *p = buf;
+    if (len < 4) {
+        ferry__log_warn("rpc", "dropping a %zu-byte message from rank %d", len, src);
+        return;
+    }
+    size_t hlen = (size_t)p[0] | (size_t)p[1] << 8 | (size_t)p[2] << 16 | (size_t)p[3] << 24;
+    if (hlen > len - 4) {
+        ferry__log_warn("rpc", "dropping a message from rank %d: header length %zu > %zu", src,
+                        hlen, len - 4);
+        return;
+    }
+    recv_ctx *r = ferry__calloc(1, sizeof *r);
+    if (!r) {
+        ferry__log_error("rpc", "out of memory receiving from rank %d", src);
+        return;
+    }
+    ferry_status rc = ferry__wire_decode(p + 4, hlen, &a->limits, &r->m, &r->atts, &r->n_atts);
+    if (rc == FERRY_OK && r->m.src != src)
+        rc = ferry__fail(FERRY_EPROTO, "message claims to come from rank %d", r->m.src);
+    if (rc == FERRY_OK)
+        rc = fill_inline(r, p + 4 + hlen, len - 4 - hlen);
+    if (rc != FERRY_OK) {
+        reject(a, src, &r->m, ferry_last_error());
+        ferry__msg_clear(&r->m);
+        ferry__wire_atts_free(r->atts, r->n_atts);
+        ferry__free(r);
+        return;
+    }
+    ferry__ref_inc(&a->ref);
+    r->agent = a;
+    r->src = src;
+    atomic_init(&r->parts, 1);
+    bool is_response = r->m.type == FERRY__MSG_RESPONSE;
+    for (size_t i = 0; i < r->n_atts; i++)
+        if (!r->atts[i].is_inline && r->atts[i].len > 0)
+            atomic_fetch_add(&r->parts, 1);
+    for (size_t i = 0; i < r->n_atts; i++) {
+        ferry__att *att = &r->atts[i];
+        if (att->is_inline || att->len == 0)
+            continue;
+        uint64_t tag = ferry__bulk_tag(is_response, r->m.id, i);
+        if (ferry__net_recv_bulk(a->net, src, tag, att->data, att->len, bulk_done, r) != FERRY_OK) {
+            atomic_store(&r->failed, true);
+            atomic_fetch_sub(&r->parts, 1);
+        }
+    }
+    bulk_done(r, FERRY_OK);
+}

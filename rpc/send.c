@@ -1,0 +1,132 @@
+/* Sending messages: encode, gather the envelope and inline attachments into one fabric message,
+   and send each large attachment as a tagged bulk transfer straight from its tensor's storage.
+   The encoded form (and the tensor references it holds) lives until every piece has completed. */
+#include <stdatomic.h>
+#include <string.h>
+
+#include "core/alloc.h"
+#include "core/error.h"
+#include "core/log.h"
+#include "rpc/agent.h"
+#include "rpc/msg_tags.h"
+
+typedef struct {
+    atomic_int parts; /* fabric operations still in flight */
+    ferry__agent *agent;
+    ferry__msg_type type;
+    uint64_t id;
+    int dst;
+    ferry__wire_out out;
+    uint8_t len_prefix[4];
+    size_t n_iov;
+    struct iovec iov[];
+} send_ctx;
+
+static void send_ctx_put(send_ctx *s)
+{
+    if (atomic_fetch_sub(&s->parts, 1) == 1) {
+        ferry__wire_out_free(&s->out);
+        ferry__agent_release(s->agent);
+        ferry__free(s);
+    }
+}
+
+static void part_done(void *arg, ferry_status rc)
+{
+    send_ctx *s = arg;
+    if (rc != FERRY_OK && rc != FERRY_ESHUTDOWN) {
+        ferry__log_warn("rpc", "sending message %llu (type %d) to rank %d failed: %s",
+                        (unsigned long long)s->id, (int)s->type, s->dst, ferry_strerror(rc));
+        ferry__agent_on_peer_error(s->agent, s->dst, rc, "a send to it failed");
+    }
+    send_ctx_put(s);
+}
+
+static send_ctx *send_ctx_new(ferry__agent *agent, int dst, const ferry__msg *m,
+                              ferry__wire_out *out)
+{
+    size_t n_inline = 0;
+    for (size_t i = 0; i < out->n_atts; i++)
+        n_inline += out->atts[i].is_inline && out->atts[i].len > 0;
+    send_ctx *s = ferry__malloc(sizeof *s + (2 + n_inline) * sizeof(struct iovec));
+    if (!s)
+        return NULL;
+    atomic_init(&s->parts, 1);
+    ferry__ref_inc(&agent->ref);
+    s->agent = agent;
+    s->type = m->type;
+    s->id = m->id;
+    s->dst = dst;
+    s->out = *out;
+    uint32_t hl = (uint32_t)out->header_len;
+    for (int i = 0; i < 4; i++)
+        s->len_prefix[i] = (uint8_t)(hl >> (8 * i));
+    s->iov[0] = (struct iovec){s->len_prefix, 4};
+    s->iov[1] = (struct iovec){out->header, out->header_len};
+    s->n_iov = 2;
+    for (size_t i = 0; i < out->n_atts; i++)
+        if (out->atts[i].is_inline && out->atts[i].len > 0)
+            s->iov[s->n_iov++] = (struct iovec){out->atts[i].data, out->atts[i].len};
+    return s;
+}
+
+static ferry_status send_parts(ferry__agent *agent, int dst, const ferry__msg *m, send_ctx *s);
+
+ferry_status ferry__agent_send_msg(ferry__agent *agent, int dst, ferry__msg *m)
+{
+    ferry__wire_out out;
+    m->src = agent->rank;
+    m->dst = dst;
+    ferry_status rc = ferry__wire_encode(m, &agent->limits, &out);
+    if (rc != FERRY_OK)
+        return rc;
+    if (out.header_len > UINT32_MAX || out.n_atts >= (1u << FERRY__TAG_ATT_BITS)) {
+        ferry__wire_out_free(&out);
+        return ferry__fail(FERRY_EINVAL, "message to %s is too large", agent->workers[dst].name);
+    }
+    send_ctx *s = send_ctx_new(agent, dst, m, &out);
+    if (!s) {
+        ferry__wire_out_free(&out);
+        return ferry__fail(FERRY_ENOMEM, "out of memory sending to %s", agent->workers[dst].name);
+    }
+    pthread_rwlock_rdlock(&agent->net_lock);
+    rc = send_parts(agent, dst, m, s);
+    pthread_rwlock_unlock(&agent->net_lock);
+    return rc;
+}
+
+/* Starts every fabric operation of one message; called with net_lock held shared. */
+static ferry_status send_parts(ferry__agent *agent, int dst, const ferry__msg *m, send_ctx *s)
+{
+    ferry__wire_out out = s->out;
+    ferry_status rc;
+    if (!agent->net) {
+        send_ctx_put(s);
+        return ferry__fail(FERRY_ESHUTDOWN, "RPC is shutting down on worker '%s'", agent->name);
+    }
+    bool is_response = m->type == FERRY__MSG_RESPONSE;
+    /* Count every part before starting any, so an early completion cannot free the context. */
+    for (size_t i = 0; i < out.n_atts; i++)
+        if (!out.atts[i].is_inline && out.atts[i].len > 0)
+            atomic_fetch_add(&s->parts, 1);
+    for (size_t i = 0; i < out.n_atts; i++) {
+        ferry__att *a = &out.atts[i];
+        if (a->is_inline || a->len == 0)
+            continue;
+        uint64_t tag = ferry__bulk_tag(is_response, m->id, i);
+        rc = ferry__net_send_bulk(agent->net, dst, tag, a->data, a->len, part_done, s);
+        if (rc != FERRY_OK) {
+            /* The parts not started will never complete: drop their counts. The receiver will
+               wait for them until the call times out; the caller learns of the failure now. */
+            for (size_t j = i; j < out.n_atts; j++)
+                if (!out.atts[j].is_inline && out.atts[j].len > 0)
+                    send_ctx_put(s);
+            send_ctx_put(s);
+            return rc;
+        }
+    }
+    rc = ferry__net_send(agent->net, dst, s->iov, s->n_iov, part_done, s);
+    if (rc != FERRY_OK)
+        send_ctx_put(s);
+    return rc;
+}

@@ -1,0 +1,56 @@
+/* Multi-worker RPC test harness (see rpc_harness.h). */
+#include "rpc_harness.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+
+int rpc_case_join(const rpc_case *c, int rank, int world)
+{
+    char buf[32], name[32];
+    setenv("MASTER_ADDR", "127.0.0.1", 1);
+    snprintf(buf, sizeof buf, "%d", c->port);
+    setenv("MASTER_PORT", buf, 1);
+    snprintf(buf, sizeof buf, "%d", rank);
+    setenv("RANK", buf, 1);
+    snprintf(buf, sizeof buf, "%d", world);
+    setenv("WORLD_SIZE", buf, 1);
+    if (c->transport)
+        setenv("FERRY_TRANSPORT", c->transport, 1);
+    snprintf(name, sizeof name, "worker%d", rank);
+    ferry_rpc_options o;
+    ferry_rpc_options_init(&o);
+    o.rpc_timeout = 20;
+    if (ferry_init_rpc(name, -1, 0, &o) != FERRY_OK) {
+        fprintf(stderr, "rank %d: init failed: %s\n", rank, ferry_last_error());
+        return 1;
+    }
+    return 0;
+}
+
+typedef struct {
+    rpc_case c;
+    rpc_body body;
+} run_arg;
+
+static int run_rank(int rank, int world, void *arg)
+{
+    run_arg *ra = arg;
+    if (rpc_case_join(&ra->c, rank, world) != 0)
+        return 1;
+    int rc = ra->body(rank, world, &ra->c);
+    ferry_worker_info me;
+    if (ferry_get_worker_info(NULL, &me) == FERRY_ESHUTDOWN)
+        return rc; /* the body shut down itself */
+    if (ferry_shutdown(true, 30) != FERRY_OK) {
+        fprintf(stderr, "rank %d: shutdown failed: %s\n", rank, ferry_last_error());
+        return rc ? rc : 1;
+    }
+    return rc;
+}
+
+void rpc_case_run(const char *transport, int world, rpc_body body, void *user, double deadline_s)
+{
+    run_arg ra = {.c = {.transport = transport, .port = ferry_test_free_port(), .user = user},
+                  .body = body};
+    ferry_test_run_ranks(world, run_rank, &ra, deadline_s);
+}

@@ -1,0 +1,805 @@
+/* The fabric layer's moving parts: operations and how they are posted (straight from the calling
+   thread; behind a per-endpoint queue when the provider says -FI_EAGAIN), the progress thread that
+   reads every completion queue, spins briefly when idle and then blocks on the CQ wait fds, the
+   shm doorbell and an eventfd, delivery from the eager receive buffers, large-message reassembly,
+   and the send entry points. Every callback runs on the progress thread (or, for ops still
+   pending, on the thread closing the net) with no lock of ours held. */
+#include "transport/net.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <rdma/fi_endpoint.h>
+#include <rdma/fi_errno.h>
+#include <rdma/fi_tagged.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/alloc.h"
+#include "core/error.h"
+#include "core/log.h"
+#include "transport/net_internal.h"
+
+static const char *const MOD = "net";
+
+/* How long the progress thread keeps polling after its last completion before it blocks: a
+   round trip on shm or loopback tcp is well inside this, so a reply finds the thread awake. */
+#define SPIN_NS 50000LL
+/* While a transfer on a CQ without a wait fd is under way the thread naps this long at most:
+   shm moves large messages in steps that need both sides' progress and signal nobody. */
+#define NAP_NS 100000LL
+#define CLOSE_DRAIN_NS 200000000LL
+#define CQ_BATCH 16
+#define CTRL_HEADER 24
+
+static long long now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+/* ---- operations ---- */
+
+ferry__net_op *ferry__net_op_new(ferry__op_kind kind, ferry__net_ep *ep, int peer)
+{
+    ferry__net_op *op = ferry__calloc(1, sizeof *op);
+    if (!op)
+        return NULL;
+    op->kind = kind;
+    op->ep = ep;
+    op->peer = peer;
+    op->addr = FI_ADDR_UNSPEC;
+    op->iov = op->iov_inline;
+    return op;
+}
+
+void ferry__net_op_free(ferry__net_op *op)
+{
+    if (!op)
+        return;
+    if (op->iov != op->iov_inline)
+        ferry__free(op->iov);
+    ferry__free(op->owned);
+    ferry__free(op);
+}
+
+static bool is_send(const ferry__net_op *op)
+{
+    return op->kind == FERRY__OP_SEND || op->kind == FERRY__OP_TSEND;
+}
+
+/* Both under net->lock. */
+static void link_op(ferry__net *net, ferry__net_op *op)
+{
+    op->prev = NULL;
+    op->next = net->ops;
+    if (net->ops)
+        net->ops->prev = op;
+    net->ops = op;
+    op->is_linked = true;
+    net->n_sends += is_send(op);
+    op->ep->n_active += op->kind != FERRY__OP_RECV;
+}
+
+static void unlink_op(ferry__net *net, ferry__net_op *op)
+{
+    if (!op->is_linked)
+        return;
+    if (op->prev)
+        op->prev->next = op->next;
+    else
+        net->ops = op->next;
+    if (op->next)
+        op->next->prev = op->prev;
+    op->is_linked = false;
+    net->n_sends -= is_send(op);
+    op->ep->n_active -= op->kind != FERRY__OP_RECV;
+}
+
+static void enqueue(ferry__net_ep *e, ferry__net_op *op)
+{
+    int q = is_send(op);
+    op->qnext = NULL;
+    if (e->queue_tail[q])
+        e->queue_tail[q]->qnext = op;
+    else
+        e->queue_head[q] = op;
+    e->queue_tail[q] = op;
+}
+
+static int post_unlocked(ferry__net_op *op)
+{
+    struct fid_ep *ep = op->ep->ep;
+    switch (op->kind) {
+    case FERRY__OP_SEND: {
+        struct fi_msg m = {.msg_iov = op->iov, .iov_count = op->n_iov, .addr = op->addr,
+                           .context = &op->fi_ctx, .data = op->data};
+        return (int)fi_sendmsg(ep, &m, FI_COMPLETION | FI_REMOTE_CQ_DATA);
+    }
+    case FERRY__OP_TSEND: {
+        struct fi_msg_tagged m = {.msg_iov = op->iov, .iov_count = op->n_iov, .addr = op->addr,
+                                  .tag = op->tag, .context = &op->fi_ctx};
+        return (int)fi_tsendmsg(ep, &m, FI_COMPLETION);
+    }
+    case FERRY__OP_RECV:
+        return (int)fi_recv(ep, op->owned, op->len, NULL, FI_ADDR_UNSPEC, &op->fi_ctx);
+    case FERRY__OP_TRECV:
+        return (int)fi_trecv(ep, op->iov[0].iov_base, op->iov[0].iov_len, NULL, op->addr, op->tag,
+                             0, &op->fi_ctx);
+    default:
+        return -FI_EINVAL;
+    }
+}
+
+static int post(ferry__net_op *op)
+{
+    pthread_mutex_lock(&op->ep->fi_lock);
+    int rc = post_unlocked(op);
+    pthread_mutex_unlock(&op->ep->fi_lock);
+    return rc;
+}
+
+ferry_status ferry__net_submit(ferry__net *net, ferry__net_op *op, bool is_internal)
+{
+    ferry__net_ep *e = op->ep;
+    pthread_mutex_lock(&net->lock);
+    if (net->is_closing && !is_internal) {
+        pthread_mutex_unlock(&net->lock);
+        return ferry__fail(FERRY_ESHUTDOWN, "the fabric layer is closing");
+    }
+    link_op(net, op);
+    if (e->queue_head[is_send(op)] || !e->ep) {
+        /* Keep this thread's order behind what already waits for the provider. */
+        enqueue(e, op);
+        pthread_mutex_unlock(&net->lock);
+        ferry__net_kick(net);
+        return FERRY_OK;
+    }
+    net->n_posting++;
+    pthread_mutex_unlock(&net->lock);
+
+    int peer = op->peer; /* op may complete and be freed as soon as it is posted */
+    int rc = post(op);
+
+    pthread_mutex_lock(&net->lock);
+    if (rc == -FI_EAGAIN)
+        enqueue(e, op);
+    else if (rc != 0)
+        unlink_op(net, op);
+    if (--net->n_posting == 0 && net->is_closing)
+        pthread_cond_broadcast(&net->posted_cond);
+    pthread_mutex_unlock(&net->lock);
+    if (rc == 0)
+        ferry__net_ring(net, peer);
+    else if (rc == -FI_EAGAIN)
+        ferry__net_kick(net);
+    return rc == 0 || rc == -FI_EAGAIN ? FERRY_OK : ferry__net_fail_fi(e, rc, "posting");
+}
+
+void ferry__net_fail_later(ferry__net *net, ferry__net_op *op, ferry_status rc)
+{
+    op->fail_rc = rc;
+    pthread_mutex_lock(&net->lock);
+    op->qnext = net->failed;
+    net->failed = op;
+    pthread_mutex_unlock(&net->lock);
+    ferry__net_kick(net);
+}
+
+/* ---- completion ---- */
+
+static void deliver(ferry__net *net, int src, const void *buf, size_t len)
+{
+    atomic_fetch_add(&net->messages_in, 1);
+    atomic_fetch_add(&net->bytes_in, len);
+    if (net->h.on_message)
+        net->h.on_message(net->h.ctx, src, buf, len);
+}
+
+static void peer_failed(ferry__net *net, int peer, ferry_status rc, const char *why)
+{
+    if (rc == FERRY_ETRANSPORT && peer >= 0 && net->h.on_peer_error)
+        net->h.on_peer_error(net->h.ctx, peer, rc, why);
+}
+
+static void finish_op(ferry__net *net, ferry__net_op *op, ferry_status rc, const char *why);
+
+static void part_done(ferry__net *net, ferry__net_op *parent, ferry_status rc, const char *why)
+{
+    int expected = FERRY_OK;
+    if (rc != FERRY_OK)
+        atomic_compare_exchange_strong(&parent->agg_rc, &expected, (int)rc);
+    if (atomic_fetch_sub(&parent->remaining, 1) != 1)
+        return;
+    rc = (ferry_status)atomic_load(&parent->agg_rc);
+    if (parent->is_recv) {
+        if (rc == FERRY_OK)
+            deliver(net, parent->peer, parent->owned, parent->len);
+        else
+            peer_failed(net, parent->peer, rc, why ? why : "large message lost");
+        ferry__net_op_free(parent);
+        return;
+    }
+    finish_op(net, parent, rc, why);
+}
+
+/* The op is unlinked; runs its callback (or its aggregate's) and frees it. */
+static void finish_op(ferry__net *net, ferry__net_op *op, ferry_status rc, const char *why)
+{
+    if (op->parent) {
+        ferry__net_op *parent = op->parent;
+        ferry__net_op_free(op);
+        part_done(net, parent, rc, why);
+        return;
+    }
+    if (rc == FERRY_OK) {
+        bool is_message = op->kind == FERRY__OP_AGGREGATE || op->kind == FERRY__OP_SEND;
+        bool is_in = op->kind == FERRY__OP_TRECV;
+        atomic_fetch_add(is_in ? &net->bytes_in : &net->bytes_out, op->len);
+        if (is_message)
+            atomic_fetch_add(&net->messages_out, 1);
+    }
+    ferry__net_done done = op->done;
+    void *arg = op->arg;
+    int peer = op->peer;
+    ferry__net_op_free(op);
+    if (done)
+        done(arg, rc);
+    peer_failed(net, peer, rc, why ? why : "transfer failed");
+}
+
+/* The sender of an untagged message: its rank, checked against the source address when the
+   provider reports one; -1 (dropped and counted) for anyone who never joined. */
+static int source_rank(ferry__net *net, ferry__net_ep *e, uint64_t data, fi_addr_t src)
+{
+    int claimed = FERRY__NET_DATA_RANK(data);
+    if (claimed >= net->world_size)
+        return -1;
+    if (!e->has_source)
+        return claimed;
+    if (src == FI_ADDR_NOTAVAIL || src >= (fi_addr_t)net->world_size)
+        return -1;
+    return e->addr_rank[src] == claimed ? claimed : -1;
+}
+
+static uint64_t get_u64(const unsigned char *p)
+{
+    uint64_t v = 0;
+    for (int i = 7; i >= 0; i--)
+        v = v << 8 | p[i];
+    return v;
+}
+
+static void put_u64(unsigned char *p, uint64_t v)
+{
+    for (int i = 0; i < 8; i++, v >>= 8)
+        p[i] = (unsigned char)v;
+}
+
+/* An announcement arrived: allocate the whole message and post a tagged receive per part. */
+static void start_large_recv(ferry__net *net, ferry__net_ep *e, int src, const unsigned char *c,
+                             size_t len)
+{
+    uint64_t total = len >= CTRL_HEADER ? get_u64(c) : 0, seq = len >= 16 ? get_u64(c + 8) : 0;
+    uint64_t n = len >= CTRL_HEADER ? get_u64(c + 16) : 0, sum = 0;
+    bool ok = n >= 1 && n <= FERRY__NET_MAX_PARTS && len == CTRL_HEADER + 8 * n &&
+              total > FERRY__NET_EAGER_MAX;
+    for (uint64_t i = 0; ok && i < n; i++) {
+        uint64_t part = get_u64(c + CTRL_HEADER + 8 * i);
+        ok = part <= total - sum;
+        sum += part;
+    }
+    if (!ok || sum != total) {
+        ferry__log_warn(MOD, "malformed large-message announcement from rank %d dropped", src);
+        return;
+    }
+    ferry__net_op *parent = ferry__net_op_new(FERRY__OP_AGGREGATE, e, src);
+    void *mem = parent && total <= SIZE_MAX ? ferry__malloc((size_t)total) : NULL;
+    if (!mem) {
+        ferry__net_op_free(parent);
+        ferry__log_error(MOD, "no memory for a %llu-byte message from rank %d",
+                         (unsigned long long)total, src);
+        peer_failed(net, src, FERRY_ETRANSPORT, "no memory for a large message");
+        return;
+    }
+    parent->owned = mem;
+    parent->len = (size_t)total;
+    parent->is_recv = true;
+    atomic_store(&parent->remaining, (size_t)n);
+    size_t off = 0;
+    for (uint64_t i = 0; i < n; i++) {
+        size_t part = (size_t)get_u64(c + CTRL_HEADER + 8 * i);
+        ferry__net_op *op = ferry__net_op_new(FERRY__OP_TRECV, e, src);
+        if (op) {
+            op->parent = parent;
+            op->addr = e->rank_addr[src];
+            op->tag = FERRY__NET_TAG_INTERNAL | seq << FERRY__NET_PART_BITS | i;
+            op->iov_inline[0] = (struct iovec){(char *)mem + off, part};
+            op->n_iov = 1;
+            op->len = part;
+        }
+        off += part;
+        if (!op || ferry__net_submit(net, op, true) != FERRY_OK) {
+            ferry__net_op_free(op);
+            part_done(net, parent, FERRY_ETRANSPORT, "cannot post a large-message receive");
+        }
+    }
+}
+
+static void on_receive(ferry__net *net, ferry__net_ep *e, ferry__net_op *op,
+                       const struct fi_cq_tagged_entry *ent, fi_addr_t src)
+{
+    int rank = -1;
+    if (ent->flags & FI_REMOTE_CQ_DATA)
+        rank = source_rank(net, e, ent->data, src);
+    if (rank < 0) {
+        atomic_fetch_add(&net->dropped, 1);
+        ferry__log_debug(MOD, "dropped a %zu-byte message from an unknown source on %s", ent->len,
+                         e->prov_name);
+    } else if (FERRY__NET_DATA_KIND(ent->data) == FERRY__NET_KIND_LARGE) {
+        start_large_recv(net, e, rank, op->owned, ent->len);
+    } else {
+        deliver(net, rank, op->owned, ent->len);
+    }
+    if (ferry__net_submit(net, op, true) != FERRY_OK) {
+        ferry__log_error(MOD, "cannot repost a receive buffer: %s", ferry_last_error());
+        ferry__net_op_free(op);
+    }
+}
+
+static void on_completion(ferry__net *net, ferry__net_ep *e, const struct fi_cq_tagged_entry *ent,
+                          fi_addr_t src)
+{
+    ferry__net_op *op = ent->op_context;
+    pthread_mutex_lock(&net->lock);
+    unlink_op(net, op);
+    pthread_mutex_unlock(&net->lock);
+    if (op->kind == FERRY__OP_RECV)
+        on_receive(net, e, op, ent, src);
+    else
+        finish_op(net, op, FERRY_OK, NULL);
+}
+
+static void on_error(ferry__net *net, ferry__net_ep *e)
+{
+    struct fi_cq_err_entry err = {0};
+    pthread_mutex_lock(&e->fi_lock);
+    ssize_t got = fi_cq_readerr(e->cq, &err, 0);
+    pthread_mutex_unlock(&e->fi_lock);
+    if (got != 1 || !err.op_context)
+        return;
+    ferry__net_op *op = err.op_context;
+    pthread_mutex_lock(&net->lock);
+    unlink_op(net, op);
+    pthread_mutex_unlock(&net->lock);
+    const char *detail = fi_cq_strerror(e->cq, err.prov_errno, err.err_data, NULL, 0);
+    char why[256];
+    snprintf(why, sizeof why, "%s on %s: %s", fi_strerror(err.err), e->prov_name,
+             detail ? detail : "");
+    ferry_status rc = ferry__net_status_from_fi(-err.err);
+    if (rc != FERRY_ESHUTDOWN)
+        rc = FERRY_ETRANSPORT;
+    if (op->kind == FERRY__OP_RECV) {
+        /* An oversized eager message (a confused or hostile sender) costs only itself. */
+        ferry__log_warn(MOD, "receive failed: %s", why);
+        if (rc == FERRY_ESHUTDOWN || ferry__net_submit(net, op, true) != FERRY_OK)
+            ferry__net_op_free(op);
+        return;
+    }
+    ferry__log_warn(MOD, "transfer with rank %d failed: %s", op->peer, why);
+    finish_op(net, op, rc, why);
+}
+
+static int poll_ep(ferry__net *net, ferry__net_ep *e)
+{
+    struct fi_cq_tagged_entry ents[CQ_BATCH];
+    fi_addr_t srcs[CQ_BATCH];
+    pthread_mutex_lock(&e->fi_lock);
+    ssize_t n = e->has_source ? fi_cq_readfrom(e->cq, ents, CQ_BATCH, srcs)
+                              : fi_cq_read(e->cq, ents, CQ_BATCH);
+    pthread_mutex_unlock(&e->fi_lock);
+    if (n == -FI_EAGAIN)
+        return 0;
+    if (n == -FI_EAVAIL) {
+        on_error(net, e);
+        return 1;
+    }
+    if (n < 0) {
+        ferry__log_error(MOD, "fi_cq_read on %s: %s", e->prov_name, fi_strerror((int)-n));
+        return 0;
+    }
+    for (ssize_t i = 0; i < n; i++)
+        on_completion(net, e, &ents[i], e->has_source ? srcs[i] : FI_ADDR_NOTAVAIL);
+    return (int)n;
+}
+
+/* Retries one queue's posts in order; stops at the first the provider still refuses. */
+static int drain_queue(ferry__net *net, ferry__net_ep *e, int q)
+{
+    int done = 0;
+    for (;;) {
+        pthread_mutex_lock(&net->lock);
+        ferry__net_op *op = e->queue_head[q];
+        if (op) {
+            e->queue_head[q] = op->qnext;
+            if (!e->queue_head[q])
+                e->queue_tail[q] = NULL;
+        }
+        pthread_mutex_unlock(&net->lock);
+        if (!op)
+            break;
+        int peer = op->peer;
+        int rc = post(op);
+        if (rc == -FI_EAGAIN) {
+            pthread_mutex_lock(&net->lock);
+            op->qnext = e->queue_head[q];
+            e->queue_head[q] = op;
+            if (!e->queue_tail[q])
+                e->queue_tail[q] = op;
+            pthread_mutex_unlock(&net->lock);
+            break;
+        }
+        done++;
+        if (rc == 0)
+            ferry__net_ring(net, peer);
+        if (rc != 0) {
+            pthread_mutex_lock(&net->lock);
+            unlink_op(net, op);
+            pthread_mutex_unlock(&net->lock);
+            ferry__net_fail_fi(e, rc, "posting");
+            finish_op(net, op, ferry__net_status_from_fi(rc) == FERRY_ESHUTDOWN
+                                   ? FERRY_ESHUTDOWN : FERRY_ETRANSPORT, ferry_last_error());
+        }
+    }
+    return done;
+}
+
+static int drain_queues(ferry__net *net)
+{
+    int done = 0;
+    for (int i = 0; i < net->n_eps; i++)
+        done += drain_queue(net, &net->eps[i], 0) + drain_queue(net, &net->eps[i], 1);
+    return done;
+}
+
+static int drain_failed(ferry__net *net)
+{
+    pthread_mutex_lock(&net->lock);
+    ferry__net_op *op = net->failed;
+    net->failed = NULL;
+    pthread_mutex_unlock(&net->lock);
+    int n = 0;
+    for (ferry__net_op *next; op; op = next, n++) {
+        next = op->qnext;
+        finish_op(net, op, op->fail_rc, "could not post");
+    }
+    return n;
+}
+
+static int progress_once(ferry__net *net);
+
+/* How long the thread may sleep: 0 while posts wait for the provider; a nap while a transfer
+   is under way on a CQ nobody signals (or one without a doorbell); else until the tick. */
+static long long sleep_limit(ferry__net *net, long long timeout_ns)
+{
+    pthread_mutex_lock(&net->lock);
+    bool queued = net->failed != NULL;
+    for (int i = 0; i < net->n_eps; i++) {
+        ferry__net_ep *e = &net->eps[i];
+        queued = queued || e->queue_head[0] || e->queue_head[1];
+        if (e->wait_fd < 0 && (e->n_active > 0 || net->bell.fd < 0 || !e->is_shm))
+            timeout_ns = timeout_ns < NAP_NS ? timeout_ns : NAP_NS;
+    }
+    pthread_mutex_unlock(&net->lock);
+    return queued ? 0 : timeout_ns;
+}
+
+static void drain_fd(int fd, bool is_socket)
+{
+    char buf[64];
+    for (int i = 0; i < 64; i++) {
+        ssize_t n = is_socket ? recv(fd, buf, sizeof buf, MSG_DONTWAIT) : read(fd, buf, 8);
+        if (n < 0)
+            break;
+    }
+}
+
+static void set_sleeping(ferry__net *net, bool is_sleeping)
+{
+    atomic_store(&net->is_sleeping, is_sleeping);
+    if (net->bell.flag)
+        atomic_store(net->bell.flag, is_sleeping);
+}
+
+/* Blocks until a CQ has something, the doorbell, ferry__net_wake/close, or the timeout. The
+   flags are raised first and the queues read once more after, so a sender either sees us asleep
+   (and rings) or we see its message. */
+static int sleep_once(ferry__net *net, long long timeout_ns)
+{
+    set_sleeping(net, true);
+    int n = progress_once(net);
+    timeout_ns = sleep_limit(net, timeout_ns);
+    if (n > 0 || timeout_ns <= 0 || atomic_load(&net->wake_pending) || atomic_load(&net->stop)) {
+        set_sleeping(net, false);
+        return n;
+    }
+    for (int i = 0; i < net->n_eps; i++) {
+        ferry__net_ep *e = &net->eps[i];
+        struct fid *f = &e->cq->fid;
+        if (e->wait_fd < 0)
+            continue;
+        pthread_mutex_lock(&e->fi_lock);
+        int rc = fi_trywait(e->fabric, &f, 1);
+        pthread_mutex_unlock(&e->fi_lock);
+        if (rc != FI_SUCCESS) {
+            set_sleeping(net, false);
+            return 1;
+        }
+    }
+    struct pollfd pfd = {.fd = net->epoll_fd, .events = POLLIN};
+    struct timespec ts = {timeout_ns / 1000000000LL, timeout_ns % 1000000000LL};
+    if (ppoll(&pfd, 1, &ts, NULL) > 0) {
+        struct epoll_event evs[FERRY__NET_MAX_EPS + 2];
+        int k = epoll_wait(net->epoll_fd, evs, FERRY__NET_MAX_EPS + 2, 0);
+        for (int i = 0; i < k; i++) {
+            if (!evs[i].data.ptr)
+                drain_fd(net->wake_fd, false);
+            else if (evs[i].data.ptr == &net->bell)
+                drain_fd(net->bell.fd, true);
+        }
+    }
+    set_sleeping(net, false);
+    return 0;
+}
+
+static int progress_once(ferry__net *net)
+{
+    int n = 0;
+    for (int i = 0; i < net->n_eps; i++)
+        n += poll_ep(net, &net->eps[i]);
+    return n + drain_queues(net) + drain_failed(net);
+}
+
+void *ferry__net_progress_main(void *arg)
+{
+    ferry__net *net = arg;
+    long long tick_ns = (long long)net->tick_ms * 1000000LL;
+    long long next_tick = now_ns() + tick_ns, busy_at = now_ns();
+    while (!atomic_load(&net->stop)) {
+        int n = progress_once(net);
+        long long t = now_ns();
+        if (atomic_exchange(&net->wake_pending, false))
+            next_tick = t;
+        if (t >= next_tick) {
+            if (net->h.on_tick)
+                net->h.on_tick(net->h.ctx, t);
+            next_tick = t + tick_ns;
+        }
+        if (n > 0) {
+            busy_at = t;
+        } else if (t - busy_at >= SPIN_NS) {
+            sleep_once(net, next_tick - t);
+            busy_at = now_ns();
+        }
+    }
+    /* Closing: give sends already handed to the provider a moment to leave. */
+    long long deadline = now_ns() + CLOSE_DRAIN_NS;
+    for (;;) {
+        pthread_mutex_lock(&net->lock);
+        size_t sends = net->n_sends;
+        pthread_mutex_unlock(&net->lock);
+        if (sends == 0 || now_ns() >= deadline)
+            break;
+        progress_once(net);
+    }
+    return NULL;
+}
+
+void ferry__net_fail_all(ferry__net *net)
+{
+    for (int i = 0; i < net->n_eps; i++)
+        for (int q = 0; q < 2; q++)
+            net->eps[i].queue_head[q] = net->eps[i].queue_tail[q] = NULL;
+    drain_failed(net);
+    while (net->ops) {
+        ferry__net_op *op = net->ops;
+        unlink_op(net, op);
+        finish_op(net, op, FERRY_ESHUTDOWN, "closing");
+    }
+}
+
+/* ---- sends and bulk transfers ---- */
+
+static ferry_status check_peer(ferry__net *net, int rank, const char *what)
+{
+    if (!net || !net->peers)
+        return ferry__fail(FERRY_EINVAL, "%s: peers are not set", what);
+    if (rank < 0 || rank >= net->world_size)
+        return ferry__fail(FERRY_EINVAL, "%s: rank %d is not in [0, %d)", what, rank,
+                           net->world_size);
+    return FERRY_OK;
+}
+
+/* Copies iov into one new buffer (for more pieces than the provider takes at once). */
+static void *flatten(const struct iovec *iov, size_t n_iov, size_t total)
+{
+    char *buf = ferry__malloc(total ? total : 1), *p = buf;
+    for (size_t i = 0; buf && i < n_iov; i++) {
+        if (iov[i].iov_len)
+            memcpy(p, iov[i].iov_base, iov[i].iov_len);
+        p += iov[i].iov_len;
+    }
+    return buf;
+}
+
+static ferry_status send_eager(ferry__net *net, int dst, const struct iovec *iov, size_t n_iov,
+                               size_t total, ferry__net_done done, void *arg)
+{
+    ferry__net_peer *p = &net->peers[dst];
+    ferry__net_op *op = ferry__net_op_new(FERRY__OP_SEND, p->ep, dst);
+    if (!op)
+        return ferry__fail(FERRY_ENOMEM, "no memory for a send");
+    op->addr = p->addr;
+    op->data = FERRY__NET_DATA(FERRY__NET_KIND_EAGER, net->self_rank);
+    op->len = total;
+    op->done = done;
+    op->arg = arg;
+    if (n_iov <= p->ep->iov_limit) {
+        if (n_iov > 0)
+            memcpy(op->iov_inline, iov, n_iov * sizeof *iov);
+        op->n_iov = n_iov;
+    } else {
+        op->owned = flatten(iov, n_iov, total);
+        if (!op->owned) {
+            ferry__net_op_free(op);
+            return ferry__fail(FERRY_ENOMEM, "no memory for a send");
+        }
+        op->iov_inline[0] = (struct iovec){op->owned, total};
+        op->n_iov = 1;
+    }
+    ferry_status rc = ferry__net_submit(net, op, false);
+    if (rc != FERRY_OK)
+        ferry__net_op_free(op);
+    return rc;
+}
+
+/* A large message as parts of at most iov_limit iovecs (one flattened part past MAX_PARTS). */
+static bool build_parts(ferry__net *net, int dst, const struct iovec *iov, size_t n_iov,
+                        size_t total, uint64_t seq, ferry__net_op **ctrl_out,
+                        ferry__net_op **parts, size_t *n)
+{
+    ferry__net_peer *p = &net->peers[dst];
+    size_t lim = p->ep->iov_limit;
+    bool is_flat = (n_iov + lim - 1) / lim > FERRY__NET_MAX_PARTS;
+    *n = is_flat ? 1 : (n_iov + lim - 1) / lim;
+    ferry__net_op *ctrl = *ctrl_out = ferry__net_op_new(FERRY__OP_SEND, p->ep, dst);
+    unsigned char *c = ctrl ? ferry__malloc(CTRL_HEADER + 8 * *n) : NULL;
+    if (!c)
+        return false;
+    ctrl->owned = c;
+    ctrl->iov_inline[0] = (struct iovec){c, CTRL_HEADER + 8 * *n};
+    ctrl->n_iov = 1;
+    ctrl->addr = p->addr;
+    ctrl->data = FERRY__NET_DATA(FERRY__NET_KIND_LARGE, net->self_rank);
+    put_u64(c, total);
+    put_u64(c + 8, seq);
+    put_u64(c + 16, *n);
+    for (size_t i = 0; i < *n; i++) {
+        ferry__net_op *op = parts[i] = ferry__net_op_new(FERRY__OP_TSEND, p->ep, dst);
+        if (!op)
+            return false;
+        op->addr = p->addr;
+        op->tag = FERRY__NET_TAG_INTERNAL | seq << FERRY__NET_PART_BITS | i;
+        op->n_iov = is_flat ? 1 : (n_iov - i * lim < lim ? n_iov - i * lim : lim);
+        if (is_flat && !(op->owned = flatten(iov, n_iov, total)))
+            return false;
+        if (is_flat)
+            op->iov_inline[0] = (struct iovec){op->owned, total};
+        else
+            memcpy(op->iov_inline, iov + i * lim, op->n_iov * sizeof *iov);
+        for (size_t k = 0; k < op->n_iov; k++)
+            op->len += op->iov_inline[k].iov_len;
+        put_u64(c + CTRL_HEADER + 8 * i, op->len);
+    }
+    return true;
+}
+
+static ferry_status send_large(ferry__net *net, int dst, const struct iovec *iov, size_t n_iov,
+                               size_t total, ferry__net_done done, void *arg)
+{
+    ferry__net_op *parts[FERRY__NET_MAX_PARTS] = {0}, *ctrl = NULL;
+    size_t n = 0;
+    uint64_t seq = atomic_fetch_add(&net->seq, 1) & (UINT64_MAX >> (1 + FERRY__NET_PART_BITS));
+    ferry__net_op *parent = ferry__net_op_new(FERRY__OP_AGGREGATE, net->peers[dst].ep, dst);
+    bool ok = build_parts(net, dst, iov, n_iov, total, seq, &ctrl, parts, &n);
+    if (!ok || !parent) {
+        ferry__net_op_free(parent);
+        ferry__net_op_free(ctrl);
+        for (size_t i = 0; i < n; i++)
+            ferry__net_op_free(parts[i]);
+        return ferry__fail(FERRY_ENOMEM, "no memory for a %zu-byte send", total);
+    }
+    parent->done = done;
+    parent->arg = arg;
+    parent->len = total;
+    atomic_store(&parent->remaining, n + 1);
+    ctrl->parent = parent;
+    for (size_t i = 0; i < n; i++)
+        parts[i]->parent = parent;
+    ferry_status rc = ferry__net_submit(net, ctrl, false);
+    if (rc != FERRY_OK) {
+        ctrl->parent = NULL;
+        ferry__net_op_free(ctrl);
+        for (size_t i = 0; i < n; i++)
+            ferry__net_op_free(parts[i]);
+        ferry__net_op_free(parent);
+        return rc;
+    }
+    /* From here the message is under way: a later failure reaches done, on the progress thread. */
+    for (size_t i = 0; i < n; i++) {
+        rc = ferry__net_submit(net, parts[i], false);
+        if (rc != FERRY_OK)
+            ferry__net_fail_later(net, parts[i], rc == FERRY_ESHUTDOWN ? rc : FERRY_ETRANSPORT);
+    }
+    return FERRY_OK;
+}
+
+ferry_status ferry__net_send(ferry__net *net, int dst, const struct iovec *iov, size_t n_iov,
+                             ferry__net_done done, void *arg)
+{
+    ferry_status rc = check_peer(net, dst, "ferry__net_send");
+    if (rc != FERRY_OK)
+        return rc;
+    if (!iov && n_iov > 0)
+        return ferry__fail(FERRY_EINVAL, "ferry__net_send: NULL iov");
+    size_t total = 0;
+    for (size_t i = 0; i < n_iov; i++)
+        total += iov[i].iov_len;
+    if (total <= FERRY__NET_EAGER_MAX)
+        return send_eager(net, dst, iov, n_iov, total, done, arg);
+    return send_large(net, dst, iov, n_iov, total, done, arg);
+}
+
+static ferry_status bulk(ferry__net *net, ferry__op_kind kind, int peer, uint64_t tag, void *buf,
+                         size_t len, ferry__net_done done, void *arg)
+{
+    const char *what = kind == FERRY__OP_TSEND ? "ferry__net_send_bulk" : "ferry__net_recv_bulk";
+    ferry_status rc = check_peer(net, peer, what);
+    if (rc != FERRY_OK)
+        return rc;
+    if (tag & FERRY__NET_TAG_INTERNAL)
+        return ferry__fail(FERRY_EINVAL, "%s: tag 0x%llx uses the reserved top bit", what,
+                           (unsigned long long)tag);
+    if (!buf && len > 0)
+        return ferry__fail(FERRY_EINVAL, "%s: NULL buffer", what);
+    ferry__net_peer *p = &net->peers[peer];
+    ferry__net_op *op = ferry__net_op_new(kind, p->ep, peer);
+    if (!op)
+        return ferry__fail(FERRY_ENOMEM, "no memory for %s", what);
+    op->addr = p->addr;
+    op->tag = tag;
+    op->iov_inline[0] = (struct iovec){buf, len};
+    op->n_iov = 1;
+    op->len = len;
+    op->done = done;
+    op->arg = arg;
+    rc = ferry__net_submit(net, op, false);
+    if (rc != FERRY_OK)
+        ferry__net_op_free(op);
+    return rc;
+}
+
+ferry_status ferry__net_send_bulk(ferry__net *net, int dst, uint64_t tag, const void *data,
+                                  size_t len, ferry__net_done done, void *arg)
+{
+    return bulk(net, FERRY__OP_TSEND, dst, tag, (void *)data, len, done, arg);
+}
+
+ferry_status ferry__net_recv_bulk(ferry__net *net, int src, uint64_t tag, void *buf, size_t len,
+                                  ferry__net_done done, void *arg)
+{
+    return bulk(net, FERRY__OP_TRECV, src, tag, buf, len, done, arg);
+}
