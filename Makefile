@@ -38,7 +38,7 @@ UNIT_SRCS  := $(sort $(wildcard tests/unit/*.c))
 INTEG_SRCS := $(sort $(wildcard tests/integration/*.c))
 TESTLIB_SRCS := $(sort $(wildcard tests/common/*.c))
 FUZZ_SRCS  := $(sort $(wildcard tests/fuzz/*.c))
-EXAMPLES   := $(notdir $(wildcard examples/*))
+EXAMPLES   := $(notdir $(patsubst %/,%,$(wildcard examples/*/)))
 TOOLS      := $(notdir $(basename $(wildcard tools/*.c)))
 BENCH_SRCS := $(sort $(wildcard bench/*.c))
 
