@@ -93,8 +93,31 @@ static ferry_status check_options(const ferry_rpc_options *o)
     return FERRY_OK;
 }
 
-/* The address a worker publishes: its pid (for the liveness check of same-host peers), then
-   the fabric layer's own blob. */
+/* Identifies this host and pid namespace: peers with the same key can check each other's
+   liveness by pid. FNV-1a over the boot id, the host name and the pid namespace. */
+static uint64_t host_key(void)
+{
+    char buf[512] = "";
+    size_t n = 0;
+    FILE *f = fopen("/proc/sys/kernel/random/boot_id", "r");
+    if (f) {
+        n = fread(buf, 1, 64, f);
+        fclose(f);
+    }
+    gethostname(buf + n, 128);
+    n = strlen(buf);
+    ssize_t l = readlink("/proc/self/ns/pid", buf + n, sizeof buf - n - 1);
+    n += l > 0 ? (size_t)l : 0;
+    uint64_t h = 1469598103934665603ull;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ (unsigned char)buf[i]) * 1099511628211ull;
+    return h;
+}
+
+#define BLOB_HEAD 12 /* u32 pid, u64 host key */
+
+/* The address a worker publishes: pid and host key (for the liveness check of same-host
+   peers), then the fabric layer's own blob. */
 static ferry_status publish_blob(ferry__agent *a, void **out, size_t *len)
 {
     const void *net_blob;
@@ -102,15 +125,30 @@ static ferry_status publish_blob(ferry__agent *a, void **out, size_t *len)
     ferry_status rc = ferry__net_local_address(a->net, &net_blob, &net_len);
     if (rc != FERRY_OK)
         return rc;
-    uint8_t *b = ferry__malloc(4 + net_len);
+    uint8_t *b = ferry__malloc(BLOB_HEAD + net_len);
     if (!b)
         return ferry__fail(FERRY_ENOMEM, "out of memory building the address record");
     uint32_t pid = (uint32_t)getpid();
+    uint64_t key = host_key();
     memcpy(b, &pid, 4);
-    memcpy(b + 4, net_blob, net_len);
+    memcpy(b + 4, &key, 8);
+    memcpy(b + BLOB_HEAD, net_blob, net_len);
     *out = b;
-    *len = 4 + net_len;
+    *len = BLOB_HEAD + net_len;
     return FERRY_OK;
+}
+
+/* A worker known dead ends the graceful-shutdown rounds instead of hanging them. */
+static bool peer_dead(void *ctx, char *why, size_t cap)
+{
+    ferry__agent *a = ctx;
+    for (int i = 0; i < a->world_size; i++) {
+        if (atomic_load(&a->workers[i].dead)) {
+            snprintf(why, cap, "worker '%s' (rank %d) is gone", a->workers[i].name, i);
+            return true;
+        }
+    }
+    return false;
 }
 
 static ferry_status connect_peers(ferry__agent *a)
@@ -131,20 +169,23 @@ static ferry_status connect_peers(ferry__agent *a)
     ferry_status rc = FERRY_OK;
     for (int i = 0; i < n && rc == FERRY_OK; i++) {
         const ferry__peer_entry *p = &peers[i];
-        if (p->rank != i || p->addr_len < 4) {
+        if (p->rank != i || p->addr_len < BLOB_HEAD) {
             rc = ferry__fail(FERRY_EPROTO, "rendezvous record %d is malformed", i);
             break;
         }
         uint32_t pid;
+        uint64_t key;
         memcpy(&pid, p->addr, 4);
+        memcpy(&key, (const uint8_t *)p->addr + 4, 8);
         a->workers[i].name = ferry__strdup(p->name);
         a->workers[i].rank = i;
         a->workers[i].pid = (int)pid;
+        a->workers[i].same_host = key == host_key() && i != a->rank;
         atomic_init(&a->workers[i].dead, false);
         if (!a->workers[i].name)
             rc = ferry__fail(FERRY_ENOMEM, "out of memory for the worker table");
-        blobs[i] = (const uint8_t *)p->addr + 4;
-        lens[i] = p->addr_len - 4;
+        blobs[i] = (const uint8_t *)p->addr + BLOB_HEAD;
+        lens[i] = p->addr_len - BLOB_HEAD;
     }
     if (rc == FERRY_OK)
         rc = ferry__net_set_peers(a->net, a->rank, n, blobs, lens);
@@ -278,11 +319,18 @@ static ferry_status agent_start(ferry__agent *a, const char *init_method,
         return ferry_last_status();
     if ((rc = connect_peers(a)) != FERRY_OK)
         return rc;
+    ferry__rendezvous_set_abort_check(a->rdv, peer_dead, a);
     if ((rc = modules_start(a)) != FERRY_OK)
         return rc;
     atomic_store(&a->state, FERRY__AGENT_RUNNING);
     if ((rc = ferry__net_start(a->net)) != FERRY_OK)
         return rc;
+    /* Peers may call as soon as they pass the barrier below, before it returns here: functions
+       they run must already find this agent. */
+    pthread_mutex_lock(&agent_lock);
+    current = a;
+    ferry__ref_inc(&a->ref); /* the process-wide pointer's reference */
+    pthread_mutex_unlock(&agent_lock);
     /* Everyone is listening before anyone calls (torch ends init with a barrier too). */
     return ferry__rendezvous_barrier(a->rdv, "ferry/init", t);
 }
@@ -323,14 +371,18 @@ ferry_status ferry_init_rpc(const char *name, int rank, int world_size,
         if (rc != FERRY_OK) {
             char why[1024];
             snprintf(why, sizeof why, "%s", ferry_last_error());
+            pthread_mutex_lock(&agent_lock);
+            bool published = current == a;
+            current = published ? NULL : current;
+            pthread_mutex_unlock(&agent_lock);
+            if (published)
+                ferry__agent_release(a);
             agent_stop(a, "init failed");
             ferry__agent_release(a);
             ferry__log_set_worker(NULL);
             ferry_set_error(rc, "%s", why);
         } else {
-            pthread_mutex_lock(&agent_lock);
-            current = a;
-            pthread_mutex_unlock(&agent_lock);
+            ferry__agent_release(a); /* current holds its own reference */
             ferry__log_info("rpc", "worker '%s' is rank %d of %d", name, rank, world_size);
         }
     } else if (rc == FERRY_OK) {

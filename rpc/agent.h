@@ -101,6 +101,7 @@ struct ferry__agent {
     atomic_int server_active;  /* calls received, response not yet sent */
     atomic_int state;          /* ferry__agent_state */
     atomic_uint_fast64_t dropped_late_responses;
+    long long last_liveness_ns; /* progress thread only */
 
     struct {
         ferry__msg_handler fn;

@@ -1,6 +1,8 @@
 /* Starting calls: resolve the worker, register the pending call with its deadline, send the
    request. Completing them on failure paths: timeouts, peer errors and shutdown. */
+#include <errno.h>
 #include <math.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <string.h>
 
@@ -10,6 +12,8 @@
 #include "core/log.h"
 #include "rpc/agent.h"
 #include "rpc/pending.h"
+
+#define LIVENESS_PERIOD_NS 250000000LL
 
 double ferry__agent_effective_timeout(ferry__agent *a, double timeout)
 {
@@ -44,9 +48,24 @@ static void finish_failed(ferry__agent *a, ferry__pending *p, ferry_status rc, c
     ferry__free(p);
 }
 
+/* Same-host peers are checked by pid a few times a second: a worker that died fails the calls
+   waiting on it at once instead of at their timeout (shm sends to a dead peer do not fail). */
+static void check_liveness(ferry__agent *a, long long now_ns)
+{
+    if (now_ns - a->last_liveness_ns < LIVENESS_PERIOD_NS)
+        return;
+    a->last_liveness_ns = now_ns;
+    for (int i = 0; i < a->world_size; i++) {
+        ferry__worker *w = &a->workers[i];
+        if (w->same_host && !atomic_load(&w->dead) && kill(w->pid, 0) != 0 && errno == ESRCH)
+            ferry__agent_on_peer_error(a, i, FERRY_ETRANSPORT, "its process exited");
+    }
+}
+
 void ferry__agent_on_tick(void *ctx, long long now_ns)
 {
     ferry__agent *a = ctx;
+    check_liveness(a, now_ns);
     for (;;) {
         pthread_mutex_lock(&a->lock);
         ferry__pending *p = ferry__pending_take_expired(a, now_ns);
@@ -91,6 +110,10 @@ ferry_future *ferry__agent_request(ferry__agent *a, int dst, ferry__msg *m, doub
 {
     if (atomic_load(&a->state) != FERRY__AGENT_RUNNING)
         return ferry__fail_null(FERRY_ESHUTDOWN, "RPC is shutting down on worker '%s'", a->name);
+    if (atomic_load(&a->workers[dst].dead))
+        return ferry__fail_null(FERRY_ETRANSPORT, "call to '%s' on worker '%s' failed: worker '%s' "
+                                "(rank %d) is unreachable", m->fn ? m->fn : "(internal)",
+                                a->workers[dst].name, a->workers[dst].name, dst);
     ferry__pending *p = ferry__calloc(1, sizeof *p);
     ferry_future *f = ferry_future_new();
     if (!p || !f) {

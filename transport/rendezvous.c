@@ -9,6 +9,7 @@
 #include "transport/rendezvous.h"
 
 #include <errno.h>
+#include <stdbool.h>
 #include <inttypes.h>
 #include <limits.h>
 #include <stdio.h>
@@ -28,6 +29,7 @@
 #define PREFIX_LEN 1100 /* a round prefix; keys add a short suffix to it */
 /* How long rank 0 keeps the store up for the others after a failed join or at free. */
 #define LINGER_MAX_S 5.0
+#define ABORT_CHECK_SLICE_S 0.25 /* how often a collective's wait asks whether to give up */
 
 typedef struct round_count {
     struct round_count *next;
@@ -42,6 +44,8 @@ struct ferry__rendezvous {
     char *file_path;
     ferry__peer_entry *peers;
     round_count *rounds;
+    bool (*should_abort)(void *ctx, char *why, size_t cap);
+    void *abort_ctx;
 };
 
 /* A growable byte buffer for records and the table. */
@@ -744,16 +748,35 @@ static ferry_status arrive(ferry__rendezvous *rdv, const char *prefix, bool *is_
     return rc;
 }
 
-/* Everyone but the last arriver blocks on prefix/done; its value comes back in *val. */
+/* Everyone but the last arriver blocks on prefix/done; its value comes back in *val. The wait
+   goes in slices so the abort check (a peer known dead) can end it early. */
 static ferry_status await_done(ferry__rendezvous *rdv, const char *kind, const char *name,
                                const char *prefix, double timeout_s, void **val, size_t *len)
 {
-    char key[KEY_LEN];
+    char key[KEY_LEN], why[512];
     snprintf(key, sizeof key, "%s/done", prefix);
-    ferry_status rc = ferry__store_get(rdv->store, key, timeout_s, val, len);
-    if (rc == FERRY_ETIMEDOUT)
-        return round_timeout(rdv, kind, name, prefix, timeout_s);
-    return rc;
+    double end = timeout_s > 0 ? now_s() + timeout_s : 0;
+    for (;;) {
+        double slice = ABORT_CHECK_SLICE_S;
+        if (end && end - now_s() < slice)
+            slice = end - now_s();
+        ferry_status rc = slice > 0 ? ferry__store_get(rdv->store, key, slice, val, len)
+                                    : FERRY_ETIMEDOUT;
+        if (rc != FERRY_ETIMEDOUT)
+            return rc;
+        if (end && now_s() >= end)
+            return round_timeout(rdv, kind, name, prefix, timeout_s);
+        if (rdv->should_abort && rdv->should_abort(rdv->abort_ctx, why, sizeof why))
+            return ferry__fail(FERRY_ETRANSPORT, "%s '%s' abandoned: %s", kind, name, why);
+    }
+}
+
+void ferry__rendezvous_set_abort_check(ferry__rendezvous *rdv,
+                                       bool (*should_abort)(void *ctx, char *why, size_t cap),
+                                       void *ctx)
+{
+    rdv->should_abort = should_abort;
+    rdv->abort_ctx = ctx;
 }
 
 ferry_status ferry__rendezvous_barrier(ferry__rendezvous *rdv, const char *name, double timeout_s)

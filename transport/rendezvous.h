@@ -10,6 +10,7 @@
 #ifndef FERRY_TRANSPORT_RENDEZVOUS_H
 #define FERRY_TRANSPORT_RENDEZVOUS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -65,6 +66,13 @@ ferry_status ferry__rendezvous_barrier(ferry__rendezvous *rdv, const char *name,
    FERRY_EINVAL when the sum overflows. */
 ferry_status ferry__rendezvous_allreduce_sum(ferry__rendezvous *rdv, const char *name,
                                              int64_t value, int64_t *sum, double timeout_s);
+
+/* While a barrier or all-reduce waits, it asks should_abort every quarter second; when it says
+   true (and writes why), the wait ends with FERRY_ETRANSPORT. The agent uses it so a worker
+   known dead ends the graceful-shutdown rounds instead of hanging them. NULL clears it. */
+void ferry__rendezvous_set_abort_check(ferry__rendezvous *rdv,
+                                       bool (*should_abort)(void *ctx, char *why, size_t cap),
+                                       void *ctx);
 
 /* The table, indexed by rank; borrowed, lives as long as rdv. */
 const ferry__peer_entry *ferry__rendezvous_peers(ferry__rendezvous *rdv, int *n);

@@ -99,8 +99,15 @@ static ferry_future *async_min(const ferry_value *args, const ferry_value *kwarg
     return g;
 }
 
+static ferry_status die_fn(const ferry_value *args, const ferry_value *kwargs,
+                           ferry_value **result, void *user)
+{
+    _exit(0);
+}
+
 static void register_all(void)
 {
+    cr_assert(ferry_register_function("die", die_fn, NULL) == FERRY_OK);
     cr_assert(ferry_register_function("echo", echo, NULL) == FERRY_OK);
     cr_assert(ferry_register_function("fail", fail_fn, NULL) == FERRY_OK);
     cr_assert(ferry_register_function("sleep", sleep_fn, NULL) == FERRY_OK);
@@ -417,6 +424,40 @@ static int body_graceful_inflight(int rank, int world, const rpc_case *c)
     return 0;
 }
 
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+/* worker1 dies in the middle of a call: the caller learns within about a second (not at the
+   60 s timeout), and the survivors' graceful shutdown ends with an error instead of hanging. */
+static int body_dead_peer(int rank, int world, const rpc_case *c)
+{
+    if (rank == 1)
+        return 0; /* serves until the call to "die" ends it */
+    ferry_value *none = ferry_list_of(0);
+    if (rank == 0) {
+        double t0 = now_s();
+        ferry_future *f = ferry_rpc_async("worker1", "die", none, NULL, 60);
+        RANK_CHECK(f);
+        RANK_CHECK(ferry_future_wait(f, 0) == FERRY_ETRANSPORT);
+        RANK_CHECK(now_s() - t0 < 5);
+        RANK_CHECK(strstr(ferry_future_error(f), "worker1"));
+        ferry_future_release(f);
+        /* Later calls to it fail at once. */
+        RANK_CHECK(!ferry_rpc_sync("worker1", "whoami", none, NULL, 60));
+        RANK_CHECK(ferry_last_status() == FERRY_ETRANSPORT);
+    }
+    ferry_value_release(none);
+    double t0 = now_s();
+    RANK_CHECK(ferry_shutdown(true, 0) == FERRY_ETRANSPORT);
+    RANK_CHECK(now_s() - t0 < 10);
+    RANK_CHECK(strstr(ferry_last_error(), "worker1"));
+    return 0;
+}
+
 #define BOTH(name, world, body, secs)                                                     \
     Test(rpc_tcp, name, .timeout = secs)                                                  \
     {                                                                                     \
@@ -437,6 +478,7 @@ BOTH(calls_fail_with_etimedout_when_deadline_passes, 2, body_timeouts, 40)
 BOTH(self_nested_and_async_calls_complete_when_chained, 3, body_self_and_nested, 40)
 BOTH(eight_threads_complete_8000_calls_when_concurrent, 3, body_concurrent, 90)
 BOTH(graceful_shutdown_completes_calls_when_in_flight, 2, body_graceful_inflight, 40)
+BOTH(calls_fail_fast_and_shutdown_ends_when_a_peer_dies, 3, body_dead_peer, 40)
 
 Test(rpc_api, calls_fail_with_eshutdown_when_not_initialized, .timeout = 10)
 {
