@@ -1,0 +1,256 @@
+/* RRef control messages: user-delete (user -> owner), fork-request (new user -> owner) and
+   child-accept (new user or owner -> the parent that forked). Each is a request acknowledged by
+   the ordinary response, sent from the agent's pool (never from the thread that released an RRef
+   or decoded a message), and retried on failure with torch's schedule (5 retries, 1 s x 1.5^k).
+   Their handlers are idempotent and assume no ordering between peers: a deletion or fork request
+   may reach the owner before the remote() that creates the RRef, which then finds it waiting. */
+#include <math.h>
+#include <string.h>
+#include <time.h>
+
+#include "core/alloc.h"
+#include "core/error.h"
+#include "core/future_impl.h"
+#include "core/log.h"
+#include "core/pool.h"
+#include "rref/rref_impl.h"
+
+#define CTL_MAX_RETRIES 5
+#define CTL_FIRST_DELAY_S 1.0
+#define CTL_BACKOFF 1.5
+
+typedef struct {
+    ferry__rref_ctx *ctx; /* retained */
+    ferry__msg_type type;
+    int32_t dst;
+    int64_t ints[4];
+    size_t n_ints;
+    int attempt;
+    ferry_rref *child; /* fork request: the new user (its pending reference) */
+    int32_t parent;    /* fork request: who forked it */
+} ctl;
+
+static const char *ctl_name(ferry__msg_type t)
+{
+    switch (t) {
+    case FERRY__MSG_RREF_USER_DELETE:
+        return "rref.user_delete";
+    case FERRY__MSG_RREF_FORK_REQUEST:
+        return "rref.fork_request";
+    default:
+        return "rref.child_accept";
+    }
+}
+
+static void ctl_task(void *arg);
+
+static void ctl_finish(ctl *c, ferry_status rc, const char *why)
+{
+    ferry__rref_ctx *ctx = c->ctx;
+    if (c->type == FERRY__MSG_RREF_FORK_REQUEST) {
+        char msg[768];
+        if (rc != FERRY_OK)
+            snprintf(msg, sizeof msg, "the owner '%s' of the RRef could not confirm it: %s",
+                     ctx->names[c->dst], why ? why : ferry_strerror(rc));
+        /* The parent may let go either way: a failed child is poisoned, not waited for. */
+        ferry__rref_send_child_accept(ctx, c->parent, c->child->fork);
+        ferry__rref_confirm(c->child, rc, rc == FERRY_OK ? NULL : msg);
+    } else if (rc != FERRY_OK && rc != FERRY_ESHUTDOWN) {
+        ferry__log_warn("rref", "%s to worker '%s' failed: %s", ctl_name(c->type),
+                        ctx->names[c->dst], why ? why : ferry_strerror(rc));
+    }
+    pthread_mutex_lock(&ctx->lock);
+    ctx->n_messages--;
+    ferry__rref_ctx_signal(ctx);
+    pthread_mutex_unlock(&ctx->lock);
+    ferry__free(c);
+    ferry__rref_ctx_release(ctx);
+}
+
+static bool retryable(ferry_status rc)
+{
+    return rc == FERRY_ETRANSPORT || rc == FERRY_ETIMEDOUT || rc == FERRY_ENOMEM ||
+           rc == FERRY_EAGAIN;
+}
+
+static void ctl_retry_task(void *arg)
+{
+    ctl *c = arg;
+    double delay = CTL_FIRST_DELAY_S * pow(CTL_BACKOFF, c->attempt - 1);
+    struct timespec ts = {(time_t)delay, (long)((delay - (time_t)delay) * 1e9)};
+    ferry__pool_blocking_begin();
+    nanosleep(&ts, NULL);
+    ferry__pool_blocking_end();
+    ctl_task(c);
+}
+
+static void ctl_failed(ctl *c, ferry_status rc, const char *why)
+{
+    if (retryable(rc) && c->attempt < CTL_MAX_RETRIES) {
+        c->attempt++;
+        ferry__log_info("rref", "%s to worker '%s' failed (%s); retry %d", ctl_name(c->type),
+                        c->ctx->names[c->dst], why, c->attempt);
+        if (ferry__rref_submit(c->ctx, ctl_retry_task, c) == FERRY_OK)
+            return;
+        rc = FERRY_ESHUTDOWN;
+    }
+    ctl_finish(c, rc, why);
+}
+
+static void ctl_done(ferry_future *f, void *arg)
+{
+    ferry_status rc = ferry_future_status(f);
+    if (rc == FERRY_OK)
+        ctl_finish(arg, FERRY_OK, NULL);
+    else
+        ctl_failed(arg, rc, ferry_future_error(f));
+    ferry_future_release(f);
+}
+
+static void ctl_task(void *arg)
+{
+    ctl *c = arg;
+    ferry__agent *a = ferry__rref_ctx_agent(c->ctx);
+    if (!a) {
+        ctl_finish(c, FERRY_ESHUTDOWN, "RPC is shutting down");
+        return;
+    }
+    ferry__msg m = {.type = c->type, .fn = (char *)ctl_name(c->type), .n_ints = c->n_ints};
+    memcpy(m.ints, c->ints, c->n_ints * sizeof *c->ints);
+    /* No timeout: a lost peer fails the request through the transport, and a slow owner is
+       still an owner. */
+    ferry_future *f = ferry__agent_request(a, c->dst, &m, FERRY_TIMEOUT_NONE);
+    ferry__agent_release(a);
+    if (!f) {
+        ferry_status rc = ferry_last_status();
+        char why[512];
+        snprintf(why, sizeof why, "%s", ferry_last_error());
+        ctl_failed(c, rc, why);
+        return;
+    }
+    if (ferry__future_on_done(f, ctl_done, c) != FERRY_OK) {
+        ferry_future_release(f);
+        ctl_finish(c, FERRY_ENOMEM, "out of memory waiting for an acknowledgement");
+    }
+}
+
+static void ctl_start(ferry__rref_ctx *ctx, ferry__msg_type type, int32_t dst,
+                      const int64_t *ints, size_t n_ints, ferry_rref *child, int32_t parent)
+{
+    ctl *c = ferry__calloc(1, sizeof *c);
+    if (!c) {
+        ferry__log_error("rref", "out of memory sending %s", ctl_name(type));
+        if (child)
+            ferry__rref_confirm(child, FERRY_ENOMEM, "out of memory confirming the RRef");
+        return;
+    }
+    *c = (ctl){.ctx = ferry__rref_ctx_retain(ctx), .type = type, .dst = dst, .n_ints = n_ints,
+               .child = child, .parent = parent};
+    memcpy(c->ints, ints, n_ints * sizeof *ints);
+    pthread_mutex_lock(&ctx->lock);
+    ctx->n_messages++;
+    pthread_mutex_unlock(&ctx->lock);
+    if (ferry__rref_submit(ctx, ctl_task, c) != FERRY_OK)
+        ctl_finish(c, FERRY_ESHUTDOWN, "RPC is shutting down");
+}
+
+void ferry__rref_send_delete(ferry__rref_ctx *ctx, int32_t owner, ferry__gid id, ferry__gid fork)
+{
+    int64_t ints[4] = {id.worker, id.local, fork.worker, fork.local};
+    ctl_start(ctx, FERRY__MSG_RREF_USER_DELETE, owner, ints, 4, NULL, -1);
+}
+
+void ferry__rref_send_fork_request(ferry_rref *child, int32_t parent)
+{
+    int64_t ints[4] = {child->id.worker, child->id.local, child->fork.worker, child->fork.local};
+    ctl_start(child->ctx, FERRY__MSG_RREF_FORK_REQUEST, child->owner, ints, 4, child, parent);
+}
+
+void ferry__rref_send_child_accept(ferry__rref_ctx *ctx, int32_t parent, ferry__gid fork)
+{
+    int64_t ints[2] = {fork.worker, fork.local};
+    ctl_start(ctx, FERRY__MSG_RREF_CHILD_ACCEPT, parent, ints, 2, NULL, -1);
+}
+
+/* ---- handlers (pool threads) ---- */
+
+static ferry_status read_ids(ferry__rref_ctx *ctx, const ferry__msg *m, size_t n, ferry__gid *a,
+                             ferry__gid *b)
+{
+    if (m->n_ints != n)
+        return ferry__fail(FERRY_EPROTO, "RRef message with %zu operands, expected %zu",
+                           m->n_ints, n);
+    for (size_t i = 0; i < n; i += 2)
+        if (m->ints[i] < 0 || m->ints[i] >= ctx->world_size)
+            return ferry__fail(FERRY_EPROTO, "RRef id names worker %lld of %d",
+                               (long long)m->ints[i], ctx->world_size);
+    *a = (ferry__gid){(int32_t)m->ints[0], m->ints[1]};
+    if (b)
+        *b = (ferry__gid){(int32_t)m->ints[2], m->ints[3]};
+    return FERRY_OK;
+}
+
+/* G1: a user is gone. Unknown forks become tombstones, cancelled when their fork arrives. */
+static ferry_status handle_delete(ferry__agent *a, int src, ferry__msg *m, ferry_value **result,
+                                  void *arg)
+{
+    ferry__rref_ctx *ctx = arg;
+    ferry__gid id, fork;
+    ferry_status rc = read_ids(ctx, m, 4, &id, &fork);
+    if (rc != FERRY_OK)
+        return rc;
+    pthread_mutex_lock(&ctx->lock);
+    ferry_rref *o = ferry__owner_find_or_create(ctx, id);
+    bool drop = false;
+    if (o) {
+        ferry__owner_del_fork(o, fork);
+        drop = ferry__owner_maybe_untable(o);
+    }
+    pthread_mutex_unlock(&ctx->lock);
+    if (!o)
+        return ferry_last_status();
+    if (drop)
+        ferry_rref_release(o); /* may free the value: outside the lock */
+    return FERRY_OK;
+}
+
+static ferry_status handle_fork_request(ferry__agent *a, int src, ferry__msg *m,
+                                        ferry_value **result, void *arg)
+{
+    ferry__rref_ctx *ctx = arg;
+    ferry__gid id, fork;
+    ferry_status rc = read_ids(ctx, m, 4, &id, &fork);
+    if (rc != FERRY_OK)
+        return rc;
+    pthread_mutex_lock(&ctx->lock);
+    ferry_rref *o = ferry__owner_find_or_create(ctx, id);
+    rc = o ? ferry__owner_add_fork(o, fork) : ferry_last_status();
+    pthread_mutex_unlock(&ctx->lock);
+    return rc;
+}
+
+/* G2 ends: the child is known to the owner, so the parent's reference may go. */
+static ferry_status handle_child_accept(ferry__agent *a, int src, ferry__msg *m,
+                                        ferry_value **result, void *arg)
+{
+    ferry__rref_ctx *ctx = arg;
+    ferry__gid fork;
+    ferry_status rc = read_ids(ctx, m, 2, &fork, NULL);
+    if (rc != FERRY_OK)
+        return rc;
+    pthread_mutex_lock(&ctx->lock);
+    ferry_rref *parent = ferry__gid_map_take(&ctx->children, fork);
+    ferry__rref_ctx_signal(ctx);
+    pthread_mutex_unlock(&ctx->lock);
+    ferry_rref_release(parent); /* NULL for a retried message */
+    return FERRY_OK;
+}
+
+void ferry__rref_install_handlers(ferry__agent *a, ferry__rref_ctx *ctx)
+{
+    ferry__agent_set_handler(a, FERRY__MSG_RREF_USER_DELETE, handle_delete, ctx);
+    ferry__agent_set_handler(a, FERRY__MSG_RREF_FORK_REQUEST, handle_fork_request, ctx);
+    ferry__agent_set_handler(a, FERRY__MSG_RREF_CHILD_ACCEPT, handle_child_accept, ctx);
+    ferry__agent_set_handler(a, FERRY__MSG_RREF_FETCH, ferry__rref_handle_fetch, ctx);
+    ferry__agent_set_handler(a, FERRY__MSG_REMOTE_CALL, ferry__rref_handle_remote, ctx);
+}

@@ -1,0 +1,349 @@
+/* remote() and to_here(). remote() makes the caller's RRef at once (a pending UserRRef, or the
+   OwnerRRef itself when the owner is this worker) and sends a remote-call request; the owner
+   finds or makes its OwnerRRef, runs the function into it and replies, which confirms the user.
+   to_here() on a user fetches a copy from the owner, who waits for the value if it is still
+   being computed (or not even created yet: messages are not ordered between peers). */
+#include <math.h>
+#include <string.h>
+
+#include "core/alloc.h"
+#include "core/error.h"
+#include "core/future_impl.h"
+#include "core/log.h"
+#include "rpc/registry.h"
+#include "rref/rref_impl.h"
+
+#define CREATION_TIMED_OUT                                                                    \
+    "RRef creation via rpc.remote() timed out, and it is possible that the RRef on the owner " \
+    "node does not exist."
+
+static ferry_status check_remote_args(const char *to, const char *fn, ferry_value *args,
+                                      ferry_value *kwargs, double timeout)
+{
+    if (!to || !fn || !*fn)
+        return ferry__fail(FERRY_EINVAL, "the destination and the function name must be given");
+    if (strlen(fn) >= FERRY_MAX_NAME_LEN)
+        return ferry__fail(FERRY_EINVAL, "function name '%.32s...' is too long", fn);
+    if (args && ferry_value_kind(args) != FERRY_VALUE_LIST)
+        return ferry__fail(FERRY_EINVAL, "args must be a list");
+    if (kwargs && ferry_value_kind(kwargs) != FERRY_VALUE_DICT)
+        return ferry__fail(FERRY_EINVAL, "kwargs must be a dict");
+    if (isnan(timeout) || (timeout < 0 && timeout != FERRY_TIMEOUT_DEFAULT))
+        return ferry__fail(FERRY_EINVAL, "timeout must be >= 0 or FERRY_TIMEOUT_DEFAULT");
+    return FERRY_OK;
+}
+
+/* Ends a self-remote's "self fork" (torch's addSelfAsFork), which kept the OwnerRRef in the
+   table while its creation was in flight. */
+static void end_self_fork(ferry_rref *o)
+{
+    pthread_mutex_lock(&o->ctx->lock);
+    ferry__owner_del_fork(o, o->id);
+    bool drop = ferry__owner_maybe_untable(o);
+    pthread_mutex_unlock(&o->ctx->lock);
+    if (drop)
+        ferry_rref_release(o);
+}
+
+static void remote_done(ferry_future *f, void *arg)
+{
+    ferry_rref *r = arg;
+    ferry_status rc = ferry_future_status(f);
+    char why[1024] = "";
+    if (rc == FERRY_ETIMEDOUT)
+        snprintf(why, sizeof why, CREATION_TIMED_OUT);
+    else if (rc != FERRY_OK)
+        snprintf(why, sizeof why, "RRef creation via rpc.remote() failed: %s",
+                 ferry_future_error(f));
+    if (r->is_owner) {
+        if (rc != FERRY_OK && !ferry_future_done(r->value))
+            ferry_future_set_error(r->value, rc, why); /* loses harmlessly to a late value */
+        end_self_fork(r);
+        ferry_rref_release(r);
+    } else {
+        ferry__rref_confirm(r, rc, why); /* drops the pending reference */
+    }
+    ferry_future_release(f);
+}
+
+/* Makes the caller's RRef: the OwnerRRef (with its self fork) or a pending UserRRef. */
+static ferry_rref *make_caller_rref(ferry__rref_ctx *ctx, int dst, ferry__gid *fork)
+{
+    ferry__gid id = ferry__rref_next_id(ctx);
+    if (dst != ctx->rank) {
+        *fork = ferry__rref_next_id(ctx);
+        return ferry__rref_user_new(ctx, dst, id, *fork, true);
+    }
+    *fork = id;
+    ferry_rref *o = ferry__rref_owner_new(ctx, id);
+    if (!o)
+        return NULL;
+    pthread_mutex_lock(&ctx->lock);
+    ferry_status rc = ferry__owner_table(o);
+    if (rc == FERRY_OK)
+        rc = ferry__owner_add_fork(o, id);
+    pthread_mutex_unlock(&ctx->lock);
+    if (rc != FERRY_OK) {
+        end_self_fork(o);
+        ferry_rref_release(o);
+        return NULL;
+    }
+    return o;
+}
+
+/* The request was never sent: undo without telling the owner. */
+static void unmake_caller_rref(ferry_rref *r, ferry_status rc, const char *why)
+{
+    if (r->is_owner) {
+        end_self_fork(r);
+    } else {
+        pthread_mutex_lock(&r->ctx->lock);
+        r->deleted = true;
+        pthread_mutex_unlock(&r->ctx->lock);
+        ferry__rref_confirm(r, rc, why);
+    }
+    ferry_rref_release(r);
+}
+
+ferry_rref *ferry_remote(const char *to, const char *fn, ferry_value *args, ferry_value *kwargs,
+                         double timeout)
+{
+    if (check_remote_args(to, fn, args, kwargs, timeout) != FERRY_OK)
+        return NULL;
+    ferry__rref_ctx *ctx = ferry__rref_ctx_current();
+    if (!ctx)
+        return NULL;
+    ferry__agent *a = ferry__rref_ctx_agent(ctx);
+    int dst = a ? ferry__agent_rank_of(a, to) : -1;
+    ferry_rref *r = NULL;
+    ferry__gid fork;
+    if (dst >= 0)
+        r = make_caller_rref(ctx, dst, &fork);
+    if (r) {
+        ferry__msg m = {.type = FERRY__MSG_REMOTE_CALL, .fn = (char *)fn, .args = args,
+                        .kwargs = kwargs, .n_ints = 4,
+                        .ints = {r->id.worker, r->id.local, fork.worker, fork.local}};
+        ferry_future *f = ferry__agent_request(a, dst, &m, timeout);
+        if (!f) {
+            ferry_status rc = ferry_last_status();
+            char why[768];
+            snprintf(why, sizeof why, "%s", ferry_last_error());
+            unmake_caller_rref(r, rc, why);
+            ferry_set_error(rc, "%s", why);
+            r = NULL;
+        } else {
+            if (r->is_owner)
+                ferry_rref_retain(r); /* the callback's; a user's pending one serves */
+            if (ferry__future_on_done(f, remote_done, r) != FERRY_OK)
+                remote_done(f, r); /* out of memory: treat as done now (fails the RRef) */
+        }
+    }
+    ferry__agent_release(a);
+    ferry__rref_ctx_release(ctx);
+    return r;
+}
+
+/* ---- the owner's side of remote() ---- */
+
+static void async_value_done(ferry_future *f, void *arg)
+{
+    ferry_rref *o = arg;
+    if (ferry_future_status(f) == FERRY_OK) {
+        ferry_value *v = ferry_future_value(f);
+        ferry_future_set_value(o->value, v);
+        ferry_value_release(v);
+    } else {
+        ferry_future_set_error(o->value, ferry_future_status(f), ferry_future_error(f));
+    }
+    ferry_future_release(f);
+    ferry_rref_release(o);
+}
+
+static void fail_value(ferry_rref *o, ferry_status rc, const char *fn, const char *worker)
+{
+    char why[1024];
+    snprintf(why, sizeof why, "function '%s' on worker '%s' failed: %s", fn, worker,
+             ferry_last_status() == rc && ferry_last_error()[0] ? ferry_last_error()
+                                                                  : ferry_strerror(rc));
+    ferry_future_set_error(o->value, rc == FERRY_EUNKNOWN_FUNCTION ? rc : FERRY_EREMOTE, why);
+}
+
+/* Runs the function into the OwnerRRef's value (pool thread). */
+static void run_into(ferry_rref *o, ferry__msg *m, const char *worker)
+{
+    ferry__fn_entry e;
+    ferry_clear_error();
+    if (ferry__rref_wait_confirmed(m->args) != FERRY_OK ||
+        ferry__rref_wait_confirmed(m->kwargs) != FERRY_OK) {
+        fail_value(o, ferry_last_status(), m->fn, worker);
+        return;
+    }
+    if (!ferry__registry_lookup(m->fn, &e)) {
+        ferry_set_error(FERRY_EUNKNOWN_FUNCTION, "worker '%s' has no function named '%s'", worker,
+                        m->fn);
+        fail_value(o, FERRY_EUNKNOWN_FUNCTION, m->fn, worker);
+        return;
+    }
+    ferry_value *args = m->args ? ferry_value_retain(m->args) : ferry_list_of(0);
+    ferry_value *kwargs = m->kwargs ? ferry_value_retain(m->kwargs) : ferry_dict_new();
+    if (!args || !kwargs) {
+        fail_value(o, FERRY_ENOMEM, m->fn, worker);
+    } else if (e.kind == FERRY__FN_ASYNC) {
+        ferry_future *f = e.async_fn(args, kwargs, e.user);
+        if (!f) {
+            fail_value(o, ferry_last_status() ? ferry_last_status() : FERRY_EINVAL, m->fn, worker);
+        } else if (ferry__future_on_done(f, async_value_done, ferry_rref_retain(o)) != FERRY_OK) {
+            ferry_future_release(f);
+            ferry_rref_release(o);
+            fail_value(o, FERRY_ENOMEM, m->fn, worker);
+        }
+    } else {
+        ferry_value *res = NULL;
+        ferry_status rc = e.fn(args, kwargs, &res, e.user);
+        if (rc == FERRY_OK)
+            ferry_future_set_value(o->value, res);
+        else
+            fail_value(o, rc, m->fn, worker);
+        ferry_value_release(res);
+    }
+    ferry_value_release(args);
+    ferry_value_release(kwargs);
+}
+
+static ferry_status read_id(ferry__rref_ctx *ctx, const ferry__msg *m, size_t n, ferry__gid *id,
+                            ferry__gid *fork)
+{
+    if (m->n_ints != n || m->ints[0] < 0 || m->ints[0] >= ctx->world_size ||
+        (n == 4 && (m->ints[2] < 0 || m->ints[2] >= ctx->world_size)))
+        return ferry__fail(FERRY_EPROTO, "malformed RRef ids in a message");
+    *id = (ferry__gid){(int32_t)m->ints[0], m->ints[1]};
+    if (fork)
+        *fork = (ferry__gid){(int32_t)m->ints[2], m->ints[3]};
+    return FERRY_OK;
+}
+
+ferry_status ferry__rref_handle_remote(ferry__agent *a, int src, ferry__msg *m,
+                                       ferry_value **result, void *arg)
+{
+    ferry__rref_ctx *ctx = arg;
+    ferry__gid id, fork;
+    ferry_status rc = read_id(ctx, m, 4, &id, &fork);
+    if (rc != FERRY_OK)
+        return rc;
+    if (!m->fn)
+        return ferry__fail(FERRY_EPROTO, "remote() request without a function name");
+    pthread_mutex_lock(&ctx->lock);
+    ferry_rref *o = ferry__owner_find_or_create(ctx, id);
+    if (o) {
+        ferry_rref_retain(o);
+        o->expect_create = false;
+        if (!ferry__gid_eq(fork, id)) /* a self-remote's fork is its own id, already there */
+            rc = ferry__owner_add_fork(o, fork);
+    }
+    pthread_mutex_unlock(&ctx->lock);
+    if (!o)
+        return ferry_last_status();
+    if (rc == FERRY_OK) {
+        run_into(o, m, a->name);
+        /* torch replies once the value exists, so remote()'s timeout covers the function. */
+        ferry_future_wait(o->value, m->timeout_s > 0 ? m->timeout_s : 0);
+    }
+    pthread_mutex_lock(&ctx->lock);
+    bool drop = ferry__owner_maybe_untable(o);
+    pthread_mutex_unlock(&ctx->lock);
+    if (drop)
+        ferry_rref_release(o);
+    ferry_rref_release(o);
+    ferry_clear_error();
+    return rc;
+}
+
+/* ---- to_here ---- */
+
+ferry_status ferry__rref_handle_fetch(ferry__agent *a, int src, ferry__msg *m,
+                                      ferry_value **result, void *arg)
+{
+    ferry__rref_ctx *ctx = arg;
+    ferry__gid id;
+    ferry_status rc = read_id(ctx, m, 2, &id, NULL);
+    if (rc != FERRY_OK)
+        return rc;
+    pthread_mutex_lock(&ctx->lock);
+    ferry_rref *o = ferry_rref_retain(ferry__owner_find_or_create(ctx, id));
+    pthread_mutex_unlock(&ctx->lock);
+    if (!o)
+        return ferry_last_status();
+    /* A little past the requester's own deadline, so its timeout (torch's wording) fires first
+       and this thread is not held forever by a creation that never comes. */
+    rc = ferry_future_wait(o->value, m->timeout_s > 0 ? m->timeout_s + 1.0 : 0);
+    if (rc == FERRY_OK)
+        *result = ferry_future_value(o->value);
+    else if (rc == FERRY_EAGAIN)
+        rc = ferry__fail(FERRY_ETIMEDOUT, "the RRef's value was not ready on '%s' in time",
+                         a->name);
+    ferry_rref_release(o);
+    return rc;
+}
+
+static bool creation_failed(ferry_rref *u)
+{
+    return ferry_future_done(u->confirmed) && ferry_future_status(u->confirmed) != FERRY_OK;
+}
+
+static ferry_value *creation_error(ferry_rref *u)
+{
+    return ferry__fail_null(ferry_future_status(u->confirmed), "%s",
+                            ferry_future_error(u->confirmed));
+}
+
+ferry_value *ferry_rref_to_here(ferry_rref *r, double timeout)
+{
+    if (!r)
+        return ferry__fail_null(FERRY_EINVAL, "NULL rref");
+    if (isnan(timeout) || (timeout < 0 && timeout != FERRY_TIMEOUT_DEFAULT))
+        return ferry__fail_null(FERRY_EINVAL, "timeout must be >= 0 or FERRY_TIMEOUT_DEFAULT");
+    if (r->is_owner)
+        return ferry_future_value(r->value); /* torch: the local value, no timeout */
+    pthread_mutex_lock(&r->ctx->lock);
+    bool deleted = r->deleted;
+    pthread_mutex_unlock(&r->ctx->lock);
+    if (deleted) {
+        char d[256];
+        ferry__rref_describe(r, d, sizeof d);
+        return ferry__fail_null(FERRY_ESHUTDOWN,
+                                "%s has been deleted. Cannot call to_here() on it after deletion.",
+                                d);
+    }
+    if (creation_failed(r))
+        return creation_error(r);
+    ferry__agent *a = ferry__rref_ctx_agent(r->ctx);
+    if (!a)
+        return NULL;
+    ferry__msg m = {.type = FERRY__MSG_RREF_FETCH, .fn = "rref.to_here", .n_ints = 2,
+                    .ints = {r->id.worker, r->id.local}};
+    ferry_future *f = ferry__agent_request(a, r->owner, &m, timeout);
+    ferry__agent_release(a);
+    ferry_value *v = f ? ferry_future_value(f) : NULL;
+    ferry_future_release(f);
+    if (creation_failed(r)) { /* a failed creation poisons the RRef, whatever the fetch got */
+        ferry_value_release(v);
+        return creation_error(r);
+    }
+    return v;
+}
+
+ferry_value *ferry_rref_local_value(ferry_rref *r)
+{
+    if (!r)
+        return ferry__fail_null(FERRY_EINVAL, "NULL rref");
+    if (!r->is_owner) {
+        char d[256];
+        ferry__rref_describe(r, d, sizeof d);
+        return ferry__fail_null(FERRY_ENOTOWNER,
+                                "For %s, can't call localValue() on user WorkerInfo(id=%d, "
+                                "name=%s). Call it on owner WorkerInfo(id=%d, name=%s)",
+                                d, r->ctx->rank, r->ctx->names[r->ctx->rank], (int)r->owner,
+                                r->ctx->names[r->owner]);
+    }
+    return ferry_future_value(r->value);
+}
