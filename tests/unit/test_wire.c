@@ -518,6 +518,7 @@ Test(wire_rref, descriptor_round_trips_when_hooks_are_set, .timeout = 10)
 {
     ferry__rref_hooks vh = {fake_retain, fake_release, fake_equal};
     ferry__value_set_rref_hooks(&vh);
+    ferry__wire_set_rref_hooks(NULL); /* rref/ installs its own from a constructor */
     ferry_rref *r = ferry__calloc(1, sizeof *r);
     r->refs = 1;
     r->desc = (ferry__rref_desc){2, 1, 3, 1, (int64_t)1 << 40, -5};
