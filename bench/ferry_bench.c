@@ -233,7 +233,7 @@ int main(void)
         printf("%-4s %-26s %11.0f /s %16s %8s\n", transports[t], "rpc_async 128 in flight",
                f.async_per_s, "-", "-");
         for (int i = 0; i < N_SIZES; i++) {
-            char label[64], sz[16];
+            char label[64], sz[32];
             size_name(echo_bytes[i], sz, sizeof sz);
             snprintf(label, sizeof label, "tensor echo %s", sz);
             printf("%-4s %-26s %11.0f MB/s %11.0f MB/s %7.2fx  (bandwidth; higher is better)\n",

@@ -23,6 +23,9 @@
 /* How long a wait spins on the done flag before it sleeps on the condition variable: a reply
    that arrives within this window costs no wake-up (a futex round trip is several µs). */
 #define WAIT_SPIN_NS 30000LL
+/* A waiter with a driver polls the fabric itself for up to this long before it sleeps: long
+   enough for a round trip to a busy peer, short enough that a slow call costs little CPU. */
+#define DRIVE_SPIN_NS 2000000LL
 
 typedef struct future_cb {
     struct future_cb *next;
@@ -49,6 +52,8 @@ struct ferry_future {
     ferry__pool *pool;  /* then-callbacks run here; NULL = the default pool */
     future_cb *cb_head; /* pending callbacks in registration order, guarded by mu */
     future_cb *cb_tail;
+    const ferry__future_driver *driver; /* guarded by mu; cleared on completion */
+    void *driver_ctx;
 };
 
 long long ferry__now_ns(void)
@@ -171,10 +176,15 @@ static ferry_status complete(ferry_future *f, ferry_status status, ferry_value *
     f->error = error;
     future_cb *cbs = f->cb_head;
     f->cb_head = f->cb_tail = NULL;
+    const ferry__future_driver *driver = f->driver;
+    void *driver_ctx = f->driver_ctx;
+    f->driver = NULL;
     atomic_store_explicit(&f->done, true, memory_order_release);
     if (f->waiters > 0)
         pthread_cond_broadcast(&f->cv);
     pthread_mutex_unlock(&f->mu);
+    if (driver)
+        driver->release(driver_ctx);
     run_callbacks(f, cbs);
     return FERRY_OK;
 }
@@ -205,6 +215,24 @@ ferry_status ferry_future_set_error(ferry_future *f, ferry_status status, const 
     /* Without memory for the message the future still fails, with the code's own text. */
     char *copy = message ? ferry__strdup(message) : NULL;
     return complete(f, status, NULL, copy);
+}
+
+/* Drives the future's fabric until it completes or the drive budget ends (then the caller
+   blocks as usual). */
+static bool drive(ferry_future *f, long long spin_end)
+{
+    pthread_mutex_lock(&f->mu);
+    const ferry__future_driver *d = f->driver;
+    void *ctx = d ? d->retain(f->driver_ctx) : NULL;
+    pthread_mutex_unlock(&f->mu);
+    if (!d)
+        return false;
+    d->begin(ctx);
+    while (!is_done(f) && ferry__now_ns() < spin_end)
+        d->poll(ctx);
+    d->end(ctx);
+    d->release(ctx);
+    return true;
 }
 
 /* The blocking part of a wait, after the spin: the pool is told so a nested wait on a pool
@@ -241,11 +269,14 @@ ferry_status ferry_future_wait(ferry_future *f, double timeout)
         long long deadline = timeout > 0 && timeout < 1e9 ? start + (long long)(timeout * 1e9) : 0;
         if (deadline == start)
             deadline++; /* a positive timeout below a nanosecond still bounds the wait */
-        long long spin_end = start + WAIT_SPIN_NS;
+        long long drive_end = start + DRIVE_SPIN_NS, spin_end = start + WAIT_SPIN_NS;
+        if (deadline && deadline < drive_end)
+            drive_end = deadline;
         if (deadline && deadline < spin_end)
             spin_end = deadline;
-        while (!is_done(f) && ferry__now_ns() < spin_end)
-            cpu_relax();
+        if (!drive(f, drive_end))
+            while (!is_done(f) && ferry__now_ns() < spin_end)
+                cpu_relax();
         if (!is_done(f) && (!deadline || ferry__now_ns() < deadline))
             wait_blocking(f, deadline);
         if (!is_done(f))
@@ -458,10 +489,33 @@ static void drop_pending(future_cb *cb)
     }
 }
 
+void ferry__future_set_driver(ferry_future *f, const ferry__future_driver *driver, void *ctx)
+{
+    const ferry__future_driver *old = NULL;
+    void *old_ctx = NULL;
+    if (driver)
+        ctx = driver->retain(ctx);
+    pthread_mutex_lock(&f->mu);
+    if (!is_done(f)) {
+        old = f->driver;
+        old_ctx = f->driver_ctx;
+        f->driver = driver;
+        f->driver_ctx = ctx;
+        driver = NULL;
+    }
+    pthread_mutex_unlock(&f->mu);
+    if (old)
+        old->release(old_ctx);
+    if (driver) /* completed meanwhile: nobody will drive it */
+        driver->release(ctx);
+}
+
 void ferry_future_release(ferry_future *f)
 {
     if (!f || !ferry__ref_dec(&f->ref))
         return;
+    if (f->driver)
+        f->driver->release(f->driver_ctx);
     drop_pending(f->cb_head);
     ferry_value_release(f->value);
     ferry__free(f->error);

@@ -20,6 +20,21 @@ void ferry__future_set_pool(ferry_future *f, ferry__pool *pool);
 ferry_status ferry__future_complete_steal(ferry_future *f, ferry_value *v);
 
 
+/* A driver lets a thread that waits on a pending future make progress itself (poll the fabric)
+   instead of sleeping until another thread completes it, so a reply wakes nobody. The wait
+   drives for a while, then falls back to blocking. ctx is retained while a thread drives and
+   released when the future completes or goes. */
+typedef struct {
+    void *(*retain)(void *ctx);
+    void (*release)(void *ctx);
+    void (*begin)(void *ctx); /* a thread starts driving */
+    void (*poll)(void *ctx);  /* one quick pass */
+    void (*end)(void *ctx);   /* it stops */
+} ferry__future_driver;
+
+/* Attaches a driver (ctx is retained; any earlier one is released). No-op once completed. */
+void ferry__future_set_driver(ferry_future *f, const ferry__future_driver *driver, void *ctx);
+
 /* Monotonic clock in nanoseconds. */
 long long ferry__now_ns(void);
 

@@ -106,6 +106,46 @@ void ferry__agent_fail_all_pending(ferry__agent *a, ferry_status rc, const char 
     fail_pending_of(a, -1, rc, why);
 }
 
+/* A thread waiting on a call's future polls the fabric itself (DESIGN section 4): the reply
+   is then read by the thread that wants it, and no other thread has to wake. The net is held
+   alive by net_lock for the length of the drive. */
+static void *driver_retain(void *ctx)
+{
+    ferry__ref_inc(&((ferry__agent *)ctx)->ref);
+    return ctx;
+}
+
+static void driver_release(void *ctx)
+{
+    ferry__agent_release(ctx);
+}
+
+static void driver_begin(void *ctx)
+{
+    ferry__agent *a = ctx;
+    pthread_rwlock_rdlock(&a->net_lock);
+    if (a->net)
+        ferry__net_drive_begin(a->net);
+}
+
+static void driver_poll(void *ctx)
+{
+    ferry__agent *a = ctx;
+    if (a->net)
+        ferry__net_drive_poll(a->net);
+}
+
+static void driver_end(void *ctx)
+{
+    ferry__agent *a = ctx;
+    if (a->net)
+        ferry__net_drive_end(a->net);
+    pthread_rwlock_unlock(&a->net_lock);
+}
+
+static const ferry__future_driver call_driver = {driver_retain, driver_release, driver_begin,
+                                                 driver_poll, driver_end};
+
 ferry_future *ferry__agent_request(ferry__agent *a, int dst, ferry__msg *m, double timeout)
 {
     if (atomic_load(&a->state) != FERRY__AGENT_RUNNING)
@@ -122,6 +162,7 @@ ferry_future *ferry__agent_request(ferry__agent *a, int dst, ferry__msg *m, doub
         return ferry__fail_null(FERRY_ENOMEM, "out of memory starting a call");
     }
     ferry__future_set_pool(f, a->pool);
+    ferry__future_set_driver(f, &call_driver, a);
     timeout = ferry__agent_effective_timeout(a, timeout);
     p->id = atomic_fetch_add(&a->next_id, 1);
     p->dst = dst;

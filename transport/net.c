@@ -543,6 +543,7 @@ ferry__net *ferry__net_open(const ferry__net_options *opts, const ferry__net_han
     net->epoll_fd = epoll_create1(EPOLL_CLOEXEC);
     pthread_mutex_init(&net->lock, NULL);
     pthread_cond_init(&net->posted_cond, NULL);
+    pthread_mutex_init(&net->poll_lock, NULL);
     if (net->wake_fd < 0 || net->epoll_fd < 0) {
         ferry__fail(ferry__status_from_errno(errno), "eventfd/epoll: %s", strerror(errno));
         goto fail;
@@ -790,6 +791,7 @@ void ferry__net_close(ferry__net *net)
         close(net->epoll_fd);
     pthread_cond_destroy(&net->posted_cond);
     pthread_mutex_destroy(&net->lock);
+    pthread_mutex_destroy(&net->poll_lock);
     if (net->peers)
         for (int r = 0; r < net->world_size; r++)
             if (net->peers[r].bell_flag && net->peers[r].bell_flag != net->bell.flag)

@@ -4,8 +4,9 @@
    storage. Peers are ranks; messages from addresses that did not join are dropped and counted.
 
    Threads: ferry__net_send / _send_bulk / _recv_bulk may be called from any thread. Every
-   callback (on_message, on_tick, on_peer_error, done) runs on the progress thread, must not
-   block, and must not call ferry__net_close. */
+   callback (on_message, on_tick, on_peer_error, done) runs on the progress thread, or on a
+   thread driving the fabric (ferry__net_drive_*), one at a time; it must not block, and must not
+   call ferry__net_close. */
 #ifndef FERRY_TRANSPORT_NET_H
 #define FERRY_TRANSPORT_NET_H
 
@@ -75,6 +76,15 @@ ferry_status ferry__net_recv_bulk(ferry__net *net, int src, uint64_t tag, void *
 
 /* Makes the progress thread call on_tick soon (a new, earlier deadline exists). Any thread. */
 void ferry__net_wake(ferry__net *net);
+
+/* A thread waiting for a reply may poll the fabric itself, so the reply wakes nobody (DESIGN
+   section 4): between begin and end, poll runs one pass over the completion queues on the
+   calling thread (callbacks then run on it too) and the progress thread keeps out of them; it
+   resumes within a fraction of a millisecond after the last driver ends. Any thread but the
+   progress thread; begin/end pair up. */
+void ferry__net_drive_begin(ferry__net *net);
+void ferry__net_drive_poll(ferry__net *net);
+void ferry__net_drive_end(ferry__net *net);
 
 /* Counters. */
 typedef struct {

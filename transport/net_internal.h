@@ -151,6 +151,12 @@ struct ferry__net {
     ferry__net_bell bell;
     int epoll_fd;
     atomic_uint_fast64_t messages_in, messages_out, bytes_in, bytes_out, dropped;
+
+    /* Waiting threads may drive the fabric themselves (ferry__net_drive_*): whoever polls the
+       completion queues holds poll_lock, and while `drivers` > 0 the progress thread stays out
+       of them (it only runs ticks), so two threads never spin on one process's queues. */
+    pthread_mutex_t poll_lock;
+    atomic_int drivers;
 };
 
 /* The one place libfabric's codes become ferry's (-FI_E* or 0 in; never logs). */

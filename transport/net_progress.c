@@ -27,6 +27,8 @@ static const char *const MOD = "net";
 /* How long the progress thread keeps polling after its last completion before it blocks: a
    round trip on shm or loopback tcp is well inside this, so a reply finds the thread awake. */
 #define SPIN_NS 50000LL
+/* While another thread drives the fabric, the progress thread checks back this often. */
+#define DRIVEN_NAP_NS 100000L
 /* While a transfer on a CQ without a wait fd is under way the thread naps this long at most:
    shm moves large messages in steps that need both sides' progress and signal nobody. */
 #define NAP_NS 100000LL
@@ -481,6 +483,15 @@ static int drain_failed(ferry__net *net)
 
 static int progress_once(ferry__net *net);
 
+/* progress_once for the progress thread: under poll_lock, as a driving thread may poll too. */
+static int locked_progress(ferry__net *net)
+{
+    pthread_mutex_lock(&net->poll_lock);
+    int n = progress_once(net);
+    pthread_mutex_unlock(&net->poll_lock);
+    return n;
+}
+
 /* How long the thread may sleep: 0 while posts wait for the provider; a nap while a transfer
    is under way on a CQ nobody signals (or one without a doorbell); else until the tick. */
 static long long sleep_limit(ferry__net *net, long long timeout_ns)
@@ -520,7 +531,7 @@ static void set_sleeping(ferry__net *net, bool is_sleeping)
 static int sleep_once(ferry__net *net, long long timeout_ns)
 {
     set_sleeping(net, true);
-    int n = progress_once(net);
+    int n = locked_progress(net);
     timeout_ns = sleep_limit(net, timeout_ns);
     if (n > 0 || timeout_ns <= 0 || atomic_load(&net->wake_pending) || atomic_load(&net->stop)) {
         set_sleeping(net, false);
@@ -563,13 +574,43 @@ static int progress_once(ferry__net *net)
     return n + drain_queues(net) + drain_failed(net);
 }
 
+void ferry__net_drive_begin(ferry__net *net)
+{
+    atomic_fetch_add(&net->drivers, 1);
+}
+
+void ferry__net_drive_poll(ferry__net *net)
+{
+    if (pthread_mutex_trylock(&net->poll_lock) == 0) {
+        progress_once(net);
+        pthread_mutex_unlock(&net->poll_lock);
+    }
+}
+
+void ferry__net_drive_end(ferry__net *net)
+{
+    atomic_fetch_sub(&net->drivers, 1);
+}
+
+/* One pass of the progress thread: nothing while a waiting thread drives (it polls), else the
+   completion queues. */
+static int progress_turn(ferry__net *net)
+{
+    if (atomic_load(&net->drivers) > 0) {
+        struct timespec ts = {0, DRIVEN_NAP_NS};
+        nanosleep(&ts, NULL);
+        return 1; /* counts as busy: no sleep on the wait fds right after */
+    }
+    return locked_progress(net);
+}
+
 void *ferry__net_progress_main(void *arg)
 {
     ferry__net *net = arg;
     long long tick_ns = (long long)net->tick_ms * 1000000LL;
     long long next_tick = now_ns() + tick_ns, busy_at = now_ns();
     while (!atomic_load(&net->stop)) {
-        int n = progress_once(net);
+        int n = progress_turn(net);
         long long t = now_ns();
         if (atomic_exchange(&net->wake_pending, false))
             next_tick = t;
@@ -593,7 +634,7 @@ void *ferry__net_progress_main(void *arg)
         pthread_mutex_unlock(&net->lock);
         if (sends == 0 || now_ns() >= deadline)
             break;
-        progress_once(net);
+        locked_progress(net);
     }
     return NULL;
 }
