@@ -458,6 +458,35 @@ static int body_dead_peer(int rank, int world, const rpc_case *c)
     return 0;
 }
 
+/* Not graceful: worker0 stops at once; its calls still in flight fail with FERRY_ESHUTDOWN and
+   later calls say RPC is not initialized. worker1 finishes its slow calls and leaves alone. */
+static int body_not_graceful(int rank, int world, const rpc_case *c)
+{
+    if (rank == 1) {
+        /* worker0 is gone without the graceful rounds, so leave without them too. */
+        struct timespec ts = {0, 600 * 1000000L};
+        nanosleep(&ts, NULL);
+        RANK_CHECK(ferry_shutdown(false, 0) == FERRY_OK);
+        return 0;
+    }
+    ferry_value *slow = ferry_args(1, ferry_double(0.3));
+    ferry_future *fs[4];
+    for (int i = 0; i < 4; i++)
+        RANK_CHECK(fs[i] = ferry_rpc_async("worker1", "sleep", slow, NULL, FERRY_TIMEOUT_DEFAULT));
+    ferry_value_release(slow);
+    RANK_CHECK(ferry_shutdown(false, 0) == FERRY_OK);
+    for (int i = 0; i < 4; i++) {
+        RANK_CHECK(ferry_future_wait(fs[i], 0) == FERRY_ESHUTDOWN);
+        RANK_CHECK(strstr(ferry_future_error(fs[i]), "shutting down"));
+        ferry_future_release(fs[i]);
+    }
+    ferry_value *none = ferry_list_of(0);
+    RANK_CHECK(!ferry_rpc_async("worker1", "whoami", none, NULL, FERRY_TIMEOUT_DEFAULT));
+    RANK_CHECK(ferry_last_status() == FERRY_ESHUTDOWN);
+    ferry_value_release(none);
+    return 0;
+}
+
 #define BOTH(name, world, body, secs)                                                     \
     Test(rpc_tcp, name, .timeout = secs)                                                  \
     {                                                                                     \
@@ -479,6 +508,7 @@ BOTH(self_nested_and_async_calls_complete_when_chained, 3, body_self_and_nested,
 BOTH(eight_threads_complete_8000_calls_when_concurrent, 3, body_concurrent, 90)
 BOTH(graceful_shutdown_completes_calls_when_in_flight, 2, body_graceful_inflight, 40)
 BOTH(calls_fail_fast_and_shutdown_ends_when_a_peer_dies, 3, body_dead_peer, 40)
+BOTH(pending_calls_fail_with_eshutdown_when_not_graceful, 2, body_not_graceful, 40)
 
 Test(rpc_api, calls_fail_with_eshutdown_when_not_initialized, .timeout = 10)
 {
