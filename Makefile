@@ -54,7 +54,7 @@ CRITERION_JOBS ?= 2
 FUZZ_SMOKE_S ?= 10
 FUZZ_LONG_S ?= 300
 
-.PHONY: all deps test test-unit test-integration test-asan fuzz fuzz-smoke demo bench clean \
+.PHONY: all deps test test-unit test-integration test-asan test-netns fuzz fuzz-smoke demo bench clean \
         check-symbols check-deps check-headers
 
 all: $(STATIC) $(BUILD)/libferry.so $(TOOL_BINS) $(EXAMPLE_BINS)
@@ -143,7 +143,12 @@ test: all $(UNIT_BIN) $(INTEG_BIN) check-symbols check-deps check-headers
 	set -o pipefail; $(TEST_ENV) $(INTEG_BIN) --jobs 1 2>&1 | tee $(BUILD)/integration.log
 	@if grep -l "ERROR: LeakSanitizer" $(BUILD)/unit.log $(BUILD)/integration.log; then \
 	  echo "leaks reported (see the logs above)"; exit 1; fi
+	@$(MAKE) --no-print-directory test-netns
 	@$(MAKE) --no-print-directory fuzz-smoke
+
+# Two "hosts" in network namespaces (root only; skipped elsewhere).
+test-netns: all
+	@bash tests/netns/run.sh $(BUILD)
 
 test-asan:
 	$(MAKE) BUILD=build-asan SANITIZE=1 OPT=-O1 FUZZ_SMOKE_S=0 \

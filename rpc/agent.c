@@ -189,6 +189,9 @@ static ferry_status connect_peers(ferry__agent *a)
     }
     if (rc == FERRY_OK)
         rc = ferry__net_set_peers(a->net, a->rank, n, blobs, lens);
+    for (int i = 0; rc == FERRY_OK && i < n; i++)
+        ferry__log_debug("rpc", "worker '%s' (rank %d) is reached over %s", a->workers[i].name, i,
+                         ferry__net_peer_provider(a->net, i));
     ferry__free(blobs);
     ferry__free(lens);
     return rc;

@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Several hosts on one machine: two network namespaces joined by a veth pair, each with its own
+# host name, run the master/worker example and the parameter-server example as if on two
+# machines (tcp chosen automatically between "hosts", the interface picked from MASTER_ADDR).
+# Needs root and iproute2; prints "netns: skipped (...)" and succeeds when they are missing.
+set -u
+build=${1:-build}
+ns_a=ferry_test_a_$$ ns_b=ferry_test_b_$$
+addr_a=10.77.$(( $$ % 200 )).1 addr_b=10.77.$(( $$ % 200 )).2
+
+skip() { echo "netns: skipped ($1)"; exit 0; }
+[ "$(id -u)" = 0 ] || skip "needs root"
+command -v ip >/dev/null && command -v unshare >/dev/null || skip "needs iproute2 and unshare"
+
+cleanup() {
+    ip netns del "$ns_a" 2>/dev/null
+    ip netns del "$ns_b" 2>/dev/null
+}
+trap cleanup EXIT
+ip netns add "$ns_a" 2>/dev/null || skip "cannot create network namespaces here"
+ip netns add "$ns_b" || exit 1
+ip link add "va$$" netns "$ns_a" type veth peer name "vb$$" netns "$ns_b" || exit 1
+ip -n "$ns_a" addr add "$addr_a/24" dev "va$$" && ip -n "$ns_a" link set "va$$" up &&
+    ip -n "$ns_a" link set lo up || exit 1
+ip -n "$ns_b" addr add "$addr_b/24" dev "vb$$" && ip -n "$ns_b" link set "vb$$" up &&
+    ip -n "$ns_b" link set lo up || exit 1
+
+port=$(( 20000 + $$ % 20000 ))
+token=$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
+
+# run_pair PROGRAM: rank 0 on host A, rank 1 on host B; both must succeed. Output in $out_b.
+run_pair() {
+    local prog=$1 out_a out_b rc_a rc_b
+    out_a=$(mktemp) out_b=$(mktemp)
+    ip netns exec "$ns_a" unshare --uts sh -c "hostname ferry-host-a; \
+        MASTER_ADDR=$addr_a MASTER_PORT=$port RANK=0 WORLD_SIZE=2 FERRY_AUTH_TOKEN=$token \
+        exec timeout 60 $prog" >"$out_a" 2>&1 &
+    local pid_a=$!
+    ip netns exec "$ns_b" unshare --uts sh -c "hostname ferry-host-b; \
+        MASTER_ADDR=$addr_a MASTER_PORT=$port RANK=1 WORLD_SIZE=2 FERRY_AUTH_TOKEN=$token \
+        FERRY_LOG=debug exec timeout 60 $prog" >"$out_b" 2>&1
+    rc_b=$?
+    wait "$pid_a"
+    rc_a=$?
+    if [ $rc_a != 0 ] || [ $rc_b != 0 ]; then
+        echo "netns: $prog failed (host A: $rc_a, host B: $rc_b)"
+        sed 's/^/  A: /' "$out_a"
+        sed 's/^/  B: /' "$out_b"
+        rm -f "$out_a" "$out_b"
+        return 1
+    fi
+    cat "$out_b"
+    rm -f "$out_a" "$out_b"
+    port=$((port + 1))
+}
+
+out=$(run_pair "$build/examples/master_worker") || { echo "$out"; exit 1; }
+echo "$out" | grep -q 'torch.add(torch.ones(2), 3) = tensor(\[4., 4.\])' &&
+    echo "$out" | grep -q 'min(1, 2) = 1' || { echo "netns: unexpected output:"; echo "$out"; exit 1; }
+echo "$out" | grep -q "worker 'master' (rank 0) is reached over tcp" ||
+    { echo "netns: the hosts did not talk over tcp:"; echo "$out" | grep "reached over"; exit 1; }
+echo "netns: master/worker across two hosts over tcp: ok"
