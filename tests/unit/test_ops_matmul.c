@@ -1,5 +1,7 @@
-/* matmul and linear against values computed with torch 1.13, including transposed operands
-   read in place and broadcast batch dims. */
+/* matmul and linear against values computed with torch 1.13 (tests/data/ops_reference.h, written
+   by tests/data/make_ops_data.py), including transposed operands read in place and broadcast
+   batch dims. */
+#include "data/ops_reference.h"
 #include "test_ops_util.h"
 
 #define F32 FERRY_FLOAT32
@@ -13,10 +15,10 @@ Test(ops_matmul, matches_torch_when_operands_are_vectors_or_matrices, .timeout =
     ferry_tensor *v3 = MK(F32, S(3), 1, 2, 3), *v2 = MK(F32, S(2), 1, -1);
     ferry_tensor *mm = ferry_matmul(a, b), *mv = ferry_matmul(a, v3), *vm = ferry_matmul(v2, a);
     ferry_tensor *dot = ferry_matmul(v3, v3);
-    EXPECT(mm, F32, S(2, 4), 1e-7, 10.0, 11.5, 13.0, 14.5, 28.0, 34.0, 40.0, 46.0);
-    EXPECT(mv, F32, S(2), 0, 8, 26);
-    EXPECT(vm, F32, S(3), 0, -3, -3, -3);
-    EXPECT0(dot, F32, 0, 14);
+    EXPECT_REF(mm, F32, S(2, 4), 1e-7, ref_mm_mat_mat);
+    EXPECT_REF(mv, F32, S(2), 0, ref_mm_mat_vec);
+    EXPECT_REF(vm, F32, S(3), 0, ref_mm_vec_mat);
+    EXPECT0(dot, F32, 0, ref_mm_dot);
     ferry_tensor *r[] = {a, b, v3, v2, mm, mv, vm, dot};
     for (size_t k = 0; k < sizeof r / sizeof *r; k++)
         ferry_tensor_release(r[k]);
@@ -28,9 +30,7 @@ Test(ops_matmul, broadcasts_batches_and_reads_transposed_views_when_batched, .ti
     ferry_tensor *a = ferry_mul_scalar(a1, 0.1);
     ferry_tensor *b0 = ferry_arange(0, 20, 1, F64), *b = ferry_reshape(b0, 2, S(4, 5));
     ferry_tensor *y = ferry_matmul(a, b);
-    EXPECT(y, F64, S(2, 3, 5), 1e-12, 7.0, 7.6, 8.2, 8.8, 9.4, 19.0, 21.2, 23.4, 25.6, 27.8, 31.0,
-           34.8, 38.6, 42.4, 46.2, 43.0, 48.4, 53.8, 59.2, 64.6, 55.0, 62.0, 69.0, 76.0, 83.0, 67.0,
-           75.6, 84.2, 92.8, 101.4);
+    EXPECT_REF(y, F64, S(2, 3, 5), 1e-12, ref_mm_batched);
     /* (b^T)^T through two transposed views equals b: same product */
     ferry_tensor *bt = ferry_transpose(b, 0, 1), *btc = ferry_tensor_contiguous(bt);
     ferry_tensor *btt = ferry_transpose(btc, 0, 1), *y2 = ferry_matmul(a, btt);
@@ -40,17 +40,33 @@ Test(ops_matmul, broadcasts_batches_and_reads_transposed_views_when_batched, .ti
         ferry_tensor_release(r[k]);
 }
 
+Test(ops_matmul, broadcasts_batch_dims_of_both_operands_when_they_differ, .timeout = 10)
+{
+    ferry_tensor *a0 = ferry_arange(0, 12, 1, F64), *a1 = ferry_reshape(a0, 4, S(2, 1, 2, 3));
+    ferry_tensor *a = ferry_mul_scalar(a1, 0.5);
+    ferry_tensor *b0 = ferry_arange(0, 18, 1, F64), *b1 = ferry_reshape(b0, 3, S(3, 3, 2));
+    ferry_tensor *b = ferry_sub_scalar(b1, 4);
+    ferry_tensor *y = ferry_matmul(a, b); /* [2, 1] and [3] batch dims give [2, 3] */
+    EXPECT_REF(y, F64, S(2, 3, 2, 2), 1e-12, ref_mm_batch_broadcast);
+    ferry_tensor *r[] = {a0, a1, a, b0, b1, b, y};
+    for (size_t k = 0; k < sizeof r / sizeof *r; k++)
+        ferry_tensor_release(r[k]);
+}
+
 Test(ops_matmul, linear_matches_torch_when_given_bias, .timeout = 10)
 {
     ferry_tensor *x = MK(F32, S(2, 3), 0, 1, 2, 3, 4, 5);
     ferry_tensor *w = MK(F32, S(2, 3), 1, 0, -1, 2, 1, 0), *bias = MK(F32, S(2), 0.5, -0.5);
     ferry_tensor *y = ferry_linear(x, w, bias), *yn = ferry_linear(x, w, NULL);
-    EXPECT(y, F32, S(2, 2), 0, -1.5, 0.5, -1.5, 9.5);
-    EXPECT(yn, F32, S(2, 2), 0, -2, 1, -2, 10);
+    EXPECT_REF(y, F32, S(2, 2), 0, ref_mm_linear_bias);
+    EXPECT_REF(yn, F32, S(2, 2), 0, ref_mm_linear_no_bias);
+    ferry_tensor *x30 = ferry_arange(0, 12, 1, F32), *x31 = ferry_reshape(x30, 3, S(2, 2, 3));
+    ferry_tensor *x3 = ferry_sub_scalar(x31, 5), *y3 = ferry_linear(x3, w, bias);
+    EXPECT_REF(y3, F32, S(2, 2, 2), 0, ref_mm_linear_3d); /* leading dims pass through */
     ferry_tensor *i1 = MK(I64, S(1, 3), 1, 2, 3), *i2 = MK(I64, S(3, 1), 1, 2, 3);
     ferry_tensor *ii = ferry_matmul(i1, i2);
-    EXPECT(ii, I64, S(1, 1), 0, 14);
-    ferry_tensor *r[] = {x, w, bias, y, yn, i1, i2, ii};
+    EXPECT_REF(ii, I64, S(1, 1), 0, ref_mm_int64);
+    ferry_tensor *r[] = {x, w, bias, y, yn, x30, x31, x3, y3, i1, i2, ii};
     for (size_t k = 0; k < sizeof r / sizeof *r; k++)
         ferry_tensor_release(r[k]);
 }

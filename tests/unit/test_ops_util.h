@@ -57,6 +57,18 @@ static inline void expect_values(ferry_tensor *t, ferry_dtype dtype, int ndim, c
 
 #define EXPECT(t, dtype, shape, tol, ...)                                                        \
     expect_values((t), (dtype), NDIM(shape), (shape), (double[]){__VA_ARGS__}, (tol))
+/* Like EXPECT, with the expected values in a `ref` array (tests/data/ops_reference.h, torch's
+   numbers); also asserts the array holds exactly one value per element of `shape`, so a stale
+   header cannot pass by checking a prefix. */
+#define EXPECT_REF(t, dtype, shape, tol, ref)                                                    \
+    do {                                                                                         \
+        int64_t n_ = 1;                                                                          \
+        for (int k_ = 0; k_ < NDIM(shape); k_++)                                                 \
+            n_ *= (shape)[k_];                                                                   \
+        cr_assert_eq(n_, (int64_t)(sizeof(ref) / sizeof((ref)[0])), "%s has %zu values for %lld " \
+                     "elements", #ref, sizeof(ref) / sizeof((ref)[0]), (long long)n_);           \
+        expect_values((t), (dtype), NDIM(shape), (shape), (ref), (tol));                         \
+    } while (0)
 /* A 0-dim result. */
 #define EXPECT0(t, dtype, tol, val) expect_values((t), (dtype), 0, NULL, (double[]){(val)}, (tol))
 
