@@ -2,11 +2,75 @@
    reference to the same storage, so memory lives until the last view goes. Memory ferry
    allocates is 64-byte aligned (vector loads, and registration with the fabric); foreign memory
    is wrapped with the owner's deleter, which runs exactly once, on the last release. CUDA storage
-   is not built yet, so asking for it fails cleanly instead of handing out host memory. */
+   is not built yet, so asking for it fails cleanly instead of handing out host memory. Big
+   blocks are kept in a small cache when freed: a fresh block of megabytes costs a page fault
+   (and zeroing) per page on first touch, which dominates moving a large tensor over RPC, where
+   every received tensor is new memory. */
 #include "tensor/tensor_impl.h"
+
+#include <pthread.h>
 
 #include "core/alloc.h"
 #include "core/error.h"
+
+#if defined(__SANITIZE_ADDRESS__)
+#define CACHE_SLOTS 0 /* reuse would hide a use after free from the sanitizer */
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define CACHE_SLOTS 0
+#endif
+#endif
+#ifndef CACHE_SLOTS
+#define CACHE_SLOTS 4
+#endif
+#define CACHE_MIN_BYTES ((size_t)1 << 20)
+#define CACHE_MAX_BYTES ((size_t)128 << 20)
+
+typedef struct {
+    void *data;
+    size_t nbytes;
+} cached_block;
+
+/* Process-wide, guarded by cache_lock: blocks of at least CACHE_MIN_BYTES, reused only for
+   the exact same size, CACHE_MAX_BYTES at most in all. */
+static pthread_mutex_t cache_lock = PTHREAD_MUTEX_INITIALIZER;
+static cached_block cache[CACHE_SLOTS + 1];
+static size_t cache_bytes;
+
+static void *cache_take(size_t nbytes)
+{
+    void *data = NULL;
+    if (CACHE_SLOTS == 0 || nbytes < CACHE_MIN_BYTES)
+        return NULL;
+    pthread_mutex_lock(&cache_lock);
+    for (int i = 0; i < CACHE_SLOTS && !data; i++) {
+        if (cache[i].data && cache[i].nbytes == nbytes) {
+            data = cache[i].data;
+            cache[i].data = NULL;
+            cache_bytes -= nbytes;
+        }
+    }
+    pthread_mutex_unlock(&cache_lock);
+    return data;
+}
+
+/* True when the cache kept the block. */
+static bool cache_put(void *data, size_t nbytes)
+{
+    bool kept = false;
+    if (CACHE_SLOTS == 0 || nbytes < CACHE_MIN_BYTES || nbytes > CACHE_MAX_BYTES)
+        return false;
+    pthread_mutex_lock(&cache_lock);
+    for (int i = 0; i < CACHE_SLOTS && !kept; i++) {
+        if (!cache[i].data && cache_bytes + nbytes <= CACHE_MAX_BYTES) {
+            cache[i] = (cached_block){data, nbytes};
+            cache_bytes += nbytes;
+            kept = true;
+        }
+    }
+    pthread_mutex_unlock(&cache_lock);
+    return kept;
+}
 
 static ferry_status check_device(ferry_device device)
 {
@@ -26,7 +90,9 @@ ferry_storage *ferry__storage_new(size_t nbytes, ferry_device device)
     if (!s)
         return ferry__fail_null(FERRY_ENOMEM, "out of memory allocating tensor storage");
     /* a zero-byte storage still gets a real (dummy) block so data pointers are never NULL */
-    s->data = ferry__malloc_aligned(nbytes);
+    s->data = cache_take(nbytes);
+    if (!s->data)
+        s->data = ferry__malloc_aligned(nbytes);
     if (!s->data) {
         ferry__free(s);
         return ferry__fail_null(FERRY_ENOMEM, "out of memory allocating %zu bytes of tensor storage",
@@ -74,7 +140,7 @@ void ferry__storage_release(ferry_storage *s)
     if (s->is_foreign) {
         if (s->deleter)
             s->deleter(s->data, s->deleter_ctx);
-    } else {
+    } else if (!cache_put(s->data, s->nbytes)) {
         ferry__free_aligned(s->data);
     }
     ferry__free(s);

@@ -732,6 +732,14 @@ const char *ferry__net_peer_provider(ferry__net *net, int peer)
     return net->peers[peer].ep->prov_name;
 }
 
+size_t ferry__net_peer_copy_max(ferry__net *net, int peer)
+{
+    if (!net || !net->peers || peer < 0 || peer >= net->world_size || !net->peers[peer].ep)
+        return 0;
+    const ferry__net_ep *e = net->peers[peer].ep;
+    return e->is_shm ? e->info->tx_attr->inject_size : 0;
+}
+
 void ferry__net_kick(ferry__net *net)
 {
     /* Pairs with the progress thread's store of is_sleeping before its last look at the flags:

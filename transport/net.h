@@ -56,6 +56,11 @@ ferry_status ferry__net_start(ferry__net *net);
 /* Name of the provider used to reach `peer` ("shm", "tcp;ofi_rxm", ...), for logs and bench. */
 const char *ferry__net_peer_provider(ferry__net *net, int peer);
 
+/* Largest message to `peer` that its provider moves by plain copy (shm's inject protocol);
+   bigger ones take a slower protocol (shm: a cross-process read plus a reply the sender must
+   see), so callers may prefer several small messages. 0 when the provider has no such step. */
+size_t ferry__net_peer_copy_max(ferry__net *net, int peer);
+
 /* done(arg, rc) runs exactly once on the progress thread when FERRY_OK was returned; never when an
    error is returned. rc is FERRY_OK, FERRY_ETRANSPORT or FERRY_ESHUTDOWN (net closing). */
 typedef void (*ferry__net_done)(void *arg, ferry_status rc);

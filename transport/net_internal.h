@@ -141,6 +141,7 @@ struct ferry__net {
     int n_posting;                  /* threads inside a provider post call right now */
     size_t n_sends;                 /* linked send ops (close lets them drain briefly) */
     atomic_uint_fast64_t seq;       /* large-message sequence numbers */
+    atomic_int n_waiting;           /* ops on the ep queues or on failed: polls skip both at 0 */
 
     pthread_t thread;
     bool is_started;

@@ -101,9 +101,10 @@ static void unlink_op(ferry__net *net, ferry__net_op *op)
     op->ep->n_active -= op->kind != FERRY__OP_RECV;
 }
 
-static void enqueue(ferry__net_ep *e, ferry__net_op *op)
+static void enqueue(ferry__net *net, ferry__net_ep *e, ferry__net_op *op)
 {
     int q = is_send(op);
+    atomic_fetch_add(&net->n_waiting, 1);
     op->qnext = NULL;
     if (e->queue_tail[q])
         e->queue_tail[q]->qnext = op;
@@ -155,7 +156,7 @@ ferry_status ferry__net_submit(ferry__net *net, ferry__net_op *op, bool is_inter
     link_op(net, op);
     if (e->queue_head[is_send(op)] || !e->ep) {
         /* Keep this thread's order behind what already waits for the provider. */
-        enqueue(e, op);
+        enqueue(net, e, op);
         pthread_mutex_unlock(&net->lock);
         ferry__net_kick(net);
         return FERRY_OK;
@@ -168,7 +169,7 @@ ferry_status ferry__net_submit(ferry__net *net, ferry__net_op *op, bool is_inter
 
     pthread_mutex_lock(&net->lock);
     if (rc == -FI_EAGAIN)
-        enqueue(e, op);
+        enqueue(net, e, op);
     else if (rc != 0)
         unlink_op(net, op);
     if (--net->n_posting == 0 && net->is_closing)
@@ -187,6 +188,7 @@ void ferry__net_fail_later(ferry__net *net, ferry__net_op *op, ferry_status rc)
     pthread_mutex_lock(&net->lock);
     op->qnext = net->failed;
     net->failed = op;
+    atomic_fetch_add(&net->n_waiting, 1);
     pthread_mutex_unlock(&net->lock);
     ferry__net_kick(net);
 }
@@ -429,6 +431,7 @@ static int drain_queue(ferry__net *net, ferry__net_ep *e, int q)
             e->queue_head[q] = op->qnext;
             if (!e->queue_head[q])
                 e->queue_tail[q] = NULL;
+            atomic_fetch_sub(&net->n_waiting, 1);
         }
         pthread_mutex_unlock(&net->lock);
         if (!op)
@@ -441,6 +444,7 @@ static int drain_queue(ferry__net *net, ferry__net_ep *e, int q)
             e->queue_head[q] = op;
             if (!e->queue_tail[q])
                 e->queue_tail[q] = op;
+            atomic_fetch_add(&net->n_waiting, 1);
             pthread_mutex_unlock(&net->lock);
             break;
         }
@@ -476,6 +480,7 @@ static int drain_failed(ferry__net *net)
     int n = 0;
     for (ferry__net_op *next; op; op = next, n++) {
         next = op->qnext;
+        atomic_fetch_sub(&net->n_waiting, 1);
         finish_op(net, op, op->fail_rc, "could not post");
     }
     return n;
@@ -571,7 +576,9 @@ static int progress_once(ferry__net *net)
     int n = 0;
     for (int i = 0; i < net->n_eps; i++)
         n += poll_ep(net, &net->eps[i]);
-    return n + drain_queues(net) + drain_failed(net);
+    if (atomic_load(&net->n_waiting) > 0)
+        n += drain_queues(net) + drain_failed(net);
+    return n;
 }
 
 void ferry__net_drive_begin(ferry__net *net)
@@ -645,6 +652,7 @@ void ferry__net_fail_all(ferry__net *net)
         for (int q = 0; q < 2; q++)
             net->eps[i].queue_head[q] = net->eps[i].queue_tail[q] = NULL;
     drain_failed(net);
+    atomic_store(&net->n_waiting, 0);
     while (net->ops) {
         ferry__net_op *op = net->ops;
         unlink_op(net, op);
