@@ -147,7 +147,12 @@ test: all $(UNIT_BIN) $(INTEG_BIN) check-symbols check-deps check-headers
 	@$(MAKE) --no-print-directory fuzz-smoke
 
 # Two "hosts" in network namespaces (root only; skipped elsewhere).
-test-netns: all
+NETNS_BINS := $(patsubst tests/netns/%.c,$(BUILD)/tests/netns_%,$(wildcard tests/netns/*.c))
+$(BUILD)/tests/netns_%: tests/netns/%.c $(STATIC)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -o $@ $< $(STATIC) $(LDFLAGS_ALL) $(LIBS_ALL)
+
+test-netns: all $(NETNS_BINS)
 	@bash tests/netns/run.sh $(BUILD)
 
 test-asan:

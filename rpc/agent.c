@@ -138,10 +138,12 @@ static ferry_status publish_blob(ferry__agent *a, void **out, size_t *len)
     return FERRY_OK;
 }
 
-/* A worker known dead ends the graceful-shutdown rounds instead of hanging them. */
+/* A worker known dead ends the graceful-shutdown rounds instead of hanging them; pinging the
+   peers on other hosts meanwhile is how a dead one becomes known. */
 static bool peer_dead(void *ctx, char *why, size_t cap)
 {
     ferry__agent *a = ctx;
+    ferry__agent_ping_peers(a, ferry__now_ns(), true);
     for (int i = 0; i < a->world_size; i++) {
         if (atomic_load(&a->workers[i].dead)) {
             snprintf(why, cap, "worker '%s' (rank %d) is gone", a->workers[i].name, i);
@@ -323,6 +325,7 @@ static ferry_status agent_start(ferry__agent *a, const char *init_method,
     if ((rc = connect_peers(a)) != FERRY_OK)
         return rc;
     ferry__rendezvous_set_abort_check(a->rdv, peer_dead, a);
+    ferry__agent_set_handler(a, FERRY__MSG_CONTROL, ferry__agent_ping_handler, NULL);
     if ((rc = modules_start(a)) != FERRY_OK)
         return rc;
     atomic_store(&a->state, FERRY__AGENT_RUNNING);

@@ -40,6 +40,7 @@ typedef struct {
     int pid;          /* for the liveness check of same-host peers */
     bool same_host;
     atomic_bool dead;
+    atomic_llong last_ping_ns; /* heartbeat.c: when we last pinged it */
 } ferry__worker;
 
 /* Higher modules (rref/, autograd/) handle their own message types through this table. The
@@ -102,6 +103,7 @@ struct ferry__agent {
     atomic_int state;          /* ferry__agent_state */
     atomic_uint_fast64_t dropped_late_responses;
     long long last_liveness_ns; /* progress thread only */
+    atomic_int pings_in_flight;
 
     struct {
         ferry__msg_handler fn;
@@ -129,6 +131,13 @@ ferry_future *ferry__agent_request(ferry__agent *agent, int dst, ferry__msg *m, 
 /* Installs a handler for a message type (before init completes, from the module's setup). */
 void ferry__agent_set_handler(ferry__agent *agent, ferry__msg_type type, ferry__msg_handler fn,
                               void *ctx);
+
+/* Liveness of peers on other hosts (heartbeat.c). While calls are waiting, or while `all` (the
+   graceful shutdown rounds), every live peer on another host gets a ping at most once a
+   second: a ping to a dead process fails in the transport, which fails its calls at once. */
+void ferry__agent_ping_peers(ferry__agent *agent, long long now_ns, bool all);
+ferry_status ferry__agent_ping_handler(ferry__agent *agent, int src, ferry__msg *m,
+                                       ferry_value **result, void *ctx);
 
 /* Internal pieces of the agent shared between its files. */
 int ferry__agent_module_count(void);

@@ -66,6 +66,7 @@ void ferry__agent_on_tick(void *ctx, long long now_ns)
 {
     ferry__agent *a = ctx;
     check_liveness(a, now_ns);
+    ferry__agent_ping_peers(a, now_ns, false);
     for (;;) {
         pthread_mutex_lock(&a->lock);
         ferry__pending *p = ferry__pending_take_expired(a, now_ns);
@@ -169,7 +170,9 @@ ferry_future *ferry__agent_request(ferry__agent *a, int dst, ferry__msg *m, doub
     p->timeout_s = timeout;
     p->deadline_ns = timeout > 0 ? ferry__now_ns() + (long long)(timeout * 1e9) : 0;
     p->future = ferry_future_retain(f);
-    snprintf(p->fn, sizeof p->fn, "%s", m->fn ? m->fn : "(internal)");
+    const char *fn = m->fn ? m->fn : "(internal)";
+    size_t fn_len = strnlen(fn, sizeof p->fn - 1);
+    memcpy(p->fn, fn, fn_len); /* p was zeroed: the name stays terminated */
     m->id = p->id;
     m->timeout_s = timeout;
 

@@ -236,6 +236,10 @@ void ferry__serve_request(ferry__agent *a, int src, ferry__msg *m)
         return;
     }
     atomic_fetch_add(&a->server_active, 1);
+    if (m->type == FERRY__MSG_CONTROL) {
+        run_handler(j); /* heartbeats: answered here, never queued behind busy functions */
+        return;
+    }
     if (m->type == FERRY__MSG_CALL && j->entry.kind == FERRY__FN_NONBLOCKING && modules_ready(j)) {
         run_call(j);
         return;

@@ -28,7 +28,7 @@ ip -n "$ns_b" addr add "$addr_b/24" dev "vb$$" && ip -n "$ns_b" link set "vb$$" 
 port=$(( 20000 + $$ % 20000 ))
 token=$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
 
-# run_pair PROGRAM: rank 0 on host A, rank 1 on host B; both must succeed. Output in $out_b.
+# run_pair PROGRAM: rank 0 on host A, rank 1 on host B; both must succeed. Prints both outputs.
 run_pair() {
     local prog=$1 out_a out_b rc_a rc_b
     out_a=$(mktemp) out_b=$(mktemp)
@@ -49,7 +49,7 @@ run_pair() {
         rm -f "$out_a" "$out_b"
         return 1
     fi
-    cat "$out_b"
+    cat "$out_a" "$out_b"
     rm -f "$out_a" "$out_b"
     port=$((port + 1))
 }
@@ -60,3 +60,8 @@ echo "$out" | grep -q 'torch.add(torch.ones(2), 3) = tensor(\[4., 4.\])' &&
 echo "$out" | grep -q "worker 'master' (rank 0) is reached over tcp" ||
     { echo "netns: the hosts did not talk over tcp:"; echo "$out" | grep "reached over"; exit 1; }
 echo "netns: master/worker across two hosts over tcp: ok"
+
+# A worker on the other host dies mid-call: the heartbeat must notice it.
+out=$(run_pair "$build/tests/netns_peer_death") || { echo "$out"; exit 1; }
+echo "$out" | grep "^peer_death: the call failed" || { echo "$out"; exit 1; }
+echo "netns: a dead worker on another host is detected: ok"

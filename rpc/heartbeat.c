@@ -1,0 +1,87 @@
+/* Heartbeats to peers on other hosts. Same-host peers are watched by pid (call.c); for a
+   process on another host that dies, nothing tells us: its calls would wait until their
+   timeout (the tcp transport keeps trying to reconnect rather than failing sends). So while
+   calls wait (and during the graceful shutdown rounds) each live remote peer gets a small ping
+   about once a second. Pings are answered on the peer's progress thread, never queued behind
+   its pool, so a live peer answers in milliseconds however busy its functions are; a peer that
+   does not answer within PING_TIMEOUT_S is taken for dead and its calls fail. */
+#include <stdatomic.h>
+
+#include "core/alloc.h"
+#include "core/future_impl.h"
+#include "core/log.h"
+#include "rpc/agent.h"
+
+#define PING_PERIOD_NS 1000000000LL
+#define PING_TIMEOUT_S 3.0
+#define PING_OP 1
+
+typedef struct {
+    ferry__agent *agent;
+    int peer;
+} ping_ctx;
+
+static void ping_done(ferry_future *f, void *arg)
+{
+    ping_ctx *p = arg;
+    ferry__agent *a = p->agent;
+    if (ferry_future_status(f) == FERRY_ETIMEDOUT)
+        ferry__agent_on_peer_error(a, p->peer, FERRY_ETRANSPORT,
+                                   "it did not answer a heartbeat within 3 s");
+    atomic_fetch_sub(&a->pings_in_flight, 1);
+    ferry__agent_release(a);
+    ferry__free(p);
+}
+
+static void ping(ferry__agent *a, int peer)
+{
+    ping_ctx *p = ferry__malloc(sizeof *p);
+    if (!p)
+        return;
+    ferry__msg m = {.type = FERRY__MSG_CONTROL, .n_ints = 1};
+    m.ints[0] = PING_OP;
+    atomic_fetch_add(&a->pings_in_flight, 1);
+    ferry_future *f = ferry__agent_request(a, peer, &m, PING_TIMEOUT_S);
+    if (!f) {
+        atomic_fetch_sub(&a->pings_in_flight, 1);
+        ferry__free(p);
+        return;
+    }
+    ferry__ref_inc(&a->ref);
+    *p = (ping_ctx){a, peer};
+    if (ferry__future_on_done(f, ping_done, p) != FERRY_OK)
+        ping_done(f, p);
+    ferry_future_release(f);
+}
+
+void ferry__agent_ping_peers(ferry__agent *a, long long now_ns, bool all)
+{
+    if (atomic_load(&a->state) != FERRY__AGENT_RUNNING)
+        return;
+    if (!all) {
+        pthread_mutex_lock(&a->lock);
+        size_t waiting = a->pending_len;
+        pthread_mutex_unlock(&a->lock);
+        if (waiting <= (size_t)atomic_load(&a->pings_in_flight))
+            return; /* nothing but pings is waiting */
+    }
+    for (int i = 0; i < a->world_size; i++) {
+        ferry__worker *w = &a->workers[i];
+        if (i == a->rank || w->same_host || atomic_load(&w->dead))
+            continue;
+        long long last = atomic_load(&w->last_ping_ns);
+        if (now_ns - last < PING_PERIOD_NS ||
+            !atomic_compare_exchange_strong(&w->last_ping_ns, &last, now_ns))
+            continue;
+        ping(a, i);
+    }
+}
+
+ferry_status ferry__agent_ping_handler(ferry__agent *a, int src, ferry__msg *m,
+                                       ferry_value **result, void *ctx)
+{
+    if (m->n_ints < 1 || m->ints[0] != PING_OP)
+        return ferry_set_error(FERRY_EPROTO, "unknown control message from rank %d", src);
+    *result = NULL;
+    return FERRY_OK;
+}
