@@ -214,6 +214,29 @@ static ferry_status open_cq(ferry__net *net, ferry__net_ep *e)
     return FERRY_OK;
 }
 
+/* The shm provider names its region "<pid>:<ep>:<domain>" in /dev/shm and refuses to start
+   (EBUSY) when that name exists. A process killed without closing leaves its region behind, and a
+   later process that gets the same pid could then not open shm at all. Regions of processes that
+   no longer exist are stale, ours included (we have not created ours yet). */
+static void remove_stale_regions(void)
+{
+    DIR *d = opendir("/dev/shm");
+    if (!d)
+        return;
+    for (struct dirent *de; (de = readdir(d)) != NULL;) {
+        int pid = 0, ep = 0, dom = 0, end = 0;
+        if (sscanf(de->d_name, "%d:%d:%d%n", &pid, &ep, &dom, &end) != 3 || de->d_name[end] ||
+            pid <= 0)
+            continue;
+        if (pid != (int)getpid() && (kill((pid_t)pid, 0) == 0 || errno != ESRCH))
+            continue;
+        char path[300];
+        snprintf(path, sizeof path, "/%s", de->d_name);
+        shm_unlink(path);
+    }
+    closedir(d);
+}
+
 static ferry_status open_objects(ferry__net *net, ferry__net_ep *e)
 {
     int rc;
@@ -233,6 +256,8 @@ static ferry_status open_objects(ferry__net *net, ferry__net_ep *e)
         return ferry__net_fail_fi(e, rc, "fi_ep_bind(av)");
     if ((rc = fi_ep_bind(e->ep, &e->cq->fid, FI_TRANSMIT | FI_RECV)) != 0)
         return ferry__net_fail_fi(e, rc, "fi_ep_bind(cq)");
+    if (e->is_shm)
+        remove_stale_regions();
     if ((rc = fi_enable(e->ep)) != 0)
         return ferry__net_fail_fi(e, rc, "fi_enable");
     e->name_len = sizeof e->name;

@@ -563,3 +563,18 @@ Test(transport_net, open_names_the_interface_when_unknown, .timeout = 30)
     cr_assert_eq(ferry_last_status(), FERRY_ETRANSPORT);
     cr_assert(strstr(ferry_last_error(), "nosuchif0") != NULL, "%s", ferry_last_error());
 }
+
+/* A process killed without closing leaves its shm region behind; a later process that gets the
+   same pid must still open shm (the provider refuses a name that exists). */
+Test(transport_net, shm_opens_when_a_dead_process_left_a_region_with_our_pid, .timeout = 30)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/dev/shm/%d:0:0", (int)getpid());
+    FILE *f = fopen(path, "w");
+    cr_assert(f != NULL);
+    fclose(f);
+    ferry__net_options o = {.transport = "shm"};
+    ferry__net *net = ferry_assert_ptr(ferry__net_open(&o, NULL));
+    ferry__net_close(net);
+    cr_assert(access(path, F_OK) != 0, "the stale region is still there");
+}
