@@ -19,6 +19,7 @@ static const size_t echo_bytes[N_SIZES] = {4096, 65536, 1 << 20, 16 << 20};
 
 typedef struct {
     double rt_us;          /* tiny rpc_sync round trip */
+    double remote_us;      /* remote() + to_here() + release of a tiny value */
     double async_per_s;    /* rpc_async throughput */
     double echo_mbps[N_SIZES];
 } ferry_figures;
@@ -119,6 +120,23 @@ static double measure_rt_us(int iters)
     return dt / iters * 1e6;
 }
 
+/* remote() to the server, to_here() of its (tiny) result, release: the RRef round trip. */
+static double measure_remote_us(int iters)
+{
+    ferry_value *args = ferry_list_of(0);
+    double t0 = 0;
+    for (int i = -iters / 10; i < iters; i++) {
+        if (i == 0)
+            t0 = now_s();
+        ferry_rref *r = ferry_remote("server", "noop", args, NULL, FERRY_TIMEOUT_DEFAULT);
+        ferry_value_release(ferry_rref_to_here(r, FERRY_TIMEOUT_DEFAULT));
+        ferry_rref_release(r);
+    }
+    double dt = now_s() - t0;
+    ferry_value_release(args);
+    return dt / iters * 1e6;
+}
+
 static double measure_async(int calls, int window)
 {
     ferry_value *args = ferry_list_of(0);
@@ -180,6 +198,7 @@ static int run_ferry(const char *transport, ferry_figures *out)
             if (r == 0) {
                 ferry_figures f;
                 f.rt_us = measure_rt_us(10000);
+                f.remote_us = measure_remote_us(2000);
                 f.async_per_s = measure_async(50000, 128);
                 for (int i = 0; i < N_SIZES; i++)
                     f.echo_mbps[i] = measure_echo_mbps(echo_bytes[i]);
@@ -230,6 +249,8 @@ int main(void)
         printf("%-4s %-26s %13.1f us %13.1f us %7.2fx  (round trip; lower is better)\n",
                transports[t], "rpc_sync tiny round trip", f.rt_us, tiny.rt_us,
                tiny.rt_us > 0 ? f.rt_us / tiny.rt_us : 0);
+        printf("%-4s %-26s %13.1f us %16s %8s  (remote + to_here + release)\n", transports[t],
+               "remote + to_here tiny", f.remote_us, "-", "-");
         printf("%-4s %-26s %11.0f /s %16s %8s\n", transports[t], "rpc_async 128 in flight",
                f.async_per_s, "-", "-");
         for (int i = 0; i < N_SIZES; i++) {
