@@ -3,6 +3,32 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <time.h>
+
+ferry_status rpc_test_echo(const ferry_value *args, const ferry_value *kwargs, ferry_value **result,
+                           void *user)
+{
+    *result = ferry_list_len(args) == 1 ? ferry_value_retain(ferry_list_get(args, 0))
+                                        : ferry_value_retain((ferry_value *)args);
+    return FERRY_OK;
+}
+
+ferry_status rpc_test_sleep(const ferry_value *args, const ferry_value *kwargs,
+                            ferry_value **result, void *user)
+{
+    double s = ferry_value_as_double(ferry_list_get(args, 0));
+    struct timespec ts = {(time_t)s, (long)((s - (time_t)s) * 1e9)};
+    nanosleep(&ts, NULL);
+    *result = ferry_string("slept");
+    return FERRY_OK;
+}
+
+double rpc_test_now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec / 1e9;
+}
 
 int rpc_case_join(const rpc_case *c, int rank, int world)
 {

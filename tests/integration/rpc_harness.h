@@ -18,6 +18,15 @@ int rpc_case_join(const rpc_case *c, int rank, int world);
 typedef int (*rpc_body)(int rank, int world, const rpc_case *c);
 void rpc_case_run(const char *transport, int world, rpc_body body, void *user, double deadline_s);
 
+/* Functions several test files register: echo(x) returns x (or the whole argument list when it
+   is not one item); sleep(seconds) sleeps and returns "slept". */
+ferry_status rpc_test_echo(const ferry_value *args, const ferry_value *kwargs, ferry_value **result,
+                           void *user);
+ferry_status rpc_test_sleep(const ferry_value *args, const ferry_value *kwargs,
+                            ferry_value **result, void *user);
+/* Monotonic seconds. */
+double rpc_test_now_s(void);
+
 /* In a rank: prints where a check failed and makes the rank exit non-zero. */
 #define RANK_CHECK(cond)                                                                  \
     do {                                                                                  \

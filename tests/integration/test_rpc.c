@@ -11,30 +11,10 @@
 
 /* ---- functions the tests call ---- */
 
-static ferry_status echo(const ferry_value *args, const ferry_value *kwargs, ferry_value **result,
-                         void *user)
-{
-    (void)kwargs;
-    (void)user;
-    *result = ferry_list_len(args) == 1 ? ferry_value_retain(ferry_list_get(args, 0))
-                                        : ferry_value_retain((ferry_value *)args);
-    return FERRY_OK;
-}
-
 static ferry_status fail_fn(const ferry_value *args, const ferry_value *kwargs,
                             ferry_value **result, void *user)
 {
     return ferry_set_error(FERRY_EINVAL, "Expected error: bad shape %d", 7);
-}
-
-static ferry_status sleep_fn(const ferry_value *args, const ferry_value *kwargs,
-                             ferry_value **result, void *user)
-{
-    double s = ferry_value_as_double(ferry_list_get(args, 0));
-    struct timespec ts = {(time_t)s, (long)((s - (time_t)s) * 1e9)};
-    nanosleep(&ts, NULL);
-    *result = ferry_string("slept");
-    return FERRY_OK;
 }
 
 static ferry_status whoami(const ferry_value *args, const ferry_value *kwargs,
@@ -108,9 +88,9 @@ static ferry_status die_fn(const ferry_value *args, const ferry_value *kwargs,
 static void register_all(void)
 {
     cr_assert(ferry_register_function("die", die_fn, NULL) == FERRY_OK);
-    cr_assert(ferry_register_function("echo", echo, NULL) == FERRY_OK);
+    cr_assert(ferry_register_function("echo", rpc_test_echo, NULL) == FERRY_OK);
     cr_assert(ferry_register_function("fail", fail_fn, NULL) == FERRY_OK);
-    cr_assert(ferry_register_function("sleep", sleep_fn, NULL) == FERRY_OK);
+    cr_assert(ferry_register_function("sleep", rpc_test_sleep, NULL) == FERRY_OK);
     cr_assert(ferry_register_function("whoami", whoami, NULL) == FERRY_OK);
     cr_assert(ferry_register_function("hop", hop, NULL) == FERRY_OK);
     cr_assert(ferry_register_async_function("async_min", async_min, NULL) == FERRY_OK);
@@ -424,13 +404,6 @@ static int body_graceful_inflight(int rank, int world, const rpc_case *c)
     return 0;
 }
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
 /* worker1 dies in the middle of a call: the caller learns within about a second (not at the
    60 s timeout), and the survivors' graceful shutdown ends with an error instead of hanging. */
 static int body_dead_peer(int rank, int world, const rpc_case *c)
@@ -439,11 +412,11 @@ static int body_dead_peer(int rank, int world, const rpc_case *c)
         return 0; /* serves until the call to "die" ends it */
     ferry_value *none = ferry_list_of(0);
     if (rank == 0) {
-        double t0 = now_s();
+        double t0 = rpc_test_now_s();
         ferry_future *f = ferry_rpc_async("worker1", "die", none, NULL, 60);
         RANK_CHECK(f);
         RANK_CHECK(ferry_future_wait(f, 0) == FERRY_ETRANSPORT);
-        RANK_CHECK(now_s() - t0 < 5);
+        RANK_CHECK(rpc_test_now_s() - t0 < 5);
         RANK_CHECK(strstr(ferry_future_error(f), "worker1"));
         ferry_future_release(f);
         /* Later calls to it fail at once. */
@@ -451,9 +424,9 @@ static int body_dead_peer(int rank, int world, const rpc_case *c)
         RANK_CHECK(ferry_last_status() == FERRY_ETRANSPORT);
     }
     ferry_value_release(none);
-    double t0 = now_s();
+    double t0 = rpc_test_now_s();
     RANK_CHECK(ferry_shutdown(true, 0) == FERRY_ETRANSPORT);
-    RANK_CHECK(now_s() - t0 < 10);
+    RANK_CHECK(rpc_test_now_s() - t0 < 10);
     RANK_CHECK(strstr(ferry_last_error(), "worker1"));
     return 0;
 }

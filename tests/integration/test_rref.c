@@ -15,27 +15,10 @@
 
 /* ---- functions the tests call ---- */
 
-static ferry_status echo(const ferry_value *args, const ferry_value *kwargs, ferry_value **result,
-                         void *user)
-{
-    *result = ferry_value_retain(ferry_list_get(args, 0));
-    return FERRY_OK;
-}
-
 static ferry_status fail_fn(const ferry_value *args, const ferry_value *kwargs,
                             ferry_value **result, void *user)
 {
     return ferry_set_error(FERRY_EINVAL, "Expected error");
-}
-
-static ferry_status sleep_fn(const ferry_value *args, const ferry_value *kwargs,
-                             ferry_value **result, void *user)
-{
-    double s = ferry_value_as_double(ferry_list_get(args, 0));
-    struct timespec ts = {(time_t)s, (long)((s - (time_t)s) * 1e9)};
-    nanosleep(&ts, NULL);
-    *result = ferry_string("slept");
-    return FERRY_OK;
 }
 
 /* fetch(rref): the RRef is confirmed before this runs; returns its to_here. */
@@ -228,9 +211,9 @@ static void register_all(test_state *st, int world)
     memset(st, 0, sizeof *st);
     pthread_mutex_init(&st->barrier.mu, NULL);
     st->barrier.world = world;
-    cr_assert(ferry_register_function("echo", echo, NULL) == FERRY_OK);
+    cr_assert(ferry_register_function("echo", rpc_test_echo, NULL) == FERRY_OK);
     cr_assert(ferry_register_function("fail", fail_fn, NULL) == FERRY_OK);
-    cr_assert(ferry_register_function("sleep", sleep_fn, NULL) == FERRY_OK);
+    cr_assert(ferry_register_function("sleep", rpc_test_sleep, NULL) == FERRY_OK);
     cr_assert(ferry_register_function("fetch", fetch_fn, NULL) == FERRY_OK);
     cr_assert(ferry_register_function("relay", relay_fn, NULL) == FERRY_OK);
     cr_assert(ferry_register_function("owner_check", owner_check_fn, NULL) == FERRY_OK);
