@@ -11,6 +11,7 @@ addr_a=10.77.$(( $$ % 200 )).1 addr_b=10.77.$(( $$ % 200 )).2
 skip() { echo "netns: skipped ($1)"; exit 0; }
 [ "$(id -u)" = 0 ] || skip "needs root"
 command -v ip >/dev/null && command -v unshare >/dev/null || skip "needs iproute2 and unshare"
+unshare --uts true 2>/dev/null || skip "cannot create UTS namespaces here"
 
 cleanup() {
     ip netns del "$ns_a" 2>/dev/null
