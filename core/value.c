@@ -14,6 +14,7 @@
 
 #include "core/alloc.h"
 #include "core/error.h"
+#include "core/value_shared.h"
 #include "ferry/tensor.h"
 
 /* Set once by rref/ before any rref value exists and only read afterwards; `rref_hooks_set`
@@ -38,9 +39,10 @@ static const ferry__rref_hooks *get_rref_hooks(void)
 
 static ferry_value *value_alloc(ferry_kind kind)
 {
-    ferry_value *v = ferry__calloc(1, sizeof *v);
+    ferry_value *v = ferry__malloc(sizeof *v); /* malloc + a store beats calloc's slow path */
     if (!v)
         return ferry__fail_null(FERRY_ENOMEM, "no memory for a %s value", ferry_kind_name(kind));
+    memset(&v->u, 0, sizeof v->u);
     ferry__ref_init(&v->ref);
     v->kind = kind;
     return v;
@@ -138,6 +140,33 @@ ferry_value *ferry_rref_value(ferry_rref *r)
     if (v)
         v->u.rref = hooks->retain(r);
     return v;
+}
+
+/* ---- shared empties ---- */
+
+/* None and the empty list hold nothing and can never change (a list's items are only set by
+   builders, within its length), and a shared dict refuses ferry_dict_set (its count is above
+   one), so one immortal copy of each serves every caller that would otherwise allocate them
+   per call (no arguments, no result). Their counts start far above anything the references
+   handed out could reach, so they never reach zero and are never freed. */
+#define IMMORTAL_REFS ((int_fast64_t)1 << 62)
+static ferry_value shared_none = {.ref = {IMMORTAL_REFS}, .kind = FERRY_VALUE_NONE};
+static ferry_value shared_empty_list = {.ref = {IMMORTAL_REFS}, .kind = FERRY_VALUE_LIST};
+static ferry_value shared_empty_dict = {.ref = {IMMORTAL_REFS}, .kind = FERRY_VALUE_DICT};
+
+ferry_value *ferry__value_shared_none(void)
+{
+    return ferry_value_retain(&shared_none);
+}
+
+ferry_value *ferry__value_shared_empty_list(void)
+{
+    return ferry_value_retain(&shared_empty_list);
+}
+
+ferry_value *ferry__value_shared_empty_dict(void)
+{
+    return ferry_value_retain(&shared_empty_dict);
 }
 
 /* ---- lists ---- */

@@ -155,7 +155,7 @@ ferry_future *ferry__agent_request(ferry__agent *a, int dst, ferry__msg *m, doub
         return ferry__fail_null(FERRY_ETRANSPORT, "call to '%s' on worker '%s' failed: worker '%s' "
                                 "(rank %d) is unreachable", m->fn ? m->fn : "(internal)",
                                 a->workers[dst].name, a->workers[dst].name, dst);
-    ferry__pending *p = ferry__calloc(1, sizeof *p);
+    ferry__pending *p = ferry__malloc(sizeof *p); /* each field is set below or on insert */
     ferry_future *f = ferry_future_new();
     if (!p || !f) {
         ferry__free(p);
@@ -172,7 +172,8 @@ ferry_future *ferry__agent_request(ferry__agent *a, int dst, ferry__msg *m, doub
     p->future = ferry_future_retain(f);
     const char *fn = m->fn ? m->fn : "(internal)";
     size_t fn_len = strnlen(fn, sizeof p->fn - 1);
-    memcpy(p->fn, fn, fn_len); /* p was zeroed: the name stays terminated */
+    memcpy(p->fn, fn, fn_len);
+    p->fn[fn_len] = '\0';
     m->id = p->id;
     m->timeout_s = timeout;
 

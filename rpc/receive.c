@@ -136,7 +136,7 @@ void ferry__agent_on_message(void *ctx, int src, const void *buf, size_t len)
                         hlen, len - 4);
         return;
     }
-    recv_ctx *r = ferry__calloc(1, sizeof *r);
+    recv_ctx *r = ferry__malloc(sizeof *r); /* decode fills m and atts; the rest is set below */
     if (!r) {
         ferry__log_error("rpc", "out of memory receiving from rank %d", src);
         return;
@@ -157,6 +157,7 @@ void ferry__agent_on_message(void *ctx, int src, const void *buf, size_t len)
     r->agent = a;
     r->src = src;
     atomic_init(&r->parts, 1);
+    atomic_init(&r->failed, false);
     bool is_response = r->m.type == FERRY__MSG_RESPONSE;
     for (size_t i = 0; i < r->n_atts; i++)
         if (!r->atts[i].is_inline && r->atts[i].len > 0)

@@ -10,6 +10,7 @@
 #include "core/error.h"
 #include "core/future_impl.h"
 #include "core/log.h"
+#include "core/value_shared.h"
 #include "rpc/registry.h"
 
 typedef struct {
@@ -98,10 +99,12 @@ static void run_call(job *j)
     ferry__agent *a = j->agent;
     ferry__msg *m = j->m;
     ferry_value *args = m->args, *kwargs = m->kwargs, *empty_args = NULL, *empty_kwargs = NULL;
+    /* Functions never see NULL; absent arguments are the shared empties (const to them, and
+       refused by ferry_dict_set as shared), which cost no allocation. */
     if (!args)
-        args = empty_args = ferry_list_of(0);
+        args = empty_args = ferry__value_shared_empty_list();
     if (!kwargs)
-        kwargs = empty_kwargs = ferry_dict_new();
+        kwargs = empty_kwargs = ferry__value_shared_empty_dict();
     ferry_clear_error();
     if (!args || !kwargs) {
         reply_failure(a, j->src, m, FERRY_ENOMEM);
@@ -211,7 +214,7 @@ static void job_task(void *arg)
 void ferry__serve_request(ferry__agent *a, int src, ferry__msg *m)
 {
     char why[512];
-    job *j = ferry__calloc(1, sizeof *j);
+    job *j = ferry__malloc(sizeof *j); /* filled in whole below */
     if (!j) {
         ferry__serve_reply_error(a, src, m->id, FERRY_ENOMEM, "out of memory on the callee");
         ferry__msg_clear(m);

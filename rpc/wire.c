@@ -28,22 +28,79 @@ typedef struct {
     const uint8_t *p, *start, *end;
 } cursor;
 
+/* protobuf-c's unpacker allocates every sub-message, string and array on its own, and its
+   free walks them all again: for a small envelope that was most of the decode. It allocates
+   from this arena instead: a block on the decoder's stack first, then heap blocks that grow
+   (never more than twice what protobuf-c asked for in all); freeing one piece does nothing and
+   the whole arena goes at once, after the message has been turned into ferry values. */
+#define ARENA_STACK_BYTES 2048
+#define ARENA_BLOCK_MIN 8192
+#define ARENA_ALIGN 16
+
+typedef struct arena_block {
+    struct arena_block *next;
+} arena_block;
+
 typedef struct {
-    bool failed; /* an allocation failed: unpack returned NULL for want of memory */
-} pb_alloc_state;
+    uint8_t *p, *end;    /* free room in the current block */
+    arena_block *blocks; /* heap blocks, newest first */
+    size_t next_cap;
+    bool failed;         /* an allocation failed: unpack returned NULL for want of memory */
+} pb_arena;
+
+static void pb_arena_init(pb_arena *a, void *stack, size_t stack_len)
+{
+    *a = (pb_arena){stack, (uint8_t *)stack + stack_len, NULL, ARENA_BLOCK_MIN, false};
+}
+
+/* Heap blocks keep their header in the first ARENA_ALIGN bytes, so the room stays aligned. */
+static bool pb_arena_grow(pb_arena *a, size_t size)
+{
+    size_t cap = a->next_cap > size ? a->next_cap : size;
+    if (cap > SIZE_MAX - ARENA_ALIGN)
+        return false;
+    arena_block *b = ferry__malloc(ARENA_ALIGN + cap);
+    if (!b)
+        return false;
+    b->next = a->blocks;
+    a->blocks = b;
+    a->p = (uint8_t *)b + ARENA_ALIGN;
+    a->end = a->p + cap;
+    if (a->next_cap < ((size_t)1 << 20))
+        a->next_cap *= 2;
+    return true;
+}
 
 static void *pb_alloc(void *data, size_t size)
 {
-    void *p = ferry__malloc(size);
-    if (!p)
-        ((pb_alloc_state *)data)->failed = true;
+    pb_arena *a = data;
+    if (size > SIZE_MAX - ARENA_ALIGN) {
+        a->failed = true;
+        return NULL;
+    }
+    size = (size + ARENA_ALIGN - 1) & ~(size_t)(ARENA_ALIGN - 1);
+    if ((size_t)(a->end - a->p) < size && !pb_arena_grow(a, size)) {
+        a->failed = true;
+        return NULL;
+    }
+    void *p = a->p;
+    a->p += size;
     return p;
 }
 
 static void pb_free(void *data, void *p)
 {
     (void)data;
-    ferry__free(p);
+    (void)p; /* the arena goes as a whole */
+}
+
+static void pb_arena_free(pb_arena *a)
+{
+    for (arena_block *b = a->blocks, *next; b; b = next) {
+        next = b->next;
+        ferry__free(b);
+    }
+    a->blocks = NULL;
 }
 
 void ferry__wire_limits_default(ferry__wire_limits *limits)
@@ -434,12 +491,17 @@ static ferry_status decode_envelope(const uint8_t *header, size_t len,
                                     const ferry__wire_limits *limits, ferry__msg *m,
                                     ferry__att **atts, size_t *n_atts)
 {
-    pb_alloc_state st = {false};
-    ProtobufCAllocator alloc = {pb_alloc, pb_free, &st};
+    _Alignas(ARENA_ALIGN) uint8_t stack[ARENA_STACK_BYTES];
+    pb_arena arena;
+    pb_arena_init(&arena, stack, sizeof stack);
+    ProtobufCAllocator alloc = {pb_alloc, pb_free, &arena};
     Ferry__Wire__Envelope *env = ferry__wire__envelope__unpack(&alloc, len, header);
-    if (!env)
-        return st.failed ? ferry__fail(FERRY_ENOMEM, "out of memory unpacking an envelope")
-                         : ferry__fail(FERRY_EPROTO, "envelope does not parse");
+    if (!env) {
+        bool failed = arena.failed;
+        pb_arena_free(&arena);
+        return failed ? ferry__fail(FERRY_ENOMEM, "out of memory unpacking an envelope")
+                      : ferry__fail(FERRY_EPROTO, "envelope does not parse");
+    }
     uint64_t *lens = NULL;
     ferry__wire_dec dec = {limits, env->src, 0, NULL, NULL, NULL, 0};
     ferry_status rc = read_fields(env, m);
@@ -461,7 +523,7 @@ static ferry_status decode_envelope(const uint8_t *header, size_t len,
         *n_atts = dec.n_atts;
     ferry__wire_dec_free(&dec);
     ferry__free(lens);
-    ferry__wire__envelope__free_unpacked(env, &alloc);
+    pb_arena_free(&arena); /* env and everything it points to */
     return rc;
 }
 
@@ -592,7 +654,7 @@ static void fill_envelope(const ferry__msg *m, Ferry__Wire__Envelope *env,
 static ferry_status pack_envelope(const Ferry__Wire__Envelope *env, const ferry__wire_enc *enc,
                                   const ferry__wire_limits *limits, ferry__wire_out *out)
 {
-    size_t size = ferry__wire__envelope__get_packed_size(env);
+    size_t size = ferry__wire_envelope_size(env);
     size_t total = size;
     for (size_t i = 0; i < enc->n_atts; i++)
         if (__builtin_add_overflow(total, enc->atts[i].len, &total))
@@ -603,7 +665,7 @@ static ferry_status pack_envelope(const Ferry__Wire__Envelope *env, const ferry_
     out->header = ferry__malloc(size);
     if (!out->header)
         return ferry__fail(FERRY_ENOMEM, "out of memory packing a %zu-byte envelope", size);
-    out->header_len = ferry__wire__envelope__pack(env, out->header);
+    out->header_len = ferry__wire_envelope_write(env, out->header);
     return FERRY_OK;
 }
 
@@ -620,7 +682,9 @@ ferry_status ferry__wire_encode(const ferry__msg *m, const ferry__wire_limits *l
     if (rc != FERRY_OK)
         return rc;
     ferry__wire_enc enc = {.limits = limits, .dst = m->dst};
-    ferry__wire_tree trees[3] = {{0}};
+    ferry__wire_tree trees[3];
+    for (int i = 0; i < 3; i++)
+        ferry__wire_tree_init(&trees[i]);
     Ferry__Wire__Envelope env = FERRY__WIRE__ENVELOPE__INIT;
     Ferry__Wire__Error err = FERRY__WIRE__ERROR__INIT;
     rc = ferry__wire_tree_encode(&enc, "args", m->args, &trees[0]);

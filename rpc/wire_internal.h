@@ -51,6 +51,13 @@ ferry_status ferry__wire_shape_next(ferry__wire_shape *s, int kind, uint32_t cou
 /* FERRY_EPROTO when the value is incomplete (a container still expects children). */
 ferry_status ferry__wire_shape_finish(ferry__wire_shape *s);
 
+/* ---- envelope bytes (wire_pack.c) ---- */
+
+/* The packed size of `env` and its bytes (exactly that many, written to `buf`): the same
+   bytes protobuf-c would write, without its per-field descriptor walk. */
+size_t ferry__wire_envelope_size(const Ferry__Wire__Envelope *env);
+size_t ferry__wire_envelope_write(const Ferry__Wire__Envelope *env, uint8_t *buf);
+
 /* ---- encoder side (wire_value.c) ---- */
 
 /* A tensor -> attachment index map, so one tensor appearing twice is sent once. */
@@ -70,16 +77,25 @@ typedef struct {
     size_t n_nodes;                     /* over all trees of the message */
 } ferry__wire_enc;
 
-/* One flattened value: nodes in pre-order plus the descriptors they point to. */
+/* Trees of up to this many nodes (the arguments of most calls) are flattened into the tree
+   itself, without touching the heap. */
+#define FERRY__WIRE_TREE_INLINE 4
+
+/* One flattened value: nodes in pre-order plus the descriptors they point to. Set up with
+   ferry__wire_tree_init and never copied: `nodes` and `ptrs` may point into the tree itself. */
 typedef struct {
     Ferry__Wire__Node *nodes;
     Ferry__Wire__Node **ptrs;
     size_t n;
-    Ferry__Wire__TensorDesc *tensors;
-    Ferry__Wire__RRefDesc *rrefs;
+    Ferry__Wire__TensorDesc *tensors; /* NULL when the tree has none */
+    Ferry__Wire__RRefDesc *rrefs;     /* NULL when the tree has none */
+    Ferry__Wire__Node inline_nodes[FERRY__WIRE_TREE_INLINE];
+    Ferry__Wire__Node *inline_ptrs[FERRY__WIRE_TREE_INLINE];
 } ferry__wire_tree;
 
-/* Appends `root` (borrowed; NULL gives an empty tree) as nodes, adding attachments to `enc`.
+void ferry__wire_tree_init(ferry__wire_tree *tree);
+
+/* Fills an initialized tree with `root` (borrowed; NULL gives an empty tree) as nodes, adding attachments to `enc`.
    FERRY_EINVAL for what the wire cannot carry, FERRY_ENOMEM. The tree's byte fields point into
    the values, so the values must outlive the packing. */
 ferry_status ferry__wire_tree_encode(ferry__wire_enc *enc, const char *what,

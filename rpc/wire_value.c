@@ -13,6 +13,7 @@
 #include "core/alloc.h"
 #include "core/error.h"
 #include "core/value_impl.h"
+#include "core/value_shared.h"
 #include "rpc/wire_internal.h"
 
 /* Set once before any message flows (wire.h says so) and only read afterwards, like the other
@@ -49,6 +50,9 @@ typedef struct {
     size_t n, cap, vals_cap;
     walk_frame *stack;
     size_t sp, stack_cap;
+    Ferry__Wire__Node *inline_nodes; /* the tree's own room, where `nodes` starts */
+    const ferry_value *inline_vals[FERRY__WIRE_TREE_INLINE];
+    walk_frame inline_stack[FERRY__WIRE_TREE_INLINE];
 } flattener;
 
 static size_t container_len(const ferry_value *v)
@@ -59,15 +63,23 @@ static size_t container_len(const ferry_value *v)
 }
 
 /* Room for `need` elements of `elem` bytes: the array (perhaps moved), or NULL when memory ran
-   out, leaving `p` and *cap as they were. */
-static void *grow(void *p, size_t *cap, size_t need, size_t elem)
+   out, leaving `p` and *cap as they were. An array still in its caller's inline room
+   (`inline_room`, never freed here) moves to the heap. */
+static void *grow(void *p, const void *inline_room, size_t *cap, size_t need, size_t elem)
 {
     if (need <= *cap)
         return p;
     size_t n = *cap ? *cap * 2 : 16;
     while (n < need)
         n *= 2;
-    void *q = ferry__realloc(p, n * elem);
+    void *q;
+    if (p && p == inline_room) {
+        q = ferry__malloc(n * elem);
+        if (q)
+            memcpy(q, p, *cap * elem);
+    } else {
+        q = ferry__realloc(p, n * elem);
+    }
     if (q)
         *cap = n;
     return q;
@@ -89,10 +101,12 @@ static ferry_status add_node(ferry__wire_enc *enc, flattener *fl, const char *wh
     if (is_container && container_len(v) > UINT32_MAX)
         return ferry__fail(FERRY_EINVAL, "%s: a %s of %zu items is too long to send", what,
                            ferry_kind_name(v->kind), container_len(v));
-    Ferry__Wire__Node *nodes = grow(fl->nodes, &fl->cap, fl->n + 1, sizeof *nodes);
+    Ferry__Wire__Node *nodes = grow(fl->nodes, fl->inline_nodes, &fl->cap, fl->n + 1,
+                                    sizeof *nodes);
     if (nodes)
         fl->nodes = nodes;
-    const ferry_value **vals = grow(fl->vals, &fl->vals_cap, fl->n + 1, sizeof *vals);
+    const ferry_value **vals = grow(fl->vals, fl->inline_vals, &fl->vals_cap, fl->n + 1,
+                                    sizeof *vals);
     if (vals)
         fl->vals = vals;
     if (!nodes || !vals)
@@ -124,7 +138,8 @@ static ferry_status add_node(ferry__wire_enc *enc, flattener *fl, const char *wh
 
 static ferry_status push_frame(flattener *fl, const ferry_value *v, const char *what)
 {
-    walk_frame *stack = grow(fl->stack, &fl->stack_cap, fl->sp + 1, sizeof *stack);
+    walk_frame *stack = grow(fl->stack, fl->inline_stack, &fl->stack_cap, fl->sp + 1,
+                             sizeof *stack);
     if (!stack)
         return ferry__fail(FERRY_ENOMEM, "out of memory encoding %s", what);
     fl->stack = stack;
@@ -209,10 +224,10 @@ static ferry_status attachment_for(ferry__wire_enc *enc, const ferry_tensor *t, 
         *index = map->vals[slot];
         return FERRY_OK;
     }
-    ferry__att *atts = grow(enc->atts, &enc->cap_atts, enc->n_atts + 1, sizeof *atts);
+    ferry__att *atts = grow(enc->atts, NULL, &enc->cap_atts, enc->n_atts + 1, sizeof *atts);
     if (atts)
         enc->atts = atts;
-    Ferry__Wire__Attachment *patts = grow(enc->patts, &enc->cap_patts, enc->n_atts + 1,
+    Ferry__Wire__Attachment *patts = grow(enc->patts, NULL, &enc->cap_patts, enc->n_atts + 1,
                                           sizeof *patts);
     if (patts)
         enc->patts = patts;
@@ -299,10 +314,13 @@ static ferry_status describe(ferry__wire_enc *enc, const char *what, const flatt
         n_tensors += fl->vals[i]->kind == FERRY_VALUE_TENSOR;
         n_rrefs += fl->vals[i]->kind == FERRY_VALUE_RREF;
     }
-    tree->ptrs = ferry__malloc(fl->n * sizeof *tree->ptrs);
-    tree->tensors = ferry__malloc((n_tensors ? n_tensors : 1) * sizeof *tree->tensors);
-    tree->rrefs = ferry__malloc((n_rrefs ? n_rrefs : 1) * sizeof *tree->rrefs);
-    if (!tree->ptrs || !tree->tensors || !tree->rrefs)
+    tree->ptrs = fl->n <= FERRY__WIRE_TREE_INLINE ? tree->inline_ptrs
+                                                   : ferry__malloc(fl->n * sizeof *tree->ptrs);
+    if (n_tensors)
+        tree->tensors = ferry__malloc(n_tensors * sizeof *tree->tensors);
+    if (n_rrefs)
+        tree->rrefs = ferry__malloc(n_rrefs * sizeof *tree->rrefs);
+    if (!tree->ptrs || (n_tensors && !tree->tensors) || (n_rrefs && !tree->rrefs))
         return ferry__fail(FERRY_ENOMEM, "out of memory encoding %s", what);
     size_t ti = 0, ri = 0;
     ferry_status rc = FERRY_OK;
@@ -323,27 +341,44 @@ static ferry_status describe(ferry__wire_enc *enc, const char *what, const flatt
 ferry_status ferry__wire_tree_encode(ferry__wire_enc *enc, const char *what,
                                      const ferry_value *root, ferry__wire_tree *tree)
 {
-    memset(tree, 0, sizeof *tree);
     if (!root)
         return FERRY_OK;
-    flattener fl = {0};
+    flattener fl;
+    fl.nodes = fl.inline_nodes = tree->inline_nodes;
+    fl.vals = fl.inline_vals;
+    fl.stack = fl.inline_stack;
+    fl.cap = fl.vals_cap = fl.stack_cap = FERRY__WIRE_TREE_INLINE;
+    fl.n = fl.sp = 0;
     ferry_status rc = flatten(enc, &fl, what, root);
     tree->nodes = fl.nodes; /* the tree owns the nodes from here, even on failure */
     tree->n = fl.n;
     if (rc == FERRY_OK)
         rc = describe(enc, what, &fl, tree);
-    ferry__free(fl.vals);
-    ferry__free(fl.stack);
+    if (fl.vals != fl.inline_vals)
+        ferry__free(fl.vals);
+    if (fl.stack != fl.inline_stack)
+        ferry__free(fl.stack);
     return rc;
+}
+
+void ferry__wire_tree_init(ferry__wire_tree *tree)
+{
+    tree->nodes = NULL;
+    tree->ptrs = NULL;
+    tree->n = 0;
+    tree->tensors = NULL;
+    tree->rrefs = NULL;
 }
 
 void ferry__wire_tree_free(ferry__wire_tree *tree)
 {
-    ferry__free(tree->nodes);
-    ferry__free(tree->ptrs);
+    if (tree->nodes != tree->inline_nodes)
+        ferry__free(tree->nodes);
+    if (tree->ptrs != tree->inline_ptrs)
+        ferry__free(tree->ptrs);
     ferry__free(tree->tensors);
     ferry__free(tree->rrefs);
-    memset(tree, 0, sizeof *tree);
+    ferry__wire_tree_init(tree);
 }
 
 void ferry__wire_enc_free(ferry__wire_enc *enc)
@@ -549,7 +584,9 @@ static ferry_status make_value(ferry__wire_dec *dec, const char *what, size_t i,
     case FERRY__WIRE__KIND__KIND_DOUBLE: *out = ferry_double(bits_to_double(nd->d)); break;
     case FERRY__WIRE__KIND__KIND_STRING: *out = ferry_string_n(bytes, nd->data.len); break;
     case FERRY__WIRE__KIND__KIND_BYTES: *out = ferry_bytes(bytes, nd->data.len); break;
-    case FERRY__WIRE__KIND__KIND_LIST: *out = ferry__list_new(nd->count); break;
+    case FERRY__WIRE__KIND__KIND_LIST: /* nothing can be put in an empty list: share one */
+        *out = nd->count ? ferry__list_new(nd->count) : ferry__value_shared_empty_list();
+        break;
     case FERRY__WIRE__KIND__KIND_DICT: *out = dict_with_room(nd->count); break;
     case FERRY__WIRE__KIND__KIND_TENSOR:
         rc = decode_tensor(dec, nd->tensor, &t);
