@@ -9,6 +9,7 @@
 #include "tensor/tensor_impl.h"
 
 #include <pthread.h>
+#include <stdint.h>
 
 #include "core/alloc.h"
 #include "core/error.h"
@@ -29,6 +30,7 @@
 typedef struct {
     void *data;
     size_t nbytes;
+    uint64_t age; /* cache_clock when it was put: the smallest is the oldest */
 } cached_block;
 
 /* Process-wide, guarded by cache_lock: blocks of at least CACHE_MIN_BYTES, reused only for
@@ -36,6 +38,7 @@ typedef struct {
 static pthread_mutex_t cache_lock = PTHREAD_MUTEX_INITIALIZER;
 static cached_block cache[CACHE_SLOTS + 1];
 static size_t cache_bytes;
+static uint64_t cache_clock;
 
 static void *cache_take(size_t nbytes)
 {
@@ -54,22 +57,36 @@ static void *cache_take(size_t nbytes)
     return data;
 }
 
-/* True when the cache kept the block. */
+/* True when the cache kept the block. A full cache makes room by dropping its oldest blocks, so
+   blocks of a size no longer in use (the first few of a program) cannot keep newer ones out. */
 static bool cache_put(void *data, size_t nbytes)
 {
-    bool kept = false;
+    void *evicted[CACHE_SLOTS + 1];
+    int n_evicted = 0;
     if (CACHE_SLOTS == 0 || nbytes < CACHE_MIN_BYTES || nbytes > CACHE_MAX_BYTES)
         return false;
     pthread_mutex_lock(&cache_lock);
-    for (int i = 0; i < CACHE_SLOTS && !kept; i++) {
-        if (!cache[i].data && cache_bytes + nbytes <= CACHE_MAX_BYTES) {
-            cache[i] = (cached_block){data, nbytes};
-            cache_bytes += nbytes;
-            kept = true;
-        }
+    int slot = -1;
+    for (int i = 0; i < CACHE_SLOTS && slot < 0; i++)
+        if (!cache[i].data)
+            slot = i;
+    while (slot < 0 || cache_bytes + nbytes > CACHE_MAX_BYTES) {
+        int oldest = -1;
+        for (int i = 0; i < CACHE_SLOTS; i++)
+            if (cache[i].data && (oldest < 0 || cache[i].age < cache[oldest].age))
+                oldest = i;
+        evicted[n_evicted++] = cache[oldest].data;
+        cache_bytes -= cache[oldest].nbytes;
+        cache[oldest].data = NULL;
+        if (slot < 0)
+            slot = oldest;
     }
+    cache[slot] = (cached_block){data, nbytes, ++cache_clock};
+    cache_bytes += nbytes;
     pthread_mutex_unlock(&cache_lock);
-    return kept;
+    for (int i = 0; i < n_evicted; i++)
+        ferry__free_aligned(evicted[i]);
+    return true;
 }
 
 static ferry_status check_device(ferry_device device)
