@@ -63,6 +63,15 @@ void ferry__agent_set_handler(ferry__agent *a, ferry__msg_type type, ferry__msg_
     }
 }
 
+void ferry__agent_set_inline_handler(ferry__agent *a, ferry__msg_type type,
+                                     ferry__msg_handler fn, void *ctx)
+{
+    if (type > FERRY__MSG_INVALID && type < FERRY__MSG_TYPE_COUNT) {
+        a->inline_handlers[type].fn = fn;
+        a->inline_handlers[type].ctx = ctx;
+    }
+}
+
 int ferry__agent_rank_of(ferry__agent *a, const char *name)
 {
     if (!name)

@@ -44,9 +44,10 @@ typedef struct {
 } ferry__worker;
 
 /* Higher modules (rref/, autograd/) handle their own message types through this table. The
-   handler runs on a pool thread, owns nothing of `m` but may steal its values (set them NULL),
-   and returns the response: FERRY_OK with *result (or NULL for none), or an error status with the
-   thread's last error as the message. reply=false messages get no response. */
+   handler runs on a pool thread (an inline one, below, where the request was read), owns
+   nothing of `m` but may steal its values (set them NULL), and returns the response: FERRY_OK
+   with *result (or NULL for none), or an error status with the thread's last error as the
+   message. reply=false messages get no response. */
 typedef ferry_status (*ferry__msg_handler)(ferry__agent *agent, int src, ferry__msg *m,
                                            ferry_value **result, void *ctx);
 
@@ -109,6 +110,10 @@ struct ferry__agent {
         ferry__msg_handler fn;
         void *ctx;
     } handlers[FERRY__MSG_TYPE_COUNT];
+    struct {
+        ferry__msg_handler fn;
+        void *ctx;
+    } inline_handlers[FERRY__MSG_TYPE_COUNT];
     void *module_state[FERRY__MAX_MODULES];
     bool module_started[FERRY__MAX_MODULES];
 };
@@ -131,6 +136,14 @@ ferry_future *ferry__agent_request(ferry__agent *agent, int dst, ferry__msg *m, 
 /* Installs a handler for a message type (before init completes, from the module's setup). */
 void ferry__agent_set_handler(ferry__agent *agent, ferry__msg_type type, ferry__msg_handler fn,
                               void *ctx);
+
+/* Installs a handler tried first, on the progress thread right where the request was read, so
+   a cheap answer costs no hand-off to the pool. It must not block (no waiting on futures or
+   locks held across blocking work); FERRY_EAGAIN means "cannot answer without blocking" and
+   leaves `m` untouched, and the request then goes to the ordinary handler on the pool (which must
+   be installed too). Any other status is the response, as for an ordinary handler. */
+void ferry__agent_set_inline_handler(ferry__agent *agent, ferry__msg_type type,
+                                     ferry__msg_handler fn, void *ctx);
 
 /* Liveness of peers on other hosts (heartbeat.c). While calls are waiting, or while `all` (the
    graceful shutdown rounds), every live peer on another host gets a ping at most once a

@@ -1,7 +1,8 @@
 /* Receiving messages (progress thread): decode the envelope, copy inline attachments into the
    tensors the decoder allocated, post bulk receives straight into tensor storage for the large
-   ones, and once a message is whole dispatch it: responses complete their call's future, calls
-   and other requests run on the pool. */
+   ones, and once a message is whole dispatch it: responses complete their call's future;
+   requests go to serve.c, which answers non-blocking ones right here and queues the rest on
+   the pool. */
 #include <stdatomic.h>
 #include <string.h>
 

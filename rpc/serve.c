@@ -1,6 +1,8 @@
 /* Serving requests. A call runs on the agent's pool (or right on the progress thread for
-   functions registered as non-blocking); its result or error goes back as a response carrying
-   the request's id. Async functions reply when their future completes. */
+   functions registered as non-blocking); other message types go to their module's handler on
+   the pool, unless the module's inline handler answers them on the progress thread first. The
+   result or error goes back as a response carrying the request's id. Async functions reply when
+   their future completes. */
 #include "rpc/serve.h"
 
 #include <stdatomic.h>
@@ -140,13 +142,10 @@ static void run_call(job *j)
     job_free(j);
 }
 
-static void run_handler(job *j)
+/* Sends a handler's answer (unless none is wanted) and ends the job. */
+static void finish_handler(job *j, ferry_status rc, ferry_value *result)
 {
     ferry__agent *a = j->agent;
-    ferry_value *result = NULL;
-    ferry_clear_error();
-    ferry_status rc = a->handlers[j->m->type].fn(a, j->src, j->m, &result,
-                                                 a->handlers[j->m->type].ctx);
     if (!j->m->flag) { /* flag on a request means "no reply wanted" */
         if (rc == FERRY_OK)
             reply_value(a, j->src, j->m->id, result);
@@ -158,6 +157,37 @@ static void run_handler(job *j)
     ferry_value_release(result);
     server_done(a);
     job_free(j);
+}
+
+static void run_handler(job *j)
+{
+    ferry__agent *a = j->agent;
+    ferry_value *result = NULL;
+    ferry_clear_error();
+    ferry_status rc = a->handlers[j->m->type].fn(a, j->src, j->m, &result,
+                                                 a->handlers[j->m->type].ctx);
+    finish_handler(j, rc, result);
+}
+
+/* A module's inline handler answers where the request was read when it can do so without
+   blocking (a value already there, a table update): no pool hand-off, whose thread wake costs
+   more than the work. False when it declined (FERRY_EAGAIN): the pool handler takes the job. */
+static bool try_inline_handler(job *j)
+{
+    ferry__agent *a = j->agent;
+    ferry__msg_type t = j->m->type;
+    if (!a->inline_handlers[t].fn)
+        return false;
+    ferry_value *result = NULL;
+    ferry_clear_error();
+    ferry_status rc = a->inline_handlers[t].fn(a, j->src, j->m, &result,
+                                               a->inline_handlers[t].ctx);
+    if (rc == FERRY_EAGAIN) {
+        ferry_value_release(result);
+        return false;
+    }
+    finish_handler(j, rc, result);
+    return true;
 }
 
 /* Modules may hold a call back until it can run (torch: a callee waits until every RRef in the
@@ -247,6 +277,8 @@ void ferry__serve_request(ferry__agent *a, int src, ferry__msg *m)
         run_call(j);
         return;
     }
+    if (m->type != FERRY__MSG_CALL && try_inline_handler(j))
+        return;
     ferry_status rc = FERRY_ESHUTDOWN;
     pthread_mutex_lock(&a->pool_lock);
     if (a->pool_open)

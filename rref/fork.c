@@ -188,3 +188,11 @@ ferry_status ferry__rref_wait_confirmed(const ferry_value *v)
     ferry__free(l.items);
     return rc;
 }
+
+bool ferry__rref_all_confirmed(const ferry_value *v)
+{
+    future_list l = {0};
+    ferry_status rc = collect_pending(v, &l);
+    ferry__free(l.items);
+    return rc == FERRY_OK && l.len == 0;
+}

@@ -172,7 +172,7 @@ void ferry__rref_send_child_accept(ferry__rref_ctx *ctx, int32_t parent, ferry__
     ctl_start(ctx, FERRY__MSG_RREF_CHILD_ACCEPT, parent, ints, 2, NULL, -1);
 }
 
-/* ---- handlers (pool threads) ---- */
+/* ---- handlers (progress thread: they only touch the tables, never block) ---- */
 
 static ferry_status read_ids(ferry__rref_ctx *ctx, const ferry__msg *m, size_t n, ferry__gid *a,
                              ferry__gid *b)
@@ -253,4 +253,12 @@ void ferry__rref_install_handlers(ferry__agent *a, ferry__rref_ctx *ctx)
     ferry__agent_set_handler(a, FERRY__MSG_RREF_CHILD_ACCEPT, handle_child_accept, ctx);
     ferry__agent_set_handler(a, FERRY__MSG_RREF_FETCH, ferry__rref_handle_fetch, ctx);
     ferry__agent_set_handler(a, FERRY__MSG_REMOTE_CALL, ferry__rref_handle_remote, ctx);
+    /* The table updates never block, and fetches of ready values and non-blocking remote()s
+       need not: answered where they are read, they save a pool hand-off each. */
+    ferry__agent_set_inline_handler(a, FERRY__MSG_RREF_USER_DELETE, handle_delete, ctx);
+    ferry__agent_set_inline_handler(a, FERRY__MSG_RREF_FORK_REQUEST, handle_fork_request, ctx);
+    ferry__agent_set_inline_handler(a, FERRY__MSG_RREF_CHILD_ACCEPT, handle_child_accept, ctx);
+    ferry__agent_set_inline_handler(a, FERRY__MSG_RREF_FETCH, ferry__rref_handle_fetch_inline, ctx);
+    ferry__agent_set_inline_handler(a, FERRY__MSG_REMOTE_CALL, ferry__rref_handle_remote_inline,
+                                    ctx);
 }

@@ -2,7 +2,9 @@
    OwnerRRef itself when the owner is this worker) and sends a remote-call request; the owner
    finds or makes its OwnerRRef, runs the function into it and replies, which confirms the user.
    to_here() on a user fetches a copy from the owner, who waits for the value if it is still
-   being computed (or not even created yet: messages are not ordered between peers). */
+   being computed (or not even created yet: messages are not ordered between peers). Requests
+   that need no waiting (a non-blocking function, a value already there) are answered on the
+   progress thread where they were read; the others on the pool. */
 #include <math.h>
 #include <string.h>
 
@@ -168,8 +170,9 @@ static void fail_value(ferry_rref *o, ferry_status rc, const char *fn, const cha
     ferry_future_set_error(o->value, rc == FERRY_EUNKNOWN_FUNCTION ? rc : FERRY_EREMOTE, why);
 }
 
-/* Runs the function into the OwnerRRef's value (pool thread). */
-static void run_into(ferry_rref *o, ferry__msg *m, const char *worker)
+/* Runs the function into the OwnerRRef's value: on a pool thread, or (`known` given: a
+   non-blocking function whose arguments are all confirmed) on the progress thread. */
+static void run_into(ferry_rref *o, ferry__msg *m, const char *worker, const ferry__fn_entry *known)
 {
     ferry__fn_entry e;
     ferry_clear_error();
@@ -178,7 +181,9 @@ static void run_into(ferry_rref *o, ferry__msg *m, const char *worker)
         fail_value(o, ferry_last_status(), m->fn, worker);
         return;
     }
-    if (!ferry__registry_lookup(m->fn, &e)) {
+    if (known) {
+        e = *known;
+    } else if (!ferry__registry_lookup(m->fn, &e)) {
         ferry_set_error(FERRY_EUNKNOWN_FUNCTION, "worker '%s' has no function named '%s'", worker,
                         m->fn);
         fail_value(o, FERRY_EUNKNOWN_FUNCTION, m->fn, worker);
@@ -222,10 +227,9 @@ static ferry_status read_id(ferry__rref_ctx *ctx, const ferry__msg *m, size_t n,
     return FERRY_OK;
 }
 
-ferry_status ferry__rref_handle_remote(ferry__agent *a, int src, ferry__msg *m,
-                                       ferry_value **result, void *arg)
+static ferry_status serve_remote(ferry__agent *a, ferry__msg *m, ferry__rref_ctx *ctx,
+                                 const ferry__fn_entry *known)
 {
-    ferry__rref_ctx *ctx = arg;
     ferry__gid id, fork;
     ferry_status rc = read_id(ctx, m, 4, &id, &fork);
     if (rc != FERRY_OK)
@@ -244,8 +248,9 @@ ferry_status ferry__rref_handle_remote(ferry__agent *a, int src, ferry__msg *m,
     if (!o)
         return ferry_last_status();
     if (rc == FERRY_OK) {
-        run_into(o, m, a->name);
-        /* torch replies once the value exists, so remote()'s timeout covers the function. */
+        run_into(o, m, a->name, known);
+        /* torch replies once the value exists, so remote()'s timeout covers the function.
+           (Inline, a non-blocking function has set it already: this returns at once.) */
         ferry_future_wait(o->value, m->timeout_s > 0 ? m->timeout_s : 0);
     }
     pthread_mutex_lock(&ctx->lock);
@@ -258,7 +263,41 @@ ferry_status ferry__rref_handle_remote(ferry__agent *a, int src, ferry__msg *m,
     return rc;
 }
 
+ferry_status ferry__rref_handle_remote(ferry__agent *a, int src, ferry__msg *m,
+                                       ferry_value **result, void *arg)
+{
+    return serve_remote(a, m, arg, NULL);
+}
+
+/* A non-blocking function runs right where the request was read, as a plain call to it does,
+   once nothing in its arguments waits for confirmation; the rest goes to the pool. */
+ferry_status ferry__rref_handle_remote_inline(ferry__agent *a, int src, ferry__msg *m,
+                                              ferry_value **result, void *arg)
+{
+    ferry__fn_entry e;
+    if (!m->fn || !ferry__registry_lookup(m->fn, &e) || e.kind != FERRY__FN_NONBLOCKING ||
+        !ferry__rref_all_confirmed(m->args) || !ferry__rref_all_confirmed(m->kwargs))
+        return FERRY_EAGAIN;
+    return serve_remote(a, m, arg, &e);
+}
+
 /* ---- to_here ---- */
+
+/* The fetch's answer from the OwnerRRef `o` (retained; released here). */
+static ferry_status answer_fetch(ferry__agent *a, ferry__msg *m, ferry_rref *o,
+                                 ferry_value **result)
+{
+    /* A little past the requester's own deadline, so its timeout (torch's wording) fires first
+       and this thread is not held forever by a creation that never comes. */
+    ferry_status rc = ferry_future_wait(o->value, m->timeout_s > 0 ? m->timeout_s + 1.0 : 0);
+    if (rc == FERRY_OK)
+        *result = ferry_future_value(o->value);
+    else if (rc == FERRY_EAGAIN)
+        rc = ferry__fail(FERRY_ETIMEDOUT, "the RRef's value was not ready on '%s' in time",
+                         a->name);
+    ferry_rref_release(o);
+    return rc;
+}
 
 ferry_status ferry__rref_handle_fetch(ferry__agent *a, int src, ferry__msg *m,
                                       ferry_value **result, void *arg)
@@ -273,16 +312,28 @@ ferry_status ferry__rref_handle_fetch(ferry__agent *a, int src, ferry__msg *m,
     pthread_mutex_unlock(&ctx->lock);
     if (!o)
         return ferry_last_status();
-    /* A little past the requester's own deadline, so its timeout (torch's wording) fires first
-       and this thread is not held forever by a creation that never comes. */
-    rc = ferry_future_wait(o->value, m->timeout_s > 0 ? m->timeout_s + 1.0 : 0);
-    if (rc == FERRY_OK)
-        *result = ferry_future_value(o->value);
-    else if (rc == FERRY_EAGAIN)
-        rc = ferry__fail(FERRY_ETIMEDOUT, "the RRef's value was not ready on '%s' in time",
-                         a->name);
-    ferry_rref_release(o);
-    return rc;
+    return answer_fetch(a, m, o, result);
+}
+
+/* The value is there already (the usual case: the remote() ran before): answer at once. A
+   value still being computed, or an RRef not created yet, is waited for on the pool. */
+ferry_status ferry__rref_handle_fetch_inline(ferry__agent *a, int src, ferry__msg *m,
+                                             ferry_value **result, void *arg)
+{
+    ferry__rref_ctx *ctx = arg;
+    ferry__gid id;
+    ferry_status rc = read_id(ctx, m, 2, &id, NULL);
+    if (rc != FERRY_OK)
+        return rc;
+    pthread_mutex_lock(&ctx->lock);
+    ferry_rref *o = ferry__gid_map_get(&ctx->owners, id);
+    bool ready = o && ferry_future_done(o->value);
+    if (ready)
+        ferry_rref_retain(o);
+    pthread_mutex_unlock(&ctx->lock);
+    if (!ready)
+        return FERRY_EAGAIN;
+    return answer_fetch(a, m, o, result);
 }
 
 static bool creation_failed(ferry_rref *u)

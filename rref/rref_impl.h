@@ -133,12 +133,19 @@ void ferry__rref_install_wire_hooks(void);
 ferry_future *ferry__rref_before_call(ferry__agent *agent, void *state, int src, ferry__msg *m);
 /* Waits until every RRef in v is confirmed; the first failure's status (error set) or OK. */
 ferry_status ferry__rref_wait_confirmed(const ferry_value *v);
+/* True when every RRef in v is confirmed already (nothing to wait for), without blocking. */
+bool ferry__rref_all_confirmed(const ferry_value *v);
 
 /* ---- remote.c / proxy.c ---- */
 ferry_status ferry__rref_handle_remote(ferry__agent *a, int src, ferry__msg *m,
                                        ferry_value **result, void *ctx);
 ferry_status ferry__rref_handle_fetch(ferry__agent *a, int src, ferry__msg *m,
                                       ferry_value **result, void *ctx);
+/* Their inline forms (progress thread): FERRY_EAGAIN when answering would block. */
+ferry_status ferry__rref_handle_remote_inline(ferry__agent *a, int src, ferry__msg *m,
+                                              ferry_value **result, void *ctx);
+ferry_status ferry__rref_handle_fetch_inline(ferry__agent *a, int src, ferry__msg *m,
+                                             ferry_value **result, void *ctx);
 ferry_status ferry__rref_register_proxy(void);
 
 #endif
