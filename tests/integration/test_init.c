@@ -119,15 +119,23 @@ Test(rpc_init, names_the_variable_when_environment_is_incomplete, .timeout = 10)
     cr_assert(strstr(ferry_last_error(), "RANK"), "%s", ferry_last_error());
 }
 
+/* Options joining through the tcp:// store of `ic` on loopback, with the given timeout. `buf`
+   holds the init method and must outlive the options. */
+static void tcp_options(const init_case *ic, char *buf, size_t cap, double timeout,
+                        ferry_rpc_options *o)
+{
+    snprintf(buf, cap, "tcp://127.0.0.1:%d", ic->port);
+    ferry_rpc_options_init(o);
+    o->init_method = buf;
+    o->rpc_timeout = timeout;
+}
+
 static int dup_rank(int rank, int world, void *arg)
 {
     init_case *ic = arg;
     char buf[64];
-    snprintf(buf, sizeof buf, "tcp://127.0.0.1:%d", ic->port);
     ferry_rpc_options o;
-    ferry_rpc_options_init(&o);
-    o.init_method = buf;
-    o.rpc_timeout = 10;
+    tcp_options(ic, buf, sizeof buf, 10, &o);
     setenv("FERRY_TRANSPORT", "tcp", 1);
     RANK_CHECK(ferry_init_rpc("same", rank, world, &o) == FERRY_EINVAL);
     RANK_CHECK(strstr(ferry_last_error(), "is not unique"));
@@ -146,15 +154,12 @@ static int late_rank(int rank, int world, void *arg)
     if (rank == 2)
         return 0; /* never joins */
     char buf[64], name[16];
-    snprintf(buf, sizeof buf, "tcp://127.0.0.1:%d", ic->port);
     snprintf(name, sizeof name, "w%d", rank);
     ferry_rpc_options o;
-    ferry_rpc_options_init(&o);
-    o.init_method = buf;
-    o.rpc_timeout = 1;
+    tcp_options(ic, buf, sizeof buf, 1, &o);
     setenv("FERRY_TRANSPORT", "tcp", 1);
     RANK_CHECK(ferry_init_rpc(name, rank, world, &o) == FERRY_ETIMEDOUT);
-    RANK_CHECK(rank != 0 || strstr(ferry_last_error(), "2"));
+    RANK_CHECK(rank != 0 || strstr(ferry_last_error(), "rank 2 never arrived"));
     return 0;
 }
 
@@ -169,12 +174,9 @@ static int many_rank(int rank, int world, void *arg)
 {
     init_case *ic = arg;
     char buf[64], name[16];
-    snprintf(buf, sizeof buf, "tcp://127.0.0.1:%d", ic->port);
     snprintf(name, sizeof name, "w%d", rank);
     ferry_rpc_options o;
-    ferry_rpc_options_init(&o);
-    o.init_method = buf;
-    o.rpc_timeout = 60;
+    tcp_options(ic, buf, sizeof buf, 60, &o);
     o.num_worker_threads = 2;
     RANK_CHECK(ferry_init_rpc(name, rank, world, &o) == FERRY_OK);
     ferry_value *none = ferry_list_of(0);
