@@ -174,8 +174,8 @@ void ferry__rref_send_child_accept(ferry__rref_ctx *ctx, int32_t parent, ferry__
 
 /* ---- handlers (progress thread: they only touch the tables, never block) ---- */
 
-static ferry_status read_ids(ferry__rref_ctx *ctx, const ferry__msg *m, size_t n, ferry__gid *a,
-                             ferry__gid *b)
+ferry_status ferry__rref_read_ids(ferry__rref_ctx *ctx, const ferry__msg *m, size_t n,
+                                 ferry__gid *a, ferry__gid *b)
 {
     if (m->n_ints != n)
         return ferry__fail(FERRY_EPROTO, "RRef message with %zu operands, expected %zu",
@@ -196,7 +196,7 @@ static ferry_status handle_delete(ferry__agent *a, int src, ferry__msg *m, ferry
 {
     ferry__rref_ctx *ctx = arg;
     ferry__gid id, fork;
-    ferry_status rc = read_ids(ctx, m, 4, &id, &fork);
+    ferry_status rc = ferry__rref_read_ids(ctx, m, 4, &id, &fork);
     if (rc != FERRY_OK)
         return rc;
     pthread_mutex_lock(&ctx->lock);
@@ -219,7 +219,7 @@ static ferry_status handle_fork_request(ferry__agent *a, int src, ferry__msg *m,
 {
     ferry__rref_ctx *ctx = arg;
     ferry__gid id, fork;
-    ferry_status rc = read_ids(ctx, m, 4, &id, &fork);
+    ferry_status rc = ferry__rref_read_ids(ctx, m, 4, &id, &fork);
     if (rc != FERRY_OK)
         return rc;
     pthread_mutex_lock(&ctx->lock);
@@ -235,7 +235,7 @@ static ferry_status handle_child_accept(ferry__agent *a, int src, ferry__msg *m,
 {
     ferry__rref_ctx *ctx = arg;
     ferry__gid fork;
-    ferry_status rc = read_ids(ctx, m, 2, &fork, NULL);
+    ferry_status rc = ferry__rref_read_ids(ctx, m, 2, &fork, NULL);
     if (rc != FERRY_OK)
         return rc;
     pthread_mutex_lock(&ctx->lock);

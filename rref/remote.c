@@ -215,23 +215,11 @@ static void run_into(ferry_rref *o, ferry__msg *m, const char *worker, const fer
     ferry_value_release(kwargs);
 }
 
-static ferry_status read_id(ferry__rref_ctx *ctx, const ferry__msg *m, size_t n, ferry__gid *id,
-                            ferry__gid *fork)
-{
-    if (m->n_ints != n || m->ints[0] < 0 || m->ints[0] >= ctx->world_size ||
-        (n == 4 && (m->ints[2] < 0 || m->ints[2] >= ctx->world_size)))
-        return ferry__fail(FERRY_EPROTO, "malformed RRef ids in a message");
-    *id = (ferry__gid){(int32_t)m->ints[0], m->ints[1]};
-    if (fork)
-        *fork = (ferry__gid){(int32_t)m->ints[2], m->ints[3]};
-    return FERRY_OK;
-}
-
 static ferry_status serve_remote(ferry__agent *a, ferry__msg *m, ferry__rref_ctx *ctx,
                                  const ferry__fn_entry *known)
 {
     ferry__gid id, fork;
-    ferry_status rc = read_id(ctx, m, 4, &id, &fork);
+    ferry_status rc = ferry__rref_read_ids(ctx, m, 4, &id, &fork);
     if (rc != FERRY_OK)
         return rc;
     if (!m->fn)
@@ -299,41 +287,39 @@ static ferry_status answer_fetch(ferry__agent *a, ferry__msg *m, ferry_rref *o,
     return rc;
 }
 
-ferry_status ferry__rref_handle_fetch(ferry__agent *a, int src, ferry__msg *m,
-                                      ferry_value **result, void *arg)
+/* Answers a fetch: FERRY_OK with *result (a new reference), or answer_fetch's, read_ids' or
+   find_or_create's error. Inline, only a value that is there already (the usual case: the
+   remote() ran before) is answered, else FERRY_EAGAIN: a value still being computed, or an RRef
+   not created yet, is waited for on the pool. */
+static ferry_status serve_fetch(ferry__agent *a, ferry__msg *m, ferry__rref_ctx *ctx, bool inline_,
+                                ferry_value **result)
 {
-    ferry__rref_ctx *ctx = arg;
     ferry__gid id;
-    ferry_status rc = read_id(ctx, m, 2, &id, NULL);
+    ferry_status rc = ferry__rref_read_ids(ctx, m, 2, &id, NULL);
     if (rc != FERRY_OK)
         return rc;
     pthread_mutex_lock(&ctx->lock);
-    ferry_rref *o = ferry_rref_retain(ferry__owner_find_or_create(ctx, id));
+    ferry_rref *o = inline_ ? ferry__gid_map_get(&ctx->owners, id)
+                            : ferry__owner_find_or_create(ctx, id);
+    bool found = o && (!inline_ || ferry_future_done(o->value));
+    if (found)
+        ferry_rref_retain(o);
     pthread_mutex_unlock(&ctx->lock);
-    if (!o)
-        return ferry_last_status();
+    if (!found)
+        return inline_ ? FERRY_EAGAIN : ferry_last_status();
     return answer_fetch(a, m, o, result);
 }
 
-/* The value is there already (the usual case: the remote() ran before): answer at once. A
-   value still being computed, or an RRef not created yet, is waited for on the pool. */
+ferry_status ferry__rref_handle_fetch(ferry__agent *a, int src, ferry__msg *m,
+                                      ferry_value **result, void *arg)
+{
+    return serve_fetch(a, m, arg, false, result);
+}
+
 ferry_status ferry__rref_handle_fetch_inline(ferry__agent *a, int src, ferry__msg *m,
                                              ferry_value **result, void *arg)
 {
-    ferry__rref_ctx *ctx = arg;
-    ferry__gid id;
-    ferry_status rc = read_id(ctx, m, 2, &id, NULL);
-    if (rc != FERRY_OK)
-        return rc;
-    pthread_mutex_lock(&ctx->lock);
-    ferry_rref *o = ferry__gid_map_get(&ctx->owners, id);
-    bool ready = o && ferry_future_done(o->value);
-    if (ready)
-        ferry_rref_retain(o);
-    pthread_mutex_unlock(&ctx->lock);
-    if (!ready)
-        return FERRY_EAGAIN;
-    return answer_fetch(a, m, o, result);
+    return serve_fetch(a, m, arg, true, result);
 }
 
 static bool creation_failed(ferry_rref *u)
