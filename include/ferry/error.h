@@ -42,12 +42,16 @@ typedef enum { FERRY_STATUS_LIST(FERRY__STATUS_ENUM) FERRY__STATUS_COUNT } ferry
 /* A static string describing `status`; never NULL (unknown codes give "unknown status"). */
 FERRY_API const char *ferry_strerror(ferry_status status);
 
-/* The code and message of the last failure on this thread. The message is borrowed and stays
-   valid until the next failing ferry call on this thread; "" when nothing failed yet. */
+/* The code and message of the last failure on this thread (FERRY_OK and "" when nothing failed
+   yet or after ferry_clear_error). A successful call does not reset them, so read them only right
+   after a call reported failure. The message is borrowed and stays valid until the next failing
+   ferry call on this thread. Per thread, so thread-safe. */
 FERRY_API ferry_status ferry_last_status(void);
 FERRY_API const char *ferry_last_error(void);
 
 /* Records `status` and a printf-style message as this thread's last error and returns `status`.
+   `fmt` NULL records ferry_strerror(status); messages are cut at 1023 bytes. `fmt` may format
+   ferry_last_error() itself (to add context to an error being passed up).
    A remote function returns `ferry_set_error(FERRY_EINVAL, "bad shape %d", n)`; its caller sees
    FERRY_EREMOTE with a message naming the worker, the function and "bad shape ...". */
 FERRY_API ferry_status ferry_set_error(ferry_status status, const char *fmt, ...) FERRY_PRINTF(2, 3);

@@ -27,14 +27,15 @@ FERRY_API ferry_status ferry_linear_init(int64_t in_features, int64_t out_featur
                                          ferry_tensor **weight, ferry_tensor **bias_out);
 
 /* nn.Embedding(num_embeddings, embedding_dim)'s weight: [num, dim] from N(0, 1), requiring
-   grad (new reference), or NULL with FERRY_EINVAL / FERRY_ENOTSUP / FERRY_ENOMEM as above. */
+   grad (new reference), or NULL with FERRY_EINVAL (sizes < 1, a non-floating dtype),
+   FERRY_ENOTSUP (float16/bfloat16) or FERRY_ENOMEM. gen NULL uses the default generator. */
 FERRY_API ferry_tensor *ferry_embedding_init(int64_t num_embeddings, int64_t embedding_dim,
                                              ferry_dtype dtype, ferry_generator *gen);
 
 /* nn.LSTMCell(input_size, hidden_size, bias)'s parameters, every one from
    U(-1/sqrt(hidden), 1/sqrt(hidden)) as torch's reset_parameters: w_ih [4*hidden, input],
-   w_hh [4*hidden, hidden], b_ih and b_hh [4*hidden] (set to NULL when !bias). New references
-   that require grad; errors as ferry_linear_init. */
+   w_hh [4*hidden, hidden], b_ih and b_hh [4*hidden] (set to NULL when !bias; they may then be
+   NULL themselves). New references that require grad; errors as ferry_linear_init. */
 FERRY_API ferry_status ferry_lstm_cell_init(int64_t input_size, int64_t hidden_size, bool bias,
                                             ferry_dtype dtype, ferry_generator *gen,
                                             ferry_tensor **w_ih, ferry_tensor **w_hh,

@@ -1,11 +1,12 @@
 /* Tensor operations named like torch's, with torch's broadcasting and type promotion over
    float32, float64 and int64. Every op borrows its arguments and returns a new tensor (new
-   reference) or NULL with the reason in ferry_last_error(): FERRY_EINVAL for shapes, dims or
-   dtypes torch rejects (messages follow torch's wording), FERRY_ENOTSUP for a dtype or device
+   reference) or NULL with the reason in ferry_last_error(): FERRY_EINVAL for a NULL tensor and
+   for shapes, dims or dtypes torch rejects (messages follow torch's wording), FERRY_ENOTSUP for
+   a dtype (float16, bfloat16, int32, uint8, bool) or device
    ferry does not compute on, FERRY_ENOMEM. When grad mode is on (see ferry/autograd.h) and an
    input requires grad, the result records how to differentiate it. Ops are thread-safe as long
    as no other thread writes the tensors they read. In-place ops (names ending in `_`) return a
-   status and modify their first argument. */
+   status (FERRY_OK or one of the codes above) and modify their first argument. */
 #ifndef FERRY_OPS_H
 #define FERRY_OPS_H
 
@@ -76,7 +77,8 @@ FERRY_API ferry_tensor *ferry_mean(ferry_tensor *t);
 FERRY_API ferry_tensor *ferry_mean_dim(ferry_tensor *t, int ndims, const int *dims, bool keepdim);
 FERRY_API ferry_tensor *ferry_max(ferry_tensor *t);
 /* torch.max(t, dim, keepdim): returns the values; when `indices` is not NULL it receives the
-   int64 positions of the maxima (the first one on ties; new reference). */
+   int64 positions of the maxima (the first one on ties; new reference). On failure *indices is
+   left untouched. FERRY_EINVAL when the reduced dim has size 0. */
 FERRY_API ferry_tensor *ferry_max_dim(ferry_tensor *t, int dim, bool keepdim,
                                       ferry_tensor **indices);
 
@@ -100,7 +102,8 @@ FERRY_API ferry_tensor *ferry_cross_entropy(ferry_tensor *input, ferry_tensor *t
 FERRY_API ferry_tensor *ferry_embedding(ferry_tensor *weight, ferry_tensor *indices);
 /* F.dropout: when training and p > 0, zeroes each element with probability p and scales the
    rest by 1 / (1 - p), drawing from `gen` (NULL: the default generator). Not training or p == 0
-   returns `t` itself (retained), as torch does. FERRY_EINVAL unless 0 <= p <= 1. */
+   returns `t` itself (retained), as torch does. FERRY_EINVAL unless 0 <= p <= 1, and for a
+   non-floating t that would be dropped. */
 FERRY_API ferry_tensor *ferry_dropout(ferry_tensor *t, double p, bool training,
                                       ferry_generator *gen);
 

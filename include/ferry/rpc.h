@@ -36,35 +36,42 @@ typedef struct {
                                 in the environment overrides it. */
 } ferry_rpc_options;
 
-/* Fills torch's defaults. */
+/* Fills *opts (not NULL) with torch's defaults: 16 threads, 60 s, "env://", transport auto. */
 FERRY_API void ferry_rpc_options_init(ferry_rpc_options *opts);
 
 /* Joins the group: rendezvous through init_method, opens the fabric, connects to every worker
    and returns once all world_size workers are up. rank -1 and world_size 0 are read from the
    environment (RANK/WORLD_SIZE, then SLURM_PROCID/SLURM_NTASKS, OMPI_COMM_WORLD_RANK/SIZE,
    PMI_RANK/PMI_SIZE). NULL options = defaults.
-   Returns FERRY_OK; FERRY_EINVAL (bad name, rank, world size, init_method or environment, with
-   the variable named); FERRY_ETIMEDOUT when not every rank arrived within
-   rpc_timeout (the message lists the missing ranks); FERRY_ETRANSPORT (fabric or store failure);
-   FERRY_EAUTH (FERRY_AUTH_TOKEN mismatch); FERRY_EINVAL "RPC is already initialized". */
+   `name` and `opts` are borrowed (copied). Serialized with ferry_shutdown.
+   Returns FERRY_OK; FERRY_EINVAL (bad name, rank, world size, options, init_method or
+   environment, with the variable named; a rank claimed twice); FERRY_ETIMEDOUT when not every
+   rank arrived within rpc_timeout (the message lists the missing ranks); FERRY_ETRANSPORT
+   (fabric or store failure); FERRY_EPROTO (malformed data in the rendezvous store); FERRY_EAUTH
+   (FERRY_AUTH_TOKEN mismatch); FERRY_ENOMEM; FERRY_EINVAL "RPC is already initialized". */
 FERRY_API ferry_status ferry_init_rpc(const char *name, int rank, int world_size,
                                       const ferry_rpc_options *opts);
 
 /* Leaves the group. graceful: waits until no worker has outstanding work, then all stop together
    (timeout 0 = wait forever, as torch). Not graceful: stops now; pending futures fail with
    FERRY_ESHUTDOWN. Returns FERRY_OK, FERRY_ESHUTDOWN (not initialized), FERRY_ETIMEDOUT
-   (graceful wait ran out; the agent is stopped anyway). */
+   (graceful wait ran out) or the error of the workers' exchange during the graceful wait
+   (FERRY_ETRANSPORT when a peer or the store went away); on every error but FERRY_ESHUTDOWN the
+   agent is stopped anyway. */
 FERRY_API ferry_status ferry_shutdown(bool graceful, double timeout);
 
-/* Fills *out for the worker called `name` (NULL = this worker). FERRY_EUNKNOWN_WORKER,
-   FERRY_ESHUTDOWN. */
+/* Fills *out for the worker called `name` (borrowed; NULL = this worker). FERRY_OK,
+   FERRY_EINVAL (out NULL), FERRY_EUNKNOWN_WORKER, FERRY_ESHUTDOWN. */
 FERRY_API ferry_status ferry_get_worker_info(const char *name, ferry_worker_info *out);
-/* Fills up to `cap` entries of `out` with every worker in rank order and sets *n to the world
-   size. FERRY_ESHUTDOWN before init. */
+/* Fills up to `cap` entries of `out` with every worker in rank order and sets *n (when n is not
+   NULL) to the world size; out may be NULL when cap is 0, to learn the size. FERRY_OK, or
+   FERRY_ESHUTDOWN before init. */
 FERRY_API ferry_status ferry_get_worker_infos(ferry_worker_info *out, size_t cap, size_t *n);
 
 /* The default timeout of calls made from now on, in seconds (torch's get_rpc_timeout and
-   _set_rpc_timeout). */
+   _set_rpc_timeout). get gives 60 before init. set returns FERRY_OK, FERRY_EINVAL (negative or
+   NaN) or FERRY_ESHUTDOWN (not initialized). The value belongs to the running agent: a later
+   ferry_init_rpc starts again from its options' rpc_timeout. */
 FERRY_API double ferry_get_rpc_timeout(void);
 FERRY_API ferry_status ferry_set_rpc_timeout(double timeout);
 
@@ -82,7 +89,9 @@ typedef ferry_future *(*ferry_async_fn)(const ferry_value *args, const ferry_val
 
 /* Registers `fn` under `name` for this process (before or after init; before is recommended so
    no peer can call a name not there yet). Registering a name again replaces it. Names are
-   non-empty and shorter than FERRY_MAX_NAME_LEN. FERRY_OK, FERRY_EINVAL, FERRY_ENOMEM. */
+   non-empty and shorter than FERRY_MAX_NAME_LEN; the name is copied, `user` is passed to every
+   call as is and must stay valid while registered. FERRY_OK, FERRY_EINVAL (bad name, NULL fn),
+   FERRY_ENOMEM. */
 FERRY_API ferry_status ferry_register_function(const char *name, ferry_fn fn, void *user);
 FERRY_API ferry_status ferry_register_async_function(const char *name, ferry_async_fn fn,
                                                      void *user);
@@ -90,12 +99,16 @@ FERRY_API ferry_status ferry_register_async_function(const char *name, ferry_asy
 FERRY_API ferry_status ferry_register_nonblocking_function(const char *name, ferry_fn fn,
                                                            void *user);
 
-/* Calls `fn` on worker `to`. args (a list) and kwargs (a dict) are borrowed and may be NULL.
-   rpc_sync returns the result (new reference; none is ferry_none()) or NULL with the last error:
+/* Calls `fn` on worker `to` (both borrowed). args (a list) and kwargs (a dict) are borrowed and
+   may be NULL. timeout is >= 0 or FERRY_TIMEOUT_DEFAULT.
+   rpc_sync returns the result (new reference; none is a none value) or NULL with the last error:
    FERRY_EREMOTE (the function failed), FERRY_EUNKNOWN_FUNCTION, FERRY_EUNKNOWN_WORKER,
-   FERRY_ETIMEDOUT, FERRY_ESHUTDOWN, FERRY_ETRANSPORT, FERRY_EINVAL, FERRY_EPROTO.
-   rpc_async returns a future of the same (NULL only for errors found before sending). Tensors in
-   args are sent from their storage without a copy: do not change them until the call completes. */
+   FERRY_ETIMEDOUT, FERRY_ESHUTDOWN, FERRY_ETRANSPORT, FERRY_EINVAL, FERRY_EPROTO, FERRY_ENOMEM.
+   rpc_async returns a future of the same (new reference), or NULL for errors found before
+   sending: FERRY_EINVAL (names, argument kinds, timeout), FERRY_ESHUTDOWN,
+   FERRY_EUNKNOWN_WORKER, FERRY_ETRANSPORT (the peer is known dead or the send failed),
+   FERRY_ENOMEM. Tensors in args are sent from their storage without a copy: do not change them
+   until the call completes. */
 FERRY_API ferry_value *ferry_rpc_sync(const char *to, const char *fn, ferry_value *args,
                                       ferry_value *kwargs, double timeout);
 FERRY_API ferry_future *ferry_rpc_async(const char *to, const char *fn, ferry_value *args,

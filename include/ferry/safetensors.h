@@ -29,8 +29,9 @@ FERRY_API ferry_status ferry_safetensors_save(const char *path, const char *cons
                                               ferry_tensor *const *tensors, size_t n);
 
 /* The same, also writing the n_meta string pairs meta_keys[i] -> meta_values[i] as the file's
-   "__metadata__" (as torch users' {"format": "pt"}); keys unique, both UTF-8. n_meta 0 writes
-   no "__metadata__" entry at all. */
+   "__metadata__" (as torch users' {"format": "pt"}); keys unique, both UTF-8 (FERRY_EINVAL for
+   NULL arrays with n_meta > 0, a NULL or non-UTF-8 string, a duplicate key). n_meta 0 writes
+   no "__metadata__" entry at all. Otherwise as ferry_safetensors_save. */
 FERRY_API ferry_status ferry_safetensors_save_with_metadata(const char *path,
                                                             const char *const *names,
                                                             ferry_tensor *const *tensors, size_t n,

@@ -30,9 +30,11 @@ typedef enum {
     FERRY_VALUE_RREF
 } ferry_kind;
 
-/* Constructors return a new reference, or NULL with FERRY_ENOMEM (FERRY_EINVAL for a NULL
-   string, tensor or rref). Strings are copied and must be NUL-terminated UTF-8 or any bytes
-   without NUL; use ferry_bytes for data with embedded NULs. Tensors and rrefs are retained. */
+/* Constructors return a new reference, or NULL with FERRY_ENOMEM or FERRY_EINVAL (a NULL
+   string, tensor or rref; NULL data with len > 0; len SIZE_MAX; ferry_rref_value before the rref
+   module is set up). Strings and bytes are copied and must be NUL-terminated UTF-8 or any bytes
+   without NUL; use ferry_bytes for data with embedded NULs. Tensors and rrefs are borrowed and
+   retained. */
 FERRY_API ferry_value *ferry_none(void);
 FERRY_API ferry_value *ferry_bool(bool b);
 FERRY_API ferry_value *ferry_int(int64_t i);
@@ -43,28 +45,36 @@ FERRY_API ferry_value *ferry_bytes(const void *data, size_t len);
 FERRY_API ferry_value *ferry_tensor_value(ferry_tensor *t);
 FERRY_API ferry_value *ferry_rref_value(ferry_rref *r);
 
-/* Lists. ferry_list_of and ferry_args STEAL their n items (so they nest naturally); if any item
-   is NULL the others are released and the result is NULL with FERRY_EINVAL (or the NULL item's
-   own error). ferry_args is the same call, named for argument lists. */
+/* Lists (new reference). ferry_list_of and ferry_args STEAL their n items (so they nest
+   naturally), on failure too; if any item is NULL the others are released and the result is
+   NULL. The last error is then the one already recorded on this thread (normally the failed
+   constructor's), or FERRY_EINVAL when none is. FERRY_ENOMEM. ferry_args is the same call,
+   named for argument lists. */
 FERRY_API ferry_value *ferry_list_of(size_t n, ...);
 FERRY_API ferry_value *ferry_args(size_t n, ...);
-/* A list of n borrowed items (each retained). */
+/* A list of n borrowed items (each retained); new reference, or NULL with FERRY_EINVAL (items
+   NULL with n > 0, or a NULL item) or FERRY_ENOMEM. */
 FERRY_API ferry_value *ferry_list_from(ferry_value *const *items, size_t n);
 
 /* Dicts map strings to values, keep insertion order, and may only be changed while the caller
-   holds the sole reference. ferry_dict_set borrows `v` (retains it) and replaces an existing key.
-   Returns FERRY_OK, FERRY_ETYPE (not a dict), FERRY_EINVAL (NULL key or value, or the dict is
-   shared), FERRY_ENOMEM. */
+   holds the sole reference (so no other thread can see the change). ferry_dict_new returns an
+   empty dict (new reference) or NULL with FERRY_ENOMEM. ferry_dict_set copies `key`, borrows `v`
+   (retains it) and replaces an existing key in its first position. Returns FERRY_OK,
+   FERRY_ETYPE (NULL or not a dict), FERRY_EINVAL (NULL key or value, v is the dict itself, or the
+   dict is shared), FERRY_ENOMEM. */
 FERRY_API ferry_value *ferry_dict_new(void);
 FERRY_API ferry_status ferry_dict_set(ferry_value *dict, const char *key, ferry_value *v);
 
+/* The kind of v; FERRY_VALUE_NONE for NULL (no error recorded). */
 FERRY_API ferry_kind ferry_value_kind(const ferry_value *v);
-/* Name of a kind ("none", "bool", "int", "double", "string", "bytes", "tensor", "list", "dict",
-   "rref"), for messages. */
+/* Static name of a kind ("none", "bool", "int", "double", "string", "bytes", "tensor", "list",
+   "dict", "rref"; "unknown" out of range), for messages. */
 FERRY_API const char *ferry_kind_name(ferry_kind k);
 
 /* Accessors. On a kind mismatch (or NULL) they return 0/false/NULL and set FERRY_ETYPE. Returned
-   pointers are borrowed and live as long as `v`. ferry_value_as_double accepts an int too. */
+   pointers (strings, bytes, tensors, rrefs, list items, dict keys and values) are borrowed and
+   live as long as `v`: retain one to keep it longer. ferry_value_as_double accepts an int too.
+   ferry_value_as_bytes sets *len (when len is not NULL; 0 on a mismatch). */
 FERRY_API bool ferry_value_as_bool(const ferry_value *v);
 FERRY_API int64_t ferry_value_as_int(const ferry_value *v);
 FERRY_API double ferry_value_as_double(const ferry_value *v);
@@ -78,14 +88,18 @@ FERRY_API size_t ferry_list_len(const ferry_value *list);
 FERRY_API ferry_value *ferry_list_get(const ferry_value *list, size_t i); /* FERRY_EINVAL past the end */
 FERRY_API size_t ferry_dict_len(const ferry_value *dict);
 FERRY_API ferry_value *ferry_dict_get(const ferry_value *dict, const char *key); /* NULL + FERRY_EINVAL if absent */
-/* The i-th key and value in insertion order (borrowed). */
+/* The i-th key and value in insertion order (borrowed); NULL with FERRY_ETYPE (not a dict) or
+   FERRY_EINVAL (i past the end). */
 FERRY_API const char *ferry_dict_key_at(const ferry_value *dict, size_t i);
 FERRY_API ferry_value *ferry_dict_value_at(const ferry_value *dict, size_t i);
 
-/* Deep equality: same kinds and contents; tensors compare by dtype, shape and values; rrefs by
-   identity of the referenced object. */
+/* Deep equality: same kinds and contents; dicts need the same keys in the same order; tensors
+   compare by dtype, shape and values (ferry_tensor_equal); rrefs by identity of the referenced
+   object. NULL equals only NULL. Records no error. */
 FERRY_API bool ferry_value_equal(const ferry_value *a, const ferry_value *b);
 
+/* retain returns `v` with one more reference; release drops one and frees the value (and its
+   children's references) with the last. Both accept NULL and are safe from any thread. */
 FERRY_API ferry_value *ferry_value_retain(ferry_value *v);
 FERRY_API void ferry_value_release(ferry_value *v);
 
