@@ -204,8 +204,9 @@ ferry__store *ferry__store_connect(const char *host, int port, const char *token
     }
 }
 
-/* Sends one request and reads the reply body (status byte first) into *body (caller frees).
-   A broken connection stays broken: later calls fail at once. */
+/* Sends the request in w (whose buffer is freed here, sent or not) and reads the reply body,
+   status byte first, into *body (caller frees; NULL on failure). A broken connection stays broken:
+   later calls fail at once. FERRY_ENOMEM, FERRY_ETRANSPORT, FERRY_EPROTO. */
 static ferry_status tcp_call(tcp_client *cl, ferry__store_writer *w, double timeout_s,
                              uint8_t **body, size_t *len)
 {
@@ -214,22 +215,23 @@ static ferry_status tcp_call(tcp_client *cl, ferry__store_writer *w, double time
     int64_t deadline = timeout_ms ? ferry__store_now_ms() + (int64_t)timeout_ms + 30000 : 0;
     uint8_t head[4];
     ferry_status rc = FERRY_OK;
-    ferry__store_wr_end(w);
-    if (w->is_oom)
-        return ferry__fail(FERRY_ENOMEM, "out of memory building a store request");
-    pthread_mutex_lock(&cl->lock);
     *body = NULL;
+    ferry__store_wr_end(w);
+    if (w->is_oom) {
+        ferry__free(w->p);
+        return ferry__fail(FERRY_ENOMEM, "out of memory building a store request");
+    }
+    pthread_mutex_lock(&cl->lock);
     if (cl->fd < 0) {
         rc = ferry__fail(FERRY_ETRANSPORT, "the connection to the store at %s was lost", cl->where);
     } else if (!send_all(cl->fd, w->p, w->len) || recv_all(cl->fd, head, 4, deadline) != 1) {
         rc = ferry__fail(FERRY_ETRANSPORT, "store at %s closed the connection", cl->where);
     } else {
         *len = ferry__store_load_be32(head);
-        *body = *len >= 1 && *len <= FERRY__STORE_BODY_MAX ? ferry__malloc(*len) : NULL;
-        if (!*body)
-            rc = *len >= 1 && *len <= FERRY__STORE_BODY_MAX
-                     ? ferry__fail(FERRY_ENOMEM, "out of memory reading a store reply")
-                     : ferry__fail(FERRY_EPROTO, "store at %s sent a malformed reply", cl->where);
+        if (*len < 1 || *len > FERRY__STORE_BODY_MAX)
+            rc = ferry__fail(FERRY_EPROTO, "store at %s sent a malformed reply", cl->where);
+        else if (!(*body = ferry__malloc(*len)))
+            rc = ferry__fail(FERRY_ENOMEM, "out of memory reading a store reply");
         else if (recv_all(cl->fd, *body, *len, deadline) != 1)
             rc = ferry__fail(FERRY_ETRANSPORT, "store at %s closed the connection", cl->where);
     }
@@ -246,27 +248,39 @@ static ferry_status tcp_call(tcp_client *cl, ferry__store_writer *w, double time
     return rc;
 }
 
-/* A reply must have status OK and exactly `want` payload bytes (SIZE_MAX: any). */
-static ferry_status expect_ok(tcp_client *cl, const uint8_t *body, size_t len, size_t want)
+static void begin_request(ferry__store_writer *w, uint8_t op)
 {
-    if (body[0] != FERRY__STORE_REPLY_OK || (want != SIZE_MAX && len - 1 != want))
+    ferry__store_wr_begin(w);
+    ferry__store_wr_u8(w, op);
+}
+
+/* tcp_call, then checks the reply: FERRY_OK when it is status OK with exactly `want` payload
+   bytes (SIZE_MAX: any), or the bare status `other` (the op's own refusal, which the caller
+   reports; 0: none). On FERRY_OK *body holds the reply, status byte first (caller frees); on
+   failure it is NULL. FERRY_EPROTO for any other reply, or tcp_call's codes. */
+static ferry_status tcp_request(tcp_client *cl, ferry__store_writer *w, double timeout_s,
+                                size_t want, uint8_t other, uint8_t **body, size_t *len)
+{
+    ferry_status rc = tcp_call(cl, w, timeout_s, body, len);
+    if (rc != FERRY_OK || (other && (*body)[0] == other && *len == 1))
+        return rc;
+    if ((*body)[0] != FERRY__STORE_REPLY_OK || (want != SIZE_MAX && *len - 1 != want)) {
+        ferry__free(*body);
+        *body = NULL;
         return ferry__fail(FERRY_EPROTO, "store at %s sent a malformed reply", cl->where);
+    }
     return FERRY_OK;
 }
 
 static ferry_status tcp_set(void *impl, const char *key, const void *val, size_t len)
 {
-    tcp_client *cl = impl;
     ferry__store_writer w = {0};
     uint8_t *body;
     size_t blen;
-    ferry__store_wr_begin(&w);
-    ferry__store_wr_u8(&w, FERRY__STORE_OP_SET);
+    begin_request(&w, FERRY__STORE_OP_SET);
     ferry__store_wr_blob(&w, key, strlen(key));
     ferry__store_wr_blob(&w, val, len);
-    ferry_status rc = tcp_call(cl, &w, 0, &body, &blen);
-    if (rc == FERRY_OK)
-        rc = expect_ok(cl, body, blen, 0);
+    ferry_status rc = tcp_request(impl, &w, 0, 0, 0, &body, &blen);
     ferry__free(body);
     return rc;
 }
@@ -282,25 +296,20 @@ static void take_payload(uint8_t *body, size_t len, void **val, size_t *val_len)
 static ferry_status tcp_get(void *impl, const char *key, double timeout_s, void **val,
                             size_t *len)
 {
-    tcp_client *cl = impl;
     ferry__store_writer w = {0};
     uint8_t *body;
     size_t blen;
-    ferry__store_wr_begin(&w);
-    ferry__store_wr_u8(&w, FERRY__STORE_OP_GET);
+    begin_request(&w, FERRY__STORE_OP_GET);
     ferry__store_wr_u64(&w, timeout_to_ms(timeout_s));
     ferry__store_wr_blob(&w, key, strlen(key));
-    ferry_status rc = tcp_call(cl, &w, timeout_s, &body, &blen);
+    ferry_status rc = tcp_request(impl, &w, timeout_s, SIZE_MAX, FERRY__STORE_REPLY_TIMEOUT, &body,
+                                  &blen);
     if (rc != FERRY_OK)
         return rc;
-    if (body[0] == FERRY__STORE_REPLY_TIMEOUT && blen == 1)
-        rc = ferry__fail(FERRY_ETIMEDOUT, "store get of key '%s' timed out after %g s", key,
-                         timeout_s);
-    else
-        rc = expect_ok(cl, body, blen, SIZE_MAX);
-    if (rc != FERRY_OK) {
+    if (body[0] == FERRY__STORE_REPLY_TIMEOUT) {
         ferry__free(body);
-        return rc;
+        return ferry__fail(FERRY_ETIMEDOUT, "store get of key '%s' timed out after %g s", key,
+                           timeout_s);
     }
     take_payload(body, blen, val, len);
     return FERRY_OK;
@@ -308,23 +317,17 @@ static ferry_status tcp_get(void *impl, const char *key, double timeout_s, void 
 
 static ferry_status tcp_add(void *impl, const char *key, int64_t delta, int64_t *out)
 {
-    tcp_client *cl = impl;
     ferry__store_writer w = {0};
     uint8_t *body;
     size_t blen;
-    ferry__store_wr_begin(&w);
-    ferry__store_wr_u8(&w, FERRY__STORE_OP_ADD);
+    begin_request(&w, FERRY__STORE_OP_ADD);
     ferry__store_wr_u64(&w, (uint64_t)delta);
     ferry__store_wr_blob(&w, key, strlen(key));
-    ferry_status rc = tcp_call(cl, &w, 0, &body, &blen);
-    if (rc != FERRY_OK)
-        return rc;
-    if (body[0] == FERRY__STORE_REPLY_NOT_INT && blen == 1)
+    ferry_status rc = tcp_request(impl, &w, 0, 8, FERRY__STORE_REPLY_NOT_INT, &body, &blen);
+    if (rc == FERRY_OK && body[0] == FERRY__STORE_REPLY_NOT_INT) {
         rc = ferry__fail(FERRY_EINVAL, "store key '%s' does not hold an integer (or the sum overflows)",
                          key);
-    else
-        rc = expect_ok(cl, body, blen, 8);
-    if (rc == FERRY_OK) {
+    } else if (rc == FERRY_OK) {
         ferry__store_reader r = {.p = body + 1, .left = 8};
         *out = (int64_t)ferry__store_rd_u64(&r);
     }
@@ -341,22 +344,16 @@ static void wr_keys(ferry__store_writer *w, const char *const *keys, size_t n)
 
 static ferry_status tcp_wait(void *impl, const char *const *keys, size_t n, double timeout_s)
 {
-    tcp_client *cl = impl;
     ferry__store_writer w = {0};
     uint8_t *body;
     size_t blen;
-    ferry__store_wr_begin(&w);
-    ferry__store_wr_u8(&w, FERRY__STORE_OP_WAIT);
+    begin_request(&w, FERRY__STORE_OP_WAIT);
     ferry__store_wr_u64(&w, timeout_to_ms(timeout_s));
     wr_keys(&w, keys, n);
-    ferry_status rc = tcp_call(cl, &w, timeout_s, &body, &blen);
-    if (rc != FERRY_OK)
-        return rc;
-    if (body[0] == FERRY__STORE_REPLY_TIMEOUT && blen == 1)
+    ferry_status rc = tcp_request(impl, &w, timeout_s, 0, FERRY__STORE_REPLY_TIMEOUT, &body, &blen);
+    if (rc == FERRY_OK && body[0] == FERRY__STORE_REPLY_TIMEOUT)
         rc = ferry__fail(FERRY_ETIMEDOUT, "store wait for %zu key%s timed out after %g s", n,
                          n == 1 ? "" : "s", timeout_s);
-    else
-        rc = expect_ok(cl, body, blen, 0);
     ferry__free(body);
     return rc;
 }
@@ -365,39 +362,28 @@ static ferry_status tcp_cas(void *impl, const char *key, const void *expected,
                             size_t expected_len, const void *desired, size_t desired_len,
                             void **actual, size_t *actual_len)
 {
-    tcp_client *cl = impl;
     ferry__store_writer w = {0};
     uint8_t *body;
     size_t blen;
-    ferry__store_wr_begin(&w);
-    ferry__store_wr_u8(&w, FERRY__STORE_OP_CAS);
+    begin_request(&w, FERRY__STORE_OP_CAS);
     ferry__store_wr_blob(&w, key, strlen(key));
     ferry__store_wr_u8(&w, expected != NULL || expected_len > 0);
     ferry__store_wr_blob(&w, expected, expected_len);
     ferry__store_wr_blob(&w, desired, desired_len);
-    ferry_status rc = tcp_call(cl, &w, 0, &body, &blen);
+    ferry_status rc = tcp_request(impl, &w, 0, SIZE_MAX, 0, &body, &blen);
     if (rc == FERRY_OK)
-        rc = expect_ok(cl, body, blen, SIZE_MAX);
-    if (rc != FERRY_OK) {
-        ferry__free(body);
-        return rc;
-    }
-    take_payload(body, blen, actual, actual_len);
-    return FERRY_OK;
+        take_payload(body, blen, actual, actual_len);
+    return rc;
 }
 
 static ferry_status tcp_check(void *impl, const char *const *keys, size_t n, bool *present)
 {
-    tcp_client *cl = impl;
     ferry__store_writer w = {0};
     uint8_t *body;
     size_t blen;
-    ferry__store_wr_begin(&w);
-    ferry__store_wr_u8(&w, FERRY__STORE_OP_CHECK);
+    begin_request(&w, FERRY__STORE_OP_CHECK);
     wr_keys(&w, keys, n);
-    ferry_status rc = tcp_call(cl, &w, 0, &body, &blen);
-    if (rc == FERRY_OK)
-        rc = expect_ok(cl, body, blen, n);
+    ferry_status rc = tcp_request(impl, &w, 0, n, 0, &body, &blen);
     for (size_t i = 0; rc == FERRY_OK && i < n; i++)
         present[i] = body[1 + i] != 0;
     ferry__free(body);

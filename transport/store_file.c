@@ -21,9 +21,8 @@
 
 #include "core/alloc.h"
 #include "core/error.h"
+#include "transport/store_wire.h"
 
-#define KEY_MAX 4096u
-#define VALUE_MAX (16u << 20)
 #define RECORD_HEAD 8
 
 typedef struct {
@@ -106,11 +105,6 @@ static ferry_status remember(file_store *fs, char *key, uint8_t *val, size_t val
     return FERRY_OK;
 }
 
-static uint32_t be32(const uint8_t *p)
-{
-    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
-}
-
 static bool read_at(int fd, void *buf, size_t n, off_t off)
 {
     uint8_t *p = buf;
@@ -140,8 +134,8 @@ static ferry_status refresh(file_store *fs)
         uint8_t head[RECORD_HEAD];
         if (!read_at(fs->fd, head, sizeof head, fs->parsed))
             return ferry__fail(FERRY_ETRANSPORT, "cannot read file store %s", fs->path);
-        uint32_t klen = be32(head), vlen = be32(head + 4);
-        if (klen > KEY_MAX || vlen > VALUE_MAX)
+        uint32_t klen = ferry__store_load_be32(head), vlen = ferry__store_load_be32(head + 4);
+        if (klen > FERRY__STORE_KEY_MAX || vlen > FERRY__STORE_VALUE_MAX)
             return ferry__fail(FERRY_EPROTO, "file store %s is corrupt at offset %lld", fs->path,
                                (long long)fs->parsed);
         if (sb.st_size - fs->parsed < (off_t)(RECORD_HEAD + klen + vlen))
@@ -234,6 +228,18 @@ static ferry_status file_set(void *impl, const char *key, const void *val, size_
     return rc;
 }
 
+static ferry_status copy_out(file_store *fs, const void *src, size_t len, void **out,
+                             size_t *out_len)
+{
+    *out = ferry__malloc(len);
+    if (!*out)
+        return ferry__fail(FERRY_ENOMEM, "out of memory reading file store %s", fs->path);
+    if (len)
+        memcpy(*out, src, len);
+    *out_len = len;
+    return FERRY_OK;
+}
+
 /* Polls until every key exists (copying keys[0]'s value out when val is given). */
 static ferry_status poll_keys(file_store *fs, const char *const *keys, size_t n, double timeout_s,
                               void **val, size_t *len)
@@ -250,12 +256,7 @@ static ferry_status poll_keys(file_store *fs, const char *const *keys, size_t n,
             found++;
         if (rc == FERRY_OK && found == n && val) {
             record *r = find(fs, keys[0]);
-            *val = ferry__malloc(r->val_len);
-            *len = r->val_len;
-            if (!*val)
-                rc = ferry__fail(FERRY_ENOMEM, "out of memory reading file store %s", fs->path);
-            else if (r->val_len)
-                memcpy(*val, r->val, r->val_len);
+            rc = copy_out(fs, r->val, r->val_len, val, len);
         }
         unlock_file(fs);
         if (rc != FERRY_OK || found == n)
@@ -313,18 +314,6 @@ static ferry_status file_add(void *impl, const char *key, int64_t delta, int64_t
     }
     unlock_file(fs);
     return rc;
-}
-
-static ferry_status copy_out(file_store *fs, const void *src, size_t len, void **out,
-                             size_t *out_len)
-{
-    *out = ferry__malloc(len);
-    if (!*out)
-        return ferry__fail(FERRY_ENOMEM, "out of memory reading file store %s", fs->path);
-    if (len)
-        memcpy(*out, src, len);
-    *out_len = len;
-    return FERRY_OK;
 }
 
 /* As the TCP store (torch's compare_set): replies with the value now stored, or `expected`

@@ -1,5 +1,6 @@
 /* Private to the TCP store: what its server (store_server.c) and client (store_client.c) must
-   agree on, kept in one place so the two sides cannot drift apart.
+   agree on, kept in one place so the two sides cannot drift apart. The file store (store_file.c)
+   takes its key and value caps from here too.
 
    On connect the server sends a hello: the 4-byte magic, one byte saying whether a token is
    required and, if so, a FERRY__STORE_NONCE_LEN-byte random nonce. The client answers with
