@@ -86,6 +86,8 @@ int ferry__agent_rank_of(ferry__agent *a, const char *name)
 
 void ferry_rpc_options_init(ferry_rpc_options *o)
 {
+    if (!o)
+        return;
     o->num_worker_threads = 16;
     o->rpc_timeout = 60.0;
     o->init_method = "env://";
@@ -178,6 +180,7 @@ static ferry_status connect_peers(ferry__agent *a)
         return ferry__fail(FERRY_ENOMEM, "out of memory for the worker table");
     }
     ferry_status rc = FERRY_OK;
+    uint64_t our_key = host_key();
     for (int i = 0; i < n && rc == FERRY_OK; i++) {
         const ferry__peer_entry *p = &peers[i];
         if (p->rank != i || p->addr_len < BLOB_HEAD) {
@@ -189,9 +192,8 @@ static ferry_status connect_peers(ferry__agent *a)
         memcpy(&pid, p->addr, 4);
         memcpy(&key, (const uint8_t *)p->addr + 4, 8);
         a->workers[i].name = ferry__strdup(p->name);
-        a->workers[i].rank = i;
         a->workers[i].pid = (int)pid;
-        a->workers[i].same_host = key == host_key() && i != a->rank;
+        a->workers[i].same_host = key == our_key && i != a->rank;
         atomic_init(&a->workers[i].dead, false);
         if (!a->workers[i].name)
             rc = ferry__fail(FERRY_ENOMEM, "out of memory for the worker table");

@@ -33,10 +33,9 @@ typedef struct ferry__pending {
     char fn[FERRY_MAX_NAME_LEN];
 } ferry__pending;
 
-/* What a worker knows of a peer. */
+/* What a worker knows of a peer (its rank is its index in agent->workers). */
 typedef struct {
     char *name;
-    int rank;
     int pid;          /* for the liveness check of same-host peers */
     bool same_host;
     atomic_bool dead;
@@ -155,11 +154,18 @@ ferry_status ferry__agent_ping_handler(ferry__agent *agent, int src, ferry__msg 
 /* Internal pieces of the agent shared between its files. */
 int ferry__agent_module_count(void);
 const ferry__agent_module *ferry__agent_module_at(int i);
+/* Encodes and sends `m` (its values borrowed; src and dst are filled here). The encoded form holds
+   its own tensor references until the fabric is done with them. FERRY_OK once every part is
+   handed to the fabric; else the encoder's FERRY_EINVAL/FERRY_ENOMEM, FERRY_EINVAL for a message
+   too large to frame, FERRY_ESHUTDOWN, or the transport's code. */
 ferry_status ferry__agent_send_msg(ferry__agent *agent, int dst, ferry__msg *m);
+/* The net's handlers (ctx is the agent): progress thread or a thread driving the fabric. */
 void ferry__agent_on_message(void *ctx, int src, const void *buf, size_t len);
 void ferry__agent_on_tick(void *ctx, long long now_ns);
 void ferry__agent_on_peer_error(void *ctx, int peer, ferry_status rc, const char *why);
+/* Completes every waiting call's future with rc and `why` (borrowed). */
 void ferry__agent_fail_all_pending(ferry__agent *agent, ferry_status rc, const char *why);
+/* `timeout`, or the agent's default when it is FERRY_TIMEOUT_DEFAULT (negative). */
 double ferry__agent_effective_timeout(ferry__agent *agent, double timeout);
 
 #endif

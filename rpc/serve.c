@@ -61,18 +61,20 @@ static void reply_value(ferry__agent *a, int src, uint64_t id, ferry_value *v)
     send_response(a, src, &resp);
 }
 
+/* The text of failure `rc`: the thread's last error when that is the one, else the code's name. */
+static const char *error_text(ferry_status rc)
+{
+    return ferry_last_status() == rc && ferry_last_error()[0] ? ferry_last_error()
+                                                              : ferry_strerror(rc);
+}
+
 /* A failing function's message names the worker and the function (DESIGN section 3). */
 static void reply_failure(ferry__agent *a, int src, const ferry__msg *m, ferry_status rc)
 {
     char why[1024];
-    ferry_status code = FERRY_EREMOTE;
-    if (ferry_last_status() == rc && ferry_last_error()[0])
-        snprintf(why, sizeof why, "function '%s' on worker '%s' failed: %s", m->fn, a->name,
-                 ferry_last_error());
-    else
-        snprintf(why, sizeof why, "function '%s' on worker '%s' failed: %s", m->fn, a->name,
-                 ferry_strerror(rc));
-    ferry__serve_reply_error(a, src, m->id, code, why);
+    snprintf(why, sizeof why, "function '%s' on worker '%s' failed: %s", m->fn, a->name,
+             error_text(rc));
+    ferry__serve_reply_error(a, src, m->id, FERRY_EREMOTE, why);
 }
 
 static void server_done(ferry__agent *a)
@@ -150,9 +152,7 @@ static void finish_handler(job *j, ferry_status rc, ferry_value *result)
         if (rc == FERRY_OK)
             reply_value(a, j->src, j->m->id, result);
         else
-            ferry__serve_reply_error(a, j->src, j->m->id, rc,
-                                     ferry_last_status() == rc ? ferry_last_error()
-                                                               : ferry_strerror(rc));
+            ferry__serve_reply_error(a, j->src, j->m->id, rc, error_text(rc));
     }
     ferry_value_release(result);
     server_done(a);

@@ -663,6 +663,14 @@ static void attach_bell(ferry__net *net, int rank, bool is_self, const parsed_bl
     p->has_bell = true;
 }
 
+/* Unmaps the doorbell pages attach_bell mapped (ours, attached for self, is close_bell's). */
+static void unmap_peer_bells(ferry__net *net)
+{
+    for (int r = 0; net->peers && r < net->world_size; r++)
+        if (net->peers[r].bell_flag && net->peers[r].bell_flag != net->bell.flag)
+            munmap((void *)net->peers[r].bell_flag, 4096);
+}
+
 ferry_status ferry__net_set_peers(ferry__net *net, int self_rank, int world_size,
                                   const void *const *blobs, const size_t *lens)
 {
@@ -702,9 +710,7 @@ ferry_status ferry__net_set_peers(ferry__net *net, int self_rank, int world_size
     }
     ferry__free(pbs);
     if (rc != FERRY_OK) {
-        for (int r = 0; r < world_size; r++)
-            if (net->peers && net->peers[r].bell_flag && net->peers[r].bell_flag != net->bell.flag)
-                munmap((void *)net->peers[r].bell_flag, 4096);
+        unmap_peer_bells(net);
         ferry__free(net->peers);
         net->peers = NULL;
         return rc;
@@ -825,10 +831,7 @@ void ferry__net_close(ferry__net *net)
     pthread_cond_destroy(&net->posted_cond);
     pthread_mutex_destroy(&net->lock);
     pthread_mutex_destroy(&net->poll_lock);
-    if (net->peers)
-        for (int r = 0; r < net->world_size; r++)
-            if (net->peers[r].bell_flag && net->peers[r].bell_flag != net->bell.flag)
-                munmap((void *)net->peers[r].bell_flag, 4096);
+    unmap_peer_bells(net);
     close_bell(&net->bell);
     ferry__free(net->peers);
     ferry__free(net->blob);

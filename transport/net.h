@@ -50,7 +50,8 @@ ferry_status ferry__net_local_address(ferry__net *net, const void **blob, size_t
 ferry_status ferry__net_set_peers(ferry__net *net, int self_rank, int world_size,
                                   const void *const *blobs, const size_t *lens);
 
-/* Starts the progress thread. */
+/* Posts the eager receive buffers and starts the progress thread. FERRY_EINVAL (peers not set,
+   or already started), FERRY_ENOMEM, or the code of a failed post or thread start. */
 ferry_status ferry__net_start(ferry__net *net);
 
 /* Name of the provider used to reach `peer` ("shm", "tcp;ofi_rxm", ...), for logs and bench. */

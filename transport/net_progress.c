@@ -19,6 +19,7 @@
 
 #include "core/alloc.h"
 #include "core/error.h"
+#include "core/future_impl.h"
 #include "core/log.h"
 #include "transport/net_internal.h"
 
@@ -35,13 +36,6 @@ static const char *const MOD = "net";
 #define CLOSE_DRAIN_NS 200000000LL
 #define CQ_BATCH 16
 #define CTRL_HEADER 24
-
-static long long now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
-}
 
 /* ---- operations ---- */
 
@@ -449,9 +443,9 @@ static int drain_queue(ferry__net *net, ferry__net_ep *e, int q)
             break;
         }
         done++;
-        if (rc == 0)
+        if (rc == 0) {
             ferry__net_ring(net, peer);
-        if (rc != 0) {
+        } else {
             pthread_mutex_lock(&net->lock);
             unlink_op(net, op);
             pthread_mutex_unlock(&net->lock);
@@ -615,10 +609,10 @@ void *ferry__net_progress_main(void *arg)
 {
     ferry__net *net = arg;
     long long tick_ns = (long long)net->tick_ms * 1000000LL;
-    long long next_tick = now_ns() + tick_ns, busy_at = now_ns();
+    long long next_tick = ferry__now_ns() + tick_ns, busy_at = ferry__now_ns();
     while (!atomic_load(&net->stop)) {
         int n = progress_turn(net);
-        long long t = now_ns();
+        long long t = ferry__now_ns();
         if (atomic_exchange(&net->wake_pending, false))
             next_tick = t;
         if (t >= next_tick) {
@@ -630,16 +624,16 @@ void *ferry__net_progress_main(void *arg)
             busy_at = t;
         } else if (t - busy_at >= SPIN_NS) {
             sleep_once(net, next_tick - t);
-            busy_at = now_ns();
+            busy_at = ferry__now_ns();
         }
     }
     /* Closing: give sends already handed to the provider a moment to leave. */
-    long long deadline = now_ns() + CLOSE_DRAIN_NS;
+    long long deadline = ferry__now_ns() + CLOSE_DRAIN_NS;
     for (;;) {
         pthread_mutex_lock(&net->lock);
         size_t sends = net->n_sends;
         pthread_mutex_unlock(&net->lock);
-        if (sends == 0 || now_ns() >= deadline)
+        if (sends == 0 || ferry__now_ns() >= deadline)
             break;
         locked_progress(net);
     }

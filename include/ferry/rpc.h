@@ -36,7 +36,8 @@ typedef struct {
                                 in the environment overrides it. */
 } ferry_rpc_options;
 
-/* Fills *opts (not NULL) with torch's defaults: 16 threads, 60 s, "env://", transport auto. */
+/* Fills *opts with torch's defaults: 16 threads, 60 s, "env://", transport auto. NULL is
+   ignored. */
 FERRY_API void ferry_rpc_options_init(ferry_rpc_options *opts);
 
 /* Joins the group: rendezvous through init_method, opens the fabric, connects to every worker
