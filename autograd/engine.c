@@ -340,13 +340,14 @@ static ferry_tensor *conform(const ferry__node *node, size_t i, ferry_tensor *g)
     char got[128], want[128];
     ferry_tensor *out = g;
     if (im->ndim != g->ndim || memcmp(im->sizes, g->sizes, sizeof(int64_t) * (size_t)im->ndim) != 0) {
-        out = sums_to(im, g) ? ferry__sum_to(g, im->ndim, im->sizes) : NULL;
-        if (out == NULL && !sums_to(im, g))
-            ferry__fail(FERRY_EINVAL,
-                        "Function %s returned an invalid gradient at index %zu - got %s but expected "
-                        "shape compatible with %s",
-                        node->name, i, ferry__shape_str(g->ndim, g->sizes, got, sizeof got),
-                        ferry__shape_str(im->ndim, im->sizes, want, sizeof want));
+        if (sums_to(im, g))
+            out = ferry__sum_to(g, im->ndim, im->sizes);
+        else
+            out = ferry__fail_null(FERRY_EINVAL,
+                                   "Function %s returned an invalid gradient at index %zu - got %s "
+                                   "but expected shape compatible with %s",
+                                   node->name, i, ferry__shape_str(g->ndim, g->sizes, got, sizeof got),
+                                   ferry__shape_str(im->ndim, im->sizes, want, sizeof want));
         ferry_tensor_release(g);
         if (out == NULL)
             return NULL;

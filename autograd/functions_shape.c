@@ -12,6 +12,17 @@ static ferry_status one(ferry_tensor **out)
     return out[0] ? FERRY_OK : ferry_last_status();
 }
 
+/* Hands the built input gradient gi to out[0] when rc is FERRY_OK, else drops it; returns rc. */
+static ferry_status keep(ferry_tensor *gi, ferry_status rc, ferry_tensor **out)
+{
+    if (rc != FERRY_OK) {
+        ferry_tensor_release(gi);
+        return rc;
+    }
+    out[0] = gi;
+    return FERRY_OK;
+}
+
 /* The output gradient with the dims matmul dropped for 1-D operands put back as size 1. */
 static ferry_tensor *full_grad(ferry_tensor *g, bool a_vec, bool b_vec)
 {
@@ -90,12 +101,7 @@ static ferry_status narrow_backward(ferry__node *node, ferry_tensor *const *grad
     ferry_tensor *part = gi ? ferry_tensor_narrow(gi, d, node->ints[1], grads[0]->sizes[d]) : NULL;
     ferry_status rc = part ? ferry_tensor_copy_(part, grads[0]) : ferry_last_status();
     ferry_tensor_release(part);
-    if (rc != FERRY_OK) {
-        ferry_tensor_release(gi);
-        return rc;
-    }
-    out[0] = gi;
-    return FERRY_OK;
+    return keep(gi, rc, out);
 }
 
 static ferry_status cat_backward(ferry__node *node, ferry_tensor *const *grads, ferry_tensor **out)
@@ -138,20 +144,16 @@ static ferry_status index_select_backward(ferry__node *node, ferry_tensor *const
 {
     const ferry__input_meta *im = &node->meta[0];
     ferry_tensor *gi = ferry_zeros(im->ndim, im->sizes, grads[0]->dtype);
-    ferry_tensor *g = gi && im->ndim == 0 ? ferry_tensor_reshape(grads[0], 0, NULL)
-                                          : ferry_tensor_retain(grads[0]);
+    ferry_tensor *g = gi == NULL       ? NULL
+                      : im->ndim == 0 ? ferry_tensor_reshape(grads[0], 0, NULL)
+                                      : ferry_tensor_retain(grads[0]);
     ferry_status rc = g ? FERRY_OK : ferry_last_status();
     if (rc == FERRY_OK && im->ndim == 0)
         rc = ferry_add_(gi, g); /* a 0-dim input: every index picked the one element */
     else if (rc == FERRY_OK)
         rc = ferry__index_add_raw(gi, (int)node->ints[0], node->saved[0], g);
     ferry_tensor_release(g);
-    if (rc != FERRY_OK) {
-        ferry_tensor_release(gi);
-        return rc;
-    }
-    out[0] = gi;
-    return FERRY_OK;
+    return keep(gi, rc, out);
 }
 
 static ferry_status embedding_backward(ferry__node *node, ferry_tensor *const *grads, ferry_tensor **out)
@@ -164,12 +166,7 @@ static ferry_status embedding_backward(ferry__node *node, ferry_tensor *const *g
     ferry_status rc = g ? ferry__index_add_raw(gi, 0, idx, g) : ferry_last_status();
     ferry_tensor_release(idx);
     ferry_tensor_release(g);
-    if (rc != FERRY_OK) {
-        ferry_tensor_release(gi);
-        return rc;
-    }
-    out[0] = gi;
-    return FERRY_OK;
+    return keep(gi, rc, out);
 }
 
 static const ferry__formula formulas[FERRY__OP_COUNT] = {

@@ -19,7 +19,9 @@ ferry__tensor_meta *ferry__meta_ensure(ferry_tensor *t);
 /* Installs the hooks in tensor/ (idempotent, thread-safe). */
 void ferry__autograd_install(void);
 
-/* The `record` hook: a new node for rec, made output 0's grad_fn. */
+/* The `record` hook: a new node for rec (retaining the producers of its inputs and aliases of
+   rec's saved tensors), made output 0's grad_fn; `output` stays the caller's. FERRY_ENOMEM
+   leaves `output` as it was. */
 ferry_status ferry__record_node(const ferry__op_record *rec, ferry_tensor *output);
 
 #endif

@@ -403,20 +403,15 @@ static void collect_state_release(collect_state *st)
 static void collect_finish(collect_state *st)
 {
     ferry_value *list = ferry__list_new(st->n);
-    for (size_t i = 0; list && i < st->n; i++) {
-        ferry_value *v = st->inputs[i]->value;
-        ferry_value *item = v ? ferry_value_retain(v) : ferry_none();
-        if (!item) {
-            ferry_value_release(list); /* copes with the items not yet filled in */
-            list = NULL;
-            break;
-        }
-        ferry__list_set(list, i, item);
-    }
-    if (list)
-        ferry__future_complete_steal(st->result, list);
-    else
+    if (!list) {
         ferry_future_set_error(st->result, FERRY_ENOMEM, "no memory for the collected values");
+        return;
+    }
+    for (size_t i = 0; i < st->n; i++) {
+        ferry_value *v = st->inputs[i]->value; /* NULL reads as None, as in ferry_future_value */
+        ferry__list_set(list, i, v ? ferry_value_retain(v) : ferry__value_shared_none());
+    }
+    ferry__future_complete_steal(st->result, list);
 }
 
 static void collect_one(ferry_future *f, void *arg)

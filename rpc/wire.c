@@ -140,11 +140,6 @@ void ferry__wire_shape_free(ferry__wire_shape *s)
     s->sp = s->cap = 0;
 }
 
-static bool is_container(int kind)
-{
-    return kind == FERRY__WIRE__KIND__KIND_LIST || kind == FERRY__WIRE__KIND__KIND_DICT;
-}
-
 static ferry_status shape_push(ferry__wire_shape *s, int kind, uint32_t count)
 {
     if (s->sp == s->cap) {
@@ -174,7 +169,7 @@ ferry_status ferry__wire_shape_next(ferry__wire_shape *s, int kind, uint32_t cou
         slot->index = top->count - top->remaining;
         top->remaining--;
     }
-    if (is_container(kind)) {
+    if (ferry__wire_is_container(kind)) {
         /* Depth counts containers: a lone list is depth 1. */
         if (s->sp + 1 > s->max_depth)
             return ferry__fail(FERRY_EPROTO, "%s: node %zu nests deeper than the limit of %zu",

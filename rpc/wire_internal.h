@@ -14,6 +14,12 @@
 
 /* ---- tree shape: the one place that knows how pre-order counts nest ---- */
 
+/* A node of this kind declares a count and its items follow it. */
+static inline bool ferry__wire_is_container(int kind)
+{
+    return kind == FERRY__WIRE__KIND__KIND_LIST || kind == FERRY__WIRE__KIND__KIND_DICT;
+}
+
 typedef struct {
     uint32_t remaining; /* children still to come */
     uint32_t count;     /* children declared */

@@ -395,11 +395,6 @@ void ferry__wire_enc_free(ferry__wire_enc *enc)
 
 /* ===================================== decode ===================================== */
 
-static bool is_container_kind(int kind)
-{
-    return kind == FERRY__WIRE__KIND__KIND_LIST || kind == FERRY__WIRE__KIND__KIND_DICT;
-}
-
 /* Each kind carries exactly its own fields: anything else is a sign of a confused sender. */
 static ferry_status check_node(const char *what, size_t i, const Ferry__Wire__Node *nd)
 {
@@ -407,7 +402,7 @@ static ferry_status check_node(const char *what, size_t i, const Ferry__Wire__No
     if (kind < FERRY__WIRE__KIND__KIND_NONE || kind > FERRY__WIRE__KIND__KIND_RREF)
         return ferry__fail(FERRY_EPROTO, "%s: node %zu has unknown kind %d", what, i, kind);
     const char *name = ferry_kind_name((ferry_kind)kind);
-    if (!is_container_kind(kind) && nd->count)
+    if (!ferry__wire_is_container(kind) && nd->count)
         return ferry__fail(FERRY_EPROTO, "%s: node %zu is a %s but declares %u items", what, i,
                            name, nd->count);
     if ((kind == FERRY__WIRE__KIND__KIND_TENSOR) != (nd->tensor != NULL))

@@ -4,7 +4,7 @@
    operand costs one copy. The printer follows torch's choices of number style: integer-valued
    floats print as "1.", others with four decimals, and a wide range switches to scientific
    notation; large tensors are summarized with "...". */
-#include "tensor/tensor_impl.h"
+#include "tensor/ops_internal.h"
 
 #include <math.h>
 #include <stdarg.h>
@@ -22,16 +22,6 @@ static bool is_floating(ferry_dtype dtype)
            dtype == FERRY_BFLOAT16;
 }
 
-static bool same_shape(const ferry_tensor *a, const ferry_tensor *b)
-{
-    if (a->ndim != b->ndim)
-        return false;
-    for (int i = 0; i < a->ndim; i++)
-        if (a->sizes[i] != b->sizes[i])
-            return false;
-    return true;
-}
-
 /* Contiguous forms of a and b (new references) or false with the error recorded. */
 static bool contiguous_pair(const ferry_tensor *a, const ferry_tensor *b, ferry_tensor **ca,
                             ferry_tensor **cb)
@@ -46,7 +36,7 @@ static bool contiguous_pair(const ferry_tensor *a, const ferry_tensor *b, ferry_
 
 bool ferry_tensor_equal(const ferry_tensor *a, const ferry_tensor *b)
 {
-    if (!a || !b || a->dtype != b->dtype || !same_shape(a, b))
+    if (!a || !b || a->dtype != b->dtype || !ferry__same_shape(a, b))
         return false;
     ferry_tensor *ca, *cb;
     if (!contiguous_pair(a, b, &ca, &cb))
@@ -79,7 +69,7 @@ static bool close_enough(double x, double y, double rtol, double atol)
 
 bool ferry_allclose(const ferry_tensor *a, const ferry_tensor *b, double rtol, double atol)
 {
-    if (!a || !b || !same_shape(a, b))
+    if (!a || !b || !ferry__same_shape(a, b))
         return false;
     ferry_tensor *ca, *cb;
     if (!contiguous_pair(a, b, &ca, &cb))

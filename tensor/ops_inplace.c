@@ -44,11 +44,6 @@ static void ip_i64(ipop op, int64_t n, int64_t *restrict t, const int64_t *restr
     }
 }
 
-static const char *torch_type_name(ferry_dtype dt)
-{
-    return dt == FERRY_FLOAT32 ? "Float" : dt == FERRY_FLOAT64 ? "Double" : "Long";
-}
-
 /* The operand as t's dtype, contiguous and of t's shape (or a single element). */
 static ferry_tensor *operand_for(ferry_tensor *t, ferry_tensor *other, int64_t *stride)
 {
@@ -57,7 +52,7 @@ static ferry_tensor *operand_for(ferry_tensor *t, ferry_tensor *other, int64_t *
     if (ferry__is_floating(other->dtype) && !ferry__is_floating(t->dtype))
         return ferry__fail_null(FERRY_EINVAL, "result type %s can't be cast to the desired output "
                                               "type Long",
-                                torch_type_name(other->dtype));
+                                ferry__torch_type_name(other->dtype));
     int nd;
     int64_t sizes[FERRY_MAX_DIMS];
     char sa[128], sb[128];

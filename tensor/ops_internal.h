@@ -120,6 +120,11 @@ ferry_tensor *ferry__expand(ferry_tensor *t, int ndim, const int64_t *sizes);
 ferry_tensor *ferry__sum_to(ferry_tensor *t, int ndim, const int64_t *sizes);
 /* Same shape test. */
 bool ferry__same_shape(const ferry_tensor *a, const ferry_tensor *b);
+/* torch's name for a compute dtype (float32, float64, int64) in its type-mismatch messages. */
+static inline const char *ferry__torch_type_name(ferry_dtype dt)
+{
+    return dt == FERRY_FLOAT32 ? "Float" : dt == FERRY_FLOAT64 ? "Double" : "Long";
+}
 
 /* Kernels shared between files, none of which record. */
 ferry_tensor *ferry__sum_dims_raw(ferry_tensor *t, int ndims, const int *dims, bool keepdim);

@@ -10,11 +10,6 @@
 
 #include "core/error.h"
 
-static const char *torch_type_name(ferry_dtype dt)
-{
-    return dt == FERRY_FLOAT32 ? "Float" : dt == FERRY_FLOAT64 ? "Double" : "Long";
-}
-
 /* One operand seen as a batch of [rows, cols] matrices. */
 typedef struct {
     int64_t rows, cols, rs, cs; /* matrix extents and strides */
@@ -89,7 +84,7 @@ static ferry_status check_matmul_args(ferry_tensor *a, ferry_tensor *b)
                            a->ndim, b->ndim);
     if (a->dtype != b->dtype)
         return ferry__fail(FERRY_EINVAL, "expected scalar type %s but found %s",
-                           torch_type_name(a->dtype), torch_type_name(b->dtype));
+                           ferry__torch_type_name(a->dtype), ferry__torch_type_name(b->dtype));
     int64_t ka = a->sizes[a->ndim - 1], kb = b->sizes[b->ndim > 1 ? b->ndim - 2 : 0];
     if (ka == kb)
         return FERRY_OK;

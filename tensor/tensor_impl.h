@@ -32,15 +32,19 @@ struct ferry_tensor {
 /* autograd/ registers how to free its per-tensor state; set once, read-only after. */
 void ferry__tensor_set_autograd_free(void (*free_fn)(void *autograd));
 
-/* Storage: a new one of nbytes (64-byte aligned, uninitialized), or wrapping foreign memory. */
+/* Storage with one reference: a new one of nbytes (64-byte aligned, uninitialized), or one
+   wrapping foreign memory whose `deleter` (NULL: none) runs on the last release. NULL on
+   failure: FERRY_ENOTSUP for a CUDA device, FERRY_EINVAL for an unknown device or NULL data,
+   FERRY_ENOMEM; a failed wrap leaves `data` with the caller. */
 ferry_storage *ferry__storage_new(size_t nbytes, ferry_device device);
 ferry_storage *ferry__storage_wrap(void *data, size_t nbytes, ferry_device device,
                                    void (*deleter)(void *, void *), void *ctx);
 void ferry__storage_retain(ferry_storage *s);
 void ferry__storage_release(ferry_storage *s);
 
-/* A tensor over `storage` (retained) with the given geometry; strides NULL = contiguous.
-   Checks that the view fits inside the storage (FERRY_EINVAL otherwise). */
+/* A new tensor (one reference) over `storage`, which it retains (the caller keeps its own
+   reference), with the given geometry; strides NULL = contiguous. NULL with FERRY_EINVAL when
+   the view does not fit inside the storage, FERRY_ENOMEM. */
 ferry_tensor *ferry__tensor_make(ferry_storage *storage, int64_t offset, int ndim,
                                  const int64_t *sizes, const int64_t *strides, ferry_dtype dtype);
 

@@ -4,7 +4,7 @@
    strided iterator that first merges dimensions that are contiguous with each other in both
    operands and drops size-1 dimensions, so a copy between two contiguous tensors is a single
    memcpy and a transposed copy is a tight loop over runs of its innermost dimension. */
-#include "tensor/tensor_impl.h"
+#include "tensor/ops_internal.h"
 
 #include <string.h>
 
@@ -166,16 +166,6 @@ static void copy_elements(ferry_tensor *dst, const ferry_tensor *src)
     }
 }
 
-static bool same_shape(const ferry_tensor *a, const ferry_tensor *b)
-{
-    if (a->ndim != b->ndim)
-        return false;
-    for (int i = 0; i < a->ndim; i++)
-        if (a->sizes[i] != b->sizes[i])
-            return false;
-    return true;
-}
-
 /* A new contiguous CPU tensor of t's shape in `dtype`, holding t's values. */
 static ferry_tensor *copy_as(const ferry_tensor *t, ferry_dtype dtype)
 {
@@ -215,7 +205,7 @@ ferry_status ferry_tensor_copy_(ferry_tensor *dst, const ferry_tensor *src)
     char a[256], b[256];
     if (!dst || !src)
         return ferry__fail(FERRY_EINVAL, "copy_: tensor is NULL");
-    if (!same_shape(dst, src))
+    if (!ferry__same_shape(dst, src))
         return ferry__fail(FERRY_EINVAL, "copy_: shape %s does not match destination shape %s",
                            ferry__shape_str(src->ndim, src->sizes, a, sizeof a),
                            ferry__shape_str(dst->ndim, dst->sizes, b, sizeof b));
