@@ -4,8 +4,9 @@
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <string.h>
 
-#define ERROR_MESSAGE_CAP 1024
+#define ERROR_MESSAGE_CAP FERRY__ERROR_MESSAGE_CAP
 
 static _Thread_local ferry_status last_status;
 static _Thread_local char last_message[ERROR_MESSAGE_CAP];
@@ -79,4 +80,20 @@ ferry_status ferry__status_from_errno(int err)
     default:
         return FERRY_ETRANSPORT;
     }
+}
+
+void ferry__error_save(ferry__error_state *out)
+{
+    out->status = last_status;
+    size_t n = strnlen(last_message, sizeof last_message - 1);
+    memcpy(out->message, last_message, n);
+    out->message[n] = '\0';
+}
+
+void ferry__error_restore(const ferry__error_state *saved)
+{
+    last_status = saved->status;
+    size_t n = strnlen(saved->message, sizeof saved->message - 1);
+    memcpy(last_message, saved->message, n);
+    last_message[n] = '\0';
 }

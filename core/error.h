@@ -12,6 +12,16 @@
 /* Same, for calls that return a pointer: records and yields NULL. */
 #define ferry__fail_null(rc, ...) (ferry_set_error((rc), __VA_ARGS__), NULL)
 
+/* A thread's last error, kept aside while the thread runs someone else's work (a request read
+   by a thread that waits on a future) and put back afterwards. */
+#define FERRY__ERROR_MESSAGE_CAP 1024
+typedef struct {
+    ferry_status status;
+    char message[FERRY__ERROR_MESSAGE_CAP];
+} ferry__error_state;
+void ferry__error_save(ferry__error_state *out);
+void ferry__error_restore(const ferry__error_state *saved);
+
 /* Maps an errno value to a status (ENOMEM -> FERRY_ENOMEM, ETIMEDOUT -> FERRY_ETIMEDOUT, ...). */
 ferry_status ferry__status_from_errno(int err);
 

@@ -48,10 +48,53 @@ static void agent_free(ferry__agent *a)
     ferry__free(a);
 }
 
+ferry__agent *ferry__agent_retain(ferry__agent *a)
+{
+    if (a)
+        ferry__ref_inc(&a->ref);
+    return a;
+}
+
 void ferry__agent_release(ferry__agent *a)
 {
     if (a && ferry__ref_dec(&a->ref))
         agent_free(a);
+}
+
+const char *ferry__agent_name(const ferry__agent *a)
+{
+    return a->name;
+}
+
+int ferry__agent_rank(const ferry__agent *a)
+{
+    return a->rank;
+}
+
+int ferry__agent_world_size(const ferry__agent *a)
+{
+    return a->world_size;
+}
+
+const char *ferry__agent_worker_name(const ferry__agent *a, int rank)
+{
+    return rank >= 0 && rank < a->world_size ? a->workers[rank].name : NULL;
+}
+
+ferry_status ferry__agent_submit(ferry__agent *a, void (*fn)(void *), void *arg)
+{
+    ferry_status rc = FERRY_ESHUTDOWN;
+    pthread_mutex_lock(&a->pool_lock);
+    if (a->pool_open)
+        rc = ferry__pool_submit(a->pool, fn, arg);
+    pthread_mutex_unlock(&a->pool_lock);
+    return rc;
+}
+
+void ferry__agent_set_rref_codec(ferry__agent *a, const ferry__wire_rref_hooks *hooks)
+{
+    a->rref_codec = *hooks;
+    ferry__wire_set_rref_hooks(hooks);
 }
 
 void ferry__agent_set_handler(ferry__agent *a, ferry__msg_type type, ferry__msg_handler fn,
@@ -336,9 +379,10 @@ static ferry_status agent_start(ferry__agent *a, const char *init_method,
     if ((rc = connect_peers(a)) != FERRY_OK)
         return rc;
     ferry__rendezvous_set_abort_check(a->rdv, peer_dead, a);
-    ferry__agent_set_handler(a, FERRY__MSG_CONTROL, ferry__agent_ping_handler, NULL);
+    ferry__agent_set_handler(a, FERRY__MSG_PING, ferry__agent_ping_handler, NULL);
     if ((rc = modules_start(a)) != FERRY_OK)
         return rc;
+    ferry__agent_index_hooks(a);
     atomic_store(&a->state, FERRY__AGENT_RUNNING);
     if ((rc = ferry__net_start(a->net)) != FERRY_OK)
         return rc;

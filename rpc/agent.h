@@ -1,5 +1,6 @@
-/* The RPC agent object: one per ferry_init_rpc. Everything the torch-style calls touch lives
-   here (no other hidden globals), so a test could run two agents in one process.
+/* The RPC agent object, private to rpc/: one per ferry_init_rpc. Everything the torch-style
+   calls touch lives here (no other hidden globals), so a test could run two agents in one
+   process. Modules above rpc see it only through rpc/module.h.
 
    Threads: the net's progress thread decodes incoming messages, completes response futures and
    expires timeouts; the agent's pool runs incoming calls and then-callbacks; any user thread may
@@ -15,11 +16,10 @@
 #include "core/pool.h"
 #include "core/refcount.h"
 #include "ferry/rpc.h"
+#include "rpc/module.h"
 #include "rpc/wire.h"
 #include "transport/net.h"
 #include "transport/rendezvous.h"
-
-typedef struct ferry__agent ferry__agent;
 
 /* A call waiting for its response. */
 typedef struct ferry__pending {
@@ -42,39 +42,10 @@ typedef struct {
     atomic_llong last_ping_ns; /* heartbeat.c: when we last pinged it */
 } ferry__worker;
 
-/* Higher modules (rref/, autograd/) handle their own message types through this table. The
-   handler runs on a pool thread (an inline one, below, where the request was read), owns
-   nothing of `m` but may steal its values (set them NULL), and returns the response: FERRY_OK
-   with *result (or NULL for none), or an error status with the thread's last error as the
-   message. reply=false messages get no response. */
-typedef ferry_status (*ferry__msg_handler)(ferry__agent *agent, int src, ferry__msg *m,
-                                           ferry_value **result, void *ctx);
-
-/* Modules above rpc (rref/, autograd/) plug into every agent through this table. They register
-   once per process from a constructor (the static library is one prelinked object, so a module
-   in it is always linked) and get a state slot in each agent. Every hook may be NULL. */
-typedef struct ferry__agent_module {
-    const char *name;
-    /* After the peers are known, before the init barrier: set *state, install handlers. */
-    ferry_status (*start)(ferry__agent *agent, void **state);
-    /* Work that graceful shutdown must wait for on this worker (e.g. RRef messages in flight). */
-    int64_t (*busy)(ferry__agent *agent, void *state);
-    /* Graceful shutdown, once every worker is idle, before the final barrier (e.g. release
-       the user references still held, so owners can free their values). */
-    ferry_status (*quiesce)(ferry__agent *agent, void *state, double timeout_s);
-    /* After the pool drained and the fabric closed: free the state. */
-    void (*stop)(ferry__agent *agent, void *state);
-    /* Pool thread, before a call runs: a future that completes when the call may run (e.g. every
-       RRef in its arguments is confirmed by its owner), or NULL to run now. */
-    ferry_future *(*before_call)(ferry__agent *agent, void *state, int src, ferry__msg *m);
-} ferry__agent_module;
-
-#define FERRY__MAX_MODULES 8
-
-/* Registers a module for every agent started afterwards. Not thread-safe: constructors only. */
-void ferry__agent_register_module(const ferry__agent_module *module);
-/* The state the module's start hook set in this agent (NULL if none). */
-void *ferry__agent_module_state(ferry__agent *agent, const ferry__agent_module *module);
+typedef struct {
+    ferry__msg_handler fn;
+    void *ctx;
+} ferry__handler_slot;
 
 struct ferry__agent {
     ferry__ref ref;
@@ -105,46 +76,24 @@ struct ferry__agent {
     long long last_liveness_ns; /* progress thread only */
     atomic_int pings_in_flight;
 
-    struct {
-        ferry__msg_handler fn;
-        void *ctx;
-    } handlers[FERRY__MSG_TYPE_COUNT];
-    struct {
-        ferry__msg_handler fn;
-        void *ctx;
-    } inline_handlers[FERRY__MSG_TYPE_COUNT];
+    ferry__handler_slot handlers[FERRY__MSG_TYPE_COUNT];
+    ferry__handler_slot inline_handlers[FERRY__MSG_TYPE_COUNT];
+    ferry__wire_rref_hooks rref_codec; /* encode == NULL: RRef values are refused */
     void *module_state[FERRY__MAX_MODULES];
     bool module_started[FERRY__MAX_MODULES];
+    /* The started modules that have each hook, in registration order, so the hot paths walk
+       only the hooks that exist. Set before the fabric starts; read-only after. */
+    struct {
+        int on_send[FERRY__MAX_MODULES], on_receive[FERRY__MAX_MODULES],
+            before_call[FERRY__MAX_MODULES], around[FERRY__MAX_MODULES];
+        int n_on_send, n_on_receive, n_before_call, n_around;
+    } hooks;
 };
 
 enum ferry__agent_state { FERRY__AGENT_STARTING, FERRY__AGENT_RUNNING, FERRY__AGENT_STOPPING,
                           FERRY__AGENT_STOPPED };
 
-/* The process-wide agent, retained (release with ferry__agent_release), or NULL with
-   FERRY_ESHUTDOWN "RPC has not been initialized...". */
-ferry__agent *ferry__agent_get(void);
-void ferry__agent_release(ferry__agent *agent);
-
-/* Rank of a worker name (NULL = self); -1 + FERRY_EUNKNOWN_WORKER with torch's message. */
-int ferry__agent_rank_of(ferry__agent *agent, const char *name);
-
-/* Sends a request of any type to `dst` and returns the future of its response. `m`'s values
-   are borrowed; id, src and timeout are filled here. timeout as in ferry_rpc_async. */
-ferry_future *ferry__agent_request(ferry__agent *agent, int dst, ferry__msg *m, double timeout);
-
-/* Installs a handler for a message type (before init completes, from the module's setup). */
-void ferry__agent_set_handler(ferry__agent *agent, ferry__msg_type type, ferry__msg_handler fn,
-                              void *ctx);
-
-/* Installs a handler tried first, on the progress thread right where the request was read, so
-   a cheap answer costs no hand-off to the pool. It must not block (no waiting on futures or
-   locks held across blocking work); FERRY_EAGAIN means "cannot answer without blocking" and
-   leaves `m` untouched, and the request then goes to the ordinary handler on the pool (which must
-   be installed too). Any other status is the response, as for an ordinary handler. */
-void ferry__agent_set_inline_handler(ferry__agent *agent, ferry__msg_type type,
-                                     ferry__msg_handler fn, void *ctx);
-
-/* Liveness of peers on other hosts (heartbeat.c). While calls are waiting, or while `all` (the
+/* Liveness of peers on other hosts (liveness.c). While calls are waiting, or while `all` (the
    graceful shutdown rounds), every live peer on another host gets a ping at most once a
    second: a ping to a dead process fails in the transport, which fails its calls at once. */
 void ferry__agent_ping_peers(ferry__agent *agent, long long now_ns, bool all);
@@ -154,18 +103,34 @@ ferry_status ferry__agent_ping_handler(ferry__agent *agent, int src, ferry__msg 
 /* Internal pieces of the agent shared between its files. */
 int ferry__agent_module_count(void);
 const ferry__agent_module *ferry__agent_module_at(int i);
-/* Encodes and sends `m` (its values borrowed; src and dst are filled here). The encoded form holds
+/* Fills agent->hooks from the started modules (module.c). */
+void ferry__agent_index_hooks(ferry__agent *agent);
+/* Runs every on_send hook over an outgoing message (`request`: what a response answers). */
+ferry_status ferry__agent_hooks_send(ferry__agent *agent, int dst, ferry__msg *m,
+                                     const ferry__msg *request);
+ferry_status ferry__agent_hooks_receive(ferry__agent *agent, int src, ferry__msg *m);
+/* before_request of every module (slots: FERRY__MAX_MODULES entries), and after_request in
+   reverse order. */
+void ferry__agent_hooks_begin(ferry__agent *agent, int src, const ferry__msg *m, void **slots);
+void ferry__agent_hooks_end(ferry__agent *agent, void **slots);
+/* Encodes and sends `m` (its values borrowed; src and dst are filled here) after the modules'
+   on_send hooks (`request`: the request a response answers, else NULL). The encoded form holds
    its own tensor references until the fabric is done with them. FERRY_OK once every part is
    handed to the fabric; else the encoder's FERRY_EINVAL/FERRY_ENOMEM, FERRY_EINVAL for a message
    too large to frame, FERRY_ESHUTDOWN, or the transport's code. */
-ferry_status ferry__agent_send_msg(ferry__agent *agent, int dst, ferry__msg *m);
+ferry_status ferry__agent_send_msg(ferry__agent *agent, int dst, ferry__msg *m,
+                                   const ferry__msg *request);
 /* The net's handlers (ctx is the agent): progress thread or a thread driving the fabric. */
 void ferry__agent_on_message(void *ctx, int src, const void *buf, size_t len);
 void ferry__agent_on_tick(void *ctx, long long now_ns);
 void ferry__agent_on_peer_error(void *ctx, int peer, ferry_status rc, const char *why);
-/* Completes every waiting call's future with rc and `why` (borrowed). */
+/* call_end.c: completes a call that got no response (its pending entry, taken out of the table;
+   freed here) with rc and `why` (borrowed; unused for FERRY_ETIMEDOUT, which says torch's
+   words); every call to `dst` (-1: to anyone); every call whose deadline is <= now. */
+void ferry__agent_finish_failed(ferry__agent *agent, ferry__pending *p, ferry_status rc,
+                                const char *why);
+void ferry__agent_fail_calls_to(ferry__agent *agent, int dst, ferry_status rc, const char *why);
 void ferry__agent_fail_all_pending(ferry__agent *agent, ferry_status rc, const char *why);
-/* `timeout`, or the agent's default when it is FERRY_TIMEOUT_DEFAULT (negative). */
-double ferry__agent_effective_timeout(ferry__agent *agent, double timeout);
+void ferry__agent_expire_calls(ferry__agent *agent, long long now_ns);
 
 #endif

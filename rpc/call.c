@@ -1,8 +1,7 @@
 /* Starting calls: resolve the worker, register the pending call with its deadline, send the
-   request. Completing them on failure paths: timeouts, peer errors and shutdown. */
-#include <errno.h>
+   request, and let a thread that waits on the call drive the fabric. call_end.c completes calls
+   that get no response; liveness.c finds dead peers. */
 #include <math.h>
-#include <signal.h>
 #include <stdatomic.h>
 #include <string.h>
 
@@ -13,98 +12,11 @@
 #include "rpc/agent.h"
 #include "rpc/pending.h"
 
-#define LIVENESS_PERIOD_NS 250000000LL
-
 double ferry__agent_effective_timeout(ferry__agent *a, double timeout)
 {
     if (timeout < 0)
         return atomic_load(&a->default_timeout_s);
     return timeout;
-}
-
-/* torch's wording, plus what was called where. */
-static void fail_timeout(ferry__agent *a, ferry__pending *p)
-{
-    char why[512];
-    snprintf(why, sizeof why,
-             "RPC ran for more than set timeout (%lld ms) and will now be marked with an error "
-             "(call to '%s' on worker '%s')",
-             (long long)llround(p->timeout_s * 1000), p->fn, a->workers[p->dst].name);
-    ferry_future_set_error(p->future, FERRY_ETIMEDOUT, why);
-}
-
-static void finish_failed(ferry__agent *a, ferry__pending *p, ferry_status rc, const char *why)
-{
-    char msg[768];
-    atomic_fetch_sub(&a->client_active, 1);
-    if (rc == FERRY_ETIMEDOUT) {
-        fail_timeout(a, p);
-    } else {
-        snprintf(msg, sizeof msg, "call to '%s' on worker '%s' failed: %s", p->fn,
-                 a->workers[p->dst].name, why);
-        ferry_future_set_error(p->future, rc, msg);
-    }
-    ferry_future_release(p->future);
-    ferry__free(p);
-}
-
-/* Same-host peers are checked by pid a few times a second: a worker that died fails the calls
-   waiting on it at once instead of at their timeout (shm sends to a dead peer do not fail). */
-static void check_liveness(ferry__agent *a, long long now_ns)
-{
-    if (now_ns - a->last_liveness_ns < LIVENESS_PERIOD_NS)
-        return;
-    a->last_liveness_ns = now_ns;
-    for (int i = 0; i < a->world_size; i++) {
-        ferry__worker *w = &a->workers[i];
-        if (w->same_host && !atomic_load(&w->dead) && kill(w->pid, 0) != 0 && errno == ESRCH)
-            ferry__agent_on_peer_error(a, i, FERRY_ETRANSPORT, "its process exited");
-    }
-}
-
-void ferry__agent_on_tick(void *ctx, long long now_ns)
-{
-    ferry__agent *a = ctx;
-    check_liveness(a, now_ns);
-    ferry__agent_ping_peers(a, now_ns, false);
-    for (;;) {
-        pthread_mutex_lock(&a->lock);
-        ferry__pending *p = ferry__pending_take_expired(a, now_ns);
-        pthread_mutex_unlock(&a->lock);
-        if (!p)
-            break;
-        finish_failed(a, p, FERRY_ETIMEDOUT, NULL);
-    }
-}
-
-static void fail_pending_of(ferry__agent *a, int dst, ferry_status rc, const char *why)
-{
-    for (;;) {
-        pthread_mutex_lock(&a->lock);
-        ferry__pending *p = ferry__pending_take_any(a, dst);
-        pthread_mutex_unlock(&a->lock);
-        if (!p)
-            break;
-        finish_failed(a, p, rc, why);
-    }
-}
-
-void ferry__agent_on_peer_error(void *ctx, int peer, ferry_status rc, const char *why)
-{
-    ferry__agent *a = ctx;
-    if (peer < 0 || peer >= a->world_size)
-        return;
-    char msg[512];
-    snprintf(msg, sizeof msg, "worker '%s' (rank %d) is unreachable: %s", a->workers[peer].name,
-             peer, why);
-    if (!atomic_exchange(&a->workers[peer].dead, true))
-        ferry__log_warn("rpc", "%s", msg);
-    fail_pending_of(a, peer, rc == FERRY_ESHUTDOWN ? FERRY_ESHUTDOWN : FERRY_ETRANSPORT, msg);
-}
-
-void ferry__agent_fail_all_pending(ferry__agent *a, ferry_status rc, const char *why)
-{
-    fail_pending_of(a, -1, rc, why);
 }
 
 /* A thread waiting on a call's future polls the fabric itself (DESIGN section 4): the reply
@@ -187,7 +99,7 @@ ferry_future *ferry__agent_request(ferry__agent *a, int dst, ferry__msg *m, doub
         return NULL;
     }
     atomic_fetch_add(&a->client_active, 1);
-    rc = ferry__agent_send_msg(a, dst, m);
+    rc = ferry__agent_send_msg(a, dst, m, NULL);
     if (rc != FERRY_OK) {
         /* Not sent: the call fails now, with the reason on the future and on this thread. */
         char why[512];
@@ -196,7 +108,7 @@ ferry_future *ferry__agent_request(ferry__agent *a, int dst, ferry__msg *m, doub
         p = ferry__pending_take(a, m->id);
         pthread_mutex_unlock(&a->lock);
         if (p)
-            finish_failed(a, p, rc, why);
+            ferry__agent_finish_failed(a, p, rc, why);
         ferry_future_release(f);
         ferry_set_error(rc, "%s", why);
         return NULL;

@@ -4,6 +4,7 @@
    requests go to serve.c, which answers non-blocking ones right here and queues the rest on
    the pool. */
 #include <stdatomic.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "core/alloc.h"
@@ -57,9 +58,36 @@ static void complete_response(ferry__agent *a, ferry__msg *m)
     ferry__free(p);
 }
 
+/* The modules' on_receive hooks refused the message: a request is answered with their error, a
+   response fails its call. */
+static void refuse(recv_ctx *r, ferry_status rc)
+{
+    char why[512];
+    snprintf(why, sizeof why, "%s", ferry_last_error());
+    if (r->m.type != FERRY__MSG_RESPONSE) {
+        ferry__serve_reply_error(r->agent, r->src, &r->m, rc, why);
+        return;
+    }
+    r->m.is_error = true;
+    r->m.err_code = rc;
+    ferry__free(r->m.err_message);
+    r->m.err_message = ferry__strdup(why);
+    ferry_value_release(r->m.value);
+    r->m.value = NULL;
+    complete_response(r->agent, &r->m);
+}
+
 /* The message is whole: hand it on. Takes ownership of r. */
 static void dispatch(recv_ctx *r)
 {
+    if (!atomic_load(&r->failed) && r->agent->hooks.n_on_receive) {
+        ferry_status rc = ferry__agent_hooks_receive(r->agent, r->src, &r->m);
+        if (rc != FERRY_OK) {
+            refuse(r, rc);
+            recv_ctx_free(r);
+            return;
+        }
+    }
     if (atomic_load(&r->failed)) {
         if (r->m.type == FERRY__MSG_RESPONSE) {
             r->m.is_error = true;
@@ -120,7 +148,7 @@ static void reject(ferry__agent *a, int src, ferry__msg *m, const char *why)
 {
     ferry__log_warn("rpc", "dropping a message from rank %d: %s", src, why);
     if (m->id && m->type != FERRY__MSG_RESPONSE && m->type != FERRY__MSG_INVALID)
-        ferry__serve_reply_error(a, src, m->id, FERRY_EPROTO, why);
+        ferry__serve_reply_error(a, src, m, FERRY_EPROTO, why);
 }
 
 void ferry__agent_on_message(void *ctx, int src, const void *buf, size_t len)

@@ -72,12 +72,18 @@ static send_ctx *send_ctx_new(ferry__agent *agent, int dst, const ferry__msg *m,
 
 static ferry_status send_parts(ferry__agent *agent, int dst, const ferry__msg *m, send_ctx *s);
 
-ferry_status ferry__agent_send_msg(ferry__agent *agent, int dst, ferry__msg *m)
+ferry_status ferry__agent_send_msg(ferry__agent *agent, int dst, ferry__msg *m,
+                                   const ferry__msg *request)
 {
     ferry__wire_out out;
     ferry__wire_limits limits = agent->limits;
     m->src = agent->rank;
     m->dst = dst;
+    if (agent->hooks.n_on_send) {
+        ferry_status hrc = ferry__agent_hooks_send(agent, dst, m, request);
+        if (hrc != FERRY_OK)
+            return hrc;
+    }
     /* Where one message above the provider's copy size takes a slower protocol (shm), a small
        tensor goes best as its own bulk message: header and tensor then both go by copy. Half
        the copy size leaves room for the header of the message it would have joined. */

@@ -4,10 +4,12 @@
 
 #include "rpc/agent.h"
 
-/* Takes ownership of m (a decoded, whole request from `src`). Progress thread. */
+/* Takes ownership of m (a decoded, whole request from `src`). Where the message was read: the
+   progress thread or a thread driving the fabric. */
 void ferry__serve_request(ferry__agent *agent, int src, ferry__msg *m);
-/* Sends an error response to request `id` of `src`. */
-void ferry__serve_reply_error(ferry__agent *agent, int src, uint64_t id, ferry_status code,
-                              const char *message);
+/* Sends an error response to `request` (its id is what is used; its other fields may be
+   empty) of `src`. */
+void ferry__serve_reply_error(ferry__agent *agent, int src, const ferry__msg *request,
+                              ferry_status code, const char *message);
 
 #endif

@@ -408,7 +408,7 @@ static ferry_status read_fields(const Ferry__Wire__Envelope *env, ferry__msg *m)
     m->timeout_s = env->timeout_s;
     m->autograd_context = env->autograd_context;
     m->autograd_message = env->autograd_message;
-    m->flag = env->flag;
+    m->no_reply = env->flag;
     m->n_ints = env->n_ints;
     if (env->n_ints)
         memcpy(m->ints, env->ints, env->n_ints * sizeof *m->ints);
@@ -643,7 +643,7 @@ static void fill_envelope(const ferry__msg *m, Ferry__Wire__Envelope *env,
     env->autograd_message = m->autograd_message;
     env->n_ints = m->n_ints;
     env->ints = (int64_t *)m->ints;
-    env->flag = m->flag;
+    env->flag = m->no_reply;
 }
 
 static ferry_status pack_envelope(const Ferry__Wire__Envelope *env, const ferry__wire_enc *enc,

@@ -35,7 +35,7 @@ typedef enum {
     FERRY__MSG_REMOTE_CALL = 7,
     FERRY__MSG_AUTOGRAD_BACKWARD = 8,
     FERRY__MSG_AUTOGRAD_CLEANUP = 9,
-    FERRY__MSG_CONTROL = 10,
+    FERRY__MSG_PING = 10,
     FERRY__MSG_TYPE_COUNT
 } ferry__msg_type;
 
@@ -61,7 +61,7 @@ typedef struct {
     int64_t autograd_message;
     int64_t ints[FERRY__MSG_MAX_INTS];
     size_t n_ints;
-    bool flag;
+    bool no_reply; /* request: no response wanted */
 } ferry__msg;
 
 /* Frees what a decoded message owns and zeroes it. */

@@ -56,8 +56,7 @@ ferry__agent *ferry__rref_ctx_agent(ferry__rref_ctx *ctx)
 {
     pthread_mutex_lock(&ctx->lock);
     ferry__agent *a = ctx->agent;
-    if (a)
-        ferry__ref_inc(&a->ref);
+    ferry__agent_retain(a);
     pthread_mutex_unlock(&ctx->lock);
     if (!a)
         ferry_set_error(FERRY_ESHUTDOWN, "RPC has not been initialized. Call ferry_init_rpc first.");
@@ -69,11 +68,7 @@ ferry_status ferry__rref_submit(ferry__rref_ctx *ctx, void (*fn)(void *), void *
     ferry__agent *a = ferry__rref_ctx_agent(ctx);
     if (!a)
         return FERRY_ESHUTDOWN;
-    ferry_status rc = FERRY_ESHUTDOWN;
-    pthread_mutex_lock(&a->pool_lock);
-    if (a->pool_open)
-        rc = ferry__pool_submit(a->pool, fn, arg);
-    pthread_mutex_unlock(&a->pool_lock);
+    ferry_status rc = ferry__agent_submit(a, fn, arg);
     ferry__agent_release(a);
     if (rc == FERRY_EAGAIN) { /* queue full: sending inline beats dropping a protocol message */
         fn(arg);
@@ -115,14 +110,14 @@ static ferry_status rref_start(ferry__agent *a, void **state)
     ferry__ref_init(&ctx->ref);
     pthread_mutex_init(&ctx->lock, NULL);
     pthread_cond_init(&ctx->idle_cv, NULL);
-    ctx->rank = a->rank;
-    ctx->world_size = a->world_size;
+    ctx->rank = ferry__agent_rank(a);
+    ctx->world_size = ferry__agent_world_size(a);
     atomic_init(&ctx->next_local, 0);
-    ctx->names = ferry__calloc((size_t)a->world_size, sizeof *ctx->names);
-    for (int i = 0; ctx->names && i < a->world_size; i++)
-        if (!(ctx->names[i] = ferry__strdup(a->workers[i].name)))
+    ctx->names = ferry__calloc((size_t)ctx->world_size, sizeof *ctx->names);
+    for (int i = 0; ctx->names && i < ctx->world_size; i++)
+        if (!(ctx->names[i] = ferry__strdup(ferry__agent_worker_name(a, i))))
             break;
-    if (!ctx->names || !ctx->names[a->world_size - 1]) {
+    if (!ctx->names || !ctx->names[ctx->world_size - 1]) {
         ferry__rref_ctx_release(ctx);
         return ferry__fail(FERRY_ENOMEM, "out of memory for the RRef context");
     }
@@ -133,7 +128,7 @@ static ferry_status rref_start(ferry__agent *a, void **state)
     }
     ctx->agent = a;
     ferry__rref_install_handlers(a, ctx);
-    ferry__rref_install_wire_hooks();
+    ferry__rref_install_wire_hooks(a, ctx);
     *state = ctx;
     return FERRY_OK;
 }

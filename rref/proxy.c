@@ -8,7 +8,7 @@
 #include "core/alloc.h"
 #include "core/error.h"
 #include "core/value_impl.h"
-#include "rpc/registry.h"
+#include "rpc/module.h"
 #include "rref/rref_impl.h"
 
 #define PROXY_FN "ferry.rref_proxy"

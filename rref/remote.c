@@ -12,7 +12,7 @@
 #include "core/error.h"
 #include "core/future_impl.h"
 #include "core/log.h"
-#include "rpc/registry.h"
+#include "rpc/module.h"
 #include "rref/rref_impl.h"
 
 #define CREATION_TIMED_OUT                                                                    \
@@ -161,58 +161,38 @@ static void async_value_done(ferry_future *f, void *arg)
     ferry_rref_release(o);
 }
 
-static void fail_value(ferry_rref *o, ferry_status rc, const char *fn, const char *worker)
+static void fail_value(ferry__agent *a, ferry_rref *o, ferry_status rc, const char *fn)
 {
     char why[1024];
-    snprintf(why, sizeof why, "function '%s' on worker '%s' failed: %s", fn, worker,
-             ferry_last_status() == rc && ferry_last_error()[0] ? ferry_last_error()
-                                                                  : ferry_strerror(rc));
+    ferry__agent_function_error(a, fn, rc, why, sizeof why);
     ferry_future_set_error(o->value, rc == FERRY_EUNKNOWN_FUNCTION ? rc : FERRY_EREMOTE, why);
 }
 
 /* Runs the function into the OwnerRRef's value: on a pool thread, or (`known` given: a
-   non-blocking function whose arguments are all confirmed) on the progress thread. */
-static void run_into(ferry_rref *o, ferry__msg *m, const char *worker, const ferry__fn_entry *known)
+   non-blocking function whose arguments are all confirmed) where the request was read. */
+static void run_into(ferry__agent *a, ferry_rref *o, ferry__msg *m, const ferry__fn_entry *known)
 {
-    ferry__fn_entry e;
     ferry_clear_error();
     if (ferry__rref_wait_confirmed(m->args) != FERRY_OK ||
         ferry__rref_wait_confirmed(m->kwargs) != FERRY_OK) {
-        fail_value(o, ferry_last_status(), m->fn, worker);
+        fail_value(a, o, ferry_last_status(), m->fn);
         return;
     }
-    if (known) {
-        e = *known;
-    } else if (!ferry__registry_lookup(m->fn, &e)) {
-        ferry_set_error(FERRY_EUNKNOWN_FUNCTION, "worker '%s' has no function named '%s'", worker,
-                        m->fn);
-        fail_value(o, FERRY_EUNKNOWN_FUNCTION, m->fn, worker);
+    ferry__fn_result r;
+    ferry__agent_run_function(a, m, known, &r);
+    if (r.pending && ferry__future_on_done(r.pending, async_value_done, ferry_rref_retain(o)) !=
+                         FERRY_OK) {
+        ferry_future_release(r.pending);
+        ferry_rref_release(o);
+        r.rc = ferry_set_error(FERRY_ENOMEM, "out of memory waiting on the async result");
+    } else if (r.pending) {
         return;
     }
-    ferry_value *args = m->args ? ferry_value_retain(m->args) : ferry_list_of(0);
-    ferry_value *kwargs = m->kwargs ? ferry_value_retain(m->kwargs) : ferry_dict_new();
-    if (!args || !kwargs) {
-        fail_value(o, FERRY_ENOMEM, m->fn, worker);
-    } else if (e.kind == FERRY__FN_ASYNC) {
-        ferry_future *f = e.async_fn(args, kwargs, e.user);
-        if (!f) {
-            fail_value(o, ferry_last_status() ? ferry_last_status() : FERRY_EINVAL, m->fn, worker);
-        } else if (ferry__future_on_done(f, async_value_done, ferry_rref_retain(o)) != FERRY_OK) {
-            ferry_future_release(f);
-            ferry_rref_release(o);
-            fail_value(o, FERRY_ENOMEM, m->fn, worker);
-        }
-    } else {
-        ferry_value *res = NULL;
-        ferry_status rc = e.fn(args, kwargs, &res, e.user);
-        if (rc == FERRY_OK)
-            ferry_future_set_value(o->value, res);
-        else
-            fail_value(o, rc, m->fn, worker);
-        ferry_value_release(res);
-    }
-    ferry_value_release(args);
-    ferry_value_release(kwargs);
+    if (r.rc == FERRY_OK)
+        ferry_future_set_value(o->value, r.value);
+    else
+        fail_value(a, o, r.rc, m->fn);
+    ferry_value_release(r.value);
 }
 
 static ferry_status serve_remote(ferry__agent *a, ferry__msg *m, ferry__rref_ctx *ctx,
@@ -236,7 +216,7 @@ static ferry_status serve_remote(ferry__agent *a, ferry__msg *m, ferry__rref_ctx
     if (!o)
         return ferry_last_status();
     if (rc == FERRY_OK) {
-        run_into(o, m, a->name, known);
+        run_into(a, o, m, known);
         /* torch replies once the value exists, so remote()'s timeout covers the function.
            (Inline, a non-blocking function has set it already: this returns at once.) */
         ferry_future_wait(o->value, m->timeout_s > 0 ? m->timeout_s : 0);
@@ -282,7 +262,7 @@ static ferry_status answer_fetch(ferry__agent *a, ferry__msg *m, ferry_rref *o,
         *result = ferry_future_value(o->value);
     else if (rc == FERRY_EAGAIN)
         rc = ferry__fail(FERRY_ETIMEDOUT, "the RRef's value was not ready on '%s' in time",
-                         a->name);
+                         ferry__agent_name(a));
     ferry_rref_release(o);
     return rc;
 }

@@ -11,7 +11,7 @@
 
 #include "core/refcount.h"
 #include "ferry/rref.h"
-#include "rpc/agent.h"
+#include "rpc/module.h"
 
 /* A globally unique id: the worker that made it and that worker's counter (torch's
    GloballyUniqueId). RRef ids and fork ids share one counter per context. */
@@ -133,7 +133,7 @@ ferry_status ferry__rref_read_ids(ferry__rref_ctx *ctx, const ferry__msg *m, siz
                                  ferry__gid *a, ferry__gid *b);
 
 /* ---- fork.c ---- */
-void ferry__rref_install_wire_hooks(void);
+void ferry__rref_install_wire_hooks(ferry__agent *agent, ferry__rref_ctx *ctx);
 ferry_future *ferry__rref_before_call(ferry__agent *agent, void *state, int src, ferry__msg *m);
 /* Waits until every RRef in v is confirmed; the first failure's status (error set) or OK. */
 ferry_status ferry__rref_wait_confirmed(const ferry_value *v);

@@ -122,7 +122,7 @@ int main(int argc, char **argv)
     rc |= write_seed(argv[1], "zero_size_and_scalar", &odd_msg);
 
     ferry__msg ctl = {.type = FERRY__MSG_RREF_USER_DELETE, .id = 5, .src = 2,
-                      .ints = {1, 7, 2, 9}, .n_ints = 4, .autograd_context = 3, .flag = true};
+                      .ints = {1, 7, 2, 9}, .n_ints = 4, .autograd_context = 3, .no_reply = true};
     rc |= write_seed(argv[1], "rref_delete", &ctl);
 
     ferry_value_release(odd);

@@ -311,7 +311,7 @@ Test(wire_message, every_field_survives_when_a_call_is_sent, .timeout = 10)
     ferry__msg m = {.type = FERRY__MSG_CALL, .id = 0x123456789abcull, .src = 3,
                     .fn = "torch.add", .args = args, .kwargs = kwargs, .timeout_s = 1.5,
                     .autograd_context = (int64_t)1 << 48 | 5, .autograd_message = 9,
-                    .ints = {-1, 2, INT64_MAX}, .n_ints = 3, .flag = true};
+                    .ints = {-1, 2, INT64_MAX}, .n_ints = 3, .no_reply = true};
     uint8_t *buf;
     size_t len;
     ferry_assert_ok(ferry__wire_encode_flat(&m, NULL, &buf, &len));
@@ -331,7 +331,7 @@ Test(wire_message, every_field_survives_when_a_call_is_sent, .timeout = 10)
     cr_assert_eq(out.n_ints, 3);
     cr_assert_eq(out.ints[0], -1);
     cr_assert_eq(out.ints[2], INT64_MAX);
-    cr_assert(out.flag);
+    cr_assert(out.no_reply);
     ferry__msg_clear(&out);
     cr_assert_null(out.args);
     ferry__free(buf);
