@@ -131,9 +131,11 @@ check-headers:
 	  if grep -E '^#include <(rdma|protobuf-c|cuda|nccl)' $$h; then echo "$$h includes a dependency's header"; exit 1; fi; \
 	done; echo "check-headers: every public header compiles alone as C and C++"
 
-# Lower modules never include higher modules' headers (DESIGN section 2).
+# Lower modules never include higher modules' headers (DESIGN section 2); the second script
+# checks that the checker itself refuses planted upward includes.
 check-deps:
 	@sh tools/check_deps.sh
+	@sh tests/check_deps_test.sh
 
 # Test output is kept in $(BUILD)/*.log; under sanitizers a leak report anywhere in it (Criterion
 # does not fail a test whose process leaked) fails the run.

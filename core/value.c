@@ -4,7 +4,8 @@
    reference cycles, so plain refcounting frees everything. Releasing is iterative (containers
    that die are chained through their dead refcount word) so that a list nested a hundred
    thousand deep, as a hostile message may carry, frees without deep recursion and without
-   allocating. RRefs live above core and plug their retain/release in through hooks. */
+   allocating. Tensors and RRefs live above core: values hold them as opaque objects through the
+   kind ops their modules register (core/value_impl.h), so core includes neither module. */
 #include "core/value_impl.h"
 
 #include <stdarg.h>
@@ -15,26 +16,35 @@
 #include "core/alloc.h"
 #include "core/error.h"
 #include "core/value_shared.h"
-#include "ferry/tensor.h"
 
-/* Set once by rref/ before any rref value exists and only read afterwards; `rref_hooks_set`
-   publishes the copy (release/acquire). */
-static ferry__rref_hooks rref_hooks;
-static atomic_bool rref_hooks_set;
+/* The kind ops, one slot per kind (only object kinds are ever set). Each slot is written by the
+   owning module's constructor before main and only read afterwards; it is atomic so that a
+   registration made later (a test, a library loaded late) publishes the whole ops struct it
+   points to (release store, acquire load). */
+static _Atomic(const ferry__value_kind_ops *) kind_ops[FERRY_VALUE_RREF + 1];
 
-void ferry__value_set_rref_hooks(const ferry__rref_hooks *hooks)
+/* The kinds whose values hold a module's object in `u.obj`. */
+static bool is_object_kind(ferry_kind kind)
 {
-    if (!hooks) {
-        atomic_store_explicit(&rref_hooks_set, false, memory_order_release);
-        return;
-    }
-    rref_hooks = *hooks;
-    atomic_store_explicit(&rref_hooks_set, true, memory_order_release);
+    return kind == FERRY_VALUE_TENSOR || kind == FERRY_VALUE_RREF;
 }
 
-static const ferry__rref_hooks *get_rref_hooks(void)
+ferry_status ferry__value_register_kind(ferry_kind kind, const ferry__value_kind_ops *ops)
 {
-    return atomic_load_explicit(&rref_hooks_set, memory_order_acquire) ? &rref_hooks : NULL;
+    if (!is_object_kind(kind))
+        return ferry__fail(FERRY_EINVAL, "%s values hold no object, so they take no kind ops",
+                           ferry_kind_name(kind));
+    if (ops && (!ops->retain || !ops->release))
+        return ferry__fail(FERRY_EINVAL, "kind ops for %s values need retain and release",
+                           ferry_kind_name(kind));
+    atomic_store_explicit(&kind_ops[kind], ops, memory_order_release);
+    return FERRY_OK;
+}
+
+/* The ops of an object kind, or NULL when its module registered none. */
+static const ferry__value_kind_ops *ops_of(ferry_kind kind)
+{
+    return atomic_load_explicit(&kind_ops[kind], memory_order_acquire);
 }
 
 static ferry_value *value_alloc(ferry_kind kind)
@@ -119,27 +129,30 @@ ferry_value *ferry_bytes(const void *data, size_t len)
     return bytes_value(FERRY_VALUE_BYTES, data, len);
 }
 
+/* A value holding `obj` (borrowed), retained through its kind's ops. */
+static ferry_value *object_value(ferry_kind kind, void *obj)
+{
+    const char *name = ferry_kind_name(kind);
+    if (!obj)
+        return ferry__fail_null(FERRY_EINVAL, "NULL %s", name);
+    const ferry__value_kind_ops *ops = ops_of(kind);
+    if (!ops)
+        return ferry__fail_null(FERRY_EINVAL, "%s values need the %s module initialized", name,
+                                name);
+    ferry_value *v = value_alloc(kind);
+    if (v)
+        v->u.obj = ops->retain(obj);
+    return v;
+}
+
 ferry_value *ferry_tensor_value(ferry_tensor *t)
 {
-    if (!t)
-        return ferry__fail_null(FERRY_EINVAL, "NULL tensor");
-    ferry_value *v = value_alloc(FERRY_VALUE_TENSOR);
-    if (v)
-        v->u.tensor = ferry_tensor_retain(t);
-    return v;
+    return object_value(FERRY_VALUE_TENSOR, t);
 }
 
 ferry_value *ferry_rref_value(ferry_rref *r)
 {
-    if (!r)
-        return ferry__fail_null(FERRY_EINVAL, "NULL rref");
-    const ferry__rref_hooks *hooks = get_rref_hooks();
-    if (!hooks || !hooks->retain || !hooks->release)
-        return ferry__fail_null(FERRY_EINVAL, "rref values need the rref module initialized");
-    ferry_value *v = value_alloc(FERRY_VALUE_RREF);
-    if (v)
-        v->u.rref = hooks->retain(r);
-    return v;
+    return object_value(FERRY_VALUE_RREF, r);
 }
 
 /* ---- shared empties ---- */
@@ -436,12 +449,12 @@ const void *ferry_value_as_bytes(const ferry_value *v, size_t *len)
 
 ferry_tensor *ferry_value_as_tensor(const ferry_value *v)
 {
-    return want(v, FERRY_VALUE_TENSOR, "ferry_value_as_tensor") ? v->u.tensor : NULL;
+    return want(v, FERRY_VALUE_TENSOR, "ferry_value_as_tensor") ? v->u.obj : NULL;
 }
 
 ferry_rref *ferry_value_as_rref(const ferry_value *v)
 {
-    return want(v, FERRY_VALUE_RREF, "ferry_value_as_rref") ? v->u.rref : NULL;
+    return want(v, FERRY_VALUE_RREF, "ferry_value_as_rref") ? v->u.obj : NULL;
 }
 
 size_t ferry_list_len(const ferry_value *list)
@@ -498,6 +511,16 @@ ferry_value *ferry_dict_value_at(const ferry_value *dict, size_t i)
 
 /* ---- equality ---- */
 
+/* Objects are equal when identical or when their kind's ops say so (tensors by dtype, shape and
+   contents, rrefs by the identity of what they reference). */
+static bool object_equal(const ferry_value *a, const ferry_value *b)
+{
+    if (a->u.obj == b->u.obj)
+        return true;
+    const ferry__value_kind_ops *ops = ops_of(a->kind);
+    return ops && ops->equal && ops->equal(a->u.obj, b->u.obj);
+}
+
 static bool leaf_equal(const ferry_value *a, const ferry_value *b)
 {
     switch (a->kind) {
@@ -513,16 +536,8 @@ static bool leaf_equal(const ferry_value *a, const ferry_value *b)
     case FERRY_VALUE_BYTES:
         return a->u.str.len == b->u.str.len &&
                memcmp(a->u.str.data, b->u.str.data, a->u.str.len) == 0;
-    case FERRY_VALUE_TENSOR:
-        return a->u.tensor == b->u.tensor || ferry_tensor_equal(a->u.tensor, b->u.tensor);
-    case FERRY_VALUE_RREF: {
-        const ferry__rref_hooks *hooks = get_rref_hooks();
-        if (a->u.rref == b->u.rref)
-            return true;
-        return hooks && hooks->equal && hooks->equal(a->u.rref, b->u.rref);
-    }
     default:
-        return false;
+        return is_object_kind(a->kind) && object_equal(a, b);
     }
 }
 
@@ -607,16 +622,13 @@ static void dispose(ferry_value *v, ferry_value **stack)
     case FERRY_VALUE_BYTES:
         ferry__free(v->u.str.data);
         break;
-    case FERRY_VALUE_TENSOR:
-        ferry_tensor_release(v->u.tensor);
-        break;
-    case FERRY_VALUE_RREF: {
-        const ferry__rref_hooks *hooks = get_rref_hooks();
-        if (hooks && hooks->release)
-            hooks->release(v->u.rref);
-        break;
-    }
     default:
+        if (is_object_kind(v->kind)) {
+            /* The ops built this value, so they are there unless a test removed them since. */
+            const ferry__value_kind_ops *ops = ops_of(v->kind);
+            if (ops)
+                ops->release(v->u.obj);
+        }
         break;
     }
     ferry__free(v);

@@ -16,6 +16,12 @@ struct ferry_value {
             char *data;
             size_t len;
         } str;
+        /* TENSOR and RREF: an object owned by a module above core, held through the ops that
+           module registers. core reads and writes `obj` only; `tensor` and `rref` alias it for
+           the modules that know the type (the wire codec, rref/). Object pointers share one
+           representation on every platform ferry builds for (POSIX), so reading a union
+           member other than the one written is well defined here (C11 6.5.2.3). */
+        void *obj;
         ferry_tensor *tensor;
         ferry_rref *rref;
         struct {
@@ -30,14 +36,26 @@ struct ferry_value {
     } u;
 };
 
-/* RRefs live in rref/, above core: it plugs its retain/release in here so values can hold them.
-   Set once at startup (before any rref value exists); read-only after. */
+/* Values hold objects of kinds that modules above core own (FERRY_VALUE_TENSOR: tensor/,
+   FERRY_VALUE_RREF: rref/) through one ops table per kind, so core knows nothing of the objects
+   themselves. The owning module registers its ops from a constructor: the static library is one
+   prelinked object and the shared one links every module, so they are in place before main.
+   retain returns its argument with one more reference; release drops one; equal compares two
+   distinct objects for ferry_value_equal (NULL: only identical pointers are equal). */
 typedef struct {
-    ferry_rref *(*retain)(ferry_rref *);
-    void (*release)(ferry_rref *);
-    bool (*equal)(const ferry_rref *, const ferry_rref *);
-} ferry__rref_hooks;
-void ferry__value_set_rref_hooks(const ferry__rref_hooks *hooks);
+    void *(*retain)(void *obj);
+    void (*release)(void *obj);
+    bool (*equal)(const void *a, const void *b);
+} ferry__value_kind_ops;
+
+/* Installs the ops for `kind` (borrowed: they must live until exit, normally a static const);
+   NULL removes them (tests only). Meant to be called once per kind, before any value of the kind
+   exists; the table is one atomic pointer per kind (stored with release, loaded with acquire),
+   so a late registration is seen whole, but swapping ops while values of the kind are alive
+   is a bug. Returns FERRY_OK, or FERRY_EINVAL for a kind that holds no object or ops without
+   retain or release. Values of a kind without ops cannot be built: their constructors fail
+   with FERRY_EINVAL. */
+ferry_status ferry__value_register_kind(ferry_kind kind, const ferry__value_kind_ops *ops);
 
 /* A list with room for n items, all NULL, for builders that fill it in place before sharing it
    (the decoder). ferry__list_set steals `item`. */

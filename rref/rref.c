@@ -258,24 +258,31 @@ const char *ferry_rref_owner_name(const ferry_rref *r)
     return r->ctx->names[r->owner];
 }
 
-/* ---- value hooks: values hold RRefs through these ---- */
+/* ---- kind ops: values hold RRefs through these ---- */
 
-static ferry_rref *hook_retain(ferry_rref *r)
+static void *kind_retain(void *r)
 {
     return ferry_rref_retain(r);
 }
 
-static bool hook_equal(const ferry_rref *a, const ferry_rref *b)
+static void kind_release(void *r)
 {
+    ferry_rref_release(r);
+}
+
+/* Identity of the referenced object: the owner and the RRef id, whichever fork this is. */
+static bool kind_equal(const void *pa, const void *pb)
+{
+    const ferry_rref *a = pa, *b = pb;
     return a->owner == b->owner && ferry__gid_eq(a->id, b->id);
 }
 
-__attribute__((constructor)) static void rref_value_hooks(void)
+__attribute__((constructor)) static void rref_value_kind(void)
 {
-    static const ferry__rref_hooks hooks = {
-        .retain = hook_retain,
-        .release = ferry_rref_release,
-        .equal = hook_equal,
+    static const ferry__value_kind_ops ops = {
+        .retain = kind_retain,
+        .release = kind_release,
+        .equal = kind_equal,
     };
-    ferry__value_set_rref_hooks(&hooks);
+    (void)ferry__value_register_kind(FERRY_VALUE_RREF, &ops); /* cannot fail for this kind */
 }

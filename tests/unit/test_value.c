@@ -283,36 +283,43 @@ Test(value_equal, compares_deeply_when_kinds_and_contents_match, .timeout = 5)
         ferry_value_release(vs[k]);
 }
 
-/* A stand-in rref for the hooks: rref/ is above core, so the test brings its own. */
+/* A stand-in rref for the kind ops: rref/ is above core, so the test brings its own. */
 struct ferry_rref {
     int refs;
     int id;
 };
 
-static ferry_rref *fake_rref_retain(ferry_rref *r)
+static void *fake_rref_retain(void *p)
 {
+    ferry_rref *r = p;
     r->refs++;
     return r;
 }
 
-static void fake_rref_release(ferry_rref *r)
+static void fake_rref_release(void *p)
 {
+    ferry_rref *r = p;
     r->refs--;
 }
 
-static bool fake_rref_equal(const ferry_rref *a, const ferry_rref *b)
+static bool fake_rref_equal(const void *pa, const void *pb)
 {
+    const ferry_rref *a = pa, *b = pb;
     return a->id == b->id;
 }
 
-Test(value_rref, retains_through_hooks_when_wrapped, .timeout = 5)
+Test(value_rref, retains_through_kind_ops_when_wrapped, .timeout = 5)
 {
     ferry_rref r = {.refs = 1, .id = 7}, same = {.refs = 1, .id = 7};
-    ferry__value_set_rref_hooks(NULL); /* rref/ installs its own from a constructor */
-    cr_assert_null(ferry_rref_value(&r), "no hooks");
+    /* rref/ installs its own ops from a constructor */
+    ferry_assert_ok(ferry__value_register_kind(FERRY_VALUE_RREF, NULL));
+    cr_assert_null(ferry_rref_value(&r), "no kind ops");
     cr_assert_eq(ferry_last_status(), FERRY_EINVAL);
-    ferry__rref_hooks hooks = {fake_rref_retain, fake_rref_release, fake_rref_equal};
-    ferry__value_set_rref_hooks(&hooks);
+    cr_assert_str_eq(ferry_last_error(), "rref values need the rref module initialized");
+    cr_assert_eq(r.refs, 1);
+    static const ferry__value_kind_ops ops = {fake_rref_retain, fake_rref_release,
+                                              fake_rref_equal};
+    ferry_assert_ok(ferry__value_register_kind(FERRY_VALUE_RREF, &ops));
     ferry_value *v = ferry_assert_ptr(ferry_rref_value(&r));
     ferry_value *w = ferry_assert_ptr(ferry_rref_value(&same));
     cr_assert_eq(r.refs, 2);
@@ -323,6 +330,36 @@ Test(value_rref, retains_through_hooks_when_wrapped, .timeout = 5)
     cr_assert_eq(r.refs, 1);
     cr_assert_eq(same.refs, 1);
     cr_assert_null(ferry_rref_value(NULL));
+    cr_assert_str_eq(ferry_last_error(), "NULL rref");
+}
+
+Test(value_rref, compares_by_identity_when_ops_have_no_equal, .timeout = 5)
+{
+    ferry_rref r = {.refs = 1, .id = 7}, same = {.refs = 1, .id = 7};
+    static const ferry__value_kind_ops ops = {fake_rref_retain, fake_rref_release, NULL};
+    ferry_assert_ok(ferry__value_register_kind(FERRY_VALUE_RREF, &ops));
+    ferry_value *v = ferry_assert_ptr(ferry_rref_value(&r));
+    ferry_value *v2 = ferry_assert_ptr(ferry_rref_value(&r));
+    ferry_value *w = ferry_assert_ptr(ferry_rref_value(&same));
+    cr_assert(ferry_value_equal(v, v2), "the same object");
+    cr_assert_not(ferry_value_equal(v, w), "an equal id, but no equal op");
+    ferry_value_release(v);
+    ferry_value_release(v2);
+    ferry_value_release(w);
+    cr_assert_eq(r.refs, 1);
+}
+
+Test(value_kind, refuses_registration_when_kind_or_ops_are_wrong, .timeout = 5)
+{
+    static const ferry__value_kind_ops ops = {fake_rref_retain, fake_rref_release, NULL};
+    static const ferry__value_kind_ops no_release = {fake_rref_retain, NULL, NULL};
+    ferry_assert_status(ferry__value_register_kind(FERRY_VALUE_INT, &ops), FERRY_EINVAL);
+    cr_assert(strstr(ferry_last_error(), "int values hold no object"), "%s", ferry_last_error());
+    ferry_assert_status(ferry__value_register_kind(FERRY_VALUE_LIST, NULL), FERRY_EINVAL);
+    ferry_assert_status(ferry__value_register_kind((ferry_kind)99, &ops), FERRY_EINVAL);
+    ferry_assert_status(ferry__value_register_kind((ferry_kind)-1, &ops), FERRY_EINVAL);
+    ferry_assert_status(ferry__value_register_kind(FERRY_VALUE_RREF, &no_release), FERRY_EINVAL);
+    cr_assert(strstr(ferry_last_error(), "need retain and release"), "%s", ferry_last_error());
 }
 
 /* Builds a small tree of every container; NULL on failure. */

@@ -1,5 +1,6 @@
 /* Unit tests for tensor-kind values: the value holds its own reference to the tensor, and
    equality compares tensors by dtype, shape and contents. */
+#include "core/value_impl.h"
 #include "test_util.h"
 
 static ferry_tensor *vec3(float a, float b, float c)
@@ -41,4 +42,17 @@ Test(value_tensor, compares_contents_when_tensors_differ_in_identity, .timeout =
     ferry_value_release(va);
     ferry_value_release(vb);
     ferry_value_release(vc);
+}
+
+Test(value_tensor, fails_with_einval_when_the_kind_has_no_ops, .timeout = 5)
+{
+    ferry_tensor *t = ferry_assert_ptr(vec3(1, 2, 3));
+    /* tensor/ installs its ops from a constructor; a process without them refuses cleanly */
+    ferry_assert_ok(ferry__value_register_kind(FERRY_VALUE_TENSOR, NULL));
+    cr_assert_null(ferry_tensor_value(t));
+    cr_assert_eq(ferry_last_status(), FERRY_EINVAL);
+    cr_assert_str_eq(ferry_last_error(), "tensor values need the tensor module initialized");
+    cr_assert_null(ferry_tensor_value(NULL));
+    cr_assert_str_eq(ferry_last_error(), "NULL tensor");
+    ferry_tensor_release(t); /* the failed call took no reference */
 }

@@ -514,10 +514,26 @@ static void fake_hook_release(void *ctx, ferry_rref *r)
     fake_release(r);
 }
 
+/* The fakes as value kind ops, which take untyped objects. */
+static void *fake_kind_retain(void *r)
+{
+    return fake_retain(r);
+}
+
+static void fake_kind_release(void *r)
+{
+    fake_release(r);
+}
+
+static bool fake_kind_equal(const void *a, const void *b)
+{
+    return fake_equal(a, b);
+}
+
 Test(wire_rref, descriptor_round_trips_when_hooks_are_set, .timeout = 10)
 {
-    ferry__rref_hooks vh = {fake_retain, fake_release, fake_equal};
-    ferry__value_set_rref_hooks(&vh);
+    static const ferry__value_kind_ops vh = {fake_kind_retain, fake_kind_release, fake_kind_equal};
+    ferry_assert_ok(ferry__value_register_kind(FERRY_VALUE_RREF, &vh));
     ferry__wire_set_rref_hooks(NULL); /* rref/ installs its own from a constructor */
     ferry_rref *r = ferry__calloc(1, sizeof *r);
     r->refs = 1;
