@@ -1,8 +1,8 @@
 #!/bin/sh
 # Tests tools/check_deps.sh: on a scratch copy of the sources it passes unchanged and fails,
 # naming the file, on each planted upward include (a public header of a higher module, an
-# internal header of a higher module, a sub-folder module's header from its parent, an
-# unmapped public header). Run from the repository root.
+# internal header of a higher module, a module's private header, a sub-folder module's header
+# from its parent, an unmapped public header). Run from the repository root.
 set -u
 root=$(pwd)
 scratch=$(mktemp -d)
@@ -57,6 +57,7 @@ expect_fail "tensor includes the autograd public header" tensor/tensor.c '#inclu
 expect_fail "a public header includes a higher one" include/ferry/value.h '#include "ferry/tensor.h"'
 expect_fail "rpc includes an rref internal header" rpc/serve.c '#include "rref/rref_impl.h"'
 expect_fail "rpc includes the rref public header" rpc/call.c '#include "ferry/rref.h"'
+expect_fail "rref includes rpc's private agent header" rref/remote.c '#include "rpc/agent.h"'
 expect_fail "a module includes the umbrella header" rref/rref.c '#include "ferry/ferry.h"'
 expect_fail "rref includes its sub-module rref/object" rref/rref.c '#include "rref/object/object.h"'
 expect_fail "autograd/dist includes optim" autograd/dist/context.c '#include "optim/optim.h"'
