@@ -23,10 +23,10 @@
 #include <sys/mman.h>
 #include <sys/random.h>
 #include <sys/socket.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "core/alloc.h"
+#include "core/clock.h"
 #include "core/error.h"
 #include "core/log.h"
 #include "transport/net_internal.h"
@@ -375,11 +375,8 @@ static void open_bell(ferry__net *net)
     ferry__net_bell *b = &net->bell;
     remove_stale_bells();
     uint64_t nonce = 0;
-    if (getrandom(&nonce, sizeof nonce, 0) != sizeof nonce) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        nonce = (uint64_t)ts.tv_nsec ^ (uint64_t)ts.tv_sec << 30;
-    }
+    if (getrandom(&nonce, sizeof nonce, 0) != sizeof nonce)
+        nonce = (uint64_t)ferry__now_ns(); /* unique enough with the pid in front */
     snprintf(b->name, sizeof b->name, "ferry-%d-%016llx", (int)getpid(),
              (unsigned long long)nonce);
     struct sockaddr_un a;

@@ -18,8 +18,8 @@
 #include <unistd.h>
 
 #include "core/alloc.h"
+#include "core/clock.h"
 #include "core/error.h"
-#include "core/future_impl.h"
 #include "core/log.h"
 #include "transport/net_internal.h"
 
@@ -29,7 +29,7 @@ static const char *const MOD = "net";
    round trip on shm or loopback tcp is well inside this, so a reply finds the thread awake. */
 #define SPIN_NS 50000LL
 /* While another thread drives the fabric, the progress thread checks back this often. */
-#define DRIVEN_NAP_NS 100000L
+#define DRIVEN_NAP_US 100
 /* While a transfer on a CQ without a wait fd is under way the thread naps this long at most:
    shm moves large messages in steps that need both sides' progress and signal nobody. */
 #define NAP_NS 100000LL
@@ -550,7 +550,7 @@ static int sleep_once(ferry__net *net, long long timeout_ns)
         }
     }
     struct pollfd pfd = {.fd = net->epoll_fd, .events = POLLIN};
-    struct timespec ts = {timeout_ns / 1000000000LL, timeout_ns % 1000000000LL};
+    struct timespec ts = ferry__timespec_from_ns(timeout_ns);
     if (ppoll(&pfd, 1, &ts, NULL) > 0) {
         struct epoll_event evs[FERRY__NET_MAX_EPS + 2];
         int k = epoll_wait(net->epoll_fd, evs, FERRY__NET_MAX_EPS + 2, 0);
@@ -598,8 +598,7 @@ void ferry__net_drive_end(ferry__net *net)
 static int progress_turn(ferry__net *net)
 {
     if (atomic_load(&net->drivers) > 0) {
-        struct timespec ts = {0, DRIVEN_NAP_NS};
-        nanosleep(&ts, NULL);
+        ferry__sleep_us(DRIVEN_NAP_US);
         return 1; /* counts as busy: no sleep on the wait fds right after */
     }
     return locked_progress(net);

@@ -15,10 +15,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "core/alloc.h"
+#include "core/clock.h"
 #include "core/error.h"
 #include "core/log.h"
 
@@ -61,20 +61,13 @@ typedef struct {
     bool is_bad;
 } cursor;
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
 /* Seconds left before deadline (0 = none). Never <= 0 for a real deadline, since 0 would mean
    "wait forever" to the store. */
 static double left_s(double deadline)
 {
     if (deadline <= 0)
         return 0;
-    double left = deadline - now_s();
+    double left = deadline - ferry__now_s();
     return left > 0.001 ? left : 0.001;
 }
 
@@ -697,7 +690,7 @@ ferry__rendezvous *ferry__rendezvous_join(const char *init_method, int rank, int
     if (ferry__rendezvous_resolve_env(init_method, &rank, &world_size, &host, &port, &path) !=
         FERRY_OK)
         return NULL;
-    double deadline = timeout_s > 0 ? now_s() + timeout_s : 0;
+    double deadline = timeout_s > 0 ? ferry__now_s() + timeout_s : 0;
     ferry__rendezvous *rdv = ferry__calloc(1, sizeof *rdv);
     if (!rdv) {
         ferry__free(host);
@@ -755,16 +748,16 @@ static ferry_status await_done(ferry__rendezvous *rdv, const char *kind, const c
 {
     char key[KEY_LEN], why[512];
     snprintf(key, sizeof key, "%s/done", prefix);
-    double end = timeout_s > 0 ? now_s() + timeout_s : 0;
+    double end = timeout_s > 0 ? ferry__now_s() + timeout_s : 0;
     for (;;) {
         double slice = ABORT_CHECK_SLICE_S;
-        if (end && end - now_s() < slice)
-            slice = end - now_s();
+        if (end && end - ferry__now_s() < slice)
+            slice = end - ferry__now_s();
         ferry_status rc = slice > 0 ? ferry__store_get(rdv->store, key, slice, val, len)
                                     : FERRY_ETIMEDOUT;
         if (rc != FERRY_ETIMEDOUT)
             return rc;
-        if (end && now_s() >= end)
+        if (end && ferry__now_s() >= end)
             return round_timeout(rdv, kind, name, prefix, timeout_s);
         if (rdv->should_abort && rdv->should_abort(rdv->abort_ctx, why, sizeof why))
             return ferry__fail(FERRY_ETRANSPORT, "%s '%s' abandoned: %s", kind, name, why);
@@ -868,8 +861,8 @@ static void leave(ferry__rendezvous *rdv)
         count_in(rdv->store, KEY_LEFT, rdv->world_size - 1);
         return;
     }
-    double deadline = now_s() + LINGER_MAX_S;
-    while (rdv->world_size > 1 && now_s() < deadline &&
+    double deadline = ferry__now_s() + LINGER_MAX_S;
+    while (rdv->world_size > 1 && ferry__now_s() < deadline &&
            ferry__store_server_clients(rdv->server) > 1) {
         void *val = NULL;
         size_t len;
