@@ -1,4 +1,5 @@
-/* Private to the fabric layer (net.c opens endpoints and peers; net_progress.c drives them).
+/* Private to the fabric layer (net.c opens endpoints and peers; net_progress.c drives them;
+   net_doorbell.h wakes shm peers).
 
    Wire conventions, shared by both files:
    - Every untagged message carries 32 bits of remote CQ data: bits 31..30 the kind (eager
@@ -15,12 +16,12 @@
 #define FERRY_TRANSPORT_NET_INTERNAL_H
 
 #include <pthread.h>
-#include <sys/un.h>
 #include <rdma/fabric.h>
 #include <rdma/fi_domain.h>
 #include <stdatomic.h>
 
 #include "transport/net.h"
+#include "transport/net_doorbell.h"
 
 #define FERRY__NET_MAX_EPS 2
 #define FERRY__NET_EAGER_MAX ((size_t)64 * 1024)
@@ -106,21 +107,8 @@ struct ferry__net_ep {
 typedef struct {
     ferry__net_ep *ep;              /* NULL before ferry__net_set_peers */
     fi_addr_t addr;
-    /* The peer's doorbell (shm peers only): ring it after posting to it while it sleeps. */
-    bool has_bell;
-    atomic_int *bell_flag;          /* its sleeping flag, mapped; NULL = ring always */
-    struct sockaddr_un bell_addr;
-    socklen_t bell_len;
+    ferry__net_peer_bell bell;      /* shm peers: ring it after posting while it sleeps */
 } ferry__net_peer;
-
-/* shm completion queues have no wait fd and shm peers never signal one, so a process reached
-   over shm publishes a doorbell: a page holding "my progress thread sleeps" and an abstract
-   datagram socket. A sender that posted to a sleeping peer sends it one byte. */
-typedef struct {
-    int fd;                         /* bound abstract datagram socket, or -1: no doorbell */
-    atomic_int *flag;               /* our shared page: nonzero while the progress thread sleeps */
-    char name[64];                  /* the socket's abstract name and the page's shm name */
-} ferry__net_bell;
 
 struct ferry__net {
     ferry__net_handlers h;
@@ -172,8 +160,6 @@ void ferry__net_op_free(ferry__net_op *op);
    neither posted nor kept (the caller frees it). Internal ops pass is_internal to be accepted
    while closing. */
 ferry_status ferry__net_submit(ferry__net *net, ferry__net_op *op, bool is_internal);
-/* Rings the doorbell of `peer` if it sleeps (after something was posted to it). */
-void ferry__net_ring(ferry__net *net, int peer);
 /* Lets the progress thread finish op with rc (op was not posted; any thread). */
 void ferry__net_fail_later(ferry__net *net, ferry__net_op *op, ferry_status rc);
 /* Wakes the progress thread if it sleeps (no on_tick implied). */

@@ -13,7 +13,6 @@
 #include <rdma/fi_tagged.h>
 #include <string.h>
 #include <sys/epoll.h>
-#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -139,6 +138,13 @@ static int post(ferry__net_op *op)
     return rc;
 }
 
+/* After a post to `peer` (-1: a receive buffer, nobody to wake). */
+static void ring(ferry__net *net, int peer)
+{
+    if (peer >= 0 && net->peers)
+        ferry__net_bell_ring(&net->bell, &net->peers[peer].bell, peer);
+}
+
 ferry_status ferry__net_submit(ferry__net *net, ferry__net_op *op, bool is_internal)
 {
     ferry__net_ep *e = op->ep;
@@ -170,7 +176,7 @@ ferry_status ferry__net_submit(ferry__net *net, ferry__net_op *op, bool is_inter
         pthread_cond_broadcast(&net->posted_cond);
     pthread_mutex_unlock(&net->lock);
     if (rc == 0)
-        ferry__net_ring(net, peer);
+        ring(net, peer);
     else if (rc == -FI_EAGAIN)
         ferry__net_kick(net);
     return rc == 0 || rc == -FI_EAGAIN ? FERRY_OK : ferry__net_fail_fi(e, rc, "posting");
@@ -444,7 +450,7 @@ static int drain_queue(ferry__net *net, ferry__net_ep *e, int q)
         }
         done++;
         if (rc == 0) {
-            ferry__net_ring(net, peer);
+            ring(net, peer);
         } else {
             pthread_mutex_lock(&net->lock);
             unlink_op(net, op);
@@ -507,21 +513,18 @@ static long long sleep_limit(ferry__net *net, long long timeout_ns)
     return queued ? 0 : timeout_ns;
 }
 
-static void drain_fd(int fd, bool is_socket)
+static void drain_wake_fd(int fd)
 {
-    char buf[64];
-    for (int i = 0; i < 64; i++) {
-        ssize_t n = is_socket ? recv(fd, buf, sizeof buf, MSG_DONTWAIT) : read(fd, buf, 8);
-        if (n < 0)
+    uint64_t count;
+    for (int i = 0; i < 64; i++)
+        if (read(fd, &count, sizeof count) < 0)
             break;
-    }
 }
 
 static void set_sleeping(ferry__net *net, bool is_sleeping)
 {
     atomic_store(&net->is_sleeping, is_sleeping);
-    if (net->bell.flag)
-        atomic_store(net->bell.flag, is_sleeping);
+    ferry__net_bell_set_sleeping(&net->bell, is_sleeping);
 }
 
 /* Blocks until a CQ has something, the doorbell, ferry__net_wake/close, or the timeout. The
@@ -556,9 +559,9 @@ static int sleep_once(ferry__net *net, long long timeout_ns)
         int k = epoll_wait(net->epoll_fd, evs, FERRY__NET_MAX_EPS + 2, 0);
         for (int i = 0; i < k; i++) {
             if (!evs[i].data.ptr)
-                drain_fd(net->wake_fd, false);
+                drain_wake_fd(net->wake_fd);
             else if (evs[i].data.ptr == &net->bell)
-                drain_fd(net->bell.fd, true);
+                ferry__net_bell_drain(&net->bell);
         }
     }
     set_sleeping(net, false);
