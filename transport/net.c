@@ -1,9 +1,9 @@
 /* The fabric layer's setup: choosing and opening libfabric providers (shm for this host,
    tcp;ofi_rxm elsewhere, or one forced by FERRY_TRANSPORT) bound to the interface that reaches
    the master, the address blob a process publishes at rendezvous (with the shm doorbell's name,
-   net_doorbell.c), installing peers, and the lifecycle (start, wake, close). Operations, the
-   progress thread and the send entry points live in net_progress.c; the wire conventions in
-   net_internal.h. */
+   net_doorbell.c), installing peers, and the lifecycle (start, wake, close). Operations and the
+   progress thread live in net_progress.c, the send entry points and message handling in
+   net_message.c; the wire conventions in net_internal.h. */
 #include "transport/net.h"
 
 #include <arpa/inet.h>

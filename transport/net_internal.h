@@ -1,7 +1,8 @@
-/* Private to the fabric layer (net.c opens endpoints and peers; net_progress.c drives them;
-   net_doorbell.h wakes shm peers).
+/* Private to the fabric layer (net.c opens endpoints and peers; net_progress.c posts ops and
+   drives completions; net_message.c turns messages into ops and back; net_doorbell.h wakes shm
+   peers).
 
-   Wire conventions, shared by both files:
+   Wire conventions, shared by these files:
    - Every untagged message carries 32 bits of remote CQ data: bits 31..30 the kind (eager
      message or large-message announcement), bits 29..0 the sender's rank. When the provider
      offers FI_SOURCE the rank is also checked against the source address, and a message from an
@@ -164,6 +165,19 @@ ferry_status ferry__net_submit(ferry__net *net, ferry__net_op *op, bool is_inter
 void ferry__net_fail_later(ferry__net *net, ferry__net_op *op, ferry_status rc);
 /* Wakes the progress thread if it sleeps (no on_tick implied). */
 void ferry__net_kick(ferry__net *net);
+/* Completion (net_progress.c). Reports rank `peer` failed to the agent when rc is
+   FERRY_ETRANSPORT (the why is the one report of the failure). */
+void ferry__net_peer_failed(ferry__net *net, int peer, ferry_status rc, const char *why);
+/* One part of an aggregate finished with rc; the last one completes the aggregate (delivers a
+   large receive, or finishes a large send). */
+void ferry__net_part_done(ferry__net *net, ferry__net_op *parent, ferry_status rc,
+                          const char *why);
+/* Messages (net_message.c). A whole message from `src` goes to on_message (counted). */
+void ferry__net_deliver(ferry__net *net, int src, const void *buf, size_t len);
+/* One of the eager receive buffers completed: checks the sender, delivers or starts a large
+   receive, and reposts the buffer. */
+void ferry__net_on_receive(ferry__net *net, ferry__net_ep *e, ferry__net_op *op,
+                           const struct fi_cq_tagged_entry *ent, fi_addr_t src);
 /* Posts the eager receive ring of every endpoint. */
 ferry_status ferry__net_post_receives(ferry__net *net);
 void *ferry__net_progress_main(void *arg);
