@@ -6,6 +6,7 @@
    engine posts, completes and calls back. */
 #include "transport/net.h"
 
+#include <stdio.h>
 #include <string.h>
 
 #include "core/alloc.h"
@@ -77,9 +78,10 @@ static void start_large_recv(ferry__net *net, ferry__net_ep *e, int src, const u
     void *mem = parent && total <= SIZE_MAX ? ferry__malloc((size_t)total) : NULL;
     if (!mem) {
         ferry__net_op_free(parent);
-        ferry__log_error(MOD, "no memory for a %llu-byte message from rank %d",
-                         (unsigned long long)total, src);
-        ferry__net_peer_failed(net, src, FERRY_ETRANSPORT, "no memory for a large message");
+        char why[96];
+        snprintf(why, sizeof why, "no memory for a %llu-byte message from it",
+                 (unsigned long long)total);
+        ferry__net_peer_failed(net, src, FERRY_ETRANSPORT, why); /* the one report */
         return;
     }
     parent->owned = mem;

@@ -8,12 +8,11 @@
    ours held. */
 #include "transport/net.h"
 
-#include <errno.h>
 #include <poll.h>
 #include <rdma/fi_endpoint.h>
 #include <rdma/fi_errno.h>
 #include <rdma/fi_tagged.h>
-#include <string.h>
+#include <stdio.h>
 #include <sys/epoll.h>
 #include <time.h>
 #include <unistd.h>
@@ -224,7 +223,9 @@ void ferry__net_part_done(ferry__net *net, ferry__net_op *parent, ferry_status r
     finish_op(net, parent, rc, why);
 }
 
-/* The op is unlinked; runs its callback (or its aggregate's) and frees it. */
+/* The op is unlinked; runs its callback (or its aggregate's) and frees it. A transport failure
+   reaches the peer-error handler first, with the provider's detail, so the one report of it
+   (the agent's "worker ... is unreachable") says what went wrong; done only gets the code. */
 static void finish_op(ferry__net *net, ferry__net_op *op, ferry_status rc, const char *why)
 {
     if (op->parent) {
@@ -244,9 +245,9 @@ static void finish_op(ferry__net *net, ferry__net_op *op, ferry_status rc, const
     void *arg = op->arg;
     int peer = op->peer;
     ferry__net_op_free(op);
+    ferry__net_peer_failed(net, peer, rc, why ? why : "transfer failed");
     if (done)
         done(arg, rc);
-    ferry__net_peer_failed(net, peer, rc, why ? why : "transfer failed");
 }
 
 static void on_completion(ferry__net *net, ferry__net_ep *e, const struct fi_cq_tagged_entry *ent,
@@ -288,7 +289,8 @@ static void on_error(ferry__net *net, ferry__net_ep *e)
             ferry__net_op_free(op);
         return;
     }
-    ferry__log_warn(MOD, "transfer with rank %d failed: %s", op->peer, why);
+    /* Reported once, by whoever owns the op's callback or the peer (the agent): not here. */
+    ferry__log_debug(MOD, "transfer with rank %d failed: %s", op->peer, why);
     finish_op(net, op, rc, why);
 }
 
