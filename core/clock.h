@@ -1,9 +1,9 @@
 /* The one clock ferry measures time with: CLOCK_MONOTONIC, which never jumps when the wall clock
    is set, in the units callers keep (nanoseconds for futures and the progress thread,
-   milliseconds for the store's wire timeouts, seconds for rendezvous deadlines), plus the two
-   conversions every timed wait needs: a point on that clock as a timespec (absolute deadlines
-   for condition variables created with pthread_condattr_setclock(CLOCK_MONOTONIC), or plain
-   durations for ppoll) and a short sleep. Log timestamps use the wall clock and are not here. */
+   milliseconds for the store's wire timeouts, seconds for rendezvous deadlines), plus what timed
+   waits need: a deadline from a timeout, a point on that clock as a timespec (absolute deadlines
+   for condition variables set to CLOCK_MONOTONIC, or plain durations for ppoll), such condition
+   variables, and a short sleep. Log timestamps use the wall clock and are not here. */
 #ifndef FERRY_CORE_CLOCK_H
 #define FERRY_CORE_CLOCK_H
 
