@@ -15,6 +15,7 @@
 #include <time.h>
 
 #include "core/alloc.h"
+#include "core/clock.h"
 #include "core/error.h"
 #include "core/log.h"
 #include "core/refcount.h"
@@ -57,13 +58,6 @@ struct ferry_future {
     void *driver_ctx;
 };
 
-long long ferry__now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
-}
-
 static inline void cpu_relax(void)
 {
 #if defined(__x86_64__) || defined(__i386__)
@@ -93,11 +87,7 @@ ferry_future *ferry_future_new(void)
     f->driver = NULL;
     f->driver_ctx = NULL;
     pthread_mutex_init(&f->mu, NULL);
-    pthread_condattr_t attr;
-    pthread_condattr_init(&attr);
-    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-    pthread_cond_init(&f->cv, &attr);
-    pthread_condattr_destroy(&attr);
+    ferry__cond_init_monotonic(&f->cv);
     f->status = FERRY_EAGAIN;
     return f;
 }
@@ -247,11 +237,7 @@ static bool drive(ferry_future *f, long long spin_end)
    thread never starves it. deadline_ns 0 = none. */
 static void wait_blocking(ferry_future *f, long long deadline_ns)
 {
-    struct timespec ts = {0};
-    if (deadline_ns) {
-        ts.tv_sec = (time_t)(deadline_ns / 1000000000LL);
-        ts.tv_nsec = (long)(deadline_ns % 1000000000LL);
-    }
+    struct timespec ts = ferry__timespec_from_ns(deadline_ns); /* f->cv runs on this clock */
     ferry__pool_blocking_begin();
     pthread_mutex_lock(&f->mu);
     f->waiters++;
@@ -273,10 +259,7 @@ ferry_status ferry_future_wait(ferry_future *f, double timeout)
         return ferry__fail(FERRY_EINVAL, "NULL future");
     if (!is_done(f)) {
         long long start = ferry__now_ns();
-        /* Beyond about 30 years a timeout means "no limit" (and would overflow the clock). */
-        long long deadline = timeout > 0 && timeout < 1e9 ? start + (long long)(timeout * 1e9) : 0;
-        if (deadline == start)
-            deadline++; /* a positive timeout below a nanosecond still bounds the wait */
+        long long deadline = ferry__deadline_ns(start, timeout); /* 0: no limit */
         long long drive_end = start + DRIVE_SPIN_NS, spin_end = start + WAIT_SPIN_NS;
         if (deadline && deadline < drive_end)
             drive_end = deadline;

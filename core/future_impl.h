@@ -3,6 +3,8 @@
 #ifndef FERRY_CORE_FUTURE_IMPL_H
 #define FERRY_CORE_FUTURE_IMPL_H
 
+/* clock.h for ferry__now_ns, which files including this header used to find here. */
+#include "core/clock.h"
 #include "core/pool.h"
 #include "ferry/future.h"
 
@@ -34,8 +36,5 @@ typedef struct {
 
 /* Attaches a driver (ctx is retained; any earlier one is released). No-op once completed. */
 void ferry__future_set_driver(ferry_future *f, const ferry__future_driver *driver, void *ctx);
-
-/* Monotonic clock in nanoseconds. */
-long long ferry__now_ns(void);
 
 #endif

@@ -16,6 +16,7 @@
 #include <time.h>
 
 #include "core/alloc.h"
+#include "core/clock.h"
 #include "core/error.h"
 #include "core/log.h"
 
@@ -62,14 +63,6 @@ static pthread_mutex_t default_lock = PTHREAD_MUTEX_INITIALIZER;
 static ferry__pool *_Atomic default_pool;
 
 static void *pool_main(void *arg);
-
-static void clock_after_ns(struct timespec *ts, long long ns)
-{
-    clock_gettime(CLOCK_MONOTONIC, ts);
-    ns += ts->tv_nsec;
-    ts->tv_sec += (time_t)(ns / 1000000000LL);
-    ts->tv_nsec = (long)(ns % 1000000000LL);
-}
 
 static void unlink_thread(pool_thread **list, pool_thread *t)
 {
@@ -150,8 +143,8 @@ static bool next_task_locked(ferry__pool *pool, pool_task *out)
         int err = 0;
         bool surplus = pool->threads - pool->blocked > pool->size;
         if (surplus) {
-            struct timespec deadline;
-            clock_after_ns(&deadline, SPARE_IDLE_NS);
+            /* work_cv runs on the monotonic clock (see ferry__pool_new). */
+            struct timespec deadline = ferry__timespec_from_ns(ferry__now_ns() + SPARE_IDLE_NS);
             err = pthread_cond_timedwait(&pool->work_cv, &pool->mu, &deadline);
         } else {
             pthread_cond_wait(&pool->work_cv, &pool->mu);
@@ -227,13 +220,9 @@ ferry__pool *ferry__pool_new(int nthreads, size_t queue_cap, const char *name)
     pool->size = nthreads;
     snprintf(pool->name, sizeof pool->name, "%s", name ? name : "pool");
     pthread_mutex_init(&pool->mu, NULL);
-    pthread_condattr_t attr;
-    pthread_condattr_init(&attr);
-    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-    pthread_cond_init(&pool->work_cv, &attr);
-    pthread_cond_init(&pool->room_cv, &attr);
-    pthread_cond_init(&pool->exit_cv, &attr);
-    pthread_condattr_destroy(&attr);
+    ferry__cond_init_monotonic(&pool->work_cv);
+    ferry__cond_init_monotonic(&pool->room_cv);
+    ferry__cond_init_monotonic(&pool->exit_cv);
 
     pthread_mutex_lock(&pool->mu);
     ferry_status rc = FERRY_OK;

@@ -34,11 +34,8 @@ static void send_ctx_put(send_ctx *s)
 static void part_done(void *arg, ferry_status rc)
 {
     send_ctx *s = arg;
-    if (rc != FERRY_OK && rc != FERRY_ESHUTDOWN) {
-        ferry__log_warn("rpc", "sending message %llu (type %d) to rank %d failed: %s",
-                        (unsigned long long)s->id, (int)s->type, s->dst, ferry_strerror(rc));
+    if (rc != FERRY_OK && rc != FERRY_ESHUTDOWN)
         ferry__agent_on_peer_error(s->agent, s->dst, rc, "a send to it failed");
-    }
     send_ctx_put(s);
 }
 

@@ -1,14 +1,14 @@
 /* The fabric layer's setup: choosing and opening libfabric providers (shm for this host,
    tcp;ofi_rxm elsewhere, or one forced by FERRY_TRANSPORT) bound to the interface that reaches
-   the master, the shm doorbell, the address blob a process publishes at rendezvous, installing
-   peers, and the lifecycle (start, wake, close). Operations, the progress thread and the send
-   entry points live in net_progress.c; the wire conventions in net_internal.h. */
+   the master, the address blob a process publishes at rendezvous (with the shm doorbell's name,
+   net_doorbell.c), installing peers, and the lifecycle (start, wake, close). Operations and the
+   progress thread live in net_progress.c, the send entry points and message handling in
+   net_message.c; the wire conventions in net_internal.h. */
 #include "transport/net.h"
 
 #include <arpa/inet.h>
 #include <dirent.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <netdb.h>
 #include <signal.h>
 #include <rdma/fi_cm.h>
@@ -21,12 +21,11 @@
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
-#include <sys/random.h>
 #include <sys/socket.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "core/alloc.h"
+#include "core/clock.h"
 #include "core/error.h"
 #include "core/log.h"
 #include "transport/net_internal.h"
@@ -325,107 +324,6 @@ static void close_ep(ferry__net_ep *e)
     memset(e, 0, sizeof *e);
 }
 
-/* ---- the shm doorbell (see ferry__net_bell) ---- */
-
-static void bell_addr(const char *name, struct sockaddr_un *out, socklen_t *len)
-{
-    memset(out, 0, sizeof *out);
-    out->sun_family = AF_UNIX;
-    size_t n = strlen(name);
-    memcpy(out->sun_path + 1, name, n); /* abstract: leading NUL, nothing on disk */
-    *len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + n);
-}
-
-static atomic_int *map_flag(const char *name, int oflag)
-{
-    char path[80];
-    snprintf(path, sizeof path, "/%s", name);
-    int fd = shm_open(path, oflag, 0600);
-    if (fd < 0)
-        return NULL;
-    void *p = (oflag & O_CREAT) && ftruncate(fd, 4096) != 0
-                  ? MAP_FAILED
-                  : mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-    close(fd);
-    return p == MAP_FAILED ? NULL : p;
-}
-
-/* Pages left by processes that died without closing (killed tests, crashes). A page unlinked
-   while still mapped stays valid for whoever mapped it, so a wrong guess costs little. */
-static void remove_stale_bells(void)
-{
-    DIR *d = opendir("/dev/shm");
-    if (!d)
-        return;
-    for (struct dirent *de; (de = readdir(d)) != NULL;) {
-        int pid = 0;
-        if (sscanf(de->d_name, "ferry-%d-", &pid) != 1 || pid <= 0 ||
-            kill((pid_t)pid, 0) == 0 || errno != ESRCH)
-            continue;
-        char path[300];
-        snprintf(path, sizeof path, "/%s", de->d_name);
-        shm_unlink(path);
-    }
-    closedir(d);
-}
-
-/* Without a doorbell shm still works: the progress thread then naps instead of sleeping. */
-static void open_bell(ferry__net *net)
-{
-    ferry__net_bell *b = &net->bell;
-    remove_stale_bells();
-    uint64_t nonce = 0;
-    if (getrandom(&nonce, sizeof nonce, 0) != sizeof nonce) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        nonce = (uint64_t)ts.tv_nsec ^ (uint64_t)ts.tv_sec << 30;
-    }
-    snprintf(b->name, sizeof b->name, "ferry-%d-%016llx", (int)getpid(),
-             (unsigned long long)nonce);
-    struct sockaddr_un a;
-    socklen_t len;
-    bell_addr(b->name, &a, &len);
-    b->fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    b->flag = map_flag(b->name, O_CREAT | O_EXCL | O_RDWR);
-    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = b};
-    if (b->fd < 0 || !b->flag || bind(b->fd, (struct sockaddr *)&a, len) != 0 ||
-        epoll_ctl(net->epoll_fd, EPOLL_CTL_ADD, b->fd, &ev) != 0) {
-        ferry__log_info(MOD, "no shm doorbell (%s): idle shm is polled", strerror(errno));
-        if (b->fd >= 0)
-            close(b->fd);
-        b->fd = -1;
-    }
-}
-
-static void close_bell(ferry__net_bell *b)
-{
-    if (b->fd >= 0)
-        close(b->fd);
-    if (b->flag) {
-        munmap((void *)b->flag, 4096);
-        char path[80];
-        snprintf(path, sizeof path, "/%s", b->name);
-        shm_unlink(path);
-    }
-    b->fd = -1;
-    b->flag = NULL;
-}
-
-void ferry__net_ring(ferry__net *net, int peer)
-{
-    if (peer < 0 || !net->peers || !net->peers[peer].has_bell)
-        return;
-    const ferry__net_peer *p = &net->peers[peer];
-    /* The post wrote into the peer's queue; the peer stores its flag before its last look at
-       that queue. With a full fence on both sides one of us sees the other. */
-    atomic_thread_fence(memory_order_seq_cst);
-    if (p->bell_flag && !atomic_load(p->bell_flag))
-        return;
-    if (sendto(net->bell.fd, "", 1, MSG_DONTWAIT | MSG_NOSIGNAL,
-               (const struct sockaddr *)&p->bell_addr, p->bell_len) < 0 && errno != EAGAIN)
-        ferry__log_debug(MOD, "doorbell of rank %d: %s", peer, strerror(errno));
-}
-
 /* ---- the address blob: "FRYN", version, n_eps, host id, then (provider, address) pairs ---- */
 
 static ferry_status build_blob(ferry__net *net)
@@ -587,7 +485,7 @@ ferry__net *ferry__net_open(const ferry__net_options *opts, const ferry__net_han
         goto fail;
     for (int i = 0; i < net->n_eps; i++)
         if (net->eps[i].is_shm && net->bell.fd < 0)
-            open_bell(net);
+            ferry__net_bell_open(&net->bell, net->epoll_fd);
     if (build_blob(net) != FERRY_OK)
         goto fail;
     return net;
@@ -651,24 +549,16 @@ static ferry_status insert_peer(ferry__net *net, int rank, const parsed_blob *pb
 /* A shm peer's doorbell; ours for self (a user thread may post to self while we sleep). */
 static void attach_bell(ferry__net *net, int rank, bool is_self, const parsed_blob *pb)
 {
-    ferry__net_peer *p = &net->peers[rank];
     int k = blob_find(pb, BELL_ENTRY);
-    char name[64];
-    if (net->bell.fd < 0 || k < 0 || pb->addr_len[k] >= sizeof name)
-        return;
-    memcpy(name, pb->addr[k], pb->addr_len[k]);
-    name[pb->addr_len[k]] = '\0';
-    bell_addr(name, &p->bell_addr, &p->bell_len);
-    p->bell_flag = is_self ? net->bell.flag : map_flag(name, O_RDWR);
-    p->has_bell = true;
+    if (k >= 0)
+        ferry__net_bell_attach(&net->peers[rank].bell, &net->bell, pb->addr[k], pb->addr_len[k],
+                               is_self);
 }
 
-/* Unmaps the doorbell pages attach_bell mapped (ours, attached for self, is close_bell's). */
-static void unmap_peer_bells(ferry__net *net)
+static void detach_bells(ferry__net *net)
 {
     for (int r = 0; net->peers && r < net->world_size; r++)
-        if (net->peers[r].bell_flag && net->peers[r].bell_flag != net->bell.flag)
-            munmap((void *)net->peers[r].bell_flag, 4096);
+        ferry__net_bell_detach(&net->peers[r].bell, &net->bell);
 }
 
 ferry_status ferry__net_set_peers(ferry__net *net, int self_rank, int world_size,
@@ -710,7 +600,7 @@ ferry_status ferry__net_set_peers(ferry__net *net, int self_rank, int world_size
     }
     ferry__free(pbs);
     if (rc != FERRY_OK) {
-        unmap_peer_bells(net);
+        detach_bells(net);
         ferry__free(net->peers);
         net->peers = NULL;
         return rc;
@@ -831,8 +721,8 @@ void ferry__net_close(ferry__net *net)
     pthread_cond_destroy(&net->posted_cond);
     pthread_mutex_destroy(&net->lock);
     pthread_mutex_destroy(&net->poll_lock);
-    unmap_peer_bells(net);
-    close_bell(&net->bell);
+    detach_bells(net);
+    ferry__net_bell_close(&net->bell);
     ferry__free(net->peers);
     ferry__free(net->blob);
     ferry__free(net->host_id);

@@ -1,6 +1,8 @@
-/* Private to the fabric layer (net.c opens endpoints and peers; net_progress.c drives them).
+/* Private to the fabric layer (net.c opens endpoints and peers; net_progress.c posts ops and
+   drives completions; net_message.c turns messages into ops and back; net_doorbell.h wakes shm
+   peers).
 
-   Wire conventions, shared by both files:
+   Wire conventions, shared by these files:
    - Every untagged message carries 32 bits of remote CQ data: bits 31..30 the kind (eager
      message or large-message announcement), bits 29..0 the sender's rank. When the provider
      offers FI_SOURCE the rank is also checked against the source address, and a message from an
@@ -15,12 +17,12 @@
 #define FERRY_TRANSPORT_NET_INTERNAL_H
 
 #include <pthread.h>
-#include <sys/un.h>
 #include <rdma/fabric.h>
 #include <rdma/fi_domain.h>
 #include <stdatomic.h>
 
 #include "transport/net.h"
+#include "transport/net_doorbell.h"
 
 #define FERRY__NET_MAX_EPS 2
 #define FERRY__NET_EAGER_MAX ((size_t)64 * 1024)
@@ -106,21 +108,8 @@ struct ferry__net_ep {
 typedef struct {
     ferry__net_ep *ep;              /* NULL before ferry__net_set_peers */
     fi_addr_t addr;
-    /* The peer's doorbell (shm peers only): ring it after posting to it while it sleeps. */
-    bool has_bell;
-    atomic_int *bell_flag;          /* its sleeping flag, mapped; NULL = ring always */
-    struct sockaddr_un bell_addr;
-    socklen_t bell_len;
+    ferry__net_peer_bell bell;      /* shm peers: ring it after posting while it sleeps */
 } ferry__net_peer;
-
-/* shm completion queues have no wait fd and shm peers never signal one, so a process reached
-   over shm publishes a doorbell: a page holding "my progress thread sleeps" and an abstract
-   datagram socket. A sender that posted to a sleeping peer sends it one byte. */
-typedef struct {
-    int fd;                         /* bound abstract datagram socket, or -1: no doorbell */
-    atomic_int *flag;               /* our shared page: nonzero while the progress thread sleeps */
-    char name[64];                  /* the socket's abstract name and the page's shm name */
-} ferry__net_bell;
 
 struct ferry__net {
     ferry__net_handlers h;
@@ -172,12 +161,23 @@ void ferry__net_op_free(ferry__net_op *op);
    neither posted nor kept (the caller frees it). Internal ops pass is_internal to be accepted
    while closing. */
 ferry_status ferry__net_submit(ferry__net *net, ferry__net_op *op, bool is_internal);
-/* Rings the doorbell of `peer` if it sleeps (after something was posted to it). */
-void ferry__net_ring(ferry__net *net, int peer);
 /* Lets the progress thread finish op with rc (op was not posted; any thread). */
 void ferry__net_fail_later(ferry__net *net, ferry__net_op *op, ferry_status rc);
 /* Wakes the progress thread if it sleeps (no on_tick implied). */
 void ferry__net_kick(ferry__net *net);
+/* Completion (net_progress.c). Reports rank `peer` failed to the agent when rc is
+   FERRY_ETRANSPORT (the why is the one report of the failure). */
+void ferry__net_peer_failed(ferry__net *net, int peer, ferry_status rc, const char *why);
+/* One part of an aggregate finished with rc; the last one completes the aggregate (delivers a
+   large receive, or finishes a large send). */
+void ferry__net_part_done(ferry__net *net, ferry__net_op *parent, ferry_status rc,
+                          const char *why);
+/* Messages (net_message.c). A whole message from `src` goes to on_message (counted). */
+void ferry__net_deliver(ferry__net *net, int src, const void *buf, size_t len);
+/* One of the eager receive buffers completed: checks the sender, delivers or starts a large
+   receive, and reposts the buffer. */
+void ferry__net_on_receive(ferry__net *net, ferry__net_ep *e, ferry__net_op *op,
+                           const struct fi_cq_tagged_entry *ent, fi_addr_t src);
 /* Posts the eager receive ring of every endpoint. */
 ferry_status ferry__net_post_receives(ferry__net *net);
 void *ferry__net_progress_main(void *arg);

@@ -1,25 +1,25 @@
-/* The fabric layer's moving parts: operations and how they are posted (straight from the calling
-   thread; behind a per-endpoint queue when the provider says -FI_EAGAIN), the progress thread that
-   reads every completion queue, spins briefly when idle and then blocks on the CQ wait fds, the
-   shm doorbell and an eventfd, delivery from the eager receive buffers, large-message reassembly,
-   and the send entry points. Every callback runs on the progress thread (or, for ops still
-   pending, on the thread closing the net) with no lock of ours held. */
+/* The fabric layer's engine: operations and how they are posted (straight from the calling
+   thread; behind a per-endpoint queue when the provider says -FI_EAGAIN), completion of each op
+   and of aggregates (a large message's parts), and the progress thread that reads every
+   completion queue, spins briefly when idle and then blocks on the CQ wait fds, the shm doorbell
+   and an eventfd (or lets a waiting thread drive). What the bytes mean (eager and large
+   messages, source ranks, bulk transfers) is net_message.c's. Every callback runs on the
+   progress thread (or, for ops still pending, on the thread closing the net) with no lock of
+   ours held. */
 #include "transport/net.h"
 
-#include <errno.h>
 #include <poll.h>
 #include <rdma/fi_endpoint.h>
 #include <rdma/fi_errno.h>
 #include <rdma/fi_tagged.h>
-#include <string.h>
+#include <stdio.h>
 #include <sys/epoll.h>
-#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "core/alloc.h"
+#include "core/clock.h"
 #include "core/error.h"
-#include "core/future_impl.h"
 #include "core/log.h"
 #include "transport/net_internal.h"
 
@@ -29,13 +29,12 @@ static const char *const MOD = "net";
    round trip on shm or loopback tcp is well inside this, so a reply finds the thread awake. */
 #define SPIN_NS 50000LL
 /* While another thread drives the fabric, the progress thread checks back this often. */
-#define DRIVEN_NAP_NS 100000L
+#define DRIVEN_NAP_US 100
 /* While a transfer on a CQ without a wait fd is under way the thread naps this long at most:
    shm moves large messages in steps that need both sides' progress and signal nobody. */
 #define NAP_NS 100000LL
 #define CLOSE_DRAIN_NS 200000000LL
 #define CQ_BATCH 16
-#define CTRL_HEADER 24
 
 /* ---- operations ---- */
 
@@ -139,6 +138,13 @@ static int post(ferry__net_op *op)
     return rc;
 }
 
+/* After a post to `peer` (-1: a receive buffer, nobody to wake). */
+static void ring(ferry__net *net, int peer)
+{
+    if (peer >= 0 && net->peers)
+        ferry__net_bell_ring(&net->bell, &net->peers[peer].bell, peer);
+}
+
 ferry_status ferry__net_submit(ferry__net *net, ferry__net_op *op, bool is_internal)
 {
     ferry__net_ep *e = op->ep;
@@ -170,7 +176,7 @@ ferry_status ferry__net_submit(ferry__net *net, ferry__net_op *op, bool is_inter
         pthread_cond_broadcast(&net->posted_cond);
     pthread_mutex_unlock(&net->lock);
     if (rc == 0)
-        ferry__net_ring(net, peer);
+        ring(net, peer);
     else if (rc == -FI_EAGAIN)
         ferry__net_kick(net);
     return rc == 0 || rc == -FI_EAGAIN ? FERRY_OK : ferry__net_fail_fi(e, rc, "posting");
@@ -189,15 +195,7 @@ void ferry__net_fail_later(ferry__net *net, ferry__net_op *op, ferry_status rc)
 
 /* ---- completion ---- */
 
-static void deliver(ferry__net *net, int src, const void *buf, size_t len)
-{
-    atomic_fetch_add(&net->messages_in, 1);
-    atomic_fetch_add(&net->bytes_in, len);
-    if (net->h.on_message)
-        net->h.on_message(net->h.ctx, src, buf, len);
-}
-
-static void peer_failed(ferry__net *net, int peer, ferry_status rc, const char *why)
+void ferry__net_peer_failed(ferry__net *net, int peer, ferry_status rc, const char *why)
 {
     if (rc == FERRY_ETRANSPORT && peer >= 0 && net->h.on_peer_error)
         net->h.on_peer_error(net->h.ctx, peer, rc, why);
@@ -205,7 +203,8 @@ static void peer_failed(ferry__net *net, int peer, ferry_status rc, const char *
 
 static void finish_op(ferry__net *net, ferry__net_op *op, ferry_status rc, const char *why);
 
-static void part_done(ferry__net *net, ferry__net_op *parent, ferry_status rc, const char *why)
+void ferry__net_part_done(ferry__net *net, ferry__net_op *parent, ferry_status rc,
+                          const char *why)
 {
     int expected = FERRY_OK;
     if (rc != FERRY_OK)
@@ -215,22 +214,24 @@ static void part_done(ferry__net *net, ferry__net_op *parent, ferry_status rc, c
     rc = (ferry_status)atomic_load(&parent->agg_rc);
     if (parent->is_recv) {
         if (rc == FERRY_OK)
-            deliver(net, parent->peer, parent->owned, parent->len);
+            ferry__net_deliver(net, parent->peer, parent->owned, parent->len);
         else
-            peer_failed(net, parent->peer, rc, why ? why : "large message lost");
+            ferry__net_peer_failed(net, parent->peer, rc, why ? why : "large message lost");
         ferry__net_op_free(parent);
         return;
     }
     finish_op(net, parent, rc, why);
 }
 
-/* The op is unlinked; runs its callback (or its aggregate's) and frees it. */
+/* The op is unlinked; runs its callback (or its aggregate's) and frees it. A transport failure
+   reaches the peer-error handler first, with the provider's detail, so the one report of it
+   (the agent's "worker ... is unreachable") says what went wrong; done only gets the code. */
 static void finish_op(ferry__net *net, ferry__net_op *op, ferry_status rc, const char *why)
 {
     if (op->parent) {
         ferry__net_op *parent = op->parent;
         ferry__net_op_free(op);
-        part_done(net, parent, rc, why);
+        ferry__net_part_done(net, parent, rc, why);
         return;
     }
     if (rc == FERRY_OK) {
@@ -244,108 +245,9 @@ static void finish_op(ferry__net *net, ferry__net_op *op, ferry_status rc, const
     void *arg = op->arg;
     int peer = op->peer;
     ferry__net_op_free(op);
+    ferry__net_peer_failed(net, peer, rc, why ? why : "transfer failed");
     if (done)
         done(arg, rc);
-    peer_failed(net, peer, rc, why ? why : "transfer failed");
-}
-
-/* The sender of an untagged message: its rank, checked against the source address when the
-   provider reports one; -1 (dropped and counted) for anyone who never joined. */
-static int source_rank(ferry__net *net, ferry__net_ep *e, uint64_t data, fi_addr_t src)
-{
-    int claimed = FERRY__NET_DATA_RANK(data);
-    if (claimed >= net->world_size)
-        return -1;
-    if (!e->has_source)
-        return claimed;
-    if (src == FI_ADDR_NOTAVAIL || src >= (fi_addr_t)net->world_size)
-        return -1;
-    return e->addr_rank[src] == claimed ? claimed : -1;
-}
-
-static uint64_t get_u64(const unsigned char *p)
-{
-    uint64_t v = 0;
-    for (int i = 7; i >= 0; i--)
-        v = v << 8 | p[i];
-    return v;
-}
-
-static void put_u64(unsigned char *p, uint64_t v)
-{
-    for (int i = 0; i < 8; i++, v >>= 8)
-        p[i] = (unsigned char)v;
-}
-
-/* An announcement arrived: allocate the whole message and post a tagged receive per part. */
-static void start_large_recv(ferry__net *net, ferry__net_ep *e, int src, const unsigned char *c,
-                             size_t len)
-{
-    uint64_t total = len >= CTRL_HEADER ? get_u64(c) : 0, seq = len >= 16 ? get_u64(c + 8) : 0;
-    uint64_t n = len >= CTRL_HEADER ? get_u64(c + 16) : 0, sum = 0;
-    bool ok = n >= 1 && n <= FERRY__NET_MAX_PARTS && len == CTRL_HEADER + 8 * n &&
-              total > FERRY__NET_EAGER_MAX;
-    for (uint64_t i = 0; ok && i < n; i++) {
-        uint64_t part = get_u64(c + CTRL_HEADER + 8 * i);
-        ok = part <= total - sum;
-        sum += part;
-    }
-    if (!ok || sum != total) {
-        ferry__log_warn(MOD, "malformed large-message announcement from rank %d dropped", src);
-        return;
-    }
-    ferry__net_op *parent = ferry__net_op_new(FERRY__OP_AGGREGATE, e, src);
-    void *mem = parent && total <= SIZE_MAX ? ferry__malloc((size_t)total) : NULL;
-    if (!mem) {
-        ferry__net_op_free(parent);
-        ferry__log_error(MOD, "no memory for a %llu-byte message from rank %d",
-                         (unsigned long long)total, src);
-        peer_failed(net, src, FERRY_ETRANSPORT, "no memory for a large message");
-        return;
-    }
-    parent->owned = mem;
-    parent->len = (size_t)total;
-    parent->is_recv = true;
-    atomic_store(&parent->remaining, (size_t)n);
-    size_t off = 0;
-    for (uint64_t i = 0; i < n; i++) {
-        size_t part = (size_t)get_u64(c + CTRL_HEADER + 8 * i);
-        ferry__net_op *op = ferry__net_op_new(FERRY__OP_TRECV, e, src);
-        if (op) {
-            op->parent = parent;
-            op->addr = e->rank_addr[src];
-            op->tag = FERRY__NET_TAG_INTERNAL | seq << FERRY__NET_PART_BITS | i;
-            op->iov_inline[0] = (struct iovec){(char *)mem + off, part};
-            op->n_iov = 1;
-            op->len = part;
-        }
-        off += part;
-        if (!op || ferry__net_submit(net, op, true) != FERRY_OK) {
-            ferry__net_op_free(op);
-            part_done(net, parent, FERRY_ETRANSPORT, "cannot post a large-message receive");
-        }
-    }
-}
-
-static void on_receive(ferry__net *net, ferry__net_ep *e, ferry__net_op *op,
-                       const struct fi_cq_tagged_entry *ent, fi_addr_t src)
-{
-    int rank = -1;
-    if (ent->flags & FI_REMOTE_CQ_DATA)
-        rank = source_rank(net, e, ent->data, src);
-    if (rank < 0) {
-        atomic_fetch_add(&net->dropped, 1);
-        ferry__log_debug(MOD, "dropped a %zu-byte message from an unknown source on %s", ent->len,
-                         e->prov_name);
-    } else if (FERRY__NET_DATA_KIND(ent->data) == FERRY__NET_KIND_LARGE) {
-        start_large_recv(net, e, rank, op->owned, ent->len);
-    } else {
-        deliver(net, rank, op->owned, ent->len);
-    }
-    if (ferry__net_submit(net, op, true) != FERRY_OK) {
-        ferry__log_error(MOD, "cannot repost a receive buffer: %s", ferry_last_error());
-        ferry__net_op_free(op);
-    }
 }
 
 static void on_completion(ferry__net *net, ferry__net_ep *e, const struct fi_cq_tagged_entry *ent,
@@ -356,7 +258,7 @@ static void on_completion(ferry__net *net, ferry__net_ep *e, const struct fi_cq_
     unlink_op(net, op);
     pthread_mutex_unlock(&net->lock);
     if (op->kind == FERRY__OP_RECV)
-        on_receive(net, e, op, ent, src);
+        ferry__net_on_receive(net, e, op, ent, src);
     else
         finish_op(net, op, FERRY_OK, NULL);
 }
@@ -387,7 +289,8 @@ static void on_error(ferry__net *net, ferry__net_ep *e)
             ferry__net_op_free(op);
         return;
     }
-    ferry__log_warn(MOD, "transfer with rank %d failed: %s", op->peer, why);
+    /* Reported once, by whoever owns the op's callback or the peer (the agent): not here. */
+    ferry__log_debug(MOD, "transfer with rank %d failed: %s", op->peer, why);
     finish_op(net, op, rc, why);
 }
 
@@ -444,7 +347,7 @@ static int drain_queue(ferry__net *net, ferry__net_ep *e, int q)
         }
         done++;
         if (rc == 0) {
-            ferry__net_ring(net, peer);
+            ring(net, peer);
         } else {
             pthread_mutex_lock(&net->lock);
             unlink_op(net, op);
@@ -507,21 +410,18 @@ static long long sleep_limit(ferry__net *net, long long timeout_ns)
     return queued ? 0 : timeout_ns;
 }
 
-static void drain_fd(int fd, bool is_socket)
+static void drain_wake_fd(int fd)
 {
-    char buf[64];
-    for (int i = 0; i < 64; i++) {
-        ssize_t n = is_socket ? recv(fd, buf, sizeof buf, MSG_DONTWAIT) : read(fd, buf, 8);
-        if (n < 0)
+    uint64_t count;
+    for (int i = 0; i < 64; i++)
+        if (read(fd, &count, sizeof count) < 0)
             break;
-    }
 }
 
 static void set_sleeping(ferry__net *net, bool is_sleeping)
 {
     atomic_store(&net->is_sleeping, is_sleeping);
-    if (net->bell.flag)
-        atomic_store(net->bell.flag, is_sleeping);
+    ferry__net_bell_set_sleeping(&net->bell, is_sleeping);
 }
 
 /* Blocks until a CQ has something, the doorbell, ferry__net_wake/close, or the timeout. The
@@ -550,15 +450,15 @@ static int sleep_once(ferry__net *net, long long timeout_ns)
         }
     }
     struct pollfd pfd = {.fd = net->epoll_fd, .events = POLLIN};
-    struct timespec ts = {timeout_ns / 1000000000LL, timeout_ns % 1000000000LL};
+    struct timespec ts = ferry__timespec_from_ns(timeout_ns);
     if (ppoll(&pfd, 1, &ts, NULL) > 0) {
         struct epoll_event evs[FERRY__NET_MAX_EPS + 2];
         int k = epoll_wait(net->epoll_fd, evs, FERRY__NET_MAX_EPS + 2, 0);
         for (int i = 0; i < k; i++) {
             if (!evs[i].data.ptr)
-                drain_fd(net->wake_fd, false);
+                drain_wake_fd(net->wake_fd);
             else if (evs[i].data.ptr == &net->bell)
-                drain_fd(net->bell.fd, true);
+                ferry__net_bell_drain(&net->bell);
         }
     }
     set_sleeping(net, false);
@@ -598,8 +498,7 @@ void ferry__net_drive_end(ferry__net *net)
 static int progress_turn(ferry__net *net)
 {
     if (atomic_load(&net->drivers) > 0) {
-        struct timespec ts = {0, DRIVEN_NAP_NS};
-        nanosleep(&ts, NULL);
+        ferry__sleep_us(DRIVEN_NAP_US);
         return 1; /* counts as busy: no sleep on the wait fds right after */
     }
     return locked_progress(net);
@@ -652,197 +551,4 @@ void ferry__net_fail_all(ferry__net *net)
         unlink_op(net, op);
         finish_op(net, op, FERRY_ESHUTDOWN, "closing");
     }
-}
-
-/* ---- sends and bulk transfers ---- */
-
-static ferry_status check_peer(ferry__net *net, int rank, const char *what)
-{
-    if (!net || !net->peers)
-        return ferry__fail(FERRY_EINVAL, "%s: peers are not set", what);
-    if (rank < 0 || rank >= net->world_size)
-        return ferry__fail(FERRY_EINVAL, "%s: rank %d is not in [0, %d)", what, rank,
-                           net->world_size);
-    return FERRY_OK;
-}
-
-/* Copies iov into one new buffer (for more pieces than the provider takes at once). */
-static void *flatten(const struct iovec *iov, size_t n_iov, size_t total)
-{
-    char *buf = ferry__malloc(total ? total : 1), *p = buf;
-    for (size_t i = 0; buf && i < n_iov; i++) {
-        if (iov[i].iov_len)
-            memcpy(p, iov[i].iov_base, iov[i].iov_len);
-        p += iov[i].iov_len;
-    }
-    return buf;
-}
-
-static ferry_status send_eager(ferry__net *net, int dst, const struct iovec *iov, size_t n_iov,
-                               size_t total, ferry__net_done done, void *arg)
-{
-    ferry__net_peer *p = &net->peers[dst];
-    ferry__net_op *op = ferry__net_op_new(FERRY__OP_SEND, p->ep, dst);
-    if (!op)
-        return ferry__fail(FERRY_ENOMEM, "no memory for a send");
-    op->addr = p->addr;
-    op->data = FERRY__NET_DATA(FERRY__NET_KIND_EAGER, net->self_rank);
-    op->len = total;
-    op->done = done;
-    op->arg = arg;
-    if (n_iov <= p->ep->iov_limit) {
-        if (n_iov > 0)
-            memcpy(op->iov_inline, iov, n_iov * sizeof *iov);
-        op->n_iov = n_iov;
-    } else {
-        op->owned = flatten(iov, n_iov, total);
-        if (!op->owned) {
-            ferry__net_op_free(op);
-            return ferry__fail(FERRY_ENOMEM, "no memory for a send");
-        }
-        op->iov_inline[0] = (struct iovec){op->owned, total};
-        op->n_iov = 1;
-    }
-    ferry_status rc = ferry__net_submit(net, op, false);
-    if (rc != FERRY_OK)
-        ferry__net_op_free(op);
-    return rc;
-}
-
-/* A large message as parts of at most iov_limit iovecs (one flattened part past MAX_PARTS). */
-static bool build_parts(ferry__net *net, int dst, const struct iovec *iov, size_t n_iov,
-                        size_t total, uint64_t seq, ferry__net_op **ctrl_out,
-                        ferry__net_op **parts, size_t *n)
-{
-    ferry__net_peer *p = &net->peers[dst];
-    size_t lim = p->ep->iov_limit;
-    bool is_flat = (n_iov + lim - 1) / lim > FERRY__NET_MAX_PARTS;
-    *n = is_flat ? 1 : (n_iov + lim - 1) / lim;
-    ferry__net_op *ctrl = *ctrl_out = ferry__net_op_new(FERRY__OP_SEND, p->ep, dst);
-    unsigned char *c = ctrl ? ferry__malloc(CTRL_HEADER + 8 * *n) : NULL;
-    if (!c)
-        return false;
-    ctrl->owned = c;
-    ctrl->iov_inline[0] = (struct iovec){c, CTRL_HEADER + 8 * *n};
-    ctrl->n_iov = 1;
-    ctrl->addr = p->addr;
-    ctrl->data = FERRY__NET_DATA(FERRY__NET_KIND_LARGE, net->self_rank);
-    put_u64(c, total);
-    put_u64(c + 8, seq);
-    put_u64(c + 16, *n);
-    for (size_t i = 0; i < *n; i++) {
-        ferry__net_op *op = parts[i] = ferry__net_op_new(FERRY__OP_TSEND, p->ep, dst);
-        if (!op)
-            return false;
-        op->addr = p->addr;
-        op->tag = FERRY__NET_TAG_INTERNAL | seq << FERRY__NET_PART_BITS | i;
-        op->n_iov = is_flat ? 1 : (n_iov - i * lim < lim ? n_iov - i * lim : lim);
-        if (is_flat && !(op->owned = flatten(iov, n_iov, total)))
-            return false;
-        if (is_flat)
-            op->iov_inline[0] = (struct iovec){op->owned, total};
-        else
-            memcpy(op->iov_inline, iov + i * lim, op->n_iov * sizeof *iov);
-        for (size_t k = 0; k < op->n_iov; k++)
-            op->len += op->iov_inline[k].iov_len;
-        put_u64(c + CTRL_HEADER + 8 * i, op->len);
-    }
-    return true;
-}
-
-static ferry_status send_large(ferry__net *net, int dst, const struct iovec *iov, size_t n_iov,
-                               size_t total, ferry__net_done done, void *arg)
-{
-    ferry__net_op *parts[FERRY__NET_MAX_PARTS] = {0}, *ctrl = NULL;
-    size_t n = 0;
-    uint64_t seq = atomic_fetch_add(&net->seq, 1) & (UINT64_MAX >> (1 + FERRY__NET_PART_BITS));
-    ferry__net_op *parent = ferry__net_op_new(FERRY__OP_AGGREGATE, net->peers[dst].ep, dst);
-    bool ok = build_parts(net, dst, iov, n_iov, total, seq, &ctrl, parts, &n);
-    if (!ok || !parent) {
-        ferry__net_op_free(parent);
-        ferry__net_op_free(ctrl);
-        for (size_t i = 0; i < n; i++)
-            ferry__net_op_free(parts[i]);
-        return ferry__fail(FERRY_ENOMEM, "no memory for a %zu-byte send", total);
-    }
-    parent->done = done;
-    parent->arg = arg;
-    parent->len = total;
-    atomic_store(&parent->remaining, n + 1);
-    ctrl->parent = parent;
-    for (size_t i = 0; i < n; i++)
-        parts[i]->parent = parent;
-    ferry_status rc = ferry__net_submit(net, ctrl, false);
-    if (rc != FERRY_OK) {
-        ctrl->parent = NULL;
-        ferry__net_op_free(ctrl);
-        for (size_t i = 0; i < n; i++)
-            ferry__net_op_free(parts[i]);
-        ferry__net_op_free(parent);
-        return rc;
-    }
-    /* From here the message is under way: a later failure reaches done, on the progress thread. */
-    for (size_t i = 0; i < n; i++) {
-        rc = ferry__net_submit(net, parts[i], false);
-        if (rc != FERRY_OK)
-            ferry__net_fail_later(net, parts[i], rc == FERRY_ESHUTDOWN ? rc : FERRY_ETRANSPORT);
-    }
-    return FERRY_OK;
-}
-
-ferry_status ferry__net_send(ferry__net *net, int dst, const struct iovec *iov, size_t n_iov,
-                             ferry__net_done done, void *arg)
-{
-    ferry_status rc = check_peer(net, dst, "ferry__net_send");
-    if (rc != FERRY_OK)
-        return rc;
-    if (!iov && n_iov > 0)
-        return ferry__fail(FERRY_EINVAL, "ferry__net_send: NULL iov");
-    size_t total = 0;
-    for (size_t i = 0; i < n_iov; i++)
-        total += iov[i].iov_len;
-    if (total <= FERRY__NET_EAGER_MAX)
-        return send_eager(net, dst, iov, n_iov, total, done, arg);
-    return send_large(net, dst, iov, n_iov, total, done, arg);
-}
-
-static ferry_status bulk(ferry__net *net, ferry__op_kind kind, int peer, uint64_t tag, void *buf,
-                         size_t len, ferry__net_done done, void *arg)
-{
-    const char *what = kind == FERRY__OP_TSEND ? "ferry__net_send_bulk" : "ferry__net_recv_bulk";
-    ferry_status rc = check_peer(net, peer, what);
-    if (rc != FERRY_OK)
-        return rc;
-    if (tag & FERRY__NET_TAG_INTERNAL)
-        return ferry__fail(FERRY_EINVAL, "%s: tag 0x%llx uses the reserved top bit", what,
-                           (unsigned long long)tag);
-    if (!buf && len > 0)
-        return ferry__fail(FERRY_EINVAL, "%s: NULL buffer", what);
-    ferry__net_peer *p = &net->peers[peer];
-    ferry__net_op *op = ferry__net_op_new(kind, p->ep, peer);
-    if (!op)
-        return ferry__fail(FERRY_ENOMEM, "no memory for %s", what);
-    op->addr = p->addr;
-    op->tag = tag;
-    op->iov_inline[0] = (struct iovec){buf, len};
-    op->n_iov = 1;
-    op->len = len;
-    op->done = done;
-    op->arg = arg;
-    rc = ferry__net_submit(net, op, false);
-    if (rc != FERRY_OK)
-        ferry__net_op_free(op);
-    return rc;
-}
-
-ferry_status ferry__net_send_bulk(ferry__net *net, int dst, uint64_t tag, const void *data,
-                                  size_t len, ferry__net_done done, void *arg)
-{
-    return bulk(net, FERRY__OP_TSEND, dst, tag, (void *)data, len, done, arg);
-}
-
-ferry_status ferry__net_recv_bulk(ferry__net *net, int src, uint64_t tag, void *buf, size_t len,
-                                  ferry__net_done done, void *arg)
-{
-    return bulk(net, FERRY__OP_TRECV, src, tag, buf, len, done, arg);
 }

@@ -5,24 +5,24 @@
    the same way with the same message. (torch has every rank read every other rank's key, which is
    what makes its rendezvous slow past a few dozen workers.) Collectives use one counter per round:
    the last arriver sets a "done" key the others block on. Per-rank presence keys cost one set
-   each and let a timeout name exactly which ranks never came. */
+   each and let a timeout name exactly which ranks never came. Parsing init_method and the
+   environment is init_method.c's. */
 #include "transport/rendezvous.h"
 
 #include <errno.h>
 #include <stdbool.h>
 #include <inttypes.h>
-#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "core/alloc.h"
+#include "core/clock.h"
 #include "core/error.h"
 #include "core/log.h"
+#include "transport/init_method.h"
 
-#define NAME_MAX_LEN 128
 #define ROUND_NAME_MAX 1024
 #define ADDR_MAX (64u << 10)
 #define KEY_LEN 1200
@@ -61,20 +61,13 @@ typedef struct {
     bool is_bad;
 } cursor;
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
 /* Seconds left before deadline (0 = none). Never <= 0 for a real deadline, since 0 would mean
    "wait forever" to the store. */
 static double left_s(double deadline)
 {
     if (deadline <= 0)
         return 0;
-    double left = deadline - now_s();
+    double left = deadline - ferry__now_s();
     return left > 0.001 ? left : 0.001;
 }
 
@@ -156,7 +149,7 @@ static ferry_status get_record(cursor *c, ferry__peer_entry *out)
     out->world_size = (int)get_u32(c);
     const uint8_t *name = get_blob(c, &name_len);
     const uint8_t *addr = get_blob(c, &addr_len);
-    if (c->is_bad || name_len >= NAME_MAX_LEN || addr_len > ADDR_MAX)
+    if (c->is_bad || name_len >= FERRY__WORKER_NAME_MAX || addr_len > ADDR_MAX)
         return ferry__fail(FERRY_EPROTO, "malformed worker record in the rendezvous store");
     out->name = ferry__strndup((const char *)name, name_len);
     out->addr = ferry__malloc(addr_len);
@@ -177,24 +170,7 @@ static void free_peers(ferry__peer_entry *peers, int n)
     ferry__free(peers);
 }
 
-/* ---- names and keys --------------------------------------------------------------------- */
-
-ferry_status ferry__rendezvous_check_name(const char *name)
-{
-    size_t len = name ? strlen(name) : 0;
-    bool is_ok = len > 0 && len < NAME_MAX_LEN;
-    for (size_t i = 0; is_ok && i < len; i++) {
-        char ch = name[i];
-        is_ok = (ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') ||
-                ch == '_' || ch == ':' || ch == '-';
-    }
-    if (!is_ok)
-        return ferry__fail(FERRY_EINVAL,
-                           "Worker name must match ^[A-Za-z0-9-_:]*$, and must be non-empty and "
-                           "shorter than 128 chars, but got %s",
-                           name ? name : "(null)");
-    return FERRY_OK;
-}
+/* ---- keys ------------------------------------------------------------------------------- */
 
 static void rank_key(char *key, const char *prefix, int rank)
 {
@@ -259,170 +235,6 @@ static ferry_status next_round(ferry__rendezvous *rdv, const char *kind, const c
         rdv->rounds = rc;
     }
     snprintf(prefix, PREFIX_LEN, "ferry/%s#%" PRId64, full, rc->generation++);
-    return FERRY_OK;
-}
-
-/* ---- init_method and the environment ---------------------------------------------------- */
-
-static const char *const rank_vars[] = {"RANK", "SLURM_PROCID", "OMPI_COMM_WORLD_RANK",
-                                        "PMI_RANK"};
-static const char *const size_vars[] = {"WORLD_SIZE", "SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE",
-                                        "PMI_SIZE"};
-
-static bool parse_int(const char *s, size_t len, long lo, long hi, int *out)
-{
-    char text[24], *end;
-    if (len == 0 || len >= sizeof text)
-        return false;
-    memcpy(text, s, len);
-    text[len] = '\0';
-    errno = 0;
-    long v = strtol(text, &end, 10);
-    if (errno || *end || v < lo || v > hi)
-        return false;
-    *out = (int)v;
-    return true;
-}
-
-/* The first of vars that is set; torch's message names the first (the torchrun name). */
-static ferry_status int_from_env(const char *const *vars, size_t n, int *out)
-{
-    for (size_t i = 0; i < n; i++) {
-        const char *v = getenv(vars[i]);
-        if (!v)
-            continue;
-        if (!parse_int(v, strlen(v), 0, INT_MAX, out))
-            return ferry__fail(FERRY_EINVAL,
-                               "environment variable %s must be a non-negative integer, but got '%s'",
-                               vars[i], v);
-        return FERRY_OK;
-    }
-    return ferry__fail(FERRY_EINVAL, "environment variable %s expected, but not set", vars[0]);
-}
-
-/* "rank=R&world_size=W" (torch's init_method query); unknown parameters are ignored. */
-static ferry_status parse_query(const char *q, int *rank, int *world_size)
-{
-    while (q && *q) {
-        const char *amp = strchr(q, '&');
-        size_t len = amp ? (size_t)(amp - q) : strlen(q);
-        int *target = !strncmp(q, "rank=", 5) ? rank
-                      : !strncmp(q, "world_size=", 11) ? world_size
-                                                        : NULL;
-        size_t skip = target == rank ? 5 : 11;
-        if (target && len >= skip && *target == (target == rank ? -1 : 0) &&
-            !parse_int(q + skip, len - skip, 0, INT_MAX, target))
-            return ferry__fail(FERRY_EINVAL, "init_method parameter '%.*s' is not a valid integer",
-                               (int)len, q);
-        q = amp ? amp + 1 : NULL;
-    }
-    return FERRY_OK;
-}
-
-/* "host:port" or "[v6addr]:port". */
-static ferry_status parse_host_port(const char *s, size_t len, char **host, int *port)
-{
-    const char *colon = NULL, *host_start = s, *host_end;
-    if (len > 0 && s[0] == '[') {
-        const char *close = memchr(s, ']', len);
-        colon = close && close + 1 < s + len && close[1] == ':' ? close + 1 : NULL;
-        host_start = s + 1;
-        host_end = close;
-    } else {
-        for (size_t i = 0; i < len; i++)
-            if (s[i] == ':')
-                colon = s + i;
-        host_end = colon;
-    }
-    if (!colon || host_end <= host_start ||
-        !parse_int(colon + 1, len - (size_t)(colon + 1 - s), 1, 65535, port))
-        return ferry__fail(FERRY_EINVAL, "init_method tcp://%.*s must name host:port", (int)len, s);
-    *host = ferry__strndup(host_start, (size_t)(host_end - host_start));
-    return *host ? FERRY_OK : ferry__fail(FERRY_ENOMEM, "out of memory parsing init_method");
-}
-
-static ferry_status master_from_env(char **host, int *port)
-{
-    const char *addr = getenv("MASTER_ADDR"), *port_text = getenv("MASTER_PORT");
-    if (!addr)
-        return ferry__fail(FERRY_EINVAL, "environment variable MASTER_ADDR expected, but not set");
-    if (!port_text)
-        return ferry__fail(FERRY_EINVAL, "environment variable MASTER_PORT expected, but not set");
-    if (!*addr)
-        return ferry__fail(FERRY_EINVAL, "environment variable MASTER_ADDR is empty");
-    if (!parse_int(port_text, strlen(port_text), 1, 65535, port))
-        return ferry__fail(FERRY_EINVAL,
-                           "environment variable MASTER_PORT must be a port number (1-65535), "
-                           "but got '%s'",
-                           port_text);
-    *host = ferry__strdup(addr);
-    return *host ? FERRY_OK : ferry__fail(FERRY_ENOMEM, "out of memory reading MASTER_ADDR");
-}
-
-/* Splits init_method into scheme, address part and query, filling host/port or path. */
-static ferry_status parse_method(const char *im, bool *is_env, char **host, int *port,
-                                 char **path, const char **query)
-{
-    const char *q = strchr(im, '?');
-    size_t len = q ? (size_t)(q - im) : strlen(im);
-    *query = q ? q + 1 : NULL;
-    *is_env = !strncmp(im, "env://", 6);
-    if (*is_env) {
-        if (len != 6)
-            return ferry__fail(FERRY_EINVAL,
-                               "init_method env:// takes no address (got '%s'); the store comes "
-                               "from MASTER_ADDR and MASTER_PORT",
-                               im);
-        return FERRY_OK;
-    }
-    if (!strncmp(im, "tcp://", 6))
-        return parse_host_port(im + 6, len - 6, host, port);
-    if (!strncmp(im, "file://", 7) && len > 7) {
-        *path = ferry__strndup(im + 7, len - 7);
-        return *path ? FERRY_OK : ferry__fail(FERRY_ENOMEM, "out of memory parsing init_method");
-    }
-    return ferry__fail(FERRY_EINVAL,
-                       "init_method must be env://, tcp://host:port or file:///path, but got '%s'",
-                       im);
-}
-
-ferry_status ferry__rendezvous_resolve_env(const char *init_method, int *rank_io, int *world_io,
-                                           char **store_host, int *store_port, char **file_path)
-{
-    const char *im = init_method && *init_method ? init_method : "env://", *query = NULL;
-    int rank = rank_io && *rank_io >= 0 ? *rank_io : -1;
-    int world = world_io && *world_io > 0 ? *world_io : 0, port = 0;
-    char *host = NULL, *path = NULL;
-    bool is_env = false;
-    ferry_status rc = parse_method(im, &is_env, &host, &port, &path, &query);
-    if (rc == FERRY_OK)
-        rc = parse_query(query, &rank, &world);
-    if (rc == FERRY_OK && rank < 0)
-        rc = int_from_env(rank_vars, sizeof rank_vars / sizeof *rank_vars, &rank);
-    if (rc == FERRY_OK && world <= 0)
-        rc = int_from_env(size_vars, sizeof size_vars / sizeof *size_vars, &world);
-    if (rc == FERRY_OK && is_env)
-        rc = master_from_env(&host, &port);
-    if (rc == FERRY_OK && world <= 0)
-        rc = ferry__fail(FERRY_EINVAL, "world size must be positive, but got %d", world);
-    if (rc == FERRY_OK && rank >= world)
-        rc = ferry__fail(FERRY_EINVAL, "rank %d is out of range for world size %d", rank, world);
-    if (rc != FERRY_OK || !store_host)
-        ferry__free(host);
-    if (rc != FERRY_OK || !file_path)
-        ferry__free(path);
-    if (rc != FERRY_OK)
-        return rc;
-    if (rank_io)
-        *rank_io = rank;
-    if (world_io)
-        *world_io = world;
-    if (store_host)
-        *store_host = host;
-    if (store_port)
-        *store_port = port;
-    if (file_path)
-        *file_path = path;
     return FERRY_OK;
 }
 
@@ -697,7 +509,7 @@ ferry__rendezvous *ferry__rendezvous_join(const char *init_method, int rank, int
     if (ferry__rendezvous_resolve_env(init_method, &rank, &world_size, &host, &port, &path) !=
         FERRY_OK)
         return NULL;
-    double deadline = timeout_s > 0 ? now_s() + timeout_s : 0;
+    double deadline = timeout_s > 0 ? ferry__now_s() + timeout_s : 0;
     ferry__rendezvous *rdv = ferry__calloc(1, sizeof *rdv);
     if (!rdv) {
         ferry__free(host);
@@ -755,16 +567,16 @@ static ferry_status await_done(ferry__rendezvous *rdv, const char *kind, const c
 {
     char key[KEY_LEN], why[512];
     snprintf(key, sizeof key, "%s/done", prefix);
-    double end = timeout_s > 0 ? now_s() + timeout_s : 0;
+    double end = timeout_s > 0 ? ferry__now_s() + timeout_s : 0;
     for (;;) {
         double slice = ABORT_CHECK_SLICE_S;
-        if (end && end - now_s() < slice)
-            slice = end - now_s();
+        if (end && end - ferry__now_s() < slice)
+            slice = end - ferry__now_s();
         ferry_status rc = slice > 0 ? ferry__store_get(rdv->store, key, slice, val, len)
                                     : FERRY_ETIMEDOUT;
         if (rc != FERRY_ETIMEDOUT)
             return rc;
-        if (end && now_s() >= end)
+        if (end && ferry__now_s() >= end)
             return round_timeout(rdv, kind, name, prefix, timeout_s);
         if (rdv->should_abort && rdv->should_abort(rdv->abort_ctx, why, sizeof why))
             return ferry__fail(FERRY_ETRANSPORT, "%s '%s' abandoned: %s", kind, name, why);
@@ -868,8 +680,8 @@ static void leave(ferry__rendezvous *rdv)
         count_in(rdv->store, KEY_LEFT, rdv->world_size - 1);
         return;
     }
-    double deadline = now_s() + LINGER_MAX_S;
-    while (rdv->world_size > 1 && now_s() < deadline &&
+    double deadline = ferry__now_s() + LINGER_MAX_S;
+    while (rdv->world_size > 1 && ferry__now_s() < deadline &&
            ferry__store_server_clients(rdv->server) > 1) {
         void *val = NULL;
         size_t len;

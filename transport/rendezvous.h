@@ -1,5 +1,6 @@
 /* Rendezvous: how workers find each other before the fabric is up (DESIGN section 6). init_method
-   names the store as torch does (env://, tcp://host:port, file:///path). Rank 0 serves the TCP
+   names the store as torch does (env://, tcp://host:port, file:///path; parsed in
+   init_method.h, which this header brings along for the agent). Rank 0 serves the TCP
    store in a thread; every worker publishes (name, rank, fabric address blob) and gets back the
    whole table. Each non-zero rank does O(1) store operations however large the world, so joins of
    hundreds of workers stay cheap. The same object then runs the small collectives the agent needs
@@ -15,6 +16,7 @@
 #include <stdint.h>
 
 #include "ferry/error.h"
+#include "transport/init_method.h"
 #include "transport/store.h"
 
 typedef struct {
@@ -27,21 +29,6 @@ typedef struct {
 
 /* Holds the store client (and the server on rank 0) and the peer table. */
 typedef struct ferry__rendezvous ferry__rendezvous;
-
-/* Worker names are non-empty, shorter than 128 bytes and made of [A-Za-z0-9_:-] (torch's rule).
-   FERRY_OK or FERRY_EINVAL with torch's message. */
-ferry_status ferry__rendezvous_check_name(const char *name);
-
-/* Parses init_method (NULL or "" = "env://") into where the store is and who this worker is.
-   env:// reads MASTER_ADDR and MASTER_PORT; rank < 0 / world_size <= 0 are read from RANK /
-   WORLD_SIZE, then SLURM_PROCID / SLURM_NTASKS, OMPI_COMM_WORLD_RANK / OMPI_COMM_WORLD_SIZE,
-   PMI_RANK / PMI_SIZE. tcp://host:port and file:///path take rank and world size from the
-   arguments, then a "?rank=R&world_size=W" query, then the same variables. Outputs may be NULL;
-   *store_host (tcp) or *file_path (file) is ferry__malloc'd and the other one is set to NULL.
-   FERRY_EINVAL naming the missing or malformed variable ("environment variable MASTER_ADDR
-   expected, but not set"), a malformed init_method, or a rank out of range; FERRY_ENOMEM. */
-ferry_status ferry__rendezvous_resolve_env(const char *init_method, int *rank, int *world_size,
-                                           char **store_host, int *store_port, char **file_path);
 
 /* Joins: checks the name (before contacting anyone), resolves init_method, starts the store on
    rank 0 (on the store port, on the store host's interface or every interface), publishes this

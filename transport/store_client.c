@@ -16,10 +16,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "core/alloc.h"
+#include "core/clock.h"
 #include "core/error.h"
 #include "transport/sha256.h"
 #include "transport/store_wire.h"
@@ -54,7 +54,7 @@ static int recv_all(int fd, void *buf, size_t n, int64_t deadline_ms)
     while (n > 0) {
         int wait_ms = -1;
         if (deadline_ms) {
-            int64_t left = deadline_ms - ferry__store_now_ms();
+            int64_t left = deadline_ms - ferry__now_ms();
             if (left <= 0)
                 return -1;
             wait_ms = left > 1000000 ? 1000000 : (int)left;
@@ -108,7 +108,7 @@ static int connect_once(const char *host, int port, int64_t deadline_ms, int *er
             continue;
         *err = connect(fd, ai->ai_addr, ai->ai_addrlen) == 0 ? 0 : errno;
         if (*err == EINPROGRESS) {
-            int64_t left = deadline_ms ? deadline_ms - ferry__store_now_ms() : 5000;
+            int64_t left = deadline_ms ? deadline_ms - ferry__now_ms() : 5000;
             struct pollfd pfd = {.fd = fd, .events = POLLOUT};
             socklen_t len = sizeof *err;
             *err = ETIMEDOUT;
@@ -134,8 +134,8 @@ static int connect_once(const char *host, int port, int64_t deadline_ms, int *er
 static ferry_status handshake(int fd, const char *where, const char *token, int64_t deadline_ms)
 {
     uint8_t hello[5], nonce[FERRY__STORE_NONCE_LEN], mac[FERRY_SHA256_LEN], verdict = 0;
-    int64_t io_deadline = ferry__store_now_ms() + 10000;
-    if (deadline_ms && deadline_ms > ferry__store_now_ms() && deadline_ms < io_deadline)
+    int64_t io_deadline = ferry__now_ms() + 10000;
+    if (deadline_ms && deadline_ms > ferry__now_ms() && deadline_ms < io_deadline)
         io_deadline = deadline_ms;
     if (recv_all(fd, hello, sizeof hello, io_deadline) != 1)
         return FERRY_EAGAIN;
@@ -170,7 +170,7 @@ ferry__store *ferry__store_connect(const char *host, int port, const char *token
         return ferry__fail_null(FERRY_EINVAL, "store address %s:%d is invalid", host ? host : "",
                                 port);
     uint64_t timeout_ms = timeout_to_ms(timeout_s);
-    int64_t deadline = timeout_ms ? ferry__store_now_ms() + (int64_t)timeout_ms : 0;
+    int64_t deadline = timeout_ms ? ferry__now_ms() + (int64_t)timeout_ms : 0;
     int64_t backoff_ms = 10;
     char where[300];
     snprintf(where, sizeof where, strchr(host, ':') ? "[%s]:%d" : "%s:%d", host, port);
@@ -194,12 +194,11 @@ ferry__store *ferry__store_connect(const char *host, int port, const char *token
                 return NULL;
             err = ECONNRESET;
         }
-        int64_t left = deadline ? deadline - ferry__store_now_ms() : backoff_ms;
+        int64_t left = deadline ? deadline - ferry__now_ms() : backoff_ms;
         if (left <= 0)
             return ferry__fail_null(FERRY_ETIMEDOUT, "could not reach the store at %s within %g s: %s",
                                     where, timeout_s, strerror(err));
-        struct timespec ts = {0, (long)(backoff_ms < left ? backoff_ms : left) * 1000000L};
-        nanosleep(&ts, NULL);
+        ferry__sleep_us((backoff_ms < left ? backoff_ms : left) * 1000);
         backoff_ms = backoff_ms * 2 > 250 ? 250 : backoff_ms * 2;
     }
 }
@@ -212,7 +211,7 @@ static ferry_status tcp_call(tcp_client *cl, ferry__store_writer *w, double time
 {
     uint64_t timeout_ms = timeout_to_ms(timeout_s);
     /* The server answers a timed-out wait itself; the grace covers a slow network. */
-    int64_t deadline = timeout_ms ? ferry__store_now_ms() + (int64_t)timeout_ms + 30000 : 0;
+    int64_t deadline = timeout_ms ? ferry__now_ms() + (int64_t)timeout_ms + 30000 : 0;
     uint8_t head[4];
     ferry_status rc = FERRY_OK;
     *body = NULL;

@@ -16,10 +16,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "core/alloc.h"
+#include "core/clock.h"
 #include "core/error.h"
 #include "transport/store_wire.h"
 
@@ -40,13 +40,6 @@ typedef struct {
     size_t n_recs, cap_recs;
     pthread_mutex_t lock;
 } file_store;
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
-}
 
 static ferry_status lock_file(file_store *fs, short type)
 {
@@ -244,7 +237,7 @@ static ferry_status copy_out(file_store *fs, const void *src, size_t len, void *
 static ferry_status poll_keys(file_store *fs, const char *const *keys, size_t n, double timeout_s,
                               void **val, size_t *len)
 {
-    double deadline = timeout_s > 0 ? now_s() + timeout_s : 0;
+    double deadline = timeout_s > 0 ? ferry__now_s() + timeout_s : 0;
     long sleep_us = 1000;
     for (;;) {
         ferry_status rc = lock_file(fs, F_RDLCK);
@@ -261,11 +254,10 @@ static ferry_status poll_keys(file_store *fs, const char *const *keys, size_t n,
         unlock_file(fs);
         if (rc != FERRY_OK || found == n)
             return rc;
-        if (deadline && now_s() >= deadline)
+        if (deadline && ferry__now_s() >= deadline)
             return ferry__fail(FERRY_ETIMEDOUT, "file store wait for '%s' timed out after %g s",
                                keys[found], timeout_s);
-        struct timespec ts = {0, sleep_us * 1000};
-        nanosleep(&ts, NULL);
+        ferry__sleep_us(sleep_us);
         sleep_us = sleep_us * 2 > 50000 ? 50000 : sleep_us * 2;
     }
 }

@@ -192,7 +192,7 @@ static int park(conn *c, uint64_t timeout_ms)
 {
     if (!c->is_parked) {
         c->is_parked = true;
-        c->deadline_ms = timeout_ms ? ferry__store_now_ms() + (int64_t)timeout_ms : 0;
+        c->deadline_ms = timeout_ms ? ferry__now_ms() + (int64_t)timeout_ms : 0;
     }
     return PARKED;
 }
@@ -320,7 +320,7 @@ static bool conn_process(ferry__store_server *srv, conn *c)
         if (rc == BAD)
             return false;
         if (rc == PARKED) {
-            if (c->deadline_ms && ferry__store_now_ms() >= c->deadline_ms)
+            if (c->deadline_ms && ferry__now_ms() >= c->deadline_ms)
                 rc = conn_reply(c, FERRY__STORE_REPLY_TIMEOUT, NULL, 0) ? DONE : BAD;
             if (rc != DONE)
                 return rc == PARKED;
@@ -451,7 +451,7 @@ static void serve_parked(ferry__store_server *srv)
 
 static int poll_timeout(ferry__store_server *srv)
 {
-    int64_t now = ferry__store_now_ms(), best = -1;
+    int64_t now = ferry__now_ms(), best = -1;
     for (size_t i = 0; i < srv->n_conns; i++) {
         conn *c = srv->conns[i];
         if (c->is_parked && c->deadline_ms) {

@@ -16,9 +16,9 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
-#include <time.h>
 
 #include "core/alloc.h"
+#include "core/clock.h"
 #include "transport/sha256.h"
 
 /* The caps store.h documents for keys and values. */
@@ -53,13 +53,6 @@ typedef struct {
     size_t len, cap;
     bool is_oom;
 } ferry__store_writer;
-
-static inline int64_t ferry__store_now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static inline uint32_t ferry__store_load_be32(const uint8_t *p)
 {
