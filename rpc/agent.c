@@ -5,10 +5,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "core/alloc.h"
+#include "core/clock.h"
 #include "core/error.h"
 #include "core/future_impl.h"
 #include "core/log.h"
@@ -455,12 +455,6 @@ ferry_status ferry_init_rpc(const char *name, int rank, int world_size,
     return rc;
 }
 
-static void sleep_us(long us)
-{
-    struct timespec ts = {us / 1000000, (us % 1000000) * 1000};
-    nanosleep(&ts, NULL);
-}
-
 /* torch's join: every worker waits until its own calls are answered, then all agree that no
    worker has anything in flight; repeat until the sum is zero. Then modules release what they
    still hold (user RRefs), which may start new messages, so agree once more. */
@@ -476,7 +470,7 @@ static ferry_status graceful_join(ferry__agent *a, double timeout)
                                    "graceful shutdown of '%s' timed out after %.2f s with %d "
                                    "calls still waiting for responses",
                                    a->name, timeout, atomic_load(&a->client_active));
-            sleep_us(200);
+            ferry__sleep_us(200);
         }
         double left = deadline ? (deadline - ferry__now_ns()) / 1e9 : 1e9;
         if (left <= 0)

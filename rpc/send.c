@@ -6,7 +6,6 @@
 
 #include "core/alloc.h"
 #include "core/error.h"
-#include "core/log.h"
 #include "rpc/agent.h"
 #include "rpc/msg_tags.h"
 

@@ -4,9 +4,9 @@
    deletes the users still held, as torch's delAllUsersAndUnforkedOwners does. */
 #include <stdio.h>
 #include <string.h>
-#include <time.h>
 
 #include "core/alloc.h"
+#include "core/clock.h"
 #include "core/error.h"
 #include "core/future_impl.h"
 #include "core/log.h"
@@ -109,7 +109,7 @@ static ferry_status rref_start(ferry__agent *a, void **state)
         return ferry__fail(FERRY_ENOMEM, "out of memory for the RRef context");
     ferry__ref_init(&ctx->ref);
     pthread_mutex_init(&ctx->lock, NULL);
-    pthread_cond_init(&ctx->idle_cv, NULL);
+    ferry__cond_init_monotonic(&ctx->idle_cv);
     ctx->rank = ferry__agent_rank(a);
     ctx->world_size = ferry__agent_world_size(a);
     atomic_init(&ctx->next_local, 0);
@@ -247,11 +247,7 @@ ferry_status ferry_debug_rref_wait_idle(double timeout)
     ferry__rref_ctx *ctx = ferry__rref_ctx_current();
     if (!ctx)
         return FERRY_ESHUTDOWN;
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    long long ns = (long long)ts.tv_nsec + (long long)(timeout * 1e9);
-    ts.tv_sec += (time_t)(ns / 1000000000LL);
-    ts.tv_nsec = (long)(ns % 1000000000LL);
+    struct timespec ts = ferry__timespec_from_ns(ferry__deadline_ns(ferry__now_ns(), timeout));
     ferry_status rc = FERRY_OK;
     pthread_mutex_lock(&ctx->lock);
     while (busy_locked(ctx) > 0 && ctx->agent) {
