@@ -287,12 +287,72 @@ static bool key_matches(const char *stored, const char *key, size_t key_len)
     return strncmp(stored, key, key_len) == 0 && stored[key_len] == '\0';
 }
 
-/* Index of `key` or SIZE_MAX. Linear: dicts here are keyword arguments and small records. */
+/* Dicts of up to this many entries are searched linearly (keyword arguments, small records);
+   larger ones get a hash index, so building one of n keys costs O(n), not O(n^2). */
+#define DICT_INDEX_MIN 16
+
+static uint64_t key_hash(const char *key, size_t key_len)
+{
+    uint64_t h = 1469598103934665603ull; /* FNV-1a */
+    for (size_t i = 0; i < key_len; i++)
+        h = (h ^ (unsigned char)key[i]) * 1099511628211ull;
+    return h ^ (h >> 29);
+}
+
+static void index_put(uint32_t *index, size_t cap, uint64_t hash, size_t at)
+{
+    size_t i = (size_t)hash & (cap - 1);
+    while (index[i])
+        i = (i + 1) & (cap - 1);
+    index[i] = (uint32_t)(at + 1);
+}
+
+/* Rebuilds the index with room for twice the entries (a quarter full at most after it). On
+   failure the dict just goes without an index. */
+void ferry__dict_reindex(ferry_value *dict)
+{
+    size_t len = dict->u.dict.len, cap = DICT_INDEX_MIN * 4;
+    if (len < DICT_INDEX_MIN)
+        return;
+    while (cap < len * 4 && cap < ((size_t)1 << 40))
+        cap *= 2;
+    ferry__free(dict->u.dict.index);
+    dict->u.dict.index = len < UINT32_MAX ? ferry__calloc(cap, sizeof(uint32_t)) : NULL;
+    dict->u.dict.index_cap = dict->u.dict.index ? cap : 0;
+    for (size_t i = 0; dict->u.dict.index && i < len; i++) {
+        const char *k = dict->u.dict.keys[i];
+        index_put(dict->u.dict.index, cap, key_hash(k, strlen(k)), i);
+    }
+}
+
+/* Keeps the index in step with an entry just appended at position len - 1. */
+static void dict_index_added(ferry_value *dict, const char *key, size_t key_len)
+{
+    size_t len = dict->u.dict.len;
+    if (len < DICT_INDEX_MIN)
+        return;
+    if (!dict->u.dict.index || len * 2 > dict->u.dict.index_cap)
+        ferry__dict_reindex(dict);
+    else
+        index_put(dict->u.dict.index, dict->u.dict.index_cap, key_hash(key, key_len), len - 1);
+}
+
+/* Position of `key` or SIZE_MAX. */
 static size_t dict_find(const ferry_value *dict, const char *key, size_t key_len)
 {
-    for (size_t i = 0; i < dict->u.dict.len; i++) {
-        if (key_matches(dict->u.dict.keys[i], key, key_len))
-            return i;
+    const uint32_t *index = dict->u.dict.index;
+    if (!index) {
+        for (size_t i = 0; i < dict->u.dict.len; i++) {
+            if (key_matches(dict->u.dict.keys[i], key, key_len))
+                return i;
+        }
+        return SIZE_MAX;
+    }
+    size_t mask = dict->u.dict.index_cap - 1;
+    for (size_t i = (size_t)key_hash(key, key_len) & mask; index[i]; i = (i + 1) & mask) {
+        size_t at = index[i] - 1;
+        if (key_matches(dict->u.dict.keys[at], key, key_len))
+            return at;
     }
     return SIZE_MAX;
 }
@@ -337,6 +397,7 @@ static ferry_status dict_put(ferry_value *dict, const char *key, size_t key_len,
     dict->u.dict.keys[dict->u.dict.len] = copy;
     dict->u.dict.values[dict->u.dict.len] = v;
     dict->u.dict.len++;
+    dict_index_added(dict, key, key_len);
     return FERRY_OK;
 }
 
@@ -541,49 +602,95 @@ static bool leaf_equal(const ferry_value *a, const ferry_value *b)
     }
 }
 
-/* Containers recurse on all but their last child and loop on that one, so a chain of nested
-   one-item lists (the deep case) compares in constant stack. */
+/* Equality walks both trees at once with an explicit stack of the containers it is inside (no
+   recursion, so a value nested a million deep compares without touching the C stack), and
+   memory in proportion to the depth only. */
+typedef struct {
+    const ferry_value *a, *b;
+    size_t next; /* the child to compare next */
+} eq_frame;
+
+#define EQ_LOCAL_FRAMES 32
+
+static size_t child_count(const ferry_value *v)
+{
+    return v->kind == FERRY_VALUE_LIST ? v->u.list.len : v->u.dict.len;
+}
+
+static const ferry_value *child_at(const ferry_value *v, size_t i)
+{
+    return v->kind == FERRY_VALUE_LIST ? v->u.list.items[i] : v->u.dict.values[i];
+}
+
+/* The shallow part of comparing two containers of one kind: lengths and (dicts) keys in the
+   same order, as the wire keeps order. */
+static bool same_shape(const ferry_value *a, const ferry_value *b)
+{
+    if (child_count(a) != child_count(b))
+        return false;
+    for (size_t i = 0; a->kind == FERRY_VALUE_DICT && i < a->u.dict.len; i++)
+        if (strcmp(a->u.dict.keys[i], b->u.dict.keys[i]) != 0)
+            return false;
+    return true;
+}
+
+static bool eq_push(eq_frame **stack, size_t *sp, size_t *cap, eq_frame *local,
+                    const ferry_value *a, const ferry_value *b)
+{
+    if (*sp == *cap) {
+        size_t cap2 = *cap * 2;
+        eq_frame *grown = *stack == local ? ferry__malloc(cap2 * sizeof *grown)
+                                          : ferry__realloc(*stack, cap2 * sizeof *grown);
+        if (!grown)
+            return false;
+        if (*stack == local)
+            memcpy(grown, local, *sp * sizeof *grown);
+        *stack = grown;
+        *cap = cap2;
+    }
+    (*stack)[(*sp)++] = (eq_frame){a, b, 0};
+    return true;
+}
+
 bool ferry_value_equal(const ferry_value *a, const ferry_value *b)
 {
+    eq_frame local[EQ_LOCAL_FRAMES], *stack = local;
+    size_t sp = 0, cap = EQ_LOCAL_FRAMES;
+    bool equal = true;
     for (;;) {
-        if (a == b)
-            return true;
-        if (!a || !b || a->kind != b->kind)
-            return false;
-        size_t n;
-        if (a->kind == FERRY_VALUE_LIST) {
-            n = a->u.list.len;
-            if (n != b->u.list.len)
-                return false;
-            if (n == 0)
-                return true;
-            for (size_t i = 0; i + 1 < n; i++) {
-                if (!ferry_value_equal(a->u.list.items[i], b->u.list.items[i]))
-                    return false;
+        if (a != b) {
+            if (!a || !b || a->kind != b->kind) {
+                equal = false;
+                break;
             }
-            a = a->u.list.items[n - 1];
-            b = b->u.list.items[n - 1];
-        } else if (a->kind == FERRY_VALUE_DICT) {
-            /* Same keys in the same order, as the wire keeps order. */
-            n = a->u.dict.len;
-            if (n != b->u.dict.len)
-                return false;
-            if (n == 0)
-                return true;
-            for (size_t i = 0; i < n; i++) {
-                if (strcmp(a->u.dict.keys[i], b->u.dict.keys[i]) != 0)
-                    return false;
+            bool container = a->kind == FERRY_VALUE_LIST || a->kind == FERRY_VALUE_DICT;
+            if (container && !same_shape(a, b)) {
+                equal = false;
+                break;
             }
-            for (size_t i = 0; i + 1 < n; i++) {
-                if (!ferry_value_equal(a->u.dict.values[i], b->u.dict.values[i]))
-                    return false;
+            if (container && child_count(a) && !eq_push(&stack, &sp, &cap, local, a, b)) {
+                equal = false;
+                ferry_set_error(FERRY_ENOMEM, "out of memory comparing deeply nested values");
+                break;
             }
-            a = a->u.dict.values[n - 1];
-            b = b->u.dict.values[n - 1];
-        } else {
-            return leaf_equal(a, b);
+            if (!container && !leaf_equal(a, b)) {
+                equal = false;
+                break;
+            }
         }
+        /* The next pair: the next child of the innermost container not yet done. */
+        while (sp && stack[sp - 1].next == child_count(stack[sp - 1].a))
+            sp--;
+        if (!sp)
+            break;
+        eq_frame *f = &stack[sp - 1];
+        a = child_at(f->a, f->next);
+        b = child_at(f->b, f->next);
+        f->next++;
     }
+    if (stack != local)
+        ferry__free(stack);
+    return equal;
 }
 
 /* ---- lifetime ---- */
@@ -654,6 +761,7 @@ static void dispose_container(ferry_value *v, ferry_value **stack)
         }
         ferry__free(v->u.dict.keys);
         ferry__free(v->u.dict.values);
+        ferry__free(v->u.dict.index);
     }
     ferry__free(v);
 }

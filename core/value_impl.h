@@ -29,9 +29,14 @@ struct ferry_value {
             size_t len;
         } list;
         struct {
-            char **keys;
+            char **keys; /* in insertion order, as the wire keeps it */
             ferry_value **values;
             size_t len, cap;
+            /* A hash index over the keys once a dict is larger than a few entries: slot i holds
+               1 + the entry's position, 0 when empty; NULL while the dict is small (or when
+               memory for it ran out: lookups are then linear, and still right). */
+            uint32_t *index;
+            size_t index_cap;
         } dict;
     } u;
 };
@@ -61,6 +66,9 @@ ferry_status ferry__value_register_kind(ferry_kind kind, const ferry__value_kind
    (the decoder). ferry__list_set steals `item`. */
 ferry_value *ferry__list_new(size_t n);
 void ferry__list_set(ferry_value *list, size_t i, ferry_value *item);
+/* Builds the hash index of a dict whose entries were filled in place (the decoder), so lookups
+   in a large received dict are not linear. Small dicts need none; out of memory leaves none. */
+void ferry__dict_reindex(ferry_value *dict);
 /* Like ferry_dict_set but steals `v` and takes a key of known length (may hold no NUL). */
 ferry_status ferry__dict_set_n(ferry_value *dict, const char *key, size_t key_len, ferry_value *v);
 
