@@ -225,7 +225,7 @@ static ferry__agent *agent_new(const char *name, int rank, int world_size,
     atomic_init(&a->default_timeout_s, o->rpc_timeout);
     atomic_init(&a->next_id, 1);
     atomic_init(&a->state, FERRY__AGENT_STARTING);
-    ferry__wire_limits_default(&a->limits);
+    ferry__wire_limits_default(&a->codec.limits);
     a->name = ferry__strdup(name);
     if (!a->name) {
         agent_free(a);
@@ -336,7 +336,7 @@ static ferry_status agent_start(ferry__agent *a, const char *init_method,
     if ((rc = connect_peers(a)) != FERRY_OK)
         return rc;
     ferry__rendezvous_set_abort_check(a->rdv, peer_dead, a);
-    ferry__agent_set_handler(a, FERRY__MSG_CONTROL, ferry__agent_ping_handler, NULL);
+    ferry__agent_set_handler(a, FERRY__MSG_PING, ferry__agent_ping_handler, NULL);
     if ((rc = modules_start(a)) != FERRY_OK)
         return rc;
     atomic_store(&a->state, FERRY__AGENT_RUNNING);

@@ -89,7 +89,7 @@ struct ferry__agent {
     pthread_rwlock_t net_lock; /* senders hold it shared; shutdown takes it to clear `net` */
     ferry__net *net;
     ferry__rendezvous *rdv;
-    ferry__wire_limits limits;
+    ferry__wire_codec codec; /* limits, and the RRef hooks rref/ sets when it starts */
 
     pthread_mutex_t lock; /* guards pending, heap, state transitions */
     ferry__pending **pending; /* hash buckets keyed by id, chained */

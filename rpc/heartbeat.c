@@ -14,7 +14,6 @@
 
 #define PING_PERIOD_NS 1000000000LL
 #define PING_TIMEOUT_S 3.0
-#define PING_OP 1
 
 typedef struct {
     ferry__agent *agent;
@@ -38,8 +37,7 @@ static void ping(ferry__agent *a, int peer)
     ping_ctx *p = ferry__malloc(sizeof *p);
     if (!p)
         return;
-    ferry__msg m = {.type = FERRY__MSG_CONTROL, .n_ints = 1};
-    m.ints[0] = PING_OP;
+    ferry__msg m = {.type = FERRY__MSG_PING};
     atomic_fetch_add(&a->pings_in_flight, 1);
     ferry_future *f = ferry__agent_request(a, peer, &m, PING_TIMEOUT_S);
     if (!f) {
@@ -80,8 +78,6 @@ void ferry__agent_ping_peers(ferry__agent *a, long long now_ns, bool all)
 ferry_status ferry__agent_ping_handler(ferry__agent *a, int src, ferry__msg *m,
                                        ferry_value **result, void *ctx)
 {
-    if (m->n_ints < 1 || m->ints[0] != PING_OP)
-        return ferry_set_error(FERRY_EPROTO, "unknown control message from rank %d", src);
     *result = NULL;
     return FERRY_OK;
 }

@@ -148,7 +148,7 @@ static void run_call(job *j)
 static void finish_handler(job *j, ferry_status rc, ferry_value *result)
 {
     ferry__agent *a = j->agent;
-    if (!j->m->flag) { /* flag on a request means "no reply wanted" */
+    if (!j->m->no_reply) {
         if (rc == FERRY_OK)
             reply_value(a, j->src, j->m->id, result);
         else
@@ -269,7 +269,7 @@ void ferry__serve_request(ferry__agent *a, int src, ferry__msg *m)
         return;
     }
     atomic_fetch_add(&a->server_active, 1);
-    if (m->type == FERRY__MSG_CONTROL) {
+    if (m->type == FERRY__MSG_PING) {
         run_handler(j); /* heartbeats: answered here, never queued behind busy functions */
         return;
     }

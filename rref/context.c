@@ -133,7 +133,7 @@ static ferry_status rref_start(ferry__agent *a, void **state)
     }
     ctx->agent = a;
     ferry__rref_install_handlers(a, ctx);
-    ferry__rref_install_wire_hooks();
+    ferry__rref_install_wire_hooks(a, ctx);
     *state = ctx;
     return FERRY_OK;
 }

@@ -76,11 +76,9 @@ static ferry_rref *decode_on_owner(ferry__rref_ctx *ctx, ferry__gid id, ferry__g
     return o;
 }
 
-static ferry_rref *hook_decode(void *unused, const ferry__rref_desc *d, int32_t src)
+static ferry_rref *hook_decode(void *arg, const ferry__rref_desc *d, int32_t src)
 {
-    ferry__rref_ctx *ctx = ferry__rref_ctx_current();
-    if (!ctx)
-        return NULL;
+    ferry__rref_ctx *ctx = arg; /* the decoding agent's: lives as long as that agent */
     ferry_rref *r = NULL;
     int n = ctx->world_size;
     if (d->owner < 0 || d->owner >= n || d->rref_worker < 0 || d->rref_worker >= n ||
@@ -98,7 +96,6 @@ static ferry_rref *hook_decode(void *unused, const ferry__rref_desc *d, int32_t 
                 ferry__rref_send_fork_request(r, d->parent);
         }
     }
-    ferry__rref_ctx_release(ctx);
     return r;
 }
 
@@ -107,14 +104,14 @@ static void hook_release(void *unused, ferry_rref *r)
     ferry_rref_release(r);
 }
 
-void ferry__rref_install_wire_hooks(void)
+void ferry__rref_install_wire_hooks(ferry__agent *agent, ferry__rref_ctx *ctx)
 {
-    static const ferry__wire_rref_hooks hooks = {
+    agent->codec.rref = (ferry__wire_rref_hooks){
         .encode = hook_encode,
         .decode = hook_decode,
+        .ctx = ctx,
         .release = hook_release,
     };
-    ferry__wire_set_rref_hooks(&hooks);
 }
 
 /* ---- confirmation of the RRefs in a call's arguments ---- */
