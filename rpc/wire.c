@@ -693,7 +693,8 @@ ferry_status ferry__wire_encode(const ferry__msg *m, const ferry__wire_codec *co
                             "kwargs", "value"};
     const ferry_value *roots[3] = {m->args, m->kwargs, m->value};
     for (int i = 0; i < 3 && rc == FERRY_OK; i++)
-        rc = ferry__wire_tree_encode(&enc, names[i], roots[i], &trees[i]);
+        if (roots[i])
+            rc = ferry__wire_tree_encode(&enc, names[i], roots[i], &trees[i]);
     if (rc == FERRY_OK) {
         fill_envelope(m, trees, &env, &body);
         rc = place_attachments(&enc, limits, &env, &out->inline_bytes);

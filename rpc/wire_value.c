@@ -375,6 +375,8 @@ void ferry__wire_tree_free(ferry__wire_tree *tree)
 
 void ferry__wire_enc_free(ferry__wire_enc *enc)
 {
+    if (!enc->atts && !enc->patts && !enc->map.keys) /* no tensors: nothing was allocated */
+        return;
     ferry__wire_atts_free(enc->atts, enc->n_atts);
     ferry__free(enc->patts);
     ferry__free(enc->map.keys);
@@ -696,6 +698,8 @@ ferry_status ferry__wire_tree_decode(ferry__wire_dec *dec, const char *what,
 
 void ferry__wire_dec_free(ferry__wire_dec *dec)
 {
+    if (!dec->firsts && !dec->storages) /* no attachments: nothing was allocated */
+        return;
     for (size_t i = 0; i < dec->n_atts; i++) {
         if (dec->firsts)
             ferry_tensor_release(dec->firsts[i]);
