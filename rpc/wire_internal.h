@@ -1,5 +1,5 @@
-/* Pieces shared by the files of the wire codec: wire.c (message <-> envelope, limits, flat
-   framing), wire_scan.c (the byte-level pre-scan and the tree shape it shares with the value
+/* Pieces shared by the files of the wire codec: wire.c (message <-> envelope, limits),
+   wire_scan.c (the byte-level pre-scan and the tree shape it shares with the value
    decoder), wire_value.c (value trees <-> pre-order Node lists, tensors and attachments) and
    wire_pack.c (envelope bytes). Only rpc/wire*.c and the codec's tests include the generated
    protobuf-c header. */
