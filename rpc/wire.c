@@ -230,6 +230,13 @@ static ferry_status read_envelope(const Ferry__Wire__Envelope *env, ferry__msg *
     for (size_t i = 0; i < env->n_ext; i++)
         m->ext[i] = (ferry__msg_ext){env->ext[i]->key, env->ext[i]->value};
     m->n_ext = env->n_ext;
+    /* A body carries exactly its kind's fields: one it does not know came from a confused (or
+       newer) sender, and dropping it would lose what it meant. New data goes in `ext` or in a
+       new kind. Every body case's member is a message pointer in one union. */
+    const ProtobufCMessage *body = env->body_case ? &env->call->base : NULL;
+    if (body && body->n_unknown_fields)
+        return ferry__fail(FERRY_EPROTO, "a %s body carries field %u, which that kind does not "
+                           "have", body->descriptor->short_name, body->unknown_fields[0].tag);
     ferry_status rc = read_body(env, m, trees);
     if (rc == FERRY_OK && env->no_reply && m->type == FERRY__MSG_RESPONSE)
         return ferry__fail(FERRY_EPROTO, "a response says it wants no reply");

@@ -138,8 +138,9 @@ void ferry__wire_out_free(ferry__wire_out *out);
 
 /* Decodes an envelope. On FERRY_OK, *m owns its values and *atts (n entries) says where each
    attachment lands (free with ferry__wire_atts_free once filled). FERRY_EPROTO with a message
-   saying what was wrong for anything malformed (an unknown or absent body, a NUL in the
-   function name, more than FERRY__MSG_MAX_EXT ext entries, no_reply on a response, ...),
+   saying what was wrong for anything malformed (an unknown or absent body, a body field its
+   kind does not have, a NUL in the function name, more than FERRY__MSG_MAX_EXT ext entries,
+   no_reply on a response, ...),
    FERRY_ENOMEM. On failure nothing is leaked and *m is zeroed except m->id / m->type / m->src
    when they could be read (so a reply can be sent). */
 ferry_status ferry__wire_decode(const void *header, size_t len, const ferry__wire_codec *codec,

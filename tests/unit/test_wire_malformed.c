@@ -398,6 +398,37 @@ Test(wire_malformed, decode_fails_when_the_body_is_missing_unknown_or_doubled, .
     ferry__free(buf);
 }
 
+Test(wire_malformed, decode_fails_when_a_body_carries_a_field_of_another_kind, .timeout = 10)
+{
+    Ferry__Wire__Envelope env = FERRY__WIRE__ENVELOPE__INIT;
+    Ferry__Wire__Call call = FERRY__WIRE__CALL__INIT;
+    env.version = FERRY__WIRE_VERSION;
+    env.id = 99;
+    env.src = 2;
+    env.body_case = FERRY__WIRE__ENVELOPE__BODY_CALL;
+    env.call = &call;
+    call.fn = "f";
+    size_t len;
+    uint8_t *buf = pack(&env, &len);
+    /* the call body is the last field: grow it by field 5 (a RemoteCall's rref_worker) = 1 */
+    uint8_t *longer = ferry__malloc(len + 2);
+    memcpy(longer, buf, len);
+    cr_assert_eq(longer[len - 5], 0x3a, "the call body's tag: 3a 03 0a 01 66 (fn = \"f\")");
+    longer[len - 4] += 2;
+    longer[len] = 0x28;
+    longer[len + 1] = 0x01;
+    ferry__msg m;
+    ferry__att *atts;
+    size_t n;
+    ferry_assert_status(ferry__wire_decode(longer, len + 2, NULL, &m, &atts, &n), FERRY_EPROTO);
+    cr_assert(strstr(ferry_last_error(), "a Call body carries field 5"), "%s",
+              ferry_last_error());
+    cr_assert_eq(m.id, 99);
+    cr_assert_eq(m.type, FERRY__MSG_CALL);
+    ferry__free(longer);
+    ferry__free(buf);
+}
+
 Test(wire_malformed, decode_fails_when_a_function_name_holds_a_nul, .timeout = 10)
 {
     Ferry__Wire__Envelope env = FERRY__WIRE__ENVELOPE__INIT;
