@@ -1,7 +1,11 @@
 /* make bench: RPC latency and bandwidth beside the fabric's own limit. For each transport (tcp,
    shm) it runs fi_pingpong for the same provider and sizes, then two ferry workers on loopback,
    and prints each ferry figure beside fi_pingpong's with the ratio. Figures from one run only:
-   the machines are shared and noisy, so compare ratios, not absolute numbers across runs. */
+   the machines are shared and noisy, so compare ratios, not absolute numbers across runs.
+
+   `ferry_bench tiny N [tcp|shm]` runs only the tiny rpc_sync round trip, N calls after a fixed
+   warm-up, and prints "client PID" and "server PID" on stdout: bench/callgrind_tiny.sh runs it
+   under callgrind twice with different N to get instructions per call for each process. */
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <stdio.h>
@@ -182,6 +186,40 @@ static double measure_echo_mbps(size_t bytes)
     return 2.0 * bytes * iters / dt / 1e6; /* both directions, as fi_pingpong counts */
 }
 
+/* The tiny mode: a fixed warm-up (so two runs differ only in the measured calls), then n calls. */
+static int run_tiny(const char *transport, int n)
+{
+    int port = free_port();
+    pid_t pids[2];
+    for (int r = 0; r < 2; r++) {
+        pids[r] = fork();
+        if (pids[r] == 0) {
+            if (join(transport, port, r) != 0)
+                _exit(1);
+            int ok = 1;
+            if (r == 0) {
+                ferry_value *args = ferry_list_of(0);
+                for (int i = 0; i < 200 + n && ok; i++) {
+                    ferry_value *v = ferry_rpc_sync("server", "noop", args, NULL,
+                                                    FERRY_TIMEOUT_DEFAULT);
+                    ok = v != NULL;
+                    ferry_value_release(v);
+                }
+                ferry_value_release(args);
+            }
+            _exit(ferry_shutdown(true, 0) == FERRY_OK && ok ? 0 : 1);
+        }
+    }
+    printf("client %d\nserver %d\n", (int)pids[0], (int)pids[1]);
+    int ok = 1;
+    for (int r = 0; r < 2; r++) {
+        int st;
+        waitpid(pids[r], &st, 0);
+        ok = ok && WIFEXITED(st) && WEXITSTATUS(st) == 0;
+    }
+    return ok ? 0 : 1;
+}
+
 /* Two forked workers; the client writes its figures into a pipe. */
 static int run_ferry(const char *transport, ferry_figures *out)
 {
@@ -228,8 +266,10 @@ static void size_name(size_t b, char *buf, size_t cap)
         snprintf(buf, cap, "%zu KiB", b >> 10);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+    if (argc >= 3 && strcmp(argv[1], "tiny") == 0)
+        return run_tiny(argc >= 4 ? argv[3] : "shm", atoi(argv[2]));
     const char *transports[2] = {"tcp", "shm"};
     const char *providers[2] = {"tcp;ofi_rxm", "shm"};
     printf("ferry_bench: two workers on 127.0.0.1; fi_pingpong measured in the same run\n");

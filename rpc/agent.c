@@ -93,8 +93,7 @@ ferry_status ferry__agent_submit(ferry__agent *a, void (*fn)(void *), void *arg)
 
 void ferry__agent_set_rref_codec(ferry__agent *a, const ferry__wire_rref_hooks *hooks)
 {
-    a->rref_codec = *hooks;
-    ferry__wire_set_rref_hooks(hooks);
+    a->codec.rref = *hooks;
 }
 
 void ferry__agent_set_handler(ferry__agent *a, ferry__msg_type type, ferry__msg_handler fn,
@@ -268,7 +267,7 @@ static ferry__agent *agent_new(const char *name, int rank, int world_size,
     atomic_init(&a->default_timeout_s, o->rpc_timeout);
     atomic_init(&a->next_id, 1);
     atomic_init(&a->state, FERRY__AGENT_STARTING);
-    ferry__wire_limits_default(&a->limits);
+    ferry__wire_limits_default(&a->codec.limits);
     a->name = ferry__strdup(name);
     if (!a->name) {
         agent_free(a);

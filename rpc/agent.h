@@ -60,7 +60,7 @@ struct ferry__agent {
     pthread_rwlock_t net_lock; /* senders hold it shared; shutdown takes it to clear `net` */
     ferry__net *net;
     ferry__rendezvous *rdv;
-    ferry__wire_limits limits;
+    ferry__wire_codec codec; /* limits, and the RRef hooks a module sets when it starts */
 
     pthread_mutex_t lock; /* guards pending, heap, state transitions */
     ferry__pending **pending; /* hash buckets keyed by id, chained */
@@ -78,7 +78,6 @@ struct ferry__agent {
 
     ferry__handler_slot handlers[FERRY__MSG_TYPE_COUNT];
     ferry__handler_slot inline_handlers[FERRY__MSG_TYPE_COUNT];
-    ferry__wire_rref_hooks rref_codec; /* encode == NULL: RRef values are refused */
     void *module_state[FERRY__MAX_MODULES];
     bool module_started[FERRY__MAX_MODULES];
     /* The started modules that have each hook, in registration order, so the hot paths walk

@@ -170,7 +170,7 @@ void ferry__agent_on_message(void *ctx, int src, const void *buf, size_t len)
         ferry__log_error("rpc", "out of memory receiving from rank %d", src);
         return;
     }
-    ferry_status rc = ferry__wire_decode(p + 4, hlen, &a->limits, &r->m, &r->atts, &r->n_atts);
+    ferry_status rc = ferry__wire_decode(p + 4, hlen, &a->codec, &r->m, &r->atts, &r->n_atts);
     if (rc == FERRY_OK && r->m.src != src)
         rc = ferry__fail(FERRY_EPROTO, "message claims to come from rank %d", r->m.src);
     if (rc == FERRY_OK)

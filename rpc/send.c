@@ -72,7 +72,7 @@ ferry_status ferry__agent_send_msg(ferry__agent *agent, int dst, ferry__msg *m,
                                    const ferry__msg *request)
 {
     ferry__wire_out out;
-    ferry__wire_limits limits = agent->limits;
+    ferry__wire_codec codec = agent->codec;
     m->src = agent->rank;
     m->dst = dst;
     if (agent->hooks.n_on_send) {
@@ -86,9 +86,9 @@ ferry_status ferry__agent_send_msg(ferry__agent *agent, int dst, ferry__msg *m,
     pthread_rwlock_rdlock(&agent->net_lock);
     size_t copy_max = agent->net ? ferry__net_peer_copy_max(agent->net, dst) : 0;
     pthread_rwlock_unlock(&agent->net_lock);
-    if (copy_max && copy_max / 2 < limits.inline_threshold)
-        limits.inline_threshold = copy_max / 2;
-    ferry_status rc = ferry__wire_encode(m, &limits, &out);
+    if (copy_max && copy_max / 2 < codec.limits.inline_threshold)
+        codec.limits.inline_threshold = copy_max / 2;
+    ferry_status rc = ferry__wire_encode(m, &codec, &out);
     if (rc != FERRY_OK)
         return rc;
     if (out.header_len > UINT32_MAX || out.n_atts >= (1u << FERRY__TAG_ATT_BITS)) {

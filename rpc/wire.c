@@ -1,10 +1,9 @@
-/* The envelope half of the wire codec: ferry__msg <-> one protobuf-c Envelope, limits, the
-   attachment list, and the flat [length][header][attachments] framing used by tests and tools.
-   Before protobuf-c ever unpacks untrusted bytes, a byte-level pre-scan walks the top-level
-   fields and the kind/count of every Node: it checks the version, the node and attachment counts
-   and the nesting of each value tree, so a hostile message (a million-deep list, a count that
-   lies) is refused before anything is allocated for it. The value trees themselves are built in
-   wire_value.c. */
+/* The envelope half of the wire codec: ferry__msg <-> one protobuf-c Envelope whose body is
+   the message's own kind (Call, Response, Error, the RRef kinds, Ping, the autograd kinds), the
+   checks of which fields each kind carries, limits and the attachment list. Untrusted bytes are
+   walked by the pre-scan (wire_scan.c) before protobuf-c unpacks them; value trees are built in
+   wire_value.c, the envelope bytes are written by wire_pack.c, and wire_flat.c frames a whole
+   message in one buffer for tests and tools. */
 #include "rpc/wire.h"
 
 #include <math.h>
@@ -13,20 +12,6 @@
 #include "core/alloc.h"
 #include "core/error.h"
 #include "rpc/wire_internal.h"
-
-/* What the pre-scan learned from the top level, enough to answer a request it cannot read. */
-typedef struct {
-    bool framed; /* every top-level field was well formed */
-    uint32_t version;
-    int32_t type;
-    uint64_t id;
-    int32_t src;
-    size_t n_nodes, n_atts;
-} scan_info;
-
-typedef struct {
-    const uint8_t *p, *start, *end;
-} cursor;
 
 /* protobuf-c's unpacker allocates every sub-message, string and array on its own, and its
    free walks them all again: for a small envelope that was most of the decode. It allocates
@@ -103,12 +88,15 @@ static void pb_arena_free(pb_arena *a)
     a->blocks = NULL;
 }
 
+/* The codec of a NULL codec argument: default limits, no RRefs. */
+static const ferry__wire_codec default_codec = {
+    .limits = {.max_message_bytes = FERRY_MAX_MESSAGE_BYTES, .max_depth = 64,
+               .max_nodes = (size_t)1 << 20, .inline_threshold = (size_t)16 << 10},
+};
+
 void ferry__wire_limits_default(ferry__wire_limits *limits)
 {
-    limits->max_message_bytes = FERRY_MAX_MESSAGE_BYTES;
-    limits->max_depth = 64;
-    limits->max_nodes = (size_t)1 << 20;
-    limits->inline_threshold = (size_t)16 << 10;
+    *limits = default_codec.limits;
 }
 
 void ferry__msg_clear(ferry__msg *m)
@@ -124,261 +112,24 @@ void ferry__msg_clear(ferry__msg *m)
     memset(m, 0, sizeof *m);
 }
 
-/* ---- tree shape ---- */
-
-void ferry__wire_shape_init(ferry__wire_shape *s, const char *what, size_t max_depth)
-{
-    memset(s, 0, sizeof *s);
-    s->what = what;
-    s->max_depth = max_depth;
-}
-
-void ferry__wire_shape_free(ferry__wire_shape *s)
-{
-    ferry__free(s->frames);
-    s->frames = NULL;
-    s->sp = s->cap = 0;
-}
-
-static ferry_status shape_push(ferry__wire_shape *s, int kind, uint32_t count)
-{
-    if (s->sp == s->cap) {
-        size_t cap = s->cap ? s->cap * 2 : 8;
-        ferry__wire_frame *f = ferry__realloc(s->frames, cap * sizeof *f);
-        if (!f)
-            return ferry__fail(FERRY_ENOMEM, "out of memory decoding %s", s->what);
-        s->frames = f;
-        s->cap = cap;
-    }
-    s->frames[s->sp++] = (ferry__wire_frame){count, count, s->n_nodes - 1, kind, NULL};
-    return FERRY_OK;
-}
-
-ferry_status ferry__wire_shape_next(ferry__wire_shape *s, int kind, uint32_t count,
-                                    size_t nodes_left, ferry__wire_slot *slot)
-{
-    size_t node = s->n_nodes++;
-    *slot = (ferry__wire_slot){NULL, -1, 0, false};
-    if (s->done)
-        return ferry__fail(FERRY_EPROTO, "%s: node %zu follows the end of the value", s->what,
-                           node);
-    if (s->sp > 0) {
-        ferry__wire_frame *top = &s->frames[s->sp - 1];
-        slot->parent = top->container;
-        slot->parent_kind = top->kind;
-        slot->index = top->count - top->remaining;
-        top->remaining--;
-    }
-    if (ferry__wire_is_container(kind)) {
-        /* Depth counts containers: a lone list is depth 1. */
-        if (s->sp + 1 > s->max_depth)
-            return ferry__fail(FERRY_EPROTO, "%s: node %zu nests deeper than the limit of %zu",
-                               s->what, node, s->max_depth);
-        if (count > nodes_left)
-            return ferry__fail(FERRY_EPROTO, "%s: %s at node %zu says %u items but only %zu nodes "
-                               "follow", s->what, kind == FERRY__WIRE__KIND__KIND_LIST ? "list" :
-                               "dict", node, count, nodes_left);
-        if (count > 0) {
-            slot->pushed = true;
-            return shape_push(s, kind, count);
-        }
-    }
-    while (s->sp > 0 && s->frames[s->sp - 1].remaining == 0)
-        s->sp--;
-    if (s->sp == 0)
-        s->done = true;
-    return FERRY_OK;
-}
-
-ferry_status ferry__wire_shape_finish(ferry__wire_shape *s)
-{
-    if (s->sp == 0)
-        return FERRY_OK;
-    const ferry__wire_frame *top = &s->frames[s->sp - 1];
-    return ferry__fail(FERRY_EPROTO, "%s: %s at node %zu says %u items but the nodes end after %u",
-                       s->what, top->kind == FERRY__WIRE__KIND__KIND_LIST ? "list" : "dict",
-                       top->node, top->count, top->count - top->remaining);
-}
-
-/* ---- pre-scan of the raw envelope bytes ---- */
-
-static bool read_varint(cursor *c, uint64_t *out)
-{
-    uint64_t v = 0;
-    for (unsigned shift = 0; shift < 64; shift += 7) {
-        if (c->p >= c->end)
-            return false;
-        uint8_t b = *c->p++;
-        v |= (uint64_t)(b & 0x7f) << shift;
-        if (!(b & 0x80)) {
-            *out = v;
-            return true;
-        }
-    }
-    return false; /* more than ten bytes */
-}
-
-/* Skips one field's payload; for length-delimited fields *sub is the payload. */
-static bool skip_field(cursor *c, unsigned wire_type, cursor *sub)
-{
-    uint64_t v;
-    size_t left = (size_t)(c->end - c->p);
-    switch (wire_type) {
-    case 0:
-        return read_varint(c, &v);
-    case 1:
-        if (left < 8)
-            return false;
-        c->p += 8;
-        return true;
-    case 2:
-        if (!read_varint(c, &v) || v > (uint64_t)(c->end - c->p))
-            return false;
-        *sub = (cursor){c->p, c->p, c->p + v};
-        c->p += v;
-        return true;
-    case 5:
-        if (left < 4)
-            return false;
-        c->p += 4;
-        return true;
-    default: /* groups and reserved wire types are not part of this schema */
-        return false;
-    }
-}
-
-static bool read_tag(cursor *c, uint32_t *field, unsigned *wire_type)
-{
-    uint64_t tag;
-    if (!read_varint(c, &tag) || (tag >> 3) == 0 || (tag >> 3) > UINT32_MAX)
-        return false;
-    *field = (uint32_t)(tag >> 3);
-    *wire_type = (unsigned)(tag & 7);
-    return true;
-}
-
-/* A scalar top-level field, truncated to 32 bits the way protobuf-c reads it. */
-static bool scan_scalar(cursor *c, unsigned wire_type, uint64_t *v)
-{
-    return wire_type == 0 && read_varint(c, v);
-}
-
-static ferry_status scan_top_field(cursor *c, uint32_t field, unsigned wt, scan_info *info)
-{
-    uint64_t v = 0;
-    cursor sub = {0};
-    bool ok;
-    switch (field) {
-    case 1: ok = scan_scalar(c, wt, &v); info->version = (uint32_t)v; break;
-    case 2: ok = scan_scalar(c, wt, &v); info->type = (int32_t)(uint32_t)v; break;
-    case 3: ok = scan_scalar(c, wt, &v); info->id = v; break;
-    case 4: ok = scan_scalar(c, wt, &v); info->src = (int32_t)(uint32_t)v; break;
-    default: /* fn, the value trees, error and attachments are all length-delimited */
-        ok = !(field >= 5 && field <= 10 && wt != 2) && skip_field(c, wt, &sub);
-        break;
-    }
-    if (!ok)
-        return ferry__fail(FERRY_EPROTO, "envelope is malformed at byte %zu (field %u)",
-                           (size_t)(c->p - c->start), field);
-    if (field == 5 && memchr(sub.p, 0, (size_t)(sub.end - sub.p)))
-        return ferry__fail(FERRY_EPROTO, "function name contains a NUL byte");
-    info->n_nodes += field >= 6 && field <= 8;
-    info->n_atts += field == 10;
-    return FERRY_OK;
-}
-
-static ferry_status scan_envelope(const uint8_t *p, size_t len, scan_info *info)
-{
-    cursor c = {p, p, p + len};
-    while (c.p < c.end) {
-        uint32_t field;
-        unsigned wt;
-        if (!read_tag(&c, &field, &wt))
-            return ferry__fail(FERRY_EPROTO, "envelope is malformed at byte %zu",
-                               (size_t)(c.p - c.start));
-        ferry_status rc = scan_top_field(&c, field, wt, info);
-        if (rc != FERRY_OK)
-            return rc;
-    }
-    info->framed = true;
-    return FERRY_OK;
-}
-
-/* Judged after the whole top level was read, so a reply can still name the request. */
-static ferry_status check_counts(const scan_info *info, const ferry__wire_limits *limits)
-{
-    if (info->n_nodes > limits->max_nodes)
-        return ferry__fail(FERRY_EPROTO, "message has more than %zu values (the limit)",
-                           limits->max_nodes);
-    if (info->n_atts > limits->max_nodes)
-        return ferry__fail(FERRY_EPROTO, "message has more than %zu attachments (the limit)",
-                           limits->max_nodes);
-    return FERRY_OK;
-}
-
-/* Reads a Node's kind and count (the last occurrence wins, as protobuf-c does). */
-static bool scan_node(cursor *c, int *kind, uint32_t *count)
-{
-    *kind = 0;
-    *count = 0;
-    while (c->p < c->end) {
-        uint32_t field;
-        unsigned wt;
-        uint64_t v;
-        cursor sub;
-        if (!read_tag(c, &field, &wt))
-            return false;
-        if (field == 1 || field == 6) {
-            if (wt != 0 || !read_varint(c, &v))
-                return false;
-            if (field == 1)
-                *kind = (int)(int32_t)(uint32_t)v;
-            else
-                *count = (uint32_t)v;
-        } else if (!skip_field(c, wt, &sub)) {
-            return false;
-        }
-    }
-    return true;
-}
-
-/* Second pass, on a well-framed envelope: the shape of each value tree. */
-static ferry_status scan_trees(const uint8_t *p, size_t len, const ferry__wire_limits *limits)
-{
-    static const char *const names[3] = {"args", "kwargs", "value"};
-    ferry__wire_shape shapes[3];
-    for (int i = 0; i < 3; i++)
-        ferry__wire_shape_init(&shapes[i], names[i], limits->max_depth);
-    cursor c = {p, p, p + len};
-    ferry_status rc = FERRY_OK;
-    while (rc == FERRY_OK && c.p < c.end) {
-        uint32_t field;
-        unsigned wt;
-        cursor sub = {0};
-        if (!read_tag(&c, &field, &wt) || !skip_field(&c, wt, &sub)) {
-            rc = ferry__fail(FERRY_EPROTO, "envelope is malformed"); /* framed before: unreachable */
-            break;
-        }
-        if (field < 6 || field > 8)
-            continue;
-        ferry__wire_shape *s = &shapes[field - 6];
-        int kind;
-        uint32_t count;
-        ferry__wire_slot slot;
-        if (!scan_node(&sub, &kind, &count))
-            rc = ferry__fail(FERRY_EPROTO, "%s: node %zu is malformed", s->what, s->n_nodes);
-        else
-            rc = ferry__wire_shape_next(s, kind, count, SIZE_MAX, &slot);
-    }
-    for (int i = 0; i < 3; i++) {
-        if (rc == FERRY_OK)
-            rc = ferry__wire_shape_finish(&shapes[i]);
-        ferry__wire_shape_free(&shapes[i]);
-    }
-    return rc;
-}
-
 /* ---- decode ---- */
+
+/* Where a body's value trees are; they become args, kwargs and value, in that order. */
+typedef struct {
+    const char *what; /* NULL: the kind has no such tree */
+    Ferry__Wire__Node *const *nodes;
+    size_t n;
+} tree_src;
+
+static ferry_status read_call(const char *fn, double timeout_s, ferry__msg *m)
+{
+    if (isnan(timeout_s))
+        return ferry__fail(FERRY_EPROTO, "timeout is not a number");
+    m->timeout_s = timeout_s;
+    if (fn && fn[0] && !(m->fn = ferry__strdup(fn)))
+        return ferry__fail(FERRY_ENOMEM, "out of memory decoding a function name");
+    return FERRY_OK;
+}
 
 static ferry_status read_error(const Ferry__Wire__Error *e, ferry__msg *m)
 {
@@ -393,28 +144,104 @@ static ferry_status read_error(const Ferry__Wire__Error *e, ferry__msg *m)
     return FERRY_OK;
 }
 
-static ferry_status read_fields(const Ferry__Wire__Envelope *env, ferry__msg *m)
+static ferry__msg_gid gid(int32_t worker, int64_t local)
 {
-    if ((int)env->type <= FERRY__MSG_INVALID || (int)env->type >= FERRY__MSG_TYPE_COUNT)
-        return ferry__fail(FERRY_EPROTO, "message type %d is not known", (int)env->type);
-    if (env->n_ints > FERRY__MSG_MAX_INTS)
-        return ferry__fail(FERRY_EPROTO, "%zu integer operands (at most %d)", env->n_ints,
-                           FERRY__MSG_MAX_INTS);
-    if (isnan(env->timeout_s))
-        return ferry__fail(FERRY_EPROTO, "timeout is not a number");
-    m->type = (ferry__msg_type)env->type;
+    return (ferry__msg_gid){worker, local};
+}
+
+/* The body's own fields into `m`, and where its trees are. */
+static ferry_status read_body(const Ferry__Wire__Envelope *env, ferry__msg *m, tree_src trees[3])
+{
+    switch (env->body_case) {
+    case FERRY__WIRE__ENVELOPE__BODY_CALL: {
+        const Ferry__Wire__Call *b = env->call;
+        m->type = FERRY__MSG_CALL;
+        trees[0] = (tree_src){"args", b->args, b->n_args};
+        trees[1] = (tree_src){"kwargs", b->kwargs, b->n_kwargs};
+        return read_call(b->fn, b->timeout_s, m);
+    }
+    case FERRY__WIRE__ENVELOPE__BODY_RESPONSE:
+        m->type = FERRY__MSG_RESPONSE;
+        trees[2] = (tree_src){"value", env->response->value, env->response->n_value};
+        return FERRY_OK;
+    case FERRY__WIRE__ENVELOPE__BODY_ERROR:
+        m->type = FERRY__MSG_RESPONSE;
+        return read_error(env->error, m);
+    case FERRY__WIRE__ENVELOPE__BODY_REMOTE_CALL: {
+        const Ferry__Wire__RemoteCall *b = env->remote_call;
+        m->type = FERRY__MSG_REMOTE_CALL;
+        m->rref = gid(b->rref_worker, b->rref_local);
+        m->fork = gid(b->fork_worker, b->fork_local);
+        trees[0] = (tree_src){"args", b->args, b->n_args};
+        trees[1] = (tree_src){"kwargs", b->kwargs, b->n_kwargs};
+        return read_call(b->fn, b->timeout_s, m);
+    }
+    case FERRY__WIRE__ENVELOPE__BODY_RREF_FETCH:
+        m->type = FERRY__MSG_RREF_FETCH;
+        m->rref = gid(env->rref_fetch->rref_worker, env->rref_fetch->rref_local);
+        return FERRY_OK;
+    case FERRY__WIRE__ENVELOPE__BODY_RREF_USER_DELETE: {
+        const Ferry__Wire__RRefUserDelete *b = env->rref_user_delete;
+        m->type = FERRY__MSG_RREF_USER_DELETE;
+        m->rref = gid(b->rref_worker, b->rref_local);
+        m->fork = gid(b->fork_worker, b->fork_local);
+        return FERRY_OK;
+    }
+    case FERRY__WIRE__ENVELOPE__BODY_RREF_FORK_REQUEST: {
+        const Ferry__Wire__RRefForkRequest *b = env->rref_fork_request;
+        m->type = FERRY__MSG_RREF_FORK_REQUEST;
+        m->rref = gid(b->rref_worker, b->rref_local);
+        m->fork = gid(b->fork_worker, b->fork_local);
+        return FERRY_OK;
+    }
+    case FERRY__WIRE__ENVELOPE__BODY_RREF_CHILD_ACCEPT:
+        m->type = FERRY__MSG_RREF_CHILD_ACCEPT;
+        m->fork = gid(env->rref_child_accept->fork_worker, env->rref_child_accept->fork_local);
+        return FERRY_OK;
+    case FERRY__WIRE__ENVELOPE__BODY_PING:
+        m->type = FERRY__MSG_PING;
+        return FERRY_OK;
+    case FERRY__WIRE__ENVELOPE__BODY_AUTOGRAD_BACKWARD: {
+        const Ferry__Wire__AutogradBackward *b = env->autograd_backward;
+        m->type = FERRY__MSG_AUTOGRAD_BACKWARD;
+        m->autograd_context = b->context_id;
+        m->autograd_message = b->message_id;
+        m->retain_graph = b->retain_graph;
+        trees[0] = (tree_src){"grads", b->grads, b->n_grads};
+        return FERRY_OK;
+    }
+    case FERRY__WIRE__ENVELOPE__BODY_AUTOGRAD_CLEANUP:
+        m->type = FERRY__MSG_AUTOGRAD_CLEANUP;
+        m->autograd_context = env->autograd_cleanup->context_id;
+        return FERRY_OK;
+    default: /* the pre-scan refused it already */
+        return ferry__fail(FERRY_EPROTO, "envelope has no body of a known message kind");
+    }
+}
+
+static ferry_status read_envelope(const Ferry__Wire__Envelope *env, ferry__msg *m,
+                                  tree_src trees[3])
+{
     m->id = env->id;
     m->src = env->src;
-    m->timeout_s = env->timeout_s;
-    m->autograd_context = env->autograd_context;
-    m->autograd_message = env->autograd_message;
-    m->no_reply = env->flag;
-    m->n_ints = env->n_ints;
-    if (env->n_ints)
-        memcpy(m->ints, env->ints, env->n_ints * sizeof *m->ints);
-    if (env->fn && env->fn[0] && !(m->fn = ferry__strdup(env->fn)))
-        return ferry__fail(FERRY_ENOMEM, "out of memory decoding a function name");
-    return env->error ? read_error(env->error, m) : FERRY_OK;
+    if (env->n_ext > FERRY__MSG_MAX_EXT) /* the pre-scan refused it already */
+        return ferry__fail(FERRY_EPROTO, "message has %zu ext entries (at most %d)", env->n_ext,
+                           FERRY__MSG_MAX_EXT);
+    for (size_t i = 0; i < env->n_ext; i++)
+        m->ext[i] = (ferry__msg_ext){env->ext[i]->key, env->ext[i]->value};
+    m->n_ext = env->n_ext;
+    /* A body carries exactly its kind's fields: one it does not know came from a confused (or
+       newer) sender, and dropping it would lose what it meant. New data goes in `ext` or in a
+       new kind. Every body case's member is a message pointer in one union. */
+    const ProtobufCMessage *body = env->body_case ? &env->call->base : NULL;
+    if (body && body->n_unknown_fields)
+        return ferry__fail(FERRY_EPROTO, "a %s body carries field %u, which that kind does not "
+                           "have", body->descriptor->short_name, body->unknown_fields[0].tag);
+    ferry_status rc = read_body(env, m, trees);
+    if (rc == FERRY_OK && env->no_reply && m->type == FERRY__MSG_RESPONSE)
+        return ferry__fail(FERRY_EPROTO, "a response says it wants no reply");
+    m->no_reply = env->no_reply;
+    return rc;
 }
 
 static ferry_status read_attachments(const Ferry__Wire__Envelope *env, size_t header_len,
@@ -441,21 +268,23 @@ static ferry_status read_attachments(const Ferry__Wire__Envelope *env, size_t he
     return FERRY_OK;
 }
 
-static ferry_status decode_trees(ferry__wire_dec *dec, const Ferry__Wire__Envelope *env,
-                                 ferry__msg *m)
+static ferry_status decode_trees(ferry__wire_dec *dec, const tree_src trees[3], ferry__msg *m)
 {
-    ferry_status rc = ferry__wire_tree_decode(dec, "args", env->args, env->n_args, &m->args);
-    if (rc == FERRY_OK && m->args && ferry_value_kind(m->args) != FERRY_VALUE_LIST)
-        rc = ferry__fail(FERRY_EPROTO, "args is a %s, not a list",
-                         ferry_kind_name(ferry_value_kind(m->args)));
-    if (rc == FERRY_OK)
-        rc = ferry__wire_tree_decode(dec, "kwargs", env->kwargs, env->n_kwargs, &m->kwargs);
-    if (rc == FERRY_OK && m->kwargs && ferry_value_kind(m->kwargs) != FERRY_VALUE_DICT)
-        rc = ferry__fail(FERRY_EPROTO, "kwargs is a %s, not a dict",
-                         ferry_kind_name(ferry_value_kind(m->kwargs)));
-    if (rc == FERRY_OK)
-        rc = ferry__wire_tree_decode(dec, "value", env->value, env->n_value, &m->value);
-    return rc;
+    ferry_value **outs[3] = {&m->args, &m->kwargs, &m->value};
+    static const ferry_kind want[2] = {FERRY_VALUE_LIST, FERRY_VALUE_DICT};
+    for (int i = 0; i < 3; i++) {
+        if (!trees[i].n)
+            continue;
+        ferry_status rc = ferry__wire_tree_decode(dec, trees[i].what, trees[i].nodes, trees[i].n,
+                                                  outs[i]);
+        if (rc != FERRY_OK)
+            return rc;
+        if (i < 2 && ferry_value_kind(*outs[i]) != want[i])
+            return ferry__fail(FERRY_EPROTO, "%s is a %s, not a %s", trees[i].what,
+                               ferry_kind_name(ferry_value_kind(*outs[i])),
+                               ferry_kind_name(want[i]));
+    }
+    return FERRY_OK;
 }
 
 /* Hands each attachment's storage and first tensor over to the caller's list. */
@@ -483,7 +312,7 @@ static ferry_status take_attachments(ferry__wire_dec *dec, const Ferry__Wire__En
 }
 
 static ferry_status decode_envelope(const uint8_t *header, size_t len,
-                                    const ferry__wire_limits *limits, ferry__msg *m,
+                                    const ferry__wire_codec *codec, ferry__msg *m,
                                     ferry__att **atts, size_t *n_atts)
 {
     _Alignas(ARENA_ALIGN) uint8_t stack[ARENA_STACK_BYTES];
@@ -498,10 +327,11 @@ static ferry_status decode_envelope(const uint8_t *header, size_t len,
                       : ferry__fail(FERRY_EPROTO, "envelope does not parse");
     }
     uint64_t *lens = NULL;
-    ferry__wire_dec dec = {limits, env->src, 0, NULL, NULL, NULL, 0};
-    ferry_status rc = read_fields(env, m);
+    ferry__wire_dec dec = {&codec->limits, &codec->rref, env->src, 0, NULL, NULL, NULL, 0};
+    tree_src trees[3] = {{NULL, NULL, 0}, {NULL, NULL, 0}, {NULL, NULL, 0}};
+    ferry_status rc = read_envelope(env, m, trees);
     if (rc == FERRY_OK)
-        rc = read_attachments(env, len, limits, &lens);
+        rc = read_attachments(env, len, &codec->limits, &lens);
     if (rc == FERRY_OK && env->n_attachments) {
         dec.n_atts = env->n_attachments;
         dec.att_lens = lens;
@@ -511,7 +341,7 @@ static ferry_status decode_envelope(const uint8_t *header, size_t len,
             rc = ferry__fail(FERRY_ENOMEM, "out of memory decoding attachments");
     }
     if (rc == FERRY_OK)
-        rc = decode_trees(&dec, env, m);
+        rc = decode_trees(&dec, trees, m);
     if (rc == FERRY_OK)
         rc = take_attachments(&dec, env, atts);
     if (rc == FERRY_OK)
@@ -522,14 +352,11 @@ static ferry_status decode_envelope(const uint8_t *header, size_t len,
     return rc;
 }
 
-ferry_status ferry__wire_decode(const void *header, size_t len, const ferry__wire_limits *limits,
+ferry_status ferry__wire_decode(const void *header, size_t len, const ferry__wire_codec *codec,
                                 ferry__msg *m, ferry__att **atts, size_t *n_atts)
 {
-    ferry__wire_limits defaults;
-    if (!limits) {
-        ferry__wire_limits_default(&defaults);
-        limits = &defaults;
-    }
+    if (!codec)
+        codec = &default_codec;
     memset(m, 0, sizeof *m);
     *atts = NULL;
     *n_atts = 0;
@@ -537,27 +364,19 @@ ferry_status ferry__wire_decode(const void *header, size_t len, const ferry__wir
         return ferry__fail(FERRY_EINVAL, "NULL envelope of %zu bytes", len);
     if (!header)
         header = ""; /* an empty envelope: refused below for its missing version */
-    if (len > limits->max_message_bytes)
+    if (len > codec->limits.max_message_bytes)
         return ferry__fail(FERRY_EPROTO, "envelope of %zu bytes exceeds the limit of %zu", len,
-                           limits->max_message_bytes);
-    scan_info info = {0};
-    ferry_status rc = scan_envelope(header, len, &info);
-    if (rc == FERRY_OK && info.version != FERRY__WIRE_VERSION)
-        rc = ferry__fail(FERRY_EPROTO, "wire version %u not supported (this build reads %d)",
-                         info.version, FERRY__WIRE_VERSION);
+                           codec->limits.max_message_bytes);
+    ferry__wire_scan_info info;
+    ferry_status rc = ferry__wire_scan(header, len, &codec->limits, &info);
     if (rc == FERRY_OK)
-        rc = check_counts(&info, limits);
-    if (rc == FERRY_OK)
-        rc = scan_trees(header, len, limits);
-    if (rc == FERRY_OK)
-        rc = decode_envelope(header, len, limits, m, atts, n_atts);
+        rc = decode_envelope(header, len, codec, m, atts, n_atts);
     if (rc != FERRY_OK) {
         ferry__msg_clear(m);
         if (info.framed) { /* enough to address a reply */
             m->id = info.id;
             m->src = info.src;
-            if (info.type > FERRY__MSG_INVALID && info.type < FERRY__MSG_TYPE_COUNT)
-                m->type = (ferry__msg_type)info.type;
+            m->type = info.type;
         }
     }
     return rc;
@@ -574,15 +393,60 @@ void ferry__wire_atts_free(ferry__att *atts, size_t n)
 
 /* ---- encode ---- */
 
+/* The fields each kind carries, beyond id, src, no_reply and ext (and fn and timeout_s, which
+   only calls send but any request may hold as the pending call's name and timeout). */
+enum {
+    C_ARGS = 1 << 0, C_KWARGS = 1 << 1, C_VALUE = 1 << 2, C_ERROR = 1 << 3, C_RREF = 1 << 4,
+    C_FORK = 1 << 5, C_CONTEXT = 1 << 6, C_MESSAGE = 1 << 7, C_RETAIN = 1 << 8,
+};
+static const char *const field_names[] = {
+    "args", "kwargs", "a value", "an error", "an RRef id", "a fork id", "an autograd context id",
+    "an autograd message id", "retain_graph",
+};
+static const unsigned carries[FERRY__MSG_TYPE_COUNT] = {
+    [FERRY__MSG_CALL] = C_ARGS | C_KWARGS,
+    [FERRY__MSG_RESPONSE] = C_VALUE | C_ERROR,
+    [FERRY__MSG_RREF_FETCH] = C_RREF,
+    [FERRY__MSG_RREF_USER_DELETE] = C_RREF | C_FORK,
+    [FERRY__MSG_RREF_FORK_REQUEST] = C_RREF | C_FORK,
+    [FERRY__MSG_RREF_CHILD_ACCEPT] = C_FORK,
+    [FERRY__MSG_REMOTE_CALL] = C_ARGS | C_KWARGS | C_RREF | C_FORK,
+    [FERRY__MSG_AUTOGRAD_BACKWARD] = C_ARGS | C_CONTEXT | C_MESSAGE | C_RETAIN,
+    [FERRY__MSG_AUTOGRAD_CLEANUP] = C_CONTEXT,
+    [FERRY__MSG_PING] = 0,
+};
+static const char *const kind_names[FERRY__MSG_TYPE_COUNT] = {
+    "invalid", "call", "response", "rref fetch", "rref user delete", "rref fork request",
+    "rref child accept", "remote call", "autograd backward", "autograd cleanup", "ping",
+};
+
+static unsigned fields_present(const ferry__msg *m)
+{
+    return (m->args ? C_ARGS : 0) | (m->kwargs ? C_KWARGS : 0) | (m->value ? C_VALUE : 0) |
+           (m->is_error ? C_ERROR : 0) | (m->rref.worker || m->rref.local ? C_RREF : 0) |
+           (m->fork.worker || m->fork.local ? C_FORK : 0) |
+           (m->autograd_context ? C_CONTEXT : 0) | (m->autograd_message ? C_MESSAGE : 0) |
+           (m->retain_graph ? C_RETAIN : 0);
+}
+
 static ferry_status check_msg(const ferry__msg *m)
 {
     if ((int)m->type <= FERRY__MSG_INVALID || (int)m->type >= FERRY__MSG_TYPE_COUNT)
         return ferry__fail(FERRY_EINVAL, "message type %d is not known", (int)m->type);
-    if (m->n_ints > FERRY__MSG_MAX_INTS)
-        return ferry__fail(FERRY_EINVAL, "%zu integer operands (at most %d)", m->n_ints,
-                           FERRY__MSG_MAX_INTS);
+    unsigned extra = fields_present(m) & ~carries[m->type];
+    if (extra)
+        return ferry__fail(FERRY_EINVAL, "a %s message cannot carry %s", kind_names[m->type],
+                           field_names[__builtin_ctz(extra)]);
+    if (m->is_error && m->value)
+        return ferry__fail(FERRY_EINVAL, "an error response cannot carry a value");
+    if (m->no_reply && m->type == FERRY__MSG_RESPONSE)
+        return ferry__fail(FERRY_EINVAL, "a response cannot ask for no reply");
+    if (m->n_ext > FERRY__MSG_MAX_EXT)
+        return ferry__fail(FERRY_EINVAL, "%zu ext entries (at most %d)", m->n_ext,
+                           FERRY__MSG_MAX_EXT);
     if (m->args && ferry_value_kind(m->args) != FERRY_VALUE_LIST)
-        return ferry__fail(FERRY_EINVAL, "args must be a list, not a %s",
+        return ferry__fail(FERRY_EINVAL, "%s must be a list, not a %s",
+                           m->type == FERRY__MSG_AUTOGRAD_BACKWARD ? "grads" : "args",
                            ferry_kind_name(ferry_value_kind(m->args)));
     if (m->kwargs && ferry_value_kind(m->kwargs) != FERRY_VALUE_DICT)
         return ferry__fail(FERRY_EINVAL, "kwargs must be a dict, not a %s",
@@ -618,77 +482,228 @@ static ferry_status place_attachments(ferry__wire_enc *enc, const ferry__wire_li
     return FERRY_OK;
 }
 
-static void fill_envelope(const ferry__msg *m, Ferry__Wire__Envelope *env,
-                          Ferry__Wire__Error *err, const ferry__wire_tree *trees)
+/* Room for the one body a message has, and its ext entries. */
+typedef struct {
+    union {
+        Ferry__Wire__Call call;
+        Ferry__Wire__Response response;
+        Ferry__Wire__Error error;
+        Ferry__Wire__RemoteCall remote_call;
+        Ferry__Wire__RRefFetch fetch;
+        Ferry__Wire__RRefUserDelete user_delete;
+        Ferry__Wire__RRefForkRequest fork_request;
+        Ferry__Wire__RRefChildAccept child_accept;
+        Ferry__Wire__Ping ping;
+        Ferry__Wire__AutogradBackward backward;
+        Ferry__Wire__AutogradCleanup cleanup;
+    } u;
+    Ferry__Wire__Ext ext[FERRY__MSG_MAX_EXT];
+    Ferry__Wire__Ext *ext_ptrs[FERRY__MSG_MAX_EXT];
+} body_room;
+
+/* Empty bodies (protobuf-c's initializers), copied into the room before they are filled. */
+static const Ferry__Wire__Call call_init = FERRY__WIRE__CALL__INIT;
+static const Ferry__Wire__RemoteCall remote_call_init = FERRY__WIRE__REMOTE_CALL__INIT;
+static const Ferry__Wire__Response response_init = FERRY__WIRE__RESPONSE__INIT;
+static const Ferry__Wire__Error error_init = FERRY__WIRE__ERROR__INIT;
+static const Ferry__Wire__RRefFetch fetch_init = FERRY__WIRE__RREF_FETCH__INIT;
+static const Ferry__Wire__RRefUserDelete user_delete_init = FERRY__WIRE__RREF_USER_DELETE__INIT;
+static const Ferry__Wire__RRefForkRequest fork_request_init = FERRY__WIRE__RREF_FORK_REQUEST__INIT;
+static const Ferry__Wire__RRefChildAccept child_accept_init = FERRY__WIRE__RREF_CHILD_ACCEPT__INIT;
+static const Ferry__Wire__Ping ping_init = FERRY__WIRE__PING__INIT;
+static const Ferry__Wire__AutogradBackward backward_init = FERRY__WIRE__AUTOGRAD_BACKWARD__INIT;
+static const Ferry__Wire__AutogradCleanup cleanup_init = FERRY__WIRE__AUTOGRAD_CLEANUP__INIT;
+
+static void fill_calls(const ferry__msg *m, const ferry__wire_tree *trees,
+                       Ferry__Wire__Envelope *env, body_room *b)
 {
+    char *fn = m->fn ? m->fn : (char *)"";
+    if (m->type == FERRY__MSG_CALL) {
+        b->u.call = call_init;
+        env->body_case = FERRY__WIRE__ENVELOPE__BODY_CALL;
+        env->call = &b->u.call;
+        b->u.call.fn = fn;
+        b->u.call.n_args = trees[0].n;
+        b->u.call.args = trees[0].ptrs;
+        b->u.call.n_kwargs = trees[1].n;
+        b->u.call.kwargs = trees[1].ptrs;
+        b->u.call.timeout_s = m->timeout_s;
+        return;
+    }
+    Ferry__Wire__RemoteCall *r = &b->u.remote_call;
+    b->u.remote_call = remote_call_init;
+    env->body_case = FERRY__WIRE__ENVELOPE__BODY_REMOTE_CALL;
+    env->remote_call = &b->u.remote_call;
+    r->fn = fn;
+    r->n_args = trees[0].n;
+    r->args = trees[0].ptrs;
+    r->n_kwargs = trees[1].n;
+    r->kwargs = trees[1].ptrs;
+    r->timeout_s = m->timeout_s;
+    r->rref_worker = m->rref.worker;
+    r->rref_local = m->rref.local;
+    r->fork_worker = m->fork.worker;
+    r->fork_local = m->fork.local;
+}
+
+static void fill_rref(const ferry__msg *m, Ferry__Wire__Envelope *env, body_room *b)
+{
+    switch (m->type) {
+    case FERRY__MSG_RREF_FETCH:
+        b->u.fetch = fetch_init;
+        env->body_case = FERRY__WIRE__ENVELOPE__BODY_RREF_FETCH;
+        env->rref_fetch = &b->u.fetch;
+        b->u.fetch.rref_worker = m->rref.worker;
+        b->u.fetch.rref_local = m->rref.local;
+        break;
+    case FERRY__MSG_RREF_USER_DELETE:
+        b->u.user_delete = user_delete_init;
+        env->body_case = FERRY__WIRE__ENVELOPE__BODY_RREF_USER_DELETE;
+        env->rref_user_delete = &b->u.user_delete;
+        b->u.user_delete.rref_worker = m->rref.worker;
+        b->u.user_delete.rref_local = m->rref.local;
+        b->u.user_delete.fork_worker = m->fork.worker;
+        b->u.user_delete.fork_local = m->fork.local;
+        break;
+    case FERRY__MSG_RREF_FORK_REQUEST:
+        b->u.fork_request = fork_request_init;
+        env->body_case = FERRY__WIRE__ENVELOPE__BODY_RREF_FORK_REQUEST;
+        env->rref_fork_request = &b->u.fork_request;
+        b->u.fork_request.rref_worker = m->rref.worker;
+        b->u.fork_request.rref_local = m->rref.local;
+        b->u.fork_request.fork_worker = m->fork.worker;
+        b->u.fork_request.fork_local = m->fork.local;
+        break;
+    default: /* FERRY__MSG_RREF_CHILD_ACCEPT */
+        b->u.child_accept = child_accept_init;
+        env->body_case = FERRY__WIRE__ENVELOPE__BODY_RREF_CHILD_ACCEPT;
+        env->rref_child_accept = &b->u.child_accept;
+        b->u.child_accept.fork_worker = m->fork.worker;
+        b->u.child_accept.fork_local = m->fork.local;
+        break;
+    }
+}
+
+static void fill_response(const ferry__msg *m, const ferry__wire_tree *trees,
+                          Ferry__Wire__Envelope *env, body_room *b)
+{
+    if (m->is_error) {
+        b->u.error = error_init;
+        env->body_case = FERRY__WIRE__ENVELOPE__BODY_ERROR;
+        env->error = &b->u.error;
+        b->u.error.code = (uint32_t)m->err_code;
+        b->u.error.message = m->err_message ? m->err_message : (char *)"";
+        b->u.error.worker = m->err_worker ? m->err_worker : (char *)"";
+        return;
+    }
+    b->u.response = response_init;
+    env->body_case = FERRY__WIRE__ENVELOPE__BODY_RESPONSE;
+    env->response = &b->u.response;
+    b->u.response.n_value = trees[2].n;
+    b->u.response.value = trees[2].ptrs;
+}
+
+static void fill_envelope(const ferry__msg *m, const ferry__wire_tree *trees,
+                          Ferry__Wire__Envelope *env, body_room *b)
+{
+    static const Ferry__Wire__Ext ext_init = FERRY__WIRE__EXT__INIT;
     env->version = FERRY__WIRE_VERSION;
-    env->type = (Ferry__Wire__MsgType)m->type;
     env->id = m->id;
     env->src = m->src;
-    env->fn = m->fn ? m->fn : (char *)"";
-    env->n_args = trees[0].n;
-    env->args = trees[0].ptrs;
-    env->n_kwargs = trees[1].n;
-    env->kwargs = trees[1].ptrs;
-    env->n_value = trees[2].n;
-    env->value = trees[2].ptrs;
-    if (m->is_error) {
-        err->code = (uint32_t)m->err_code;
-        err->message = m->err_message ? m->err_message : (char *)"";
-        err->worker = m->err_worker ? m->err_worker : (char *)"";
-        env->error = err;
+    env->no_reply = m->no_reply;
+    for (size_t i = 0; i < m->n_ext; i++) {
+        b->ext[i] = ext_init;
+        b->ext[i].key = m->ext[i].key;
+        b->ext[i].value = m->ext[i].value;
+        b->ext_ptrs[i] = &b->ext[i];
     }
-    env->timeout_s = m->timeout_s;
-    env->autograd_context = m->autograd_context;
-    env->autograd_message = m->autograd_message;
-    env->n_ints = m->n_ints;
-    env->ints = (int64_t *)m->ints;
-    env->flag = m->no_reply;
+    env->n_ext = m->n_ext;
+    env->ext = m->n_ext ? b->ext_ptrs : NULL;
+    switch (m->type) {
+    case FERRY__MSG_CALL:
+    case FERRY__MSG_REMOTE_CALL:
+        fill_calls(m, trees, env, b);
+        break;
+    case FERRY__MSG_RESPONSE:
+        fill_response(m, trees, env, b);
+        break;
+    case FERRY__MSG_PING:
+        b->u.ping = ping_init;
+        env->body_case = FERRY__WIRE__ENVELOPE__BODY_PING;
+        env->ping = &b->u.ping;
+        break;
+    case FERRY__MSG_AUTOGRAD_BACKWARD:
+        b->u.backward = backward_init;
+        env->body_case = FERRY__WIRE__ENVELOPE__BODY_AUTOGRAD_BACKWARD;
+        env->autograd_backward = &b->u.backward;
+        b->u.backward.context_id = m->autograd_context;
+        b->u.backward.message_id = m->autograd_message;
+        b->u.backward.n_grads = trees[0].n;
+        b->u.backward.grads = trees[0].ptrs;
+        b->u.backward.retain_graph = m->retain_graph;
+        break;
+    case FERRY__MSG_AUTOGRAD_CLEANUP:
+        b->u.cleanup = cleanup_init;
+        env->body_case = FERRY__WIRE__ENVELOPE__BODY_AUTOGRAD_CLEANUP;
+        env->autograd_cleanup = &b->u.cleanup;
+        b->u.cleanup.context_id = m->autograd_context;
+        break;
+    default: /* the RRef kinds; check_msg admitted nothing else */
+        fill_rref(m, env, b);
+        break;
+    }
 }
 
 static ferry_status pack_envelope(const Ferry__Wire__Envelope *env, const ferry__wire_enc *enc,
                                   const ferry__wire_limits *limits, ferry__wire_out *out)
 {
-    size_t size = ferry__wire_envelope_size(env);
+    ferry__wire_pack_plan plan;
+    ferry__wire_pack_plan_init(&plan);
+    size_t size = ferry__wire_envelope_size(env, &plan);
+    if (size == SIZE_MAX) {
+        ferry__wire_pack_plan_free(&plan);
+        return ferry__fail(FERRY_ENOMEM, "out of memory sizing an envelope");
+    }
     size_t total = size;
     for (size_t i = 0; i < enc->n_atts; i++)
         if (__builtin_add_overflow(total, enc->atts[i].len, &total))
             total = SIZE_MAX;
+    ferry_status rc = FERRY_OK;
     if (total > limits->max_message_bytes)
-        return ferry__fail(FERRY_EINVAL, "message of %zu bytes exceeds the limit of %zu", total,
-                           limits->max_message_bytes);
-    out->header = ferry__malloc(size);
-    if (!out->header)
-        return ferry__fail(FERRY_ENOMEM, "out of memory packing a %zu-byte envelope", size);
-    out->header_len = ferry__wire_envelope_write(env, out->header);
-    return FERRY_OK;
+        rc = ferry__fail(FERRY_EINVAL, "message of %zu bytes exceeds the limit of %zu", total,
+                         limits->max_message_bytes);
+    else if (!(out->header = ferry__malloc(size)))
+        rc = ferry__fail(FERRY_ENOMEM, "out of memory packing a %zu-byte envelope", size);
+    else
+        out->header_len = ferry__wire_envelope_write(env, &plan, out->header);
+    ferry__wire_pack_plan_free(&plan);
+    return rc;
 }
 
-ferry_status ferry__wire_encode(const ferry__msg *m, const ferry__wire_limits *limits,
+ferry_status ferry__wire_encode(const ferry__msg *m, const ferry__wire_codec *codec,
                                 ferry__wire_out *out)
 {
-    ferry__wire_limits defaults;
-    if (!limits) {
-        ferry__wire_limits_default(&defaults);
-        limits = &defaults;
-    }
+    if (!codec)
+        codec = &default_codec;
+    const ferry__wire_limits *limits = &codec->limits;
     memset(out, 0, sizeof *out);
     ferry_status rc = check_msg(m);
     if (rc != FERRY_OK)
         return rc;
-    ferry__wire_enc enc = {.limits = limits, .dst = m->dst};
+    ferry__wire_enc enc = {.limits = limits, .rref = &codec->rref, .dst = m->dst};
     ferry__wire_tree trees[3];
     for (int i = 0; i < 3; i++)
         ferry__wire_tree_init(&trees[i]);
     Ferry__Wire__Envelope env = FERRY__WIRE__ENVELOPE__INIT;
-    Ferry__Wire__Error err = FERRY__WIRE__ERROR__INIT;
-    rc = ferry__wire_tree_encode(&enc, "args", m->args, &trees[0]);
-    if (rc == FERRY_OK)
-        rc = ferry__wire_tree_encode(&enc, "kwargs", m->kwargs, &trees[1]);
-    if (rc == FERRY_OK)
-        rc = ferry__wire_tree_encode(&enc, "value", m->value, &trees[2]);
+    body_room body;
+    const char *names[3] = {m->type == FERRY__MSG_AUTOGRAD_BACKWARD ? "grads" : "args",
+                            "kwargs", "value"};
+    const ferry_value *roots[3] = {m->args, m->kwargs, m->value};
+    for (int i = 0; i < 3 && rc == FERRY_OK; i++)
+        if (roots[i])
+            rc = ferry__wire_tree_encode(&enc, names[i], roots[i], &trees[i]);
     if (rc == FERRY_OK) {
-        fill_envelope(m, &env, &err, trees);
+        fill_envelope(m, trees, &env, &body);
         rc = place_attachments(&enc, limits, &env, &out->inline_bytes);
     }
     if (rc == FERRY_OK)
@@ -716,84 +731,4 @@ void ferry__wire_out_free(ferry__wire_out *out)
     ferry__free(out->header);
     ferry__wire_atts_free(out->atts, out->n_atts);
     memset(out, 0, sizeof *out);
-}
-
-/* ---- flat framing ---- */
-
-ferry_status ferry__wire_encode_flat(const ferry__msg *m, const ferry__wire_limits *limits,
-                                     uint8_t **buf, size_t *len)
-{
-    ferry__wire_out out;
-    *buf = NULL;
-    *len = 0;
-    ferry_status rc = ferry__wire_encode(m, limits, &out);
-    if (rc != FERRY_OK)
-        return rc;
-    if (out.header_len > UINT32_MAX) {
-        ferry__wire_out_free(&out);
-        return ferry__fail(FERRY_EINVAL, "envelope of %zu bytes is too long to frame",
-                           out.header_len);
-    }
-    size_t total = 4 + out.header_len; /* pack_envelope bounded the sum by the limit */
-    for (size_t i = 0; i < out.n_atts; i++)
-        total += out.atts[i].len;
-    uint8_t *p = ferry__malloc(total);
-    if (!p) {
-        ferry__wire_out_free(&out);
-        return ferry__fail(FERRY_ENOMEM, "out of memory framing a %zu-byte message", total);
-    }
-    uint32_t h = (uint32_t)out.header_len;
-    uint8_t prefix[4] = {(uint8_t)h, (uint8_t)(h >> 8), (uint8_t)(h >> 16), (uint8_t)(h >> 24)};
-    memcpy(p, prefix, 4);
-    memcpy(p + 4, out.header, out.header_len);
-    size_t at = 4 + out.header_len;
-    for (size_t i = 0; i < out.n_atts; i++) {
-        if (out.atts[i].len)
-            memcpy(p + at, out.atts[i].data, out.atts[i].len);
-        at += out.atts[i].len;
-    }
-    ferry__wire_out_free(&out);
-    *buf = p;
-    *len = total;
-    return FERRY_OK;
-}
-
-ferry_status ferry__wire_decode_flat(const void *buf, size_t len, const ferry__wire_limits *limits,
-                                     ferry__msg *m)
-{
-    const uint8_t *p = buf;
-    memset(m, 0, sizeof *m);
-    if (!p && len)
-        return ferry__fail(FERRY_EINVAL, "NULL buffer of %zu bytes", len);
-    if (len < 4)
-        return ferry__fail(FERRY_EPROTO, "message of %zu bytes is shorter than its length prefix",
-                           len);
-    size_t hlen = (size_t)p[0] | (size_t)p[1] << 8 | (size_t)p[2] << 16 | (size_t)p[3] << 24;
-    if (hlen > len - 4)
-        return ferry__fail(FERRY_EPROTO, "envelope says %zu bytes but only %zu follow", hlen,
-                           len - 4);
-    ferry__att *atts;
-    size_t n_atts;
-    ferry_status rc = ferry__wire_decode(p + 4, hlen, limits, m, &atts, &n_atts);
-    if (rc != FERRY_OK)
-        return rc;
-    size_t need = 0, have = len - 4 - hlen;
-    for (size_t i = 0; i < n_atts; i++)
-        need += atts[i].len; /* bounded by max_message_bytes in decode */
-    if (need != have) {
-        rc = ferry__fail(FERRY_EPROTO, "attachments need %zu bytes but %zu follow the envelope",
-                         need, have);
-        ferry__msg id = {.id = m->id, .type = m->type, .src = m->src};
-        ferry__msg_clear(m);
-        *m = id;
-    } else {
-        const uint8_t *at = p + 4 + hlen;
-        for (size_t i = 0; i < n_atts; i++) {
-            if (atts[i].len)
-                memcpy(atts[i].data, at, atts[i].len);
-            at += atts[i].len;
-        }
-    }
-    ferry__wire_atts_free(atts, n_atts);
-    return rc;
 }

@@ -17,51 +17,60 @@
 #include "ferry/tensor.h"
 #include "ferry/value.h"
 
-#define FERRY__WIRE_VERSION 1
+#define FERRY__WIRE_VERSION 2
 
 /* Default cap on one message (envelope + attachments). */
 #ifndef FERRY_MAX_MESSAGE_BYTES
 #define FERRY_MAX_MESSAGE_BYTES ((size_t)1 << 30)
 #endif
 
+/* The message kinds; each has its own body on the wire (docs/wire.md). */
 typedef enum {
     FERRY__MSG_INVALID = 0,
-    FERRY__MSG_CALL = 1,
-    FERRY__MSG_RESPONSE = 2,
-    FERRY__MSG_RREF_FETCH = 3,
-    FERRY__MSG_RREF_USER_DELETE = 4,
-    FERRY__MSG_RREF_FORK_REQUEST = 5,
-    FERRY__MSG_RREF_CHILD_ACCEPT = 6,
-    FERRY__MSG_REMOTE_CALL = 7,
-    FERRY__MSG_AUTOGRAD_BACKWARD = 8,
-    FERRY__MSG_AUTOGRAD_CLEANUP = 9,
-    FERRY__MSG_PING = 10,
+    FERRY__MSG_CALL, FERRY__MSG_RESPONSE,          /* RESPONSE covers Error too: is_error */
+    FERRY__MSG_RREF_FETCH, FERRY__MSG_RREF_USER_DELETE, FERRY__MSG_RREF_FORK_REQUEST,
+    FERRY__MSG_RREF_CHILD_ACCEPT, FERRY__MSG_REMOTE_CALL,
+    FERRY__MSG_AUTOGRAD_BACKWARD, FERRY__MSG_AUTOGRAD_CLEANUP,
+    FERRY__MSG_PING,                               /* heartbeat: no fields */
     FERRY__MSG_TYPE_COUNT
 } ferry__msg_type;
 
-#define FERRY__MSG_MAX_INTS 8
+/* An id that crosses processes: the worker that made it and a number local to that worker. */
+typedef struct { int32_t worker; int64_t local; } ferry__msg_gid;
+/* A per-message slot modules above rpc fill (any kind may carry up to FERRY__MSG_MAX_EXT). */
+typedef struct { uint32_t key; int64_t value; } ferry__msg_ext;
+#define FERRY__MSG_MAX_EXT 4
 
 /* One message, decoded or to be encoded. Values are references (the struct owns them after
-   decode; on encode it only borrows). */
+   decode; on encode it only borrows). Each kind carries only its own fields (listed below):
+   encoding refuses a value, error, id or flag set on a kind that does not carry it
+   (FERRY_EINVAL), except `fn` and `timeout_s`, which callers also set on other requests as the
+   local name and timeout of the pending call, and which are then not sent. */
 typedef struct {
     ferry__msg_type type;
     uint64_t id;
     int32_t src;
-    int32_t dst;          /* encode only: the receiver's rank, handed to the rref encode hook */
-    char *fn;             /* NUL-terminated; owned after decode */
-    ferry_value *args;    /* list or NULL */
-    ferry_value *kwargs;  /* dict or NULL */
-    ferry_value *value;   /* response value or NULL */
-    bool is_error;        /* response failure: err_* are set */
+    int32_t dst;            /* encode only: the receiver's rank, handed to the rref encode hook */
+    bool no_reply;          /* request: no response wanted (never on a RESPONSE) */
+    ferry__msg_ext ext[FERRY__MSG_MAX_EXT];
+    size_t n_ext;
+    /* CALL, REMOTE_CALL */
+    char *fn;               /* NUL-terminated; owned after decode */
+    ferry_value *args;      /* list or NULL; AUTOGRAD_BACKWARD: the gradients */
+    ferry_value *kwargs;    /* dict or NULL */
+    double timeout_s;
+    /* RESPONSE */
+    ferry_value *value;     /* response value or NULL */
+    bool is_error;          /* RESPONSE encoded as the Error kind: err_* are set, no value */
     ferry_status err_code;
     char *err_message;
     char *err_worker;
-    double timeout_s;
-    int64_t autograd_context;
-    int64_t autograd_message;
-    int64_t ints[FERRY__MSG_MAX_INTS];
-    size_t n_ints;
-    bool no_reply; /* request: no response wanted */
+    /* REMOTE_CALL, RREF_*: rref = the RRef's id, fork = the fork id (RREF_CHILD_ACCEPT: fork
+       only; RREF_FETCH: rref only) */
+    ferry__msg_gid rref, fork;
+    /* AUTOGRAD_* (CLEANUP: the context only) */
+    int64_t autograd_context, autograd_message;
+    bool retain_graph;
 } ferry__msg;
 
 /* Frees what a decoded message owns and zeroes it. */
@@ -94,44 +103,55 @@ typedef struct {
     size_t inline_bytes;  /* sum of inline attachment lengths */
 } ferry__wire_out;
 
-/* Encodes `m` (borrowed). FERRY_OK, FERRY_EINVAL (a value the wire cannot carry: a CUDA tensor
-   when built without CUDA, an RRef with no codec hooks, nesting past the limit), FERRY_ENOMEM. */
-ferry_status ferry__wire_encode(const ferry__msg *m, const ferry__wire_limits *limits,
-                                ferry__wire_out *out);
-/* Releases the tensors and frees the buffers; zeroes *out. */
-void ferry__wire_out_free(ferry__wire_out *out);
-
-/* Decodes an envelope. On FERRY_OK, *m owns its values and *atts (n entries) says where each
-   attachment lands (free with ferry__wire_atts_free once filled). FERRY_EPROTO with a message
-   saying what was wrong for anything malformed, FERRY_ENOMEM. On failure nothing is leaked and
-   *m is zeroed except m->id / m->type / m->src when they could be read (so a reply can be sent). */
-ferry_status ferry__wire_decode(const void *header, size_t len, const ferry__wire_limits *limits,
-                                ferry__msg *m, ferry__att **atts, size_t *n_atts);
-void ferry__wire_atts_free(ferry__att *atts, size_t n);
-
-/* Convenience for tests, the demo and the fuzzer: a whole message (envelope + all attachments)
-   in one contiguous buffer: [u32 little-endian header length][header][attachments in order]. */
-ferry_status ferry__wire_encode_flat(const ferry__msg *m, const ferry__wire_limits *limits,
-                                     uint8_t **buf, size_t *len);
-ferry_status ferry__wire_decode_flat(const void *buf, size_t len, const ferry__wire_limits *limits,
-                                     ferry__msg *m);
-
 /* RRef values: rref/ plugs in how an RRef becomes a descriptor on send and a ferry_rref on
-   receive (forking happens there). Without hooks, RRef values fail to encode with FERRY_EINVAL
-   and fail to decode with FERRY_EPROTO. Set once before any message flows. */
+   receive (forking happens there). */
 typedef struct {
     int32_t owner, rref_worker, fork_worker, parent;
     int64_t rref_local, fork_local;
 } ferry__rref_desc;
 /* encode fills `out` for sending `rref` to rank `dst` (the message's dst). decode returns a new
    reference (NULL after ferry_set_error to reject the message); the codec wraps it in a value
-   (which retains it) and then drops the hook's reference with release. */
+   (which retains it) and then drops the hook's reference with release. `ctx` is passed to each
+   (rref/ gives its per-agent RRef context). */
 typedef struct {
     ferry_status (*encode)(void *ctx, ferry_rref *rref, int32_t dst, ferry__rref_desc *out);
     ferry_rref *(*decode)(void *ctx, const ferry__rref_desc *desc, int32_t src);
     void *ctx;
     void (*release)(void *ctx, ferry_rref *rref);
 } ferry__wire_rref_hooks;
-void ferry__wire_set_rref_hooks(const ferry__wire_rref_hooks *hooks); /* NULL clears them */
+
+/* What one codec user (an agent, a test) encodes and decodes with. rref.encode == NULL means
+   RRef values are refused: FERRY_EINVAL on encode, FERRY_EPROTO on decode. A NULL codec means
+   the default limits and no RRefs. */
+typedef struct {
+    ferry__wire_limits limits;
+    ferry__wire_rref_hooks rref;
+} ferry__wire_codec;
+
+/* Encodes `m` (borrowed). FERRY_OK, FERRY_EINVAL (a value the wire cannot carry: a CUDA tensor
+   when built without CUDA, an RRef with no codec hooks, nesting past the limit; a field the
+   kind does not carry; more than FERRY__MSG_MAX_EXT ext entries), FERRY_ENOMEM. */
+ferry_status ferry__wire_encode(const ferry__msg *m, const ferry__wire_codec *codec,
+                                ferry__wire_out *out);
+/* Releases the tensors and frees the buffers; zeroes *out. */
+void ferry__wire_out_free(ferry__wire_out *out);
+
+/* Decodes an envelope. On FERRY_OK, *m owns its values and *atts (n entries) says where each
+   attachment lands (free with ferry__wire_atts_free once filled). FERRY_EPROTO with a message
+   saying what was wrong for anything malformed (an unknown or absent body, a body field its
+   kind does not have, a NUL in the function name, more than FERRY__MSG_MAX_EXT ext entries,
+   no_reply on a response, ...),
+   FERRY_ENOMEM. On failure nothing is leaked and *m is zeroed except m->id / m->type / m->src
+   when they could be read (so a reply can be sent). */
+ferry_status ferry__wire_decode(const void *header, size_t len, const ferry__wire_codec *codec,
+                                ferry__msg *m, ferry__att **atts, size_t *n_atts);
+void ferry__wire_atts_free(ferry__att *atts, size_t n);
+
+/* Convenience for tests, the demo and the fuzzer: a whole message (envelope + all attachments)
+   in one contiguous buffer: [u32 little-endian header length][header][attachments in order]. */
+ferry_status ferry__wire_encode_flat(const ferry__msg *m, const ferry__wire_codec *codec,
+                                     uint8_t **buf, size_t *len);
+ferry_status ferry__wire_decode_flat(const void *buf, size_t len, const ferry__wire_codec *codec,
+                                     ferry__msg *m);
 
 #endif

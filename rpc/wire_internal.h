@@ -1,6 +1,8 @@
-/* Pieces shared by the two halves of the wire codec: wire.c (envelope, limits, flat framing and
-   the byte-level pre-scan) and wire_value.c (value trees <-> pre-order Node lists, tensors and
-   attachments). Only these two files include the generated protobuf-c header. */
+/* Pieces shared by the files of the wire codec: wire.c (message <-> envelope, limits),
+   wire_scan.c (the byte-level pre-scan and the tree shape it shares with the value
+   decoder), wire_value.c (value trees <-> pre-order Node lists, tensors and attachments) and
+   wire_pack.c (envelope bytes). Only rpc/wire*.c and the codec's tests include the generated
+   protobuf-c header. */
 #ifndef FERRY_RPC_WIRE_INTERNAL_H
 #define FERRY_RPC_WIRE_INTERNAL_H
 
@@ -57,12 +59,55 @@ ferry_status ferry__wire_shape_next(ferry__wire_shape *s, int kind, uint32_t cou
 /* FERRY_EPROTO when the value is incomplete (a container still expects children). */
 ferry_status ferry__wire_shape_finish(ferry__wire_shape *s);
 
+/* ---- pre-scan of untrusted envelope bytes (wire_scan.c) ---- */
+
+/* What the pre-scan read from the top level, enough to answer a request it refused. */
+typedef struct {
+    bool framed;      /* every top-level field was well formed: id, type and src are usable */
+    uint32_t version;
+    ferry__msg_type type; /* the body's kind; FERRY__MSG_INVALID when none is known */
+    uint64_t id;
+    int32_t src;
+} ferry__wire_scan_info;
+
+/* Walks the envelope's fields and, inside its body, the kind and count of every Node, before
+   protobuf-c allocates anything for them: framing, version, exactly one known body, the ext and
+   attachment counts, the node count, each tree's nesting and counts, no NUL in a function
+   name. FERRY_EPROTO saying what was wrong; FERRY_ENOMEM. *info is filled as far as read. */
+ferry_status ferry__wire_scan(const uint8_t *p, size_t len, const ferry__wire_limits *limits,
+                              ferry__wire_scan_info *info);
+
 /* ---- envelope bytes (wire_pack.c) ---- */
 
-/* The packed size of `env` and its bytes (exactly that many, written to `buf`): the same
-   bytes protobuf-c would write, without its per-field descriptor walk. */
-size_t ferry__wire_envelope_size(const Ferry__Wire__Envelope *env);
-size_t ferry__wire_envelope_write(const Ferry__Wire__Envelope *env, uint8_t *buf);
+/* The lengths the size pass found (every sub-message's and packed array's), for the write pass.
+   Set up with ferry__wire_pack_plan_init and never copied: `sizes` may point into it. */
+#define FERRY__WIRE_PLAN_INLINE 16
+typedef struct {
+    size_t *sizes;
+    size_t cap;
+    bool failed;
+    size_t inline_sizes[FERRY__WIRE_PLAN_INLINE];
+} ferry__wire_pack_plan;
+void ferry__wire_pack_plan_init(ferry__wire_pack_plan *plan);
+void ferry__wire_pack_plan_free(ferry__wire_pack_plan *plan);
+
+/* The packed size of `env` (SIZE_MAX when the plan ran out of memory), recording in `plan` what
+   the write needs; then its bytes, exactly that many, written to `buf` from the same `env`: the
+   same bytes protobuf-c would write, without its per-field descriptor walk. */
+size_t ferry__wire_envelope_size(const Ferry__Wire__Envelope *env, ferry__wire_pack_plan *plan);
+size_t ferry__wire_envelope_write(const Ferry__Wire__Envelope *env,
+                                  const ferry__wire_pack_plan *plan, uint8_t *buf);
+
+/* The fields the packer writes, per message of the schema (by its full name), so a test can
+   hold them against protobuf-c's descriptors: a field added to proto/ferry.proto and not to the
+   packer fails that test instead of being dropped on the wire. */
+typedef struct {
+    const char *message;      /* e.g. "ferry.wire.Envelope" */
+    const uint32_t *fields;   /* field numbers, ascending */
+    size_t n_fields;
+} ferry__wire_pack_schema;
+extern const ferry__wire_pack_schema ferry__wire_pack_schemas[];
+extern const size_t ferry__wire_n_pack_schemas;
 
 /* ---- encoder side (wire_value.c) ---- */
 
@@ -75,6 +120,7 @@ typedef struct {
 
 typedef struct {
     const ferry__wire_limits *limits;
+    const ferry__wire_rref_hooks *rref; /* encode == NULL: RRefs are refused */
     int32_t dst;
     ferry__att *atts;                   /* each retains its tensor */
     Ferry__Wire__Attachment *patts;     /* the envelope's view of the same list */
@@ -113,6 +159,7 @@ void ferry__wire_enc_free(ferry__wire_enc *enc);
 
 typedef struct {
     const ferry__wire_limits *limits;
+    const ferry__wire_rref_hooks *rref; /* decode == NULL: RRefs are refused */
     int32_t src;
     size_t n_atts;
     const uint64_t *att_lens;

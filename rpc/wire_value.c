@@ -1,7 +1,7 @@
 /* The value half of the wire codec: a value tree becomes a pre-order list of Nodes (a container
    node carries its item count and its items follow), tensors become descriptors whose bytes are
-   attachments pointing straight into the tensors' storage, and RRefs go through the hooks rref/
-   registers. Both directions walk with an explicit stack, so neither depth nor width of a value
+   attachments pointing straight into the tensors' storage, and RRefs go through the hooks of
+   the codec in use (rref/ gives each agent's). Both directions walk with an explicit stack, so neither depth nor width of a value
    ever turns into C recursion. Decoding builds lists and dicts in place (the layout in
    core/value_impl.h is shared with the codec for this): dict keys are checked for duplicates
    once per dict by sorting, so a hostile million-entry dict costs n log n, not n squared. */
@@ -14,19 +14,8 @@
 #include "core/error.h"
 #include "core/value_impl.h"
 #include "core/value_shared.h"
+#include "ferry/autograd.h"
 #include "rpc/wire_internal.h"
-
-/* Set once before any message flows (wire.h says so) and only read afterwards, like the other
-   registration tables; no lock. */
-static ferry__wire_rref_hooks rref_hooks;
-
-void ferry__wire_set_rref_hooks(const ferry__wire_rref_hooks *hooks)
-{
-    if (hooks)
-        rref_hooks = *hooks;
-    else
-        memset(&rref_hooks, 0, sizeof rref_hooks);
-}
 
 /* ferry_kind and the wire's Kind share their numbering; the wire enum is the contract. */
 _Static_assert((int)FERRY_VALUE_NONE == FERRY__WIRE__KIND__KIND_NONE &&
@@ -259,6 +248,7 @@ static ferry_status encode_tensor(ferry__wire_enc *enc, const char *what, const 
     char *base = t->storage->data;
     *td = init;
     td->dtype = (uint32_t)t->dtype;
+    td->requires_grad = t->autograd && ferry_tensor_requires_grad(t); /* as torch keeps it */
     td->n_sizes = (size_t)t->ndim;
     td->sizes = (int64_t *)t->sizes;
     void *data = base;
@@ -288,11 +278,11 @@ static ferry_status encode_rref(ferry__wire_enc *enc, const char *what, ferry_rr
                                 Ferry__Wire__RRefDesc *rd)
 {
     static const Ferry__Wire__RRefDesc init = FERRY__WIRE__RREF_DESC__INIT;
-    if (!rref_hooks.encode)
+    if (!enc->rref || !enc->rref->encode)
         return ferry__fail(FERRY_EINVAL, "%s: cannot send an RRef: no RRef support is "
                            "registered with the codec", what);
     ferry__rref_desc d = {0};
-    ferry_status rc = rref_hooks.encode(rref_hooks.ctx, r, enc->dst, &d);
+    ferry_status rc = enc->rref->encode(enc->rref->ctx, r, enc->dst, &d);
     if (rc != FERRY_OK)
         return rc; /* the hook recorded why */
     *rd = init;
@@ -372,6 +362,8 @@ void ferry__wire_tree_init(ferry__wire_tree *tree)
 
 void ferry__wire_tree_free(ferry__wire_tree *tree)
 {
+    if (!tree->nodes) /* never filled: nothing was allocated */
+        return;
     if (tree->nodes != tree->inline_nodes)
         ferry__free(tree->nodes);
     if (tree->ptrs != tree->inline_ptrs)
@@ -383,6 +375,8 @@ void ferry__wire_tree_free(ferry__wire_tree *tree)
 
 void ferry__wire_enc_free(ferry__wire_enc *enc)
 {
+    if (!enc->atts && !enc->patts && !enc->map.keys) /* no tensors: nothing was allocated */
+        return;
     ferry__wire_atts_free(enc->atts, enc->n_atts);
     ferry__free(enc->patts);
     ferry__free(enc->map.keys);
@@ -517,6 +511,12 @@ static ferry_status decode_tensor(ferry__wire_dec *dec, const Ferry__Wire__Tenso
         return ferry_last_status() == FERRY_ENOMEM
                    ? FERRY_ENOMEM
                    : ferry__fail(FERRY_EPROTO, "tensor %zu: %s", k, ferry_last_error());
+    if (td->requires_grad && (rc = ferry_tensor_set_requires_grad(t, true)) != FERRY_OK) {
+        ferry_tensor_release(t);
+        return rc == FERRY_ENOMEM ? rc : ferry__fail(FERRY_EPROTO, "tensor %zu: a %s tensor "
+                                                     "cannot require gradients", k,
+                                                     ferry_dtype_name(td->dtype));
+    }
     if (!dec->firsts[a])
         dec->firsts[a] = ferry_tensor_retain(t);
     *out = t;
@@ -526,20 +526,21 @@ static ferry_status decode_tensor(ferry__wire_dec *dec, const Ferry__Wire__Tenso
 static ferry_status decode_rref(ferry__wire_dec *dec, const char *what, size_t i,
                                 const Ferry__Wire__RRefDesc *rd, ferry_value **out)
 {
-    if (!rref_hooks.decode)
+    const ferry__wire_rref_hooks *hooks = dec->rref;
+    if (!hooks || !hooks->encode || !hooks->decode)
         return ferry__fail(FERRY_EPROTO, "%s: node %zu is an RRef but this process has no RRef "
                            "support registered", what, i);
     ferry__rref_desc d = {rd->owner, rd->rref_worker, rd->fork_worker, rd->parent,
                           rd->rref_local, rd->fork_local};
-    ferry_rref *r = rref_hooks.decode(rref_hooks.ctx, &d, dec->src);
+    ferry_rref *r = hooks->decode(hooks->ctx, &d, dec->src);
     if (!r) {
         ferry_status rc = ferry_last_status();
         return rc != FERRY_OK ? rc : ferry__fail(FERRY_EPROTO, "%s: node %zu: RRef refused",
                                                  what, i);
     }
     *out = ferry_rref_value(r);
-    if (rref_hooks.release)
-        rref_hooks.release(rref_hooks.ctx, r);
+    if (hooks->release)
+        hooks->release(hooks->ctx, r);
     return *out ? FERRY_OK : ferry_last_status();
 }
 
@@ -640,8 +641,12 @@ static ferry_status attach(const char *what, size_t i, const ferry__wire_slot *s
     size_t at = parent->u.dict.len++;
     parent->u.dict.keys[at] = key;
     parent->u.dict.values[at] = v;
-    if (parent->u.dict.len == parent->u.dict.cap && parent->u.dict.len > 1)
-        return check_unique_keys(what, i, parent);
+    if (parent->u.dict.len == parent->u.dict.cap && parent->u.dict.len > 1) {
+        ferry_status rc = check_unique_keys(what, i, parent);
+        if (rc == FERRY_OK)
+            ferry__dict_reindex(parent); /* large received dicts get their lookup index */
+        return rc;
+    }
     return FERRY_OK;
 }
 
@@ -697,6 +702,8 @@ ferry_status ferry__wire_tree_decode(ferry__wire_dec *dec, const char *what,
 
 void ferry__wire_dec_free(ferry__wire_dec *dec)
 {
+    if (!dec->firsts && !dec->storages) /* no attachments: nothing was allocated */
+        return;
     for (size_t i = 0; i < dec->n_atts; i++) {
         if (dec->firsts)
             ferry_tensor_release(dec->firsts[i]);

@@ -78,7 +78,7 @@ static ferry_rref *decode_on_owner(ferry__rref_ctx *ctx, ferry__gid id, ferry__g
 
 static ferry_rref *hook_decode(void *arg, const ferry__rref_desc *d, int32_t src)
 {
-    ferry__rref_ctx *ctx = ferry__rref_ctx_retain(arg); /* the agent's own RRef context */
+    ferry__rref_ctx *ctx = arg; /* the decoding agent's: lives as long as that agent */
     ferry_rref *r = NULL;
     int n = ctx->world_size;
     if (d->owner < 0 || d->owner >= n || d->rref_worker < 0 || d->rref_worker >= n ||
@@ -96,7 +96,6 @@ static ferry_rref *hook_decode(void *arg, const ferry__rref_desc *d, int32_t src
                 ferry__rref_send_fork_request(r, d->parent);
         }
     }
-    ferry__rref_ctx_release(ctx);
     return r;
 }
 

@@ -23,8 +23,7 @@ typedef struct {
     ferry__rref_ctx *ctx; /* retained */
     ferry__msg_type type;
     int32_t dst;
-    int64_t ints[4];
-    size_t n_ints;
+    ferry__msg_gid rref, fork; /* the request's operands (which ones: see ferry__msg) */
     int attempt;
     ferry_rref *child; /* fork request: the new user (its pending reference) */
     int32_t parent;    /* fork request: who forked it */
@@ -115,8 +114,8 @@ static void ctl_task(void *arg)
         ctl_finish(c, FERRY_ESHUTDOWN, "RPC is shutting down");
         return;
     }
-    ferry__msg m = {.type = c->type, .fn = (char *)ctl_name(c->type), .n_ints = c->n_ints};
-    memcpy(m.ints, c->ints, c->n_ints * sizeof *c->ints);
+    ferry__msg m = {.type = c->type, .fn = (char *)ctl_name(c->type), .rref = c->rref,
+                    .fork = c->fork};
     /* No timeout: a lost peer fails the request through the transport, and a slow owner is
        still an owner. */
     ferry_future *f = ferry__agent_request(a, c->dst, &m, FERRY_TIMEOUT_NONE);
@@ -135,7 +134,7 @@ static void ctl_task(void *arg)
 }
 
 static void ctl_start(ferry__rref_ctx *ctx, ferry__msg_type type, int32_t dst,
-                      const int64_t *ints, size_t n_ints, ferry_rref *child, int32_t parent)
+                      ferry__gid rref, ferry__gid fork, ferry_rref *child, int32_t parent)
 {
     ctl *c = ferry__calloc(1, sizeof *c);
     if (!c) {
@@ -144,9 +143,9 @@ static void ctl_start(ferry__rref_ctx *ctx, ferry__msg_type type, int32_t dst,
             ferry__rref_confirm(child, FERRY_ENOMEM, "out of memory confirming the RRef");
         return;
     }
-    *c = (ctl){.ctx = ferry__rref_ctx_retain(ctx), .type = type, .dst = dst, .n_ints = n_ints,
+    *c = (ctl){.ctx = ferry__rref_ctx_retain(ctx), .type = type, .dst = dst,
+               .rref = {rref.worker, rref.local}, .fork = {fork.worker, fork.local},
                .child = child, .parent = parent};
-    memcpy(c->ints, ints, n_ints * sizeof *ints);
     pthread_mutex_lock(&ctx->lock);
     ctx->n_messages++;
     pthread_mutex_unlock(&ctx->lock);
@@ -156,37 +155,34 @@ static void ctl_start(ferry__rref_ctx *ctx, ferry__msg_type type, int32_t dst,
 
 void ferry__rref_send_delete(ferry__rref_ctx *ctx, int32_t owner, ferry__gid id, ferry__gid fork)
 {
-    int64_t ints[4] = {id.worker, id.local, fork.worker, fork.local};
-    ctl_start(ctx, FERRY__MSG_RREF_USER_DELETE, owner, ints, 4, NULL, -1);
+    ctl_start(ctx, FERRY__MSG_RREF_USER_DELETE, owner, id, fork, NULL, -1);
 }
 
 void ferry__rref_send_fork_request(ferry_rref *child, int32_t parent)
 {
-    int64_t ints[4] = {child->id.worker, child->id.local, child->fork.worker, child->fork.local};
-    ctl_start(child->ctx, FERRY__MSG_RREF_FORK_REQUEST, child->owner, ints, 4, child, parent);
+    ctl_start(child->ctx, FERRY__MSG_RREF_FORK_REQUEST, child->owner, child->id, child->fork,
+              child, parent);
 }
 
 void ferry__rref_send_child_accept(ferry__rref_ctx *ctx, int32_t parent, ferry__gid fork)
 {
-    int64_t ints[2] = {fork.worker, fork.local};
-    ctl_start(ctx, FERRY__MSG_RREF_CHILD_ACCEPT, parent, ints, 2, NULL, -1);
+    ctl_start(ctx, FERRY__MSG_RREF_CHILD_ACCEPT, parent, (ferry__gid){0, 0}, fork, NULL, -1);
 }
 
 /* ---- handlers (progress thread: they only touch the tables, never block) ---- */
 
-ferry_status ferry__rref_read_ids(ferry__rref_ctx *ctx, const ferry__msg *m, size_t n,
-                                 ferry__gid *a, ferry__gid *b)
+ferry_status ferry__rref_read_ids(ferry__rref_ctx *ctx, const ferry__msg *m, ferry__gid *rref,
+                                 ferry__gid *fork)
 {
-    if (m->n_ints != n)
-        return ferry__fail(FERRY_EPROTO, "RRef message with %zu operands, expected %zu",
-                           m->n_ints, n);
-    for (size_t i = 0; i < n; i += 2)
-        if (m->ints[i] < 0 || m->ints[i] >= ctx->world_size)
+    const ferry__msg_gid *ids[2] = {rref ? &m->rref : NULL, fork ? &m->fork : NULL};
+    for (int i = 0; i < 2; i++)
+        if (ids[i] && (ids[i]->worker < 0 || ids[i]->worker >= ctx->world_size))
             return ferry__fail(FERRY_EPROTO, "RRef id names worker %lld of %d",
-                               (long long)m->ints[i], ctx->world_size);
-    *a = (ferry__gid){(int32_t)m->ints[0], m->ints[1]};
-    if (b)
-        *b = (ferry__gid){(int32_t)m->ints[2], m->ints[3]};
+                               (long long)ids[i]->worker, ctx->world_size);
+    if (rref)
+        *rref = (ferry__gid){m->rref.worker, m->rref.local};
+    if (fork)
+        *fork = (ferry__gid){m->fork.worker, m->fork.local};
     return FERRY_OK;
 }
 
@@ -196,7 +192,7 @@ static ferry_status handle_delete(ferry__agent *a, int src, ferry__msg *m, ferry
 {
     ferry__rref_ctx *ctx = arg;
     ferry__gid id, fork;
-    ferry_status rc = ferry__rref_read_ids(ctx, m, 4, &id, &fork);
+    ferry_status rc = ferry__rref_read_ids(ctx, m, &id, &fork);
     if (rc != FERRY_OK)
         return rc;
     pthread_mutex_lock(&ctx->lock);
@@ -219,7 +215,7 @@ static ferry_status handle_fork_request(ferry__agent *a, int src, ferry__msg *m,
 {
     ferry__rref_ctx *ctx = arg;
     ferry__gid id, fork;
-    ferry_status rc = ferry__rref_read_ids(ctx, m, 4, &id, &fork);
+    ferry_status rc = ferry__rref_read_ids(ctx, m, &id, &fork);
     if (rc != FERRY_OK)
         return rc;
     pthread_mutex_lock(&ctx->lock);
@@ -235,7 +231,7 @@ static ferry_status handle_child_accept(ferry__agent *a, int src, ferry__msg *m,
 {
     ferry__rref_ctx *ctx = arg;
     ferry__gid fork;
-    ferry_status rc = ferry__rref_read_ids(ctx, m, 2, &fork, NULL);
+    ferry_status rc = ferry__rref_read_ids(ctx, m, NULL, &fork);
     if (rc != FERRY_OK)
         return rc;
     pthread_mutex_lock(&ctx->lock);

@@ -123,8 +123,8 @@ ferry_rref *ferry_remote(const char *to, const char *fn, ferry_value *args, ferr
         r = make_caller_rref(ctx, dst, &fork);
     if (r) {
         ferry__msg m = {.type = FERRY__MSG_REMOTE_CALL, .fn = (char *)fn, .args = args,
-                        .kwargs = kwargs, .n_ints = 4,
-                        .ints = {r->id.worker, r->id.local, fork.worker, fork.local}};
+                        .kwargs = kwargs, .rref = {r->id.worker, r->id.local},
+                        .fork = {fork.worker, fork.local}};
         ferry_future *f = ferry__agent_request(a, dst, &m, timeout);
         if (!f) {
             ferry_status rc = ferry_last_status();
@@ -199,7 +199,7 @@ static ferry_status serve_remote(ferry__agent *a, ferry__msg *m, ferry__rref_ctx
                                  const ferry__fn_entry *known)
 {
     ferry__gid id, fork;
-    ferry_status rc = ferry__rref_read_ids(ctx, m, 4, &id, &fork);
+    ferry_status rc = ferry__rref_read_ids(ctx, m, &id, &fork);
     if (rc != FERRY_OK)
         return rc;
     if (!m->fn)
@@ -275,7 +275,7 @@ static ferry_status serve_fetch(ferry__agent *a, ferry__msg *m, ferry__rref_ctx 
                                 ferry_value **result)
 {
     ferry__gid id;
-    ferry_status rc = ferry__rref_read_ids(ctx, m, 2, &id, NULL);
+    ferry_status rc = ferry__rref_read_ids(ctx, m, &id, NULL);
     if (rc != FERRY_OK)
         return rc;
     pthread_mutex_lock(&ctx->lock);
@@ -336,8 +336,8 @@ ferry_value *ferry_rref_to_here(ferry_rref *r, double timeout)
     ferry__agent *a = ferry__rref_ctx_agent(r->ctx);
     if (!a)
         return NULL;
-    ferry__msg m = {.type = FERRY__MSG_RREF_FETCH, .fn = "rref.to_here", .n_ints = 2,
-                    .ints = {r->id.worker, r->id.local}};
+    ferry__msg m = {.type = FERRY__MSG_RREF_FETCH, .fn = "rref.to_here",
+                    .rref = {r->id.worker, r->id.local}};
     ferry_future *f = ferry__agent_request(a, r->owner, &m, timeout);
     ferry__agent_release(a);
     ferry_value *v = f ? ferry_future_value(f) : NULL;

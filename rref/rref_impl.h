@@ -127,12 +127,13 @@ void ferry__rref_send_delete(ferry__rref_ctx *ctx, int32_t owner, ferry__gid id,
 void ferry__rref_send_fork_request(ferry_rref *child, int32_t parent);
 void ferry__rref_send_child_accept(ferry__rref_ctx *ctx, int32_t parent, ferry__gid fork);
 void ferry__rref_install_handlers(ferry__agent *agent, ferry__rref_ctx *ctx);
-/* A request's operands as RRef/fork ids: n is 2 (one id into *a) or 4 (*a and *b). FERRY_OK,
-   or FERRY_EPROTO (error set) when the count is wrong or an id names no worker. */
-ferry_status ferry__rref_read_ids(ferry__rref_ctx *ctx, const ferry__msg *m, size_t n,
-                                 ferry__gid *a, ferry__gid *b);
+/* A request's RRef id (m->rref) and fork id (m->fork) into whichever of *rref / *fork is not
+   NULL. FERRY_OK, or FERRY_EPROTO (error set) when an id names no worker. */
+ferry_status ferry__rref_read_ids(ferry__rref_ctx *ctx, const ferry__msg *m, ferry__gid *rref,
+                                 ferry__gid *fork);
 
 /* ---- fork.c ---- */
+/* Points the agent's codec at the RRef hooks, with `ctx` (the agent's RRef context) as theirs. */
 void ferry__rref_install_wire_hooks(ferry__agent *agent, ferry__rref_ctx *ctx);
 ferry_future *ferry__rref_before_call(ferry__agent *agent, void *state, int src, ferry__msg *m);
 /* Waits until every RRef in v is confirmed; the first failure's status (error set) or OK. */

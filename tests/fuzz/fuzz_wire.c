@@ -5,7 +5,12 @@
    encode(decode(x)) byte for byte, which catches a decoder that accepts what it should not.
 
    Built with -DFERRY_FUZZ_WIRE_SEEDS instead, this file is a small program that writes the
-   seed corpus (tests/fuzz/seeds/fuzz_wire/) from messages built with the public API. */
+   seed corpus (tests/fuzz/seeds/fuzz_wire/, one message of each kind) from messages built with
+   the public API; rerun it whenever the wire format changes:
+     make && cc -std=c11 -D_GNU_SOURCE -DFERRY_FUZZ_WIRE_SEEDS -I. -Iinclude -Ibuild \
+       tests/fuzz/fuzz_wire.c build/libferry.a $(pkg-config --libs libfabric libprotobuf-c \
+       openblas) -lm -ldl -pthread -o build/fuzz_wire_seeds && \
+       build/fuzz_wire_seeds tests/fuzz/seeds/fuzz_wire */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,18 +18,19 @@
 #include "core/alloc.h"
 #include "rpc/wire.h"
 
-static void fuzz_limits(ferry__wire_limits *lim)
+static void fuzz_codec(ferry__wire_codec *codec)
 {
-    ferry__wire_limits_default(lim);
-    lim->max_message_bytes = (size_t)1 << 20; /* keep the fuzzer's allocations small */
-    lim->max_nodes = (size_t)1 << 14;
+    *codec = (ferry__wire_codec){0}; /* no RRef hooks: RRef values are refused */
+    ferry__wire_limits_default(&codec->limits);
+    codec->limits.max_message_bytes = (size_t)1 << 20; /* keep the fuzzer's allocations small */
+    codec->limits.max_nodes = (size_t)1 << 14;
 }
 
 /* Re-encodes a decoded message twice and insists both encodings agree. */
 static void check_reencode(const ferry__msg *m)
 {
-    ferry__wire_limits roomy;
-    ferry__wire_limits_default(&roomy);
+    ferry__wire_codec roomy = {0};
+    ferry__wire_limits_default(&roomy.limits);
     uint8_t *a = NULL, *b = NULL;
     size_t alen, blen;
     ferry__msg again;
@@ -45,8 +51,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    ferry__wire_limits lim;
-    fuzz_limits(&lim);
+    ferry__wire_codec lim;
+    fuzz_codec(&lim);
     ferry__msg m;
     if (ferry__wire_decode_flat(data, size, &lim, &m) == FERRY_OK)
         check_reencode(&m);
@@ -98,6 +104,7 @@ int main(int argc, char **argv)
     ferry_tensor *tr = ferry_tensor_transpose(grid, 0, 1);
     ferry_tensor *empty = ferry_zeros(2, zero, FERRY_INT64);
     ferry_tensor *scalar = ferry_scalar_tensor(1.5, FERRY_FLOAT64);
+    ferry_tensor_set_requires_grad(scalar, true); /* the flag travels */
     ferry_value *args = ferry_args(4, ferry_tensor_value(grid), ferry_tensor_value(tr),
                                    ferry_tensor_value(grid), ferry_int(3));
     ferry_value *kwargs = ferry_dict_new(), *alpha = ferry_double(-0.5);
@@ -122,8 +129,38 @@ int main(int argc, char **argv)
     rc |= write_seed(argv[1], "zero_size_and_scalar", &odd_msg);
 
     ferry__msg ctl = {.type = FERRY__MSG_RREF_USER_DELETE, .id = 5, .src = 2,
-                      .ints = {1, 7, 2, 9}, .n_ints = 4, .autograd_context = 3, .no_reply = true};
+                      .rref = {1, 7}, .fork = {2, 9}, .no_reply = true, .n_ext = 2,
+                      .ext = {{1, 3}, {2, -4}}};
     rc |= write_seed(argv[1], "rref_delete", &ctl);
+
+    ferry__msg fetch = {.type = FERRY__MSG_RREF_FETCH, .id = 6, .src = 1, .rref = {0, 12}};
+    rc |= write_seed(argv[1], "rref_fetch", &fetch);
+    ferry__msg fork_req = {.type = FERRY__MSG_RREF_FORK_REQUEST, .id = 7, .src = 1,
+                           .rref = {0, 3}, .fork = {1, 4}};
+    rc |= write_seed(argv[1], "rref_fork_request", &fork_req);
+    ferry__msg accept = {.type = FERRY__MSG_RREF_CHILD_ACCEPT, .id = 8, .src = 0,
+                         .fork = {1, 4}};
+    rc |= write_seed(argv[1], "rref_child_accept", &accept);
+
+    ferry_value *rargs = ferry_args(1, ferry_int(-7));
+    ferry__msg remote = {.type = FERRY__MSG_REMOTE_CALL, .id = 9, .src = 1, .fn = "add",
+                         .args = rargs, .timeout_s = 5, .rref = {1, 2}, .fork = {1, 3}};
+    rc |= write_seed(argv[1], "remote_call", &remote);
+
+    ferry__msg ping = {.type = FERRY__MSG_PING, .id = 10, .src = 3};
+    rc |= write_seed(argv[1], "ping", &ping);
+
+    ferry_value *grads = ferry_args(2, ferry_tensor_value(grid), ferry_none());
+    ferry__msg backward = {.type = FERRY__MSG_AUTOGRAD_BACKWARD, .id = 11, .src = 1,
+                           .args = grads, .autograd_context = (int64_t)1 << 48 | 2,
+                           .autograd_message = 5, .retain_graph = true, .no_reply = true};
+    rc |= write_seed(argv[1], "autograd_backward", &backward);
+    ferry__msg cleanup = {.type = FERRY__MSG_AUTOGRAD_CLEANUP, .id = 12, .src = 1,
+                          .autograd_context = (int64_t)1 << 48 | 2};
+    rc |= write_seed(argv[1], "autograd_cleanup", &cleanup);
+
+    ferry_value_release(grads);
+    ferry_value_release(rargs);
 
     ferry_value_release(odd);
     ferry_value_release(nested);

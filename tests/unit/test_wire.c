@@ -1,6 +1,7 @@
 /* Wire codec round trips: every value kind and dtype, strided tensors, nesting at the limit,
-   wide lists, whole call and error messages, attachment placement (inline or bulk, zero copy on
-   send, straight into the tensor on receive), RRef hooks, and allocation failures. */
+   wide lists, every message kind with all its fields, attachment placement (inline or bulk,
+   zero copy on send, straight into the tensor on receive), requires_grad, RRef hooks per codec,
+   and allocation failures. */
 #include <math.h>
 #include <string.h>
 
@@ -11,14 +12,14 @@
 #include "test_util.h"
 
 /* Encodes a response carrying `v` (borrowed) flat, decodes it, returns the decoded value. */
-static ferry_value *round_trip_limits(ferry_value *v, const ferry__wire_limits *limits)
+static ferry_value *round_trip_codec(ferry_value *v, const ferry__wire_codec *codec)
 {
     ferry__msg m = {.type = FERRY__MSG_RESPONSE, .id = 7, .value = v};
     uint8_t *buf;
     size_t len;
-    ferry_assert_ok(ferry__wire_encode_flat(&m, limits, &buf, &len));
+    ferry_assert_ok(ferry__wire_encode_flat(&m, codec, &buf, &len));
     ferry__msg out;
-    ferry_assert_ok(ferry__wire_decode_flat(buf, len, limits, &out));
+    ferry_assert_ok(ferry__wire_decode_flat(buf, len, codec, &out));
     ferry__free(buf);
     cr_assert_eq(out.type, FERRY__MSG_RESPONSE);
     cr_assert_eq(out.id, 7);
@@ -30,7 +31,7 @@ static ferry_value *round_trip_limits(ferry_value *v, const ferry__wire_limits *
 
 static ferry_value *round_trip(ferry_value *v)
 {
-    return round_trip_limits(v, NULL);
+    return round_trip_codec(v, NULL);
 }
 
 static void assert_round_trips(ferry_value *v)
@@ -258,9 +259,9 @@ Test(wire_limits, nesting_fails_when_one_past_the_depth_limit, .timeout = 10)
     ferry_assert_status(ferry__wire_encode_flat(&m, NULL, &buf, &len), FERRY_EINVAL);
     cr_assert(strstr(ferry_last_error(), "deeper than the limit of 64"), "%s", ferry_last_error());
     /* a sender with a looser limit: the receiver still refuses */
-    ferry__wire_limits loose;
-    ferry__wire_limits_default(&loose);
-    loose.max_depth = 65;
+    ferry__wire_codec loose = {0};
+    ferry__wire_limits_default(&loose.limits);
+    loose.limits.max_depth = 65;
     ferry_assert_ok(ferry__wire_encode_flat(&m, &loose, &buf, &len));
     ferry__msg out;
     ferry_assert_status(ferry__wire_decode_flat(buf, len, NULL, &out), FERRY_EPROTO);
@@ -289,9 +290,9 @@ Test(wire_limits, encode_fails_when_message_exceeds_the_byte_limit, .timeout = 1
     int64_t n = 1024;
     ferry_tensor *t = counting_tensor(1, &n, FERRY_FLOAT32);
     ferry_value *v = ferry_tensor_value(t);
-    ferry__wire_limits lim;
-    ferry__wire_limits_default(&lim);
-    lim.max_message_bytes = 4000;
+    ferry__wire_codec lim = {0};
+    ferry__wire_limits_default(&lim.limits);
+    lim.limits.max_message_bytes = 4000;
     ferry__msg m = {.type = FERRY__MSG_RESPONSE, .value = v};
     ferry__wire_out out;
     ferry_assert_status(ferry__wire_encode(&m, &lim, &out), FERRY_EINVAL);
@@ -310,8 +311,8 @@ Test(wire_message, every_field_survives_when_a_call_is_sent, .timeout = 10)
     ferry_assert_ok(ferry_dict_set(kwargs, "alpha", alpha));
     ferry__msg m = {.type = FERRY__MSG_CALL, .id = 0x123456789abcull, .src = 3,
                     .fn = "torch.add", .args = args, .kwargs = kwargs, .timeout_s = 1.5,
-                    .autograd_context = (int64_t)1 << 48 | 5, .autograd_message = 9,
-                    .ints = {-1, 2, INT64_MAX}, .n_ints = 3, .no_reply = true};
+                    .no_reply = true, .n_ext = 2,
+                    .ext = {{1, (int64_t)1 << 48 | 5}, {UINT32_MAX, INT64_MIN}}};
     uint8_t *buf;
     size_t len;
     ferry_assert_ok(ferry__wire_encode_flat(&m, NULL, &buf, &len));
@@ -326,12 +327,12 @@ Test(wire_message, every_field_survives_when_a_call_is_sent, .timeout = 10)
     cr_assert_null(out.value);
     cr_assert(!out.is_error);
     cr_assert_float_eq(out.timeout_s, 1.5, 0);
-    cr_assert_eq(out.autograd_context, m.autograd_context);
-    cr_assert_eq(out.autograd_message, 9);
-    cr_assert_eq(out.n_ints, 3);
-    cr_assert_eq(out.ints[0], -1);
-    cr_assert_eq(out.ints[2], INT64_MAX);
     cr_assert(out.no_reply);
+    cr_assert_eq(out.n_ext, 2);
+    cr_assert_eq(out.ext[0].key, 1);
+    cr_assert_eq(out.ext[0].value, (int64_t)1 << 48 | 5);
+    cr_assert_eq(out.ext[1].key, UINT32_MAX);
+    cr_assert_eq(out.ext[1].value, INT64_MIN);
     ferry__msg_clear(&out);
     cr_assert_null(out.args);
     ferry__free(buf);
@@ -372,12 +373,167 @@ Test(wire_message, encode_fails_when_fields_are_invalid, .timeout = 10)
     cr_assert(strstr(ferry_last_error(), "args must be a list"), "%s", ferry_last_error());
     ferry_value_release(m.args);
     m.args = NULL;
-    m.n_ints = FERRY__MSG_MAX_INTS + 1;
+    m.n_ext = FERRY__MSG_MAX_EXT + 1;
     ferry_assert_status(ferry__wire_encode(&m, NULL, &out), FERRY_EINVAL);
-    m.n_ints = 0;
+    cr_assert(strstr(ferry_last_error(), "5 ext entries"), "%s", ferry_last_error());
+    m.n_ext = 0;
+    m.type = FERRY__MSG_RESPONSE;
     m.is_error = true;
     m.err_code = FERRY_OK;
     ferry_assert_status(ferry__wire_encode(&m, NULL, &out), FERRY_EINVAL);
+    m.err_code = FERRY_EINVAL;
+    m.value = ferry_none();
+    ferry_assert_status(ferry__wire_encode(&m, NULL, &out), FERRY_EINVAL);
+    cr_assert(strstr(ferry_last_error(), "error response cannot carry a value"), "%s",
+              ferry_last_error());
+    ferry_value_release(m.value);
+    m.value = NULL;
+    m.is_error = false;
+    m.no_reply = true;
+    ferry_assert_status(ferry__wire_encode(&m, NULL, &out), FERRY_EINVAL);
+    cr_assert(strstr(ferry_last_error(), "no reply"), "%s", ferry_last_error());
+}
+
+Test(wire_message, encode_fails_when_a_field_does_not_belong_to_the_kind, .timeout = 10)
+{
+    ferry__wire_out out;
+    ferry_value *list = ferry_list_of(0);
+    ferry__msg m = {.type = FERRY__MSG_RESPONSE, .args = list};
+    ferry_assert_status(ferry__wire_encode(&m, NULL, &out), FERRY_EINVAL);
+    cr_assert(strstr(ferry_last_error(), "a response message cannot carry args"), "%s",
+              ferry_last_error());
+    m = (ferry__msg){.type = FERRY__MSG_CALL, .value = list};
+    ferry_assert_status(ferry__wire_encode(&m, NULL, &out), FERRY_EINVAL);
+    cr_assert(strstr(ferry_last_error(), "cannot carry a value"), "%s", ferry_last_error());
+    m = (ferry__msg){.type = FERRY__MSG_PING, .rref = {1, 0}};
+    ferry_assert_status(ferry__wire_encode(&m, NULL, &out), FERRY_EINVAL);
+    cr_assert(strstr(ferry_last_error(), "a ping message cannot carry an RRef id"), "%s",
+              ferry_last_error());
+    m = (ferry__msg){.type = FERRY__MSG_RREF_FETCH, .fork = {0, 3}};
+    ferry_assert_status(ferry__wire_encode(&m, NULL, &out), FERRY_EINVAL);
+    cr_assert(strstr(ferry_last_error(), "a fork id"), "%s", ferry_last_error());
+    m = (ferry__msg){.type = FERRY__MSG_CALL, .autograd_context = 1};
+    ferry_assert_status(ferry__wire_encode(&m, NULL, &out), FERRY_EINVAL);
+    m = (ferry__msg){.type = FERRY__MSG_AUTOGRAD_CLEANUP, .retain_graph = true};
+    ferry_assert_status(ferry__wire_encode(&m, NULL, &out), FERRY_EINVAL);
+    m = (ferry__msg){.type = FERRY__MSG_RREF_USER_DELETE, .is_error = true, .err_code = 1};
+    ferry_assert_status(ferry__wire_encode(&m, NULL, &out), FERRY_EINVAL);
+    /* fn and timeout_s name a pending request locally: allowed, but only calls send them */
+    m = (ferry__msg){.type = FERRY__MSG_RREF_FETCH, .fn = "rref.to_here", .timeout_s = 2,
+                     .rref = {0, 7}};
+    uint8_t *buf;
+    size_t len;
+    ferry_assert_ok(ferry__wire_encode_flat(&m, NULL, &buf, &len));
+    ferry__msg got;
+    ferry_assert_ok(ferry__wire_decode_flat(buf, len, NULL, &got));
+    cr_assert_null(got.fn);
+    cr_assert_eq(got.timeout_s, 0);
+    cr_assert_eq(got.rref.local, 7);
+    ferry__msg_clear(&got);
+    ferry__free(buf);
+    ferry_value_release(list);
+}
+
+/* Encodes and decodes `m` flat with `codec`, into *out. */
+static void msg_round_trip(const ferry__msg *m, const ferry__wire_codec *codec, ferry__msg *out)
+{
+    uint8_t *buf;
+    size_t len;
+    ferry_assert_ok(ferry__wire_encode_flat(m, codec, &buf, &len));
+    ferry_assert_ok(ferry__wire_decode_flat(buf, len, codec, out));
+    ferry__free(buf);
+    cr_assert_eq(out->type, m->type);
+    cr_assert_eq(out->id, m->id);
+    cr_assert_eq(out->src, m->src);
+}
+
+Test(wire_message, ids_survive_when_each_rref_kind_is_sent, .timeout = 10)
+{
+    ferry__msg_gid rref = {INT32_MAX, INT64_MIN}, fork = {-1, INT64_MAX}, zero = {0, 0};
+    ferry__msg_type kinds[4] = {FERRY__MSG_RREF_FETCH, FERRY__MSG_RREF_USER_DELETE,
+                                FERRY__MSG_RREF_FORK_REQUEST, FERRY__MSG_RREF_CHILD_ACCEPT};
+    for (int k = 0; k < 4; k++) {
+        bool has_rref = kinds[k] != FERRY__MSG_RREF_CHILD_ACCEPT;
+        bool has_fork = kinds[k] != FERRY__MSG_RREF_FETCH;
+        ferry__msg m = {.type = kinds[k], .id = UINT64_MAX, .src = 5,
+                        .rref = has_rref ? rref : zero, .fork = has_fork ? fork : zero};
+        ferry__msg out;
+        msg_round_trip(&m, NULL, &out);
+        cr_assert_eq(out.rref.worker, m.rref.worker, "kind %d", (int)kinds[k]);
+        cr_assert_eq(out.rref.local, m.rref.local);
+        cr_assert_eq(out.fork.worker, m.fork.worker);
+        cr_assert_eq(out.fork.local, m.fork.local);
+        ferry__msg_clear(&out);
+    }
+}
+
+Test(wire_message, every_field_survives_when_a_remote_call_is_sent, .timeout = 10)
+{
+    ferry_value *args = ferry_args(1, ferry_int(-3));
+    ferry__msg m = {.type = FERRY__MSG_REMOTE_CALL, .id = 3, .src = 1, .fn = "f",
+                    .args = args, .timeout_s = -0.5, .rref = {1, 2}, .fork = {3, -4}};
+    ferry__msg out;
+    msg_round_trip(&m, NULL, &out);
+    cr_assert_str_eq(out.fn, "f");
+    cr_assert(ferry_value_equal(out.args, args));
+    cr_assert_null(out.kwargs);
+    cr_assert_eq(out.timeout_s, -0.5);
+    cr_assert_eq(out.rref.worker, 1);
+    cr_assert_eq(out.rref.local, 2);
+    cr_assert_eq(out.fork.worker, 3);
+    cr_assert_eq(out.fork.local, -4);
+    ferry__msg_clear(&out);
+    ferry_value_release(args);
+}
+
+Test(wire_message, autograd_fields_survive_when_the_reserved_kinds_are_sent, .timeout = 10)
+{
+    int64_t n = 3;
+    ferry_tensor *g = counting_tensor(1, &n, FERRY_FLOAT32);
+    ferry_value *grads = ferry_args(2, ferry_tensor_value(g), ferry_none());
+    ferry__msg m = {.type = FERRY__MSG_AUTOGRAD_BACKWARD, .id = 8, .src = 2, .args = grads,
+                    .autograd_context = (int64_t)2 << 48 | 1, .autograd_message = -7,
+                    .retain_graph = true};
+    ferry__msg out;
+    msg_round_trip(&m, NULL, &out);
+    cr_assert(ferry_value_equal(out.args, grads));
+    cr_assert_eq(out.autograd_context, m.autograd_context);
+    cr_assert_eq(out.autograd_message, -7);
+    cr_assert(out.retain_graph);
+    ferry__msg_clear(&out);
+    ferry__msg c = {.type = FERRY__MSG_AUTOGRAD_CLEANUP, .id = 9, .autograd_context = 12};
+    msg_round_trip(&c, NULL, &out);
+    cr_assert_eq(out.autograd_context, 12);
+    cr_assert_null(out.args);
+    ferry__msg_clear(&out);
+    ferry__msg p = {.type = FERRY__MSG_PING, .id = 10, .src = 1};
+    msg_round_trip(&p, NULL, &out);
+    ferry__msg_clear(&out);
+    ferry_value_release(grads);
+    ferry_tensor_release(g);
+}
+
+Test(wire_attachments, requires_grad_survives_when_a_tensor_is_sent, .timeout = 10)
+{
+    int64_t n = 4;
+    ferry_tensor *w = counting_tensor(1, &n, FERRY_FLOAT32);
+    ferry_tensor *plain = counting_tensor(1, &n, FERRY_FLOAT32);
+    ferry_assert_ok(ferry_tensor_set_requires_grad(w, true));
+    ferry_tensor *y = ferry_assert_ptr(ferry_mul(w, w)); /* not a leaf: requires grad too */
+    ferry_value *v = ferry_list_of(3, ferry_tensor_value(w), ferry_tensor_value(plain),
+                                   ferry_tensor_value(y));
+    ferry_value *got = ferry_assert_ptr(round_trip(v));
+    cr_assert(ferry_tensor_requires_grad(ferry_value_as_tensor(ferry_list_get(got, 0))));
+    cr_assert(!ferry_tensor_requires_grad(ferry_value_as_tensor(ferry_list_get(got, 1))));
+    ferry_tensor *gy = ferry_value_as_tensor(ferry_list_get(got, 2));
+    cr_assert(ferry_tensor_requires_grad(gy));
+    cr_assert(ferry_tensor_is_leaf(gy), "as torch: the receiver's tensor is a leaf");
+    cr_assert(ferry_value_equal(got, v));
+    ferry_value_release(got);
+    ferry_value_release(v);
+    ferry_tensor_release(y);
+    ferry_tensor_release(plain);
+    ferry_tensor_release(w);
 }
 
 Test(wire_attachments, data_points_into_the_tensor_when_64_mib_is_sent, .timeout = 20)
@@ -534,7 +690,6 @@ Test(wire_rref, descriptor_round_trips_when_hooks_are_set, .timeout = 10)
 {
     static const ferry__value_kind_ops vh = {fake_kind_retain, fake_kind_release, fake_kind_equal};
     ferry_assert_ok(ferry__value_register_kind(FERRY_VALUE_RREF, &vh));
-    ferry__wire_set_rref_hooks(NULL); /* rref/ installs its own from a constructor */
     ferry_rref *r = ferry__calloc(1, sizeof *r);
     r->refs = 1;
     r->desc = (ferry__rref_desc){2, 1, 3, 1, (int64_t)1 << 40, -5};
@@ -543,18 +698,17 @@ Test(wire_rref, descriptor_round_trips_when_hooks_are_set, .timeout = 10)
     uint8_t *buf;
     size_t len;
     ferry_assert_status(ferry__wire_encode_flat(&m, NULL, &buf, &len), FERRY_EINVAL);
-    ferry__wire_rref_hooks wh = {fake_encode, fake_decode, NULL, fake_hook_release};
-    ferry__wire_set_rref_hooks(&wh);
-    ferry_assert_ok(ferry__wire_encode_flat(&m, NULL, &buf, &len));
+    ferry__wire_codec codec = {.rref = {fake_encode, fake_decode, NULL, fake_hook_release}};
+    ferry__wire_limits_default(&codec.limits);
+    ferry_assert_ok(ferry__wire_encode_flat(&m, &codec, &buf, &len));
     cr_assert_eq(seen_dst, 6);
     ferry__msg out;
-    ferry_assert_ok(ferry__wire_decode_flat(buf, len, NULL, &out));
+    ferry_assert_ok(ferry__wire_decode_flat(buf, len, &codec, &out));
     cr_assert_eq(seen_src, 4);
     ferry_rref *got = ferry_value_as_rref(out.value);
     cr_assert_eq(memcmp(&got->desc, &r->desc, sizeof r->desc), 0);
     cr_assert_eq(got->refs, 1, "the value holds the only reference");
     ferry__msg_clear(&out);
-    ferry__wire_set_rref_hooks(NULL);
     ferry_assert_status(ferry__wire_decode_flat(buf, len, NULL, &out), FERRY_EPROTO);
     cr_assert(strstr(ferry_last_error(), "RRef"), "%s", ferry_last_error());
     ferry__free(buf);

@@ -1,6 +1,7 @@
 /* The wire decoder against hostile input: truncations at every length, counts that lie, depth
    and node-count bombs, tensor descriptors whose sizes overflow or outrun their attachment, bad
-   dtypes, versions, kinds and codes, and random bytes. Every case must end in FERRY_EPROTO with
+   dtypes, versions, kinds and codes, missing or doubled bodies, too many ext entries, NULs in
+   names, and random bytes. Every case must end in FERRY_EPROTO with
    a message naming what was wrong, nothing leaked, and the message zeroed except id/type/src. */
 #include <string.h>
 #include <time.h>
@@ -22,16 +23,19 @@ static uint8_t *pack(const Ferry__Wire__Envelope *env, size_t *len)
     return buf;
 }
 
-/* A response envelope (id 99 from rank 2) whose value is `nodes`. */
-static Ferry__Wire__Envelope response(Ferry__Wire__Node **nodes, size_t n)
+/* A response envelope (id 99 from rank 2) whose value is `nodes`, its body in *body. */
+static Ferry__Wire__Envelope response(Ferry__Wire__Response *body, Ferry__Wire__Node **nodes,
+                                      size_t n)
 {
     Ferry__Wire__Envelope env = FERRY__WIRE__ENVELOPE__INIT;
+    *body = (Ferry__Wire__Response)FERRY__WIRE__RESPONSE__INIT;
+    body->n_value = n;
+    body->value = nodes;
     env.version = FERRY__WIRE_VERSION;
-    env.type = FERRY__WIRE__MSG_TYPE__MSG_RESPONSE;
     env.id = 99;
     env.src = 2;
-    env.n_value = n;
-    env.value = nodes;
+    env.body_case = FERRY__WIRE__ENVELOPE__BODY_RESPONSE;
+    env.response = body;
     return env;
 }
 
@@ -46,15 +50,15 @@ static void assert_cleared(const ferry__msg *m)
 }
 
 /* Decodes `env` and expects FERRY_EPROTO with `needle` in the message. */
-static void expect_eproto_limits(const Ferry__Wire__Envelope *env, const char *needle,
-                                 const ferry__wire_limits *limits)
+static void expect_eproto_codec(const Ferry__Wire__Envelope *env, const char *needle,
+                                const ferry__wire_codec *codec)
 {
     size_t len;
     uint8_t *buf = pack(env, &len);
     ferry__msg m;
     ferry__att *atts;
     size_t n_atts;
-    ferry_status rc = ferry__wire_decode(buf, len, limits, &m, &atts, &n_atts);
+    ferry_status rc = ferry__wire_decode(buf, len, codec, &m, &atts, &n_atts);
     cr_assert_eq(rc, FERRY_EPROTO, "expected EPROTO (%s), got %s: %s", needle,
                  ferry_strerror(rc), ferry_last_error());
     cr_assert(strstr(ferry_last_error(), needle), "message \"%s\" lacks \"%s\"",
@@ -69,7 +73,7 @@ static void expect_eproto_limits(const Ferry__Wire__Envelope *env, const char *n
 
 static void expect_eproto(const Ferry__Wire__Envelope *env, const char *needle)
 {
-    expect_eproto_limits(env, needle, NULL);
+    expect_eproto_codec(env, needle, NULL);
 }
 
 /* One tensor node over `n_atts` attachments of `att_len` bytes each. */
@@ -83,7 +87,8 @@ static void expect_tensor_eproto(Ferry__Wire__TensorDesc *td, uint64_t att_len, 
     Ferry__Wire__Attachment att = FERRY__WIRE__ATTACHMENT__INIT;
     att.len = att_len;
     Ferry__Wire__Attachment *atts[2] = {&att, &att};
-    Ferry__Wire__Envelope env = response(nodes, 1);
+    Ferry__Wire__Response body;
+    Ferry__Wire__Envelope env = response(&body, nodes, 1);
     env.n_attachments = n_atts;
     env.attachments = atts;
     expect_eproto(&env, needle);
@@ -99,7 +104,7 @@ static uint8_t *valid_call(size_t *len)
     ferry_value *args = ferry_args(3, ferry_tensor_value(t), ferry_tensor_value(tt),
                                    ferry_list_of(2, ferry_string("s"), ferry_int(-5)));
     ferry__msg m = {.type = FERRY__MSG_CALL, .id = 5, .src = 1, .fn = "torch.add",
-                    .args = args, .kwargs = kw, .n_ints = 1, .ints = {4}};
+                    .args = args, .kwargs = kw, .n_ext = 1, .ext = {{4, -4}}};
     uint8_t *buf;
     ferry_assert_ok(ferry__wire_encode_flat(&m, NULL, &buf, len));
     ferry_value_release(args);
@@ -152,7 +157,8 @@ Test(wire_malformed, decode_fails_when_a_list_count_lies, .timeout = 10)
     nd[0].count = 5;
     for (int i = 1; i < 4; i++)
         nd[i].kind = KIND(INT);
-    Ferry__Wire__Envelope env = response(nodes, 4);
+    Ferry__Wire__Response body;
+    Ferry__Wire__Envelope env = response(&body, nodes, 4);
     expect_eproto(&env, "list at node 0 says 5 items but the nodes end after 3");
     nd[0].count = 2; /* too few: the third item trails the value */
     expect_eproto(&env, "value: node 3 follows the end of the value");
@@ -163,18 +169,24 @@ Test(wire_malformed, decode_fails_when_a_list_count_lies, .timeout = 10)
 
 Test(wire_malformed, decode_fails_fast_when_nodes_nest_a_million_deep, .timeout = 10)
 {
-    /* Written byte by byte: a million list nodes of count 1, then an int. Each node is
-       field 8 (value), length 4, kind = 7, count = 1. */
-    size_t depth = 1000000, len = 2 + depth * 6 + 4;
+    /* Written byte by byte: a Response body (envelope field 8) holding a million list nodes of
+       count 1, then an int. Each node is field 1 (value), length 4, kind = 7, count = 1. */
+    size_t depth = 1000000, body_len = depth * 6 + 4, len = 2 + 1 + 4 + body_len;
     uint8_t *buf = ferry__malloc(len), *p = buf;
     *p++ = 0x08; /* version */
-    *p++ = 0x01;
+    *p++ = FERRY__WIRE_VERSION;
+    *p++ = 0x42; /* field 8, length-delimited: the response */
+    *p++ = (uint8_t)(body_len | 0x80); /* its length as a four-byte varint */
+    *p++ = (uint8_t)(body_len >> 7 | 0x80);
+    *p++ = (uint8_t)(body_len >> 14 | 0x80);
+    *p++ = (uint8_t)(body_len >> 21);
+    cr_assert_lt(body_len, (size_t)1 << 28);
     for (size_t i = 0; i < depth; i++) {
-        const uint8_t node[6] = {0x42, 0x04, 0x08, 0x07, 0x30, 0x01};
+        const uint8_t node[6] = {0x0a, 0x04, 0x08, 0x07, 0x30, 0x01};
         memcpy(p, node, sizeof node);
         p += sizeof node;
     }
-    const uint8_t leaf[4] = {0x42, 0x02, 0x08, 0x02};
+    const uint8_t leaf[4] = {0x0a, 0x02, 0x08, 0x02};
     memcpy(p, leaf, sizeof leaf);
     struct timespec a, b;
     clock_gettime(CLOCK_MONOTONIC, &a);
@@ -193,9 +205,9 @@ Test(wire_malformed, decode_fails_fast_when_nodes_nest_a_million_deep, .timeout 
 
 Test(wire_malformed, decode_fails_when_nodes_pass_the_node_limit, .timeout = 10)
 {
-    ferry__wire_limits lim;
-    ferry__wire_limits_default(&lim);
-    lim.max_nodes = 1000;
+    ferry__wire_codec lim = {0};
+    ferry__wire_limits_default(&lim.limits);
+    lim.limits.max_nodes = 1000;
     Ferry__Wire__Node *nodes[1001];
     static Ferry__Wire__Node nd[1001];
     for (int i = 0; i < 1001; i++) {
@@ -205,8 +217,9 @@ Test(wire_malformed, decode_fails_when_nodes_pass_the_node_limit, .timeout = 10)
     }
     nd[0].kind = KIND(LIST);
     nd[0].count = 1000;
-    Ferry__Wire__Envelope env = response(nodes, 1001);
-    expect_eproto_limits(&env, "more than 1000 values", &lim);
+    Ferry__Wire__Response body;
+    Ferry__Wire__Envelope env = response(&body, nodes, 1001);
+    expect_eproto_codec(&env, "more than 1000 values", &lim);
 }
 
 Test(wire_malformed, decode_fails_when_tensor_sizes_overflow, .timeout = 10)
@@ -281,9 +294,10 @@ Test(wire_malformed, decode_fails_when_the_version_is_unknown, .timeout = 10)
 {
     Ferry__Wire__Node nd = NODE_INIT;
     Ferry__Wire__Node *nodes[1] = {&nd};
-    Ferry__Wire__Envelope env = response(nodes, 1);
-    env.version = 2;
-    expect_eproto(&env, "wire version 2 not supported (this build reads 1)");
+    Ferry__Wire__Response body;
+    Ferry__Wire__Envelope env = response(&body, nodes, 1);
+    env.version = 1;
+    expect_eproto(&env, "wire version 1 not supported (this build reads 2)");
     size_t len;
     uint8_t *buf = pack(&env, &len);
     ferry__msg m;
@@ -300,7 +314,8 @@ Test(wire_malformed, decode_fails_when_kinds_types_or_codes_are_unknown, .timeou
 {
     Ferry__Wire__Node nd = NODE_INIT;
     Ferry__Wire__Node *nodes[1] = {&nd};
-    Ferry__Wire__Envelope env = response(nodes, 1);
+    Ferry__Wire__Response body;
+    Ferry__Wire__Envelope env = response(&body, nodes, 1);
     nd.kind = (Ferry__Wire__Kind)10;
     expect_eproto(&env, "value: node 0 has unknown kind 10");
     nd.kind = (Ferry__Wire__Kind)-1;
@@ -317,20 +332,127 @@ Test(wire_malformed, decode_fails_when_kinds_types_or_codes_are_unknown, .timeou
     nd.data = (ProtobufCBinaryData){2, (uint8_t *)"ab"};
     expect_eproto(&env, "carries 2 bytes");
     nd.data = (ProtobufCBinaryData){0, NULL};
-    env.type = (Ferry__Wire__MsgType)42;
-    expect_eproto(&env, "message type 42 is not known");
-    env.type = FERRY__WIRE__MSG_TYPE__MSG_RESPONSE;
     Ferry__Wire__Error err = FERRY__WIRE__ERROR__INIT;
     err.code = 1000;
+    env.body_case = FERRY__WIRE__ENVELOPE__BODY_ERROR;
     env.error = &err;
     expect_eproto(&env, "error code 1000 is out of range");
     err.code = 0;
     expect_eproto(&env, "error code 0 is out of range");
-    env.error = NULL;
-    int64_t ints[9] = {0};
-    env.n_ints = 9;
-    env.ints = ints;
-    expect_eproto(&env, "9 integer operands");
+    env.body_case = FERRY__WIRE__ENVELOPE__BODY_RESPONSE;
+    env.response = &body;
+    Ferry__Wire__Ext ext = FERRY__WIRE__EXT__INIT;
+    Ferry__Wire__Ext *exts[5] = {&ext, &ext, &ext, &ext, &ext};
+    env.n_ext = 5;
+    env.ext = exts;
+    expect_eproto(&env, "5 ext entries (at most 4)");
+    env.n_ext = 4;
+    size_t len;
+    uint8_t *buf = pack(&env, &len);
+    ferry__msg m;
+    ferry__att *atts;
+    size_t n;
+    ferry_assert_ok(ferry__wire_decode(buf, len, NULL, &m, &atts, &n));
+    cr_assert_eq(m.n_ext, 4, "four is the limit, not past it");
+    ferry__msg_clear(&m);
+    ferry__free(buf);
+    env.n_ext = 0;
+    env.no_reply = true;
+    expect_eproto(&env, "a response says it wants no reply");
+}
+
+Test(wire_malformed, decode_fails_when_the_body_is_missing_unknown_or_doubled, .timeout = 10)
+{
+    Ferry__Wire__Node nd = NODE_INIT;
+    Ferry__Wire__Node *nodes[1] = {&nd};
+    Ferry__Wire__Response body;
+    Ferry__Wire__Envelope env = response(&body, nodes, 1);
+    env.body_case = FERRY__WIRE__ENVELOPE__BODY__NOT_SET;
+    expect_eproto(&env, "envelope has no body of a known message kind");
+    /* a kind from a newer peer: field 18, unknown here, is skipped and leaves no body */
+    Ferry__Wire__Envelope bare = response(&body, nodes, 1);
+    bare.body_case = FERRY__WIRE__ENVELOPE__BODY__NOT_SET;
+    size_t len;
+    uint8_t *buf = pack(&bare, &len);
+    uint8_t *longer = ferry__malloc(len + 3);
+    memcpy(longer, buf, len);
+    memcpy(longer + len, (const uint8_t[3]){0x92, 0x01, 0x00}, 3); /* field 18, empty */
+    ferry__msg m;
+    ferry__att *atts;
+    size_t n;
+    ferry_assert_status(ferry__wire_decode(longer, len + 3, NULL, &m, &atts, &n), FERRY_EPROTO);
+    cr_assert(strstr(ferry_last_error(), "no body"), "%s", ferry_last_error());
+    cr_assert_eq(m.id, 99);
+    ferry__free(longer);
+    ferry__free(buf);
+    /* two bodies: a ping appended to a response */
+    Ferry__Wire__Envelope two = response(&body, nodes, 1);
+    buf = pack(&two, &len);
+    longer = ferry__malloc(len + 2);
+    memcpy(longer, buf, len);
+    memcpy(longer + len, (const uint8_t[2]){0x7a, 0x00}, 2); /* field 15 (ping), empty */
+    ferry_assert_status(ferry__wire_decode(longer, len + 2, NULL, &m, &atts, &n), FERRY_EPROTO);
+    cr_assert(strstr(ferry_last_error(), "2 bodies"), "%s", ferry_last_error());
+    cr_assert_eq(m.type, FERRY__MSG_RESPONSE, "the first body names the kind for the reply");
+    ferry__free(longer);
+    ferry__free(buf);
+}
+
+Test(wire_malformed, decode_fails_when_a_body_carries_a_field_of_another_kind, .timeout = 10)
+{
+    Ferry__Wire__Envelope env = FERRY__WIRE__ENVELOPE__INIT;
+    Ferry__Wire__Call call = FERRY__WIRE__CALL__INIT;
+    env.version = FERRY__WIRE_VERSION;
+    env.id = 99;
+    env.src = 2;
+    env.body_case = FERRY__WIRE__ENVELOPE__BODY_CALL;
+    env.call = &call;
+    call.fn = "f";
+    size_t len;
+    uint8_t *buf = pack(&env, &len);
+    /* the call body is the last field: grow it by field 5 (a RemoteCall's rref_worker) = 1 */
+    uint8_t *longer = ferry__malloc(len + 2);
+    memcpy(longer, buf, len);
+    cr_assert_eq(longer[len - 5], 0x3a, "the call body's tag: 3a 03 0a 01 66 (fn = \"f\")");
+    longer[len - 4] += 2;
+    longer[len] = 0x28;
+    longer[len + 1] = 0x01;
+    ferry__msg m;
+    ferry__att *atts;
+    size_t n;
+    ferry_assert_status(ferry__wire_decode(longer, len + 2, NULL, &m, &atts, &n), FERRY_EPROTO);
+    cr_assert(strstr(ferry_last_error(), "a Call body carries field 5"), "%s",
+              ferry_last_error());
+    cr_assert_eq(m.id, 99);
+    cr_assert_eq(m.type, FERRY__MSG_CALL);
+    ferry__free(longer);
+    ferry__free(buf);
+}
+
+Test(wire_malformed, decode_fails_when_a_function_name_holds_a_nul, .timeout = 10)
+{
+    Ferry__Wire__Envelope env = FERRY__WIRE__ENVELOPE__INIT;
+    Ferry__Wire__Call call = FERRY__WIRE__CALL__INIT;
+    env.version = FERRY__WIRE_VERSION;
+    env.id = 99;
+    env.src = 2;
+    env.body_case = FERRY__WIRE__ENVELOPE__BODY_CALL;
+    env.call = &call;
+    call.fn = "abc";
+    size_t len;
+    uint8_t *buf = pack(&env, &len);
+    uint8_t *b = memchr(buf, 'b', len); /* "abc" -> "a\0c" */
+    cr_assert_not_null(b);
+    *b = 0;
+    ferry__msg m;
+    ferry__att *atts;
+    size_t n;
+    ferry_assert_status(ferry__wire_decode(buf, len, NULL, &m, &atts, &n), FERRY_EPROTO);
+    cr_assert(strstr(ferry_last_error(), "function name contains a NUL byte"), "%s",
+              ferry_last_error());
+    cr_assert_eq(m.type, FERRY__MSG_CALL);
+    cr_assert_eq(m.id, 99);
+    ferry__free(buf);
 }
 
 Test(wire_malformed, decode_fails_when_keys_do_not_match_their_parent, .timeout = 10)
@@ -342,7 +464,8 @@ Test(wire_malformed, decode_fails_when_keys_do_not_match_their_parent, .timeout 
     nd[1].kind = KIND(INT);
     nd[2].kind = KIND(INT);
     nd[2].key = (ProtobufCBinaryData){1, (uint8_t *)"k"};
-    Ferry__Wire__Envelope env = response(nodes, 3);
+    Ferry__Wire__Response body;
+    Ferry__Wire__Envelope env = response(&body, nodes, 3);
     expect_eproto(&env, "node 2 has a key but is not a dict entry");
     nd[0].kind = KIND(DICT);
     nd[1].key = (ProtobufCBinaryData){1, (uint8_t *)"k"};
@@ -355,16 +478,26 @@ Test(wire_malformed, decode_fails_when_args_or_kwargs_have_the_wrong_kind, .time
 {
     Ferry__Wire__Node nd = NODE_INIT;
     Ferry__Wire__Node *nodes[1] = {&nd};
-    Ferry__Wire__Envelope env = response(NULL, 0);
-    env.type = FERRY__WIRE__MSG_TYPE__MSG_CALL;
-    env.n_args = 1;
-    env.args = nodes;
+    Ferry__Wire__Response body;
+    Ferry__Wire__Envelope env = response(&body, NULL, 0);
+    Ferry__Wire__Call call = FERRY__WIRE__CALL__INIT;
+    env.body_case = FERRY__WIRE__ENVELOPE__BODY_CALL;
+    env.call = &call;
+    call.n_args = 1;
+    call.args = nodes;
     expect_eproto(&env, "args is a none, not a list");
-    env.n_args = 0;
-    env.n_kwargs = 1;
-    env.kwargs = nodes;
+    call.n_args = 0;
+    call.n_kwargs = 1;
+    call.kwargs = nodes;
     nd.kind = KIND(LIST);
     expect_eproto(&env, "kwargs is a list, not a dict");
+    Ferry__Wire__AutogradBackward bw = FERRY__WIRE__AUTOGRAD_BACKWARD__INIT;
+    env.body_case = FERRY__WIRE__ENVELOPE__BODY_AUTOGRAD_BACKWARD;
+    env.autograd_backward = &bw;
+    bw.n_grads = 1;
+    bw.grads = nodes;
+    nd.kind = KIND(INT);
+    expect_eproto(&env, "grads is a int, not a list");
 }
 
 Test(wire_malformed, decode_fails_when_attachments_pass_the_byte_limit, .timeout = 10)
@@ -441,7 +574,8 @@ Test(wire_malformed, unknown_fields_are_skipped_when_a_newer_peer_adds_them, .ti
     nd.kind = KIND(INT);
     nd.i = 5;
     Ferry__Wire__Node *nodes[1] = {&nd};
-    Ferry__Wire__Envelope env = response(nodes, 1);
+    Ferry__Wire__Response body;
+    Ferry__Wire__Envelope env = response(&body, nodes, 1);
     size_t len;
     uint8_t *buf = pack(&env, &len);
     const uint8_t extra[3] = {0xa0, 0x01, 0x2a}; /* field 20 (varint) = 42 */
