@@ -1,8 +1,8 @@
 /* Per-tensor autograd state (requires_grad, .grad, grad_fn and output index), grad mode, the
    public calls of ferry/autograd.h other than backward, and the hook table through which the ops
-   in tensor/ record nodes. The hooks are installed the first time anything makes a tensor part
-   of a graph: before that no op can have an input that requires grad, so nothing is missed, and
-   no constructor is needed for the static library. */
+   in tensor/ record nodes. The hooks are installed from a constructor (the static library is one
+   prelinked object, so it always runs): the wire codec sets requires_grad on received tensors
+   through tensor/'s table before any local op may have asked. */
 #include "autograd/variable.h"
 
 #include <pthread.h>
@@ -193,15 +193,26 @@ static const ferry__autograd_hooks hooks = {
     .check_inplace = hook_check_inplace,
 };
 
+static const ferry__tensor_autograd_ops tensor_ops = {
+    .free = meta_free,
+    .requires_grad = ferry_tensor_requires_grad,
+    .set_requires_grad = ferry_tensor_set_requires_grad,
+};
+
 static pthread_once_t install_once = PTHREAD_ONCE_INIT;
 
 static void install(void)
 {
-    ferry__tensor_set_autograd_free(meta_free);
+    ferry__tensor_set_autograd_ops(&tensor_ops);
     ferry__ops_set_autograd_hooks(&hooks);
 }
 
 void ferry__autograd_install(void)
 {
     pthread_once(&install_once, install);
+}
+
+__attribute__((constructor)) static void autograd_register(void)
+{
+    ferry__autograd_install();
 }

@@ -2,8 +2,9 @@
 # Instructions per tiny rpc_sync round trip, for the caller and the callee separately: runs
 # `ferry_bench tiny N` under callgrind for two call counts and prints
 # (Ir(N2) - Ir(N1)) / (N2 - N1) per process, so start-up, warm-up and shutdown cancel out. Also
-# prints the same difference for the wire codec alone (encode and decode, inclusive), which
-# does not depend on how long the progress threads spin and so moves only when the code does.
+# prints the same difference for the call work alone (see work_ir) and for the wire codec alone
+# (encode and decode, inclusive), which do not depend on how long the progress threads spin and
+# so move only when the code does.
 # The totals do depend on it (a waiting thread polls the fabric, valgrind runs one thread at a
 # time), so each count runs REPS times and the smallest total of each process is used.
 #
@@ -25,6 +26,14 @@ dir=$(mktemp -d "${TMPDIR:-/tmp}/ferry-callgrind.XXXXXX")
 # Total Ir of one callgrind file ("summary:" line), and the inclusive Ir of the wire codec's
 # entry points (callgrind_annotate --inclusive lists each function's cost with its callees).
 total_ir() { awk '/^summary:/ {print $2}' "$1"; }
+# The work of the call itself, without the polling of a waiting thread: the inclusive Ir of
+# starting calls (ferry_rpc_async), of everything done for a whole incoming message
+# (ferry__agent_on_message: decode, hooks, dispatch, and on the callee running a non-blocking
+# function and sending its reply) and of pool jobs (job_task). None of these nests in another.
+work_ir() {
+    callgrind_annotate --inclusive=yes --auto=no --threshold=100 "$1" 2>/dev/null |
+        awk '/:(ferry_rpc_async|ferry__agent_on_message|job_task) \[/ {gsub(",", "", $1); s += $1} END {print s + 0}'
+}
 wire_ir() {
     callgrind_annotate --inclusive=yes --auto=no --threshold=100 "$1" 2>/dev/null |
         awk '/:ferry__wire_(encode|decode) \[/ {gsub(",", "", $1); s += $1} END {print s + 0}'
@@ -68,7 +77,10 @@ for role in client server; do
     b=$(total_ir "$fb")
     wa=$(wire_ir "$fa")
     wb=$(wire_ir "$fb")
-    printf '  %-6s %8d total  %6d in ferry__wire_encode/decode\n' "$role" $(((b - a) / d)) $(((wb - wa) / d))
+    ka=$(work_ir "$fa")
+    kb=$(work_ir "$fb")
+    printf '  %-6s %8d total  %6d call work  %6d in ferry__wire_encode/decode\n' "$role" \
+        $(((b - a) / d)) $(((kb - ka) / d)) $(((wb - wa) / d))
 done
 [ "${KEEP:-0}" = 1 ] && echo "profiles kept in $dir"
 exit 0

@@ -21,7 +21,8 @@ static void fail_timeout(ferry__agent *a, ferry__pending *p)
     ferry_future_set_error(p->future, FERRY_ETIMEDOUT, why);
 }
 
-void ferry__agent_finish_failed(ferry__agent *a, ferry__pending *p, ferry_status rc, const char *why)
+void ferry__agent_finish_failed(ferry__agent *a, ferry__pending *p, ferry_status rc,
+                                const char *why)
 {
     char msg[768];
     atomic_fetch_sub(&a->client_active, 1);

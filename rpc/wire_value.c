@@ -14,7 +14,6 @@
 #include "core/error.h"
 #include "core/value_impl.h"
 #include "core/value_shared.h"
-#include "ferry/autograd.h"
 #include "rpc/wire_internal.h"
 
 /* ferry_kind and the wire's Kind share their numbering; the wire enum is the contract. */
@@ -248,7 +247,7 @@ static ferry_status encode_tensor(ferry__wire_enc *enc, const char *what, const 
     char *base = t->storage->data;
     *td = init;
     td->dtype = (uint32_t)t->dtype;
-    td->requires_grad = t->autograd && ferry_tensor_requires_grad(t); /* as torch keeps it */
+    td->requires_grad = ferry__tensor_requires_grad(t); /* as torch keeps it */
     td->n_sizes = (size_t)t->ndim;
     td->sizes = (int64_t *)t->sizes;
     void *data = base;
@@ -511,7 +510,7 @@ static ferry_status decode_tensor(ferry__wire_dec *dec, const Ferry__Wire__Tenso
         return ferry_last_status() == FERRY_ENOMEM
                    ? FERRY_ENOMEM
                    : ferry__fail(FERRY_EPROTO, "tensor %zu: %s", k, ferry_last_error());
-    if (td->requires_grad && (rc = ferry_tensor_set_requires_grad(t, true)) != FERRY_OK) {
+    if (td->requires_grad && (rc = ferry__tensor_set_requires_grad(t, true)) != FERRY_OK) {
         ferry_tensor_release(t);
         return rc == FERRY_ENOMEM ? rc : ferry__fail(FERRY_EPROTO, "tensor %zu: a %s tensor "
                                                      "cannot require gradients", k,

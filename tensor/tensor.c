@@ -13,15 +13,27 @@
 #include "core/alloc.h"
 #include "core/error.h"
 
-typedef void (*autograd_free_fn)(void *autograd);
-
 /* Set once by autograd/ at start-up and only read afterwards; atomic so a late registration
    racing a release on another thread is still well defined. */
-static _Atomic(autograd_free_fn) autograd_free_hook;
+static _Atomic(const ferry__tensor_autograd_ops *) autograd_ops;
 
-void ferry__tensor_set_autograd_free(void (*free_fn)(void *autograd))
+void ferry__tensor_set_autograd_ops(const ferry__tensor_autograd_ops *ops)
 {
-    atomic_store(&autograd_free_hook, free_fn);
+    atomic_store(&autograd_ops, ops);
+}
+
+bool ferry__tensor_requires_grad(const ferry_tensor *t)
+{
+    const ferry__tensor_autograd_ops *ops = atomic_load(&autograd_ops);
+    return t->autograd && ops && ops->requires_grad && ops->requires_grad(t);
+}
+
+ferry_status ferry__tensor_set_requires_grad(ferry_tensor *t, bool requires_grad)
+{
+    const ferry__tensor_autograd_ops *ops = atomic_load(&autograd_ops);
+    if (!ops || !ops->set_requires_grad)
+        return ferry__fail(FERRY_ENOTSUP, "autograd is not part of this build");
+    return ops->set_requires_grad(t, requires_grad);
 }
 
 int64_t ferry__shape_numel(int ndim, const int64_t *sizes)
@@ -407,7 +419,8 @@ void ferry_tensor_release(ferry_tensor *t)
     if (!t || !ferry__ref_dec(&t->ref))
         return;
     if (t->autograd) {
-        autograd_free_fn hook = atomic_load(&autograd_free_hook);
+        const ferry__tensor_autograd_ops *ops = atomic_load(&autograd_ops);
+        void (*hook)(void *) = ops ? ops->free : NULL;
         if (hook)
             hook(t->autograd);
     }

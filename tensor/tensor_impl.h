@@ -29,8 +29,19 @@ struct ferry_tensor {
     void *autograd;
 };
 
-/* autograd/ registers how to free its per-tensor state; set once, read-only after. */
-void ferry__tensor_set_autograd_free(void (*free_fn)(void *autograd));
+/* autograd/ (above tensor) registers how to free its per-tensor state, and how to read and set
+   requires_grad, so modules beside it (the wire codec) can carry the flag without depending on
+   autograd. Set once at start-up, read-only after. */
+typedef struct {
+    void (*free)(void *autograd);
+    bool (*requires_grad)(const ferry_tensor *t);
+    ferry_status (*set_requires_grad)(ferry_tensor *t, bool requires_grad);
+} ferry__tensor_autograd_ops;
+void ferry__tensor_set_autograd_ops(const ferry__tensor_autograd_ops *ops);
+/* t.requires_grad (false without autograd state); t.requires_grad_(flag) through the ops
+   (FERRY_ENOTSUP when autograd is not linked in, else its status). */
+bool ferry__tensor_requires_grad(const ferry_tensor *t);
+ferry_status ferry__tensor_set_requires_grad(ferry_tensor *t, bool requires_grad);
 
 /* Storage with one reference: a new one of nbytes (64-byte aligned, uninitialized), or one
    wrapping foreign memory whose `deleter` (NULL: none) runs on the last release. NULL on

@@ -96,7 +96,14 @@ typedef ferry_future *(*ferry_async_fn)(const ferry_value *args, const ferry_val
 FERRY_API ferry_status ferry_register_function(const char *name, ferry_fn fn, void *user);
 FERRY_API ferry_status ferry_register_async_function(const char *name, ferry_async_fn fn,
                                                      void *user);
-/* Functions that promise never to block may run right where their request is read. */
+/* Functions that promise never to block may run right where their request is read: on the
+   agent's progress thread, or on a thread of this process that is waiting on a future (in
+   ferry_future_wait, ferry_future_value, ferry_rpc_sync, ...) and reads the fabric meanwhile. Such
+   a function must not block, and must not rely on the thread's own thread-local state: the
+   thread may be a user thread in the middle of its own call. ferry saves and restores that
+   thread's last error around the function, and its modules install the request's own call
+   state (such as a distributed autograd context) for its length. Register functions that may
+   block with ferry_register_function instead: they run on the agent's pool. */
 FERRY_API ferry_status ferry_register_nonblocking_function(const char *name, ferry_fn fn,
                                                            void *user);
 

@@ -441,7 +441,8 @@ static void count_autograd_free(void *p)
 Test(tensor_lifetime, calls_autograd_hook_when_tensor_freed, .timeout = 10)
 {
     int freed = 0;
-    ferry__tensor_set_autograd_free(count_autograd_free);
+    static const ferry__tensor_autograd_ops counting = {.free = count_autograd_free};
+    ferry__tensor_set_autograd_ops(&counting);
     const int64_t s[] = {1};
     ferry_tensor *t = ferry_assert_ptr(ferry_zeros(1, s, FERRY_FLOAT32));
     ferry_tensor *v = ferry_assert_ptr(ferry_tensor_view(t, 0, NULL));
