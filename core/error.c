@@ -85,6 +85,9 @@ ferry_status ferry__status_from_errno(int err)
 void ferry__error_save(ferry__error_state *out)
 {
     out->status = last_status;
+    out->message[0] = '\0';
+    if (last_message[0] == '\0')
+        return; /* the usual case: nothing to keep */
     size_t n = strnlen(last_message, sizeof last_message - 1);
     memcpy(out->message, last_message, n);
     out->message[n] = '\0';
@@ -93,6 +96,10 @@ void ferry__error_save(ferry__error_state *out)
 void ferry__error_restore(const ferry__error_state *saved)
 {
     last_status = saved->status;
+    if (saved->message[0] == '\0') {
+        last_message[0] = '\0';
+        return;
+    }
     size_t n = strnlen(saved->message, sizeof saved->message - 1);
     memcpy(last_message, saved->message, n);
     last_message[n] = '\0';

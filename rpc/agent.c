@@ -1,6 +1,6 @@
-/* The agent's life: ferry_init_rpc (rendezvous, fabric, peers), the process-wide agent pointer,
-   worker info, default timeouts, and ferry_shutdown with torch's graceful protocol. */
-#include "rpc/agent.h"
+/* The agent's life: ferry_init_rpc (options, rendezvous, fabric, peers, modules) and
+   ferry_shutdown with torch's graceful protocol. agent_access.c holds the agent as an object. */
+#include "rpc/agent_impl.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,116 +15,8 @@
 #include "rpc/pending.h"
 #include "rpc/registry.h"
 
-/* The one process-wide agent (DESIGN section 3). `agent_lock` guards the pointer and makes init
-   and shutdown exclusive; users retain the agent under it. */
-static pthread_mutex_t agent_lock = PTHREAD_MUTEX_INITIALIZER;
+/* Init and shutdown are exclusive of each other. */
 static pthread_mutex_t lifecycle_lock = PTHREAD_MUTEX_INITIALIZER;
-static ferry__agent *current;
-
-#define NOT_INITIALIZED "RPC has not been initialized. Call ferry_init_rpc first."
-
-ferry__agent *ferry__agent_get(void)
-{
-    pthread_mutex_lock(&agent_lock);
-    ferry__agent *a = current;
-    if (a)
-        ferry__ref_inc(&a->ref);
-    pthread_mutex_unlock(&agent_lock);
-    if (!a)
-        ferry_set_error(FERRY_ESHUTDOWN, NOT_INITIALIZED);
-    return a;
-}
-
-static void agent_free(ferry__agent *a)
-{
-    for (int i = 0; a->workers && i < a->world_size; i++)
-        ferry__free(a->workers[i].name);
-    ferry__free(a->workers);
-    ferry__pending_free_table(a);
-    pthread_mutex_destroy(&a->lock);
-    pthread_mutex_destroy(&a->pool_lock);
-    pthread_rwlock_destroy(&a->net_lock);
-    ferry__free(a->name);
-    ferry__free(a);
-}
-
-ferry__agent *ferry__agent_retain(ferry__agent *a)
-{
-    if (a)
-        ferry__ref_inc(&a->ref);
-    return a;
-}
-
-void ferry__agent_release(ferry__agent *a)
-{
-    if (a && ferry__ref_dec(&a->ref))
-        agent_free(a);
-}
-
-const char *ferry__agent_name(const ferry__agent *a)
-{
-    return a->name;
-}
-
-int ferry__agent_rank(const ferry__agent *a)
-{
-    return a->rank;
-}
-
-int ferry__agent_world_size(const ferry__agent *a)
-{
-    return a->world_size;
-}
-
-const char *ferry__agent_worker_name(const ferry__agent *a, int rank)
-{
-    return rank >= 0 && rank < a->world_size ? a->workers[rank].name : NULL;
-}
-
-ferry_status ferry__agent_submit(ferry__agent *a, void (*fn)(void *), void *arg)
-{
-    ferry_status rc = FERRY_ESHUTDOWN;
-    pthread_mutex_lock(&a->pool_lock);
-    if (a->pool_open)
-        rc = ferry__pool_submit(a->pool, fn, arg);
-    pthread_mutex_unlock(&a->pool_lock);
-    return rc;
-}
-
-void ferry__agent_set_rref_codec(ferry__agent *a, const ferry__wire_rref_hooks *hooks)
-{
-    a->codec.rref = *hooks;
-}
-
-void ferry__agent_set_handler(ferry__agent *a, ferry__msg_type type, ferry__msg_handler fn,
-                              void *ctx)
-{
-    if (type > FERRY__MSG_INVALID && type < FERRY__MSG_TYPE_COUNT) {
-        a->handlers[type].fn = fn;
-        a->handlers[type].ctx = ctx;
-    }
-}
-
-void ferry__agent_set_inline_handler(ferry__agent *a, ferry__msg_type type,
-                                     ferry__msg_handler fn, void *ctx)
-{
-    if (type > FERRY__MSG_INVALID && type < FERRY__MSG_TYPE_COUNT) {
-        a->inline_handlers[type].fn = fn;
-        a->inline_handlers[type].ctx = ctx;
-    }
-}
-
-int ferry__agent_rank_of(ferry__agent *a, const char *name)
-{
-    if (!name)
-        return a->rank;
-    for (int i = 0; i < a->world_size; i++)
-        if (strcmp(a->workers[i].name, name) == 0)
-            return i;
-    ferry_set_error(FERRY_EUNKNOWN_WORKER, "name:%s,rank:%d could not find destination name %s",
-                    a->name, a->rank, name);
-    return -1;
-}
 
 void ferry_rpc_options_init(ferry_rpc_options *o)
 {
@@ -270,7 +162,7 @@ static ferry__agent *agent_new(const char *name, int rank, int world_size,
     ferry__wire_limits_default(&a->codec.limits);
     a->name = ferry__strdup(name);
     if (!a->name) {
-        agent_free(a);
+        ferry__agent_free(a);
         return ferry__fail_null(FERRY_ENOMEM, "out of memory creating the agent");
     }
     return a;
@@ -387,10 +279,8 @@ static ferry_status agent_start(ferry__agent *a, const char *init_method,
         return rc;
     /* Peers may call as soon as they pass the barrier below, before it returns here: functions
        they run must already find this agent. */
-    pthread_mutex_lock(&agent_lock);
-    current = a;
-    ferry__ref_inc(&a->ref); /* the process-wide pointer's reference */
-    pthread_mutex_unlock(&agent_lock);
+    if (!ferry__agent_publish(a))
+        return ferry__fail(FERRY_EINVAL, "RPC is already initialized");
     /* Everyone is listening before anyone calls (torch ends init with a barrier too). */
     return ferry__rendezvous_barrier(a->rdv, "ferry/init", t);
 }
@@ -414,10 +304,7 @@ ferry_status ferry_init_rpc(const char *name, int rank, int world_size,
     ferry__builtins_register();
 
     pthread_mutex_lock(&lifecycle_lock);
-    pthread_mutex_lock(&agent_lock);
-    bool busy = current != NULL;
-    pthread_mutex_unlock(&agent_lock);
-    if (busy) {
+    if (ferry__agent_running()) {
         pthread_mutex_unlock(&lifecycle_lock);
         return ferry__fail(FERRY_EINVAL, "RPC is already initialized");
     }
@@ -431,12 +318,7 @@ ferry_status ferry_init_rpc(const char *name, int rank, int world_size,
         if (rc != FERRY_OK) {
             char why[1024];
             snprintf(why, sizeof why, "%s", ferry_last_error());
-            pthread_mutex_lock(&agent_lock);
-            bool published = current == a;
-            current = published ? NULL : current;
-            pthread_mutex_unlock(&agent_lock);
-            if (published)
-                ferry__agent_release(a);
+            ferry__agent_unpublish(a);
             agent_stop(a, "init failed");
             ferry__agent_release(a);
             ferry__log_set_worker(NULL);
@@ -508,65 +390,12 @@ ferry_status ferry_shutdown(bool graceful, double timeout)
         if (rc != FERRY_OK)
             snprintf(why, sizeof why, "%s", ferry_last_error());
     }
-    pthread_mutex_lock(&agent_lock);
-    current = NULL;
-    pthread_mutex_unlock(&agent_lock);
+    ferry__agent_unpublish(a); /* drops the process-wide pointer's reference */
     agent_stop(a, "RPC is shutting down");
     ferry__log_set_worker(NULL);
     ferry__agent_release(a); /* ours */
-    ferry__agent_release(a); /* the process-wide pointer's */
     pthread_mutex_unlock(&lifecycle_lock);
     if (rc != FERRY_OK)
         ferry_set_error(rc, "%s", why);
     return rc;
-}
-
-ferry_status ferry_get_worker_info(const char *name, ferry_worker_info *out)
-{
-    if (!out)
-        return ferry__fail(FERRY_EINVAL, "out is NULL");
-    ferry__agent *a = ferry__agent_get();
-    if (!a)
-        return FERRY_ESHUTDOWN;
-    int r = ferry__agent_rank_of(a, name);
-    ferry_status rc = r >= 0 ? FERRY_OK : FERRY_EUNKNOWN_WORKER;
-    if (r >= 0)
-        *out = (ferry_worker_info){a->workers[r].name, r};
-    ferry__agent_release(a);
-    return rc;
-}
-
-ferry_status ferry_get_worker_infos(ferry_worker_info *out, size_t cap, size_t *n)
-{
-    ferry__agent *a = ferry__agent_get();
-    if (!a)
-        return FERRY_ESHUTDOWN;
-    for (int i = 0; i < a->world_size && (size_t)i < cap; i++)
-        out[i] = (ferry_worker_info){a->workers[i].name, i};
-    if (n)
-        *n = (size_t)a->world_size;
-    ferry__agent_release(a);
-    return FERRY_OK;
-}
-
-double ferry_get_rpc_timeout(void)
-{
-    ferry__agent *a = ferry__agent_get();
-    if (!a)
-        return 60.0;
-    double t = atomic_load(&a->default_timeout_s);
-    ferry__agent_release(a);
-    return t;
-}
-
-ferry_status ferry_set_rpc_timeout(double timeout)
-{
-    if (!(timeout >= 0))
-        return ferry__fail(FERRY_EINVAL, "RPC Timeout must be non-negative");
-    ferry__agent *a = ferry__agent_get();
-    if (!a)
-        return FERRY_ESHUTDOWN;
-    atomic_store(&a->default_timeout_s, timeout);
-    ferry__agent_release(a);
-    return FERRY_OK;
 }

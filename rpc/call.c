@@ -9,7 +9,7 @@
 #include "core/error.h"
 #include "core/future_impl.h"
 #include "core/log.h"
-#include "rpc/agent.h"
+#include "rpc/agent_impl.h"
 #include "rpc/pending.h"
 
 double ferry__agent_effective_timeout(ferry__agent *a, double timeout)

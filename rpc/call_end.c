@@ -7,7 +7,7 @@
 
 #include "core/alloc.h"
 #include "core/future_impl.h"
-#include "rpc/agent.h"
+#include "rpc/agent_impl.h"
 #include "rpc/pending.h"
 
 /* torch's wording, plus what was called where. */

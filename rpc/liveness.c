@@ -15,7 +15,7 @@
 #include "core/alloc.h"
 #include "core/future_impl.h"
 #include "core/log.h"
-#include "rpc/agent.h"
+#include "rpc/agent_impl.h"
 
 #define LIVENESS_PERIOD_NS 250000000LL
 

@@ -7,7 +7,7 @@
 #include <stddef.h>
 #include <string.h>
 
-#include "rpc/agent.h"
+#include "rpc/agent_impl.h"
 
 #include "core/log.h"
 

@@ -2,7 +2,7 @@
 #ifndef FERRY_RPC_PENDING_H
 #define FERRY_RPC_PENDING_H
 
-#include "rpc/agent.h"
+#include "rpc/agent_impl.h"
 
 /* Adds p (and its deadline, if any). FERRY_ENOMEM. */
 ferry_status ferry__pending_insert(ferry__agent *a, ferry__pending *p);

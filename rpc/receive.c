@@ -11,7 +11,7 @@
 #include "core/error.h"
 #include "core/future_impl.h"
 #include "core/log.h"
-#include "rpc/agent.h"
+#include "rpc/agent_impl.h"
 #include "rpc/msg_tags.h"
 #include "rpc/pending.h"
 #include "rpc/serve.h"

@@ -6,7 +6,7 @@
 
 #include "core/alloc.h"
 #include "core/error.h"
-#include "rpc/agent.h"
+#include "rpc/agent_impl.h"
 #include "rpc/msg_tags.h"
 
 typedef struct {
@@ -30,12 +30,11 @@ static void send_ctx_put(send_ctx *s)
     }
 }
 
+/* A failed part needs nothing here: the fabric layer reports a peer it cannot reach to the
+   agent itself (its on_peer_error handler), once. */
 static void part_done(void *arg, ferry_status rc)
 {
-    send_ctx *s = arg;
-    if (rc != FERRY_OK && rc != FERRY_ESHUTDOWN)
-        ferry__agent_on_peer_error(s->agent, s->dst, rc, "a send to it failed");
-    send_ctx_put(s);
+    send_ctx_put(arg);
 }
 
 static send_ctx *send_ctx_new(ferry__agent *agent, int dst, const ferry__msg *m,

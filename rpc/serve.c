@@ -254,7 +254,8 @@ static void job_task(void *arg)
     job *j = arg;
     ferry__agent *a = ferry__agent_retain(j->agent);
     void *slots[FERRY__MAX_MODULES];
-    ferry__agent_hooks_begin(a, j->src, j->m, slots);
+    if (a->hooks.n_around)
+        ferry__agent_hooks_begin(a, j->src, j->m, slots);
     ferry_status rc = wait_modules(j);
     if (rc != FERRY_OK) {
         reply_failure(a, j->src, j->m, rc);
@@ -265,7 +266,8 @@ static void job_task(void *arg)
     } else {
         run_handler(j);
     }
-    ferry__agent_hooks_end(a, slots);
+    if (a->hooks.n_around)
+        ferry__agent_hooks_end(a, slots);
     ferry__agent_release(a);
 }
 
@@ -273,14 +275,15 @@ static void job_task(void *arg)
    future and drives the fabric meanwhile. That thread's last error belongs to its own caller
    and is put back afterwards (DESIGN section 4; rpc/module.h says what modules must do with
    their own thread-local state). False when an inline handler declined: the job is untouched
-   and goes to the pool. */
-static bool run_here(job *j, bool is_call)
+   and goes to the pool. `a` is the caller's (alive for the length of the call; the job's own
+   reference may go with the job). */
+static bool run_here(ferry__agent *a, job *j, bool is_call)
 {
-    ferry__agent *a = ferry__agent_retain(j->agent);
     ferry__error_state saved;
     ferry__error_save(&saved);
     void *slots[FERRY__MAX_MODULES];
-    ferry__agent_hooks_begin(a, j->src, j->m, slots);
+    if (a->hooks.n_around)
+        ferry__agent_hooks_begin(a, j->src, j->m, slots);
     bool done = true;
     if (is_call)
         run_call(j);
@@ -288,9 +291,9 @@ static bool run_here(job *j, bool is_call)
         run_handler(j);
     else
         done = try_inline_handler(j);
-    ferry__agent_hooks_end(a, slots);
+    if (a->hooks.n_around)
+        ferry__agent_hooks_end(a, slots);
     ferry__error_restore(&saved);
-    ferry__agent_release(a);
     return done;
 }
 
@@ -334,7 +337,7 @@ void ferry__serve_request(ferry__agent *a, int src, ferry__msg *m)
     if (m->type == FERRY__MSG_PING ||
         (is_call && j->entry.kind == FERRY__FN_NONBLOCKING && modules_ready(j)) ||
         (!is_call && a->inline_handlers[m->type].fn)) {
-        if (run_here(j, is_call))
+        if (run_here(a, j, is_call))
             return;
     }
     ferry_status rc = ferry__agent_submit(a, job_task, j);

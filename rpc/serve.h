@@ -2,7 +2,7 @@
 #ifndef FERRY_RPC_SERVE_H
 #define FERRY_RPC_SERVE_H
 
-#include "rpc/agent.h"
+#include "rpc/agent_impl.h"
 
 /* Takes ownership of m (a decoded, whole request from `src`). Where the message was read: the
    progress thread or a thread driving the fabric. */

@@ -5,8 +5,8 @@
    Threads: the net's progress thread decodes incoming messages, completes response futures and
    expires timeouts; the agent's pool runs incoming calls and then-callbacks; any user thread may
    start calls. `lock` guards the pending-call table and the timeout heap; counters are atomic. */
-#ifndef FERRY_RPC_AGENT_H
-#define FERRY_RPC_AGENT_H
+#ifndef FERRY_RPC_AGENT_IMPL_H
+#define FERRY_RPC_AGENT_IMPL_H
 
 #include <pthread.h>
 #include <stdatomic.h>
@@ -100,6 +100,13 @@ ferry_status ferry__agent_ping_handler(ferry__agent *agent, int src, ferry__msg 
                                        ferry_value **result, void *ctx);
 
 /* Internal pieces of the agent shared between its files. */
+/* agent_access.c: frees an agent whose last reference went (agent.c stops it first); makes it
+   the process-wide agent (false if there is one already); clears that pointer if it is `a`
+   (true then, and its reference is dropped); whether there is one. */
+void ferry__agent_free(ferry__agent *agent);
+bool ferry__agent_publish(ferry__agent *agent);
+bool ferry__agent_unpublish(ferry__agent *agent);
+bool ferry__agent_running(void);
 int ferry__agent_module_count(void);
 const ferry__agent_module *ferry__agent_module_at(int i);
 /* Fills agent->hooks from the started modules (module.c). */
