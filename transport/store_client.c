@@ -318,7 +318,7 @@ static ferry_status lose(tcp_client *cl, ferry_status rc, const char *why)
 
 /* Sends the request and reads the reply body (status byte first) into *body, under cl->lock. */
 static ferry_status exchange(tcp_client *cl, const ferry__store_writer *w, int64_t deadline,
-                             double timeout_s, uint8_t **body, size_t *len)
+                             double waited_s, uint8_t **body, size_t *len)
 {
     uint8_t head[4];
     char why[160];
@@ -343,7 +343,7 @@ static ferry_status exchange(tcp_client *cl, const ferry__store_writer *w, int64
                                           "stop or crash?)");
     snprintf(why, sizeof why,
              "did not answer within %.3g s (rank 0 serves it: is it stopped or unreachable?)",
-             timeout_s);
+             waited_s);
     return lose(cl, FERRY_ETIMEDOUT, why);
 }
 
@@ -364,7 +364,8 @@ static ferry_status tcp_call(tcp_client *cl, ferry__store_writer *w, double time
         return ferry__fail(FERRY_ENOMEM, "out of memory building a store request");
     }
     pthread_mutex_lock(&cl->lock);
-    rc = exchange(cl, w, deadline, timeout_s, body, len);
+    rc = exchange(cl, w, deadline,
+                  timeout_s + (is_blocking ? FERRY__STORE_REPLY_GRACE_MS / 1000.0 : 0), body, len);
     pthread_mutex_unlock(&cl->lock);
     if (rc != FERRY_OK) {
         ferry__free(*body);
