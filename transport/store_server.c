@@ -357,7 +357,9 @@ static void serve_timers(ferry__store_server *srv)
                 atomic_fetch_add(&srv->st.handshake_timeouts, 1);
                 conn_close(srv, c);
             }
-            if (c->fd < 0 || (!c->stream.is_parked && (is_paused(srv, c) || !c->in_len)))
+            /* Only authenticated input is ever run: before auth `in` holds part of a proof. */
+            if (c->fd < 0 || !c->is_ready ||
+                (!c->stream.is_parked && (is_paused(srv, c) || !c->in_len)))
                 continue;
             /* Parked, or frames left unrun while the output was over the limit. */
             if (!conn_process(srv, c) || !conn_flush(c))

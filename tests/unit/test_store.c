@@ -397,6 +397,25 @@ Test(transport_store, server_rejects_a_wrong_mac_when_sent_from_a_raw_socket, .t
     ferry__store_server_stop(srv);
 }
 
+Test(transport_store, server_never_runs_a_request_when_it_arrives_before_the_proof, .timeout = 10)
+{
+    int port;
+    ferry__store_server *srv = start_server("tok", &port);
+    int fd = raw_connect(port, true);
+    /* A whole set frame (17 bytes) where the 64-byte proof belongs, then silence. */
+    const uint8_t set[] = {0, 0, 0, 13, 1, 0, 0, 0, 3, 'e', 'v', 'l', 0, 0, 0, 1, 'x'};
+    cr_assert_eq(send(fd, set, sizeof set, MSG_NOSIGNAL), (ssize_t)sizeof set);
+    /* Something else makes the server loop run while those bytes sit there. */
+    ferry__store *st = ferry_assert_ptr(ferry__store_connect("127.0.0.1", port, "tok", 5));
+    ferry_assert_ok(ferry__store_set(st, "k", "v", 1, 5));
+    bool present[1] = {true};
+    ferry_assert_ok(ferry__store_check(st, (const char *[]){"evl"}, 1, present, 5));
+    cr_assert(!present[0], "an unauthenticated request was run");
+    close(fd);
+    ferry__store_close(st);
+    ferry__store_server_stop(srv);
+}
+
 Test(transport_store, ops_fail_with_einval_when_keys_or_values_exceed_limits, .timeout = 10)
 {
     int port;
