@@ -491,4 +491,8 @@ Test(tools_ferryrun, passes_node_rank_and_token_on_when_nodes_are_many, .timeout
     cr_assert(strstr(out, "[3] 3/6 29999 shared-token\n"), "%s", out);
     unsetenv("FERRY_AUTH_TOKEN");
     cr_assert_eq(run_ferryrun(args, out, sizeof out), 2, "a multi-node run needs a shared token");
+    setenv("FERRY_AUTH_TOKEN", "", 1);
+    const char *one[] = {"-n", "1", "true", NULL};
+    cr_assert_eq(run_ferryrun(one, out, sizeof out), 2, "an empty token is refused up front");
+    unsetenv("FERRY_AUTH_TOKEN");
 }
