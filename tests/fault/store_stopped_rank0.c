@@ -1,8 +1,9 @@
 /* Rank 0 serves the store; when it is stopped (SIGSTOP) while the others shut down gracefully,
    their ferry_shutdown(true, T) must return within T + 1 s with an error naming the store and
-   rank 0, rather than hang (it took 70 s before store calls had deadlines). Two moments: rank 0
-   stops before the others' first store call of the shutdown (the call itself must time out), and
-   while they wait in a shutdown round (the wait must notice the store is gone). */
+   rank 0, rather than hang (it took 70 s before store calls had deadlines). Two moments: the
+   parent stops rank 0 before the others' first store call of the shutdown (the call itself must
+   time out), and rank 0 stops itself while they wait in a shutdown round (the wait must notice
+   the store is gone). Either way only after every rank finished init. */
 #include <string.h>
 
 #include "store_fault_util.h"
@@ -13,8 +14,10 @@
 
 typedef struct {
     rpc_case c;
-    bool stop_mid_round; /* rank 0 stops once the others wait in round 0 */
+    bool stop_mid_round; /* rank 0 stops itself once the others wait in round 0 */
+    int ready[2];        /* ranks 1.. write a byte once their init is done */
     int go[2];           /* the parent writes WORLD - 1 bytes: the others may shut down */
+    int release[2];      /* the parent writes a byte once rank 0 was continued */
 } stop_case;
 
 /* Rank 0: waits (on its own store connection) until ranks 1.. wait in the first shutdown
@@ -38,15 +41,19 @@ static int stop_rank(int rank, void *arg)
     stop_case *sc = arg;
     if (rpc_case_join(&sc->c, rank, WORLD) != 0)
         return 1;
+    char byte;
     if (rank == 0) {
-        if (sc->stop_mid_round)
+        /* Stopped by the parent while it waits here, or by itself mid-round. */
+        if (sc->stop_mid_round) {
             wait_for_round(sc);
-        raise(SIGSTOP);
+            raise(SIGSTOP);
+        }
+        RANK_CHECK(read(sc->release[0], &byte, 1) == 1);
         /* Continued once the others returned: leave without them. */
         ferry_shutdown(false, 1);
         return 0;
     }
-    char byte;
+    RANK_CHECK(write(sc->ready[1], "r", 1) == 1);
     RANK_CHECK(read(sc->go[0], &byte, 1) == 1);
     double t0 = ferry__now_s();
     ferry_status rc = ferry_shutdown(true, SHUTDOWN_T);
@@ -64,12 +71,21 @@ static void run_stopped(bool stop_mid_round)
     rpc_test_set_token();
     stop_case sc = {.c = {.transport = "tcp", .port = ferry_test_free_port()},
                     .stop_mid_round = stop_mid_round};
-    cr_assert(pipe(sc.go) == 0);
+    cr_assert(pipe(sc.ready) == 0 && pipe(sc.go) == 0 && pipe(sc.release) == 0);
     pid_t pids[WORLD];
     for (int r = 0; r < WORLD; r++)
         pids[r] = fault_fork(stop_rank, r, &sc);
-    if (!stop_mid_round)
+    /* Everyone is past init (whose barrier rank 0's store answers) before rank 0 stops. */
+    char bytes[WORLD];
+    for (int got = 0; got < WORLD - 1;) {
+        ssize_t n = read(sc.ready[0], bytes, sizeof bytes);
+        cr_assert(n > 0, "a rank died before finishing init");
+        got += (int)n;
+    }
+    if (!stop_mid_round) {
+        kill(pids[0], SIGSTOP);
         cr_assert(fault_wait_stopped(pids[0]), "rank 0 ended before it stopped");
+    }
     cr_assert(write(sc.go[1], "gg", WORLD - 1) == WORLD - 1);
     if (stop_mid_round)
         cr_assert(fault_wait_stopped(pids[0]), "rank 0 ended before it stopped");
@@ -77,6 +93,7 @@ static void run_stopped(bool stop_mid_round)
     for (int r = 1; r < WORLD; r++)
         rc[r] = fault_reap(pids[r], SHUTDOWN_T + 15);
     kill(pids[0], SIGCONT);
+    cr_assert(write(sc.release[1], "x", 1) == 1);
     rc[0] = fault_reap(pids[0], 20);
     for (int r = 0; r < WORLD; r++)
         cr_assert_eq(rc[r], 0, "rank %d exited with %d", r, rc[r]);
