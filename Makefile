@@ -35,7 +35,7 @@ PROTO_H  := $(BUILD)/proto/ferry.pb-c.h
 LIB_OBJS := $(LIB_SRCS:%.c=$(BUILD)/obj/%.o) $(BUILD)/obj/proto/ferry.pb-c.o
 
 UNIT_SRCS  := $(sort $(wildcard tests/unit/*.c))
-INTEG_SRCS := $(sort $(wildcard tests/integration/*.c))
+INTEG_SRCS := $(sort $(wildcard tests/integration/*.c tests/fault/*.c))
 TESTLIB_SRCS := $(sort $(wildcard tests/common/*.c))
 FUZZ_SRCS  := $(sort $(wildcard tests/fuzz/*.c))
 EXAMPLES   := $(notdir $(patsubst %/,%,$(wildcard examples/*/)))
@@ -51,7 +51,7 @@ EXAMPLE_BINS := $(EXAMPLES:%=$(BUILD)/examples/%)
 BENCH_BINS := $(BENCH_SRCS:bench/%.c=$(BUILD)/bench/%)
 
 CRITERION_JOBS ?= 2
-FUZZ_SMOKE_S ?= 10
+FUZZ_SMOKE_S ?= 5
 FUZZ_LONG_S ?= 300
 
 .PHONY: all deps test test-unit test-integration test-asan test-netns fuzz fuzz-smoke demo bench clean \

@@ -226,6 +226,8 @@ static int run_ferry(const char *transport, ferry_figures *out)
     int port = free_port(), fds[2];
     if (pipe(fds))
         return -1;
+    if (!getenv("FERRY_AUTH_TOKEN")) /* both ranks fork from here and share it */
+        setenv("FERRY_AUTH_TOKEN", "ferry-bench-token", 1);
     pid_t pids[2];
     for (int r = 0; r < 2; r++) {
         pids[r] = fork();

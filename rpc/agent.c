@@ -338,10 +338,31 @@ ferry_status ferry_init_rpc(const char *name, int rank, int world_size,
 
 /* torch's join: every worker waits until its own calls are answered, then all agree that no
    worker has anything in flight; repeat until the sum is zero. Then modules release what they
-   still hold (user RRefs), which may start new messages, so agree once more. */
+   still hold (user RRefs), which may start new messages, so agree once more. A round that finds
+   work in flight is repeated after a pause that grows from 1 ms to 50 ms, so a long call keeps
+   the store at a few rounds a second rather than as many as it can answer. Every store call
+   carries what is left of the deadline, so a store that stops answering (rank 0 stopped or cut
+   off) ends the join within it. */
+#define JOIN_BACKOFF_MIN_US 1000
+#define JOIN_BACKOFF_MAX_US 50000
+
+static double join_left_s(long long deadline)
+{
+    if (!deadline)
+        return 1e9;
+    double left = (deadline - ferry__now_ns()) / 1e9;
+    return left > 1e-3 ? left : 1e-3;
+}
+
+static ferry_status join_failed(ferry__agent *a, ferry_status rc)
+{
+    return ferry__fail(rc, "graceful shutdown of '%s' failed: %s", a->name, ferry_last_error());
+}
+
 static ferry_status graceful_join(ferry__agent *a, double timeout)
 {
     long long deadline = timeout > 0 ? ferry__now_ns() + (long long)(timeout * 1e9) : 0;
+    long long backoff_us = JOIN_BACKOFF_MIN_US;
     char key[64];
     bool quiesced = false;
     for (int round = 0;; round++) {
@@ -353,26 +374,31 @@ static ferry_status graceful_join(ferry__agent *a, double timeout)
                                    a->name, timeout, atomic_load(&a->client_active));
             ferry__sleep_us(200);
         }
-        double left = deadline ? (deadline - ferry__now_ns()) / 1e9 : 1e9;
-        if (left <= 0)
-            left = 1e-3;
         snprintf(key, sizeof key, "ferry/shutdown/%d", round);
         int64_t busy = atomic_load(&a->client_active) + atomic_load(&a->server_active) +
                        modules_busy(a);
         int64_t total = 0;
-        ferry_status rc = ferry__rendezvous_allreduce_sum(a->rdv, key, busy, &total, left);
+        ferry_status rc =
+            ferry__rendezvous_allreduce_sum(a->rdv, key, busy, &total, join_left_s(deadline));
         if (rc != FERRY_OK)
-            return rc;
+            return join_failed(a, rc);
         if (total == 0 && quiesced)
             break;
         if (total == 0) {
-            if ((rc = modules_quiesce(a, left)) != FERRY_OK)
+            if ((rc = modules_quiesce(a, join_left_s(deadline))) != FERRY_OK)
                 return rc;
             quiesced = true;
+            continue;
         }
+        long long pause_us = backoff_us;
+        if (deadline && (deadline - ferry__now_ns()) / 1000 < pause_us)
+            pause_us = (deadline - ferry__now_ns()) / 1000;
+        ferry__sleep_us(pause_us);
+        backoff_us = backoff_us * 2 > JOIN_BACKOFF_MAX_US ? JOIN_BACKOFF_MAX_US : backoff_us * 2;
     }
-    double left = deadline ? (deadline - ferry__now_ns()) / 1e9 : 1e9;
-    return ferry__rendezvous_barrier(a->rdv, "ferry/shutdown/final", left > 0 ? left : 1e-3);
+    ferry_status rc =
+        ferry__rendezvous_barrier(a->rdv, "ferry/shutdown/final", join_left_s(deadline));
+    return rc == FERRY_OK ? FERRY_OK : join_failed(a, rc);
 }
 
 ferry_status ferry_shutdown(bool graceful, double timeout)

@@ -448,6 +448,10 @@ static int resolve_job(options *o, char *port, size_t port_len, char *token, siz
         return fprintf(stderr, "ferryrun: no free port on %s\n", o->master_addr), -1;
     if (o->master_port)
         snprintf(port, port_len, "%s", o->master_port);
+    if (env_token && !*env_token)
+        return fprintf(stderr, "ferryrun: FERRY_AUTH_TOKEN is empty; unset it (ferryrun makes "
+                               "one) or set it to a shared secret\n"),
+               -1;
     if (!env_token && o->nnodes > 1)
         return fprintf(stderr, "ferryrun: --nnodes > 1 needs FERRY_AUTH_TOKEN set to the same "
                                "value on every node\n"),

@@ -1,7 +1,7 @@
 /* init_method and environment parsing for rendezvous (see init_method.h): splits the URL into
    scheme, address and query, reads the launcher variables in torch's order of preference with
-   torch's error messages, and checks worker names. No state and no I/O beyond getenv; the store
-   join itself is rendezvous.c's. */
+   torch's error messages, checks worker names and applies the auth token rule. No state and no
+   I/O beyond getenv; the store join itself is rendezvous.c's. */
 #include "transport/init_method.h"
 
 #include <errno.h>
@@ -190,4 +190,26 @@ ferry_status ferry__rendezvous_resolve_env(const char *init_method, int *rank_io
     if (file_path)
         *file_path = path;
     return FERRY_OK;
+}
+
+ferry_status ferry__rendezvous_token_policy(const char *token, const char *insecure, bool is_file,
+                                            const char **out)
+{
+    *out = NULL;
+    if (token && !*token)
+        return ferry__fail(FERRY_EINVAL,
+                           "FERRY_AUTH_TOKEN is empty; set it to a secret shared by every worker "
+                           "(ferryrun makes one), or unset it and set FERRY_INSECURE=1 to run "
+                           "without authentication");
+    if (token) {
+        *out = token;
+        return FERRY_OK;
+    }
+    if (is_file || (insecure && !strcmp(insecure, "1")))
+        return FERRY_OK;
+    return ferry__fail(FERRY_EAUTH,
+                       "FERRY_AUTH_TOKEN is not set: without it anyone who reaches the store's "
+                       "port could join the job. Set FERRY_AUTH_TOKEN to the same secret on "
+                       "every worker (ferryrun sets one), or set FERRY_INSECURE=1 to run "
+                       "without authentication");
 }

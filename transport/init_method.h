@@ -6,6 +6,8 @@
 #ifndef FERRY_TRANSPORT_INIT_METHOD_H
 #define FERRY_TRANSPORT_INIT_METHOD_H
 
+#include <stdbool.h>
+
 #include "ferry/error.h"
 
 /* Worker names are shorter than this many bytes (torch's limit). */
@@ -25,5 +27,14 @@ ferry_status ferry__rendezvous_check_name(const char *name);
    expected, but not set"), a malformed init_method, or a rank out of range; FERRY_ENOMEM. */
 ferry_status ferry__rendezvous_resolve_env(const char *init_method, int *rank, int *world_size,
                                            char **store_host, int *store_port, char **file_path);
+
+/* The auth token rule for rendezvous. token is FERRY_AUTH_TOKEN (NULL = not set), insecure
+   FERRY_INSECURE's value (NULL = not set), is_file whether the store is a file (which the token
+   does not protect: its owner and mode do, so none is needed there). *out is the token to use,
+   or NULL to run without authentication, which only FERRY_INSECURE=1 (or a file store) allows.
+   FERRY_OK; FERRY_EINVAL "FERRY_AUTH_TOKEN is empty" (set but ""), whatever else is set;
+   FERRY_EAUTH when no token is set and FERRY_INSECURE is not 1, saying how to fix it. */
+ferry_status ferry__rendezvous_token_policy(const char *token, const char *insecure, bool is_file,
+                                            const char **out);
 
 #endif

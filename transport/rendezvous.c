@@ -5,8 +5,12 @@
    the same way with the same message. (torch has every rank read every other rank's key, which is
    what makes its rendezvous slow past a few dozen workers.) Collectives use one counter per round:
    the last arriver sets a "done" key the others block on. Per-rank presence keys cost one set
-   each and let a timeout name exactly which ranks never came. Parsing init_method and the
-   environment is init_method.c's. */
+   each and let a timeout name exactly which ranks never came. The last arriver of a round also
+   deletes the keys of the round before it (every rank has left that one, since all arrived at
+   this one), so repeated rounds keep the store at a constant size. Every store operation carries
+   what is left of the caller's deadline; a wait whose store stopped answering ends at once with
+   the store's error instead of running on. Parsing init_method, the environment and the token
+   policy is init_method.c's. */
 #include "transport/rendezvous.h"
 
 #include <errno.h>
@@ -30,6 +34,10 @@
 /* How long rank 0 keeps the store up for the others after a failed join or at free. */
 #define LINGER_MAX_S 5.0
 #define ABORT_CHECK_SLICE_S 0.25 /* how often a collective's wait asks whether to give up */
+/* Store calls made after a deadline passed (publishing a timeout verdict, naming missing ranks,
+   leaving) get this long: enough for a live store, short for a dead one. */
+#define AFTER_DEADLINE_S 0.5
+#define LEAVE_TIMEOUT_S 1.0
 
 typedef struct round_count {
     struct round_count *next;
@@ -44,6 +52,7 @@ struct ferry__rendezvous {
     char *file_path;
     ferry__peer_entry *peers;
     round_count *rounds;
+    char prev_round[PREFIX_LEN]; /* the last collective that completed here; "" = none */
     bool (*should_abort)(void *ctx, char *why, size_t cap);
     void *abort_ctx;
 };
@@ -178,7 +187,8 @@ static void rank_key(char *key, const char *prefix, int rank)
 }
 
 /* Builds "ranks 3, 5 never arrived" (or "rank 3 ...") from the presence keys under prefix.
-   Returns how many were missing; 0 leaves out untouched. */
+   Returns how many were missing; 0 leaves out untouched. -1 when the store could not say (its
+   error is then the last error). */
 static int missing_ranks(ferry__store *st, const char *prefix, int world_size, char *out,
                          size_t out_len)
 {
@@ -192,8 +202,10 @@ static int missing_ranks(ferry__store *st, const char *prefix, int world_size, c
         if (is_ok)
             rank_key(keys[r], prefix, r);
     }
-    if (is_ok && ferry__store_check(st, (const char *const *)keys, (size_t)world_size, present) ==
-                     FERRY_OK) {
+    if (is_ok && ferry__store_check(st, (const char *const *)keys, (size_t)world_size, present,
+                                    AFTER_DEADLINE_S) != FERRY_OK)
+        n_missing = -1;
+    else if (is_ok) {
         size_t used = 0;
         for (int r = 0; r < world_size; r++)
             n_missing += !present[r];
@@ -247,14 +259,15 @@ static ferry_status next_round(ferry__rendezvous *rdv, const char *kind, const c
 #define KEY_CLOSED "ferry/rdv/closed"
 
 /* Adds one to key; whoever brings it to `target` sets key/done, which waiters block on. */
-static ferry_status count_in(ferry__store *st, const char *key, int64_t target)
+static ferry_status count_in(ferry__store *st, const char *key, int64_t target, double timeout_s)
 {
     char done[KEY_LEN];
     int64_t n = 0;
-    ferry_status rc = ferry__store_add(st, key, 1, &n);
+    double deadline = ferry__now_s() + timeout_s;
+    ferry_status rc = ferry__store_add(st, key, 1, &n, timeout_s);
     snprintf(done, sizeof done, "%s/done", key);
     if (rc == FERRY_OK && n == target)
-        rc = ferry__store_set(st, done, "1", 1);
+        rc = ferry__store_set(st, done, "1", 1, left_s(deadline));
     return rc;
 }
 
@@ -277,7 +290,7 @@ static void linger_for_fetchers(ferry__rendezvous *rdv, uint32_t fetchers, doubl
 
 /* The table: u32 status, u32 fetchers, then either the error message or the records. */
 static ferry_status publish_verdict(ferry__rendezvous *rdv, ferry_status verdict, uint32_t fetchers,
-                                    const ferry__peer_entry *peers)
+                                    const ferry__peer_entry *peers, double timeout_s)
 {
     buf b = {0};
     put_u32(&b, (uint32_t)verdict);
@@ -290,7 +303,7 @@ static ferry_status publish_verdict(ferry__rendezvous *rdv, ferry_status verdict
     char msg[1024];
     snprintf(msg, sizeof msg, "%s", ferry_last_error());
     ferry_status rc = b.is_oom ? ferry__fail(FERRY_ENOMEM, "out of memory building the worker table")
-                               : ferry__store_set(rdv->store, KEY_TABLE, b.p, b.len);
+                               : ferry__store_set(rdv->store, KEY_TABLE, b.p, b.len, timeout_s);
     ferry__free(b.p);
     if (rc != FERRY_OK)
         return rc;
@@ -357,8 +370,11 @@ static ferry_status gather(ferry__rendezvous *rdv, double deadline, double timeo
     if (rc == FERRY_ETIMEDOUT) {
         char missing[900] = "";
         int n_missing = missing_ranks(rdv->store, KEY_RECORDS, n, missing, sizeof missing);
+        if (n_missing < 0)
+            return ferry_last_status();
         ferry__fail(FERRY_ETIMEDOUT, "rendezvous timed out after %g s: %s", timeout_s, missing);
-        rc = publish_verdict(rdv, FERRY_ETIMEDOUT, (uint32_t)(n - n_missing - 1), NULL);
+        rc = publish_verdict(rdv, FERRY_ETIMEDOUT, (uint32_t)(n - n_missing - 1), NULL,
+                             AFTER_DEADLINE_S);
         linger_for_fetchers(rdv, (uint32_t)(n - n_missing - 1), timeout_s);
         return rc;
     }
@@ -370,20 +386,23 @@ static ferry_status gather(ferry__rendezvous *rdv, double deadline, double timeo
     rc = read_records(rdv, rdv->peers, deadline);
     if (rc == FERRY_OK)
         rc = check_table(rdv, rdv->peers);
-    rc = publish_verdict(rdv, rc, (uint32_t)(n - 1), rdv->peers);
+    rc = publish_verdict(rdv, rc, (uint32_t)(n - 1), rdv->peers,
+                         left_s(deadline) > AFTER_DEADLINE_S ? left_s(deadline) : AFTER_DEADLINE_S);
     if (rc != FERRY_OK)
         linger_for_fetchers(rdv, (uint32_t)(n - 1), timeout_s);
     return rc;
 }
 
 /* Non-zero ranks: reads the verdict rank 0 published, counting itself as having read it. */
-static ferry_status decode_table(ferry__rendezvous *rdv, const uint8_t *p, size_t len)
+static ferry_status decode_table(ferry__rendezvous *rdv, const uint8_t *p, size_t len,
+                                 double deadline)
 {
     cursor c = {.p = p, .left = len};
     uint32_t verdict = get_u32(&c), fetchers = get_u32(&c);
     if (c.is_bad || verdict >= FERRY__STATUS_COUNT)
         return ferry__fail(FERRY_EPROTO, "malformed worker table in the rendezvous store");
-    if (count_in(rdv->store, KEY_FETCHED, fetchers) != FERRY_OK)
+    double ack_s = left_s(deadline) > AFTER_DEADLINE_S ? left_s(deadline) : AFTER_DEADLINE_S;
+    if (count_in(rdv->store, KEY_FETCHED, fetchers, ack_s) != FERRY_OK)
         ferry__log_warn("rendezvous", "could not acknowledge the worker table: %s",
                         ferry_last_error());
     if (verdict != FERRY_OK) {
@@ -413,9 +432,15 @@ static ferry_status fetch(ferry__rendezvous *rdv, double deadline, double timeou
     /* A little longer than rank 0 waits, so its verdict (naming the missing ranks) wins. */
     double wait_s = deadline > 0 ? left_s(deadline) + 1.0 : 0;
     ferry_status rc = ferry__store_get(rdv->store, KEY_TABLE, wait_s, &val, &len);
+    if (rc == FERRY_ETIMEDOUT && !ferry__store_is_connected(rdv->store))
+        return rc; /* the store itself stopped answering: its error says so */
     if (rc == FERRY_ETIMEDOUT) {
         char missing[900] = "";
-        if (missing_ranks(rdv->store, KEY_RECORDS, rdv->world_size, missing, sizeof missing) > 0)
+        int n_missing =
+            missing_ranks(rdv->store, KEY_RECORDS, rdv->world_size, missing, sizeof missing);
+        if (n_missing < 0)
+            return ferry_last_status();
+        if (n_missing > 0)
             return ferry__fail(FERRY_ETIMEDOUT, "rendezvous timed out after %g s: %s", timeout_s,
                                missing);
         return ferry__fail(FERRY_ETIMEDOUT,
@@ -424,7 +449,7 @@ static ferry_status fetch(ferry__rendezvous *rdv, double deadline, double timeou
                            timeout_s);
     }
     if (rc == FERRY_OK)
-        rc = decode_table(rdv, val, len);
+        rc = decode_table(rdv, val, len, deadline);
     ferry__free(val);
     return rc;
 }
@@ -433,11 +458,11 @@ static ferry_status open_store(ferry__rendezvous *rdv, const char *host, int por
                                const char *token, double deadline, double timeout_s)
 {
     if (rdv->file_path) {
-        rdv->store = ferry__store_open_file(rdv->file_path, token);
+        rdv->store = ferry__store_open_file(rdv->file_path);
         return rdv->store ? FERRY_OK : ferry_last_status();
     }
     if (rdv->rank == 0) {
-        rdv->server = ferry__store_server_start(host, port, token, NULL);
+        rdv->server = ferry__store_server_start(host, port, token, NULL, NULL);
         if (!rdv->server)
             return ferry_last_status();
     }
@@ -454,7 +479,7 @@ static ferry_status open_store(ferry__rendezvous *rdv, const char *host, int por
 
 /* Claims this rank's record key; a second worker with the same rank is refused. */
 static ferry_status publish_self(ferry__rendezvous *rdv, const char *name, const void *addr,
-                                 size_t addr_len)
+                                 size_t addr_len, double deadline)
 {
     char key[KEY_LEN];
     buf b = {0};
@@ -465,7 +490,7 @@ static ferry_status publish_self(ferry__rendezvous *rdv, const char *name, const
         return ferry__fail(FERRY_ENOMEM, "out of memory in rendezvous");
     rank_key(key, KEY_RECORDS, rdv->rank);
     ferry_status rc = ferry__store_compare_set(rdv->store, key, NULL, 0, b.p, b.len, &actual,
-                                               &actual_len);
+                                               &actual_len, left_s(deadline));
     if (rc == FERRY_OK && (actual_len != b.len || memcmp(actual, b.p, b.len))) {
         ferry__peer_entry other = {0};
         cursor c = {.p = actual, .left = actual_len};
@@ -519,11 +544,18 @@ ferry__rendezvous *ferry__rendezvous_join(const char *init_method, int rank, int
     rdv->rank = rank;
     rdv->world_size = world_size;
     rdv->file_path = path;
-    token = token && *token ? token : NULL;
-    ferry_status rc = open_store(rdv, host, port, token, deadline, timeout_s);
+    ferry_status rc = ferry__rendezvous_token_policy(token, getenv("FERRY_INSECURE"),
+                                                     path != NULL, &token);
+    if (rc == FERRY_OK && !token && !path)
+        ferry__log_warn("rendezvous",
+                        "FERRY_INSECURE=1: the store at %s:%d runs without an auth token; "
+                        "anyone who reaches the port can claim a rank or read the addresses",
+                        host, port);
+    if (rc == FERRY_OK)
+        rc = open_store(rdv, host, port, token, deadline, timeout_s);
     ferry__free(host);
     if (rc == FERRY_OK)
-        rc = publish_self(rdv, name, addr, addr_len);
+        rc = publish_self(rdv, name, addr, addr_len, deadline);
     if (rc == FERRY_OK)
         rc = rank == 0 ? gather(rdv, deadline, timeout_s) : fetch(rdv, deadline, timeout_s);
     if (rc != FERRY_OK) {
@@ -540,23 +572,71 @@ static ferry_status round_timeout(ferry__rendezvous *rdv, const char *kind, cons
                                   const char *prefix, double timeout_s)
 {
     char missing[900] = "";
-    if (missing_ranks(rdv->store, prefix, rdv->world_size, missing, sizeof missing) == 0)
+    int n_missing = missing_ranks(rdv->store, prefix, rdv->world_size, missing, sizeof missing);
+    if (n_missing < 0)
+        return ferry__fail(ferry_last_status(), "%s '%s' failed: %s", kind, name,
+                           ferry_last_error());
+    if (n_missing == 0)
         snprintf(missing, sizeof missing, "every rank arrived, but the round never completed");
     return ferry__fail(FERRY_ETIMEDOUT, "%s '%s' timed out after %g s: %s", kind, name, timeout_s,
                        missing);
 }
 
 /* Marks this rank present and counts it in; *is_last for the rank that completes the round. */
-static ferry_status arrive(ferry__rendezvous *rdv, const char *prefix, bool *is_last)
+static ferry_status arrive(ferry__rendezvous *rdv, const char *prefix, bool *is_last,
+                           double deadline)
 {
     char key[KEY_LEN];
     int64_t n = 0;
     rank_key(key, prefix, rdv->rank);
-    ferry_status rc = ferry__store_set(rdv->store, key, "", 0);
+    ferry_status rc = ferry__store_set(rdv->store, key, "", 0, left_s(deadline));
     snprintf(key, sizeof key, "%s/n", prefix);
     if (rc == FERRY_OK)
-        rc = ferry__store_add(rdv->store, key, 1, &n);
+        rc = ferry__store_add(rdv->store, key, 1, &n, left_s(deadline));
     *is_last = n == rdv->world_size;
+    return rc;
+}
+
+/* The last arriver of a round: every rank has left the round before it, so its keys can go.
+   Best effort: a failure only leaves keys behind. */
+static void delete_round(ferry__rendezvous *rdv, const char *prefix, double deadline)
+{
+    size_t n = (size_t)rdv->world_size + 3;
+    char **keys = ferry__calloc(n, sizeof *keys);
+    bool is_ok = keys != NULL && *prefix;
+    for (size_t i = 0; is_ok && i < n; i++) {
+        keys[i] = ferry__malloc(KEY_LEN);
+        is_ok = keys[i] != NULL;
+        if (is_ok && i < (size_t)rdv->world_size)
+            rank_key(keys[i], prefix, (int)i);
+        else if (is_ok)
+            snprintf(keys[i], KEY_LEN, "%s/%s", prefix,
+                     i == n - 3 ? "n" : i == n - 2 ? "sum" : "done");
+    }
+    if (is_ok && ferry__store_delete(rdv->store, (const char *const *)keys, n, NULL,
+                                     left_s(deadline)) != FERRY_OK)
+        ferry__log_debug("rendezvous", "could not delete the keys of %s: %s", prefix,
+                         ferry_last_error());
+    for (size_t i = 0; keys && i < n; i++)
+        ferry__free(keys[i]);
+    ferry__free(keys);
+}
+
+/* A round completed here: the last arriver says so and clears the round before; everyone
+   remembers this one as the round before the next. */
+static ferry_status finish_round(ferry__rendezvous *rdv, const char *prefix, bool is_last,
+                                 const char *result, double deadline)
+{
+    char key[KEY_LEN];
+    ferry_status rc = FERRY_OK;
+    if (is_last) {
+        snprintf(key, sizeof key, "%s/done", prefix);
+        rc = ferry__store_set(rdv->store, key, result, strlen(result), left_s(deadline));
+        if (rc == FERRY_OK)
+            delete_round(rdv, rdv->prev_round, deadline);
+    }
+    if (rc == FERRY_OK)
+        snprintf(rdv->prev_round, sizeof rdv->prev_round, "%s", prefix);
     return rc;
 }
 
@@ -576,6 +656,8 @@ static ferry_status await_done(ferry__rendezvous *rdv, const char *kind, const c
                                     : FERRY_ETIMEDOUT;
         if (rc != FERRY_ETIMEDOUT)
             return rc;
+        if (!ferry__store_is_connected(rdv->store))
+            return ferry__fail(rc, "%s '%s' abandoned: %s", kind, name, ferry_last_error());
         if (end && ferry__now_s() >= end)
             return round_timeout(rdv, kind, name, prefix, timeout_s);
         if (rdv->should_abort && rdv->should_abort(rdv->abort_ctx, why, sizeof why))
@@ -593,20 +675,18 @@ void ferry__rendezvous_set_abort_check(ferry__rendezvous *rdv,
 
 ferry_status ferry__rendezvous_barrier(ferry__rendezvous *rdv, const char *name, double timeout_s)
 {
-    char prefix[PREFIX_LEN], key[KEY_LEN];
+    char prefix[PREFIX_LEN];
     bool is_last = false;
     void *val = NULL;
     size_t len;
+    double deadline = timeout_s > 0 ? ferry__now_s() + timeout_s : 0;
     ferry_status rc = next_round(rdv, "barrier", name, prefix);
     if (rc == FERRY_OK)
-        rc = arrive(rdv, prefix, &is_last);
-    if (rc != FERRY_OK)
-        return rc;
-    if (is_last) {
-        snprintf(key, sizeof key, "%s/done", prefix);
-        return ferry__store_set(rdv->store, key, "1", 1);
-    }
-    rc = await_done(rdv, "barrier", name, prefix, timeout_s, &val, &len);
+        rc = arrive(rdv, prefix, &is_last, deadline);
+    if (rc == FERRY_OK && !is_last)
+        rc = await_done(rdv, "barrier", name, prefix, timeout_s, &val, &len);
+    if (rc == FERRY_OK)
+        rc = finish_round(rdv, prefix, is_last, "1", deadline);
     ferry__free(val);
     return rc;
 }
@@ -618,6 +698,7 @@ ferry_status ferry__rendezvous_allreduce_sum(ferry__rendezvous *rdv, const char 
     bool is_last = false;
     void *val = NULL;
     size_t len = 0;
+    double deadline = timeout_s > 0 ? ferry__now_s() + timeout_s : 0;
     ferry_status rc = next_round(rdv, "allreduce", name, prefix);
     if (rc == FERRY_OK && !sum)
         rc = ferry__fail(FERRY_EINVAL, "allreduce_sum needs an output");
@@ -625,14 +706,13 @@ ferry_status ferry__rendezvous_allreduce_sum(ferry__rendezvous *rdv, const char 
         return rc;
     snprintf(sum_key, sizeof sum_key, "%s/sum", prefix);
     /* The sum is added before the count, so the rank that completes the count sees every term. */
-    rc = ferry__store_add(rdv->store, sum_key, value, sum);
+    rc = ferry__store_add(rdv->store, sum_key, value, sum, left_s(deadline));
     if (rc == FERRY_OK)
-        rc = arrive(rdv, prefix, &is_last);
+        rc = arrive(rdv, prefix, &is_last, deadline);
     if (rc == FERRY_OK && is_last) {
-        rc = ferry__store_add(rdv->store, sum_key, 0, sum);
-        int n = snprintf(text, sizeof text, "%" PRId64, *sum);
-        snprintf(sum_key, sizeof sum_key, "%s/done", prefix);
-        return rc == FERRY_OK ? ferry__store_set(rdv->store, sum_key, text, (size_t)n) : rc;
+        rc = ferry__store_add(rdv->store, sum_key, 0, sum, left_s(deadline));
+        snprintf(text, sizeof text, "%" PRId64, *sum);
+        return rc == FERRY_OK ? finish_round(rdv, prefix, true, text, deadline) : rc;
     }
     if (rc == FERRY_OK)
         rc = await_done(rdv, "allreduce", name, prefix, timeout_s, &val, &len);
@@ -644,6 +724,8 @@ ferry_status ferry__rendezvous_allreduce_sum(ferry__rendezvous *rdv, const char 
         if (errno || !*text || *end)
             rc = ferry__fail(FERRY_EPROTO, "allreduce '%s' result is malformed", name);
     }
+    if (rc == FERRY_OK)
+        rc = finish_round(rdv, prefix, false, text, deadline);
     ferry__free(val);
     return rc;
 }
@@ -667,17 +749,23 @@ ferry__store *ferry__rendezvous_store(ferry__rendezvous *rdv)
     return rdv ? rdv->store : NULL;
 }
 
+ferry__store_server *ferry__rendezvous_server(ferry__rendezvous *rdv)
+{
+    return rdv ? rdv->server : NULL;
+}
+
 /* Rank 0 keeps serving until the others said they left or hung up, for a few seconds at most. */
 static void leave(ferry__rendezvous *rdv)
 {
     int64_t n = 0;
     if (rdv->file_path) {
-        if (ferry__store_add(rdv->store, KEY_CLOSED, 1, &n) == FERRY_OK && n == rdv->world_size)
+        if (ferry__store_add(rdv->store, KEY_CLOSED, 1, &n, LEAVE_TIMEOUT_S) == FERRY_OK &&
+            n == rdv->world_size)
             unlink(rdv->file_path);
         return;
     }
     if (rdv->rank != 0) {
-        count_in(rdv->store, KEY_LEFT, rdv->world_size - 1);
+        count_in(rdv->store, KEY_LEFT, rdv->world_size - 1, LEAVE_TIMEOUT_S);
         return;
     }
     double deadline = ferry__now_s() + LINGER_MAX_S;

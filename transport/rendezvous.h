@@ -32,20 +32,26 @@ typedef struct ferry__rendezvous ferry__rendezvous;
 
 /* Joins: checks the name (before contacting anyone), resolves init_method, starts the store on
    rank 0 (on the store port, on the store host's interface or every interface), publishes this
-   worker's record and waits until all world_size workers did. addr is copied. token NULL or ""
-   = no auth; otherwise every store connection proves it knows the token.
+   worker's record and waits until all world_size workers did. addr is copied. token is
+   FERRY_AUTH_TOKEN as the caller read it (NULL = not set); the policy is
+   ferry__rendezvous_token_policy's: a TCP store needs one unless FERRY_INSECURE=1 (then it runs
+   without auth and warns once), and client and server each prove they know it.
    NULL and the last error: FERRY_EINVAL (bad name or init_method, "RPC worker name X is not
    unique. Workers 0 and 3 share the same name." on every worker, a rank claimed twice,
-   mismatched world sizes), FERRY_ETIMEDOUT ("rendezvous timed out after N s: ranks 3, 5 never
-   arrived"), FERRY_EAUTH, FERRY_ETRANSPORT (store unreachable or lost), FERRY_ENOMEM. */
+   mismatched world sizes, "FERRY_AUTH_TOKEN is empty"), FERRY_ETIMEDOUT ("rendezvous timed out
+   after N s: ranks 3, 5 never arrived", or the store did not answer), FERRY_EAUTH (no token, a
+   wrong one, or a store that cannot prove it knows it), FERRY_ETRANSPORT (store unreachable or
+   lost), FERRY_ENOMEM. */
 ferry__rendezvous *ferry__rendezvous_join(const char *init_method, int rank, int world_size,
                                           const char *name, const void *addr, size_t addr_len,
                                           double timeout_s, const char *token);
 
 /* Every worker calls it with the same name; returns when all world_size did. Names may repeat:
-   each call with a given name is a new round. O(1) store operations per worker.
-   FERRY_OK, FERRY_ETIMEDOUT (naming the ranks that never arrived), FERRY_ETRANSPORT,
-   FERRY_EINVAL (NULL or overlong name). */
+   each call with a given name is a new round. O(1) store operations per worker; the keys of the
+   round before are deleted once this one completes. Returns within timeout_s (plus at most
+   FERRY__STORE_REPLY_GRACE_MS) even when the store stops answering.
+   FERRY_OK, FERRY_ETIMEDOUT (naming the ranks that never arrived, or the store that did not
+   answer), FERRY_ETRANSPORT, FERRY_EINVAL (NULL or overlong name). */
 ferry_status ferry__rendezvous_barrier(ferry__rendezvous *rdv, const char *name, double timeout_s);
 
 /* Sum of every worker's value, returned to all of them; a barrier too. The agent's graceful
@@ -67,6 +73,8 @@ const ferry__peer_entry *ferry__rendezvous_peers(ferry__rendezvous *rdv, int *n)
 /* This worker's rank, and the store client (borrowed) for callers that need more keys. */
 int ferry__rendezvous_rank(const ferry__rendezvous *rdv);
 ferry__store *ferry__rendezvous_store(ferry__rendezvous *rdv);
+/* The store server rank 0 runs (borrowed; NULL elsewhere and for file stores): its counters. */
+ferry__store_server *ferry__rendezvous_server(ferry__rendezvous *rdv);
 
 /* Leaves. Rank 0 first waits (at most a few seconds) until every other worker left or
    disconnected, so nobody loses the store mid-operation; then it stops the server. With a file

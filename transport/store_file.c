@@ -3,9 +3,13 @@
    of (key, value) records; the last record for a key wins. Every operation takes an fcntl lock on
    the whole file (shared to read, exclusive to append) and first reads the records appended since
    this handle last looked, so each process keeps an up-to-date cache without rereading the file.
-   Blocking gets and waits poll the file with a short, growing interval. Lengths read from the
+   Blocking gets and waits poll the file with a short, growing interval, and locks are taken
+   without blocking (retried with backoff) so every operation keeps its deadline even when
+   another process holds the lock and stopped. A delete appends a tombstone. Lengths read from the
    file are checked against the same caps as the TCP store: a corrupt file fails, never crashes.
-   The token is not used: the file's permissions (0600) are what keeps others out. */
+   The token is not used: the file's owner and permissions are what keeps others out, so the
+   open refuses a symlink, a file that is not ours or that others may write, and a directory
+   others could swap it in (see store.h). */
 #include "transport/store.h"
 
 #include <errno.h>
@@ -24,6 +28,7 @@
 #include "transport/store_wire.h"
 
 #define RECORD_HEAD 8
+#define TOMBSTONE UINT32_MAX /* the value length of a delete record */
 
 typedef struct {
     char *key;
@@ -38,22 +43,42 @@ typedef struct {
     off_t parsed; /* bytes of the file already in `recs` */
     record *recs;
     size_t n_recs, cap_recs;
+    uint64_t requests;
     pthread_mutex_t lock;
 } file_store;
 
-static ferry_status lock_file(file_store *fs, short type)
+/* Takes the lock before deadline (seconds on ferry__now_s; 0 = none), trying without blocking
+   and backing off 1 ms to 50 ms, so a holder that stopped cannot hang us past it. */
+static ferry_status lock_file(file_store *fs, short type, double deadline)
 {
     struct flock fl = {.l_type = type, .l_whence = SEEK_SET};
+    long sleep_us = 1000;
     pthread_mutex_lock(&fs->lock);
-    while (fcntl(fs->fd, F_SETLKW, &fl) != 0) {
-        if (errno != EINTR) {
-            int err = errno;
+    while (fcntl(fs->fd, F_SETLK, &fl) != 0) {
+        int err = errno;
+        if (err == EINTR)
+            continue;
+        if (err != EAGAIN && err != EACCES) {
             pthread_mutex_unlock(&fs->lock);
             return ferry__fail(ferry__status_from_errno(err), "cannot lock file store %s: %s",
                                fs->path, strerror(err));
         }
+        if (deadline && ferry__now_s() >= deadline) {
+            pthread_mutex_unlock(&fs->lock);
+            return ferry__fail(FERRY_ETIMEDOUT,
+                               "file store %s stayed locked by another process past the deadline",
+                               fs->path);
+        }
+        ferry__sleep_us(sleep_us);
+        sleep_us = sleep_us * 2 > 50000 ? 50000 : sleep_us * 2;
     }
+    fs->requests++;
     return FERRY_OK;
+}
+
+static double deadline_of(double timeout_s)
+{
+    return timeout_s > 0 ? ferry__now_s() + timeout_s : 0;
 }
 
 static void unlock_file(file_store *fs)
@@ -72,9 +97,24 @@ static record *find(file_store *fs, const char *key)
     return NULL;
 }
 
-/* Takes ownership of key and val. */
+static void forget(file_store *fs, const char *key)
+{
+    record *r = find(fs, key);
+    if (!r)
+        return;
+    ferry__free(r->key);
+    ferry__free(r->val);
+    *r = fs->recs[--fs->n_recs];
+}
+
+/* Takes ownership of key and val; val NULL with TOMBSTONE length forgets the key. */
 static ferry_status remember(file_store *fs, char *key, uint8_t *val, size_t val_len)
 {
+    if (val_len == TOMBSTONE) {
+        forget(fs, key);
+        ferry__free(key);
+        return FERRY_OK;
+    }
     record *r = find(fs, key);
     if (r) {
         ferry__free(key);
@@ -128,20 +168,22 @@ static ferry_status refresh(file_store *fs)
         if (!read_at(fs->fd, head, sizeof head, fs->parsed))
             return ferry__fail(FERRY_ETRANSPORT, "cannot read file store %s", fs->path);
         uint32_t klen = ferry__store_load_be32(head), vlen = ferry__store_load_be32(head + 4);
-        if (klen > FERRY__STORE_KEY_MAX || vlen > FERRY__STORE_VALUE_MAX)
+        bool is_delete = vlen == TOMBSTONE;
+        uint32_t body_len = is_delete ? 0 : vlen;
+        if (klen > FERRY__STORE_KEY_MAX || (!is_delete && vlen > FERRY__STORE_VALUE_MAX))
             return ferry__fail(FERRY_EPROTO, "file store %s is corrupt at offset %lld", fs->path,
                                (long long)fs->parsed);
-        if (sb.st_size - fs->parsed < (off_t)(RECORD_HEAD + klen + vlen))
+        if (sb.st_size - fs->parsed < (off_t)(RECORD_HEAD + klen + body_len))
             break;
         char *key = ferry__malloc(klen + 1);
-        uint8_t *val = ferry__malloc(vlen);
+        uint8_t *val = ferry__malloc(body_len);
         if (!key || !val) {
             ferry__free(key);
             ferry__free(val);
             return ferry__fail(FERRY_ENOMEM, "out of memory reading file store %s", fs->path);
         }
         if (!read_at(fs->fd, key, klen, fs->parsed + RECORD_HEAD) ||
-            !read_at(fs->fd, val, vlen, fs->parsed + RECORD_HEAD + klen) ||
+            !read_at(fs->fd, val, body_len, fs->parsed + RECORD_HEAD + klen) ||
             memchr(key, '\0', klen)) {
             ferry__free(key);
             ferry__free(val);
@@ -149,7 +191,11 @@ static ferry_status refresh(file_store *fs)
                                (long long)fs->parsed);
         }
         key[klen] = '\0';
-        fs->parsed += RECORD_HEAD + klen + vlen;
+        fs->parsed += RECORD_HEAD + klen + body_len;
+        if (is_delete) {
+            ferry__free(val);
+            val = NULL;
+        }
         ferry_status rc = remember(fs, key, val, vlen);
         if (rc != FERRY_OK)
             return rc;
@@ -178,13 +224,15 @@ static ferry_status write_tail(file_store *fs, const uint8_t *buf, size_t total)
     return FERRY_OK;
 }
 
-/* Appends one record and caches it. Call with the file locked exclusively and refreshed. */
+/* Appends one record and caches it (len TOMBSTONE: a delete). Call with the file locked
+   exclusively and refreshed. */
 static ferry_status append(file_store *fs, const char *key, const void *val, size_t len)
 {
-    size_t klen = strlen(key), total = RECORD_HEAD + klen + len;
+    size_t body_len = len == TOMBSTONE ? 0 : len;
+    size_t klen = strlen(key), total = RECORD_HEAD + klen + body_len;
     uint8_t *buf = ferry__malloc(total);
     char *key_copy = ferry__strdup(key);
-    uint8_t *val_copy = ferry__malloc(len);
+    uint8_t *val_copy = ferry__malloc(body_len);
     ferry_status rc = FERRY_OK;
     if (!buf || !key_copy || !val_copy) {
         rc = ferry__fail(FERRY_ENOMEM, "out of memory writing file store %s", fs->path);
@@ -193,25 +241,29 @@ static ferry_status append(file_store *fs, const char *key, const void *val, siz
         for (int i = 0; i < RECORD_HEAD; i++)
             buf[i] = (uint8_t)(lens[i / 4] >> (24 - 8 * (i % 4)));
         memcpy(buf + RECORD_HEAD, key, klen);
-        if (len) {
-            memcpy(buf + RECORD_HEAD + klen, val, len);
-            memcpy(val_copy, val, len);
+        if (body_len) {
+            memcpy(buf + RECORD_HEAD + klen, val, body_len);
+            memcpy(val_copy, val, body_len);
         }
         rc = write_tail(fs, buf, total);
     }
     ferry__free(buf);
+    if (rc != FERRY_OK || len == TOMBSTONE) {
+        ferry__free(val_copy);
+        val_copy = NULL;
+    }
     if (rc != FERRY_OK) {
         ferry__free(key_copy);
-        ferry__free(val_copy);
         return rc;
     }
     return remember(fs, key_copy, val_copy, len);
 }
 
-static ferry_status file_set(void *impl, const char *key, const void *val, size_t len)
+static ferry_status file_set(void *impl, const char *key, const void *val, size_t len,
+                             double timeout_s)
 {
     file_store *fs = impl;
-    ferry_status rc = lock_file(fs, F_WRLCK);
+    ferry_status rc = lock_file(fs, F_WRLCK, deadline_of(timeout_s));
     if (rc != FERRY_OK)
         return rc;
     rc = refresh(fs);
@@ -237,10 +289,10 @@ static ferry_status copy_out(file_store *fs, const void *src, size_t len, void *
 static ferry_status poll_keys(file_store *fs, const char *const *keys, size_t n, double timeout_s,
                               void **val, size_t *len)
 {
-    double deadline = timeout_s > 0 ? ferry__now_s() + timeout_s : 0;
+    double deadline = deadline_of(timeout_s);
     long sleep_us = 1000;
     for (;;) {
-        ferry_status rc = lock_file(fs, F_RDLCK);
+        ferry_status rc = lock_file(fs, F_RDLCK, deadline);
         if (rc != FERRY_OK)
             return rc;
         rc = refresh(fs);
@@ -286,12 +338,13 @@ static bool parse_i64(const record *r, int64_t *out)
     return !errno && !*end;
 }
 
-static ferry_status file_add(void *impl, const char *key, int64_t delta, int64_t *out)
+static ferry_status file_add(void *impl, const char *key, int64_t delta, int64_t *out,
+                             double timeout_s)
 {
     file_store *fs = impl;
     int64_t cur = 0, sum = 0;
     char text[32];
-    ferry_status rc = lock_file(fs, F_WRLCK);
+    ferry_status rc = lock_file(fs, F_WRLCK, deadline_of(timeout_s));
     if (rc != FERRY_OK)
         return rc;
     rc = refresh(fs);
@@ -312,11 +365,11 @@ static ferry_status file_add(void *impl, const char *key, int64_t delta, int64_t
    when the key is absent and something was expected. */
 static ferry_status file_cas(void *impl, const char *key, const void *expected,
                              size_t expected_len, const void *desired, size_t desired_len,
-                             void **actual, size_t *actual_len)
+                             void **actual, size_t *actual_len, double timeout_s)
 {
     file_store *fs = impl;
     bool expect_present = expected != NULL || expected_len > 0;
-    ferry_status rc = lock_file(fs, F_WRLCK);
+    ferry_status rc = lock_file(fs, F_WRLCK, deadline_of(timeout_s));
     if (rc != FERRY_OK)
         return rc;
     rc = refresh(fs);
@@ -335,10 +388,11 @@ static ferry_status file_cas(void *impl, const char *key, const void *expected,
     return rc;
 }
 
-static ferry_status file_check(void *impl, const char *const *keys, size_t n, bool *present)
+static ferry_status file_check(void *impl, const char *const *keys, size_t n, bool *present,
+                               double timeout_s)
 {
     file_store *fs = impl;
-    ferry_status rc = lock_file(fs, F_RDLCK);
+    ferry_status rc = lock_file(fs, F_RDLCK, deadline_of(timeout_s));
     if (rc != FERRY_OK)
         return rc;
     rc = refresh(fs);
@@ -346,6 +400,43 @@ static ferry_status file_check(void *impl, const char *const *keys, size_t n, bo
         present[i] = find(fs, keys[i]) != NULL;
     unlock_file(fs);
     return rc;
+}
+
+static ferry_status file_delete(void *impl, const char *const *keys, size_t n, size_t *deleted,
+                                double timeout_s)
+{
+    file_store *fs = impl;
+    ferry_status rc = lock_file(fs, F_WRLCK, deadline_of(timeout_s));
+    if (rc != FERRY_OK)
+        return rc;
+    rc = refresh(fs);
+    *deleted = 0;
+    for (size_t i = 0; rc == FERRY_OK && i < n; i++) {
+        if (!find(fs, keys[i]))
+            continue;
+        rc = append(fs, keys[i], NULL, TOMBSTONE);
+        *deleted += rc == FERRY_OK;
+    }
+    unlock_file(fs);
+    return rc;
+}
+
+static ferry_status file_stats(void *impl, uint64_t *keys, uint64_t *requests, double timeout_s)
+{
+    file_store *fs = impl;
+    ferry_status rc = lock_file(fs, F_RDLCK, deadline_of(timeout_s));
+    if (rc != FERRY_OK)
+        return rc;
+    rc = refresh(fs);
+    *keys = fs->n_recs;
+    *requests = fs->requests;
+    unlock_file(fs);
+    return rc;
+}
+
+static bool file_is_connected(void *impl)
+{
+    return true;
 }
 
 static void file_close(void *impl)
@@ -370,27 +461,121 @@ static const ferry__store_backend file_backend = {
     .wait = file_wait,
     .compare_set = file_cas,
     .check = file_check,
+    .del = file_delete,
+    .stats = file_stats,
+    .is_connected = file_is_connected,
     .close = file_close,
 };
 
-ferry__store *ferry__store_open_file(const char *path, const char *token)
+/* The directory must not let others swap the file: ours or root's, and if group or world may
+   write to it, sticky (as /tmp is), so nobody but us can rename or delete our file. */
+static ferry_status check_dir(int dfd, const char *dir)
 {
-    (void)token;
+    struct stat sb;
+    if (fstat(dfd, &sb) != 0)
+        return ferry__fail(FERRY_ETRANSPORT, "cannot stat directory %s: %s", dir, strerror(errno));
+    if (sb.st_uid != geteuid() && sb.st_uid != 0)
+        return ferry__fail(FERRY_EAUTH,
+                           "file store directory %s belongs to uid %u, not to us (uid %u) or root; "
+                           "refusing it",
+                           dir, (unsigned)sb.st_uid, (unsigned)geteuid());
+    if ((sb.st_mode & (S_IWGRP | S_IWOTH)) && !(sb.st_mode & S_ISVTX))
+        return ferry__fail(FERRY_EAUTH,
+                           "file store directory %s is writable by others (mode %03o, not sticky), "
+                           "so they could replace the file; refusing it",
+                           dir, (unsigned)(sb.st_mode & 07777));
+    return FERRY_OK;
+}
+
+/* An existing file must be a regular file of ours that only we may write. */
+static ferry_status check_file(int fd, const char *path)
+{
+    struct stat sb;
+    if (fstat(fd, &sb) != 0)
+        return ferry__fail(FERRY_ETRANSPORT, "cannot stat file store %s: %s", path,
+                           strerror(errno));
+    if (!S_ISREG(sb.st_mode))
+        return ferry__fail(FERRY_EAUTH, "file store %s is not a regular file; refusing it", path);
+    if (sb.st_uid != geteuid())
+        return ferry__fail(FERRY_EAUTH,
+                           "file store %s belongs to uid %u, not to us (uid %u); refusing it "
+                           "(left by someone else? use a path of your own)",
+                           path, (unsigned)sb.st_uid, (unsigned)geteuid());
+    if (sb.st_mode & (S_IWGRP | S_IWOTH))
+        return ferry__fail(FERRY_EAUTH,
+                           "file store %s is writable by group or others (mode %03o); refusing it",
+                           path, (unsigned)(sb.st_mode & 07777));
+    return FERRY_OK;
+}
+
+/* Opens (or creates, exclusively and 0600) the last component of path inside its directory,
+   never following a symlink there. -1 and the error. */
+static int open_store_file(const char *path)
+{
+    const char *slash = strrchr(path, '/'), *base = slash ? slash + 1 : path;
+    char *dir = slash ? ferry__strndup(path, slash == path ? 1 : (size_t)(slash - path))
+                      : ferry__strdup(".");
+    int fd = -1, dfd = -1;
+    if (!dir)
+        return ferry__fail(FERRY_ENOMEM, "out of memory opening file store %s", path), -1;
+    if (!*base) {
+        ferry__fail(FERRY_EINVAL, "file store path %s names a directory, not a file", path);
+        goto done;
+    }
+    dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd < 0) {
+        ferry__fail(FERRY_ETRANSPORT, "cannot open file store directory %s: %s", dir,
+                    strerror(errno));
+        goto done;
+    }
+    if (check_dir(dfd, dir) != FERRY_OK)
+        goto done;
+    for (int attempt = 0; fd < 0 && attempt < 2; attempt++) {
+        fd = openat(dfd, base, O_RDWR | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+        if (fd >= 0) {
+            if (check_file(fd, path) != FERRY_OK) {
+                close(fd);
+                fd = -1;
+                goto done;
+            }
+        } else if (errno == ENOENT) {
+            /* Ours alone from the start; EEXIST means another worker won the race: open it. */
+            fd = openat(dfd, base, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+            if (fd < 0 && errno != EEXIST)
+                break;
+        } else {
+            break;
+        }
+    }
+    if (fd < 0 && errno == ELOOP)
+        ferry__fail(FERRY_EAUTH, "file store %s is a symbolic link; refusing it", path);
+    else if (fd < 0)
+        ferry__fail(errno == EACCES ? FERRY_EAUTH : FERRY_ETRANSPORT,
+                    "cannot open file store %s: %s", path, strerror(errno));
+done:
+    if (dfd >= 0)
+        close(dfd);
+    ferry__free(dir);
+    return fd;
+}
+
+ferry__store *ferry__store_open_file(const char *path)
+{
     if (!path || !*path)
         return ferry__fail_null(FERRY_EINVAL, "file store needs a path");
     file_store *fs = ferry__calloc(1, sizeof *fs);
     if (!fs)
         return ferry__fail_null(FERRY_ENOMEM, "out of memory opening file store %s", path);
     pthread_mutex_init(&fs->lock, NULL);
+    fs->fd = -1;
     fs->path = ferry__strdup(path);
-    fs->fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-    if (!fs->path || fs->fd < 0) {
-        ferry_status rc = fs->path ? ferry__status_from_errno(errno) : FERRY_ENOMEM;
-        if (rc == FERRY_ENOMEM)
-            ferry__fail(rc, "out of memory opening file store %s", path);
-        else
-            ferry__fail(rc == FERRY_EAUTH ? rc : FERRY_ETRANSPORT,
-                        "cannot open file store %s: %s", path, strerror(errno));
+    if (!fs->path) {
+        ferry__fail(FERRY_ENOMEM, "out of memory opening file store %s", path);
+        file_close(fs);
+        return NULL;
+    }
+    fs->fd = open_store_file(path);
+    if (fs->fd < 0) {
         file_close(fs);
         return NULL;
     }

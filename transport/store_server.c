@@ -1,14 +1,18 @@
-/* The rendezvous store's server: one poll()-driven thread (rank 0 runs it) holding the key-value
-   table. It trusts nothing a client sends: lengths are checked against the caps in store_wire.h
-   before any allocation, an unauthenticated peer can make it buffer at most one MAC, and any
-   malformed frame closes that connection without touching the others. Blocking gets and waits
-   are parked (the frame stays in the connection's input buffer) and retried whenever a key
-   changes, so a waiting client costs nothing but its socket. */
+/* The rendezvous store's server: one poll()-driven thread (rank 0 runs it) in front of the table
+   (store_table.c, which parses and answers the frames). What it guards against, since anyone
+   who reaches the port can connect: a connection must finish the handshake within
+   handshake_timeout_s; at most max_pending connections may be in the handshake at once (one more
+   evicts the oldest, so idle connections cannot crowd out the workers); an unauthenticated peer
+   can make it buffer at most one proof; when accept fails (out of fds) the listener rests instead
+   of spinning; and a client that sends requests without reading the replies stops being read once
+   output_limit_bytes are queued for it, so its memory stays bounded. Any malformed frame closes
+   that connection without touching the others. Blocking gets and waits are parked (the frame
+   stays in the connection's input buffer) and retried whenever a key changes, so a waiting
+   client costs nothing but its socket. */
 #include "transport/store.h"
 
 #include <errno.h>
 #include <fcntl.h>
-#include <inttypes.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -19,36 +23,38 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include "core/alloc.h"
+#include "core/clock.h"
 #include "core/error.h"
 #include "core/log.h"
 #include "transport/sha256.h"
+#include "transport/store_table.h"
 #include "transport/store_wire.h"
 
-/* What handling one request frame came to: answered, parked until its keys exist, or a
-   malformed request that closes the connection. */
-enum { DONE, PARKED, BAD };
-
-typedef struct entry {
-    struct entry *next;
-    char *key;
-    size_t key_len;
-    uint8_t *val;
-    size_t val_len;
-} entry;
+#define READ_CHUNK 65536
 
 typedef struct {
     int fd;
-    bool is_ready;  /* past the auth check */
-    bool is_parked; /* the first frame in `in` waits for keys */
-    int64_t deadline_ms;
+    bool is_ready;   /* past the auth check */
+    bool is_pending; /* counts against max_pending: not authenticated yet (or, without a token,
+                        no request yet) */
+    int64_t accepted_ms;
     uint8_t nonce[FERRY__STORE_NONCE_LEN];
-    uint8_t *in, *out;
-    size_t in_len, in_cap, out_len, out_cap;
+    ferry__store_stream stream;
+    uint8_t *in;
+    size_t in_len, in_cap;
+    ferry__store_writer out;
 } conn;
+
+/* Counters other threads read; written by the server thread only. */
+typedef struct {
+    atomic_uint_fast64_t keys, requests, connections, pending, evicted, handshake_timeouts,
+        accept_failures, read_pauses, out_bytes_max;
+} stats;
 
 struct ferry__store_server {
     int listen_fd, wake_rd, wake_wr;
@@ -56,105 +62,82 @@ struct ferry__store_server {
     atomic_bool stopping;
     atomic_int n_ready;
     char *token;
-    entry **buckets;
-    size_t n_buckets;
+    ferry__store_table *table;
+    ferry__store_server_options opts;
+    int max_pending;
+    int64_t listen_paused_until_ms;
+    bool is_accept_failing; /* warned about the current run of accept failures */
     conn **conns;
-    size_t n_conns, cap_conns;
-    bool changed; /* a key was written: retry parked requests */
+    size_t n_conns, cap_conns, n_pending;
+    uint64_t requests;
+    stats st;
 };
 
-/* ---- the table -------------------------------------------------------------------------- */
+/* ---- options ---------------------------------------------------------------------------- */
 
-static size_t hash_key(const uint8_t *key, size_t len, size_t n_buckets)
+void ferry__store_server_options_init(ferry__store_server_options *o)
 {
-    uint64_t h = 1469598103934665603ull;
-    for (size_t i = 0; i < len; i++)
-        h = (h ^ key[i]) * 1099511628211ull;
-    return (size_t)(h % n_buckets);
+    o->handshake_timeout_s = ferry__store_env_double("FERRY_STORE_HANDSHAKE_TIMEOUT_S", 5);
+    o->max_pending = (int)ferry__store_env_double("FERRY_STORE_MAX_PENDING", 64);
+    o->output_limit_bytes =
+        (size_t)(ferry__store_env_double("FERRY_STORE_OUTPUT_LIMIT_MB", 4) * (1 << 20));
+    o->accept_pause_s = 0.1;
 }
 
-static entry *table_find(ferry__store_server *srv, const uint8_t *key, size_t len)
+/* max_pending, but never more than a quarter of the fds this process may open, so a flood of
+   half-open connections cannot take the fds the fabric and the workers' own connections need. */
+static int pending_cap(int want)
 {
-    for (entry *e = srv->buckets[hash_key(key, len, srv->n_buckets)]; e; e = e->next)
-        if (e->key_len == len && !memcmp(e->key, key, len))
-            return e;
-    return NULL;
+    struct rlimit rl;
+    int cap = want > 0 ? want : 1;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
+        rl.rlim_cur / 4 < (rlim_t)cap)
+        cap = rl.rlim_cur / 4 > 0 ? (int)(rl.rlim_cur / 4) : 1;
+    return cap;
 }
 
-/* Stores a copy of val under key. false on out-of-memory (the old value stays). */
-static bool table_put(ferry__store_server *srv, const uint8_t *key, size_t key_len,
-                      const void *val, size_t val_len)
+static void stat_max(atomic_uint_fast64_t *v, uint64_t x)
 {
-    uint8_t *copy = ferry__malloc(val_len);
-    if (!copy)
-        return false;
-    if (val_len)
-        memcpy(copy, val, val_len);
-    entry *e = table_find(srv, key, key_len);
-    if (!e) {
-        e = ferry__calloc(1, sizeof *e);
-        char *k = ferry__strndup((const char *)key, key_len);
-        if (!e || !k) {
-            ferry__free(e);
-            ferry__free(k);
-            ferry__free(copy);
-            return false;
-        }
-        e->key = k;
-        e->key_len = key_len;
-        size_t b = hash_key(key, key_len, srv->n_buckets);
-        e->next = srv->buckets[b];
-        srv->buckets[b] = e;
-    }
-    ferry__free(e->val);
-    e->val = copy;
-    e->val_len = val_len;
-    srv->changed = true;
-    return true;
-}
-
-/* Parses a whole decimal int64 (what add stores); false for anything else. */
-static bool parse_i64(const uint8_t *s, size_t len, int64_t *out)
-{
-    char buf[32];
-    char *end;
-    if (len == 0 || len >= sizeof buf)
-        return false;
-    memcpy(buf, s, len);
-    buf[len] = '\0';
-    errno = 0;
-    long long v = strtoll(buf, &end, 10);
-    if (errno || *end)
-        return false;
-    *out = v;
-    return true;
+    if (atomic_load(v) < x)
+        atomic_store(v, x);
 }
 
 /* ---- connections ------------------------------------------------------------------------ */
 
-static bool conn_queue(conn *c, const void *data, size_t n)
+static void set_pending(ferry__store_server *srv, conn *c, bool is_pending)
 {
-    if (c->out_len + n > c->out_cap) {
-        size_t cap = c->out_cap ? c->out_cap : 512;
-        while (cap < c->out_len + n)
-            cap *= 2;
-        uint8_t *p = ferry__realloc(c->out, cap);
-        if (!p)
-            return false;
-        c->out = p;
-        c->out_cap = cap;
-    }
-    memcpy(c->out + c->out_len, data, n);
-    c->out_len += n;
-    return true;
+    if (c->is_pending == is_pending)
+        return;
+    c->is_pending = is_pending;
+    srv->n_pending += is_pending ? 1 : (size_t)-1;
+}
+
+/* Closes the socket now; the conn itself goes in reap_closed. */
+static void conn_close(ferry__store_server *srv, conn *c)
+{
+    if (c->fd < 0)
+        return;
+    set_pending(srv, c, false);
+    close(c->fd);
+    c->fd = -1;
+}
+
+static void conn_free(ferry__store_server *srv, conn *c)
+{
+    conn_close(srv, c);
+    if (c->is_ready)
+        atomic_fetch_sub(&srv->n_ready, 1);
+    ferry__free(c->in);
+    ferry__free(c->out.p);
+    ferry__free(c);
 }
 
 /* Writes what the socket takes now. false when the peer is gone. */
 static bool conn_flush(conn *c)
 {
     size_t off = 0;
-    while (off < c->out_len) {
-        ssize_t n = send(c->fd, c->out + off, c->out_len - off, MSG_NOSIGNAL);
+    while (off < c->out.len) {
+        ssize_t n = send(c->fd, c->out.p + off, c->out.len - off, MSG_NOSIGNAL);
         if (n < 0 && errno == EINTR)
             continue;
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
@@ -163,206 +146,86 @@ static bool conn_flush(conn *c)
             return false;
         off += (size_t)n;
     }
-    memmove(c->out, c->out + off, c->out_len - off);
-    c->out_len -= off;
+    memmove(c->out.p, c->out.p + off, c->out.len - off);
+    c->out.len -= off;
     return true;
 }
 
-/* Queues one reply frame: status byte then payload. */
-static bool conn_reply(conn *c, uint8_t status, const void *payload, size_t len)
+static bool is_paused(const ferry__store_server *srv, const conn *c)
 {
-    uint8_t head[5] = {0, 0, 0, 0, status};
-    ferry__store_put_be32(head, (uint32_t)(len + 1));
-    return conn_queue(c, head, sizeof head) && (len == 0 || conn_queue(c, payload, len));
+    return c->out.len >= srv->opts.output_limit_bytes;
 }
 
-static void conn_free(ferry__store_server *srv, conn *c)
-{
-    if (c->is_ready)
-        atomic_fetch_sub(&srv->n_ready, 1);
-    if (c->fd >= 0)
-        close(c->fd);
-    ferry__free(c->in);
-    ferry__free(c->out);
-    ferry__free(c);
-}
-
-/* Parks a get/wait until its keys exist or its deadline passes. */
-static int park(conn *c, uint64_t timeout_ms)
-{
-    if (!c->is_parked) {
-        c->is_parked = true;
-        c->deadline_ms = timeout_ms ? ferry__now_ms() + (int64_t)timeout_ms : 0;
-    }
-    return PARKED;
-}
-
-static int op_get(ferry__store_server *srv, conn *c, ferry__store_reader *r)
-{
-    size_t klen;
-    uint64_t timeout_ms = ferry__store_rd_u64(r);
-    const uint8_t *key = ferry__store_rd_blob(r, FERRY__STORE_KEY_MAX, &klen);
-    if (r->is_bad || r->left)
-        return BAD;
-    entry *e = table_find(srv, key, klen);
-    if (!e)
-        return park(c, timeout_ms);
-    return conn_reply(c, FERRY__STORE_REPLY_OK, e->val, e->val_len) ? DONE : BAD;
-}
-
-/* wait (all keys must exist) and check (which exist) share the key list. */
-static int op_keys(ferry__store_server *srv, conn *c, ferry__store_reader *r, bool is_wait)
-{
-    uint64_t timeout_ms = is_wait ? ferry__store_rd_u64(r) : 0;
-    uint32_t n = ferry__store_rd_u32(r);
-    if (r->is_bad || n > FERRY__STORE_KEYS_MAX || n > r->left / 4)
-        return BAD;
-    uint8_t *present = ferry__malloc(n);
-    if (!present)
-        return BAD;
-    bool all = true;
-    for (uint32_t i = 0; i < n; i++) {
-        size_t klen;
-        const uint8_t *key = ferry__store_rd_blob(r, FERRY__STORE_KEY_MAX, &klen);
-        present[i] = key && table_find(srv, key, klen);
-        all = all && present[i];
-    }
-    int rc = DONE;
-    if (r->is_bad || r->left)
-        rc = BAD;
-    else if (is_wait && !all)
-        rc = park(c, timeout_ms);
-    else if (!conn_reply(c, FERRY__STORE_REPLY_OK, present, is_wait ? 0 : n))
-        rc = BAD;
-    ferry__free(present);
-    return rc;
-}
-
-static int op_add(ferry__store_server *srv, conn *c, ferry__store_reader *r)
-{
-    size_t klen;
-    int64_t delta = (int64_t)ferry__store_rd_u64(r), cur = 0, sum;
-    const uint8_t *key = ferry__store_rd_blob(r, FERRY__STORE_KEY_MAX, &klen);
-    if (r->is_bad || r->left)
-        return BAD;
-    entry *e = table_find(srv, key, klen);
-    if ((e && !parse_i64(e->val, e->val_len, &cur)) || __builtin_add_overflow(cur, delta, &sum))
-        return conn_reply(c, FERRY__STORE_REPLY_NOT_INT, NULL, 0) ? DONE : BAD;
-    char text[32];
-    int n = snprintf(text, sizeof text, "%" PRId64, sum);
-    if (!table_put(srv, key, klen, text, (size_t)n))
-        return BAD;
-    uint8_t be[8];
-    for (int i = 0; i < 8; i++)
-        be[i] = (uint8_t)((uint64_t)sum >> (56 - 8 * i));
-    return conn_reply(c, FERRY__STORE_REPLY_OK, be, sizeof be) ? DONE : BAD;
-}
-
-/* torch's compare_set: set when the current value is `expected` (or absent and nothing is
-   expected); reply with the value now stored, or `expected` when the key is absent. */
-static int op_cas(ferry__store_server *srv, conn *c, ferry__store_reader *r)
-{
-    size_t klen, elen, dlen;
-    const uint8_t *key = ferry__store_rd_blob(r, FERRY__STORE_KEY_MAX, &klen);
-    uint8_t expect_present = ferry__store_rd_u8(r);
-    const uint8_t *expected = ferry__store_rd_blob(r, FERRY__STORE_VALUE_MAX, &elen);
-    const uint8_t *desired = ferry__store_rd_blob(r, FERRY__STORE_VALUE_MAX, &dlen);
-    if (r->is_bad || r->left || expect_present > 1)
-        return BAD;
-    entry *e = table_find(srv, key, klen);
-    bool matches = e ? expect_present && e->val_len == elen && !memcmp(e->val, expected, elen)
-                     : !expect_present;
-    if (matches && !table_put(srv, key, klen, desired, dlen))
-        return BAD;
-    if (!e && !matches)
-        return conn_reply(c, FERRY__STORE_REPLY_OK, expected, elen) ? DONE : BAD;
-    e = table_find(srv, key, klen);
-    return conn_reply(c, FERRY__STORE_REPLY_OK, e->val, e->val_len) ? DONE : BAD;
-}
-
-static int handle_frame(ferry__store_server *srv, conn *c, const uint8_t *body, size_t len)
-{
-    ferry__store_reader r = {.p = body, .left = len};
-    size_t klen, vlen;
-    switch (ferry__store_rd_u8(&r)) {
-    case FERRY__STORE_OP_SET: {
-        const uint8_t *key = ferry__store_rd_blob(&r, FERRY__STORE_KEY_MAX, &klen);
-        const uint8_t *val = ferry__store_rd_blob(&r, FERRY__STORE_VALUE_MAX, &vlen);
-        if (r.is_bad || r.left || !table_put(srv, key, klen, val, vlen))
-            return BAD;
-        return conn_reply(c, FERRY__STORE_REPLY_OK, NULL, 0) ? DONE : BAD;
-    }
-    case FERRY__STORE_OP_GET:
-        return op_get(srv, c, &r);
-    case FERRY__STORE_OP_ADD:
-        return op_add(srv, c, &r);
-    case FERRY__STORE_OP_WAIT:
-        return op_keys(srv, c, &r, true);
-    case FERRY__STORE_OP_CAS:
-        return op_cas(srv, c, &r);
-    case FERRY__STORE_OP_CHECK:
-        return op_keys(srv, c, &r, false);
-    default:
-        return BAD;
-    }
-}
-
-/* Runs every complete frame in the input buffer (stopping at a parked one). false = close. */
+/* Runs the complete frames in the input buffer, stopping at a parked one or when the output is
+   over the limit. false = close. */
 static bool conn_process(ferry__store_server *srv, conn *c)
 {
-    while (c->in_len >= 4) {
-        uint32_t body = ferry__store_load_be32(c->in);
-        if (body == 0 || body > FERRY__STORE_BODY_MAX)
-            return false;
-        if (c->in_len < 4 + (size_t)body)
-            return true;
-        int rc = handle_frame(srv, c, c->in + 4, body);
-        if (rc == BAD)
-            return false;
-        if (rc == PARKED) {
-            if (c->deadline_ms && ferry__now_ms() >= c->deadline_ms)
-                rc = conn_reply(c, FERRY__STORE_REPLY_TIMEOUT, NULL, 0) ? DONE : BAD;
-            if (rc != DONE)
-                return rc == PARKED;
-        }
-        c->is_parked = false;
-        c->in_len -= 4 + (size_t)body;
-        memmove(c->in, c->in + 4 + body, c->in_len);
+    size_t used = 0;
+    bool was_paused = is_paused(srv, c);
+    bool is_ok = ferry__store_table_run(srv->table, &c->stream, c->in, c->in_len, &used, &c->out,
+                                        srv->opts.output_limit_bytes, ferry__now_ms(),
+                                        &srv->requests);
+    if (used) {
+        c->in_len -= used;
+        memmove(c->in, c->in + used, c->in_len);
     }
-    return true;
+    if (!srv->token && (c->stream.requests || c->stream.is_parked))
+        set_pending(srv, c, false);
+    if (!was_paused && is_paused(srv, c))
+        atomic_fetch_add(&srv->st.read_pauses, 1);
+    stat_max(&srv->st.out_bytes_max, c->out.len);
+    return is_ok && !c->out.is_oom;
 }
 
-/* Checks the client's MAC over our nonce. A wrong one gets a 0 byte and the connection closes. */
+/* Checks the client's proof: its nonce and MAC over both nonces. A wrong one gets a 0 byte and
+   the connection closes; a right one gets a 1 byte and the server's own MAC. */
 static bool conn_auth(ferry__store_server *srv, conn *c)
 {
-    uint8_t want[FERRY_SHA256_LEN];
-    ferry__store_auth_mac(srv->token, c->nonce, want);
-    bool is_ok = ferry__ct_equal(want, c->in, FERRY_SHA256_LEN);
-    uint8_t verdict = is_ok;
-    c->in_len = 0;
+    uint8_t want[FERRY_SHA256_LEN], reply[1 + FERRY_SHA256_LEN];
+    const uint8_t *client_nonce = c->in;
+    ferry__store_auth_mac(srv->token, false, c->nonce, client_nonce, want);
+    bool is_ok = ferry__ct_equal(want, c->in + FERRY__STORE_NONCE_LEN, FERRY_SHA256_LEN);
+    reply[0] = is_ok;
     if (!is_ok) {
         ferry__log_warn("store", "a client failed the auth check; closing it");
-        (void)send(c->fd, &verdict, 1, MSG_NOSIGNAL);
+        (void)send(c->fd, reply, 1, MSG_NOSIGNAL);
+        c->in_len = 0;
         return false;
     }
+    ferry__store_auth_mac(srv->token, true, c->nonce, client_nonce, reply + 1);
+    c->in_len = 0;
     c->is_ready = true;
     atomic_fetch_add(&srv->n_ready, 1);
-    return conn_queue(c, &verdict, 1);
+    set_pending(srv, c, false);
+    ferry__store_wr_raw(&c->out, reply, sizeof reply);
+    return !c->out.is_oom;
 }
 
-/* Reads what is there. Before auth only the MAC is read, so an unauthenticated peer cannot make
-   the server buffer more than 32 bytes; after it, the buffer grows to one frame at most. */
+/* How much to read next: before auth only the rest of the proof, so an unauthenticated peer
+   cannot make the server buffer more than FERRY__STORE_PROOF_LEN bytes; after it, up to one
+   frame (or a chunk of small ones). 0 = stop reading (malformed frame: *is_bad). */
+static size_t read_want(const conn *c, bool *is_bad)
+{
+    size_t frame = 0;
+    *is_bad = false;
+    if (!c->is_ready)
+        return FERRY__STORE_PROOF_LEN - c->in_len;
+    if (!ferry__store_frame_len(c->in, c->in_len, &frame)) {
+        *is_bad = true;
+        return 0;
+    }
+    return frame > c->in_len ? frame - c->in_len : READ_CHUNK;
+}
+
+/* Reads what is there, and runs what came in, until the socket is drained, a request parks or
+   the output is over the limit. */
 static bool conn_read(ferry__store_server *srv, conn *c)
 {
-    for (;;) {
-        size_t want = c->is_ready ? 65536 : FERRY_SHA256_LEN - c->in_len;
-        if (c->is_ready && c->in_len >= 4) {
-            uint32_t body = ferry__store_load_be32(c->in);
-            if (body == 0 || body > FERRY__STORE_BODY_MAX)
-                return false;
-            if (4 + (size_t)body > c->in_len)
-                want = 4 + (size_t)body - c->in_len;
-        }
+    while (!c->stream.is_parked && !is_paused(srv, c)) {
+        bool is_bad;
+        size_t want = read_want(c, &is_bad);
+        if (is_bad)
+            return false;
         if (c->in_len + want > c->in_cap) {
             uint8_t *p = ferry__realloc(c->in, c->in_len + want);
             if (!p)
@@ -378,89 +241,162 @@ static bool conn_read(ferry__store_server *srv, conn *c)
         if (n <= 0)
             return false;
         c->in_len += (size_t)n;
-        if (!c->is_ready && c->in_len == FERRY_SHA256_LEN && !conn_auth(srv, c))
+        if (!c->is_ready && c->in_len == FERRY__STORE_PROOF_LEN && !conn_auth(srv, c))
             return false;
-        if (c->is_ready && !c->is_parked && !conn_process(srv, c))
+        if (c->is_ready && !conn_process(srv, c))
             return false;
-        if (c->is_parked)
-            return true;
     }
+    return true;
 }
 
-/* ---- the loop --------------------------------------------------------------------------- */
+/* ---- accepting -------------------------------------------------------------------------- */
+
+/* Closes the pending connection that has waited longest; false when there is none. */
+static bool evict_oldest_pending(ferry__store_server *srv)
+{
+    conn *oldest = NULL;
+    for (size_t i = 0; i < srv->n_conns; i++) {
+        conn *c = srv->conns[i];
+        if (c->fd >= 0 && c->is_pending && (!oldest || c->accepted_ms < oldest->accepted_ms))
+            oldest = c;
+    }
+    if (!oldest)
+        return false;
+    conn_close(srv, oldest);
+    atomic_fetch_add(&srv->st.evicted, 1);
+    return true;
+}
+
+/* The hello: magic, whether a token is needed, our nonce. */
+static bool send_hello(ferry__store_server *srv, conn *c)
+{
+    ferry__store_wr_u32(&c->out, FERRY__STORE_HELLO_MAGIC);
+    ferry__store_wr_u8(&c->out, srv->token != NULL);
+    if (srv->token) {
+        if (getrandom(c->nonce, FERRY__STORE_NONCE_LEN, 0) != FERRY__STORE_NONCE_LEN)
+            return false; /* no nonce, no connection */
+        ferry__store_wr_raw(&c->out, c->nonce, FERRY__STORE_NONCE_LEN);
+    }
+    return !c->out.is_oom && conn_flush(c);
+}
+
+static void add_conn(ferry__store_server *srv, int fd)
+{
+    conn *c = ferry__calloc(1, sizeof *c);
+    if (c && srv->n_conns == srv->cap_conns) {
+        size_t cap = srv->cap_conns ? srv->cap_conns * 2 : 16;
+        conn **p = ferry__realloc(srv->conns, cap * sizeof *p);
+        if (p) {
+            srv->conns = p;
+            srv->cap_conns = cap;
+        }
+    }
+    if (!c || srv->n_conns == srv->cap_conns) {
+        ferry__free(c);
+        close(fd);
+        return;
+    }
+    c->fd = fd;
+    c->accepted_ms = ferry__now_ms();
+    srv->conns[srv->n_conns++] = c;
+    set_pending(srv, c, true);
+    c->is_ready = srv->token == NULL;
+    if (c->is_ready)
+        atomic_fetch_add(&srv->n_ready, 1);
+    if (!send_hello(srv, c))
+        conn_close(srv, c);
+}
 
 static void accept_new(ferry__store_server *srv)
 {
     for (;;) {
         int fd = accept4(srv->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (fd < 0)
-            return; /* EAGAIN, or a transient failure (EMFILE): retried on the next wakeup */
+        if (fd < 0 && (errno == EINTR || errno == ECONNABORTED || errno == EPROTO))
+            continue;
+        if (fd < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            return;
+        if (fd < 0) {
+            /* Out of fds or memory: free one by dropping the oldest half-open connection, or
+               rest the listener a while instead of polling it again at once. */
+            int err = errno;
+            atomic_fetch_add(&srv->st.accept_failures, 1);
+            if (evict_oldest_pending(srv))
+                continue;
+            if (!srv->is_accept_failing)
+                ferry__log_warn("store", "accept failed (%s); the listener rests %.0f ms at a "
+                                "time until it works again",
+                                strerror(err), srv->opts.accept_pause_s * 1000);
+            srv->is_accept_failing = true;
+            srv->listen_paused_until_ms = ferry__now_ms() + (int64_t)(srv->opts.accept_pause_s * 1000);
+            return;
+        }
         int one = 1;
+        srv->is_accept_failing = false;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-        conn *c = ferry__calloc(1, sizeof *c);
-        if (c && srv->n_conns == srv->cap_conns) {
-            size_t cap = srv->cap_conns ? srv->cap_conns * 2 : 16;
-            conn **p = ferry__realloc(srv->conns, cap * sizeof *p);
-            if (p) {
-                srv->conns = p;
-                srv->cap_conns = cap;
-            }
-        }
-        if (!c || srv->n_conns == srv->cap_conns) {
-            ferry__free(c);
-            close(fd);
-            continue;
-        }
-        c->fd = fd;
-        ferry__store_writer w = {0};
-        ferry__store_wr_u32(&w, FERRY__STORE_HELLO_MAGIC);
-        ferry__store_wr_u8(&w, srv->token != NULL);
-        if (srv->token && getrandom(c->nonce, FERRY__STORE_NONCE_LEN, 0) != FERRY__STORE_NONCE_LEN)
-            w.is_oom = true; /* no nonce, no connection */
-        if (srv->token)
-            ferry__store_wr_raw(&w, c->nonce, FERRY__STORE_NONCE_LEN);
-        if (w.is_oom || !conn_queue(c, w.p, w.len)) {
-            ferry__free(w.p);
-            conn_free(srv, c);
-            continue;
-        }
-        ferry__free(w.p);
-        c->is_ready = srv->token == NULL;
-        if (c->is_ready)
-            atomic_fetch_add(&srv->n_ready, 1);
-        srv->conns[srv->n_conns++] = c;
+        ferry__store_tune_socket(fd);
+        if (srv->n_pending >= (size_t)srv->max_pending)
+            evict_oldest_pending(srv);
+        add_conn(srv, fd);
     }
 }
 
-/* Retries parked requests after a write, and answers those whose deadline passed. */
-static void serve_parked(ferry__store_server *srv)
+/* ---- the loop --------------------------------------------------------------------------- */
+
+/* Retries parked requests after a write, answers those whose deadline passed, and closes
+   connections that did not finish the handshake in time. */
+static void serve_timers(ferry__store_server *srv)
 {
-    do {
-        srv->changed = false;
+    int64_t handshake_ms = (int64_t)(srv->opts.handshake_timeout_s * 1000);
+    bool again = true;
+    while (again) {
+        again = false;
+        int64_t now = ferry__now_ms();
         for (size_t i = 0; i < srv->n_conns; i++) {
             conn *c = srv->conns[i];
-            if (c->fd < 0 || !c->is_parked)
-                continue;
-            if (!conn_process(srv, c) || !conn_flush(c)) {
-                close(c->fd);
-                c->fd = -1;
+            if (c->fd >= 0 && c->is_pending && now - c->accepted_ms >= handshake_ms) {
+                atomic_fetch_add(&srv->st.handshake_timeouts, 1);
+                conn_close(srv, c);
             }
+            /* Only authenticated input is ever run: before auth `in` holds part of a proof. */
+            if (c->fd < 0 || !c->is_ready ||
+                (!c->stream.is_parked && (is_paused(srv, c) || !c->in_len)))
+                continue;
+            /* Parked, or frames left unrun while the output was over the limit. */
+            if (!conn_process(srv, c) || !conn_flush(c))
+                conn_close(srv, c);
         }
-    } while (srv->changed);
+        again = ferry__store_table_take_changed(srv->table);
+    }
 }
 
 static int poll_timeout(ferry__store_server *srv)
 {
     int64_t now = ferry__now_ms(), best = -1;
+    int64_t handshake_ms = (int64_t)(srv->opts.handshake_timeout_s * 1000);
     for (size_t i = 0; i < srv->n_conns; i++) {
         conn *c = srv->conns[i];
-        if (c->is_parked && c->deadline_ms) {
-            int64_t left = c->deadline_ms > now ? c->deadline_ms - now : 0;
-            if (best < 0 || left < best)
-                best = left;
-        }
+        int64_t at = -1;
+        if (c->fd >= 0 && c->stream.is_parked && c->stream.deadline_ms)
+            at = c->stream.deadline_ms;
+        if (c->fd >= 0 && c->is_pending && (at < 0 || c->accepted_ms + handshake_ms < at))
+            at = c->accepted_ms + handshake_ms;
+        if (at >= 0 && (best < 0 || at - now < best))
+            best = at > now ? at - now : 0;
+    }
+    if (srv->listen_paused_until_ms) {
+        int64_t left = srv->listen_paused_until_ms - now;
+        if (left <= 0)
+            srv->listen_paused_until_ms = 0;
+        else if (best < 0 || left < best)
+            best = left;
     }
     return best > 1000000 ? 1000000 : (int)best;
+}
+
+static short conn_events(const ferry__store_server *srv, const conn *c)
+{
+    short ev = c->stream.is_parked || is_paused(srv, c) ? POLLRDHUP : POLLIN;
+    return (short)(ev | (c->out.len ? POLLOUT : 0));
 }
 
 static void handle_events(ferry__store_server *srv, const struct pollfd *pfd, size_t n)
@@ -469,16 +405,16 @@ static void handle_events(ferry__store_server *srv, const struct pollfd *pfd, si
         conn *c = srv->conns[i];
         short ev = pfd[i + 2].revents;
         bool is_ok = true;
+        if (c->fd < 0 || !ev)
+            continue;
         if (ev & POLLIN)
             is_ok = conn_read(srv, c);
         else if (ev & (POLLHUP | POLLERR | POLLRDHUP))
-            is_ok = false; /* a parked client went away */
-        if (is_ok && c->out_len)
+            is_ok = false; /* a parked or paused client went away */
+        if (is_ok && c->out.len)
             is_ok = conn_flush(c);
-        if (!is_ok) {
-            close(c->fd);
-            c->fd = -1;
-        }
+        if (!is_ok)
+            conn_close(srv, c);
     }
 }
 
@@ -493,6 +429,10 @@ static void reap_closed(ferry__store_server *srv)
             conn_free(srv, srv->conns[i]);
     }
     srv->n_conns = kept;
+    atomic_store(&srv->st.connections, kept);
+    atomic_store(&srv->st.pending, srv->n_pending);
+    atomic_store(&srv->st.keys, ferry__store_table_keys(srv->table));
+    atomic_store(&srv->st.requests, srv->requests);
 }
 
 static void *server_main(void *arg)
@@ -511,20 +451,19 @@ static void *server_main(void *arg)
             pfd = p;
             pfd_cap = (n + 2) * 2;
         }
+        int timeout_ms = poll_timeout(srv);
         pfd[0] = (struct pollfd){.fd = srv->wake_rd, .events = POLLIN};
-        pfd[1] = (struct pollfd){.fd = srv->listen_fd, .events = POLLIN};
-        for (size_t i = 0; i < n; i++) {
-            conn *c = srv->conns[i];
-            short ev = c->is_parked ? POLLRDHUP : POLLIN;
-            pfd[i + 2] = (struct pollfd){.fd = c->fd,
-                                         .events = (short)(ev | (c->out_len ? POLLOUT : 0))};
-        }
-        if (poll(pfd, n + 2, poll_timeout(srv)) < 0 && errno != EINTR)
+        pfd[1] = (struct pollfd){.fd = srv->listen_paused_until_ms ? -1 : srv->listen_fd,
+                                 .events = POLLIN};
+        for (size_t i = 0; i < n; i++)
+            pfd[i + 2] = (struct pollfd){.fd = srv->conns[i]->fd,
+                                         .events = conn_events(srv, srv->conns[i])};
+        if (poll(pfd, n + 2, timeout_ms) < 0 && errno != EINTR)
             break;
         handle_events(srv, pfd, n);
         if (pfd[1].revents & POLLIN)
             accept_new(srv);
-        serve_parked(srv);
+        serve_timers(srv);
         reap_closed(srv);
     }
     ferry__free(pfd);
@@ -587,18 +526,10 @@ static void server_free(ferry__store_server *srv)
 {
     for (size_t i = 0; i < srv->n_conns; i++)
         conn_free(srv, srv->conns[i]);
-    for (size_t b = 0; srv->buckets && b < srv->n_buckets; b++) {
-        for (entry *e = srv->buckets[b], *next; e; e = next) {
-            next = e->next;
-            ferry__free(e->key);
-            ferry__free(e->val);
-            ferry__free(e);
-        }
-    }
+    ferry__store_table_free(srv->table);
     if (srv->token)
         explicit_bzero(srv->token, strlen(srv->token));
     ferry__free(srv->token);
-    ferry__free(srv->buckets);
     ferry__free(srv->conns);
     if (srv->listen_fd >= 0)
         close(srv->listen_fd);
@@ -610,6 +541,7 @@ static void server_free(ferry__store_server *srv)
 }
 
 ferry__store_server *ferry__store_server_start(const char *host, int port, const char *token,
+                                               const ferry__store_server_options *opts,
                                                int *bound_port)
 {
     int fds[2], bound = 0;
@@ -619,10 +551,14 @@ ferry__store_server *ferry__store_server_start(const char *host, int port, const
     if (!srv)
         return ferry__fail_null(FERRY_ENOMEM, "out of memory starting the store");
     srv->listen_fd = srv->wake_rd = srv->wake_wr = -1;
-    srv->n_buckets = 1024;
-    srv->buckets = ferry__calloc(srv->n_buckets, sizeof *srv->buckets);
+    if (opts)
+        srv->opts = *opts;
+    else
+        ferry__store_server_options_init(&srv->opts);
+    srv->max_pending = pending_cap(srv->opts.max_pending);
+    srv->table = ferry__store_table_new();
     srv->token = token ? ferry__strdup(token) : NULL;
-    if (!srv->buckets || (token && !srv->token)) {
+    if (!srv->table || (token && !srv->token)) {
         ferry__fail(FERRY_ENOMEM, "out of memory starting the store");
         goto fail;
     }
@@ -642,8 +578,11 @@ ferry__store_server *ferry__store_server_start(const char *host, int port, const
     }
     if (bound_port)
         *bound_port = bound;
-    ferry__log_debug("store", "serving on %s:%d%s", host && *host ? host : "0.0.0.0", bound,
-                     token ? " with auth" : "");
+    ferry__log_debug("store", "serving on %s:%d%s (handshake %.1f s, %d pending at most, %zu-byte "
+                     "output limit)",
+                     host && *host ? host : "0.0.0.0", bound, token ? " with auth" : "",
+                     srv->opts.handshake_timeout_s, srv->max_pending,
+                     srv->opts.output_limit_bytes);
     return srv;
 fail:
     server_free(srv);
@@ -665,4 +604,19 @@ void ferry__store_server_stop(ferry__store_server *srv)
 int ferry__store_server_clients(ferry__store_server *srv)
 {
     return srv ? atomic_load(&srv->n_ready) : 0;
+}
+
+void ferry__store_server_get_stats(ferry__store_server *srv, ferry__store_server_stats *out)
+{
+    *out = (ferry__store_server_stats){
+        .keys = atomic_load(&srv->st.keys),
+        .requests = atomic_load(&srv->st.requests),
+        .connections = atomic_load(&srv->st.connections),
+        .pending = atomic_load(&srv->st.pending),
+        .evicted = atomic_load(&srv->st.evicted),
+        .handshake_timeouts = atomic_load(&srv->st.handshake_timeouts),
+        .accept_failures = atomic_load(&srv->st.accept_failures),
+        .read_pauses = atomic_load(&srv->st.read_pauses),
+        .out_bytes_max = atomic_load(&srv->st.out_bytes_max),
+    };
 }

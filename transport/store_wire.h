@@ -1,14 +1,18 @@
-/* Private to the TCP store: what its server (store_server.c) and client (store_client.c) must
-   agree on, kept in one place so the two sides cannot drift apart. The file store (store_file.c)
-   takes its key and value caps from here too.
+/* Private to the TCP store: what its server (store_server.c, store_table.c) and client
+   (store_client.c) must agree on, kept in one place so the two sides cannot drift apart. The file
+   store (store_file.c) takes its key and value caps from here too.
 
    On connect the server sends a hello: the 4-byte magic, one byte saying whether a token is
-   required and, if so, a FERRY__STORE_NONCE_LEN-byte random nonce. The client answers with
-   HMAC-SHA256(token, nonce) and the server replies with one verdict byte (1 = accepted). After
-   that, both directions carry frames: a 4-byte big-endian body length, then the body. A request
-   body starts with the op byte, a reply body with the reply status byte. Integers are big-endian;
-   byte strings are a 4-byte length then the bytes. Every length is capped by the limits below,
-   and the readers here never read past the end of a body. */
+   required and, if so, a FERRY__STORE_NONCE_LEN-byte random server nonce. A client with the token
+   answers with its own random nonce and HMAC-SHA256(token, "ferry-store-client" || server nonce
+   || client nonce); the server replies with one verdict byte (1 = accepted) and, when accepted,
+   HMAC-SHA256(token, "ferry-store-server" || server nonce || client nonce), which the client
+   checks, so both sides prove the token in one round trip and a store that does not know it is
+   refused. The labels keep either MAC from being replayed as the other. After that, both
+   directions carry frames: a 4-byte big-endian body length, then the body. A request body starts
+   with the op byte, a reply body with the reply status byte. Integers are big-endian; byte strings
+   are a 4-byte length then the bytes. Every length is capped by the limits below, and the readers
+   here never read past the end of a body. */
 #ifndef FERRY_TRANSPORT_STORE_WIRE_H
 #define FERRY_TRANSPORT_STORE_WIRE_H
 
@@ -27,8 +31,13 @@
 /* The largest body: compare_set carries a key and two values, plus small fields. */
 #define FERRY__STORE_BODY_MAX (2 * FERRY__STORE_VALUE_MAX + FERRY__STORE_KEY_MAX + 64)
 #define FERRY__STORE_KEYS_MAX 65536u
-#define FERRY__STORE_HELLO_MAGIC 0x46525931u /* "FRY1" */
+#define FERRY__STORE_HELLO_MAGIC 0x46525932u /* "FRY2": mutual authentication */
 #define FERRY__STORE_NONCE_LEN 32
+/* What a client with the token sends after the hello: its nonce, then its MAC. */
+#define FERRY__STORE_PROOF_LEN (FERRY__STORE_NONCE_LEN + FERRY_SHA256_LEN)
+/* The longest wait a client may ask for; longer ones are clamped (30 days), so a deadline
+   computed from it never overflows. */
+#define FERRY__STORE_WAIT_MAX_MS (30ull * 24 * 3600 * 1000)
 
 enum {
     FERRY__STORE_OP_SET = 1,
@@ -36,7 +45,9 @@ enum {
     FERRY__STORE_OP_ADD,
     FERRY__STORE_OP_WAIT,
     FERRY__STORE_OP_CAS,
-    FERRY__STORE_OP_CHECK
+    FERRY__STORE_OP_CHECK,
+    FERRY__STORE_OP_DELETE, /* a key list; absent keys are fine; replies with how many existed */
+    FERRY__STORE_OP_STATS   /* replies with u64 keys, u64 requests served (diagnostics, tests) */
 };
 enum { FERRY__STORE_REPLY_OK = 0, FERRY__STORE_REPLY_TIMEOUT = 1, FERRY__STORE_REPLY_NOT_INT = 2 };
 
@@ -67,12 +78,20 @@ static inline void ferry__store_put_be32(uint8_t *p, uint32_t v)
     p[3] = (uint8_t)v;
 }
 
-/* The MAC a client proves the token with; the server computes the same to compare. */
-static inline void ferry__store_auth_mac(const char *token,
-                                         const uint8_t nonce[FERRY__STORE_NONCE_LEN],
+/* The MAC one side proves the token with: is_server picks the label. Both sides compute both,
+   each to send its own and to check the other's. */
+static inline void ferry__store_auth_mac(const char *token, bool is_server,
+                                         const uint8_t server_nonce[FERRY__STORE_NONCE_LEN],
+                                         const uint8_t client_nonce[FERRY__STORE_NONCE_LEN],
                                          uint8_t mac[FERRY_SHA256_LEN])
 {
-    ferry__hmac_sha256(token, strlen(token), nonce, FERRY__STORE_NONCE_LEN, mac);
+    static const char client_label[] = "ferry-store-client", server_label[] = "ferry-store-server";
+    uint8_t msg[sizeof client_label - 1 + 2 * FERRY__STORE_NONCE_LEN];
+    size_t label_len = sizeof client_label - 1;
+    memcpy(msg, is_server ? server_label : client_label, label_len);
+    memcpy(msg + label_len, server_nonce, FERRY__STORE_NONCE_LEN);
+    memcpy(msg + label_len + FERRY__STORE_NONCE_LEN, client_nonce, FERRY__STORE_NONCE_LEN);
+    ferry__hmac_sha256(token, strlen(token), msg, sizeof msg, mac);
 }
 
 /* ---- reading a body --------------------------------------------------------------------- */

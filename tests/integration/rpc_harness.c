@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
+#include <unistd.h>
 
 ferry_status rpc_test_echo(const ferry_value *args, const ferry_value *kwargs, ferry_value **result,
                            void *user)
@@ -74,8 +75,17 @@ static int run_rank(int rank, int world, void *arg)
     return rc;
 }
 
+void rpc_test_set_token(void)
+{
+    /* Different per test case (ranks of one case share it: set before they fork). */
+    char token[64];
+    snprintf(token, sizeof token, "test-%d-%.0f", (int)getpid(), rpc_test_now_s() * 1e6);
+    setenv("FERRY_AUTH_TOKEN", token, 1);
+}
+
 void rpc_case_run(const char *transport, int world, rpc_body body, void *user, double deadline_s)
 {
+    rpc_test_set_token();
     run_arg ra = {.c = {.transport = transport, .port = ferry_test_free_port(), .user = user},
                   .body = body};
     ferry_test_run_ranks(world, run_rank, &ra, deadline_s);

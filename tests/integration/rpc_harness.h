@@ -24,6 +24,9 @@ ferry_status rpc_test_echo(const ferry_value *args, const ferry_value *kwargs, f
                            void *user);
 ferry_status rpc_test_sleep(const ferry_value *args, const ferry_value *kwargs,
                             ferry_value **result, void *user);
+/* Sets FERRY_AUTH_TOKEN to a value of this test case's own; call before forking the ranks
+   (rpc_case_run does). */
+void rpc_test_set_token(void);
 /* Monotonic seconds. */
 double rpc_test_now_s(void);
 

@@ -78,6 +78,7 @@ static void run_mode(const char *mode, int world)
 {
     ferry_register_function("whoami", whoami, NULL);
     init_case ic = {.mode = mode, .port = ferry_test_free_port()};
+    rpc_test_set_token();
     snprintf(ic.path, sizeof ic.path, "/tmp/ferry_init_test_%d", (int)getpid());
     unlink(ic.path);
     ferry_test_run_ranks(world, init_rank, &ic, 40);
@@ -145,6 +146,7 @@ static int dup_rank(int rank, int world, void *arg)
 Test(rpc_init, fails_on_every_worker_when_names_repeat, .timeout = 30)
 {
     init_case ic = {.mode = "tcp", .port = ferry_test_free_port()};
+    rpc_test_set_token();
     ferry_test_run_ranks(2, dup_rank, &ic, 25);
 }
 
@@ -166,6 +168,7 @@ static int late_rank(int rank, int world, void *arg)
 Test(rpc_init, names_missing_ranks_when_init_times_out, .timeout = 30)
 {
     init_case ic = {.mode = "tcp", .port = ferry_test_free_port()};
+    rpc_test_set_token();
     ferry_test_run_ranks(3, late_rank, &ic, 25);
 }
 
@@ -200,5 +203,6 @@ Test(rpc_init, thirty_two_workers_call_each_other_when_on_one_host, .timeout = 1
 {
     ferry_register_function("whoami", whoami, NULL);
     init_case ic = {.mode = "tcp", .port = ferry_test_free_port()};
+    rpc_test_set_token();
     ferry_test_run_ranks(32, many_rank, &ic, 110);
 }

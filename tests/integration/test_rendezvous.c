@@ -71,7 +71,8 @@ static ferry__rendezvous *join(const scenario *s, int rank)
     bool from_env = strcmp(s->env_style, "args") != 0;
     return ferry__rendezvous_join(s->init_method, from_env ? -1 : rank,
                                   from_env ? 0 : s->world_size, name, addr, (size_t)len,
-                                  s->timeout_s ? s->timeout_s : 20, s->token);
+                                  s->timeout_s ? s->timeout_s : 20,
+                                  s->token ? s->token : "rendezvous-test-token");
 }
 
 /* Checks the table, then a barrier and an all-reduce. 0 = all good. */
@@ -304,7 +305,7 @@ Test(transport_rendezvous, join_accepts_a_127_byte_name_when_alone, .timeout = 1
     name[127] = '\0';
     memcpy(name, "Az09_:-", 7);
     snprintf(method, sizeof method, "tcp://127.0.0.1:%d", ferry_test_free_port());
-    ferry__rendezvous *rdv = ferry_assert_ptr(ferry__rendezvous_join(method, 0, 1, name, "x", 1, 5, NULL));
+    ferry__rendezvous *rdv = ferry_assert_ptr(ferry__rendezvous_join(method, 0, 1, name, "x", 1, 5, "tok"));
     int n = 0;
     const ferry__peer_entry *peers = ferry__rendezvous_peers(rdv, &n);
     cr_assert_eq(n, 1);
@@ -490,4 +491,8 @@ Test(tools_ferryrun, passes_node_rank_and_token_on_when_nodes_are_many, .timeout
     cr_assert(strstr(out, "[3] 3/6 29999 shared-token\n"), "%s", out);
     unsetenv("FERRY_AUTH_TOKEN");
     cr_assert_eq(run_ferryrun(args, out, sizeof out), 2, "a multi-node run needs a shared token");
+    setenv("FERRY_AUTH_TOKEN", "", 1);
+    const char *one[] = {"-n", "1", "true", NULL};
+    cr_assert_eq(run_ferryrun(one, out, sizeof out), 2, "an empty token is refused up front");
+    unsetenv("FERRY_AUTH_TOKEN");
 }

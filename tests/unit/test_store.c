@@ -1,21 +1,33 @@
 /* The rendezvous store: every operation over TCP and over a file, timeouts, many clients at
-   once, the token check, and a server that survives malformed frames from a raw socket. */
+   once, the token check both ways (fake stores), deadlines against a server that never answers,
+   the server's limits (handshake deadline, pending cap, paused listener, output bound, clamped
+   timeouts), a server that survives malformed frames from a raw socket, and the file store's
+   refusal of files that are not ours. */
 #include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "core/alloc.h"
+#include "core/clock.h"
 #include "test_util.h"
 #include "transport/store.h"
+#include "transport/store_wire.h"
 
 static ferry__store_server *start_server(const char *token, int *port)
 {
-    return ferry_assert_ptr(ferry__store_server_start("127.0.0.1", 0, token, port));
+    return ferry_assert_ptr(ferry__store_server_start("127.0.0.1", 0, token, NULL, port));
 }
 
 static void expect_value(ferry__store *st, const char *key, const char *want)
@@ -37,38 +49,53 @@ static void exercise_ops(ferry__store *st)
     bool present[3];
     const char *keys[] = {"a", "missing", "counter"};
 
-    ferry_assert_ok(ferry__store_set(st, "a", "hello", 5));
+    ferry_assert_ok(ferry__store_set(st, "a", "hello", 5, 5));
     expect_value(st, "a", "hello");
-    ferry_assert_ok(ferry__store_set(st, "a", "", 0)); /* overwrite; empty values exist */
+    ferry_assert_ok(ferry__store_set(st, "a", "", 0, 5)); /* overwrite; empty values exist */
     expect_value(st, "a", "");
 
-    ferry_assert_ok(ferry__store_add(st, "counter", 5, &n));
+    ferry_assert_ok(ferry__store_add(st, "counter", 5, &n, 5));
     cr_assert_eq(n, 5);
-    ferry_assert_ok(ferry__store_add(st, "counter", -7, &n));
+    ferry_assert_ok(ferry__store_add(st, "counter", -7, &n, 5));
     cr_assert_eq(n, -2);
     expect_value(st, "counter", "-2");
-    ferry_assert_status(ferry__store_add(st, "a", 1, &n), FERRY_EINVAL);
+    ferry_assert_status(ferry__store_add(st, "a", 1, &n, 5), FERRY_EINVAL);
 
-    ferry_assert_ok(ferry__store_check(st, keys, 3, present));
+    ferry_assert_ok(ferry__store_check(st, keys, 3, present, 5));
     cr_assert(present[0] && !present[1] && present[2]);
     ferry_assert_ok(ferry__store_wait(st, (const char *[]){"a", "counter"}, 2, 5));
 
     /* compare_set: absent + nothing expected sets; a wrong guess changes nothing. */
-    ferry_assert_ok(ferry__store_compare_set(st, "cas", NULL, 0, "one", 3, &val, &len));
+    ferry_assert_ok(ferry__store_compare_set(st, "cas", NULL, 0, "one", 3, &val, &len, 5));
     cr_assert(len == 3 && !memcmp(val, "one", 3));
     ferry__free(val);
-    ferry_assert_ok(ferry__store_compare_set(st, "cas", "two", 3, "three", 5, &val, &len));
+    ferry_assert_ok(ferry__store_compare_set(st, "cas", "two", 3, "three", 5, &val, &len, 5));
     cr_assert(len == 3 && !memcmp(val, "one", 3));
     ferry__free(val);
-    ferry_assert_ok(ferry__store_compare_set(st, "cas", "one", 3, "four", 4, &val, &len));
+    ferry_assert_ok(ferry__store_compare_set(st, "cas", "one", 3, "four", 4, &val, &len, 5));
     cr_assert(len == 4 && !memcmp(val, "four", 4));
     ferry__free(val);
     /* Absent but something expected: nothing is set and the expectation comes back (torch). */
-    ferry_assert_ok(ferry__store_compare_set(st, "cas2", "x", 1, "y", 1, &val, &len));
+    ferry_assert_ok(ferry__store_compare_set(st, "cas2", "x", 1, "y", 1, &val, &len, 5));
     cr_assert(len == 1 && !memcmp(val, "x", 1));
     ferry__free(val);
-    ferry_assert_ok(ferry__store_check(st, (const char *[]){"cas2"}, 1, present));
+    ferry_assert_ok(ferry__store_check(st, (const char *[]){"cas2"}, 1, present, 5));
     cr_assert(!present[0]);
+
+    /* delete: removes what exists, says how many did; stats count the keys. */
+    uint64_t n_keys = 0, requests = 0;
+    size_t deleted = 0;
+    ferry_assert_ok(ferry__store_stats(st, &n_keys, &requests, 5));
+    cr_assert_eq(n_keys, 3, "a, counter, cas: %llu", (unsigned long long)n_keys);
+    cr_assert(requests > 10);
+    ferry_assert_ok(ferry__store_delete(st, (const char *[]){"a", "missing", "cas"}, 3, &deleted, 5));
+    cr_assert_eq(deleted, 2);
+    ferry_assert_ok(ferry__store_check(st, keys, 3, present, 5));
+    cr_assert(!present[0] && !present[1] && present[2]);
+    ferry_assert_ok(ferry__store_stats(st, &n_keys, NULL, 5));
+    cr_assert_eq(n_keys, 1);
+    ferry_assert_ok(ferry__store_set(st, "cas", "again", 5, 5)); /* a deleted key can return */
+    expect_value(st, "cas", "again");
 }
 
 Test(transport_store, every_op_works_when_served_over_tcp, .timeout = 10)
@@ -87,12 +114,15 @@ Test(transport_store, every_op_works_when_backed_by_a_file, .timeout = 10)
     char dir[] = "/tmp/ferry-store-XXXXXX", path[64];
     cr_assert(mkdtemp(dir));
     snprintf(path, sizeof path, "%s/store", dir);
-    ferry__store *st = ferry_assert_ptr(ferry__store_open_file(path, NULL));
+    ferry__store *st = ferry_assert_ptr(ferry__store_open_file(path));
     exercise_ops(st);
     ferry__store_close(st);
-    /* A second handle sees what the first wrote. */
-    st = ferry_assert_ptr(ferry__store_open_file(path, NULL));
-    expect_value(st, "cas", "four");
+    /* A second handle sees what the first wrote, deletes included. */
+    st = ferry_assert_ptr(ferry__store_open_file(path));
+    expect_value(st, "cas", "again");
+    bool present[1];
+    ferry_assert_ok(ferry__store_check(st, (const char *[]){"a"}, 1, present, 5));
+    cr_assert(!present[0]);
     ferry__store_close(st);
     unlink(path);
     rmdir(dir);
@@ -110,7 +140,7 @@ Test(transport_store, get_fails_with_etimedout_when_key_never_appears, .timeout 
     ferry_assert_status(ferry__store_wait(st, (const char *[]){"x", "y"}, 2, 0.1),
                         FERRY_ETIMEDOUT);
     /* The connection stays usable after a timeout. */
-    ferry_assert_ok(ferry__store_set(st, "nobody", "late", 4));
+    ferry_assert_ok(ferry__store_set(st, "nobody", "late", 4, 5));
     expect_value(st, "nobody", "late");
     ferry__store_close(st);
     ferry__store_server_stop(srv);
@@ -122,7 +152,7 @@ Test(transport_store, file_get_fails_with_etimedout_when_key_never_appears, .tim
     int fd = mkstemp(path);
     cr_assert(fd >= 0);
     close(fd);
-    ferry__store *st = ferry_assert_ptr(ferry__store_open_file(path, NULL));
+    ferry__store *st = ferry_assert_ptr(ferry__store_open_file(path));
     void *val = NULL;
     size_t len;
     ferry_assert_status(ferry__store_get(st, "nobody", 0.1, &val, &len), FERRY_ETIMEDOUT);
@@ -163,7 +193,7 @@ Test(transport_store, get_returns_the_value_when_key_is_set_while_waiting, .time
         pthread_create(&threads[i], NULL, blocking_getter, &args[i]);
     }
     ferry__store *st = ferry_assert_ptr(ferry__store_connect("127.0.0.1", port, NULL, 5));
-    ferry_assert_ok(ferry__store_set(st, "later", "value", 5));
+    ferry_assert_ok(ferry__store_set(st, "later", "value", 5, 5));
     for (int i = 0; i < 4; i++) {
         pthread_join(threads[i], NULL);
         ferry_assert_ok(args[i].rc);
@@ -179,7 +209,7 @@ static void *adder(void *p)
     ferry__store *st = ferry__store_connect("127.0.0.1", a->port, "tok", 10);
     a->rc = st ? FERRY_OK : ferry_last_status();
     for (int64_t i = 0; st && a->rc == FERRY_OK && i < a->adds; i++)
-        a->rc = ferry__store_add(st, "total", 1, NULL);
+        a->rc = ferry__store_add(st, "total", 1, NULL, 5);
     ferry__store_close(st);
     return NULL;
 }
@@ -201,7 +231,7 @@ Test(transport_store, add_counts_every_call_when_many_clients_add_at_once, .time
     }
     ferry__store *st = ferry_assert_ptr(ferry__store_connect("127.0.0.1", port, "tok", 5));
     int64_t total = 0;
-    ferry_assert_ok(ferry__store_add(st, "total", 0, &total));
+    ferry_assert_ok(ferry__store_add(st, "total", 0, &total, 5));
     cr_assert_eq(total, CLIENTS * ADDS);
     ferry__store_close(st);
     ferry__store_server_stop(srv);
@@ -209,9 +239,9 @@ Test(transport_store, add_counts_every_call_when_many_clients_add_at_once, .time
 
 static int file_adder(int rank, int world_size, void *arg)
 {
-    ferry__store *st = ferry__store_open_file(arg, NULL);
+    ferry__store *st = ferry__store_open_file(arg);
     for (int i = 0; st && i < 40; i++)
-        if (ferry__store_add(st, "total", 1, NULL) != FERRY_OK)
+        if (ferry__store_add(st, "total", 1, NULL, 5) != FERRY_OK)
             return 1;
     ferry__store_close(st);
     return st ? 0 : 2;
@@ -224,7 +254,7 @@ Test(transport_store, file_add_counts_every_call_when_processes_add_at_once, .ti
     cr_assert(fd >= 0);
     close(fd);
     ferry_test_run_ranks(4, file_adder, path, 15);
-    ferry__store *st = ferry_assert_ptr(ferry__store_open_file(path, NULL));
+    ferry__store *st = ferry_assert_ptr(ferry__store_open_file(path));
     expect_value(st, "total", "160");
     ferry__store_close(st);
     unlink(path);
@@ -234,7 +264,7 @@ static void *late_connector(void *p)
 {
     worker_arg *a = p;
     ferry__store *st = ferry__store_connect("127.0.0.1", a->port, NULL, 10);
-    a->rc = st ? ferry__store_set(st, "hi", "1", 1) : ferry_last_status();
+    a->rc = st ? ferry__store_set(st, "hi", "1", 1, 5) : ferry_last_status();
     ferry__store_close(st);
     return NULL;
 }
@@ -246,7 +276,7 @@ Test(transport_store, connect_retries_when_server_starts_later, .timeout = 15)
     pthread_create(&t, NULL, late_connector, &a);
     int bound;
     ferry__store_server *srv =
-        ferry_assert_ptr(ferry__store_server_start("127.0.0.1", a.port, NULL, &bound));
+        ferry_assert_ptr(ferry__store_server_start("127.0.0.1", a.port, NULL, NULL, &bound));
     cr_assert_eq(bound, a.port);
     pthread_join(t, NULL);
     ferry_assert_ok(a.rc);
@@ -275,7 +305,7 @@ Test(transport_store, connect_fails_with_eauth_when_token_differs, .timeout = 10
     cr_assert_eq(ferry_last_status(), FERRY_EAUTH);
     /* The server still serves clients that know the token. */
     ferry__store *st = ferry_assert_ptr(ferry__store_connect("127.0.0.1", port, "right", 5));
-    ferry_assert_ok(ferry__store_set(st, "k", "v", 1));
+    ferry_assert_ok(ferry__store_set(st, "k", "v", 1, 5));
     ferry__store_close(st);
     ferry__store_server_stop(srv);
 }
@@ -325,7 +355,7 @@ Test(transport_store, server_closes_only_that_client_when_frames_are_malformed, 
     int port;
     ferry__store_server *srv = start_server(NULL, &port);
     ferry__store *st = ferry_assert_ptr(ferry__store_connect("127.0.0.1", port, NULL, 5));
-    ferry_assert_ok(ferry__store_set(st, "before", "1", 1));
+    ferry_assert_ok(ferry__store_set(st, "before", "1", 1, 5));
 
     const uint8_t huge_body[] = {0xff, 0xff, 0xff, 0xff, 1};
     const uint8_t empty_body[] = {0, 0, 0, 0};
@@ -357,13 +387,32 @@ Test(transport_store, server_rejects_a_wrong_mac_when_sent_from_a_raw_socket, .t
     int port;
     ferry__store_server *srv = start_server("tok", &port);
     int fd = raw_connect(port, true);
-    uint8_t mac[32] = {0}, verdict = 1;
-    cr_assert_eq(send(fd, mac, sizeof mac, MSG_NOSIGNAL), 32);
+    uint8_t proof[64] = {0}, verdict = 1; /* a client nonce and a MAC of zeros */
+    cr_assert_eq(send(fd, proof, sizeof proof, MSG_NOSIGNAL), 64);
     cr_assert_eq(recv(fd, &verdict, 1, 0), 1);
     cr_assert_eq(verdict, 0);
     cr_assert_eq(recv(fd, &verdict, 1, 0), 0);
     close(fd);
     cr_assert_eq(ferry__store_server_clients(srv), 0);
+    ferry__store_server_stop(srv);
+}
+
+Test(transport_store, server_never_runs_a_request_when_it_arrives_before_the_proof, .timeout = 10)
+{
+    int port;
+    ferry__store_server *srv = start_server("tok", &port);
+    int fd = raw_connect(port, true);
+    /* A whole set frame (17 bytes) where the 64-byte proof belongs, then silence. */
+    const uint8_t set[] = {0, 0, 0, 13, 1, 0, 0, 0, 3, 'e', 'v', 'l', 0, 0, 0, 1, 'x'};
+    cr_assert_eq(send(fd, set, sizeof set, MSG_NOSIGNAL), (ssize_t)sizeof set);
+    /* Something else makes the server loop run while those bytes sit there. */
+    ferry__store *st = ferry_assert_ptr(ferry__store_connect("127.0.0.1", port, "tok", 5));
+    ferry_assert_ok(ferry__store_set(st, "k", "v", 1, 5));
+    bool present[1] = {true};
+    ferry_assert_ok(ferry__store_check(st, (const char *[]){"evl"}, 1, present, 5));
+    cr_assert(!present[0], "an unauthenticated request was run");
+    close(fd);
+    ferry__store_close(st);
     ferry__store_server_stop(srv);
 }
 
@@ -375,14 +424,14 @@ Test(transport_store, ops_fail_with_einval_when_keys_or_values_exceed_limits, .t
     char *key = ferry__malloc(4098);
     memset(key, 'k', 4097);
     key[4097] = '\0';
-    ferry_assert_status(ferry__store_set(st, key, "v", 1), FERRY_EINVAL);
+    ferry_assert_status(ferry__store_set(st, key, "v", 1, 5), FERRY_EINVAL);
     key[4096] = '\0'; /* exactly at the cap is fine */
-    ferry_assert_ok(ferry__store_set(st, key, "v", 1));
+    ferry_assert_ok(ferry__store_set(st, key, "v", 1, 5));
     size_t big = 16u << 20;
     uint8_t *val = ferry__calloc(1, big + 1);
-    ferry_assert_status(ferry__store_set(st, "big", val, big + 1), FERRY_EINVAL);
+    ferry_assert_status(ferry__store_set(st, "big", val, big + 1, 5), FERRY_EINVAL);
     val[big - 1] = 42;
-    ferry_assert_ok(ferry__store_set(st, "big", val, big));
+    ferry_assert_ok(ferry__store_set(st, "big", val, big, 5));
     void *back = NULL;
     size_t len = 0;
     ferry_assert_ok(ferry__store_get(st, "big", 5, &back, &len));
@@ -403,6 +452,385 @@ Test(transport_store, parked_client_fails_with_etransport_when_server_stops, .ti
     void *val = NULL;
     size_t len;
     ferry_assert_status(ferry__store_get(st, "k", 5, &val, &len), FERRY_ETRANSPORT);
-    ferry_assert_status(ferry__store_set(st, "k", "v", 1), FERRY_ETRANSPORT);
+    ferry_assert_status(ferry__store_set(st, "k", "v", 1, 5), FERRY_ETRANSPORT);
     ferry__store_close(st);
+}
+
+/* ---- fake stores: the client's side of the handshake and its deadlines --------------------- */
+
+enum { FAKE_SILENT, FAKE_BAD_PROOF, FAKE_MUTE_AFTER_AUTH };
+
+typedef struct {
+    int listen_fd, port, mode;
+    const char *token;
+    pthread_t thread;
+} fake_store;
+
+static bool read_n(int fd, void *buf, size_t n)
+{
+    for (size_t got = 0; got < n;) {
+        ssize_t r = recv(fd, (uint8_t *)buf + got, n - got, 0);
+        if (r <= 0)
+            return false;
+        got += (size_t)r;
+    }
+    return true;
+}
+
+/* Serves one connection after another, as its mode says, until the listener is shut down. */
+static void *fake_main(void *p)
+{
+    fake_store *f = p;
+    for (;;) {
+        int fd = accept(f->listen_fd, NULL, NULL);
+        if (fd < 0)
+            return NULL;
+        uint8_t hello[5 + FERRY__STORE_NONCE_LEN], proof[FERRY__STORE_PROOF_LEN];
+        uint8_t reply[1 + FERRY_SHA256_LEN] = {1}, sink[256];
+        ferry__store_put_be32(hello, FERRY__STORE_HELLO_MAGIC);
+        hello[4] = 1;
+        getrandom(hello + 5, FERRY__STORE_NONCE_LEN, 0);
+        if (f->mode != FAKE_SILENT && send(fd, hello, sizeof hello, MSG_NOSIGNAL) > 0 &&
+            read_n(fd, proof, sizeof proof)) {
+            if (f->mode == FAKE_MUTE_AFTER_AUTH) /* knows the token: proves it right */
+                ferry__store_auth_mac(f->token, true, hello + 5, proof, reply + 1);
+            send(fd, reply, sizeof reply, MSG_NOSIGNAL); /* BAD_PROOF: a MAC of zeros */
+        }
+        while (recv(fd, sink, sizeof sink, 0) > 0)
+            ; /* never answers a request */
+        close(fd);
+    }
+}
+
+static void fake_start(fake_store *f, int mode, const char *token)
+{
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t alen = sizeof a;
+    f->mode = mode;
+    f->token = token;
+    f->listen_fd = socket(AF_INET, SOCK_STREAM, 0);
+    cr_assert(bind(f->listen_fd, (struct sockaddr *)&a, sizeof a) == 0);
+    cr_assert(listen(f->listen_fd, 16) == 0);
+    cr_assert(getsockname(f->listen_fd, (struct sockaddr *)&a, &alen) == 0);
+    f->port = ntohs(a.sin_port);
+    pthread_create(&f->thread, NULL, fake_main, f);
+}
+
+static void fake_stop(fake_store *f)
+{
+    shutdown(f->listen_fd, SHUT_RDWR);
+    pthread_join(f->thread, NULL);
+    close(f->listen_fd);
+}
+
+Test(transport_store, connect_fails_with_eauth_when_the_store_cannot_prove_the_token, .timeout = 10)
+{
+    fake_store f;
+    fake_start(&f, FAKE_BAD_PROOF, NULL);
+    cr_assert_null(ferry__store_connect("127.0.0.1", f.port, "tok", 5));
+    cr_assert_eq(ferry_last_status(), FERRY_EAUTH, "%s", ferry_last_error());
+    cr_assert(strstr(ferry_last_error(), "could not prove it knows the auth token"), "%s",
+              ferry_last_error());
+    fake_stop(&f);
+}
+
+Test(transport_store, connect_fails_with_etimedout_when_the_server_never_greets, .timeout = 10)
+{
+    fake_store f;
+    fake_start(&f, FAKE_SILENT, NULL);
+    double t0 = ferry__now_s();
+    cr_assert_null(ferry__store_connect("127.0.0.1", f.port, "tok", 0.5));
+    double took = ferry__now_s() - t0;
+    cr_assert_eq(ferry_last_status(), FERRY_ETIMEDOUT, "%s", ferry_last_error());
+    cr_assert(took >= 0.45 && took < 1.5, "took %.2f s", took);
+    fake_stop(&f);
+}
+
+Test(transport_store, every_op_fails_with_etimedout_within_its_deadline_when_server_is_mute,
+     .timeout = 15)
+{
+    fake_store f;
+    fake_start(&f, FAKE_MUTE_AFTER_AUTH, "tok");
+    ferry__store *st = ferry_assert_ptr(ferry__store_connect("127.0.0.1", f.port, "tok", 5));
+    double t0 = ferry__now_s();
+    ferry_assert_status(ferry__store_add(st, "k", 1, NULL, 0.3), FERRY_ETIMEDOUT);
+    double took = ferry__now_s() - t0;
+    cr_assert(took >= 0.29 && took < 0.8, "add took %.2f s", took);
+    cr_assert(strstr(ferry_last_error(), "did not answer within") &&
+                  strstr(ferry_last_error(), "rank 0"),
+              "%s", ferry_last_error());
+    /* The connection is given up: later calls fail at once, saying why. */
+    t0 = ferry__now_s();
+    ferry_assert_status(ferry__store_set(st, "k", "v", 1, 5), FERRY_ETRANSPORT);
+    cr_assert(ferry__now_s() - t0 < 0.1);
+    cr_assert(strstr(ferry_last_error(), "did not answer"), "%s", ferry_last_error());
+    cr_assert(!ferry__store_is_connected(st));
+    ferry__store_close(st);
+
+    /* A get: the server's wait plus the reply grace, no more. */
+    st = ferry_assert_ptr(ferry__store_connect("127.0.0.1", f.port, "tok", 5));
+    void *val = NULL;
+    size_t len;
+    t0 = ferry__now_s();
+    ferry_assert_status(ferry__store_get(st, "k", 0.2, &val, &len), FERRY_ETIMEDOUT);
+    took = ferry__now_s() - t0;
+    cr_assert(took >= 0.2 && took < 0.2 + FERRY__STORE_REPLY_GRACE_MS / 1000.0 + 0.3,
+              "get took %.2f s", took);
+    ferry__store_close(st);
+    fake_stop(&f);
+}
+
+/* ---- the server's limits ------------------------------------------------------------------- */
+
+static ferry__store_server *start_limited(const char *token, const ferry__store_server_options *o,
+                                          int *port)
+{
+    return ferry_assert_ptr(ferry__store_server_start("127.0.0.1", 0, token, o, port));
+}
+
+/* Waits (bounded) until cond(stats) holds; the server thread updates the counters once a loop. */
+static ferry__store_server_stats wait_stats(ferry__store_server *srv,
+                                            bool (*cond)(const ferry__store_server_stats *),
+                                            double timeout_s)
+{
+    ferry__store_server_stats st;
+    double end = ferry__now_s() + timeout_s;
+    do {
+        ferry__store_server_get_stats(srv, &st);
+        if (cond(&st))
+            return st;
+        ferry__sleep_us(2000);
+    } while (ferry__now_s() < end);
+    return st;
+}
+
+static bool one_handshake_timeout(const ferry__store_server_stats *st)
+{
+    return st->handshake_timeouts >= 1;
+}
+
+Test(transport_store, server_closes_a_connection_when_it_does_not_finish_the_handshake,
+     .timeout = 10)
+{
+    ferry__store_server_options o;
+    ferry__store_server_options_init(&o);
+    o.handshake_timeout_s = 0.2;
+    int port;
+    ferry__store_server *srv = start_limited("tok", &o, &port);
+    int fd = raw_connect(port, true);
+    double t0 = ferry__now_s();
+    uint8_t sink[8];
+    cr_assert_eq(recv(fd, sink, sizeof sink, 0), 0, "the server should hang up");
+    double took = ferry__now_s() - t0;
+    cr_assert(took >= 0.15 && took < 2, "closed after %.2f s", took);
+    ferry__store_server_stats st = wait_stats(srv, one_handshake_timeout, 2);
+    cr_assert_eq(st.handshake_timeouts, 1);
+    close(fd);
+    ferry__store_server_stop(srv);
+}
+
+Test(transport_store, server_evicts_the_oldest_pending_when_idle_connections_pile_up,
+     .timeout = 15)
+{
+    ferry__store_server_options o;
+    ferry__store_server_options_init(&o);
+    o.max_pending = 4;
+    int port, fds[20];
+    ferry__store_server *srv = start_limited("tok", &o, &port);
+    for (int i = 0; i < 20; i++)
+        fds[i] = raw_connect(port, true); /* each read its hello: the server accepted it */
+    ferry__store *st = ferry_assert_ptr(ferry__store_connect("127.0.0.1", port, "tok", 5));
+    ferry_assert_ok(ferry__store_set(st, "k", "v", 1, 5));
+    ferry__store_server_stats stats;
+    ferry__store_server_get_stats(srv, &stats);
+    cr_assert(stats.pending <= 4, "pending %llu", (unsigned long long)stats.pending);
+    cr_assert(stats.evicted >= 16, "evicted %llu", (unsigned long long)stats.evicted);
+    /* The first ones were closed. */
+    uint8_t sink[8];
+    cr_assert_eq(recv(fds[0], sink, sizeof sink, 0), 0);
+    for (int i = 0; i < 20; i++)
+        close(fds[i]);
+    ferry__store_close(st);
+    ferry__store_server_stop(srv);
+}
+
+static bool accept_failed(const ferry__store_server_stats *st)
+{
+    return st->accept_failures >= 1;
+}
+
+static double cpu_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+Test(transport_store, server_rests_the_listener_when_accept_runs_out_of_fds, .timeout = 15)
+{
+    int port;
+    ferry__store_server *srv = start_server(NULL, &port);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    /* Use up every fd (under a low limit), then connect: the connection waits in the backlog
+       while accept fails. */
+    struct rlimit rl, low;
+    cr_assert(getrlimit(RLIMIT_NOFILE, &rl) == 0);
+    low = rl;
+    low.rlim_cur = 512;
+    cr_assert(setrlimit(RLIMIT_NOFILE, &low) == 0);
+    int spare[4096], n_spare = 0;
+    while (n_spare < 4096 && (spare[n_spare] = dup(0)) >= 0)
+        n_spare++;
+    cr_assert(n_spare < 4096, "could not exhaust the fds");
+    cr_assert(connect(fd, (struct sockaddr *)&a, sizeof a) == 0);
+    ferry__store_server_stats st = wait_stats(srv, accept_failed, 5);
+    cr_assert(st.accept_failures >= 1);
+    double cpu0 = cpu_s(), t0 = ferry__now_s();
+    ferry__sleep_us(500000); /* measuring, not synchronizing: a spinning listener burns a core */
+    double cpu = cpu_s() - cpu0, wall = ferry__now_s() - t0;
+    ferry__store_server_get_stats(srv, &st);
+    for (int i = 0; i < n_spare; i++)
+        close(spare[i]);
+    setrlimit(RLIMIT_NOFILE, &rl);
+    cr_assert(cpu < 0.25 * wall, "the server used %.2f s of CPU in %.2f s", cpu, wall);
+    cr_assert(st.accept_failures < 50, "accept retried %llu times",
+              (unsigned long long)st.accept_failures);
+    /* With fds back, the waiting connection is served. */
+    uint8_t hello[5];
+    struct pollfd pfd = {.fd = fd, .events = POLLIN};
+    cr_assert_eq(poll(&pfd, 1, 3000), 1, "no hello once fds were free");
+    cr_assert_eq(recv(fd, hello, sizeof hello, MSG_WAITALL), 5);
+    close(fd);
+    ferry__store_server_stop(srv);
+}
+
+static bool reading_paused(const ferry__store_server_stats *st)
+{
+    return st->read_pauses >= 1;
+}
+
+Test(transport_store, server_stops_reading_when_a_client_leaves_replies_unread, .timeout = 20)
+{
+    ferry__store_server_options o;
+    ferry__store_server_options_init(&o);
+    o.output_limit_bytes = 1 << 20;
+    int port;
+    ferry__store_server *srv = start_limited("tok", &o, &port);
+    ferry__store *st = ferry_assert_ptr(ferry__store_connect("127.0.0.1", port, "tok", 5));
+    size_t big = 1 << 20;
+    uint8_t *val = ferry__calloc(1, big);
+    ferry_assert_ok(ferry__store_set(st, "big", val, big, 5));
+    ferry__free(val);
+    /* 400 pipelined gets of 1 MiB each (400 MiB of replies), never read. */
+    int fd = ferry__store_dial("127.0.0.1", port, "tok", 5);
+    cr_assert(fd >= 0, "%s", ferry_last_error());
+    ferry__store_writer w = {0};
+    for (int i = 0; i < 400; i++) {
+        size_t at = w.len;
+        ferry__store_wr_u32(&w, 0);
+        ferry__store_wr_u8(&w, FERRY__STORE_OP_GET);
+        ferry__store_wr_u64(&w, 1000);
+        ferry__store_wr_blob(&w, "big", 3);
+        ferry__store_put_be32(w.p + at, (uint32_t)(w.len - at - 4));
+    }
+    cr_assert_eq(send(fd, w.p, w.len, MSG_NOSIGNAL), (ssize_t)w.len);
+    ferry__free(w.p);
+    ferry__store_server_stats stats = wait_stats(srv, reading_paused, 5);
+    cr_assert(stats.read_pauses >= 1);
+    /* Others are still served while it sits there, and its queue stays near the bound. */
+    ferry_assert_ok(ferry__store_set(st, "k", "v", 1, 5));
+    expect_value(st, "k", "v");
+    ferry__store_server_get_stats(srv, &stats);
+    cr_assert(stats.out_bytes_max < (4u << 20), "%llu bytes queued",
+              (unsigned long long)stats.out_bytes_max);
+    cr_assert(stats.requests < 100, "%llu requests run", (unsigned long long)stats.requests);
+    close(fd);
+    ferry__store_close(st);
+    ferry__store_server_stop(srv);
+}
+
+Test(transport_store, get_waits_when_the_client_asks_for_a_huge_timeout, .timeout = 10)
+{
+    int port;
+    ferry__store_server *srv = start_server(NULL, &port);
+    int fd = raw_connect(port, false);
+    /* get "k" with a timeout of 2^64 - 1 ms: must park, not time out at once (overflow). */
+    const uint8_t frame[] = {0, 0, 0, 14, 2, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+                             0, 0, 0, 1, 'k'};
+    cr_assert_eq(send(fd, frame, sizeof frame - 2, MSG_NOSIGNAL), (ssize_t)sizeof frame - 2);
+    cr_assert_eq(send(fd, frame + sizeof frame - 2, 2, MSG_NOSIGNAL), 2);
+    struct pollfd pfd = {.fd = fd, .events = POLLIN};
+    cr_assert_eq(poll(&pfd, 1, 200), 0, "answered at once: the deadline overflowed");
+    ferry__store *st = ferry_assert_ptr(ferry__store_connect("127.0.0.1", port, NULL, 5));
+    ferry_assert_ok(ferry__store_set(st, "k", "v", 1, 5));
+    uint8_t reply[6];
+    cr_assert_eq(recv(fd, reply, sizeof reply, MSG_WAITALL), 6);
+    cr_assert(reply[3] == 2 && reply[4] == FERRY__STORE_REPLY_OK && reply[5] == 'v');
+    close(fd);
+    ferry__store_close(st);
+    ferry__store_server_stop(srv);
+}
+
+/* ---- the file store refuses files that are not ours ---------------------------------------- */
+
+static void expect_file_refused(const char *path, const char *why)
+{
+    cr_assert_null(ferry__store_open_file(path));
+    cr_assert_eq(ferry_last_status(), FERRY_EAUTH, "%s", ferry_last_error());
+    cr_assert(strstr(ferry_last_error(), why), "'%s' not in: %s", why, ferry_last_error());
+}
+
+Test(transport_store, file_store_refuses_a_symlink_when_planted_at_the_path, .timeout = 10)
+{
+    char dir[] = "/tmp/ferry-store-XXXXXX", path[96], target[96];
+    cr_assert(mkdtemp(dir));
+    snprintf(path, sizeof path, "%s/store", dir);
+    snprintf(target, sizeof target, "%s/target", dir);
+    close(open(target, O_CREAT | O_WRONLY, 0600));
+    cr_assert(symlink(target, path) == 0);
+    expect_file_refused(path, "symbolic link");
+    unlink(path);
+    /* A dangling one too: creating through it would write wherever it points. */
+    cr_assert(symlink("/tmp/ferry-nonexistent-target", path) == 0);
+    expect_file_refused(path, "symbolic link");
+    struct stat sb;
+    cr_assert(lstat("/tmp/ferry-nonexistent-target", &sb) != 0);
+    unlink(path);
+    unlink(target);
+    rmdir(dir);
+}
+
+Test(transport_store, file_store_refuses_files_and_directories_others_may_write, .timeout = 10)
+{
+    char dir[] = "/tmp/ferry-store-XXXXXX", path[96];
+    cr_assert(mkdtemp(dir));
+    snprintf(path, sizeof path, "%s/store", dir);
+    close(open(path, O_CREAT | O_WRONLY, 0600));
+    chmod(path, 0620);
+    expect_file_refused(path, "writable by group or others");
+    chmod(path, 0600);
+    ferry__store_close(ferry_assert_ptr(ferry__store_open_file(path)));
+    chmod(dir, 0777); /* others could swap the file */
+    expect_file_refused(path, "writable by others");
+    chmod(dir, 01777); /* sticky, as /tmp: fine */
+    ferry__store_close(ferry_assert_ptr(ferry__store_open_file(path)));
+    chmod(dir, 0700);
+    unlink(path);
+    rmdir(dir);
+}
+
+Test(transport_store, file_store_refuses_a_file_when_another_user_owns_it, .timeout = 10)
+{
+    if (geteuid() != 0)
+        cr_skip_test("needs root to give the file to another user");
+    char dir[] = "/tmp/ferry-store-XXXXXX", path[96];
+    cr_assert(mkdtemp(dir));
+    snprintf(path, sizeof path, "%s/store", dir);
+    close(open(path, O_CREAT | O_WRONLY, 0600));
+    cr_assert(chown(path, 65534, 65534) == 0); /* nobody */
+    expect_file_refused(path, "belongs to uid 65534");
+    unlink(path);
+    rmdir(dir);
 }
