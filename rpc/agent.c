@@ -303,6 +303,7 @@ static void agent_stop(ferry__agent *a, const char *why)
 {
     atomic_store(&a->state, FERRY__AGENT_STOPPING);
     ferry__agent_fail_all_pending(a, FERRY_ESHUTDOWN, why);
+    ferry__agent_fail_later(a, FERRY_ESHUTDOWN, why);
     pthread_mutex_lock(&a->pool_lock);
     a->pool_open = false;
     pthread_mutex_unlock(&a->pool_lock);

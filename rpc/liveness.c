@@ -330,6 +330,7 @@ void ferry__agent_on_tick(void *ctx, long long now_ns)
     check_pids(a, now_ns);
     ferry__agent_ping_peers(a, now_ns, false);
     ferry__agent_expire_calls(a, now_ns);
+    ferry__agent_expire_later(a, now_ns);
 }
 
 void ferry__agent_on_peer_error(void *ctx, int peer, ferry_status rc, const char *why)
