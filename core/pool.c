@@ -125,11 +125,11 @@ static void ensure_worker_locked(ferry__pool *pool)
     if (pool->threads - pool->blocked >= pool->size)
         return;
     if (pool->threads >= pool->size + pool->max_spares) {
-        if (!pool->warned_cap) {
+        if (!pool->warned_cap && pool->blocked == pool->threads) {
             pool->warned_cap = true;
-            ferry__log_warn("pool", "pool %s: %d of its %d threads are blocked and all %d spares "
-                            "are lent; queued tasks wait for a blocked one to resume",
-                            pool->name, pool->blocked, pool->threads, pool->max_spares);
+            ferry__log_warn("pool", "pool %s: all %d threads are blocked (%d spares lent, the "
+                            "cap); queued tasks wait for a blocked one to resume", pool->name,
+                            pool->threads, pool->max_spares);
         }
         return;
     }
