@@ -82,6 +82,7 @@ struct ferry__agent {
     atomic_uint_fast64_t dropped_late_responses;
     long long last_liveness_ns; /* progress thread only */
     long long last_tick_ns;     /* progress thread only */
+    long long last_ping_scan_ns; /* progress thread only */
     atomic_llong stall_end_ns;  /* when this process last resumed from a stall (SIGSTOP) */
     atomic_int pings_in_flight;
     /* Options fixed at init (liveness.c, builtins.c). */

@@ -237,6 +237,10 @@ void ferry__agent_ping_peers(ferry__agent *a, long long now_ns, bool all)
         return;
     uint8_t small[64], *want = NULL;
     if (!all) {
+        /* The tick comes every 10 ms; the pending table is walked four times a period. */
+        if (now_ns - a->last_ping_scan_ns < period / 4)
+            return;
+        a->last_ping_scan_ns = now_ns;
         want = a->world_size <= 64 ? memset(small, 0, sizeof small)
                                    : ferry__calloc((size_t)a->world_size, 1);
         if (!want)
