@@ -107,9 +107,8 @@ static ferry_status check_binary_cap(const char *fn, const ferry_value *a, const
         return FERRY_OK;
     int64_t shape[FERRY_MAX_DIMS];
     int n = broadcast_shape(ta, tb, 0, shape);
-    ferry_dtype dt = ferry_dtype_size(ferry_tensor_dtype(ta)) >= ferry_dtype_size(ferry_tensor_dtype(tb))
-                         ? ferry_tensor_dtype(ta)
-                         : ferry_tensor_dtype(tb);
+    ferry_dtype da = ferry_tensor_dtype(ta), db = ferry_tensor_dtype(tb);
+    ferry_dtype dt = ferry_dtype_size(da) >= ferry_dtype_size(db) ? da : db;
     return n < 0 ? FERRY_OK : check_cap(fn, n, shape, dt);
 }
 

@@ -286,7 +286,8 @@ ferry_status ferry__rref_handle_remote_inline(ferry__agent *a, int src, ferry__m
    the remote() ran before) at once, FERRY_OK with *result (a new reference) or the creation's
    error; one still being computed, or an RRef not created yet (made pending here, as torch's
    getOwnerRRef does), when its value completes, past this worker's default timeout (a fetch
-   does not carry the requester's) or when this worker stops. Else read_ids' or find_or_create's error. */
+   does not carry the requester's) or when this worker stops. Else read_ids' or
+   find_or_create's error. */
 static ferry_status serve_fetch(ferry__agent *a, ferry__msg *m, ferry__rref_ctx *ctx,
                                 ferry_value **result)
 {

@@ -106,7 +106,8 @@ static int body(int rank, int world, void *arg)
         ferry_value_release(big);
         /* Broadcasting counts too: (1<<17, 1) + (1, 1<<17) is 64 GiB of float32. */
         int64_t col[2] = {1 << 17, 1}, row[2] = {1, 1 << 17};
-        ferry_tensor *tc = ferry_ones(2, col, FERRY_FLOAT32), *tr = ferry_ones(2, row, FERRY_FLOAT32);
+        ferry_tensor *tc = ferry_ones(2, col, FERRY_FLOAT32);
+        ferry_tensor *tr = ferry_ones(2, row, FERRY_FLOAT32);
         ferry_value *ab = ferry_args(2, ferry_tensor_value(tc), ferry_tensor_value(tr));
         ferry_tensor_release(tc);
         ferry_tensor_release(tr);

@@ -72,8 +72,8 @@ echo "netns: a dead worker on another host is detected: ok"
 
 # A worker on the other host is stopped for 3 s (SIGSTOP): with a 0.5 s x 3 heartbeat it is
 # taken for unreachable while stopped, and comes back after SIGCONT.
-out=$(run_pair "$build/tests/netns_peer_stop" FERRY_HEARTBEAT_PERIOD_S=0.5 FERRY_HEARTBEAT_MISSES=3) ||
-    { echo "$out"; exit 1; }
+out=$(run_pair "$build/tests/netns_peer_stop" FERRY_HEARTBEAT_PERIOD_S=0.5 \
+    FERRY_HEARTBEAT_MISSES=3) || { echo "$out"; exit 1; }
 echo "$out" | grep "^peer_stop:" || { echo "$out"; exit 1; }
 echo "netns: a stopped worker on another host comes back after SIGCONT: ok"
 # With the default heartbeat (1 s x 3) the same 3 s stop is only slowness: the call waits.
