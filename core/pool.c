@@ -2,9 +2,12 @@
    Its one twist is blocking accounting. A pool thread about to block (a future wait, a full
    queue) says so, and the pool starts a spare thread whenever the runnable threads (alive minus
    blocked) would drop below the configured size while work is queued, so a task waiting on a
-   result that another queued task produces never starves the pool. Surplus threads leave after
-   idling SPARE_IDLE_NS. Every thread is joined: exited spares are reaped on the next spawn and
-   the rest in ferry__pool_free, which first runs everything still queued. */
+   result that another queued task produces does not starve the pool. Spares are capped
+   (max_spares on top of the configured size): past the cap queued work waits until a blocked
+   task resumes, so a flood of tasks that all block (a thousand waits on values that never come)
+   costs a bounded number of threads, not one each. Surplus threads leave after idling
+   SPARE_IDLE_NS. Every thread is joined: exited spares are reaped on the next spawn and the rest
+   in ferry__pool_free, which first runs everything still queued. */
 #include "core/pool.h"
 
 #include <errno.h>
@@ -45,6 +48,8 @@ struct ferry__pool {
     int idle;       /* waiting in work_cv */
     int blocked;    /* inside blocking_begin/end */
     int spawned;    /* ever started, for thread names */
+    int max_spares; /* threads beyond `size` lent to blocked tasks, at most */
+    bool warned_cap;
     bool stopping;
     pool_thread *live;   /* every started thread not yet reaped */
     pool_thread *exited; /* spares that left; joined on the next spawn or in free */
@@ -119,6 +124,15 @@ static void ensure_worker_locked(ferry__pool *pool)
     }
     if (pool->threads - pool->blocked >= pool->size)
         return;
+    if (pool->threads >= pool->size + pool->max_spares) {
+        if (!pool->warned_cap && pool->blocked == pool->threads) {
+            pool->warned_cap = true;
+            ferry__log_warn("pool", "pool %s: all %d threads are blocked (%d spares lent, the "
+                            "cap); queued tasks wait for a blocked one to resume", pool->name,
+                            pool->threads, pool->max_spares);
+        }
+        return;
+    }
     /* Join spares that left before starting another; they no longer touch the pool. */
     pool_thread *exited = pool->exited;
     pool->exited = NULL;
@@ -128,7 +142,7 @@ static void ensure_worker_locked(ferry__pool *pool)
         pthread_mutex_lock(&pool->mu);
     }
     if (pool->count > 0 && pool->idle == 0 && pool->threads - pool->blocked < pool->size &&
-        spawn_locked(pool) != FERRY_OK)
+        pool->threads < pool->size + pool->max_spares && spawn_locked(pool) != FERRY_OK)
         ferry__log_warn("pool", "pool %s: cannot start a spare thread (%s); queued tasks wait "
                         "for a blocked thread", pool->name, ferry_last_error());
 }
@@ -218,6 +232,7 @@ ferry__pool *ferry__pool_new(int nthreads, size_t queue_cap, const char *name)
     }
     pool->cap = queue_cap;
     pool->size = nthreads;
+    pool->max_spares = nthreads > INT32_MAX / 5 ? INT32_MAX - nthreads : 4 * nthreads;
     snprintf(pool->name, sizeof pool->name, "%s", name ? name : "pool");
     pthread_mutex_init(&pool->mu, NULL);
     ferry__cond_init_monotonic(&pool->work_cv);
@@ -344,6 +359,15 @@ void ferry__pool_blocking_end(void)
     /* Now there may be a surplus: let an idle thread notice and start its exit timer. */
     if (pool->idle > 0 && pool->threads - pool->blocked > pool->size)
         pthread_cond_signal(&pool->work_cv);
+    pthread_mutex_unlock(&pool->mu);
+}
+
+void ferry__pool_set_max_spares(ferry__pool *pool, int max_spares)
+{
+    if (!pool)
+        return;
+    pthread_mutex_lock(&pool->mu);
+    pool->max_spares = max_spares < 0 ? 0 : max_spares;
     pthread_mutex_unlock(&pool->mu);
 }
 

@@ -1,6 +1,7 @@
 /* A fixed-size thread pool with a bounded queue. A task that blocks (a pool thread waiting on a
    future) tells the pool, which then lends a spare thread so queued tasks still run: nested
-   calls never starve the pool. */
+   calls do not starve the pool. Spares are capped (4 x the size unless set): past the cap,
+   queued tasks wait for a blocked one to resume. */
 #ifndef FERRY_CORE_POOL_H
 #define FERRY_CORE_POOL_H
 
@@ -19,6 +20,9 @@ ferry__pool *ferry__pool_new(int nthreads, size_t queue_cap, const char *name);
 ferry_status ferry__pool_submit(ferry__pool *pool, ferry__task_fn fn, void *arg);
 /* Same but waits for room instead of failing when the queue is full. */
 ferry_status ferry__pool_submit_wait(ferry__pool *pool, ferry__task_fn fn, void *arg);
+/* At most `max_spares` threads beyond the configured size are lent to blocked tasks (0: none,
+   a fixed pool). Threads already running stay until they idle out. */
+void ferry__pool_set_max_spares(ferry__pool *pool, int max_spares);
 /* Runs every queued task, stops the threads and frees the pool. Must not be called from one of
    its own threads. NULL is fine. */
 void ferry__pool_free(ferry__pool *pool);

@@ -26,6 +26,10 @@ void ferry_rpc_options_init(ferry_rpc_options *o)
     o->rpc_timeout = 60.0;
     o->init_method = "env://";
     o->transport = NULL;
+    o->heartbeat_period_s = 1.0;
+    o->heartbeat_misses = 3;
+    o->max_spare_threads = -1;
+    o->builtin_max_bytes = 8LL << 30;
 }
 
 static ferry_status check_options(const ferry_rpc_options *o)
@@ -35,6 +39,12 @@ static ferry_status check_options(const ferry_rpc_options *o)
                            o->num_worker_threads);
     if (!(o->rpc_timeout >= 0))
         return ferry__fail(FERRY_EINVAL, "RPC Timeout must be non-negative");
+    if (o->max_spare_threads < -1)
+        return ferry__fail(FERRY_EINVAL, "max_spare_threads must be -1 (4 x num_worker_threads) "
+                           "or at least 0, got %d", o->max_spare_threads);
+    if (o->builtin_max_bytes < 0)
+        return ferry__fail(FERRY_EINVAL, "builtin_max_bytes must be 0 (no cap) or positive, got "
+                           "%lld", o->builtin_max_bytes);
     return FERRY_OK;
 }
 
@@ -90,7 +100,7 @@ static bool peer_dead(void *ctx, char *why, size_t cap)
     ferry__agent *a = ctx;
     ferry__agent_ping_peers(a, ferry__now_ns(), true);
     for (int i = 0; i < a->world_size; i++) {
-        if (atomic_load(&a->workers[i].dead)) {
+        if (ferry__agent_peer_unreachable(a, i)) {
             snprintf(why, cap, "worker '%s' (rank %d) is gone", a->workers[i].name, i);
             return true;
         }
@@ -152,6 +162,7 @@ static ferry__agent *agent_new(const char *name, int rank, int world_size,
         return ferry__fail_null(FERRY_ENOMEM, "out of memory creating the agent");
     ferry__ref_init(&a->ref);
     pthread_mutex_init(&a->lock, NULL);
+    pthread_mutex_init(&a->later_lock, NULL);
     pthread_mutex_init(&a->pool_lock, NULL);
     pthread_rwlock_init(&a->net_lock, NULL);
     a->rank = rank;
@@ -160,21 +171,30 @@ static ferry__agent *agent_new(const char *name, int rank, int world_size,
     atomic_init(&a->next_id, 1);
     atomic_init(&a->state, FERRY__AGENT_STARTING);
     ferry__wire_limits_default(&a->codec.limits);
+    a->builtin_max_bytes = o->builtin_max_bytes;
     a->name = ferry__strdup(name);
     if (!a->name) {
         ferry__agent_free(a);
         return ferry__fail_null(FERRY_ENOMEM, "out of memory creating the agent");
+    }
+    if (ferry__agent_liveness_init(a, o) != FERRY_OK) {
+        ferry__agent_free(a);
+        return NULL;
     }
     return a;
 }
 
 /* Tears down whatever parts exist, in the order that keeps every callback's target alive:
    stop accepting work, fail waiters, drain the pool (its tasks may still send), close the fabric,
-   then leave the rendezvous. */
+   then leave the rendezvous. Nothing here waits on a peer: every call still waiting fails first
+   (so pool tasks blocked on calls to dead or stopped peers return), requests answered later are
+   answered with FERRY_ESHUTDOWN, and no wait in a pool task is without a deadline, so the drain
+   ends however the other workers are. */
 static void agent_stop(ferry__agent *a, const char *why)
 {
     atomic_store(&a->state, FERRY__AGENT_STOPPING);
     ferry__agent_fail_all_pending(a, FERRY_ESHUTDOWN, why);
+    ferry__agent_fail_later(a, FERRY_ESHUTDOWN, why);
     pthread_mutex_lock(&a->pool_lock);
     a->pool_open = false;
     pthread_mutex_unlock(&a->pool_lock);
@@ -185,6 +205,7 @@ static void agent_stop(ferry__agent *a, const char *why)
     a->net = NULL;
     pthread_rwlock_unlock(&a->net_lock);
     ferry__net_close(net);
+    ferry__agent_liveness_free(a);
     ferry__agent_fail_all_pending(a, FERRY_ESHUTDOWN, why);
     for (int i = ferry__agent_module_count() - 1; i >= 0; i--) {
         const ferry__agent_module *m = ferry__agent_module_at(i);
@@ -242,6 +263,8 @@ static ferry_status agent_start(ferry__agent *a, const char *init_method,
     a->pool = ferry__pool_new(o->num_worker_threads, 1 << 16, "rpc");
     if (!a->pool)
         return ferry_last_status();
+    ferry__pool_set_max_spares(a->pool, o->max_spare_threads < 0 ? 4 * o->num_worker_threads
+                                                                 : o->max_spare_threads);
     a->pool_open = true;
     const char *env_transport = getenv("FERRY_TRANSPORT");
     ferry__net_options nopts = {

@@ -35,6 +35,7 @@ void ferry__agent_free(ferry__agent *a)
     ferry__free(a->workers);
     ferry__pending_free_table(a);
     pthread_mutex_destroy(&a->lock);
+    pthread_mutex_destroy(&a->later_lock);
     pthread_mutex_destroy(&a->pool_lock);
     pthread_rwlock_destroy(&a->net_lock);
     ferry__free(a->name);

@@ -28,6 +28,7 @@ typedef struct ferry__pending {
     uint64_t id;
     int dst;
     long long deadline_ns; /* 0 = none */
+    long long start_ns;    /* when it was sent: the heartbeat pings peers with old calls */
     double timeout_s;
     ferry_future *future;
     char fn[FERRY_MAX_NAME_LEN];
@@ -38,8 +39,14 @@ typedef struct {
     char *name;
     int pid;          /* for the liveness check of same-host peers */
     bool same_host;
-    atomic_bool dead;
-    atomic_llong last_ping_ns; /* heartbeat.c: when we last pinged it */
+    atomic_bool dead;   /* gone for good: a send failed, or its process exited */
+    atomic_bool silent; /* missed its heartbeats; cleared when it answers again */
+    atomic_llong silent_since_ns;
+    atomic_llong last_ping_ns;     /* liveness.c: when we last pinged it */
+    atomic_llong answered_sent_ns; /* when the newest ping it answered was sent */
+    int pidfd;                 /* liveness.c (progress thread): -1 = none, use /proc */
+    bool pidfd_tried;
+    long long stopped_since_ns; /* same host: /proc showed it stopped since (progress thread) */
 } ferry__worker;
 
 typedef struct {
@@ -74,7 +81,21 @@ struct ferry__agent {
     atomic_int state;          /* ferry__agent_state */
     atomic_uint_fast64_t dropped_late_responses;
     long long last_liveness_ns; /* progress thread only */
+    long long last_tick_ns;     /* progress thread only */
+    long long last_ping_scan_ns; /* progress thread only */
+    atomic_llong stall_end_ns;  /* when this process last resumed from a stall (SIGSTOP) */
     atomic_int pings_in_flight;
+    /* Options fixed at init (liveness.c, builtins.c). */
+    long long heartbeat_period_ns; /* 0 = no heartbeat */
+    int heartbeat_misses;
+    long long builtin_max_bytes; /* 0 = no cap */
+
+    /* Requests answered later, when a future completes (serve.c: fetches of values not there
+       yet), with their deadlines; closed (and failed) when the agent stops. */
+    pthread_mutex_t later_lock;
+    struct ferry__later *later;
+    bool later_closed;
+    long long later_next_ns; /* earliest deadline among them, 0 = none */
 
     ferry__handler_slot handlers[FERRY__MSG_TYPE_COUNT];
     ferry__handler_slot inline_handlers[FERRY__MSG_TYPE_COUNT];
@@ -92,10 +113,23 @@ struct ferry__agent {
 enum ferry__agent_state { FERRY__AGENT_STARTING, FERRY__AGENT_RUNNING, FERRY__AGENT_STOPPING,
                           FERRY__AGENT_STOPPED };
 
-/* Liveness of peers on other hosts (liveness.c). While calls are waiting, or while `all` (the
-   graceful shutdown rounds), every live peer on another host gets a ping at most once a
-   second: a ping to a dead process fails in the transport, which fails its calls at once. */
+/* Heartbeat (liveness.c). A peer with a call waiting for a period or more, every silent peer
+   (to see it come back) and, while `all` (the graceful shutdown rounds), every peer gets a ping
+   at most once a period. */
 void ferry__agent_ping_peers(ferry__agent *agent, long long now_ns, bool all);
+/* True when calls to `peer` fail at once: it is dead or silent. */
+bool ferry__agent_peer_unreachable(ferry__agent *agent, int peer);
+/* Reads the heartbeat options (and FERRY_HEARTBEAT_* overrides) into the agent. FERRY_OK or
+   FERRY_EINVAL naming the bad value. */
+ferry_status ferry__agent_liveness_init(ferry__agent *agent, const ferry_rpc_options *opts);
+/* Closes what the liveness checks hold (pidfds); after the progress thread stopped. */
+void ferry__agent_liveness_free(ferry__agent *agent);
+
+/* Requests answered later (serve.c): those whose deadline passed are answered with
+   FERRY_ETIMEDOUT (progress thread tick); at stop all are answered with `rc` and no more are
+   taken. */
+void ferry__agent_expire_later(ferry__agent *agent, long long now_ns);
+void ferry__agent_fail_later(ferry__agent *agent, ferry_status rc, const char *why);
 ferry_status ferry__agent_ping_handler(ferry__agent *agent, int src, ferry__msg *m,
                                        ferry_value **result, void *ctx);
 

@@ -1,12 +1,20 @@
 /* Builtin functions every worker serves under torch's names (DESIGN section 3): torch.add, sub,
    mul, div, matmul, ones, zeros, sum, cat and Python's min and max. Python numbers on the right of
    an arithmetic op follow torch's promotion: an int behaves like a 0-dim int64 tensor, a float
-   like torch's Python-float scalar. */
+   like torch's Python-float scalar.
+
+   Every builtin that makes a tensor runs on the pool, never where its request is read: its size
+   is the caller's choice (torch.ones of 8 GiB takes seconds), and the thread that reads requests
+   also answers heartbeats, which must not wait behind it. Results a caller can size at will
+   (torch.ones/zeros, broadcasting arithmetic, matmul) are refused past the agent's
+   builtin_max_bytes before anything is allocated. Only min and max (numbers) run inline. */
 #include <pthread.h>
+#include <stdint.h>
 #include <string.h>
 
 #include "core/error.h"
 #include "ferry/ops.h"
+#include "rpc/agent_impl.h"
 #include "rpc/registry.h"
 
 typedef ferry_tensor *(*tensor_op)(ferry_tensor *, ferry_tensor *);
@@ -39,6 +47,69 @@ static ferry_status want_args(const char *fn, const ferry_value *args, size_t lo
         return ferry_set_error(FERRY_EINVAL, "%s() takes %zu to %zu arguments but %zu were given",
                                fn, lo, hi, n);
     return FERRY_OK;
+}
+
+/* The result's bytes (numel x element size, saturating), for the cap. A negative size is left
+   for the op itself to refuse. */
+static uint64_t result_bytes(int n, const int64_t *sizes, ferry_dtype dtype)
+{
+    uint64_t bytes = ferry_dtype_size(dtype);
+    for (int i = 0; i < n; i++) {
+        if (sizes[i] < 0)
+            return 0;
+        if (__builtin_mul_overflow(bytes, (uint64_t)sizes[i], &bytes))
+            return UINT64_MAX;
+    }
+    return bytes;
+}
+
+/* FERRY_EINVAL naming the cap when a result of that shape would pass builtin_max_bytes. */
+static ferry_status check_cap(const char *fn, int n, const int64_t *sizes, ferry_dtype dtype)
+{
+    ferry__agent *a = ferry__agent_get();
+    long long cap = a ? a->builtin_max_bytes : 0;
+    ferry__agent_release(a);
+    ferry_clear_error();
+    uint64_t bytes = result_bytes(n, sizes, dtype);
+    if (cap > 0 && bytes > (uint64_t)cap)
+        return ferry_set_error(FERRY_EINVAL, "%s(): the result would take %llu bytes, more than "
+                               "this worker's builtin_max_bytes (%lld) allows", fn,
+                               (unsigned long long)bytes, cap);
+    return FERRY_OK;
+}
+
+/* The broadcast shape of a and b's last dims (ranks aligned from the right), into out (at most
+   FERRY_MAX_DIMS); `skip` trailing dims of each are left out (matmul's matrix dims). Returns the
+   rank, or -1 when the shapes do not broadcast (the op itself then says why). */
+static int broadcast_shape(const ferry_tensor *a, const ferry_tensor *b, int skip, int64_t *out)
+{
+    int na = ferry_tensor_ndim(a) - skip, nb = ferry_tensor_ndim(b) - skip;
+    na = na < 0 ? 0 : na;
+    nb = nb < 0 ? 0 : nb;
+    int n = na > nb ? na : nb;
+    if (n > FERRY_MAX_DIMS)
+        return -1;
+    const int64_t *sa = ferry_tensor_sizes(a), *sb = ferry_tensor_sizes(b);
+    for (int i = 0; i < n; i++) {
+        int64_t x = i < n - na ? 1 : sa[i - (n - na)];
+        int64_t y = i < n - nb ? 1 : sb[i - (n - nb)];
+        if (x != y && x != 1 && y != 1)
+            return -1;
+        out[i] = x == 1 ? y : x;
+    }
+    return n;
+}
+
+static ferry_status check_binary_cap(const char *fn, const ferry_value *a, const ferry_value *b)
+{
+    ferry_tensor *ta = ferry_value_as_tensor(a), *tb = ferry_value_as_tensor(b);
+    if (!ta || !tb) /* a tensor and a number: the result is the tensor's size */
+        return FERRY_OK;
+    int64_t shape[FERRY_MAX_DIMS];
+    int n = broadcast_shape(ta, tb, 0, shape);
+    ferry_dtype da = ferry_tensor_dtype(ta), db = ferry_tensor_dtype(tb);
+    ferry_dtype dt = ferry_dtype_size(da) >= ferry_dtype_size(db) ? da : db;
+    return n < 0 ? FERRY_OK : check_cap(fn, n, shape, dt);
 }
 
 static ferry_status tensor_result(ferry_tensor *t, ferry_value **result)
@@ -99,6 +170,9 @@ static ferry_status binary_fn(const ferry_value *args, const ferry_value *kwargs
             return ferry_set_error(FERRY_EINVAL, "%s() got an unexpected keyword argument", s->name);
         alpha = ferry_value_as_double(al);
     }
+    rc = check_binary_cap(s->name, ferry_list_get(args, 0), ferry_list_get(args, 1));
+    if (rc != FERRY_OK)
+        return rc;
     return tensor_result(apply_binary(s, ferry_list_get(args, 0), ferry_list_get(args, 1), alpha),
                          result);
 }
@@ -113,6 +187,19 @@ static ferry_status matmul_fn(const ferry_value *args, const ferry_value *kwargs
     ferry_tensor *b = ferry_value_as_tensor(ferry_list_get(args, 1));
     if (!a || !b)
         return ferry_set_error(FERRY_EINVAL, "torch.matmul() expects two tensors");
+    /* (batch..., n, k) @ (batch..., k, m): the broadcast batch, then n x m. */
+    int na = ferry_tensor_ndim(a), nb = ferry_tensor_ndim(b);
+    int64_t shape[FERRY_MAX_DIMS + 2];
+    int n = broadcast_shape(a, b, 2, shape);
+    if (n >= 0 && na >= 1 && nb >= 1) {
+        if (na >= 2)
+            shape[n++] = ferry_tensor_sizes(a)[na - 2];
+        if (nb >= 2)
+            shape[n++] = ferry_tensor_sizes(b)[nb - 1];
+        rc = check_cap("torch.matmul", n, shape, ferry_tensor_dtype(a));
+        if (rc != FERRY_OK)
+            return rc;
+    }
     return tensor_result(ferry_matmul(a, b), result);
 }
 
@@ -158,6 +245,8 @@ static ferry_status fill_fn(const ferry_value *args, const ferry_value *kwargs,
     ferry_dtype dtype;
     ferry_status rc = dtype_kwarg(kwargs, &dtype);
     if (rc != FERRY_OK)
+        return rc;
+    if ((rc = check_cap(name, (int)n, sizes, dtype)) != FERRY_OK)
         return rc;
     ferry_tensor *t = user ? ferry_ones((int)n, sizes, dtype) : ferry_zeros((int)n, sizes, dtype);
     return tensor_result(t, result);
@@ -234,12 +323,13 @@ static ferry_status extreme_fn(const ferry_value *args, const ferry_value *kwarg
 
 static void register_all(void)
 {
+    /* Tensor work goes to the pool (see the top of the file); numbers stay inline. */
     for (size_t i = 0; i < sizeof binaries / sizeof binaries[0]; i++)
-        ferry_register_nonblocking_function(binaries[i].name, binary_fn, (void *)&binaries[i]);
+        ferry_register_function(binaries[i].name, binary_fn, (void *)&binaries[i]);
     ferry_register_function("torch.matmul", matmul_fn, NULL);
-    ferry_register_nonblocking_function("torch.ones", fill_fn, (void *)1);
-    ferry_register_nonblocking_function("torch.zeros", fill_fn, NULL);
-    ferry_register_nonblocking_function("torch.sum", sum_fn, NULL);
+    ferry_register_function("torch.ones", fill_fn, (void *)1);
+    ferry_register_function("torch.zeros", fill_fn, NULL);
+    ferry_register_function("torch.sum", sum_fn, NULL);
     ferry_register_function("torch.cat", cat_fn, NULL);
     ferry_register_nonblocking_function("min", extreme_fn, NULL);
     ferry_register_nonblocking_function("max", extreme_fn, (void *)1);

@@ -63,10 +63,14 @@ ferry_future *ferry__agent_request(ferry__agent *a, int dst, ferry__msg *m, doub
 {
     if (atomic_load(&a->state) != FERRY__AGENT_RUNNING)
         return ferry__fail_null(FERRY_ESHUTDOWN, "RPC is shutting down on worker '%s'", a->name);
-    if (atomic_load(&a->workers[dst].dead))
+    ferry__worker *w = &a->workers[dst];
+    bool dead = atomic_load(&w->dead);
+    /* A silent peer still gets its pings: they are how it comes back. */
+    if (dead || (m->type != FERRY__MSG_PING && atomic_load(&w->silent)))
         return ferry__fail_null(FERRY_ETRANSPORT, "call to '%s' on worker '%s' failed: worker '%s' "
-                                "(rank %d) is unreachable", m->fn ? m->fn : "(internal)",
-                                a->workers[dst].name, a->workers[dst].name, dst);
+                                "(rank %d) is unreachable%s", m->fn ? m->fn : "(internal)",
+                                w->name, w->name, dst,
+                                dead ? "" : ": it has not answered its heartbeats lately");
     ferry__pending *p = ferry__malloc(sizeof *p); /* each field is set below or on insert */
     ferry_future *f = ferry_future_new();
     if (!p || !f) {
@@ -80,7 +84,8 @@ ferry_future *ferry__agent_request(ferry__agent *a, int dst, ferry__msg *m, doub
     p->id = atomic_fetch_add(&a->next_id, 1);
     p->dst = dst;
     p->timeout_s = timeout;
-    p->deadline_ns = timeout > 0 ? ferry__now_ns() + (long long)(timeout * 1e9) : 0;
+    p->start_ns = ferry__now_ns();
+    p->deadline_ns = timeout > 0 ? p->start_ns + (long long)(timeout * 1e9) : 0;
     p->future = ferry_future_retain(f);
     const char *fn = m->fn ? m->fn : "(internal)";
     size_t fn_len = strnlen(fn, sizeof p->fn - 1);

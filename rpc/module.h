@@ -127,6 +127,16 @@ void ferry__agent_set_handler(ferry__agent *agent, ferry__msg_type type, ferry__
 void ferry__agent_set_inline_handler(ferry__agent *agent, ferry__msg_type type,
                                      ferry__msg_handler fn, void *ctx);
 
+/* Called by a handler (pool or inline) for the request it is handling, when the answer is a
+   future's outcome that is not there yet: the handler then returns FERRY_OK with no result,
+   and the answer goes when `f` (retained) completes: its value when `with_value` (its error if
+   it fails), else an empty response whatever its outcome. No thread waits meanwhile. After
+   timeout_s (0: none) the request is answered with FERRY_ETIMEDOUT instead, and when the agent
+   stops, with FERRY_ESHUTDOWN. FERRY_OK, or FERRY_EINVAL when not called from a handler, called
+   twice, or f is NULL. */
+ferry_status ferry__agent_reply_later(ferry__agent *agent, ferry_future *f, bool with_value,
+                                      double timeout_s);
+
 /* How values of a module-owned kind (RRefs) become descriptors on the wire and back, for this
    agent's messages only; the hooks' ctx is the module's. From the start hook. */
 void ferry__agent_set_rref_codec(ferry__agent *agent, const ferry__wire_rref_hooks *hooks);

@@ -144,11 +144,16 @@ static ferry_status fill_inline(recv_ctx *r, const uint8_t *p, size_t left)
     return FERRY_OK;
 }
 
+/* A request that cannot be read is still answered when its id is known, so its caller learns
+   why now instead of at its timeout. A kind this build does not know (m->type is
+   FERRY__MSG_INVALID then) is a request too: every response travels as one of the two response
+   kinds. */
 static void reject(ferry__agent *a, int src, ferry__msg *m, const char *why)
 {
     ferry__log_warn("rpc", "dropping a message from rank %d: %s", src, why);
-    if (m->id && m->type != FERRY__MSG_RESPONSE && m->type != FERRY__MSG_INVALID)
-        ferry__serve_reply_error(a, src, m, FERRY_EPROTO, why);
+    if (m->id && m->type != FERRY__MSG_RESPONSE)
+        ferry__serve_reply_error(a, src, m,
+                                 m->type == FERRY__MSG_INVALID ? FERRY_ENOTSUP : FERRY_EPROTO, why);
 }
 
 void ferry__agent_on_message(void *ctx, int src, const void *buf, size_t len)

@@ -2,7 +2,10 @@
    registered as non-blocking); other message types go to their module's handler on the pool,
    unless the module's inline handler answers them where they were read. The modules' request
    hooks run around whatever handles a request, on that thread. The result or error goes back as
-   a response carrying the request's id. Async functions reply when their future completes. */
+   a response carrying the request's id. Async functions reply when their future completes, and
+   so do handlers that answer later (ferry__agent_reply_later: an RRef fetch of a value not
+   there yet): such a request holds no thread while it waits, only a record on the agent's list
+   with its deadline, and the agent answers every one left with FERRY_ESHUTDOWN when it stops. */
 #include "rpc/serve.h"
 
 #include <stdatomic.h>
@@ -20,10 +23,35 @@ typedef struct {
     int src;
     ferry__msg *m;
     ferry__fn_entry entry;
+    /* Set by ferry__agent_reply_later from the job's handler. */
+    ferry_future *later;
+    bool later_value;
+    double later_timeout_s;
 } job;
+
+/* A request answered when its future completes, its deadline passes or the agent stops,
+   whichever comes first (`answered` decides). The future's callback holds the one lasting
+   reference (a future is always completed before its last release here: rref fails the values
+   it still owns when it stops); whoever takes a record off the agent's list holds another while
+   it answers. The list holds none: a record leaves it (under later_lock) before its callback's
+   reference goes. */
+struct ferry__later {
+    struct ferry__later *prev, *next, *taken_next;
+    atomic_int refs;
+    atomic_bool answered;
+    bool linked; /* on agent->later, guarded by later_lock */
+    long long deadline_ns; /* 0 = none */
+    job *j;
+    ferry_future *f;
+    bool with_value;
+};
+
+/* The job whose handler runs on this thread, for ferry__agent_reply_later. */
+static _Thread_local job *handling;
 
 static void job_free(job *j)
 {
+    ferry_future_release(j->later);
     ferry__msg_clear(j->m);
     ferry__free(j->m);
     ferry__agent_release(j->agent);
@@ -166,10 +194,17 @@ static void run_call(job *j)
     job_free(j);
 }
 
+static void later_start(job *j);
+
 /* Sends a handler's answer (unless none is wanted) and ends the job. */
 static void finish_handler(job *j, ferry_status rc, ferry_value *result)
 {
     ferry__agent *a = j->agent;
+    if (j->later && rc == FERRY_OK && !j->m->no_reply) {
+        ferry_value_release(result);
+        later_start(j);
+        return;
+    }
     if (!j->m->no_reply) {
         if (rc == FERRY_OK)
             reply_value(a, j->src, j->m, result);
@@ -186,8 +221,11 @@ static void run_handler(job *j)
     ferry__agent *a = j->agent;
     ferry_value *result = NULL;
     ferry_clear_error();
+    job *outer = handling;
+    handling = j;
     ferry_status rc = a->handlers[j->m->type].fn(a, j->src, j->m, &result,
                                                  a->handlers[j->m->type].ctx);
+    handling = outer;
     finish_handler(j, rc, result);
 }
 
@@ -200,19 +238,33 @@ static bool try_inline_handler(job *j)
     ferry__msg_type t = j->m->type;
     ferry_value *result = NULL;
     ferry_clear_error();
+    job *outer = handling;
+    handling = j;
     ferry_status rc = a->inline_handlers[t].fn(a, j->src, j->m, &result,
                                                a->inline_handlers[t].ctx);
+    handling = outer;
     if (rc == FERRY_EAGAIN) {
         ferry_value_release(result);
+        ferry_future_release(j->later);
+        j->later = NULL;
         return false;
     }
     finish_handler(j, rc, result);
     return true;
 }
 
+/* How long the callee waits on the caller's behalf before a request runs: the request's own
+   timeout, else the agent's default, else 60 s; never without a deadline, so a pool thread is
+   not held forever by a confirmation that never comes (its RRef's creator died). */
+static double callee_wait_s(ferry__agent *a, const ferry__msg *m)
+{
+    double t = m->timeout_s > 0 ? m->timeout_s : atomic_load(&a->default_timeout_s);
+    return t > 0 ? t : 60.0;
+}
+
 /* Modules may hold a call back until it can run (torch: a callee waits until every RRef in the
    arguments is confirmed by its owner). Waiting here is fine: a blocked pool thread lends a
-   spare one. */
+   spare one (up to the pool's cap), and the wait has a deadline. */
 static ferry_status wait_modules(job *j)
 {
     ferry__agent *a = j->agent;
@@ -222,8 +274,12 @@ static ferry_status wait_modules(job *j)
                                                                  j->m);
         if (!f)
             continue;
-        ferry_status rc = ferry_future_wait(f, 0);
+        double limit = callee_wait_s(a, j->m);
+        ferry_status rc = ferry_future_wait(f, limit);
         ferry_future_release(f);
+        if (rc == FERRY_EAGAIN)
+            rc = ferry__fail(FERRY_ETIMEDOUT, "worker '%s' waited %.1f s for the RRefs in the "
+                             "arguments to be confirmed", a->name, limit);
         if (rc != FERRY_OK)
             return rc;
     }
@@ -348,4 +404,171 @@ void ferry__serve_request(ferry__agent *a, int src, ferry__msg *m)
                                                        : "the callee's work queue is full");
         job_free(j);
     }
+}
+
+/* ---- requests answered later ---- */
+
+ferry_status ferry__agent_reply_later(ferry__agent *a, ferry_future *f, bool with_value,
+                                      double timeout_s)
+{
+    job *j = handling;
+    if (!j || j->agent != a || j->later || !f)
+        return ferry__fail(FERRY_EINVAL, "reply_later needs a future and is called once, from "
+                           "the handler of a request");
+    j->later = ferry_future_retain(f);
+    j->later_value = with_value;
+    j->later_timeout_s = timeout_s > 0 ? timeout_s : 0;
+    return FERRY_OK;
+}
+
+static void later_put(struct ferry__later *l)
+{
+    if (atomic_fetch_sub(&l->refs, 1) == 1) {
+        ferry_future_release(l->f);
+        ferry__free(l);
+    }
+}
+
+/* Takes l off the agent's list (if still there); later_lock held. */
+static void later_unlink_locked(ferry__agent *a, struct ferry__later *l)
+{
+    if (!l->linked)
+        return;
+    l->linked = false;
+    if (l->prev)
+        l->prev->next = l->next;
+    else
+        a->later = l->next;
+    if (l->next)
+        l->next->prev = l->prev;
+}
+
+/* Answers the request once, whoever gets here first: rc FERRY_OK sends the future's value (or
+   nothing), anything else that error. */
+static void later_answer(struct ferry__later *l, ferry_status rc, const char *why)
+{
+    if (atomic_exchange(&l->answered, true))
+        return;
+    job *j = l->j;
+    ferry__agent *a = j->agent;
+    pthread_mutex_lock(&a->later_lock);
+    later_unlink_locked(a, l);
+    pthread_mutex_unlock(&a->later_lock);
+    if (rc != FERRY_OK) {
+        ferry__serve_reply_error(a, j->src, j->m, rc, why);
+    } else {
+        ferry_value *v = l->with_value ? ferry_future_value(l->f) : NULL;
+        reply_value(a, j->src, j->m, v);
+        ferry_value_release(v);
+    }
+    l->j = NULL;
+    server_done(a);
+    job_free(j);
+}
+
+static void later_done(ferry_future *f, void *arg)
+{
+    struct ferry__later *l = arg;
+    ferry_status rc = ferry_future_status(f);
+    if (rc == FERRY_OK || !l->with_value)
+        later_answer(l, FERRY_OK, NULL);
+    else
+        later_answer(l, rc, ferry_future_error(f));
+    later_put(l);
+}
+
+/* The handler asked to answer later: file the request on the agent's list and wait on its
+   future without a thread. Takes over the job. */
+static void later_start(job *j)
+{
+    ferry__agent *a = j->agent;
+    struct ferry__later *l = ferry__calloc(1, sizeof *l);
+    if (!l) {
+        ferry__serve_reply_error(a, j->src, j->m, FERRY_ENOMEM, "out of memory on the callee");
+        server_done(a);
+        job_free(j);
+        return;
+    }
+    atomic_init(&l->refs, 1);
+    atomic_init(&l->answered, false);
+    l->j = j;
+    l->f = j->later;
+    l->with_value = j->later_value;
+    j->later = NULL;
+    l->deadline_ns = j->later_timeout_s > 0
+                         ? ferry__now_ns() + (long long)(j->later_timeout_s * 1e9)
+                         : 0;
+    pthread_mutex_lock(&a->later_lock);
+    bool closed = a->later_closed;
+    if (!closed) {
+        l->next = a->later;
+        if (a->later)
+            a->later->prev = l;
+        a->later = l;
+        l->linked = true;
+        if (l->deadline_ns && (!a->later_next_ns || l->deadline_ns < a->later_next_ns))
+            a->later_next_ns = l->deadline_ns;
+    }
+    pthread_mutex_unlock(&a->later_lock);
+    if (closed)
+        later_answer(l, FERRY_ESHUTDOWN, "the callee is shutting down");
+    if (ferry__future_on_done(l->f, later_done, l) != FERRY_OK) {
+        later_answer(l, FERRY_ENOMEM, "out of memory on the callee");
+        later_put(l);
+    }
+}
+
+/* Takes every record that `all` or whose deadline passed off the list (each with a reference
+   for the caller) and recomputes the earliest deadline; later_lock held. */
+static struct ferry__later *later_take_locked(ferry__agent *a, long long now_ns, bool all)
+{
+    struct ferry__later *taken = NULL;
+    long long next = 0;
+    for (struct ferry__later *l = a->later, *nx; l; l = nx) {
+        nx = l->next;
+        if (all || (l->deadline_ns && l->deadline_ns <= now_ns)) {
+            later_unlink_locked(a, l);
+            atomic_fetch_add(&l->refs, 1);
+            l->taken_next = taken;
+            taken = l;
+        } else if (l->deadline_ns && (!next || l->deadline_ns < next)) {
+            next = l->deadline_ns;
+        }
+    }
+    a->later_next_ns = next;
+    return taken;
+}
+
+static void later_answer_taken(struct ferry__later *taken, ferry_status rc, const char *why)
+{
+    while (taken) {
+        struct ferry__later *nx = taken->taken_next;
+        later_answer(taken, rc, why);
+        later_put(taken); /* the taker's */
+        taken = nx;
+    }
+}
+
+void ferry__agent_expire_later(ferry__agent *a, long long now_ns)
+{
+    pthread_mutex_lock(&a->later_lock);
+    struct ferry__later *taken = NULL;
+    if (a->later_next_ns && a->later_next_ns <= now_ns)
+        taken = later_take_locked(a, now_ns, false);
+    pthread_mutex_unlock(&a->later_lock);
+    if (!taken)
+        return;
+    char why[256];
+    snprintf(why, sizeof why, "worker '%s' gave up waiting for the answer (its deadline passed)",
+             a->name);
+    later_answer_taken(taken, FERRY_ETIMEDOUT, why);
+}
+
+void ferry__agent_fail_later(ferry__agent *a, ferry_status rc, const char *why)
+{
+    pthread_mutex_lock(&a->later_lock);
+    a->later_closed = true;
+    struct ferry__later *taken = later_take_locked(a, 0, true);
+    pthread_mutex_unlock(&a->later_lock);
+    later_answer_taken(taken, rc, why);
 }

@@ -174,7 +174,9 @@ static ferry_status rref_quiesce(ferry__agent *a, void *state, double timeout_s)
 }
 
 /* The agent's pool has drained and the fabric is closed: drop the tables (owners free their
-   values) and detach from the agent. RRef handles the program still holds stay valid. */
+   values) and detach from the agent. RRef handles the program still holds stay valid. A value
+   that never came (an RRef whose creation never arrived) fails with FERRY_ESHUTDOWN, so whatever
+   waits on it (a fetch answered later) ends. */
 static void rref_stop(ferry__agent *a, void *state)
 {
     ferry__rref_ctx *ctx = state;
@@ -196,6 +198,9 @@ static void rref_stop(ferry__agent *a, void *state)
         pthread_mutex_lock(&ctx->lock);
         r->in_table = false;
         pthread_mutex_unlock(&ctx->lock);
+        if (r->value && !ferry_future_done(r->value))
+            ferry_future_set_error(r->value, FERRY_ESHUTDOWN,
+                                   "RPC is shutting down: the RRef's value never came");
         ferry_rref_release(r);
     }
     while ((r = ferry__gid_map_pop(&children)))

@@ -72,13 +72,35 @@ static bool retryable(ferry_status rc)
            rc == FERRY_EAGAIN;
 }
 
+/* True while the context's agent is still the running one: ferry_shutdown takes it out of the
+   process-wide pointer before it stops, so a retry waiting out its delay sees that at once. */
+static bool agent_running(ferry__rref_ctx *ctx)
+{
+    ferry__error_state saved;
+    ferry__error_save(&saved);
+    ferry__agent *cur = ferry__agent_get();
+    pthread_mutex_lock(&ctx->lock);
+    bool same = cur && cur == ctx->agent;
+    pthread_mutex_unlock(&ctx->lock);
+    ferry__agent_release(cur);
+    ferry__error_restore(&saved);
+    return same;
+}
+
+/* Waits out the backoff in short slices, so a stopping agent's pool drains at once instead of
+   after the delay (up to 5 s). */
 static void ctl_retry_task(void *arg)
 {
     ctl *c = arg;
     double delay = CTL_FIRST_DELAY_S * pow(CTL_BACKOFF, c->attempt - 1);
-    struct timespec ts = {(time_t)delay, (long)((delay - (time_t)delay) * 1e9)};
+    long long end = ferry__now_ns() + (long long)(delay * 1e9);
     ferry__pool_blocking_begin();
-    nanosleep(&ts, NULL);
+    for (long long now = ferry__now_ns(); now < end && agent_running(c->ctx);
+         now = ferry__now_ns()) {
+        long long slice = end - now < 50000000LL ? end - now : 50000000LL;
+        struct timespec ts = {0, (long)slice};
+        nanosleep(&ts, NULL);
+    }
     ferry__pool_blocking_end();
     ctl_task(c);
 }

@@ -1,10 +1,12 @@
 /* remote() and to_here(). remote() makes the caller's RRef at once (a pending UserRRef, or the
    OwnerRRef itself when the owner is this worker) and sends a remote-call request; the owner
    finds or makes its OwnerRRef, runs the function into it and replies, which confirms the user.
-   to_here() on a user fetches a copy from the owner, who waits for the value if it is still
-   being computed (or not even created yet: messages are not ordered between peers). Requests
-   that need no waiting (a non-blocking function, a value already there) are answered on the
-   progress thread where they were read; the others on the pool. */
+   to_here() on a user fetches a copy from the owner. A value still being computed (or an RRef
+   not even created yet: messages are not ordered between peers) is not waited for by a thread:
+   the owner answers when the value completes (ferry__agent_reply_later), or with an error at
+   the fetch's deadline or when it stops, so fetches of RRefs that never come cost no threads.
+   remote() is answered the same way once its value exists. Fetches and non-blocking functions
+   are served on the progress thread where they were read; other functions on the pool. */
 #include <math.h>
 #include <string.h>
 
@@ -168,13 +170,40 @@ static void fail_value(ferry__agent *a, ferry_rref *o, ferry_status rc, const ch
     ferry_future_set_error(o->value, rc == FERRY_EUNKNOWN_FUNCTION ? rc : FERRY_EREMOTE, why);
 }
 
+/* How long the owner waits on a requester's behalf: the request's timeout (remote() carries
+   it; a fetch does not), else the agent's default, plus a second so the requester's own timeout
+   fires first with torch's wording; 60 s when neither has one. Nothing on the owner waits
+   without a deadline. */
+static double owner_wait_s(ferry__agent *a, const ferry__msg *m)
+{
+    double t = m->timeout_s > 0 ? m->timeout_s
+                                : ferry__agent_effective_timeout(a, FERRY_TIMEOUT_DEFAULT);
+    return t > 0 ? t + 1.0 : 60.0;
+}
+
+/* Waits (with a deadline) until every RRef in the arguments is confirmed by its owner. */
+static ferry_status wait_args_confirmed(ferry__agent *a, ferry__rref_ctx *ctx, ferry__msg *m)
+{
+    ferry__msg call = {.type = FERRY__MSG_CALL, .args = m->args, .kwargs = m->kwargs};
+    ferry_future *f = ferry__rref_before_call(a, ctx, -1, &call);
+    if (!f)
+        return FERRY_OK;
+    double limit = owner_wait_s(a, m);
+    ferry_status rc = ferry_future_wait(f, limit);
+    ferry_future_release(f);
+    if (rc == FERRY_EAGAIN)
+        rc = ferry__fail(FERRY_ETIMEDOUT, "the RRefs in the arguments were not confirmed within "
+                         "%.1f s", limit);
+    return rc;
+}
+
 /* Runs the function into the OwnerRRef's value: on a pool thread, or (`known` given: a
    non-blocking function whose arguments are all confirmed) where the request was read. */
-static void run_into(ferry__agent *a, ferry_rref *o, ferry__msg *m, const ferry__fn_entry *known)
+static void run_into(ferry__agent *a, ferry__rref_ctx *ctx, ferry_rref *o, ferry__msg *m,
+                     const ferry__fn_entry *known)
 {
     ferry_clear_error();
-    if (ferry__rref_wait_confirmed(m->args) != FERRY_OK ||
-        ferry__rref_wait_confirmed(m->kwargs) != FERRY_OK) {
+    if (!known && wait_args_confirmed(a, ctx, m) != FERRY_OK) {
         fail_value(a, o, ferry_last_status(), m->fn);
         return;
     }
@@ -216,10 +245,12 @@ static ferry_status serve_remote(ferry__agent *a, ferry__msg *m, ferry__rref_ctx
     if (!o)
         return ferry_last_status();
     if (rc == FERRY_OK) {
-        run_into(a, o, m, known);
-        /* torch replies once the value exists, so remote()'s timeout covers the function.
-           (Inline, a non-blocking function has set it already: this returns at once.) */
-        ferry_future_wait(o->value, m->timeout_s > 0 ? m->timeout_s : 0);
+        run_into(a, ctx, o, m, known);
+        /* torch replies once the value exists, so remote()'s timeout covers the function; an
+           async function's value is answered when it completes, without a thread waiting.
+           (Inline, a non-blocking function has set it already.) */
+        if (!ferry_future_done(o->value))
+            rc = ferry__agent_reply_later(a, o->value, false, owner_wait_s(a, m));
     }
     pthread_mutex_lock(&ctx->lock);
     bool drop = ferry__owner_maybe_untable(o);
@@ -251,27 +282,13 @@ ferry_status ferry__rref_handle_remote_inline(ferry__agent *a, int src, ferry__m
 
 /* ---- to_here ---- */
 
-/* The fetch's answer from the OwnerRRef `o` (retained; released here). */
-static ferry_status answer_fetch(ferry__agent *a, ferry__msg *m, ferry_rref *o,
-                                 ferry_value **result)
-{
-    /* A little past the requester's own deadline, so its timeout (torch's wording) fires first
-       and this thread is not held forever by a creation that never comes. */
-    ferry_status rc = ferry_future_wait(o->value, m->timeout_s > 0 ? m->timeout_s + 1.0 : 0);
-    if (rc == FERRY_OK)
-        *result = ferry_future_value(o->value);
-    else if (rc == FERRY_EAGAIN)
-        rc = ferry__fail(FERRY_ETIMEDOUT, "the RRef's value was not ready on '%s' in time",
-                         ferry__agent_name(a));
-    ferry_rref_release(o);
-    return rc;
-}
-
-/* Answers a fetch: FERRY_OK with *result (a new reference), or answer_fetch's, read_ids' or
-   find_or_create's error. Inline, only a value that is there already (the usual case: the
-   remote() ran before) is answered, else FERRY_EAGAIN: a value still being computed, or an RRef
-   not created yet, is waited for on the pool. */
-static ferry_status serve_fetch(ferry__agent *a, ferry__msg *m, ferry__rref_ctx *ctx, bool inline_,
+/* Answers a fetch where it was read, never blocking: a value that is there (the usual case:
+   the remote() ran before) at once, FERRY_OK with *result (a new reference) or the creation's
+   error; one still being computed, or an RRef not created yet (made pending here, as torch's
+   getOwnerRRef does), when its value completes, past this worker's default timeout (a fetch
+   does not carry the requester's) or when this worker stops. Else read_ids' or
+   find_or_create's error. */
+static ferry_status serve_fetch(ferry__agent *a, ferry__msg *m, ferry__rref_ctx *ctx,
                                 ferry_value **result)
 {
     ferry__gid id;
@@ -279,27 +296,33 @@ static ferry_status serve_fetch(ferry__agent *a, ferry__msg *m, ferry__rref_ctx 
     if (rc != FERRY_OK)
         return rc;
     pthread_mutex_lock(&ctx->lock);
-    ferry_rref *o = inline_ ? ferry__gid_map_get(&ctx->owners, id)
-                            : ferry__owner_find_or_create(ctx, id);
-    bool found = o && (!inline_ || ferry_future_done(o->value));
-    if (found)
+    ferry_rref *o = ferry__owner_find_or_create(ctx, id);
+    if (o)
         ferry_rref_retain(o);
     pthread_mutex_unlock(&ctx->lock);
-    if (!found)
-        return inline_ ? FERRY_EAGAIN : ferry_last_status();
-    return answer_fetch(a, m, o, result);
+    if (!o)
+        return ferry_last_status();
+    if (ferry_future_done(o->value)) {
+        rc = ferry_future_wait(o->value, 0); /* done: returns at once, with the error if any */
+        if (rc == FERRY_OK)
+            *result = ferry_future_value(o->value);
+    } else {
+        rc = ferry__agent_reply_later(a, o->value, true, owner_wait_s(a, m));
+    }
+    ferry_rref_release(o);
+    return rc;
 }
 
 ferry_status ferry__rref_handle_fetch(ferry__agent *a, int src, ferry__msg *m,
                                       ferry_value **result, void *arg)
 {
-    return serve_fetch(a, m, arg, false, result);
+    return serve_fetch(a, m, arg, result);
 }
 
 ferry_status ferry__rref_handle_fetch_inline(ferry__agent *a, int src, ferry__msg *m,
                                              ferry_value **result, void *arg)
 {
-    return serve_fetch(a, m, arg, true, result);
+    return serve_fetch(a, m, arg, result);
 }
 
 static bool creation_failed(ferry_rref *u)

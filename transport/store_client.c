@@ -95,18 +95,32 @@ static int64_t deadline_after(double timeout_s, int64_t grace_ms)
     return ms ? ferry__now_ms() + (int64_t)ms + grace_ms : 0;
 }
 
+/* How long a wait may still poll before deadline_ms (0 = none: -1, forever). Once the deadline
+   has passed, one last look without waiting is allowed (*looked records it) before -2 says the
+   time is up: a process that was stopped past its deadline (SIGSTOP, a long page-in) finds the
+   answer that arrived meanwhile instead of calling a live store dead. */
+static int poll_budget_ms(int64_t deadline_ms, bool *looked)
+{
+    if (!deadline_ms)
+        return -1;
+    int64_t left = deadline_ms - ferry__now_ms();
+    if (left > 0)
+        return left > 1000000 ? 1000000 : (int)left;
+    if (*looked)
+        return -2;
+    *looked = true;
+    return 0;
+}
+
 /* Reads exactly n bytes before deadline_ms (0 = none). 1 done, 0 closed or failed, -1 timeout. */
 static int recv_all(int fd, void *buf, size_t n, int64_t deadline_ms)
 {
     uint8_t *p = buf;
+    bool looked = false;
     while (n > 0) {
-        int wait_ms = -1;
-        if (deadline_ms) {
-            int64_t left = deadline_ms - ferry__now_ms();
-            if (left <= 0)
-                return -1;
-            wait_ms = left > 1000000 ? 1000000 : (int)left;
-        }
+        int wait_ms = poll_budget_ms(deadline_ms, &looked);
+        if (wait_ms == -2)
+            return -1;
         struct pollfd pfd = {.fd = fd, .events = POLLIN};
         int rc = poll(&pfd, 1, wait_ms);
         if (rc < 0 && errno != EINTR)
@@ -128,18 +142,15 @@ static int recv_all(int fd, void *buf, size_t n, int64_t deadline_ms)
 static int send_all(int fd, const void *buf, size_t n, int64_t deadline_ms)
 {
     const uint8_t *p = buf;
+    bool looked = false;
     while (n > 0) {
         ssize_t sent = send(fd, p, n, MSG_NOSIGNAL | MSG_DONTWAIT);
         if (sent < 0 && errno == EINTR)
             continue;
         if (sent < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-            int wait_ms = -1;
-            if (deadline_ms) {
-                int64_t left = deadline_ms - ferry__now_ms();
-                if (left <= 0)
-                    return -1;
-                wait_ms = left > 1000000 ? 1000000 : (int)left;
-            }
+            int wait_ms = poll_budget_ms(deadline_ms, &looked);
+            if (wait_ms == -2)
+                return -1;
             struct pollfd pfd = {.fd = fd, .events = POLLOUT};
             if (poll(&pfd, 1, wait_ms) < 0 && errno != EINTR)
                 return 0;

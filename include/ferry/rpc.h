@@ -34,10 +34,30 @@ typedef struct {
     const char *transport;   /* NULL = auto (shm to same-host peers, tcp to others); "tcp",
                                 "shm" or a libfabric provider name forces one. FERRY_TRANSPORT
                                 in the environment overrides it. */
+    /* Heartbeat. While a call to a peer on another host has waited at least one period, the
+       peer gets a small ping every period; it is answered where it is read (the peer's progress
+       thread), never behind the peer's functions. A peer that leaves pings unanswered for
+       heartbeat_misses x heartbeat_period_s (a same-host peer: that /proc shows stopped for as
+       long) is taken for unreachable: its waiting calls fail with FERRY_ETRANSPORT and new calls
+       to it fail at once, while the checks go on; once it answers again its calls work again.
+       Only a failed send (the transport says so) or a process known gone (same host: its pid,
+       zombies included) makes a peer dead for good. FERRY_HEARTBEAT_PERIOD_S and
+       FERRY_HEARTBEAT_MISSES in the environment override these. docs/failures.md gives the
+       times. */
+    double heartbeat_period_s; /* 1.0 s; 0 = no heartbeat (a hung peer is seen only by timeouts) */
+    int heartbeat_misses;      /* 3 (>= 1) */
+    /* Threads the pool lends to tasks blocked on a future (a function waiting on a nested
+       rpc_sync), on top of num_worker_threads. When all are lent, further work queues until a
+       blocked task resumes. -1 = 4 x num_worker_threads; 0 = none (torch's fixed pool). */
+    int max_spare_threads;
+    /* The largest tensor, in bytes, a builtin (torch.ones, torch.zeros, the arithmetic builtins
+       with broadcasting, torch.matmul) makes for a caller: a bigger request fails with
+       FERRY_EINVAL naming this cap. Builtins run on the pool. 8 GiB; 0 = no cap. */
+    long long builtin_max_bytes;
 } ferry_rpc_options;
 
-/* Fills *opts with torch's defaults: 16 threads, 60 s, "env://", transport auto. NULL is
-   ignored. */
+/* Fills *opts with torch's defaults: 16 threads, 60 s, "env://", transport auto, heartbeat every
+   1 s with 3 misses allowed, 4 x 16 spare threads, builtins capped at 8 GiB. NULL is ignored. */
 FERRY_API void ferry_rpc_options_init(ferry_rpc_options *opts);
 
 /* Joins the group: rendezvous through init_method, opens the fabric, connects to every worker
@@ -49,7 +69,9 @@ FERRY_API void ferry_rpc_options_init(ferry_rpc_options *opts);
    environment, with the variable named; a rank claimed twice); FERRY_ETIMEDOUT when not every
    rank arrived within rpc_timeout (the message lists the missing ranks); FERRY_ETRANSPORT
    (fabric or store failure); FERRY_EPROTO (malformed data in the rendezvous store); FERRY_EAUTH
-   (FERRY_AUTH_TOKEN mismatch); FERRY_ENOMEM; FERRY_EINVAL "RPC is already initialized". */
+   (FERRY_AUTH_TOKEN mismatch); FERRY_ENOMEM; FERRY_EINVAL "RPC is already initialized".
+   Bad heartbeat or thread options (or FERRY_HEARTBEAT_* values) fail with FERRY_EINVAL naming
+   the option or variable. */
 FERRY_API ferry_status ferry_init_rpc(const char *name, int rank, int world_size,
                                       const ferry_rpc_options *opts);
 
@@ -58,7 +80,11 @@ FERRY_API ferry_status ferry_init_rpc(const char *name, int rank, int world_size
    FERRY_ESHUTDOWN. Returns FERRY_OK, FERRY_ESHUTDOWN (not initialized), FERRY_ETIMEDOUT
    (graceful wait ran out) or the error of the workers' exchange during the graceful wait
    (FERRY_ETRANSPORT when a peer or the store went away); on every error but FERRY_ESHUTDOWN the
-   agent is stopped anyway. */
+   agent is stopped anyway. Stopping waits on no peer, dead or stopped: calls still waiting fail
+   with FERRY_ESHUTDOWN and requests this worker was to answer later (RRef fetches of values not
+   there yet) are answered with FERRY_ESHUTDOWN before its pool drains, so the call returns about
+   `timeout` after it started at most (docs/failures.md gives the bounds; the worker hosting
+   the rendezvous store may wait up to 5 s more for workers still connected to it). */
 FERRY_API ferry_status ferry_shutdown(bool graceful, double timeout);
 
 /* Fills *out for the worker called `name` (borrowed; NULL = this worker). FERRY_OK,

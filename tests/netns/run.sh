@@ -29,17 +29,20 @@ ip -n "$ns_b" addr add "$addr_b/24" dev "vb$$" && ip -n "$ns_b" link set "vb$$" 
 port=$(( 20000 + $$ % 20000 ))
 token=$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
 
-# run_pair PROGRAM: rank 0 on host A, rank 1 on host B; both must succeed. Prints both outputs.
+# run_pair PROGRAM [ENV...]: rank 0 on host A, rank 1 on host B, both with the extra ENV
+# assignments; both must succeed. Prints both outputs.
 run_pair() {
     local prog=$1 out_a out_b rc_a rc_b
+    shift
+    local extra="$*"
     out_a=$(mktemp) out_b=$(mktemp)
     ip netns exec "$ns_a" unshare --uts sh -c "hostname ferry-host-a; \
         MASTER_ADDR=$addr_a MASTER_PORT=$port RANK=0 WORLD_SIZE=2 FERRY_AUTH_TOKEN=$token \
-        exec timeout 60 $prog" >"$out_a" 2>&1 &
+        $extra exec timeout 90 $prog" >"$out_a" 2>&1 &
     local pid_a=$!
     ip netns exec "$ns_b" unshare --uts sh -c "hostname ferry-host-b; \
         MASTER_ADDR=$addr_a MASTER_PORT=$port RANK=1 WORLD_SIZE=2 FERRY_AUTH_TOKEN=$token \
-        FERRY_LOG=debug exec timeout 60 $prog" >"$out_b" 2>&1
+        FERRY_LOG=debug $extra exec timeout 90 $prog" >"$out_b" 2>&1
     rc_b=$?
     wait "$pid_a"
     rc_a=$?
@@ -66,3 +69,28 @@ echo "netns: master/worker across two hosts over tcp: ok"
 out=$(run_pair "$build/tests/netns_peer_death") || { echo "$out"; exit 1; }
 echo "$out" | grep "^peer_death: the call failed" || { echo "$out"; exit 1; }
 echo "netns: a dead worker on another host is detected: ok"
+
+# A worker on the other host is stopped for 3 s (SIGSTOP): with a 0.5 s x 3 heartbeat it is
+# taken for unreachable while stopped, and comes back after SIGCONT.
+out=$(run_pair "$build/tests/netns_peer_stop" FERRY_HEARTBEAT_PERIOD_S=0.5 \
+    FERRY_HEARTBEAT_MISSES=3) || { echo "$out"; exit 1; }
+echo "$out" | grep "^peer_stop:" || { echo "$out"; exit 1; }
+echo "netns: a stopped worker on another host comes back after SIGCONT: ok"
+# With the default heartbeat (1 s x 3) the same 3 s stop is only slowness: the call waits.
+out=$(run_pair "$build/tests/netns_peer_stop") || { echo "$out"; exit 1; }
+echo "$out" | grep "^peer_stop:" || { echo "$out"; exit 1; }
+echo "netns: a 3 s stop under the default heartbeat: ok"
+
+# A bad link: 20 ms delay and 1% loss each way (tc netem). Where the kernel has no netem the
+# same calls run over the plain link, and the run says the bad link was skipped.
+link="20 ms delay + 1% loss"
+if ! ip netns exec "$ns_a" tc qdisc add dev "va$$" root netem delay 20ms loss 1% 2>/dev/null ||
+    ! ip netns exec "$ns_b" tc qdisc add dev "vb$$" root netem delay 20ms loss 1% 2>/dev/null; then
+    link="the plain link (tc netem is not available here: the bad link is skipped)"
+fi
+out=$(run_pair "$build/tests/netns_netem_echo") || { echo "$out"; exit 1; }
+echo "$out" | grep "^netem_echo:" || { echo "$out"; exit 1; }
+if echo "$out" | grep -q "is unreachable"; then
+    echo "netns: a false death:"; echo "$out" | grep "is unreachable"; exit 1
+fi
+echo "netns: echo calls over $link, values correct, no false death: ok"

@@ -198,3 +198,69 @@ Test(pool_default, is_one_shared_pool_when_asked_twice, .timeout = 5)
     ferry__pool_free(p);
     cr_assert(atomic_load(&on_pool));
 }
+
+/* Blocking tasks past the spare cap queue instead of pulling in a thread each: 40 tasks that all
+   block on one future cost 2 + 3 threads; once it completes every task runs. */
+typedef struct {
+    ferry_future *release;
+    atomic_long *ran;
+} capped;
+
+static void capped_task(void *arg)
+{
+    capped *c = arg;
+    ferry_future_wait(c->release, 0);
+    atomic_fetch_add(c->ran, 1);
+}
+
+Test(pool_blocking, spares_stop_at_the_cap_when_every_task_blocks, .timeout = 15)
+{
+    atomic_long ran = 0;
+    ferry__pool *pool = ferry_assert_ptr(ferry__pool_new(2, 64, "cap"));
+    ferry__pool_set_max_spares(pool, 3);
+    capped c = {ferry_assert_ptr(ferry_future_new()), &ran};
+    for (int i = 0; i < 40; i++)
+        ferry_assert_ok(ferry__pool_submit(pool, capped_task, &c));
+    cr_assert(wait_for_threads(pool, 5, 5), "blocked tasks pulled in spares up to the cap");
+    nanosleep(&(struct timespec){0, 100000000}, NULL); /* give a wrong pool time to overshoot */
+    ferry__pool_stats st;
+    ferry__pool_get_stats(pool, &st);
+    cr_assert_eq(st.threads, 5);
+    cr_assert_eq(st.blocked, 5);
+    cr_assert_eq(st.queued, 35);
+    ferry_assert_ok(ferry_future_set_value(c.release, NULL));
+    ferry__pool_free(pool);
+    cr_assert_eq(atomic_load(&ran), 40);
+    ferry_future_release(c.release);
+}
+
+/* A chain of tasks, each submitting the next and waiting for it (nested rpc_sync on one worker),
+   completes while its depth fits in size + spares. */
+typedef struct chain {
+    ferry__pool *pool;
+    int depth;
+    ferry_future *done;
+} chain;
+
+static void chain_task(void *arg)
+{
+    chain *c = arg;
+    if (c->depth > 0) {
+        chain next = {c->pool, c->depth - 1, ferry_future_new()};
+        if (next.done && ferry__pool_submit(c->pool, chain_task, &next) == FERRY_OK)
+            ferry_future_wait(next.done, 10);
+        ferry_future_release(next.done);
+    }
+    ferry_future_set_value(c->done, NULL);
+}
+
+Test(pool_blocking, nested_chain_completes_when_depth_fits_under_the_cap, .timeout = 15)
+{
+    ferry__pool *pool = ferry_assert_ptr(ferry__pool_new(2, 64, "chain"));
+    ferry__pool_set_max_spares(pool, 8);
+    chain top = {pool, 9, ferry_assert_ptr(ferry_future_new())}; /* 10 tasks: 2 + 8 threads */
+    ferry_assert_ok(ferry__pool_submit(pool, chain_task, &top));
+    ferry_assert_ok(ferry_future_wait(top.done, 10));
+    ferry_future_release(top.done);
+    ferry__pool_free(pool);
+}
