@@ -190,7 +190,7 @@ static ferry__agent *agent_new(const char *name, int rank, int world_size,
    (so pool tasks blocked on calls to dead or stopped peers return), requests answered later are
    answered with FERRY_ESHUTDOWN, and no wait in a pool task is without a deadline, so the drain
    ends however the other workers are. */
-static void agent_stop(ferry__agent *a, const char *why)
+static void agent_stop(ferry__agent *a, const char *why, long long deadline_ns)
 {
     atomic_store(&a->state, FERRY__AGENT_STOPPING);
     ferry__agent_fail_all_pending(a, FERRY_ESHUTDOWN, why);
@@ -213,7 +213,10 @@ static void agent_stop(ferry__agent *a, const char *why)
             m->stop(a, a->module_state[i]);
         a->module_started[i] = false;
     }
-    ferry__rendezvous_free(a->rdv);
+    /* Rank 0 serves the store the others leave through; it waits for them no longer than the
+       caller's deadline allows (a stopped peer would otherwise hold it the whole linger). */
+    double linger_s = deadline_ns ? (deadline_ns - ferry__now_ns()) / 1e9 : -1;
+    ferry__rendezvous_free_within(a->rdv, linger_s < 0 && deadline_ns ? 0 : linger_s);
     a->rdv = NULL;
     atomic_store(&a->state, FERRY__AGENT_STOPPED);
 }
@@ -342,7 +345,7 @@ ferry_status ferry_init_rpc(const char *name, int rank, int world_size,
             char why[1024];
             snprintf(why, sizeof why, "%s", ferry_last_error());
             ferry__agent_unpublish(a);
-            agent_stop(a, "init failed");
+            agent_stop(a, "init failed", 0);
             ferry__agent_release(a);
             ferry__log_set_worker(NULL);
             ferry_set_error(rc, "%s", why);
@@ -434,13 +437,14 @@ ferry_status ferry_shutdown(bool graceful, double timeout)
     }
     ferry_status rc = FERRY_OK;
     char why[1024] = "";
+    long long deadline_ns = timeout > 0 ? ferry__deadline_ns(ferry__now_ns(), timeout) : 0;
     if (graceful) {
         rc = graceful_join(a, timeout);
         if (rc != FERRY_OK)
             snprintf(why, sizeof why, "%s", ferry_last_error());
     }
     ferry__agent_unpublish(a); /* drops the process-wide pointer's reference */
-    agent_stop(a, "RPC is shutting down");
+    agent_stop(a, "RPC is shutting down", deadline_ns);
     ferry__log_set_worker(NULL);
     ferry__agent_release(a); /* ours */
     pthread_mutex_unlock(&lifecycle_lock);

@@ -754,8 +754,8 @@ ferry__store_server *ferry__rendezvous_server(ferry__rendezvous *rdv)
     return rdv ? rdv->server : NULL;
 }
 
-/* Rank 0 keeps serving until the others said they left or hung up, for a few seconds at most. */
-static void leave(ferry__rendezvous *rdv)
+/* Rank 0 keeps serving until the others said they left or hung up, for linger_s at most. */
+static void leave(ferry__rendezvous *rdv, double linger_s)
 {
     int64_t n = 0;
     if (rdv->file_path) {
@@ -768,7 +768,7 @@ static void leave(ferry__rendezvous *rdv)
         count_in(rdv->store, KEY_LEFT, rdv->world_size - 1, LEAVE_TIMEOUT_S);
         return;
     }
-    double deadline = ferry__now_s() + LINGER_MAX_S;
+    double deadline = ferry__now_s() + linger_s;
     while (rdv->world_size > 1 && ferry__now_s() < deadline &&
            ferry__store_server_clients(rdv->server) > 1) {
         void *val = NULL;
@@ -782,14 +782,21 @@ static void leave(ferry__rendezvous *rdv)
 
 void ferry__rendezvous_free(ferry__rendezvous *rdv)
 {
+    ferry__rendezvous_free_within(rdv, LINGER_MAX_S);
+}
+
+void ferry__rendezvous_free_within(ferry__rendezvous *rdv, double linger_s)
+{
     if (!rdv)
         return;
+    if (!(linger_s >= 0) || linger_s > LINGER_MAX_S)
+        linger_s = LINGER_MAX_S;
     /* Leaving is best effort and must not replace an error the caller is about to report. */
     ferry_status saved = ferry_last_status();
     char msg[1024];
     snprintf(msg, sizeof msg, "%s", ferry_last_error());
     if (rdv->store)
-        leave(rdv);
+        leave(rdv, linger_s);
     teardown(rdv);
     if (saved != FERRY_OK)
         ferry_set_error(saved, "%s", msg);

@@ -80,5 +80,8 @@ ferry__store_server *ferry__rendezvous_server(ferry__rendezvous *rdv);
    disconnected, so nobody loses the store mid-operation; then it stops the server. With a file
    store the last worker out removes the file. NULL is fine. */
 void ferry__rendezvous_free(ferry__rendezvous *rdv);
+/* The same, with rank 0 keeping the store up for the others at most linger_s (at most the 5 s
+   that ferry__rendezvous_free allows): a shutdown with a deadline leaves by it. */
+void ferry__rendezvous_free_within(ferry__rendezvous *rdv, double linger_s);
 
 #endif
