@@ -9,7 +9,7 @@ BUILD    ?= build
 PKGS     := libfabric libprotobuf-c openblas
 TEST_PKGS := criterion
 DEB_PKGS := build-essential pkg-config clang libclang-rt-14-dev libfabric-dev libfabric-bin \
-            libprotobuf-c-dev protobuf-c-compiler libcriterion-dev libopenblas-dev
+            libprotobuf-c-dev protobuf-c-compiler libcriterion-dev libopenblas-dev iproute2 nftables
 PROTOC_C ?= protoc-c
 
 OPT      ?= -O2
