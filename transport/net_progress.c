@@ -32,6 +32,10 @@ static const char *const MOD = "net";
 /* While a transfer on a CQ without a wait fd is under way the thread naps this long at most:
    shm moves large messages in steps that need both sides' progress and signal nobody. */
 #define NAP_NS 100000LL
+/* ... but once nothing has completed for IDLE_NS (a peer that stopped, a transfer it never
+   takes), up to LONG_NAP_NS: the wait then costs a few percent of a core, not a fifth. */
+#define IDLE_NS 20000000LL
+#define LONG_NAP_NS 2000000LL
 #define CLOSE_DRAIN_NS 200000000LL
 #define CQ_BATCH 16
 
@@ -205,8 +209,9 @@ static void set_sleeping(ferry__net *net, bool is_sleeping)
 /* Blocks until a CQ has something, the doorbell, ferry__net_wake/close, or the timeout. The
    flags are raised first and the queues read once more after, so a sender either sees us asleep
    (and rings) or we see its message. */
-static int sleep_once(ferry__net *net, long long timeout_ns)
+static int sleep_once(ferry__net *net, long long timeout_ns, long long idle_ns)
 {
+    long long nap = idle_ns > IDLE_NS ? LONG_NAP_NS : NAP_NS;
     set_sleeping(net, true);
     int n = locked_progress(net);
     timeout_ns = ferry__net_sleep_limit(net, timeout_ns);
@@ -216,8 +221,8 @@ static int sleep_once(ferry__net *net, long long timeout_ns)
         pthread_mutex_lock(&net->lock);
         bool is_busy = e->n_active > 0;
         pthread_mutex_unlock(&net->lock);
-        if (e->wait_fd < 0 && (is_busy || net->bell.fd < 0 || !e->is_shm) && timeout_ns > NAP_NS)
-            timeout_ns = NAP_NS;
+        if (e->wait_fd < 0 && (is_busy || net->bell.fd < 0 || !e->is_shm) && timeout_ns > nap)
+            timeout_ns = nap;
     }
     if (n > 0 || timeout_ns <= 0 || atomic_load(&net->wake_pending) || atomic_load(&net->stop)) {
         set_sleeping(net, false);
@@ -296,6 +301,7 @@ void *ferry__net_progress_main(void *arg)
     ferry__net *net = arg;
     long long tick_ns = (long long)net->tick_ms * 1000000LL;
     long long next_tick = ferry__now_ns() + tick_ns, busy_at = ferry__now_ns();
+    long long worked_at = busy_at; /* the last pass that moved anything */
     while (!atomic_load(&net->stop)) {
         int n = progress_turn(net);
         long long t = ferry__now_ns();
@@ -308,9 +314,10 @@ void *ferry__net_progress_main(void *arg)
             next_tick = t + tick_ns;
         }
         if (n > 0) {
-            busy_at = t;
+            busy_at = worked_at = t;
         } else if (t - busy_at >= SPIN_NS) {
-            sleep_once(net, next_tick - t);
+            if (sleep_once(net, next_tick - t, t - worked_at) > 0)
+                worked_at = ferry__now_ns();
             busy_at = ferry__now_ns();
         }
     }
