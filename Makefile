@@ -35,7 +35,7 @@ PROTO_H  := $(BUILD)/proto/ferry.pb-c.h
 LIB_OBJS := $(LIB_SRCS:%.c=$(BUILD)/obj/%.o) $(BUILD)/obj/proto/ferry.pb-c.o
 
 UNIT_SRCS  := $(sort $(wildcard tests/unit/*.c))
-INTEG_SRCS := $(sort $(wildcard tests/integration/*.c))
+INTEG_SRCS := $(sort $(wildcard tests/integration/*.c tests/fault/*.c))
 TESTLIB_SRCS := $(sort $(wildcard tests/common/*.c))
 FUZZ_SRCS  := $(sort $(wildcard tests/fuzz/*.c))
 EXAMPLES   := $(notdir $(patsubst %/,%,$(wildcard examples/*/)))
