@@ -21,6 +21,7 @@
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -162,6 +163,26 @@ static ferry_status set_interface(struct fi_info *hints, const ferry__net_option
     return FERRY_OK;
 }
 
+/* Our shm region's name (see remove_stale_regions). */
+#define SHM_PREFIX "fi_shm://"
+
+static ferry_status name_shm_region(struct fi_info *hints)
+{
+    uint64_t nonce = 0;
+    if (getrandom(&nonce, sizeof nonce, 0) != sizeof nonce)
+        nonce = (uint64_t)ferry__now_ns();
+    char name[128];
+    int n = snprintf(name, sizeof name, SHM_PREFIX "ferry.%llu.%d.%016llx", ferry__net_pidns(),
+                     (int)getpid(), (unsigned long long)nonce);
+    hints->src_addr = ferry__malloc((size_t)n + 1);
+    if (!hints->src_addr)
+        return ferry__fail(FERRY_ENOMEM, "no memory");
+    memcpy(hints->src_addr, name, (size_t)n + 1);
+    hints->src_addrlen = (size_t)n + 1;
+    hints->addr_format = FI_ADDR_STR;
+    return FERRY_OK;
+}
+
 static struct fi_info *get_info(const char *prov, const ferry__net_options *opts, bool want_source,
                                 int *fi_rc)
 {
@@ -170,7 +191,12 @@ static struct fi_info *get_info(const char *prov, const ferry__net_options *opts
         *fi_rc = -FI_ENOMEM;
         return NULL;
     }
-    if (strstr(prov, "tcp") && set_interface(hints, opts) != FERRY_OK) {
+    ferry_status st = FERRY_OK;
+    if (strstr(prov, "tcp"))
+        st = set_interface(hints, opts);
+    else if (strcmp(prov, "shm") == 0)
+        st = name_shm_region(hints);
+    if (st != FERRY_OK) {
         fi_freeinfo(hints);
         *fi_rc = -FI_ENOMEM;
         return NULL;
@@ -214,21 +240,23 @@ static ferry_status open_cq(ferry__net *net, ferry__net_ep *e)
     return FERRY_OK;
 }
 
-/* The shm provider names its region "<pid>:<ep>:<domain>" in /dev/shm and refuses to start
-   (EBUSY) when that name exists. A process killed without closing leaves its region behind, and a
-   later process that gets the same pid could then not open shm at all. Regions of processes that
-   no longer exist are stale, ours included (we have not created ours yet). */
+/* The shm provider names its region in /dev/shm after the address it is given (by default
+   "<pid>:<ep>:<domain>") and refuses to start (EBUSY) when that name exists. Ours are named
+   "ferry.<pid namespace>.<pid>.<random>" (src_addr), so no leftover or process in another pid
+   namespace sharing /dev/shm can collide with us, and leftovers are recognised: a region of
+   our namespace whose process is gone (killed without closing) is removed. Regions of other
+   namespaces, and names we did not make, are never touched: a pid from another namespace says
+   nothing about a process here (net_doorbell.h). */
 static void remove_stale_regions(void)
 {
     DIR *d = opendir("/dev/shm");
     if (!d)
         return;
     for (struct dirent *de; (de = readdir(d)) != NULL;) {
+        unsigned long long ns = 0, nonce = 0;
         int pid = 0, ep = 0, dom = 0, end = 0;
-        if (sscanf(de->d_name, "%d:%d:%d%n", &pid, &ep, &dom, &end) != 3 || de->d_name[end] ||
-            pid <= 0)
-            continue;
-        if (pid != (int)getpid() && (kill((pid_t)pid, 0) == 0 || errno != ESRCH))
+        if (sscanf(de->d_name, "ferry.%llu.%d.%llx:%d:%d%n", &ns, &pid, &nonce, &ep, &dom,
+                   &end) != 5 || de->d_name[end] || !ferry__net_is_stale(ns, pid))
             continue;
         char path[300];
         snprintf(path, sizeof path, "/%s", de->d_name);
