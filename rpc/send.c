@@ -90,6 +90,7 @@ ferry_status ferry__agent_send_msg(ferry__agent *agent, int dst, ferry__msg *m,
        the copy size leaves room for the header of the message it would have joined. */
     pthread_rwlock_rdlock(&agent->net_lock);
     size_t copy_max = agent->net ? ferry__net_peer_copy_max(agent->net, dst) : 0;
+    size_t queue_max = ferry__net_queue_max(agent->net);
     pthread_rwlock_unlock(&agent->net_lock);
     if (copy_max && copy_max / 2 < codec.limits.inline_threshold)
         codec.limits.inline_threshold = copy_max / 2;
@@ -103,9 +104,6 @@ ferry_status ferry__agent_send_msg(ferry__agent *agent, int dst, ferry__msg *m,
         ferry__wire_out_free(&out);
         return ferry__fail(FERRY_EINVAL, "message to %s is too large", agent->workers[dst].name);
     }
-    pthread_rwlock_rdlock(&agent->net_lock);
-    size_t queue_max = ferry__net_queue_max(agent->net);
-    pthread_rwlock_unlock(&agent->net_lock);
     if (n_bulk >= queue_max) {
         ferry__wire_out_free(&out);
         return ferry__fail(FERRY_EINVAL, "message to %s has %zu tensors sent apart; at most %zu "
