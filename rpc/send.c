@@ -142,7 +142,10 @@ static ferry_status send_parts(ferry__agent *agent, int dst, const ferry__msg *m
             send_ctx_put(s);
         return rc;
     }
-    for (size_t i = 0; i < out.n_atts; i++) {
+    /* Once the last part is handed over, s (and out.atts) may be freed by its completion:
+       stop there, and never read the attachments again after a failure. */
+    size_t started = 0;
+    for (size_t i = 0; started < n_bulk; i++) {
         ferry__att *a = &out.atts[i];
         if (a->is_inline || a->len == 0)
             continue;
@@ -151,11 +154,11 @@ static ferry_status send_parts(ferry__agent *agent, int dst, const ferry__msg *m
         if (rc != FERRY_OK) {
             /* The parts not started will never complete: drop their counts. The receiver
                gives up on them after its receive timeout; the caller learns of it now. */
-            for (size_t j = i; j < out.n_atts; j++)
-                if (!out.atts[j].is_inline && out.atts[j].len > 0)
-                    send_ctx_put(s);
+            for (size_t j = started; j < n_bulk; j++)
+                send_ctx_put(s);
             return rc;
         }
+        started++;
     }
     return FERRY_OK;
 }
