@@ -232,7 +232,7 @@ static ferry_status must_wait(ferry__net *net, ferry__net_op *op, bool is_intern
     if (*wait && !is_internal && (*q)->len >= net->queue_max) {
         atomic_fetch_add(&net->queue_full, 1);
         return ferry__fail(FERRY_ENOMEM,
-                           "the %s queue to rank %d is full: %zu operations wait for it "
+                           "the %s queue of rank %d is full: %zu operations wait for it "
                            "(FERRY_NET_QUEUE_MAX)", direction(d), op->peer, (*q)->len);
     }
     return FERRY_OK;
