@@ -259,6 +259,30 @@ static ferry_status modules_quiesce(ferry__agent *a, double timeout_s)
     return FERRY_OK;
 }
 
+/* The net asks, for peers holding fabric operations, whether we declared them dead (pid check,
+   missed heartbeat, failed send): their queued operations are then failed, not kept. */
+static bool peer_is_dead(void *ctx, int peer)
+{
+    ferry__agent *a = ctx;
+    return peer >= 0 && peer < a->world_size && a->workers &&
+           atomic_load(&a->workers[peer].dead);
+}
+
+/* A positive number from the environment, or `otherwise`. */
+static double env_number(const char *name, double otherwise)
+{
+    const char *v = getenv(name);
+    char *end = NULL;
+    double d = v && *v ? strtod(v, &end) : 0;
+    if (!v || !*v)
+        return otherwise;
+    if (*end || !(d > 0)) {
+        ferry__log_warn("rpc", "ignoring %s=%s (not a positive number)", name, v);
+        return otherwise;
+    }
+    return d;
+}
+
 static ferry_status agent_start(ferry__agent *a, const char *init_method,
                                 const ferry_rpc_options *o, const char *master_addr)
 {
@@ -270,15 +294,22 @@ static ferry_status agent_start(ferry__agent *a, const char *init_method,
                                                                  : o->max_spare_threads);
     a->pool_open = true;
     const char *env_transport = getenv("FERRY_TRANSPORT");
+    /* A message's bulk parts must all arrive within the receive timeout: the call's own
+       timeout when longer than a minute, else a minute (FERRY_RECV_TIMEOUT_S). */
+    double recv_s = env_number("FERRY_RECV_TIMEOUT_S", o->rpc_timeout > 60 ? o->rpc_timeout : 60);
     ferry__net_options nopts = {
         .transport = env_transport && *env_transport ? env_transport : o->transport,
         .iface = getenv("FERRY_IFACE"),
         .master_addr = master_addr,
         .tick_ms = 10,
+        .max_message_bytes = a->codec.limits.max_message_bytes,
+        .queue_max = (size_t)env_number("FERRY_NET_QUEUE_MAX", 0),
+        .recv_timeout_ms = (long long)(recv_s * 1000),
     };
     ferry__net_handlers h = {.on_message = ferry__agent_on_message,
                              .on_tick = ferry__agent_on_tick,
                              .on_peer_error = ferry__agent_on_peer_error,
+                             .is_peer_dead = peer_is_dead,
                              .ctx = a};
     a->net = ferry__net_open(&nopts, &h);
     if (!a->net)

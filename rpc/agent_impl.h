@@ -80,6 +80,7 @@ struct ferry__agent {
     atomic_int server_active;  /* calls received, response not yet sent */
     atomic_int state;          /* ferry__agent_state */
     atomic_uint_fast64_t dropped_late_responses;
+    atomic_uint_fast64_t dropped_foreign_responses; /* answers from a worker not called */
     long long last_liveness_ns; /* progress thread only */
     long long last_tick_ns;     /* progress thread only */
     long long last_ping_scan_ns; /* progress thread only */

@@ -125,6 +125,20 @@ ferry__pending *ferry__pending_take(ferry__agent *a, uint64_t id)
     return NULL;
 }
 
+ferry__pending *ferry__pending_take_from(ferry__agent *a, uint64_t id, int src, bool *is_foreign)
+{
+    *is_foreign = false;
+    if (!a->pending_cap)
+        return NULL;
+    for (ferry__pending *p = a->pending[bucket(a, id)]; p; p = p->next) {
+        if (p->id == id) {
+            *is_foreign = p->dst != src;
+            return *is_foreign ? NULL : ferry__pending_take(a, id);
+        }
+    }
+    return NULL;
+}
+
 ferry__pending *ferry__pending_take_expired(ferry__agent *a, long long now_ns)
 {
     if (a->heap_len == 0 || a->heap[0]->deadline_ns > now_ns)

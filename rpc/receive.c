@@ -19,6 +19,7 @@
 typedef struct {
     atomic_int parts;
     atomic_bool failed;
+    _Atomic int fail_rc;   /* the first failed part's code */
     ferry__agent *agent;
     int src;
     ferry__msg m;
@@ -34,11 +35,21 @@ static void recv_ctx_free(recv_ctx *r)
     ferry__free(r);
 }
 
-static void complete_response(ferry__agent *a, ferry__msg *m)
+/* Completes the call a response from `src` answers. Only the worker that was called may answer:
+   a response from anyone else (a member answering another's call) is dropped and counted, and
+   the call keeps waiting for its own. */
+static void complete_response(ferry__agent *a, int src, ferry__msg *m)
 {
+    bool is_foreign = false;
     pthread_mutex_lock(&a->lock);
-    ferry__pending *p = ferry__pending_take(a, m->id);
+    ferry__pending *p = ferry__pending_take_from(a, m->id, src, &is_foreign);
     pthread_mutex_unlock(&a->lock);
+    if (is_foreign) {
+        atomic_fetch_add(&a->dropped_foreign_responses, 1);
+        ferry__log_debug("rpc", "dropping a response to call %llu from rank %d, which was not "
+                         "called", (unsigned long long)m->id, src);
+        return;
+    }
     if (!p) {
         /* Timed out (or failed) already: the caller was told; drop the late answer. */
         atomic_fetch_add(&a->dropped_late_responses, 1);
@@ -74,7 +85,7 @@ static void refuse(recv_ctx *r, ferry_status rc)
     r->m.err_message = ferry__strdup(why);
     ferry_value_release(r->m.value);
     r->m.value = NULL;
-    complete_response(r->agent, &r->m);
+    complete_response(r->agent, r->src, &r->m);
 }
 
 /* The message is whole: hand it on. Takes ownership of r. */
@@ -89,20 +100,29 @@ static void dispatch(recv_ctx *r)
         }
     }
     if (atomic_load(&r->failed)) {
+        /* A part failed or did not arrive within the receive timeout: the message is dropped
+           and its call fails (a response's here; a request's caller gets an error reply). */
+        ferry_status rc = (ferry_status)atomic_load(&r->fail_rc);
+        const char *why = rc == FERRY_ETIMEDOUT
+                              ? "its tensor data did not all arrive within the receive timeout"
+                              : "receiving its tensor data failed";
         if (r->m.type == FERRY__MSG_RESPONSE) {
             r->m.is_error = true;
-            r->m.err_code = FERRY_ETRANSPORT;
+            r->m.err_code = rc;
             ferry__free(r->m.err_message);
-            r->m.err_message = ferry__strdup("receiving the response's tensor data failed");
+            r->m.err_message = ferry__strdup(why);
             ferry_value_release(r->m.value);
             r->m.value = NULL;
-            complete_response(r->agent, &r->m);
+            complete_response(r->agent, r->src, &r->m);
+        } else if (!r->m.no_reply && rc == FERRY_ETIMEDOUT) {
+            /* (after a transport failure the caller is gone or learns it from its own side) */
+            ferry__serve_reply_error(r->agent, r->src, &r->m, rc, why);
         }
         recv_ctx_free(r);
         return;
     }
     if (r->m.type == FERRY__MSG_RESPONSE) {
-        complete_response(r->agent, &r->m);
+        complete_response(r->agent, r->src, &r->m);
         recv_ctx_free(r);
         return;
     }
@@ -121,7 +141,8 @@ static void dispatch(recv_ctx *r)
 static void bulk_done(void *arg, ferry_status rc)
 {
     recv_ctx *r = arg;
-    if (rc != FERRY_OK)
+    int ok = FERRY_OK;
+    if (rc != FERRY_OK && atomic_compare_exchange_strong(&r->fail_rc, &ok, (int)rc))
         atomic_store(&r->failed, true);
     if (atomic_fetch_sub(&r->parts, 1) == 1)
         dispatch(r);
@@ -192,6 +213,7 @@ void ferry__agent_on_message(void *ctx, int src, const void *buf, size_t len)
     r->src = src;
     atomic_init(&r->parts, 1);
     atomic_init(&r->failed, false);
+    atomic_init(&r->fail_rc, FERRY_OK);
     bool is_response = r->m.type == FERRY__MSG_RESPONSE;
     for (size_t i = 0; i < r->n_atts; i++)
         if (!r->atts[i].is_inline && r->atts[i].len > 0)
@@ -201,7 +223,11 @@ void ferry__agent_on_message(void *ctx, int src, const void *buf, size_t len)
         if (att->is_inline || att->len == 0)
             continue;
         uint64_t tag = ferry__bulk_tag(is_response, r->m.id, i);
-        if (ferry__net_recv_bulk(a->net, src, tag, att->data, att->len, bulk_done, r) != FERRY_OK) {
+        ferry_status brc = ferry__net_recv_bulk(a->net, src, tag, att->data, att->len,
+                                                bulk_done, r);
+        if (brc != FERRY_OK) {
+            int ok = FERRY_OK;
+            atomic_compare_exchange_strong(&r->fail_rc, &ok, (int)brc);
             atomic_store(&r->failed, true);
             atomic_fetch_sub(&r->parts, 1);
         }

@@ -1,6 +1,11 @@
 /* Sending messages: encode, gather the envelope and inline attachments into one fabric message,
    and send each large attachment as a tagged bulk transfer straight from its tensor's storage.
-   The encoded form (and the tensor references it holds) lives until every piece has completed. */
+   The envelope goes first: the receiver can post receives for the bulk parts only once it has
+   decoded it, so parts sent ahead of it (thousands of them, a model's parameters) would fill
+   the receiver's unexpected-message resources with nothing able to match them, and jam the
+   channel for good. The fabric layer keeps one peer's operations in order, behind a window, so
+   the parts follow the envelope and are matched as they come. The encoded form (and the tensor
+   references it holds) lives until every piece has completed. */
 #include <stdatomic.h>
 #include <string.h>
 
@@ -84,15 +89,25 @@ ferry_status ferry__agent_send_msg(ferry__agent *agent, int dst, ferry__msg *m,
        the copy size leaves room for the header of the message it would have joined. */
     pthread_rwlock_rdlock(&agent->net_lock);
     size_t copy_max = agent->net ? ferry__net_peer_copy_max(agent->net, dst) : 0;
+    size_t queue_max = ferry__net_queue_max(agent->net);
     pthread_rwlock_unlock(&agent->net_lock);
     if (copy_max && copy_max / 2 < codec.limits.inline_threshold)
         codec.limits.inline_threshold = copy_max / 2;
     ferry_status rc = ferry__wire_encode(m, &codec, &out);
     if (rc != FERRY_OK)
         return rc;
-    if (out.header_len > UINT32_MAX || out.n_atts >= (1u << FERRY__TAG_ATT_BITS)) {
+    size_t n_bulk = 0;
+    for (size_t i = 0; i < out.n_atts; i++)
+        n_bulk += !out.atts[i].is_inline && out.atts[i].len > 0;
+    if (out.header_len > UINT32_MAX || out.n_atts > FERRY__TAG_MAX_ATTS) {
         ferry__wire_out_free(&out);
         return ferry__fail(FERRY_EINVAL, "message to %s is too large", agent->workers[dst].name);
+    }
+    if (n_bulk >= queue_max) {
+        ferry__wire_out_free(&out);
+        return ferry__fail(FERRY_EINVAL, "message to %s has %zu tensors sent apart; at most %zu "
+                           "operations may wait for one peer (FERRY_NET_QUEUE_MAX)",
+                           agent->workers[dst].name, n_bulk, queue_max);
     }
     send_ctx *s = send_ctx_new(agent, dst, m, &out);
     if (!s) {
@@ -116,27 +131,33 @@ static ferry_status send_parts(ferry__agent *agent, int dst, const ferry__msg *m
     }
     bool is_response = m->type == FERRY__MSG_RESPONSE;
     /* Count every part before starting any, so an early completion cannot free the context. */
+    size_t n_bulk = 0;
     for (size_t i = 0; i < out.n_atts; i++)
-        if (!out.atts[i].is_inline && out.atts[i].len > 0)
-            atomic_fetch_add(&s->parts, 1);
-    for (size_t i = 0; i < out.n_atts; i++) {
+        n_bulk += !out.atts[i].is_inline && out.atts[i].len > 0;
+    atomic_fetch_add(&s->parts, (int)n_bulk);
+    rc = ferry__net_send(agent->net, dst, s->iov, s->n_iov, part_done, s);
+    if (rc != FERRY_OK) {
+        for (size_t j = 0; j <= n_bulk; j++)
+            send_ctx_put(s);
+        return rc;
+    }
+    /* Once the last part is handed over, s (and out.atts) may be freed by its completion:
+       stop there, and never read the attachments again after a failure. */
+    size_t started = 0;
+    for (size_t i = 0; started < n_bulk; i++) {
         ferry__att *a = &out.atts[i];
         if (a->is_inline || a->len == 0)
             continue;
         uint64_t tag = ferry__bulk_tag(is_response, m->id, i);
         rc = ferry__net_send_bulk(agent->net, dst, tag, a->data, a->len, part_done, s);
         if (rc != FERRY_OK) {
-            /* The parts not started will never complete: drop their counts. The receiver will
-               wait for them until the call times out; the caller learns of the failure now. */
-            for (size_t j = i; j < out.n_atts; j++)
-                if (!out.atts[j].is_inline && out.atts[j].len > 0)
-                    send_ctx_put(s);
-            send_ctx_put(s);
+            /* The parts not started will never complete: drop their counts. The receiver
+               gives up on them after its receive timeout; the caller learns of it now. */
+            for (size_t j = started; j < n_bulk; j++)
+                send_ctx_put(s);
             return rc;
         }
+        started++;
     }
-    rc = ferry__net_send(agent->net, dst, s->iov, s->n_iov, part_done, s);
-    if (rc != FERRY_OK)
-        send_ctx_put(s);
-    return rc;
+    return FERRY_OK;
 }

@@ -21,6 +21,7 @@
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -31,6 +32,7 @@
 #include "transport/net_internal.h"
 
 #define BELL_ENTRY "bell"
+#define AUTH_ENTRY "auth"
 #define BLOB_MAGIC "FRYN"
 #define BLOB_VERSION 1
 #define FI_VERSION_USED FI_VERSION(1, 17)
@@ -161,6 +163,26 @@ static ferry_status set_interface(struct fi_info *hints, const ferry__net_option
     return FERRY_OK;
 }
 
+/* Our shm region's name (see remove_stale_regions). */
+#define SHM_PREFIX "fi_shm://"
+
+static ferry_status name_shm_region(struct fi_info *hints)
+{
+    uint64_t nonce = 0;
+    if (getrandom(&nonce, sizeof nonce, 0) != sizeof nonce)
+        nonce = (uint64_t)ferry__now_ns();
+    char name[128];
+    int n = snprintf(name, sizeof name, SHM_PREFIX "ferry.%llu.%d.%016llx", ferry__net_pidns(),
+                     (int)getpid(), (unsigned long long)nonce);
+    hints->src_addr = ferry__malloc((size_t)n + 1);
+    if (!hints->src_addr)
+        return ferry__fail(FERRY_ENOMEM, "no memory");
+    memcpy(hints->src_addr, name, (size_t)n + 1);
+    hints->src_addrlen = (size_t)n + 1;
+    hints->addr_format = FI_ADDR_STR;
+    return FERRY_OK;
+}
+
 static struct fi_info *get_info(const char *prov, const ferry__net_options *opts, bool want_source,
                                 int *fi_rc)
 {
@@ -169,7 +191,12 @@ static struct fi_info *get_info(const char *prov, const ferry__net_options *opts
         *fi_rc = -FI_ENOMEM;
         return NULL;
     }
-    if (strstr(prov, "tcp") && set_interface(hints, opts) != FERRY_OK) {
+    ferry_status st = FERRY_OK;
+    if (strstr(prov, "tcp"))
+        st = set_interface(hints, opts);
+    else if (strcmp(prov, "shm") == 0)
+        st = name_shm_region(hints);
+    if (st != FERRY_OK) {
         fi_freeinfo(hints);
         *fi_rc = -FI_ENOMEM;
         return NULL;
@@ -213,21 +240,23 @@ static ferry_status open_cq(ferry__net *net, ferry__net_ep *e)
     return FERRY_OK;
 }
 
-/* The shm provider names its region "<pid>:<ep>:<domain>" in /dev/shm and refuses to start
-   (EBUSY) when that name exists. A process killed without closing leaves its region behind, and a
-   later process that gets the same pid could then not open shm at all. Regions of processes that
-   no longer exist are stale, ours included (we have not created ours yet). */
+/* The shm provider names its region in /dev/shm after the address it is given (by default
+   "<pid>:<ep>:<domain>") and refuses to start (EBUSY) when that name exists. Ours are named
+   "ferry.<pid namespace>.<pid>.<random>" (src_addr), so no leftover or process in another pid
+   namespace sharing /dev/shm can collide with us, and leftovers are recognised: a region of
+   our namespace whose process is gone (killed without closing) is removed. Regions of other
+   namespaces, and names we did not make, are never touched: a pid from another namespace says
+   nothing about a process here (net_doorbell.h). */
 static void remove_stale_regions(void)
 {
     DIR *d = opendir("/dev/shm");
     if (!d)
         return;
     for (struct dirent *de; (de = readdir(d)) != NULL;) {
+        unsigned long long ns = 0, nonce = 0;
         int pid = 0, ep = 0, dom = 0, end = 0;
-        if (sscanf(de->d_name, "%d:%d:%d%n", &pid, &ep, &dom, &end) != 3 || de->d_name[end] ||
-            pid <= 0)
-            continue;
-        if (pid != (int)getpid() && (kill((pid_t)pid, 0) == 0 || errno != ESRCH))
+        if (sscanf(de->d_name, "ferry.%llu.%d.%llx:%d:%d%n", &ns, &pid, &nonce, &ep, &dom,
+                   &end) != 5 || de->d_name[end] || !ferry__net_is_stale(ns, pid))
             continue;
         char path[300];
         snprintf(path, sizeof path, "/%s", de->d_name);
@@ -324,7 +353,22 @@ static void close_ep(ferry__net_ep *e)
     memset(e, 0, sizeof *e);
 }
 
-/* ---- the address blob: "FRYN", version, n_eps, host id, then (provider, address) pairs ---- */
+/* ---- the address blob: "FRYN", version, n_eps, host id, then (provider, address) pairs ----
+   Besides providers the pairs name the shm doorbell ("bell") and carry this process's fabric
+   secret ("auth", 16 bytes). The blob travels only through the rendezvous store, which is
+   what keeps the secret from processes that never joined. */
+
+static unsigned char *put_entry(unsigned char *p, const char *name, const void *val, size_t len)
+{
+    size_t nl = strlen(name);
+    *p++ = (unsigned char)nl;
+    memcpy(p, name, nl);
+    p += nl;
+    *p++ = (unsigned char)(len & 0xff);
+    *p++ = (unsigned char)(len >> 8);
+    memcpy(p, val, len);
+    return p + len;
+}
 
 static ferry_status build_blob(ferry__net *net)
 {
@@ -334,36 +378,23 @@ static ferry_status build_blob(ferry__net *net)
         n += 1 + strlen(net->eps[i].prov_name) + 2 + net->eps[i].name_len;
     if (bell_len)
         n += 1 + strlen(BELL_ENTRY) + 2 + bell_len;
+    n += 1 + strlen(AUTH_ENTRY) + 2 + sizeof net->secret;
     unsigned char *b = ferry__malloc(n), *p = b;
     if (!b)
         return ferry__fail(FERRY_ENOMEM, "no memory for the address blob");
     memcpy(p, BLOB_MAGIC, 4);
     p[4] = BLOB_VERSION;
-    p[5] = (unsigned char)(net->n_eps + (bell_len > 0));
+    p[5] = (unsigned char)(net->n_eps + (bell_len > 0) + 1);
     p[6] = (unsigned char)(host_len & 0xff);
     p[7] = (unsigned char)(host_len >> 8);
     p += 8;
     memcpy(p, net->host_id, host_len);
     p += host_len;
-    for (int i = 0; i < net->n_eps; i++) {
-        ferry__net_ep *e = &net->eps[i];
-        size_t pl = strlen(e->prov_name);
-        *p++ = (unsigned char)pl;
-        memcpy(p, e->prov_name, pl);
-        p += pl;
-        *p++ = (unsigned char)(e->name_len & 0xff);
-        *p++ = (unsigned char)(e->name_len >> 8);
-        memcpy(p, e->name, e->name_len);
-        p += e->name_len;
-    }
-    if (bell_len) {
-        *p++ = (unsigned char)strlen(BELL_ENTRY);
-        memcpy(p, BELL_ENTRY, strlen(BELL_ENTRY));
-        p += strlen(BELL_ENTRY);
-        *p++ = (unsigned char)bell_len;
-        *p++ = 0;
-        memcpy(p, net->bell.name, bell_len);
-    }
+    for (int i = 0; i < net->n_eps; i++)
+        p = put_entry(p, net->eps[i].prov_name, net->eps[i].name, net->eps[i].name_len);
+    if (bell_len)
+        p = put_entry(p, BELL_ENTRY, net->bell.name, bell_len);
+    put_entry(p, AUTH_ENTRY, net->secret, sizeof net->secret);
     net->blob = b;
     net->blob_len = n;
     return FERRY_OK;
@@ -460,6 +491,13 @@ ferry__net *ferry__net_open(const ferry__net_options *opts, const ferry__net_han
     if (handlers)
         net->h = *handlers;
     net->tick_ms = opts->tick_ms > 0 ? opts->tick_ms : 10;
+    net->max_message_bytes =
+        opts->max_message_bytes ? opts->max_message_bytes : FERRY__NET_MAX_MESSAGE_DEFAULT;
+    net->queue_max = opts->queue_max ? opts->queue_max : FERRY__NET_QUEUE_MAX_DEFAULT;
+    long long recv_ms = opts->recv_timeout_ms ? opts->recv_timeout_ms
+                                              : FERRY__NET_RECV_TIMEOUT_DEFAULT_MS;
+    net->recv_timeout_ns = recv_ms > 0 ? recv_ms * 1000000LL : 0;
+    net->active_head = net->active_tail = -1;
     net->self_rank = -1;
     net->bell.fd = -1;
     net->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
@@ -481,6 +519,8 @@ ferry__net *ferry__net_open(const ferry__net_options *opts, const ferry__net_han
         ferry__fail(FERRY_ENOMEM, "no memory");
         goto fail;
     }
+    if (ferry__net_auth_init(net) != FERRY_OK)
+        goto fail;
     if (open_providers(net, opts) != FERRY_OK)
         goto fail;
     for (int i = 0; i < net->n_eps; i++)
@@ -589,6 +629,13 @@ ferry_status ferry__net_set_peers(ferry__net *net, int self_rank, int world_size
         int k;
         if ((rc = parse_blob(blobs[r], lens[r], r, &pbs[r])) != FERRY_OK)
             break;
+        int a = blob_find(&pbs[r], AUTH_ENTRY);
+        if (a < 0 || pbs[r].addr_len[a] != FERRY__NET_SECRET_BYTES) {
+            rc = ferry__fail(FERRY_EINVAL, "address blob of rank %d carries no fabric secret", r);
+            break;
+        }
+        ferry__net_auth_pair(net, self_rank, r, pbs[r].addr[a]);
+        net->peers[r].next_active = -1;
         net->peers[r].ep = choose_ep(net, &pbs[r], &k);
         if (!net->peers[r].ep)
             rc = ferry__fail(FERRY_ETRANSPORT, "rank %d shares no fabric provider with us", r);
@@ -601,6 +648,7 @@ ferry_status ferry__net_set_peers(ferry__net *net, int self_rank, int world_size
     ferry__free(pbs);
     if (rc != FERRY_OK) {
         detach_bells(net);
+        ferry__net_auth_wipe(net);
         ferry__free(net->peers);
         net->peers = NULL;
         return rc;
@@ -653,6 +701,11 @@ const char *ferry__net_peer_provider(ferry__net *net, int peer)
     return net->peers[peer].ep->prov_name;
 }
 
+size_t ferry__net_queue_max(const ferry__net *net)
+{
+    return net ? net->queue_max : FERRY__NET_QUEUE_MAX_DEFAULT;
+}
+
 size_t ferry__net_peer_copy_max(ferry__net *net, int peer)
 {
     if (!net || !net->peers || peer < 0 || peer >= net->world_size || !net->peers[peer].ep)
@@ -688,6 +741,10 @@ void ferry__net_get_stats(ferry__net *net, ferry__net_stats *out)
     out->bytes_in = atomic_load(&net->bytes_in);
     out->bytes_out = atomic_load(&net->bytes_out);
     out->dropped_unknown_source = atomic_load(&net->dropped);
+    out->dropped_unauthenticated = atomic_load(&net->dropped_auth);
+    out->dropped_refused = atomic_load(&net->dropped_refused);
+    out->expired_receives = atomic_load(&net->expired);
+    out->queue_full = atomic_load(&net->queue_full);
 }
 
 void ferry__net_close(ferry__net *net)
@@ -723,7 +780,10 @@ void ferry__net_close(ferry__net *net)
     pthread_mutex_destroy(&net->poll_lock);
     detach_bells(net);
     ferry__net_bell_close(&net->bell);
+    ferry__net_auth_wipe(net);
     ferry__free(net->peers);
+    if (net->blob)
+        explicit_bzero(net->blob, net->blob_len);
     ferry__free(net->blob);
     ferry__free(net->host_id);
     ferry__free(net);

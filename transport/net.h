@@ -1,7 +1,13 @@
 /* The fabric layer: libfabric RDM endpoints (tcp;ofi_rxm to other hosts, shm to this host), one
    progress thread that drives every completion queue and blocks on the fabric's wait object when
    idle, whole-message delivery of any size, and tagged bulk transfers straight into/out of tensor
-   storage. Peers are ranks; messages from addresses that did not join are dropped and counted.
+   storage. Peers are ranks. Every message is authenticated (docs/wire.md, "Frame header"): each
+   process draws a secret at open and publishes it in its address blob, which travels only
+   through the rendezvous store, so a process that never joined cannot make a message or a
+   tagged transfer that a member accepts; such messages are dropped and counted and mark nobody
+   dead. Members can impersonate each other: they are trusted alike. Nothing is encrypted.
+   Sends and tagged receives are queued per peer behind a window of posted ops, so a stalled
+   peer holds up only its own traffic; a peer found dead has its queues failed.
 
    Threads: ferry__net_send / _send_bulk / _recv_bulk may be called from any thread. Every
    callback (on_message, on_tick, on_peer_error, done) runs on the progress thread, or on a
@@ -27,6 +33,10 @@ typedef struct {
     void (*on_tick)(void *ctx, long long now_ns);
     /* Rank `peer` failed (a send or receive to it errored, or it went silent): fail its calls. */
     void (*on_peer_error)(void *ctx, int peer, ferry_status rc, const char *why);
+    /* Optional: whether the owner has declared `peer` dead (a pid check, a missed heartbeat).
+       Asked on the progress thread about peers holding ops, about ten times a second; a dead
+       peer's queued ops fail with FERRY_ETRANSPORT and its posted receives are cancelled. */
+    bool (*is_peer_dead)(void *ctx, int peer);
     void *ctx;
 } ferry__net_handlers;
 
@@ -35,6 +45,11 @@ typedef struct {
     const char *iface;       /* interface for tcp (FERRY_IFACE); NULL = the one reaching master_addr */
     const char *master_addr; /* used to pick the interface; may be NULL */
     int tick_ms;             /* on_tick period; default 10 */
+    /* Limits; 0 picks the default. */
+    uint64_t max_message_bytes; /* largest message sent or announced to us; 1 GiB */
+    size_t queue_max;        /* ops waiting for one peer and direction; 65536 */
+    long long recv_timeout_ms; /* a tagged receive not complete by then is cancelled; 60000;
+                                  negative: never */
 } ferry__net_options;
 
 /* Opens the endpoints (not yet running). NULL + FERRY_ETRANSPORT naming the provider and cause. */
@@ -62,19 +77,27 @@ const char *ferry__net_peer_provider(ferry__net *net, int peer);
    see), so callers may prefer several small messages. 0 when the provider has no such step. */
 size_t ferry__net_peer_copy_max(ferry__net *net, int peer);
 
+/* How many ops may wait for one peer (queue_max): a message needing more is refused. */
+size_t ferry__net_queue_max(const ferry__net *net);
+
 /* done(arg, rc) runs exactly once on the progress thread when FERRY_OK was returned; never when an
-   error is returned. rc is FERRY_OK, FERRY_ETRANSPORT or FERRY_ESHUTDOWN (net closing). */
+   error is returned. rc is FERRY_OK, FERRY_ETRANSPORT (failed, or the peer is dead),
+   FERRY_ETIMEDOUT (a tagged receive expired: recv_timeout_ms) or FERRY_ESHUTDOWN (closing). */
 typedef void (*ferry__net_done)(void *arg, ferry_status rc);
 
 /* Sends one message gathered from iov (the bytes are not copied: they must stay valid until done
-   runs). Any total size: the receiver's on_message gets it whole. Sending to self works.
-   FERRY_EINVAL (bad rank), FERRY_ESHUTDOWN, FERRY_ENOMEM. */
+   runs). Any total size up to max_message_bytes: the receiver's on_message gets it whole.
+   Sending to self works. FERRY_EINVAL (bad rank, too large), FERRY_ETRANSPORT (the peer is
+   dead), FERRY_ESHUTDOWN, FERRY_ENOMEM (no memory, or the peer's send queue is full: the
+   message names the bound). */
 ferry_status ferry__net_send(ferry__net *net, int dst, const struct iovec *iov, size_t n_iov,
                              ferry__net_done done, void *arg);
 
 /* Bulk transfer of `len` bytes matched by (peer, tag): the sender's bytes land directly in the
-   buffer the receiver posted. Tags are chosen by the caller; the top bit is reserved. Either
-   side may start first. */
+   buffer the receiver posted. Tags are chosen by the caller, unique among the pair's transfers
+   in flight; the top bit is reserved. On the wire they are keyed with the pair's secret, so
+   an outsider cannot match them. Either side may start first; a receive not complete within
+   recv_timeout_ms fails with FERRY_ETIMEDOUT. Codes as ferry__net_send. */
 ferry_status ferry__net_send_bulk(ferry__net *net, int dst, uint64_t tag, const void *data,
                                   size_t len, ferry__net_done done, void *arg);
 ferry_status ferry__net_recv_bulk(ferry__net *net, int src, uint64_t tag, void *buf, size_t len,
@@ -92,10 +115,15 @@ void ferry__net_drive_begin(ferry__net *net);
 void ferry__net_drive_poll(ferry__net *net);
 void ferry__net_drive_end(ferry__net *net);
 
-/* Counters. */
+/* Counters. Drops are also logged at debug (FERRY_LOG=debug). */
 typedef struct {
     uint64_t messages_in, messages_out, bytes_in, bytes_out;
-    uint64_t dropped_unknown_source; /* messages from addresses that never joined */
+    uint64_t dropped_unknown_source;  /* claimed rank not a member, or not the source address */
+    uint64_t dropped_unauthenticated; /* no frame header, or not the claimed sender's cookie */
+    uint64_t dropped_refused;         /* authentic but refused: a malformed or oversized
+                                         announcement, or no memory for it */
+    uint64_t expired_receives;        /* tagged receives cancelled after recv_timeout_ms */
+    uint64_t queue_full;              /* ops refused because a peer's queue was full */
 } ferry__net_stats;
 void ferry__net_get_stats(ferry__net *net, ferry__net_stats *out);
 

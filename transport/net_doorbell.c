@@ -14,6 +14,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/random.h>
 #include <unistd.h>
 
@@ -47,17 +48,30 @@ static atomic_int *map_flag(const char *name, int oflag)
     return p == MAP_FAILED ? NULL : p;
 }
 
-/* Pages left by processes that died without closing (killed tests, crashes). A page unlinked
-   while still mapped stays valid for whoever mapped it, so a wrong guess costs little. */
+unsigned long long ferry__net_pidns(void)
+{
+    struct stat st;
+    return stat("/proc/self/ns/pid", &st) == 0 ? (unsigned long long)st.st_ino : 0;
+}
+
+bool ferry__net_is_stale(unsigned long long pidns, int pid)
+{
+    return pid > 0 && pid != (int)getpid() && pidns == ferry__net_pidns() &&
+           kill((pid_t)pid, 0) != 0 && errno == ESRCH;
+}
+
+/* Pages left by processes of our pid namespace that died without closing (killed tests,
+   crashes). A page unlinked while still mapped stays valid for whoever mapped it. */
 static void remove_stale_bells(void)
 {
     DIR *d = opendir("/dev/shm");
     if (!d)
         return;
     for (struct dirent *de; (de = readdir(d)) != NULL;) {
-        int pid = 0;
-        if (sscanf(de->d_name, "ferry-%d-", &pid) != 1 || pid <= 0 ||
-            kill((pid_t)pid, 0) == 0 || errno != ESRCH)
+        unsigned long long ns = 0, nonce = 0;
+        int pid = 0, end = 0;
+        if (sscanf(de->d_name, "ferry-%llu-%d-%llx%n", &ns, &pid, &nonce, &end) != 3 ||
+            de->d_name[end] || !ferry__net_is_stale(ns, pid))
             continue;
         char path[300];
         snprintf(path, sizeof path, "/%s", de->d_name);
@@ -72,8 +86,8 @@ void ferry__net_bell_open(ferry__net_bell *b, int epoll_fd)
     uint64_t nonce = 0;
     if (getrandom(&nonce, sizeof nonce, 0) != sizeof nonce)
         nonce = (uint64_t)ferry__now_ns(); /* unique enough with the pid in front */
-    snprintf(b->name, sizeof b->name, "ferry-%d-%016llx", (int)getpid(),
-             (unsigned long long)nonce);
+    snprintf(b->name, sizeof b->name, "ferry-%llu-%d-%016llx", ferry__net_pidns(),
+             (int)getpid(), (unsigned long long)nonce);
     struct sockaddr_un a;
     socklen_t len;
     bell_addr(b->name, &a, &len);

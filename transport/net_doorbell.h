@@ -41,6 +41,14 @@ void ferry__net_bell_close(ferry__net_bell *bell);
 void ferry__net_bell_attach(ferry__net_peer_bell *to, const ferry__net_bell *own,
                             const unsigned char *name, size_t name_len, bool is_self);
 
+/* Names in /dev/shm that ferry makes (doorbells here, shm regions in net.c) carry the pid
+   namespace (the inode of /proc/self/ns/pid; 0 when unknown) beside the pid, because /dev/shm
+   may be shared by processes in other pid namespaces (containers), whose pids mean nothing
+   here. A name is stale only when it carries our namespace and a pid that no longer exists;
+   names from other namespaces are left to their own processes. */
+unsigned long long ferry__net_pidns(void);
+bool ferry__net_is_stale(unsigned long long pidns, int pid);
+
 /* Unmaps what attach mapped (ours stays: ferry__net_bell_close's). */
 void ferry__net_bell_detach(ferry__net_peer_bell *to, const ferry__net_bell *own);
 

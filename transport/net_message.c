@@ -2,8 +2,10 @@
    eager (one untagged send) or large (an announcement plus one tagged part per iov_limit
    iovecs, see net_internal.h) by size; the receiving side, which checks who an untagged message
    is from, hands eager ones up whole and turns an announcement into posted part receives; and
-   bulk transfers matched by (peer, tag). Everything here builds ops and submits them; the
-   engine posts, completes and calls back. */
+   bulk transfers matched by (peer, tag). Every untagged message starts with the frame header
+   (the sender's cookie for us) and every tag is keyed (net_internal.h, net_auth.c): what fails
+   the checks is dropped and counted before its bytes are read, and marks nobody dead.
+   Everything here builds ops and submits them; the engine posts, completes and calls back. */
 #include "transport/net.h"
 
 #include <stdio.h>
@@ -29,18 +31,31 @@ void ferry__net_deliver(ferry__net *net, int src, const void *buf, size_t len)
         net->h.on_message(net->h.ctx, src, buf, len);
 }
 
-/* The sender of an untagged message: its rank, checked against the source address when the
-   provider reports one; -1 (dropped and counted) for anyone who never joined. */
-static int source_rank(ferry__net *net, ferry__net_ep *e, uint64_t data, fi_addr_t src)
+/* The sender of an untagged message, or -1 (dropped and counted): the rank it claims must be
+   a member, be the source address when the provider reports one, and the frame must carry that
+   rank's cookie for us (compared in constant time). Nothing past the header is read first. */
+static int check_sender(ferry__net *net, ferry__net_ep *e, const struct fi_cq_tagged_entry *ent,
+                        fi_addr_t src, const unsigned char *frame)
 {
-    int claimed = FERRY__NET_DATA_RANK(data);
-    if (claimed >= net->world_size)
+    int claimed = FERRY__NET_DATA_RANK(ent->data);
+    bool is_member = (ent->flags & FI_REMOTE_CQ_DATA) && claimed < net->world_size;
+    if (is_member && e->has_source)
+        is_member = src != FI_ADDR_NOTAVAIL && src < (fi_addr_t)net->world_size &&
+                    e->addr_rank[src] == claimed;
+    if (!is_member) {
+        atomic_fetch_add(&net->dropped, 1);
+        ferry__log_debug(MOD, "dropped a %zu-byte message from an unknown source on %s",
+                         ent->len, e->prov_name);
         return -1;
-    if (!e->has_source)
-        return claimed;
-    if (src == FI_ADDR_NOTAVAIL || src >= (fi_addr_t)net->world_size)
+    }
+    if (ent->len < FERRY__NET_FRAME_BYTES ||
+        !ferry__net_cookie_ok(frame, net->peers[claimed].cookie_in)) {
+        atomic_fetch_add(&net->dropped_auth, 1);
+        ferry__log_debug(MOD, "dropped a %zu-byte message claiming to be from rank %d on %s: "
+                         "not authenticated", ent->len, claimed, e->prov_name);
         return -1;
-    return e->addr_rank[src] == claimed ? claimed : -1;
+    }
+    return claimed;
 }
 
 static uint64_t get_u64(const unsigned char *p)
@@ -64,24 +79,27 @@ static void start_large_recv(ferry__net *net, ferry__net_ep *e, int src, const u
     uint64_t total = len >= CTRL_HEADER ? get_u64(c) : 0, seq = len >= 16 ? get_u64(c + 8) : 0;
     uint64_t n = len >= CTRL_HEADER ? get_u64(c + 16) : 0, sum = 0;
     bool ok = n >= 1 && n <= FERRY__NET_MAX_PARTS && len == CTRL_HEADER + 8 * n &&
-              total > FERRY__NET_EAGER_MAX;
+              total > FERRY__NET_EAGER_MAX - FERRY__NET_FRAME_BYTES;
     for (uint64_t i = 0; ok && i < n; i++) {
         uint64_t part = get_u64(c + CTRL_HEADER + 8 * i);
         ok = part <= total - sum;
         sum += part;
     }
-    if (!ok || sum != total) {
-        ferry__log_warn(MOD, "malformed large-message announcement from rank %d dropped", src);
+    /* A refused announcement costs only itself: its sender's call fails by its own deadline,
+       and nobody is marked dead for it. */
+    if (!ok || sum != total || total > net->max_message_bytes) {
+        atomic_fetch_add(&net->dropped_refused, 1);
+        ferry__log_warn(MOD, "large-message announcement from rank %d dropped: %s", src,
+                        ok && sum == total ? "larger than max_message_bytes" : "malformed");
         return;
     }
     ferry__net_op *parent = ferry__net_op_new(FERRY__OP_AGGREGATE, e, src);
     void *mem = parent && total <= SIZE_MAX ? ferry__malloc((size_t)total) : NULL;
     if (!mem) {
         ferry__net_op_free(parent);
-        char why[96];
-        snprintf(why, sizeof why, "no memory for a %llu-byte message from it",
-                 (unsigned long long)total);
-        ferry__net_peer_failed(net, src, FERRY_ETRANSPORT, why); /* the one report */
+        atomic_fetch_add(&net->dropped_refused, 1);
+        ferry__log_warn(MOD, "no memory for a %llu-byte message from rank %d: dropped",
+                        (unsigned long long)total, src);
         return;
     }
     parent->owned = mem;
@@ -95,7 +113,8 @@ static void start_large_recv(ferry__net *net, ferry__net_ep *e, int src, const u
         if (op) {
             op->parent = parent;
             op->addr = e->rank_addr[src];
-            op->tag = FERRY__NET_TAG_INTERNAL | seq << FERRY__NET_PART_BITS | i;
+            op->tag = ferry__net_keyed_tag(net->peers[src].tag_in, FERRY__NET_TAG_INTERNAL |
+                                                                       seq << FERRY__NET_PART_BITS | i);
             op->iov_inline[0] = (struct iovec){(char *)mem + off, part};
             op->n_iov = 1;
             op->len = part;
@@ -112,18 +131,14 @@ static void start_large_recv(ferry__net *net, ferry__net_ep *e, int src, const u
 void ferry__net_on_receive(ferry__net *net, ferry__net_ep *e, ferry__net_op *op,
                            const struct fi_cq_tagged_entry *ent, fi_addr_t src)
 {
-    int rank = -1;
-    if (ent->flags & FI_REMOTE_CQ_DATA)
-        rank = source_rank(net, e, ent->data, src);
-    if (rank < 0) {
-        atomic_fetch_add(&net->dropped, 1);
-        ferry__log_debug(MOD, "dropped a %zu-byte message from an unknown source on %s", ent->len,
-                         e->prov_name);
-    } else if (FERRY__NET_DATA_KIND(ent->data) == FERRY__NET_KIND_LARGE) {
-        start_large_recv(net, e, rank, op->owned, ent->len);
-    } else {
-        ferry__net_deliver(net, rank, op->owned, ent->len);
-    }
+    const unsigned char *frame = op->owned;
+    int rank = check_sender(net, e, ent, src, frame);
+    const unsigned char *body = frame + FERRY__NET_FRAME_BYTES;
+    size_t len = rank >= 0 ? ent->len - FERRY__NET_FRAME_BYTES : 0;
+    if (rank >= 0 && FERRY__NET_DATA_KIND(ent->data) == FERRY__NET_KIND_LARGE)
+        start_large_recv(net, e, rank, body, len);
+    else if (rank >= 0)
+        ferry__net_deliver(net, rank, body, len);
     if (ferry__net_submit(net, op, true) != FERRY_OK) {
         ferry__log_error(MOD, "cannot repost a receive buffer: %s", ferry_last_error());
         ferry__net_op_free(op);
@@ -142,10 +157,16 @@ static ferry_status check_peer(ferry__net *net, int rank, const char *what)
     return FERRY_OK;
 }
 
-/* Copies iov into one new buffer (for more pieces than the provider takes at once). */
-static void *flatten(const struct iovec *iov, size_t n_iov, size_t total)
+/* Copies `head` and then iov into one new buffer (for more pieces than the provider takes at
+   once). */
+static void *flatten(const void *head, size_t head_len, const struct iovec *iov, size_t n_iov,
+                     size_t total)
 {
-    char *buf = ferry__malloc(total ? total : 1), *p = buf;
+    char *buf = ferry__malloc(head_len + total ? head_len + total : 1), *p = buf;
+    if (buf && head_len) {
+        memcpy(p, head, head_len);
+        p += head_len;
+    }
     for (size_t i = 0; buf && i < n_iov; i++) {
         if (iov[i].iov_len)
             memcpy(p, iov[i].iov_base, iov[i].iov_len);
@@ -154,6 +175,8 @@ static void *flatten(const struct iovec *iov, size_t n_iov, size_t total)
     return buf;
 }
 
+/* The frame header (our cookie for dst) goes first; a small first piece (rpc's length
+   prefix) is copied next to it, so the header costs no iovec of its own. */
 static ferry_status send_eager(ferry__net *net, int dst, const struct iovec *iov, size_t n_iov,
                                size_t total, ferry__net_done done, void *arg)
 {
@@ -166,17 +189,27 @@ static ferry_status send_eager(ferry__net *net, int dst, const struct iovec *iov
     op->len = total;
     op->done = done;
     op->arg = arg;
-    if (n_iov <= p->ep->iov_limit) {
-        if (n_iov > 0)
-            memcpy(op->iov_inline, iov, n_iov * sizeof *iov);
-        op->n_iov = n_iov;
+    memcpy(op->frame, p->cookie_out, FERRY__NET_FRAME_BYTES);
+    size_t head = FERRY__NET_FRAME_BYTES, skip = 0;
+    if (n_iov > 0 && iov[0].iov_len <= FERRY__NET_FRAME_MERGE) {
+        if (iov[0].iov_len)
+            memcpy(op->frame + head, iov[0].iov_base, iov[0].iov_len);
+        head += iov[0].iov_len;
+        skip = 1;
+    }
+    if (1 + n_iov - skip <= p->ep->iov_limit) {
+        op->iov_inline[0] = (struct iovec){op->frame, head};
+        if (n_iov > skip)
+            memcpy(op->iov_inline + 1, iov + skip, (n_iov - skip) * sizeof *iov);
+        op->n_iov = 1 + n_iov - skip;
     } else {
-        op->owned = flatten(iov, n_iov, total);
+        size_t rest = total - (head - FERRY__NET_FRAME_BYTES);
+        op->owned = flatten(op->frame, head, iov + skip, n_iov - skip, rest);
         if (!op->owned) {
             ferry__net_op_free(op);
             return ferry__fail(FERRY_ENOMEM, "no memory for a send");
         }
-        op->iov_inline[0] = (struct iovec){op->owned, total};
+        op->iov_inline[0] = (struct iovec){op->owned, head + rest};
         op->n_iov = 1;
     }
     ferry_status rc = ferry__net_submit(net, op, false);
@@ -195,11 +228,13 @@ static bool build_parts(ferry__net *net, int dst, const struct iovec *iov, size_
     bool is_flat = (n_iov + lim - 1) / lim > FERRY__NET_MAX_PARTS;
     *n = is_flat ? 1 : (n_iov + lim - 1) / lim;
     ferry__net_op *ctrl = *ctrl_out = ferry__net_op_new(FERRY__OP_SEND, p->ep, dst);
-    unsigned char *c = ctrl ? ferry__malloc(CTRL_HEADER + 8 * *n) : NULL;
+    unsigned char *c = ctrl ? ferry__malloc(FERRY__NET_FRAME_BYTES + CTRL_HEADER + 8 * *n) : NULL;
     if (!c)
         return false;
     ctrl->owned = c;
-    ctrl->iov_inline[0] = (struct iovec){c, CTRL_HEADER + 8 * *n};
+    ctrl->iov_inline[0] = (struct iovec){c, FERRY__NET_FRAME_BYTES + CTRL_HEADER + 8 * *n};
+    memcpy(c, p->cookie_out, FERRY__NET_FRAME_BYTES);
+    c += FERRY__NET_FRAME_BYTES;
     ctrl->n_iov = 1;
     ctrl->addr = p->addr;
     ctrl->data = FERRY__NET_DATA(FERRY__NET_KIND_LARGE, net->self_rank);
@@ -211,9 +246,10 @@ static bool build_parts(ferry__net *net, int dst, const struct iovec *iov, size_
         if (!op)
             return false;
         op->addr = p->addr;
-        op->tag = FERRY__NET_TAG_INTERNAL | seq << FERRY__NET_PART_BITS | i;
+        op->tag = ferry__net_keyed_tag(p->tag_out,
+                                       FERRY__NET_TAG_INTERNAL | seq << FERRY__NET_PART_BITS | i);
         op->n_iov = is_flat ? 1 : (n_iov - i * lim < lim ? n_iov - i * lim : lim);
-        if (is_flat && !(op->owned = flatten(iov, n_iov, total)))
+        if (is_flat && !(op->owned = flatten(NULL, 0, iov, n_iov, total)))
             return false;
         if (is_flat)
             op->iov_inline[0] = (struct iovec){op->owned, total};
@@ -277,7 +313,11 @@ ferry_status ferry__net_send(ferry__net *net, int dst, const struct iovec *iov, 
     size_t total = 0;
     for (size_t i = 0; i < n_iov; i++)
         total += iov[i].iov_len;
-    if (total <= FERRY__NET_EAGER_MAX)
+    if (total > net->max_message_bytes)
+        return ferry__fail(FERRY_EINVAL, "a %zu-byte message to rank %d is over the limit of "
+                           "%llu bytes (max_message_bytes)", total, dst,
+                           (unsigned long long)net->max_message_bytes);
+    if (total <= FERRY__NET_EAGER_MAX - FERRY__NET_FRAME_BYTES)
         return send_eager(net, dst, iov, n_iov, total, done, arg);
     return send_large(net, dst, iov, n_iov, total, done, arg);
 }
@@ -299,7 +339,7 @@ static ferry_status bulk(ferry__net *net, ferry__op_kind kind, int peer, uint64_
     if (!op)
         return ferry__fail(FERRY_ENOMEM, "no memory for %s", what);
     op->addr = p->addr;
-    op->tag = tag;
+    op->tag = ferry__net_keyed_tag(kind == FERRY__OP_TSEND ? p->tag_out : p->tag_in, tag);
     op->iov_inline[0] = (struct iovec){buf, len};
     op->n_iov = 1;
     op->len = len;

@@ -1,11 +1,10 @@
-/* The fabric layer's engine: operations and how they are posted (straight from the calling
-   thread; behind a per-endpoint queue when the provider says -FI_EAGAIN), completion of each op
-   and of aggregates (a large message's parts), and the progress thread that reads every
-   completion queue, spins briefly when idle and then blocks on the CQ wait fds, the shm doorbell
-   and an eventfd (or lets a waiting thread drive). What the bytes mean (eager and large
-   messages, source ranks, bulk transfers) is net_message.c's. Every callback runs on the
-   progress thread (or, for ops still pending, on the thread closing the net) with no lock of
-   ours held. */
+/* The fabric layer's completion side: completion of each op and of aggregates (a large
+   message's parts), and the progress thread that reads every completion queue, posts what
+   waits in the queues (net_queue.c), spins briefly when idle and then blocks on the CQ wait
+   fds, the shm doorbell and an eventfd (or lets a waiting thread drive). What the bytes mean
+   (eager and large messages, source ranks, bulk transfers) is net_message.c's. Every callback
+   runs on the progress thread (or, for ops still pending, on the thread closing the net) with
+   no lock of ours held. */
 #include "transport/net.h"
 
 #include <poll.h>
@@ -33,175 +32,20 @@ static const char *const MOD = "net";
 /* While a transfer on a CQ without a wait fd is under way the thread naps this long at most:
    shm moves large messages in steps that need both sides' progress and signal nobody. */
 #define NAP_NS 100000LL
+/* ... but once nothing has completed for IDLE_NS (a peer that stopped, a transfer it never
+   takes), up to LONG_NAP_NS: the wait then costs a few percent of a core, not a fifth. */
+#define IDLE_NS 20000000LL
+#define LONG_NAP_NS 2000000LL
 #define CLOSE_DRAIN_NS 200000000LL
 #define CQ_BATCH 16
-
-/* ---- operations ---- */
-
-ferry__net_op *ferry__net_op_new(ferry__op_kind kind, ferry__net_ep *ep, int peer)
-{
-    ferry__net_op *op = ferry__calloc(1, sizeof *op);
-    if (!op)
-        return NULL;
-    op->kind = kind;
-    op->ep = ep;
-    op->peer = peer;
-    op->addr = FI_ADDR_UNSPEC;
-    op->iov = op->iov_inline;
-    return op;
-}
-
-void ferry__net_op_free(ferry__net_op *op)
-{
-    if (!op)
-        return;
-    if (op->iov != op->iov_inline)
-        ferry__free(op->iov);
-    ferry__free(op->owned);
-    ferry__free(op);
-}
-
-static bool is_send(const ferry__net_op *op)
-{
-    return op->kind == FERRY__OP_SEND || op->kind == FERRY__OP_TSEND;
-}
-
-/* Both under net->lock. */
-static void link_op(ferry__net *net, ferry__net_op *op)
-{
-    op->prev = NULL;
-    op->next = net->ops;
-    if (net->ops)
-        net->ops->prev = op;
-    net->ops = op;
-    op->is_linked = true;
-    net->n_sends += is_send(op);
-    op->ep->n_active += op->kind != FERRY__OP_RECV;
-}
-
-static void unlink_op(ferry__net *net, ferry__net_op *op)
-{
-    if (!op->is_linked)
-        return;
-    if (op->prev)
-        op->prev->next = op->next;
-    else
-        net->ops = op->next;
-    if (op->next)
-        op->next->prev = op->prev;
-    op->is_linked = false;
-    net->n_sends -= is_send(op);
-    op->ep->n_active -= op->kind != FERRY__OP_RECV;
-}
-
-static void enqueue(ferry__net *net, ferry__net_ep *e, ferry__net_op *op)
-{
-    int q = is_send(op);
-    atomic_fetch_add(&net->n_waiting, 1);
-    op->qnext = NULL;
-    if (e->queue_tail[q])
-        e->queue_tail[q]->qnext = op;
-    else
-        e->queue_head[q] = op;
-    e->queue_tail[q] = op;
-}
-
-static int post_unlocked(ferry__net_op *op)
-{
-    struct fid_ep *ep = op->ep->ep;
-    switch (op->kind) {
-    case FERRY__OP_SEND: {
-        struct fi_msg m = {.msg_iov = op->iov, .iov_count = op->n_iov, .addr = op->addr,
-                           .context = &op->fi_ctx, .data = op->data};
-        return (int)fi_sendmsg(ep, &m, FI_COMPLETION | FI_REMOTE_CQ_DATA);
-    }
-    case FERRY__OP_TSEND: {
-        struct fi_msg_tagged m = {.msg_iov = op->iov, .iov_count = op->n_iov, .addr = op->addr,
-                                  .tag = op->tag, .context = &op->fi_ctx};
-        return (int)fi_tsendmsg(ep, &m, FI_COMPLETION);
-    }
-    case FERRY__OP_RECV:
-        return (int)fi_recv(ep, op->owned, op->len, NULL, FI_ADDR_UNSPEC, &op->fi_ctx);
-    case FERRY__OP_TRECV:
-        return (int)fi_trecv(ep, op->iov[0].iov_base, op->iov[0].iov_len, NULL, op->addr, op->tag,
-                             0, &op->fi_ctx);
-    default:
-        return -FI_EINVAL;
-    }
-}
-
-static int post(ferry__net_op *op)
-{
-    pthread_mutex_lock(&op->ep->fi_lock);
-    int rc = post_unlocked(op);
-    pthread_mutex_unlock(&op->ep->fi_lock);
-    return rc;
-}
-
-/* After a post to `peer` (-1: a receive buffer, nobody to wake). */
-static void ring(ferry__net *net, int peer)
-{
-    if (peer >= 0 && net->peers)
-        ferry__net_bell_ring(&net->bell, &net->peers[peer].bell, peer);
-}
-
-ferry_status ferry__net_submit(ferry__net *net, ferry__net_op *op, bool is_internal)
-{
-    ferry__net_ep *e = op->ep;
-    pthread_mutex_lock(&net->lock);
-    if (net->is_closing && !is_internal) {
-        pthread_mutex_unlock(&net->lock);
-        return ferry__fail(FERRY_ESHUTDOWN, "the fabric layer is closing");
-    }
-    link_op(net, op);
-    if (e->queue_head[is_send(op)] || !e->ep) {
-        /* Keep this thread's order behind what already waits for the provider. */
-        enqueue(net, e, op);
-        pthread_mutex_unlock(&net->lock);
-        ferry__net_kick(net);
-        return FERRY_OK;
-    }
-    net->n_posting++;
-    pthread_mutex_unlock(&net->lock);
-
-    int peer = op->peer; /* op may complete and be freed as soon as it is posted */
-    int rc = post(op);
-
-    pthread_mutex_lock(&net->lock);
-    if (rc == -FI_EAGAIN)
-        enqueue(net, e, op);
-    else if (rc != 0)
-        unlink_op(net, op);
-    if (--net->n_posting == 0 && net->is_closing)
-        pthread_cond_broadcast(&net->posted_cond);
-    pthread_mutex_unlock(&net->lock);
-    if (rc == 0)
-        ring(net, peer);
-    else if (rc == -FI_EAGAIN)
-        ferry__net_kick(net);
-    return rc == 0 || rc == -FI_EAGAIN ? FERRY_OK : ferry__net_fail_fi(e, rc, "posting");
-}
-
-void ferry__net_fail_later(ferry__net *net, ferry__net_op *op, ferry_status rc)
-{
-    op->fail_rc = rc;
-    pthread_mutex_lock(&net->lock);
-    op->qnext = net->failed;
-    net->failed = op;
-    atomic_fetch_add(&net->n_waiting, 1);
-    pthread_mutex_unlock(&net->lock);
-    ferry__net_kick(net);
-}
 
 /* ---- completion ---- */
 
 void ferry__net_peer_failed(ferry__net *net, int peer, ferry_status rc, const char *why)
 {
-    if (rc == FERRY_ETRANSPORT && peer >= 0 && net->h.on_peer_error)
+    if (rc == FERRY_ETRANSPORT && ferry__net_mark_dead(net, peer) && net->h.on_peer_error)
         net->h.on_peer_error(net->h.ctx, peer, rc, why);
 }
-
-static void finish_op(ferry__net *net, ferry__net_op *op, ferry_status rc, const char *why);
 
 void ferry__net_part_done(ferry__net *net, ferry__net_op *parent, ferry_status rc,
                           const char *why)
@@ -213,20 +57,25 @@ void ferry__net_part_done(ferry__net *net, ferry__net_op *parent, ferry_status r
         return;
     rc = (ferry_status)atomic_load(&parent->agg_rc);
     if (parent->is_recv) {
-        if (rc == FERRY_OK)
+        if (rc == FERRY_OK) {
             ferry__net_deliver(net, parent->peer, parent->owned, parent->len);
-        else
+        } else if (rc == FERRY_ETIMEDOUT) {
+            ferry__log_warn(MOD, "a %zu-byte message from rank %d did not arrive whole within "
+                            "%lld ms: dropped", parent->len, parent->peer,
+                            net->recv_timeout_ns / 1000000);
+        } else {
             ferry__net_peer_failed(net, parent->peer, rc, why ? why : "large message lost");
+        }
         ferry__net_op_free(parent);
         return;
     }
-    finish_op(net, parent, rc, why);
+    ferry__net_finish_op(net, parent, rc, why);
 }
 
 /* The op is unlinked; runs its callback (or its aggregate's) and frees it. A transport failure
    reaches the peer-error handler first, with the provider's detail, so the one report of it
    (the agent's "worker ... is unreachable") says what went wrong; done only gets the code. */
-static void finish_op(ferry__net *net, ferry__net_op *op, ferry_status rc, const char *why)
+void ferry__net_finish_op(ferry__net *net, ferry__net_op *op, ferry_status rc, const char *why)
 {
     if (op->parent) {
         ferry__net_op *parent = op->parent;
@@ -255,12 +104,12 @@ static void on_completion(ferry__net *net, ferry__net_ep *e, const struct fi_cq_
 {
     ferry__net_op *op = ent->op_context;
     pthread_mutex_lock(&net->lock);
-    unlink_op(net, op);
+    ferry__net_unlink(net, op);
     pthread_mutex_unlock(&net->lock);
     if (op->kind == FERRY__OP_RECV)
         ferry__net_on_receive(net, e, op, ent, src);
     else
-        finish_op(net, op, FERRY_OK, NULL);
+        ferry__net_finish_op(net, op, FERRY_OK, NULL);
 }
 
 static void on_error(ferry__net *net, ferry__net_ep *e)
@@ -273,7 +122,8 @@ static void on_error(ferry__net *net, ferry__net_ep *e)
         return;
     ferry__net_op *op = err.op_context;
     pthread_mutex_lock(&net->lock);
-    unlink_op(net, op);
+    ferry__net_unlink(net, op);
+    bool is_cancelled = op->is_cancelling && err.err == FI_ECANCELED;
     pthread_mutex_unlock(&net->lock);
     const char *detail = fi_cq_strerror(e->cq, err.prov_errno, err.err_data, NULL, 0);
     char why[256];
@@ -282,16 +132,30 @@ static void on_error(ferry__net *net, ferry__net_ep *e)
     ferry_status rc = ferry__net_status_from_fi(-err.err);
     if (rc != FERRY_ESHUTDOWN)
         rc = FERRY_ETRANSPORT;
+    if (is_cancelled) {
+        /* We cancelled it: its peer is down, or it expired (net_queue.c). */
+        rc = op->cancel_rc;
+        if (rc == FERRY_ETIMEDOUT) {
+            atomic_fetch_add(&net->expired, 1);
+            snprintf(why, sizeof why, "a %zu-byte receive from rank %d expired after %lld ms",
+                     op->len, op->peer, net->recv_timeout_ns / 1000000);
+        } else {
+            snprintf(why, sizeof why, "rank %d is down", op->peer);
+        }
+    }
     if (op->kind == FERRY__OP_RECV) {
-        /* An oversized eager message (a confused or hostile sender) costs only itself. */
-        ferry__log_warn(MOD, "receive failed: %s", why);
+        /* An oversized eager message costs only itself. Members never send one (they announce
+           large messages), so it is counted as a stranger's and logged at debug: a stranger
+           must not be able to fill the log. */
+        atomic_fetch_add(&net->dropped_auth, 1);
+        ferry__log_debug(MOD, "dropped an untagged message that failed to land: %s", why);
         if (rc == FERRY_ESHUTDOWN || ferry__net_submit(net, op, true) != FERRY_OK)
             ferry__net_op_free(op);
         return;
     }
     /* Reported once, by whoever owns the op's callback or the peer (the agent): not here. */
     ferry__log_debug(MOD, "transfer with rank %d failed: %s", op->peer, why);
-    finish_op(net, op, rc, why);
+    ferry__net_finish_op(net, op, rc, why);
 }
 
 static int poll_ep(ferry__net *net, ferry__net_ep *e)
@@ -317,72 +181,6 @@ static int poll_ep(ferry__net *net, ferry__net_ep *e)
     return (int)n;
 }
 
-/* Retries one queue's posts in order; stops at the first the provider still refuses. */
-static int drain_queue(ferry__net *net, ferry__net_ep *e, int q)
-{
-    int done = 0;
-    for (;;) {
-        pthread_mutex_lock(&net->lock);
-        ferry__net_op *op = e->queue_head[q];
-        if (op) {
-            e->queue_head[q] = op->qnext;
-            if (!e->queue_head[q])
-                e->queue_tail[q] = NULL;
-            atomic_fetch_sub(&net->n_waiting, 1);
-        }
-        pthread_mutex_unlock(&net->lock);
-        if (!op)
-            break;
-        int peer = op->peer;
-        int rc = post(op);
-        if (rc == -FI_EAGAIN) {
-            pthread_mutex_lock(&net->lock);
-            op->qnext = e->queue_head[q];
-            e->queue_head[q] = op;
-            if (!e->queue_tail[q])
-                e->queue_tail[q] = op;
-            atomic_fetch_add(&net->n_waiting, 1);
-            pthread_mutex_unlock(&net->lock);
-            break;
-        }
-        done++;
-        if (rc == 0) {
-            ring(net, peer);
-        } else {
-            pthread_mutex_lock(&net->lock);
-            unlink_op(net, op);
-            pthread_mutex_unlock(&net->lock);
-            ferry__net_fail_fi(e, rc, "posting");
-            finish_op(net, op, ferry__net_status_from_fi(rc) == FERRY_ESHUTDOWN
-                                   ? FERRY_ESHUTDOWN : FERRY_ETRANSPORT, ferry_last_error());
-        }
-    }
-    return done;
-}
-
-static int drain_queues(ferry__net *net)
-{
-    int done = 0;
-    for (int i = 0; i < net->n_eps; i++)
-        done += drain_queue(net, &net->eps[i], 0) + drain_queue(net, &net->eps[i], 1);
-    return done;
-}
-
-static int drain_failed(ferry__net *net)
-{
-    pthread_mutex_lock(&net->lock);
-    ferry__net_op *op = net->failed;
-    net->failed = NULL;
-    pthread_mutex_unlock(&net->lock);
-    int n = 0;
-    for (ferry__net_op *next; op; op = next, n++) {
-        next = op->qnext;
-        atomic_fetch_sub(&net->n_waiting, 1);
-        finish_op(net, op, op->fail_rc, "could not post");
-    }
-    return n;
-}
-
 static int progress_once(ferry__net *net);
 
 /* progress_once for the progress thread: under poll_lock, as a driving thread may poll too. */
@@ -392,22 +190,6 @@ static int locked_progress(ferry__net *net)
     int n = progress_once(net);
     pthread_mutex_unlock(&net->poll_lock);
     return n;
-}
-
-/* How long the thread may sleep: 0 while posts wait for the provider; a nap while a transfer
-   is under way on a CQ nobody signals (or one without a doorbell); else until the tick. */
-static long long sleep_limit(ferry__net *net, long long timeout_ns)
-{
-    pthread_mutex_lock(&net->lock);
-    bool queued = net->failed != NULL;
-    for (int i = 0; i < net->n_eps; i++) {
-        ferry__net_ep *e = &net->eps[i];
-        queued = queued || e->queue_head[0] || e->queue_head[1];
-        if (e->wait_fd < 0 && (e->n_active > 0 || net->bell.fd < 0 || !e->is_shm))
-            timeout_ns = timeout_ns < NAP_NS ? timeout_ns : NAP_NS;
-    }
-    pthread_mutex_unlock(&net->lock);
-    return queued ? 0 : timeout_ns;
 }
 
 static void drain_wake_fd(int fd)
@@ -427,11 +209,21 @@ static void set_sleeping(ferry__net *net, bool is_sleeping)
 /* Blocks until a CQ has something, the doorbell, ferry__net_wake/close, or the timeout. The
    flags are raised first and the queues read once more after, so a sender either sees us asleep
    (and rings) or we see its message. */
-static int sleep_once(ferry__net *net, long long timeout_ns)
+static int sleep_once(ferry__net *net, long long timeout_ns, long long idle_ns)
 {
+    long long nap = idle_ns > IDLE_NS ? LONG_NAP_NS : NAP_NS;
     set_sleeping(net, true);
     int n = locked_progress(net);
-    timeout_ns = sleep_limit(net, timeout_ns);
+    timeout_ns = ferry__net_sleep_limit(net, timeout_ns);
+    for (int i = 0; i < net->n_eps; i++) {
+        /* shm moves large messages in steps that need both sides' progress and signal nobody. */
+        ferry__net_ep *e = &net->eps[i];
+        pthread_mutex_lock(&net->lock);
+        bool is_busy = e->n_active > 0;
+        pthread_mutex_unlock(&net->lock);
+        if (e->wait_fd < 0 && (is_busy || net->bell.fd < 0 || !e->is_shm) && timeout_ns > nap)
+            timeout_ns = nap;
+    }
     if (n > 0 || timeout_ns <= 0 || atomic_load(&net->wake_pending) || atomic_load(&net->stop)) {
         set_sleeping(net, false);
         return n;
@@ -471,7 +263,7 @@ static int progress_once(ferry__net *net)
     for (int i = 0; i < net->n_eps; i++)
         n += poll_ep(net, &net->eps[i]);
     if (atomic_load(&net->n_waiting) > 0)
-        n += drain_queues(net) + drain_failed(net);
+        n += ferry__net_drain(net);
     return n;
 }
 
@@ -509,6 +301,7 @@ void *ferry__net_progress_main(void *arg)
     ferry__net *net = arg;
     long long tick_ns = (long long)net->tick_ms * 1000000LL;
     long long next_tick = ferry__now_ns() + tick_ns, busy_at = ferry__now_ns();
+    long long worked_at = busy_at; /* the last pass that moved anything */
     while (!atomic_load(&net->stop)) {
         int n = progress_turn(net);
         long long t = ferry__now_ns();
@@ -517,12 +310,14 @@ void *ferry__net_progress_main(void *arg)
         if (t >= next_tick) {
             if (net->h.on_tick)
                 net->h.on_tick(net->h.ctx, t);
+            ferry__net_maintain(net, t);
             next_tick = t + tick_ns;
         }
         if (n > 0) {
-            busy_at = t;
+            busy_at = worked_at = t;
         } else if (t - busy_at >= SPIN_NS) {
-            sleep_once(net, next_tick - t);
+            if (sleep_once(net, next_tick - t, t - worked_at) > 0)
+                worked_at = ferry__now_ns();
             busy_at = ferry__now_ns();
         }
     }
@@ -537,18 +332,4 @@ void *ferry__net_progress_main(void *arg)
         locked_progress(net);
     }
     return NULL;
-}
-
-void ferry__net_fail_all(ferry__net *net)
-{
-    for (int i = 0; i < net->n_eps; i++)
-        for (int q = 0; q < 2; q++)
-            net->eps[i].queue_head[q] = net->eps[i].queue_tail[q] = NULL;
-    drain_failed(net);
-    atomic_store(&net->n_waiting, 0);
-    while (net->ops) {
-        ferry__net_op *op = net->ops;
-        unlink_op(net, op);
-        finish_op(net, op, FERRY_ESHUTDOWN, "closing");
-    }
 }

@@ -1,6 +1,7 @@
 /* The fabric layer between forked processes on this host, over tcp;ofi_rxm and shm: small
    ping-pong, large messages delivered whole, bulk transfers with either side first, gathered
-   sends, sending to self, concurrent senders, messages from strangers, and close. Ranks swap
+   sends, sending to self, concurrent senders, messages from strangers, close, stale shm
+   regions and the tag hash. Ranks swap
    address blobs through a shared anonymous mapping made before fork and meet at a
    process-shared barrier; no store is involved. */
 #include <pthread.h>
@@ -9,12 +10,15 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "common/test_util.h"
 #include "core/alloc.h"
 #include "transport/net.h"
+#include "transport/net_internal.h"
 
 #define MAX_RANKS 4
 #define BLOB_MAX 2048
@@ -247,8 +251,8 @@ static int large_rank(int rank, int n, void *arg)
     world *w = arg;
     c.keep_last = true;
     join(&c, w, rank, n);
-    /* 64 KiB is the largest eager message; one byte more takes the large path. */
-    const size_t sizes[] = {(size_t)1 << 20, (size_t)64 << 20, 65536, 65537};
+    /* 64 KiB less the 16-byte frame header is the largest eager message; around it. */
+    const size_t sizes[] = {(size_t)1 << 20, (size_t)64 << 20, 65536 - 16, 65536 - 15};
     if (rank == 0) {
         for (int k = 0; k < 4; k++) {
             unsigned char *buf = ferry__malloc(sizes[k]);
@@ -564,17 +568,50 @@ Test(transport_net, open_names_the_interface_when_unknown, .timeout = 30)
     cr_assert(strstr(ferry_last_error(), "nosuchif0") != NULL, "%s", ferry_last_error());
 }
 
-/* A process killed without closing leaves its shm region behind; a later process that gets the
-   same pid must still open shm (the provider refuses a name that exists). */
-Test(transport_net, shm_opens_when_a_dead_process_left_a_region_with_our_pid, .timeout = 30)
+/* A process killed without closing leaves its shm region behind. Ours are named after the pid
+   namespace, the pid and a random part, so nothing left over can block a later open; a leftover
+   of our namespace whose process is gone is removed, while one from another pid namespace
+   (a container sharing /dev/shm) and names we did not make are left alone. */
+Test(transport_net, shm_removes_only_its_own_namespaces_stale_regions, .timeout = 30)
 {
-    char path[64];
-    snprintf(path, sizeof path, "/dev/shm/%d:0:0", (int)getpid());
-    FILE *f = fopen(path, "w");
-    cr_assert(f != NULL);
-    fclose(f);
+    pid_t child = fork();
+    cr_assert(child >= 0);
+    if (child == 0)
+        _exit(0);
+    cr_assert(waitpid(child, NULL, 0) == child); /* a pid that no longer exists */
+    struct stat st;
+    cr_assert(stat("/proc/self/ns/pid", &st) == 0);
+    char stale[128], other_ns[128], foreign[64];
+    snprintf(stale, sizeof stale, "/dev/shm/ferry.%llu.%d.0123456789abcdef:0:0",
+             (unsigned long long)st.st_ino, (int)child);
+    snprintf(other_ns, sizeof other_ns, "/dev/shm/ferry.%llu.%d.0123456789abcdef:0:0",
+             (unsigned long long)st.st_ino + 1, (int)child);
+    snprintf(foreign, sizeof foreign, "/dev/shm/%d:0:0", (int)getpid());
+    const char *paths[] = {stale, other_ns, foreign};
+    for (int i = 0; i < 3; i++) {
+        FILE *f = fopen(paths[i], "w");
+        cr_assert(f != NULL, "%s", paths[i]);
+        fclose(f);
+    }
     ferry__net_options o = {.transport = "shm"};
     ferry__net *net = ferry_assert_ptr(ferry__net_open(&o, NULL));
     ferry__net_close(net);
-    cr_assert(access(path, F_OK) != 0, "the stale region is still there");
+    bool stale_gone = access(stale, F_OK) != 0, other_kept = access(other_ns, F_OK) == 0,
+         foreign_kept = access(foreign, F_OK) == 0;
+    unlink(other_ns);
+    unlink(foreign);
+    cr_assert(stale_gone, "the stale region of our namespace is still there");
+    cr_assert(other_kept, "a region of another pid namespace was removed");
+    cr_assert(foreign_kept, "a region ferry did not name was removed");
+}
+
+/* The tag keying is SipHash-2-4: the reference vector for key 00..0f, message 00..07. */
+Test(transport_net, tag_hash_matches_siphash_reference_vector, .timeout = 10)
+{
+    const uint64_t key[2] = {UINT64_C(0x0706050403020100), UINT64_C(0x0f0e0d0c0b0a0908)};
+    cr_assert_eq(ferry__net_siphash_u64(key, UINT64_C(0x0706050403020100)),
+                 UINT64_C(0x93f5f5799a932462));
+    uint64_t t = ferry__net_keyed_tag(key, UINT64_C(1) << 63 | 5);
+    cr_assert(t >> 63 == 1, "the internal bit is kept");
+    cr_assert((ferry__net_keyed_tag(key, 5) >> 63) == 0, "a user tag stays a user tag");
 }
