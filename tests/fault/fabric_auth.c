@@ -20,7 +20,7 @@
 
 #include "core/alloc.h"
 #include "integration/rpc_harness.h"
-#include "rpc/agent.h"
+#include "rpc/agent_impl.h"
 #include "transport/net_internal.h"
 
 #define BLOB_MAX 2048
