@@ -230,6 +230,21 @@ static inline bool ferry__net_cookie_ok(const unsigned char *got, const unsigned
     memcpy(b, want, sizeof b);
     return ((a[0] ^ b[0]) | (a[1] ^ b[1])) == 0;
 }
+/* The checks of an incoming untagged message, apart from any fabric call so a fuzzer can drive
+   them (net_message.c). check_sender: the rank that sent it, or -1 (dropped and counted): the
+   claimed rank must be a member, be the source address where the provider reports one, and the
+   frame carry that rank's cookie for us. parse_announcement: a large-message announcement's
+   total, sequence and parts, all checked (false: malformed, or too_large past the cap). */
+int ferry__net_check_sender(ferry__net *net, ferry__net_ep *e, const struct fi_cq_tagged_entry *ent,
+                            fi_addr_t src, const unsigned char *frame);
+typedef struct {
+    uint64_t total, seq;
+    size_t n_parts;
+    uint64_t parts[FERRY__NET_MAX_PARTS];
+    bool too_large;
+} ferry__net_announcement;
+bool ferry__net_parse_announcement(const unsigned char *c, size_t len, size_t max_message_bytes,
+                                   ferry__net_announcement *out);
 /* Wipes every secret the net holds (close). */
 void ferry__net_auth_wipe(ferry__net *net);
 

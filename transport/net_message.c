@@ -34,8 +34,8 @@ void ferry__net_deliver(ferry__net *net, int src, const void *buf, size_t len)
 /* The sender of an untagged message, or -1 (dropped and counted): the rank it claims must be
    a member, be the source address when the provider reports one, and the frame must carry that
    rank's cookie for us (compared in constant time). Nothing past the header is read first. */
-static int check_sender(ferry__net *net, ferry__net_ep *e, const struct fi_cq_tagged_entry *ent,
-                        fi_addr_t src, const unsigned char *frame)
+int ferry__net_check_sender(ferry__net *net, ferry__net_ep *e, const struct fi_cq_tagged_entry *ent,
+                            fi_addr_t src, const unsigned char *frame)
 {
     int claimed = FERRY__NET_DATA_RANK(ent->data);
     bool is_member = (ent->flags & FI_REMOTE_CQ_DATA) && claimed < net->world_size;
@@ -72,9 +72,8 @@ static void put_u64(unsigned char *p, uint64_t v)
         p[i] = (unsigned char)v;
 }
 
-/* An announcement arrived: allocate the whole message and post a tagged receive per part. */
-static void start_large_recv(ferry__net *net, ferry__net_ep *e, int src, const unsigned char *c,
-                             size_t len)
+bool ferry__net_parse_announcement(const unsigned char *c, size_t len, size_t max_message_bytes,
+                                   ferry__net_announcement *out)
 {
     uint64_t total = len >= CTRL_HEADER ? get_u64(c) : 0, seq = len >= 16 ? get_u64(c + 8) : 0;
     uint64_t n = len >= CTRL_HEADER ? get_u64(c + 16) : 0, sum = 0;
@@ -83,16 +82,32 @@ static void start_large_recv(ferry__net *net, ferry__net_ep *e, int src, const u
     for (uint64_t i = 0; ok && i < n; i++) {
         uint64_t part = get_u64(c + CTRL_HEADER + 8 * i);
         ok = part <= total - sum;
+        out->parts[i] = part;
         sum += part;
     }
+    out->too_large = ok && sum == total && total > max_message_bytes;
+    if (!ok || sum != total || total > max_message_bytes)
+        return false;
+    out->total = total;
+    out->seq = seq;
+    out->n_parts = (size_t)n;
+    return true;
+}
+
+/* An announcement arrived: allocate the whole message and post a tagged receive per part. */
+static void start_large_recv(ferry__net *net, ferry__net_ep *e, int src, const unsigned char *c,
+                             size_t len)
+{
+    ferry__net_announcement an;
     /* A refused announcement costs only itself: its sender's call fails by its own deadline,
        and nobody is marked dead for it. */
-    if (!ok || sum != total || total > net->max_message_bytes) {
+    if (!ferry__net_parse_announcement(c, len, net->max_message_bytes, &an)) {
         atomic_fetch_add(&net->dropped_refused, 1);
         ferry__log_warn(MOD, "large-message announcement from rank %d dropped: %s", src,
-                        ok && sum == total ? "larger than max_message_bytes" : "malformed");
+                        an.too_large ? "larger than max_message_bytes" : "malformed");
         return;
     }
+    uint64_t total = an.total, seq = an.seq, n = an.n_parts;
     ferry__net_op *parent = ferry__net_op_new(FERRY__OP_AGGREGATE, e, src);
     void *mem = parent && total <= SIZE_MAX ? ferry__malloc((size_t)total) : NULL;
     if (!mem) {
@@ -108,7 +123,7 @@ static void start_large_recv(ferry__net *net, ferry__net_ep *e, int src, const u
     atomic_store(&parent->remaining, (size_t)n);
     size_t off = 0;
     for (uint64_t i = 0; i < n; i++) {
-        size_t part = (size_t)get_u64(c + CTRL_HEADER + 8 * i);
+        size_t part = (size_t)an.parts[i];
         ferry__net_op *op = ferry__net_op_new(FERRY__OP_TRECV, e, src);
         if (op) {
             op->parent = parent;
@@ -132,7 +147,7 @@ void ferry__net_on_receive(ferry__net *net, ferry__net_ep *e, ferry__net_op *op,
                            const struct fi_cq_tagged_entry *ent, fi_addr_t src)
 {
     const unsigned char *frame = op->owned;
-    int rank = check_sender(net, e, ent, src, frame);
+    int rank = ferry__net_check_sender(net, e, ent, src, frame);
     const unsigned char *body = frame + FERRY__NET_FRAME_BYTES;
     size_t len = rank >= 0 ? ent->len - FERRY__NET_FRAME_BYTES : 0;
     if (rank >= 0 && FERRY__NET_DATA_KIND(ent->data) == FERRY__NET_KIND_LARGE)
