@@ -19,8 +19,43 @@
 #define RANK_LEAK_CHECK() 0
 #endif
 
+/* The kernel's ephemeral ports start here (net.ipv4.ip_local_port_range); ports below it are
+   never handed out to a socket that binds port 0. */
+static int ephemeral_low(void)
+{
+    int low = 32768, high = 60999;
+    FILE *f = fopen("/proc/sys/net/ipv4/ip_local_port_range", "r");
+    if (f) {
+        if (fscanf(f, "%d %d", &low, &high) != 2)
+            low = 32768;
+        fclose(f);
+    }
+    return low;
+}
+
+static bool port_is_free(int port)
+{
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK),
+                            .sin_port = htons((uint16_t)port)};
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    bool ok = fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof a) == 0;
+    if (fd >= 0)
+        close(fd);
+    return ok;
+}
+
+/* A free port below the ephemeral range: the fabric's own sockets bind ephemeral ports while a
+   rank starts, and one of them could take a port chosen from that range before rank 0's store
+   listens on it. */
 int ferry_test_free_port(void)
 {
+    int low = ephemeral_low(), span = low > 20000 ? low - 20000 : 0;
+    unsigned seed = (unsigned)getpid() * 2654435761u ^ (unsigned)time(NULL);
+    for (int i = 0; span > 0 && i < 200; i++) {
+        int port = 20000 + (int)(rand_r(&seed) % (unsigned)span);
+        if (port_is_free(port))
+            return port;
+    }
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     socklen_t alen = sizeof a;
     int fd = socket(AF_INET, SOCK_STREAM, 0);
