@@ -187,16 +187,23 @@ typedef struct {
     ferry__node *node; /* borrowed: the graph holds it while the run lasts */
     int64_t deps;
     ferry_tensor **grads; /* n_outputs, summed as they arrive */
+    bool waits;           /* a pending node whose gradients have not been delivered */
 } slot;
 
-typedef struct {
+struct ferry__graph_task {
     slot *slots;
     size_t n, cap;
     size_t *table; /* open addressing: slot index + 1, 0 = empty */
     size_t table_cap;
     size_t *ready;
     size_t n_ready;
-} run_state;
+    size_t n_ran;
+    bool retain_graph;
+    ferry__leaf_sink_fn sink;
+    void *sink_user;
+    ferry_status failed; /* the first error; the task runs nothing more after it */
+};
+typedef ferry__graph_task run_state;
 
 static size_t hash_ptr(const void *p, size_t cap)
 {
@@ -274,18 +281,19 @@ static ferry_status push(ferry__node ***stack, size_t *top, size_t *cap, ferry__
     return FERRY_OK;
 }
 
-/* Finds every node reachable from the roots and counts the edges into each. */
-static ferry_status discover(run_state *r, size_t n_roots, const ferry__engine_root *roots)
+/* Finds every node reachable from the starts (roots, then pending nodes) and counts the edges
+   into each. */
+static ferry_status discover(run_state *r, size_t n_starts, ferry__node *const *starts)
 {
     ferry__node **stack = NULL;
     size_t top = 0, cap = 0;
     ferry_status rc = FERRY_OK;
     bool added;
-    for (size_t i = 0; rc == FERRY_OK && i < n_roots; i++) {
-        if (find_or_add(r, roots[i].node, &added) == NULL)
+    for (size_t i = 0; rc == FERRY_OK && i < n_starts; i++) {
+        if (find_or_add(r, starts[i], &added) == NULL)
             rc = ferry_last_status();
         else if (added)
-            rc = push(&stack, &top, &cap, roots[i].node);
+            rc = push(&stack, &top, &cap, starts[i]);
     }
     while (rc == FERRY_OK && top > 0) {
         ferry__node *node = stack[--top];
@@ -373,8 +381,7 @@ static ferry_status call_backward(ferry__node *node, ferry_tensor **grads, ferry
 }
 
 /* Hands gradient i of a node that ran to its edge. Steals g (may be NULL). */
-static ferry_status pass_on(run_state *r, ferry__node *node, size_t i, ferry_tensor *g,
-                            ferry__leaf_sink_fn sink, void *sink_user)
+static ferry_status pass_on(run_state *r, ferry__node *node, size_t i, ferry_tensor *g)
 {
     const ferry__edge *e = &node->edges[i];
     if (g != NULL && !ferry__needs_grad(node, i)) {
@@ -385,7 +392,7 @@ static ferry_status pass_on(run_state *r, ferry__node *node, size_t i, ferry_ten
         return ferry_last_status();
     ferry_status rc = FERRY_OK;
     if (e->leaf != NULL && g != NULL)
-        rc = sink ? sink(sink_user, e->leaf, g) : ferry__accumulate_grad(e->leaf, g);
+        rc = r->sink ? r->sink(r->sink_user, e->leaf, g) : ferry__accumulate_grad(e->leaf, g);
     if (e->node == NULL) {
         ferry_tensor_release(g);
         return rc;
@@ -401,16 +408,16 @@ static ferry_status pass_on(run_state *r, ferry__node *node, size_t i, ferry_ten
     return rc;
 }
 
-static ferry_status run_node(run_state *r, size_t idx, bool retain_graph, ferry__leaf_sink_fn sink,
-                             void *sink_user)
+static ferry_status run_node(run_state *r, size_t idx)
 {
     ferry__node *node = r->slots[idx].node;
     ferry_tensor **grads = r->slots[idx].grads;
     ferry_tensor **grad_inputs = ferry__calloc(node->n_inputs ? node->n_inputs : 1, sizeof *grad_inputs);
     if (grad_inputs == NULL)
         return ferry__fail(FERRY_ENOMEM, "autograd engine: out of memory");
+    r->n_ran++;
     ferry_status rc = call_backward(node, grads, grad_inputs);
-    if (!retain_graph && rc == FERRY_OK) {
+    if (!r->retain_graph && rc == FERRY_OK) {
         drop_saved(node);
         node->released = true;
     }
@@ -420,7 +427,7 @@ static ferry_status run_node(run_state *r, size_t idx, bool retain_graph, ferry_
     }
     for (size_t i = 0; i < node->n_inputs; i++) {
         if (rc == FERRY_OK)
-            rc = pass_on(r, node, i, grad_inputs[i], sink, sink_user);
+            rc = pass_on(r, node, i, grad_inputs[i]);
         else
             ferry_tensor_release(grad_inputs[i]);
     }
@@ -440,7 +447,8 @@ static size_t pop_ready(run_state *r)
     return idx;
 }
 
-static ferry_status seed(run_state *r, size_t n_roots, const ferry__engine_root *roots)
+static ferry_status seed(run_state *r, size_t n_roots, const ferry__engine_root *roots,
+                         size_t n_pending, ferry__node *const *pending)
 {
     for (size_t i = 0; i < n_roots; i++) {
         if (roots[i].output_nr >= roots[i].node->n_outputs)
@@ -453,14 +461,22 @@ static ferry_status seed(run_state *r, size_t n_roots, const ferry__engine_root 
         if (rc != FERRY_OK)
             return rc;
     }
-    for (size_t i = 0; i < r->n; i++) /* roots no other root leads to */
+    for (size_t i = 0; i < n_pending; i++) { /* each waits for its delivery too */
+        slot *s = find(r, pending[i]);
+        if (!s->waits)
+            s->deps++;
+        s->waits = true;
+    }
+    for (size_t i = 0; i < r->n; i++) /* roots no other start leads to */
         if (r->slots[i].deps == 0)
             r->ready[r->n_ready++] = i;
     return FERRY_OK;
 }
 
-static void run_state_free(run_state *r)
+void ferry__graph_task_free(ferry__graph_task *r)
 {
+    if (r == NULL)
+        return;
     for (size_t i = 0; i < r->n; i++) {
         for (size_t o = 0; o < r->slots[i].node->n_outputs; o++)
             ferry_tensor_release(r->slots[i].grads[o]);
@@ -469,23 +485,100 @@ static void run_state_free(run_state *r)
     ferry__free(r->slots);
     ferry__free(r->table);
     ferry__free(r->ready);
+    ferry__free(r);
+}
+
+ferry__graph_task *ferry__graph_task_new(size_t n_roots, const ferry__engine_root *roots,
+                                         size_t n_pending, ferry__node *const *pending,
+                                         bool retain_graph, ferry__leaf_sink_fn sink,
+                                         void *sink_user)
+{
+    for (size_t i = 0; i < n_roots; i++)
+        if (roots == NULL || roots[i].node == NULL)
+            return ferry__fail_null(FERRY_EINVAL, "backward: root %zu has no node", i);
+    for (size_t i = 0; i < n_pending; i++)
+        if (pending == NULL || pending[i] == NULL)
+            return ferry__fail_null(FERRY_EINVAL, "backward: pending node %zu is NULL", i);
+    run_state *r = ferry__calloc(1, sizeof *r);
+    ferry__node **starts = ferry__calloc(n_roots + n_pending + 1, sizeof *starts);
+    if (r == NULL || starts == NULL) {
+        ferry__free(r);
+        ferry__free(starts);
+        return ferry__fail_null(FERRY_ENOMEM, "autograd engine: out of memory");
+    }
+    r->retain_graph = retain_graph;
+    r->sink = sink;
+    r->sink_user = sink_user;
+    for (size_t i = 0; i < n_roots; i++)
+        starts[i] = roots[i].node;
+    for (size_t i = 0; i < n_pending; i++)
+        starts[n_roots + i] = pending[i];
+    ferry_status rc = discover(r, n_roots + n_pending, starts);
+    ferry__free(starts);
+    if (rc == FERRY_OK)
+        rc = seed(r, n_roots, roots, n_pending, pending);
+    if (rc != FERRY_OK) {
+        ferry__graph_task_free(r);
+        return NULL;
+    }
+    return r;
+}
+
+ferry_status ferry__graph_task_deliver(ferry__graph_task *r, ferry__node *node, size_t n,
+                                       ferry_tensor *const *grads)
+{
+    slot *s = r->table ? find(r, node) : NULL;
+    if (s == NULL || !s->waits)
+        return ferry__fail(FERRY_EINVAL, "backward: %s is not waiting for gradients",
+                           node ? node->name : "(null)");
+    if (n > node->n_outputs)
+        return ferry__fail(FERRY_EINVAL, "backward: %zu gradients for the %zu outputs of %s", n,
+                           node->n_outputs, node->name);
+    for (size_t i = 0; i < n; i++) {
+        if (grads[i] == NULL)
+            continue;
+        ferry_status rc = add_into(&s->grads[i], ferry_tensor_retain(grads[i]));
+        if (rc != FERRY_OK)
+            return rc;
+    }
+    s->waits = false;
+    if (--s->deps == 0)
+        r->ready[r->n_ready++] = (size_t)(s - r->slots);
+    return FERRY_OK;
+}
+
+ferry_status ferry__graph_task_run(ferry__graph_task *r)
+{
+    if (r->failed != FERRY_OK)
+        return r->failed;
+    ferry_no_grad_enter();
+    ferry_status rc = FERRY_OK;
+    while (rc == FERRY_OK && r->n_ready > 0)
+        rc = run_node(r, pop_ready(r));
+    ferry_no_grad_exit();
+    r->failed = rc;
+    return rc;
+}
+
+bool ferry__graph_task_finished(const ferry__graph_task *r)
+{
+    return r->failed == FERRY_OK && r->n_ran == r->n;
+}
+
+bool ferry__graph_task_reaches(ferry__graph_task *r, const ferry__node *node)
+{
+    return r->table != NULL && find(r, node) != NULL;
 }
 
 ferry_status ferry__engine_run(size_t n_roots, const ferry__engine_root *roots, bool retain_graph,
                                ferry__leaf_sink_fn sink, void *sink_user)
 {
-    run_state r = {0};
-    for (size_t i = 0; i < n_roots; i++)
-        if (roots == NULL || roots[i].node == NULL)
-            return ferry__fail(FERRY_EINVAL, "backward: root %zu has no node", i);
-    ferry_no_grad_enter();
-    ferry_status rc = discover(&r, n_roots, roots);
-    if (rc == FERRY_OK)
-        rc = seed(&r, n_roots, roots);
-    while (rc == FERRY_OK && r.n_ready > 0)
-        rc = run_node(&r, pop_ready(&r), retain_graph, sink, sink_user);
-    ferry_no_grad_exit();
-    run_state_free(&r);
+    ferry__graph_task *r = ferry__graph_task_new(n_roots, roots, 0, NULL, retain_graph, sink,
+                                                 sink_user);
+    if (r == NULL)
+        return ferry_last_status();
+    ferry_status rc = ferry__graph_task_run(r);
+    ferry__graph_task_free(r);
     return rc;
 }
 

@@ -69,6 +69,27 @@ typedef struct {
 ferry_status ferry__engine_run(size_t n_roots, const ferry__engine_root *roots, bool retain_graph,
                                ferry__leaf_sink_fn sink, void *sink_user);
 
+/* A run that also waits for gradients from outside (distributed autograd's send nodes, whose
+   gradients come back from other workers). It is made of the nodes reachable from the roots
+   and from the `pending` nodes; a pending node runs only once its gradients were delivered and
+   every reachable node feeding it ran. ferry__graph_task_run runs whatever is ready and returns;
+   the task is finished when every node of it ran. Not thread-safe: one thread at a time (the
+   caller's lock). After an error the task runs nothing more and every run returns it. */
+typedef struct ferry__graph_task ferry__graph_task;
+ferry__graph_task *ferry__graph_task_new(size_t n_roots, const ferry__engine_root *roots,
+                                         size_t n_pending, ferry__node *const *pending,
+                                         bool retain_graph, ferry__leaf_sink_fn sink,
+                                         void *sink_user);
+/* The gradients for a pending node's outputs (n <= its outputs; NULL entries: none), borrowed.
+   FERRY_EINVAL when the node is not pending in this task or was delivered already. */
+ferry_status ferry__graph_task_deliver(ferry__graph_task *task, ferry__node *node, size_t n,
+                                       ferry_tensor *const *grads);
+ferry_status ferry__graph_task_run(ferry__graph_task *task);
+bool ferry__graph_task_finished(const ferry__graph_task *task);
+/* Whether the node is part of the task (reachable from its roots or pending nodes). */
+bool ferry__graph_task_reaches(ferry__graph_task *task, const ferry__node *node);
+void ferry__graph_task_free(ferry__graph_task *task);
+
 /* Adds grad into leaf.grad (a copy the first time), as torch's AccumulateGrad. */
 ferry_status ferry__accumulate_grad(ferry_tensor *leaf, ferry_tensor *grad);
 

@@ -15,6 +15,7 @@
 #include <time.h>
 
 #include "core/alloc.h"
+#include "core/carry.h"
 #include "core/clock.h"
 #include "core/error.h"
 #include "core/log.h"
@@ -40,6 +41,7 @@ typedef struct future_cb {
     void *user;
     ferry_future *child;  /* owned reference */
     ferry_future *parent; /* owned reference, taken when the task is queued */
+    ferry__carried carried; /* the registering thread's state, installed around then_fn */
 } future_cb;
 
 struct ferry_future {
@@ -109,7 +111,10 @@ static void then_task(void *arg)
     future_cb *cb = arg;
     /* A stale error left on this pool thread by an earlier task must not fail this child. */
     ferry_clear_error();
+    ferry__carried saved;
+    ferry__carry_enter(&cb->carried, &saved);
     ferry_value *v = cb->then_fn(cb->parent, cb->user);
+    ferry__carry_leave(&saved);
     ferry_status st = ferry_last_status();
     if (v) {
         ferry__future_complete_steal(cb->child, v);
@@ -355,6 +360,7 @@ ferry_future *ferry_future_then(ferry_future *f, ferry_then_fn fn, void *user)
     cb->is_then = true;
     cb->then_fn = fn;
     cb->user = user;
+    ferry__carry_capture(&cb->carried);
     cb->child = ferry_future_retain(child);
     if (!append_cb(f, cb))
         dispatch_then(f, cb);

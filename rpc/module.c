@@ -102,3 +102,10 @@ void ferry__agent_hooks_end(ferry__agent *a, void **slots)
             modules[i]->after_request(a, a->module_state[i], slots[k]);
     }
 }
+
+void ferry__agent_hooks_peer_lost(ferry__agent *a, int rank, const char *why)
+{
+    for (int i = 0; i < n_modules; i++)
+        if (modules[i]->peer_lost && a->module_started[i])
+            modules[i]->peer_lost(a, a->module_state[i], rank, why);
+}

@@ -20,6 +20,7 @@
      keeps thread-local call state must install the callee's in before_request and restore the
      borrowed thread's in after_request; rpc itself saves and restores the thread's last error
      around every request it runs on a borrowed or progress thread.
+   - peer_lost runs on the progress or liveness thread and must not block.
    - Handlers run on the pool; inline handlers on the progress or a driving thread, and must
      not block. */
 #ifndef FERRY_RPC_MODULE_H
@@ -72,6 +73,11 @@ typedef struct ferry__agent_module {
     void (*before_request)(ferry__agent *agent, void *state, int src, const ferry__msg *m,
                            void **slot);
     void (*after_request)(ferry__agent *agent, void *state, void *slot);
+    /* A peer became unreachable (its process is gone, the fabric failed, or it missed its
+       heartbeats), after the calls waiting on it failed. `why` names it and the cause. Runs on
+       the progress or liveness thread: it must not block (hand work to the pool). It may run
+       more than once for one peer. */
+    void (*peer_lost)(ferry__agent *agent, void *state, int rank, const char *why);
 } ferry__agent_module;
 
 /* Registers a module for every agent started afterwards. Not thread-safe: constructors only. */

@@ -40,6 +40,7 @@ header_module() {
     error.h | value.h | future.h) echo core ;;
     tensor.h | ops.h | safetensors.h) echo tensor ;;
     autograd.h | nn.h) echo autograd ;;
+    dist_autograd.h) echo autograd/dist ;;
     rpc.h) echo rpc ;;
     rref.h) echo rref ;;
     ferry.h) echo "(umbrella)" ;;

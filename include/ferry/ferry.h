@@ -10,6 +10,7 @@
 #include "ferry/rref.h"
 #include "ferry/ops.h"
 #include "ferry/autograd.h"
+#include "ferry/dist_autograd.h"
 #include "ferry/nn.h"
 #include "ferry/safetensors.h"
 
