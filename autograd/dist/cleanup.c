@@ -84,11 +84,11 @@ void dist_cleanup_send(dist_state *st, int64_t id, const bool *known, int except
 void dist_ctx_release_everywhere(dist_state *st, dist_ctx *c, int except)
 {
     dist_pass_abort_all(c, "the autograd context was released");
-    pthread_mutex_lock(&c->mu);
+    pthread_mutex_lock(&c->rec_mu);
     bool *known = ferry__calloc((size_t)st->world, sizeof *known);
     if (known)
         memcpy(known, c->known, (size_t)st->world * sizeof *known);
-    pthread_mutex_unlock(&c->mu);
+    pthread_mutex_unlock(&c->rec_mu);
     if (known)
         dist_cleanup_send(st, c->id, known, except);
     ferry__free(known);

@@ -82,6 +82,7 @@ void dist_ctx_release(dist_ctx *ctx)
     ferry__free(ctx->known);
     ferry__free(ctx->aborted);
     pthread_mutex_destroy(&ctx->mu);
+    pthread_mutex_destroy(&ctx->rec_mu);
     ferry__free(ctx);
 }
 
@@ -113,6 +114,7 @@ static dist_ctx *ctx_new(dist_state *st, int64_t id)
     }
     ferry__ref_init(&c->ref);
     pthread_mutex_init(&c->mu, NULL);
+    pthread_mutex_init(&c->rec_mu, NULL);
     c->id = id;
     c->st = st;
     c->known = known;
@@ -195,6 +197,16 @@ dist_rec *dist_ctx_find_rec(dist_rec *recs, size_t n, int64_t msg, int peer)
         if (recs[i].msg == msg && (peer < 0 || recs[i].peer == peer))
             return &recs[i];
     return NULL;
+}
+
+ferry__node *dist_ctx_rec_node(dist_ctx *c, bool send, int64_t msg, int peer)
+{
+    pthread_mutex_lock(&c->rec_mu);
+    dist_rec *r = send ? dist_ctx_find_rec(c->sends, c->n_sends, msg, peer)
+                       : dist_ctx_find_rec(c->recvs, c->n_recvs, msg, peer);
+    ferry__node *node = r ? ferry__node_retain(r->node) : NULL;
+    pthread_mutex_unlock(&c->rec_mu);
+    return node;
 }
 
 static dist_grad *find_grad(dist_ctx *c, const ferry_tensor *t)

@@ -5,8 +5,9 @@
    cleanup.c).
 
    Locking: the state's table lock guards the table of contexts only; each context's lock
-   guards everything in it (its send and recv records, its gradients, the passes running in
-   it and their graph tasks). Nothing is sent, and no future completed, while a context lock is
+   guards its gradients and the passes running in it with their graph tasks, and its record
+   lock (taken inside the context lock, never around it) its send and recv records and known
+   workers, so that recording a call never waits for a backward pass running user code. Nothing is sent, and no future completed, while a context lock is
    held: work that must go out is gathered in an outbox and flushed after unlocking. */
 #ifndef FERRY_AUTOGRAD_DIST_IMPL_H
 #define FERRY_AUTOGRAD_DIST_IMPL_H
@@ -62,6 +63,7 @@ typedef struct dist_ctx {
     int64_t id;
     dist_state *st;
     pthread_mutex_t mu;
+    pthread_mutex_t rec_mu; /* sends, recvs, known */
     dist_rec *sends;
     size_t n_sends, cap_sends;
     dist_rec *recvs;
@@ -108,6 +110,8 @@ ferry_status dist_ctx_accumulate(void *ctx, ferry_tensor *leaf, ferry_tensor *gr
 ferry_status dist_ctx_add_rec(dist_rec **recs, size_t *n, size_t *cap, int64_t msg, int peer,
                               ferry__node *node);
 dist_rec *dist_ctx_find_rec(dist_rec *recs, size_t n, int64_t msg, int peer);
+/* The node of the send (or recv) record of that message and peer, retained, or NULL. */
+ferry__node *dist_ctx_rec_node(dist_ctx *c, bool send, int64_t msg, int peer);
 
 /* This thread's current context id (-1: none) and setting it (returns the previous). */
 int64_t dist_current(void);

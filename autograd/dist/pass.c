@@ -214,9 +214,11 @@ static dist_pass *pass_new(outbox *ob, dist_ctx *c, int64_t id, bool initiator, 
     dist_state *st = ob->st;
     dist_pass *p = ferry__calloc(1, sizeof *p);
     bool *peers = p ? ferry__calloc((size_t)st->world, sizeof *peers) : NULL;
+    pthread_mutex_lock(&c->rec_mu);
     ferry__node **pending = peers ? ferry__calloc(c->n_sends + 1, sizeof *pending) : NULL;
     ferry_future *done = pending ? ferry_future_new() : NULL;
     if (done == NULL) {
+        pthread_mutex_unlock(&c->rec_mu);
         ferry__free(pending);
         ferry__free(peers);
         ferry__free(p);
@@ -228,6 +230,7 @@ static dist_pass *pass_new(outbox *ob, dist_ctx *c, int64_t id, bool initiator, 
                                     dist_ctx_accumulate, c);
     ferry__free(pending);
     if (p->task == NULL) {
+        pthread_mutex_unlock(&c->rec_mu);
         ferry_future_release(done);
         ferry__free(peers);
         ferry__free(p);
@@ -276,6 +279,7 @@ static dist_pass *pass_new(outbox *ob, dist_ctx *c, int64_t id, bool initiator, 
         }
         queue(ob, p, r, DIST_OP_JOIN, 0, ids);
     }
+    pthread_mutex_unlock(&c->rec_mu);
     return p;
 }
 
@@ -297,10 +301,11 @@ static void deliver_unknown(outbox *ob, dist_pass *p, int dst, const ferry_value
 {
     for (size_t i = 0; !p->ended && ids && i < ferry_list_len(ids); i++) {
         int64_t msg = ferry_value_as_int(ferry_list_get(ids, i));
-        dist_rec *s = dist_ctx_find_rec(p->ctx->sends, p->ctx->n_sends, msg, dst);
-        ferry_status rc = s ? ferry__graph_task_deliver(p->task, s->node, 0, NULL)
+        ferry__node *s = dist_ctx_rec_node(p->ctx, true, msg, dst);
+        ferry_status rc = s ? ferry__graph_task_deliver(p->task, s, 0, NULL)
                             : ferry_set_error(FERRY_EPROTO, "worker %d named an unknown message "
                                               "%lld", dst, (long long)msg);
+        ferry__node_release(s);
         if (rc != FERRY_OK)
             pass_fail_here(ob, p, rc, ferry_last_error(), -1);
     }
@@ -485,7 +490,7 @@ static ferry_status grads_of(const ferry_value *args, ferry_tensor ***out, size_
 
 static ferry_status handle_grad(outbox *ob, dist_pass *p, int src, const ferry__msg *m)
 {
-    dist_rec *s = dist_ctx_find_rec(p->ctx->sends, p->ctx->n_sends, m->autograd_message, src);
+    ferry__node *s = dist_ctx_rec_node(p->ctx, true, m->autograd_message, src);
     if (s == NULL)
         return ferry_set_error(FERRY_EINVAL, "Could not find send function for autograd message "
                                "id: %lld", (long long)m->autograd_message);
@@ -493,8 +498,9 @@ static ferry_status handle_grad(outbox *ob, dist_pass *p, int src, const ferry__
     size_t n;
     ferry_status rc = grads_of(m->args, &grads, &n);
     if (rc == FERRY_OK)
-        rc = ferry__graph_task_deliver(p->task, s->node, n, grads);
+        rc = ferry__graph_task_deliver(p->task, s, n, grads);
     ferry__free(grads);
+    ferry__node_release(s);
     return rc;
 }
 
@@ -507,8 +513,10 @@ static ferry_value *unknown_ids(dist_ctx *c, int src, const ferry_value *ids)
         return ferry__fail_null(FERRY_ENOMEM, "out of memory answering a JOIN");
     for (size_t i = 0; i < n; i++) {
         int64_t msg = ferry_value_as_int(ferry_list_get(ids, i));
-        if (!dist_ctx_find_rec(c->recvs, c->n_recvs, msg, src))
+        ferry__node *r = dist_ctx_rec_node(c, false, msg, src);
+        if (r == NULL)
             items[k++] = ferry_int(msg);
+        ferry__node_release(r);
     }
     ferry_value *list = ferry__list_new(k);
     for (size_t i = 0; i < k; i++) {

@@ -155,13 +155,13 @@ ferry_status dist_on_send(ferry__agent *agent, void *state, int dst, ferry__msg 
     ferry__free(tl.t);
     if (rc == FERRY_OK) {
         int64_t msg = node ? new_message_id(st) : 0;
-        pthread_mutex_lock(&c->mu);
+        pthread_mutex_lock(&c->rec_mu);
         if (is_request)
             c->known[dst] = true;
         if (node && (rc = dist_ctx_add_rec(&c->sends, &c->n_sends, &c->cap_sends, msg, dst,
                                            node)) == FERRY_OK)
             atomic_fetch_add(&st->n_sends, 1);
-        pthread_mutex_unlock(&c->mu);
+        pthread_mutex_unlock(&c->rec_mu);
         if (node && rc == FERRY_OK)
             rc = dist_msg_add_ext(m, DIST_EXT_MESSAGE, msg);
         if (node && !is_request && rc == FERRY_OK)
@@ -209,9 +209,9 @@ ferry_status dist_on_receive(ferry__agent *agent, void *state, int src, ferry__m
             rc = ferry__node_attach_output(node, i, tl.t[i]);
     }
     if (rc == FERRY_OK) {
-        pthread_mutex_lock(&c->mu);
+        pthread_mutex_lock(&c->rec_mu);
         rc = dist_ctx_add_rec(&c->recvs, &c->n_recvs, &c->cap_recvs, msg, src, node);
-        pthread_mutex_unlock(&c->mu);
+        pthread_mutex_unlock(&c->rec_mu);
         if (rc == FERRY_OK)
             atomic_fetch_add(&st->n_recvs, 1);
     }
