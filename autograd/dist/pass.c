@@ -658,6 +658,10 @@ void dist_pass_peer_lost(dist_state *st, int rank, const char *why)
 
 void dist_pass_abort_all(dist_ctx *c, const char *why)
 {
+    /* Released from inside a backward formula of its own pass (this thread holds the lock):
+       the pass runs on; the context is out of the table already and goes when it ends. */
+    if (running_pass != NULL && running_pass->ctx == c)
+        return;
     for (;;) {
         outbox ob = {.st = c->st, .ctx = c};
         pthread_mutex_lock(&c->mu);
