@@ -80,7 +80,7 @@ void ferry__dist_ctx_release(ferry__dist_ctx *ctx)
     }
     ferry__free(ctx->grads);
     ferry__free(ctx->known);
-    ferry__free(ctx->aborted);
+    ferry__free(ctx->ended);
     pthread_mutex_destroy(&ctx->mu);
     pthread_mutex_destroy(&ctx->rec_mu);
     ferry__free(ctx);

@@ -73,8 +73,8 @@ typedef struct ferry__dist_ctx {
     size_t n_grads, cap_grads;
     bool *known;        /* world_size entries: workers this context's calls went to */
     ferry__dist_pass *passes;  /* running here */
-    int64_t *aborted;   /* passes that failed here: late messages for them are refused */
-    size_t n_aborted, cap_aborted;
+    int64_t *ended;     /* passes that ended here (failed ones negated), for late messages */
+    size_t n_ended, cap_ended;
     struct ferry__dist_ctx *next; /* in its table bucket */
 } ferry__dist_ctx;
 

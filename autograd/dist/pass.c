@@ -80,27 +80,35 @@ static ferry__dist_pass *pass_find(ferry__dist_ctx *c, int64_t id)
     return NULL;
 }
 
-static bool was_aborted(ferry__dist_ctx *c, int64_t id)
+/* How a pass that is not running here ended here: 1 finished, -1 failed, 0 never ran here. */
+static int ended_as(const ferry__dist_ctx *c, int64_t id)
 {
-    for (size_t i = 0; i < c->n_aborted; i++)
-        if (c->aborted[i] == id)
-            return true;
-    return false;
+    for (size_t i = 0; i < c->n_ended; i++)
+        if (c->ended[i] == id || c->ended[i] == -id)
+            return c->ended[i] > 0 ? 1 : -1;
+    return 0;
 }
 
-static void remember_abort(ferry__dist_ctx *c, int64_t id)
+/* Remembers how a pass ended here (ids are positive; a failure is kept negated), so that a late
+   message for it is answered for what it was instead of starting the pass again. */
+static void remember_end(ferry__dist_ctx *c, int64_t id, bool failed)
 {
-    if (was_aborted(c, id))
-        return;
-    if (c->n_aborted == c->cap_aborted) {
-        size_t bigger = c->cap_aborted ? c->cap_aborted * 2 : 4;
-        int64_t *grown = ferry__realloc(c->aborted, bigger * sizeof *grown);
-        if (grown == NULL)
-            return; /* then a late message restarts the pass here, which fails on its JOINs */
-        c->aborted = grown;
-        c->cap_aborted = bigger;
+    for (size_t i = 0; i < c->n_ended; i++) {
+        if (c->ended[i] == id || c->ended[i] == -id) {
+            if (failed)
+                c->ended[i] = -id;
+            return;
+        }
     }
-    c->aborted[c->n_aborted++] = id;
+    if (c->n_ended == c->cap_ended) {
+        size_t bigger = c->cap_ended ? c->cap_ended * 2 : 4;
+        int64_t *grown = ferry__realloc(c->ended, bigger * sizeof *grown);
+        if (grown == NULL)
+            return; /* then a late message starts the pass again here, which fails on its JOINs */
+        c->ended = grown;
+        c->cap_ended = bigger;
+    }
+    c->ended[c->n_ended++] = failed ? -id : id;
 }
 
 /* Queues a message of the pass (lock held). GRAD and JOIN count as outstanding until
@@ -146,8 +154,8 @@ static void pass_end(outbox *ob, ferry__dist_pass *p, ferry_status rc, const cha
     atomic_fetch_sub(&ob->st->n_passes, 1);
     ferry__graph_task_free(p->task);
     p->task = NULL;
+    remember_end(c, p->id, rc != FERRY_OK);
     if (rc != FERRY_OK) {
-        remember_abort(c, p->id);
         for (int r = 0; r < ob->st->world; r++)
             if (p->peers[r] && r != ob->st->rank && r != except)
                 queue(ob, p, r, DIST_OP_ABORT, 0, ferry_list_of(1, ferry_string(error)));
@@ -563,16 +571,25 @@ ferry_status ferry__dist_pass_handle(ferry__agent *agent, int src, ferry__msg *m
                      why ? why : "no reason given");
             pass_end(&ob, p, FERRY_ECANCELED, text, src);
         }
-        remember_abort(c, pass_id);
+        remember_end(c, pass_id, true);
         pthread_mutex_unlock(&c->mu);
         flush(&ob);
         ferry__dist_ctx_release(c);
         ferry_clear_error();
         return FERRY_OK;
     }
-    if (p == NULL && was_aborted(c, pass_id)) {
+    int ended = p == NULL ? ended_as(c, pass_id) : 0;
+    if (ended < 0) {
         rc = ferry_set_error(FERRY_ECANCELED, "Error on Node %d: backward pass %lld was aborted "
                              "here", st->rank, (long long)pass_id);
+    } else if (ended > 0 && op == DIST_OP_JOIN) {
+        /* This worker's part finished before the JOIN came (its sends were answered first). */
+        *result = unknown_ids(c, src, m->args);
+        if (*result == NULL)
+            rc = ferry_last_status();
+    } else if (ended > 0) {
+        rc = ferry_set_error(FERRY_EPROTO, "Error on Node %d: gradients for backward pass %lld, "
+                             "which already finished here", st->rank, (long long)pass_id);
     } else if (p == NULL) {
         p = pass_new(&ob, c, pass_id, false, m->retain_graph, 0, NULL, src);
         if (p == NULL)
