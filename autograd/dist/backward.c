@@ -31,16 +31,16 @@ ferry_status ferry_dist_autograd_backward(int64_t id, ferry_tensor **roots, size
                                           bool retain_graph)
 {
     ferry__agent *a;
-    dist_state *st = dist_state_get(&a);
+    ferry__dist_state *st = ferry__dist_state_get(&a);
     if (st == NULL)
         return ferry_last_status();
     ferry_status rc;
-    dist_ctx *c = dist_ctx_find(st, id);
+    ferry__dist_ctx *c = ferry__dist_ctx_find(st, id);
     if (c == NULL)
-        rc = dist_no_context(id);
+        rc = ferry__dist_no_context(id);
     else if ((rc = check_roots(roots, n)) == FERRY_OK)
-        rc = dist_pass_run(st, c, roots, n, retain_graph);
-    dist_ctx_release(c);
+        rc = ferry__dist_pass_run(st, c, roots, n, retain_graph);
+    ferry__dist_ctx_release(c);
     ferry__agent_release(a);
     return rc;
 }
@@ -67,7 +67,7 @@ static ferry_status rref_backward_fn(const ferry_value *args, const ferry_value 
     return ferry_dist_autograd_backward(id, &t, 1, retain);
 }
 
-ferry_status dist_register_functions(void)
+ferry_status ferry__dist_register_functions(void)
 {
     return ferry_register_function(DIST_RREF_BACKWARD_FN, rref_backward_fn, NULL);
 }

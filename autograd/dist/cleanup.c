@@ -14,7 +14,7 @@
 #define DIST_CLEANUP_TRIES 20
 
 typedef struct {
-    dist_state *st;
+    ferry__dist_state *st;
     int64_t id;
     int dst;
     int tries;
@@ -66,7 +66,7 @@ static void cleanup_go(cleanup_job *j)
     }
 }
 
-void dist_cleanup_send(dist_state *st, int64_t id, const bool *known, int except)
+void ferry__dist_cleanup_send(ferry__dist_state *st, int64_t id, const bool *known, int except)
 {
     for (int r = 0; r < st->world; r++) {
         if (!known[r] || r == st->rank || r == except)
@@ -81,27 +81,27 @@ void dist_cleanup_send(dist_state *st, int64_t id, const bool *known, int except
 }
 
 /* Releases this worker's context and sends the release on; the running passes in it fail. */
-void dist_ctx_release_everywhere(dist_state *st, dist_ctx *c, int except)
+void ferry__dist_ctx_release_everywhere(ferry__dist_state *st, ferry__dist_ctx *c, int except)
 {
-    dist_pass_abort_all(c, "the autograd context was released");
-    pthread_mutex_lock(&c->mu);
+    ferry__dist_pass_abort_all(c, "the autograd context was released");
+    pthread_mutex_lock(&c->rec_mu);
     bool *known = ferry__calloc((size_t)st->world, sizeof *known);
     if (known)
         memcpy(known, c->known, (size_t)st->world * sizeof *known);
-    pthread_mutex_unlock(&c->mu);
+    pthread_mutex_unlock(&c->rec_mu);
     if (known)
-        dist_cleanup_send(st, c->id, known, except);
+        ferry__dist_cleanup_send(st, c->id, known, except);
     ferry__free(known);
 }
 
-ferry_status dist_cleanup_handle(ferry__agent *agent, int src, ferry__msg *m,
-                                 ferry_value **result, void *state)
+ferry_status ferry__dist_cleanup_handle(ferry__agent *agent, int src, ferry__msg *m,
+                                        ferry_value **result, void *state)
 {
-    dist_state *st = state;
-    dist_ctx *c = dist_ctx_remove(st, m->autograd_context);
+    ferry__dist_state *st = state;
+    ferry__dist_ctx *c = ferry__dist_ctx_remove(st, m->autograd_context);
     if (c == NULL)
-        return dist_no_context(m->autograd_context);
-    dist_ctx_release_everywhere(st, c, src);
-    dist_ctx_release(c);
+        return ferry__dist_no_context(m->autograd_context);
+    ferry__dist_ctx_release_everywhere(st, c, src);
+    ferry__dist_ctx_release(c);
     return FERRY_OK;
 }

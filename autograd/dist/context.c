@@ -10,16 +10,16 @@
 #include "core/error.h"
 #include "core/value_impl.h"
 
-static const ferry__agent_module dist_module;
+static const ferry__agent_module ferry__dist_module;
 
 static _Thread_local int64_t current = -1;
 
-int64_t dist_current(void)
+int64_t ferry__dist_current(void)
 {
     return current;
 }
 
-int64_t dist_set_current(int64_t id)
+int64_t ferry__dist_set_current(int64_t id)
 {
     int64_t prev = current;
     current = id;
@@ -28,12 +28,12 @@ int64_t dist_set_current(int64_t id)
 
 /* ---- the state and its table ---- */
 
-dist_state *dist_state_get(ferry__agent **agent)
+ferry__dist_state *ferry__dist_state_get(ferry__agent **agent)
 {
     ferry__agent *a = ferry__agent_get();
     if (a == NULL)
         return NULL;
-    dist_state *st = ferry__agent_module_state(a, &dist_module);
+    ferry__dist_state *st = ferry__agent_module_state(a, &ferry__dist_module);
     if (st == NULL) {
         ferry__agent_release(a);
         return ferry__fail_null(FERRY_ESHUTDOWN, "distributed autograd is not running");
@@ -42,7 +42,7 @@ dist_state *dist_state_get(ferry__agent **agent)
     return st;
 }
 
-ferry_status dist_no_context(int64_t id)
+ferry_status ferry__dist_no_context(int64_t id)
 {
     return ferry_set_error(FERRY_EINVAL, "Could not find autograd context with id: %lld",
                            (long long)id);
@@ -53,20 +53,20 @@ static size_t bucket_of(int64_t id)
     return (size_t)(((uint64_t)id * 0x9E3779B97F4A7C15ull) >> 56) % DIST_BUCKETS;
 }
 
-dist_ctx *dist_ctx_retain(dist_ctx *ctx)
+ferry__dist_ctx *ferry__dist_ctx_retain(ferry__dist_ctx *ctx)
 {
     ferry__ref_inc(&ctx->ref);
     return ctx;
 }
 
-static void release_recs(dist_rec *recs, size_t n)
+static void release_recs(ferry__dist_rec *recs, size_t n)
 {
     for (size_t i = 0; i < n; i++)
         ferry__node_release(recs[i].node);
     ferry__free(recs);
 }
 
-void dist_ctx_release(dist_ctx *ctx)
+void ferry__dist_ctx_release(ferry__dist_ctx *ctx)
 {
     if (ctx == NULL || !ferry__ref_dec(&ctx->ref))
         return;
@@ -82,30 +82,31 @@ void dist_ctx_release(dist_ctx *ctx)
     ferry__free(ctx->known);
     ferry__free(ctx->aborted);
     pthread_mutex_destroy(&ctx->mu);
+    pthread_mutex_destroy(&ctx->rec_mu);
     ferry__free(ctx);
 }
 
-static dist_ctx *lookup(dist_state *st, int64_t id)
+static ferry__dist_ctx *lookup(ferry__dist_state *st, int64_t id)
 {
-    for (dist_ctx *c = st->buckets[bucket_of(id)]; c; c = c->next)
+    for (ferry__dist_ctx *c = st->buckets[bucket_of(id)]; c; c = c->next)
         if (c->id == id)
             return c;
     return NULL;
 }
 
-dist_ctx *dist_ctx_find(dist_state *st, int64_t id)
+ferry__dist_ctx *ferry__dist_ctx_find(ferry__dist_state *st, int64_t id)
 {
     pthread_mutex_lock(&st->mu);
-    dist_ctx *c = lookup(st, id);
+    ferry__dist_ctx *c = lookup(st, id);
     if (c)
-        dist_ctx_retain(c);
+        ferry__dist_ctx_retain(c);
     pthread_mutex_unlock(&st->mu);
     return c;
 }
 
-static dist_ctx *ctx_new(dist_state *st, int64_t id)
+static ferry__dist_ctx *ctx_new(ferry__dist_state *st, int64_t id)
 {
-    dist_ctx *c = ferry__calloc(1, sizeof *c);
+    ferry__dist_ctx *c = ferry__calloc(1, sizeof *c);
     bool *known = c ? ferry__calloc((size_t)st->world, sizeof *known) : NULL;
     if (known == NULL) {
         ferry__free(c);
@@ -113,18 +114,19 @@ static dist_ctx *ctx_new(dist_state *st, int64_t id)
     }
     ferry__ref_init(&c->ref);
     pthread_mutex_init(&c->mu, NULL);
+    pthread_mutex_init(&c->rec_mu, NULL);
     c->id = id;
     c->st = st;
     c->known = known;
     return c;
 }
 
-dist_ctx *dist_ctx_find_or_create(dist_state *st, int64_t id)
+ferry__dist_ctx *ferry__dist_ctx_find_or_create(ferry__dist_state *st, int64_t id)
 {
-    dist_ctx *c = dist_ctx_find(st, id);
+    ferry__dist_ctx *c = ferry__dist_ctx_find(st, id);
     if (c)
         return c;
-    dist_ctx *fresh = ctx_new(st, id);
+    ferry__dist_ctx *fresh = ctx_new(st, id);
     if (fresh == NULL)
         return NULL;
     pthread_mutex_lock(&st->mu);
@@ -137,19 +139,19 @@ dist_ctx *dist_ctx_find_or_create(dist_state *st, int64_t id)
         st->buckets[b] = c;
         st->n_contexts++;
     }
-    dist_ctx_retain(c);
+    ferry__dist_ctx_retain(c);
     pthread_mutex_unlock(&st->mu);
-    dist_ctx_release(fresh);
+    ferry__dist_ctx_release(fresh);
     return c;
 }
 
-dist_ctx *dist_ctx_remove(dist_state *st, int64_t id)
+ferry__dist_ctx *ferry__dist_ctx_remove(ferry__dist_state *st, int64_t id)
 {
     pthread_mutex_lock(&st->mu);
-    dist_ctx **p = &st->buckets[bucket_of(id)];
+    ferry__dist_ctx **p = &st->buckets[bucket_of(id)];
     while (*p && (*p)->id != id)
         p = &(*p)->next;
-    dist_ctx *c = *p;
+    ferry__dist_ctx *c = *p;
     if (c) {
         *p = c->next;
         c->next = NULL;
@@ -159,14 +161,14 @@ dist_ctx *dist_ctx_remove(dist_state *st, int64_t id)
     return c;
 }
 
-dist_ctx **dist_ctx_all(dist_state *st, size_t *n)
+ferry__dist_ctx **ferry__dist_ctx_all(ferry__dist_state *st, size_t *n)
 {
     pthread_mutex_lock(&st->mu);
-    dist_ctx **all = ferry__calloc((size_t)st->n_contexts + 1, sizeof *all);
+    ferry__dist_ctx **all = ferry__calloc((size_t)st->n_contexts + 1, sizeof *all);
     size_t k = 0;
     for (size_t b = 0; all && b < DIST_BUCKETS; b++)
-        for (dist_ctx *c = st->buckets[b]; c; c = c->next)
-            all[k++] = dist_ctx_retain(c);
+        for (ferry__dist_ctx *c = st->buckets[b]; c; c = c->next)
+            all[k++] = ferry__dist_ctx_retain(c);
     pthread_mutex_unlock(&st->mu);
     *n = k;
     return all;
@@ -174,22 +176,22 @@ dist_ctx **dist_ctx_all(dist_state *st, size_t *n)
 
 /* ---- records and gradients (context lock held) ---- */
 
-ferry_status dist_ctx_add_rec(dist_rec **recs, size_t *n, size_t *cap, int64_t msg, int peer,
-                              ferry__node *node)
+ferry_status ferry__dist_ctx_add_rec(ferry__dist_rec **recs, size_t *n, size_t *cap, int64_t msg,
+                                     int peer, ferry__node *node)
 {
     if (*n == *cap) {
         size_t bigger = *cap ? *cap * 2 : 8;
-        dist_rec *r = ferry__realloc(*recs, bigger * sizeof *r);
+        ferry__dist_rec *r = ferry__realloc(*recs, bigger * sizeof *r);
         if (r == NULL)
             return ferry__fail(FERRY_ENOMEM, "out of memory recording an autograd message");
         *recs = r;
         *cap = bigger;
     }
-    (*recs)[(*n)++] = (dist_rec){msg, peer, ferry__node_retain(node)};
+    (*recs)[(*n)++] = (ferry__dist_rec){msg, peer, ferry__node_retain(node)};
     return FERRY_OK;
 }
 
-dist_rec *dist_ctx_find_rec(dist_rec *recs, size_t n, int64_t msg, int peer)
+ferry__dist_rec *ferry__dist_ctx_find_rec(ferry__dist_rec *recs, size_t n, int64_t msg, int peer)
 {
     for (size_t i = n; i-- > 0;) /* the latest first: a backward answers recent messages */
         if (recs[i].msg == msg && (peer < 0 || recs[i].peer == peer))
@@ -197,7 +199,17 @@ dist_rec *dist_ctx_find_rec(dist_rec *recs, size_t n, int64_t msg, int peer)
     return NULL;
 }
 
-static dist_grad *find_grad(dist_ctx *c, const ferry_tensor *t)
+ferry__node *ferry__dist_ctx_rec_node(ferry__dist_ctx *c, bool send, int64_t msg, int peer)
+{
+    pthread_mutex_lock(&c->rec_mu);
+    ferry__dist_rec *r = send ? ferry__dist_ctx_find_rec(c->sends, c->n_sends, msg, peer)
+                       : ferry__dist_ctx_find_rec(c->recvs, c->n_recvs, msg, peer);
+    ferry__node *node = r ? ferry__node_retain(r->node) : NULL;
+    pthread_mutex_unlock(&c->rec_mu);
+    return node;
+}
+
+static ferry__dist_grad *find_grad(ferry__dist_ctx *c, const ferry_tensor *t)
 {
     for (size_t i = 0; i < c->n_grads; i++)
         if (c->grads[i].tensor == t)
@@ -205,10 +217,10 @@ static dist_grad *find_grad(dist_ctx *c, const ferry_tensor *t)
     return NULL;
 }
 
-ferry_status dist_ctx_accumulate(void *user, ferry_tensor *leaf, ferry_tensor *grad)
+ferry_status ferry__dist_ctx_accumulate(void *user, ferry_tensor *leaf, ferry_tensor *grad)
 {
-    dist_ctx *c = user;
-    dist_grad *g = find_grad(c, leaf);
+    ferry__dist_ctx *c = user;
+    ferry__dist_grad *g = find_grad(c, leaf);
     if (g != NULL) { /* in place, as torch's context does with grad mode off */
         ferry_no_grad_enter();
         ferry_status rc = ferry_add_(g->grad, grad);
@@ -217,7 +229,7 @@ ferry_status dist_ctx_accumulate(void *user, ferry_tensor *leaf, ferry_tensor *g
     }
     if (c->n_grads == c->cap_grads) {
         size_t bigger = c->cap_grads ? c->cap_grads * 2 : 8;
-        dist_grad *grads = ferry__realloc(c->grads, bigger * sizeof *grads);
+        ferry__dist_grad *grads = ferry__realloc(c->grads, bigger * sizeof *grads);
         if (grads == NULL)
             return ferry__fail(FERRY_ENOMEM, "out of memory for a gradient");
         c->grads = grads;
@@ -227,7 +239,7 @@ ferry_status dist_ctx_accumulate(void *user, ferry_tensor *leaf, ferry_tensor *g
     ferry_tensor *copy = ferry_tensor_clone_data(grad);
     if (copy == NULL)
         return ferry_last_status();
-    c->grads[c->n_grads++] = (dist_grad){ferry_tensor_retain(leaf), copy};
+    c->grads[c->n_grads++] = (ferry__dist_grad){ferry_tensor_retain(leaf), copy};
     return FERRY_OK;
 }
 
@@ -236,7 +248,7 @@ ferry_status dist_ctx_accumulate(void *user, ferry_tensor *leaf, ferry_tensor *g
 int64_t ferry_dist_autograd_context_begin(void)
 {
     ferry__agent *a;
-    dist_state *st = dist_state_get(&a);
+    ferry__dist_state *st = ferry__dist_state_get(&a);
     if (st == NULL)
         return -1;
     int64_t id = -1;
@@ -245,9 +257,9 @@ int64_t ferry_dist_autograd_context_begin(void)
     } else {
         int64_t n = atomic_fetch_add(&st->next_ctx, 1);
         int64_t candidate = ((int64_t)st->rank << 48) | (n & (((int64_t)1 << 48) - 1));
-        dist_ctx *c = dist_ctx_find_or_create(st, candidate);
+        ferry__dist_ctx *c = ferry__dist_ctx_find_or_create(st, candidate);
         if (c != NULL) {
-            dist_ctx_release(c);
+            ferry__dist_ctx_release(c);
             id = current = candidate;
         }
     }
@@ -258,18 +270,18 @@ int64_t ferry_dist_autograd_context_begin(void)
 ferry_status ferry_dist_autograd_context_end(int64_t id)
 {
     ferry__agent *a;
-    dist_state *st = dist_state_get(&a);
+    ferry__dist_state *st = ferry__dist_state_get(&a);
     if (st == NULL)
         return ferry_last_status();
-    dist_ctx *c = dist_ctx_remove(st, id);
+    ferry__dist_ctx *c = ferry__dist_ctx_remove(st, id);
     if (current == id)
         current = -1;
     ferry_status rc = FERRY_OK;
     if (c == NULL) {
-        rc = dist_no_context(id);
+        rc = ferry__dist_no_context(id);
     } else {
-        dist_ctx_release_everywhere(st, c, -1);
-        dist_ctx_release(c);
+        ferry__dist_ctx_release_everywhere(st, c, -1);
+        ferry__dist_ctx_release(c);
     }
     ferry__agent_release(a);
     return rc;
@@ -283,21 +295,21 @@ int64_t ferry_dist_autograd_current_context(void)
 ferry_tensor *ferry_dist_autograd_get_gradient(int64_t id, ferry_tensor *tensor)
 {
     ferry__agent *a;
-    dist_state *st = dist_state_get(&a);
+    ferry__dist_state *st = ferry__dist_state_get(&a);
     if (st == NULL)
         return NULL;
     ferry_tensor *grad = NULL;
-    dist_ctx *c = dist_ctx_find(st, id);
+    ferry__dist_ctx *c = ferry__dist_ctx_find(st, id);
     if (c == NULL) {
-        dist_no_context(id);
+        ferry__dist_no_context(id);
     } else {
         ferry_clear_error();
         pthread_mutex_lock(&c->mu);
-        dist_grad *g = tensor ? find_grad(c, tensor) : NULL;
+        ferry__dist_grad *g = tensor ? find_grad(c, tensor) : NULL;
         if (g)
             grad = ferry_tensor_retain(g->grad);
         pthread_mutex_unlock(&c->mu);
-        dist_ctx_release(c);
+        ferry__dist_ctx_release(c);
     }
     ferry__agent_release(a);
     return grad;
@@ -306,13 +318,13 @@ ferry_tensor *ferry_dist_autograd_get_gradient(int64_t id, ferry_tensor *tensor)
 ferry_value *ferry_dist_autograd_get_gradients(int64_t id)
 {
     ferry__agent *a;
-    dist_state *st = dist_state_get(&a);
+    ferry__dist_state *st = ferry__dist_state_get(&a);
     if (st == NULL)
         return NULL;
     ferry_value *list = NULL;
-    dist_ctx *c = dist_ctx_find(st, id);
+    ferry__dist_ctx *c = ferry__dist_ctx_find(st, id);
     if (c == NULL) {
-        dist_no_context(id);
+        ferry__dist_no_context(id);
     } else {
         pthread_mutex_lock(&c->mu);
         list = ferry__list_new(c->n_grads);
@@ -329,7 +341,7 @@ ferry_value *ferry_dist_autograd_get_gradients(int64_t id)
         pthread_mutex_unlock(&c->mu);
         if (list == NULL)
             ferry_set_error(FERRY_ENOMEM, "out of memory listing gradients");
-        dist_ctx_release(c);
+        ferry__dist_ctx_release(c);
     }
     ferry__agent_release(a);
     return list;
@@ -342,7 +354,7 @@ ferry_dist_autograd_counts ferry_dist_autograd_debug_counts(void)
     ferry_clear_error();
     if (a == NULL)
         return counts;
-    dist_state *st = ferry__agent_module_state(a, &dist_module);
+    ferry__dist_state *st = ferry__agent_module_state(a, &ferry__dist_module);
     if (st != NULL) {
         pthread_mutex_lock(&st->mu);
         counts.contexts = st->n_contexts;
@@ -358,9 +370,9 @@ ferry_dist_autograd_counts ferry_dist_autograd_debug_counts(void)
 
 /* ---- the module ---- */
 
-static ferry_status dist_start(ferry__agent *a, void **state)
+static ferry_status ferry__dist_start(ferry__agent *a, void **state)
 {
-    dist_state *st = ferry__calloc(1, sizeof *st);
+    ferry__dist_state *st = ferry__calloc(1, sizeof *st);
     if (st == NULL)
         return ferry__fail(FERRY_ENOMEM, "out of memory for distributed autograd");
     st->agent = a;
@@ -370,39 +382,39 @@ static ferry_status dist_start(ferry__agent *a, void **state)
     atomic_init(&st->next_ctx, 0);
     atomic_init(&st->next_msg, 1);
     atomic_init(&st->next_pass, 1);
-    ferry_status rc = dist_register_functions();
+    ferry_status rc = ferry__dist_register_functions();
     if (rc != FERRY_OK) {
         ferry__free(st);
         return rc;
     }
-    ferry__agent_set_handler(a, FERRY__MSG_AUTOGRAD_BACKWARD, dist_pass_handle, st);
-    ferry__agent_set_handler(a, FERRY__MSG_AUTOGRAD_CLEANUP, dist_cleanup_handle, st);
+    ferry__agent_set_handler(a, FERRY__MSG_AUTOGRAD_BACKWARD, ferry__dist_pass_handle, st);
+    ferry__agent_set_handler(a, FERRY__MSG_AUTOGRAD_CLEANUP, ferry__dist_cleanup_handle, st);
     *state = st;
     return FERRY_OK;
 }
 
-static int64_t dist_busy(ferry__agent *a, void *state)
+static int64_t ferry__dist_busy(ferry__agent *a, void *state)
 {
-    dist_state *st = state;
+    ferry__dist_state *st = state;
     return atomic_load(&st->cleanups_pending);
 }
 
-static void dist_peer_lost(ferry__agent *a, void *state, int rank, const char *why)
+static void ferry__dist_peer_lost(ferry__agent *a, void *state, int rank, const char *why)
 {
-    dist_pass_peer_lost(state, rank, why);
+    ferry__dist_pass_peer_lost(state, rank, why);
 }
 
 /* The agent is gone: the contexts still in the table go with it. A context something still
    holds (a thread inside a pass) stays until that reference goes; the state stays with it. */
-static void dist_stop(ferry__agent *a, void *state)
+static void ferry__dist_stop(ferry__agent *a, void *state)
 {
-    dist_state *st = state;
+    ferry__dist_state *st = state;
     size_t n = 0;
-    dist_ctx **all = dist_ctx_all(st, &n);
+    ferry__dist_ctx **all = ferry__dist_ctx_all(st, &n);
     for (size_t i = 0; i < n; i++) {
-        dist_ctx *c = dist_ctx_remove(st, all[i]->id);
-        dist_ctx_release(c);
-        dist_ctx_release(all[i]);
+        ferry__dist_ctx *c = ferry__dist_ctx_remove(st, all[i]->id);
+        ferry__dist_ctx_release(c);
+        ferry__dist_ctx_release(all[i]);
     }
     ferry__free(all);
     /* The state is left for contexts still referenced (their counters point at it); one per
@@ -423,7 +435,7 @@ static int64_t carry_capture(void)
 
 static int64_t carry_install(int64_t id)
 {
-    return dist_set_current(id);
+    return ferry__dist_set_current(id);
 }
 
 static void carry_restore(int64_t prev)
@@ -431,22 +443,22 @@ static void carry_restore(int64_t prev)
     current = prev;
 }
 
-static const ferry__carrier dist_carrier = {carry_capture, carry_install, carry_restore};
+static const ferry__carrier ferry__dist_carrier = {carry_capture, carry_install, carry_restore};
 
-static const ferry__agent_module dist_module = {
+static const ferry__agent_module ferry__dist_module = {
     .name = "dist_autograd",
-    .start = dist_start,
-    .busy = dist_busy,
-    .stop = dist_stop,
-    .on_send = dist_on_send,
-    .on_receive = dist_on_receive,
-    .before_request = dist_before_request,
-    .after_request = dist_after_request,
-    .peer_lost = dist_peer_lost,
+    .start = ferry__dist_start,
+    .busy = ferry__dist_busy,
+    .stop = ferry__dist_stop,
+    .on_send = ferry__dist_on_send,
+    .on_receive = ferry__dist_on_receive,
+    .before_request = ferry__dist_before_request,
+    .after_request = ferry__dist_after_request,
+    .peer_lost = ferry__dist_peer_lost,
 };
 
-__attribute__((constructor)) static void dist_register(void)
+__attribute__((constructor)) static void ferry__dist_register(void)
 {
-    ferry__agent_register_module(&dist_module);
-    ferry__carrier_register(&dist_carrier);
+    ferry__agent_register_module(&ferry__dist_module);
+    ferry__carrier_register(&ferry__dist_carrier);
 }

@@ -21,9 +21,9 @@
 #include "core/log.h"
 #include "core/value_impl.h"
 
-struct dist_pass {
+struct ferry__dist_pass {
     int64_t id;
-    dist_ctx *ctx; /* borrowed: every user of the pass holds a reference on its context */
+    ferry__dist_ctx *ctx; /* borrowed: every user of the pass holds a reference on its context */
     ferry__graph_task *task;
     bool initiator, retain_graph, ended;
     int refs;        /* the context's list, each unanswered message, the initiator */
@@ -31,21 +31,21 @@ struct dist_pass {
     ferry_future *done;        /* completes when the pass ended here */
     ferry_value *first_answer; /* a pass a JOIN started answers it with this */
     bool *peers;               /* workers whose loss fails the pass */
-    dist_pass *next;
+    ferry__dist_pass *next;
 };
 
 /* What must happen once the context lock is let go. */
 typedef struct {
     int dst;
-    dist_op op;
+    ferry__dist_op op;
     int64_t msg;
     ferry_value *args;
-    dist_pass *pass; /* GRAD and JOIN: referenced for the answer; NULL for ABORT */
+    ferry__dist_pass *pass; /* GRAD and JOIN: referenced for the answer; NULL for ABORT */
 } out_msg;
 
 typedef struct {
-    dist_state *st;
-    dist_ctx *ctx;
+    ferry__dist_state *st;
+    ferry__dist_ctx *ctx;
     out_msg *msgs;
     size_t n, cap;
     ferry_future *ended; /* a pass's done future to complete, with: */
@@ -56,11 +56,12 @@ typedef struct {
 
 /* The outbox of the pass whose task runs on this thread, for recv nodes. */
 static _Thread_local outbox *running_box;
-static _Thread_local dist_pass *running_pass;
+static _Thread_local ferry__dist_pass *running_pass;
 
-static void pass_end(outbox *ob, dist_pass *p, ferry_status rc, const char *error, int except);
+static void pass_end(outbox *ob, ferry__dist_pass *p, ferry_status rc, const char *error,
+                     int except);
 
-static void pass_unref(dist_pass *p)
+static void pass_unref(ferry__dist_pass *p)
 {
     if (--p->refs > 0)
         return;
@@ -71,15 +72,15 @@ static void pass_unref(dist_pass *p)
     ferry__free(p);
 }
 
-static dist_pass *pass_find(dist_ctx *c, int64_t id)
+static ferry__dist_pass *pass_find(ferry__dist_ctx *c, int64_t id)
 {
-    for (dist_pass *p = c->passes; p; p = p->next)
+    for (ferry__dist_pass *p = c->passes; p; p = p->next)
         if (p->id == id)
             return p;
     return NULL;
 }
 
-static bool was_aborted(dist_ctx *c, int64_t id)
+static bool was_aborted(ferry__dist_ctx *c, int64_t id)
 {
     for (size_t i = 0; i < c->n_aborted; i++)
         if (c->aborted[i] == id)
@@ -87,7 +88,7 @@ static bool was_aborted(dist_ctx *c, int64_t id)
     return false;
 }
 
-static void remember_abort(dist_ctx *c, int64_t id)
+static void remember_abort(ferry__dist_ctx *c, int64_t id)
 {
     if (was_aborted(c, id))
         return;
@@ -104,7 +105,8 @@ static void remember_abort(dist_ctx *c, int64_t id)
 
 /* Queues a message of the pass (lock held). GRAD and JOIN count as outstanding until
    answered. Steals args. */
-static void queue(outbox *ob, dist_pass *p, int dst, dist_op op, int64_t msg, ferry_value *args)
+static void queue(outbox *ob, ferry__dist_pass *p, int dst, ferry__dist_op op, int64_t msg,
+                  ferry_value *args)
 {
     if (ob->n == ob->cap) {
         size_t bigger = ob->cap ? ob->cap * 2 : 8;
@@ -128,13 +130,14 @@ static void queue(outbox *ob, dist_pass *p, int dst, dist_op op, int64_t msg, fe
 
 /* Ends the pass here (lock held): out of the context's list, its task freed, its outcome put
    in the outbox; a failure is remembered and sent on to every peer but `except`. */
-static void pass_end(outbox *ob, dist_pass *p, ferry_status rc, const char *error, int except)
+static void pass_end(outbox *ob, ferry__dist_pass *p, ferry_status rc, const char *error,
+                     int except)
 {
     if (p->ended)
         return;
     p->ended = true;
-    dist_ctx *c = p->ctx;
-    for (dist_pass **q = &c->passes; *q; q = &(*q)->next) {
+    ferry__dist_ctx *c = p->ctx;
+    for (ferry__dist_pass **q = &c->passes; *q; q = &(*q)->next) {
         if (*q == p) {
             *q = p->next;
             break;
@@ -158,7 +161,8 @@ static void pass_end(outbox *ob, dist_pass *p, ferry_status rc, const char *erro
     pass_unref(p); /* the context's list */
 }
 
-static void pass_fail_here(outbox *ob, dist_pass *p, ferry_status rc, const char *why, int except)
+static void pass_fail_here(outbox *ob, ferry__dist_pass *p, ferry_status rc, const char *why,
+                           int except)
 {
     char text[1024];
     snprintf(text, sizeof text, "Error on Node %d: %s", ob->st->rank, why);
@@ -166,12 +170,12 @@ static void pass_fail_here(outbox *ob, dist_pass *p, ferry_status rc, const char
 }
 
 /* Runs whatever is ready and ends the pass when nothing is left for it here (lock held). */
-static void pass_advance(outbox *ob, dist_pass *p)
+static void pass_advance(outbox *ob, ferry__dist_pass *p)
 {
     if (p->ended)
         return;
     outbox *outer_box = running_box;
-    dist_pass *outer_pass = running_pass;
+    ferry__dist_pass *outer_pass = running_pass;
     running_box = ob;
     running_pass = p;
     ferry_status rc = ferry__graph_task_run(p->task);
@@ -185,7 +189,8 @@ static void pass_advance(outbox *ob, dist_pass *p)
         pass_end(ob, p, FERRY_OK, NULL, -1);
 }
 
-ferry_status dist_pass_recv_backward(int64_t msg, int src, size_t n, ferry_tensor *const *grads)
+ferry_status ferry__dist_pass_recv_backward(int64_t msg, int src, size_t n,
+                                            ferry_tensor *const *grads)
 {
     if (running_box == NULL)
         return ferry_set_error(FERRY_EINVAL, "RecvRpcBackward can only run in a distributed "
@@ -208,15 +213,18 @@ ferry_status dist_pass_recv_backward(int64_t msg, int src, size_t n, ferry_tenso
 
 /* A new pass here (lock held): a task over the roots and every send node, and the messages
    that start it: none for each recv node the task cannot reach, a JOIN to each send's peer. */
-static dist_pass *pass_new(outbox *ob, dist_ctx *c, int64_t id, bool initiator, bool retain,
-                           size_t n_roots, const ferry__engine_root *roots, int first_src)
+static ferry__dist_pass *pass_new(outbox *ob, ferry__dist_ctx *c, int64_t id, bool initiator,
+                                  bool retain, size_t n_roots, const ferry__engine_root *roots,
+                                  int first_src)
 {
-    dist_state *st = ob->st;
-    dist_pass *p = ferry__calloc(1, sizeof *p);
+    ferry__dist_state *st = ob->st;
+    ferry__dist_pass *p = ferry__calloc(1, sizeof *p);
     bool *peers = p ? ferry__calloc((size_t)st->world, sizeof *peers) : NULL;
+    pthread_mutex_lock(&c->rec_mu);
     ferry__node **pending = peers ? ferry__calloc(c->n_sends + 1, sizeof *pending) : NULL;
     ferry_future *done = pending ? ferry_future_new() : NULL;
     if (done == NULL) {
+        pthread_mutex_unlock(&c->rec_mu);
         ferry__free(pending);
         ferry__free(peers);
         ferry__free(p);
@@ -225,9 +233,10 @@ static dist_pass *pass_new(outbox *ob, dist_ctx *c, int64_t id, bool initiator, 
     for (size_t i = 0; i < c->n_sends; i++)
         pending[i] = c->sends[i].node;
     p->task = ferry__graph_task_new(n_roots, roots, c->n_sends, pending, retain,
-                                    dist_ctx_accumulate, c);
+                                    ferry__dist_ctx_accumulate, c);
     ferry__free(pending);
     if (p->task == NULL) {
+        pthread_mutex_unlock(&c->rec_mu);
         ferry_future_release(done);
         ferry__free(peers);
         ferry__free(p);
@@ -276,16 +285,17 @@ static dist_pass *pass_new(outbox *ob, dist_ctx *c, int64_t id, bool initiator, 
         }
         queue(ob, p, r, DIST_OP_JOIN, 0, ids);
     }
+    pthread_mutex_unlock(&c->rec_mu);
     return p;
 }
 
 /* ---- sending and answers ---- */
 
 typedef struct {
-    dist_state *st;
-    dist_ctx *ctx;
-    dist_pass *pass;
-    dist_op op;
+    ferry__dist_state *st;
+    ferry__dist_ctx *ctx;
+    ferry__dist_pass *pass;
+    ferry__dist_op op;
     int dst;
     ferry_future *f;
 } answer_job;
@@ -293,14 +303,15 @@ typedef struct {
 static void flush(outbox *ob);
 
 /* Delivers none to each send node the peer says has no recv node there (lock held). */
-static void deliver_unknown(outbox *ob, dist_pass *p, int dst, const ferry_value *ids)
+static void deliver_unknown(outbox *ob, ferry__dist_pass *p, int dst, const ferry_value *ids)
 {
     for (size_t i = 0; !p->ended && ids && i < ferry_list_len(ids); i++) {
         int64_t msg = ferry_value_as_int(ferry_list_get(ids, i));
-        dist_rec *s = dist_ctx_find_rec(p->ctx->sends, p->ctx->n_sends, msg, dst);
-        ferry_status rc = s ? ferry__graph_task_deliver(p->task, s->node, 0, NULL)
+        ferry__node *s = ferry__dist_ctx_rec_node(p->ctx, true, msg, dst);
+        ferry_status rc = s ? ferry__graph_task_deliver(p->task, s, 0, NULL)
                             : ferry_set_error(FERRY_EPROTO, "worker %d named an unknown message "
                                               "%lld", dst, (long long)msg);
+        ferry__node_release(s);
         if (rc != FERRY_OK)
             pass_fail_here(ob, p, rc, ferry_last_error(), -1);
     }
@@ -310,9 +321,9 @@ static void answer_task(void *arg)
 {
     answer_job *j = arg;
     outbox ob = {.st = j->st, .ctx = j->ctx};
-    dist_ctx *c = j->ctx;
+    ferry__dist_ctx *c = j->ctx;
     pthread_mutex_lock(&c->mu);
-    dist_pass *p = j->pass;
+    ferry__dist_pass *p = j->pass;
     p->outstanding--;
     if (!p->ended) {
         if (ferry_future_status(j->f) != FERRY_OK) {
@@ -330,7 +341,7 @@ static void answer_task(void *arg)
     pthread_mutex_unlock(&c->mu);
     flush(&ob);
     ferry_future_release(j->f);
-    dist_ctx_release(c);
+    ferry__dist_ctx_release(c);
     ferry__free(j);
 }
 
@@ -342,7 +353,8 @@ static void answer_arrived(ferry_future *f, void *arg)
         answer_task(j);
 }
 
-static ferry_future *send_one(dist_state *st, dist_ctx *c, const out_msg *o, bool retain)
+static ferry_future *send_one(ferry__dist_state *st, ferry__dist_ctx *c, const out_msg *o,
+                              bool retain)
 {
     ferry__msg m = {.type = FERRY__MSG_AUTOGRAD_BACKWARD,
                     .fn = DIST_RPC_NAME,
@@ -382,10 +394,10 @@ static void flush(outbox *ob)
         ferry_value_release(o.args);
         answer_job *j = f ? ferry__calloc(1, sizeof *j) : NULL;
         if (j != NULL) {
-            *j = (answer_job){ob->st, dist_ctx_retain(ob->ctx), o.pass, o.op, o.dst, f};
+            *j = (answer_job){ob->st, ferry__dist_ctx_retain(ob->ctx), o.pass, o.op, o.dst, f};
             if (ferry__future_on_done(f, answer_arrived, j) == FERRY_OK)
                 continue;
-            dist_ctx_release(ob->ctx);
+            ferry__dist_ctx_release(ob->ctx);
             ferry__free(j);
         }
         char why[768];
@@ -416,8 +428,8 @@ static void flush(outbox *ob)
 
 /* ---- the initiator ---- */
 
-ferry_status dist_pass_run(dist_state *st, dist_ctx *c, ferry_tensor **roots, size_t n,
-                           bool retain_graph)
+ferry_status ferry__dist_pass_run(ferry__dist_state *st, ferry__dist_ctx *c, ferry_tensor **roots,
+                                  size_t n, bool retain_graph)
 {
     ferry__engine_root *er = ferry__calloc(n, sizeof *er);
     if (er == NULL)
@@ -431,7 +443,7 @@ ferry_status dist_pass_run(dist_state *st, dist_ctx *c, ferry_tensor **roots, si
             rc = ferry_last_status();
     }
     ferry_future *done = NULL;
-    dist_pass *p = NULL;
+    ferry__dist_pass *p = NULL;
     outbox ob = {.st = st, .ctx = c};
     if (rc == FERRY_OK) {
         int64_t n_pass = atomic_fetch_add(&st->next_pass, 1);
@@ -483,9 +495,9 @@ static ferry_status grads_of(const ferry_value *args, ferry_tensor ***out, size_
     return FERRY_OK;
 }
 
-static ferry_status handle_grad(outbox *ob, dist_pass *p, int src, const ferry__msg *m)
+static ferry_status handle_grad(outbox *ob, ferry__dist_pass *p, int src, const ferry__msg *m)
 {
-    dist_rec *s = dist_ctx_find_rec(p->ctx->sends, p->ctx->n_sends, m->autograd_message, src);
+    ferry__node *s = ferry__dist_ctx_rec_node(p->ctx, true, m->autograd_message, src);
     if (s == NULL)
         return ferry_set_error(FERRY_EINVAL, "Could not find send function for autograd message "
                                "id: %lld", (long long)m->autograd_message);
@@ -493,13 +505,14 @@ static ferry_status handle_grad(outbox *ob, dist_pass *p, int src, const ferry__
     size_t n;
     ferry_status rc = grads_of(m->args, &grads, &n);
     if (rc == FERRY_OK)
-        rc = ferry__graph_task_deliver(p->task, s->node, n, grads);
+        rc = ferry__graph_task_deliver(p->task, s, n, grads);
     ferry__free(grads);
+    ferry__node_release(s);
     return rc;
 }
 
 /* The ids of the sender's send nodes that have no recv node here. */
-static ferry_value *unknown_ids(dist_ctx *c, int src, const ferry_value *ids)
+static ferry_value *unknown_ids(ferry__dist_ctx *c, int src, const ferry_value *ids)
 {
     size_t n = ids ? ferry_list_len(ids) : 0, k = 0;
     ferry_value **items = ferry__calloc(n + 1, sizeof *items);
@@ -507,8 +520,10 @@ static ferry_value *unknown_ids(dist_ctx *c, int src, const ferry_value *ids)
         return ferry__fail_null(FERRY_ENOMEM, "out of memory answering a JOIN");
     for (size_t i = 0; i < n; i++) {
         int64_t msg = ferry_value_as_int(ferry_list_get(ids, i));
-        if (!dist_ctx_find_rec(c->recvs, c->n_recvs, msg, src))
+        ferry__node *r = ferry__dist_ctx_rec_node(c, false, msg, src);
+        if (r == NULL)
             items[k++] = ferry_int(msg);
+        ferry__node_release(r);
     }
     ferry_value *list = ferry__list_new(k);
     for (size_t i = 0; i < k; i++) {
@@ -521,23 +536,23 @@ static ferry_value *unknown_ids(dist_ctx *c, int src, const ferry_value *ids)
     return list;
 }
 
-ferry_status dist_pass_handle(ferry__agent *agent, int src, ferry__msg *m, ferry_value **result,
-                              void *state)
+ferry_status ferry__dist_pass_handle(ferry__agent *agent, int src, ferry__msg *m,
+                                     ferry_value **result, void *state)
 {
-    dist_state *st = state;
+    ferry__dist_state *st = state;
     int64_t op = DIST_OP_GRAD, pass_id = 0;
-    dist_msg_ext(m, DIST_EXT_OP, &op);
-    if (!dist_msg_ext(m, DIST_EXT_PASS, &pass_id) || op < DIST_OP_GRAD || op > DIST_OP_ABORT)
+    ferry__dist_msg_ext(m, DIST_EXT_OP, &op);
+    if (!ferry__dist_msg_ext(m, DIST_EXT_PASS, &pass_id) || op < DIST_OP_GRAD || op > DIST_OP_ABORT)
         return ferry__fail(FERRY_EPROTO, "a backward message without its pass or with an "
                            "unknown request %lld", (long long)op);
-    dist_ctx *c = dist_ctx_find(st, m->autograd_context);
+    ferry__dist_ctx *c = ferry__dist_ctx_find(st, m->autograd_context);
     if (c == NULL)
-        return op == DIST_OP_ABORT ? FERRY_OK : dist_no_context(m->autograd_context);
+        return op == DIST_OP_ABORT ? FERRY_OK : ferry__dist_no_context(m->autograd_context);
     outbox ob = {.st = st, .ctx = c};
     ferry_status rc = FERRY_OK;
     ferry_future *first = NULL;
     pthread_mutex_lock(&c->mu);
-    dist_pass *p = pass_find(c, pass_id);
+    ferry__dist_pass *p = pass_find(c, pass_id);
     if (op == DIST_OP_ABORT) {
         const char *why = m->args && ferry_list_len(m->args) == 1
                               ? ferry_value_as_string(ferry_list_get(m->args, 0))
@@ -551,7 +566,7 @@ ferry_status dist_pass_handle(ferry__agent *agent, int src, ferry__msg *m, ferry
         remember_abort(c, pass_id);
         pthread_mutex_unlock(&c->mu);
         flush(&ob);
-        dist_ctx_release(c);
+        ferry__dist_ctx_release(c);
         ferry_clear_error();
         return FERRY_OK;
     }
@@ -586,7 +601,7 @@ ferry_status dist_pass_handle(ferry__agent *agent, int src, ferry__msg *m, ferry
     }
     pthread_mutex_unlock(&c->mu);
     flush(&ob);
-    dist_ctx_release(c);
+    ferry__dist_ctx_release(c);
     if (first == NULL)
         return rc;
     /* The first message of the pass here is answered when the pass ended here. */
@@ -600,7 +615,7 @@ ferry_status dist_pass_handle(ferry__agent *agent, int src, ferry__msg *m, ferry
 /* ---- failures from outside ---- */
 
 typedef struct {
-    dist_state *st;
+    ferry__dist_state *st;
     int rank;
     char why[512];
 } lost_job;
@@ -609,13 +624,13 @@ static void lost_task(void *arg)
 {
     lost_job *j = arg;
     size_t n = 0;
-    dist_ctx **all = dist_ctx_all(j->st, &n);
+    ferry__dist_ctx **all = ferry__dist_ctx_all(j->st, &n);
     for (size_t i = 0; all && i < n; i++) {
-        dist_ctx *c = all[i];
+        ferry__dist_ctx *c = all[i];
         for (;;) {
             outbox ob = {.st = j->st, .ctx = c};
             pthread_mutex_lock(&c->mu);
-            dist_pass *p = c->passes;
+            ferry__dist_pass *p = c->passes;
             while (p && !p->peers[j->rank])
                 p = p->next;
             if (p)
@@ -625,13 +640,13 @@ static void lost_task(void *arg)
             if (!p)
                 break;
         }
-        dist_ctx_release(c);
+        ferry__dist_ctx_release(c);
     }
     ferry__free(all);
     ferry__free(j);
 }
 
-void dist_pass_peer_lost(dist_state *st, int rank, const char *why)
+void ferry__dist_pass_peer_lost(ferry__dist_state *st, int rank, const char *why)
 {
     if (atomic_load(&st->n_passes) == 0 || rank < 0 || rank >= st->world)
         return;
@@ -648,12 +663,16 @@ void dist_pass_peer_lost(dist_state *st, int rank, const char *why)
     }
 }
 
-void dist_pass_abort_all(dist_ctx *c, const char *why)
+void ferry__dist_pass_abort_all(ferry__dist_ctx *c, const char *why)
 {
+    /* Released from inside a backward formula of its own pass (this thread holds the lock):
+       the pass runs on; the context is out of the table already and goes when it ends. */
+    if (running_pass != NULL && running_pass->ctx == c)
+        return;
     for (;;) {
         outbox ob = {.st = c->st, .ctx = c};
         pthread_mutex_lock(&c->mu);
-        dist_pass *p = c->passes;
+        ferry__dist_pass *p = c->passes;
         if (p)
             pass_fail_here(&ob, p, FERRY_ECANCELED, why, -1);
         pthread_mutex_unlock(&c->mu);

@@ -13,7 +13,7 @@
 /* The encoder refuses values nested deeper than its limit: so do we, without recursing more. */
 #define WALK_MAX_DEPTH 64
 
-bool dist_msg_ext(const ferry__msg *m, uint32_t key, int64_t *value)
+bool ferry__dist_msg_ext(const ferry__msg *m, uint32_t key, int64_t *value)
 {
     for (size_t i = 0; i < m->n_ext; i++) {
         if (m->ext[i].key == key) {
@@ -24,7 +24,7 @@ bool dist_msg_ext(const ferry__msg *m, uint32_t key, int64_t *value)
     return false;
 }
 
-ferry_status dist_msg_add_ext(ferry__msg *m, uint32_t key, int64_t value)
+ferry_status ferry__dist_msg_add_ext(ferry__msg *m, uint32_t key, int64_t value)
 {
     if (m->n_ext >= FERRY__MSG_MAX_EXT)
         return ferry__fail(FERRY_EINVAL, "a message carries at most %d module slots",
@@ -110,40 +110,40 @@ typedef struct {
 } recv_info;
 
 /* RecvRpcBackward: the gradients of the received tensors go back to the sender. */
-static ferry_status recv_backward(void *ctx, size_t n_out, ferry_tensor *const *grads,
-                                  size_t n_in, ferry_tensor **grad_inputs)
+static ferry_status recv_backward(void *ctx, size_t n_out, ferry_tensor *const *grads, size_t n_in,
+                                  ferry_tensor **grad_inputs)
 {
     const recv_info *ri = ctx;
-    return dist_pass_recv_backward(ri->msg, ri->src, n_out, grads);
+    return ferry__dist_pass_recv_backward(ri->msg, ri->src, n_out, grads);
 }
 
-static int64_t new_message_id(dist_state *st)
+static int64_t new_message_id(ferry__dist_state *st)
 {
     int64_t n = atomic_fetch_add(&st->next_msg, 1);
     return ((int64_t)st->rank << 48) | (n & (((int64_t)1 << 48) - 1));
 }
 
-ferry_status dist_on_send(ferry__agent *agent, void *state, int dst, ferry__msg *m,
-                          const ferry__msg *request)
+ferry_status ferry__dist_on_send(ferry__agent *agent, void *state, int dst, ferry__msg *m,
+                                 const ferry__msg *request)
 {
-    dist_state *st = state;
+    ferry__dist_state *st = state;
     int64_t id = -1;
     if (is_call(m->type) && request == NULL)
-        id = dist_current();
+        id = ferry__dist_current();
     else if (m->type == FERRY__MSG_RESPONSE && request && !m->is_error)
-        dist_msg_ext(request, DIST_EXT_CONTEXT, &id);
+        ferry__dist_msg_ext(request, DIST_EXT_CONTEXT, &id);
     if (id < 0)
         return FERRY_OK;
     bool is_request = request == NULL;
     tensor_list tl = {0};
     ferry_status rc = collect_msg(m, &tl);
     if (rc == FERRY_OK && is_request)
-        rc = dist_msg_add_ext(m, DIST_EXT_CONTEXT, id);
-    dist_ctx *c = rc == FERRY_OK ? dist_ctx_find(st, id) : NULL;
+        rc = ferry__dist_msg_add_ext(m, DIST_EXT_CONTEXT, id);
+    ferry__dist_ctx *c = rc == FERRY_OK ? ferry__dist_ctx_find(st, id) : NULL;
     if (rc == FERRY_OK && c == NULL) {
         /* A response whose context was released meanwhile goes unrecorded, as a plain value. */
         ferry__free(tl.t);
-        return is_request ? dist_no_context(id) : FERRY_OK;
+        return is_request ? ferry__dist_no_context(id) : FERRY_OK;
     }
     ferry__node *node = NULL;
     if (rc == FERRY_OK && tl.n > 0) {
@@ -155,31 +155,32 @@ ferry_status dist_on_send(ferry__agent *agent, void *state, int dst, ferry__msg 
     ferry__free(tl.t);
     if (rc == FERRY_OK) {
         int64_t msg = node ? new_message_id(st) : 0;
-        pthread_mutex_lock(&c->mu);
+        pthread_mutex_lock(&c->rec_mu);
         if (is_request)
             c->known[dst] = true;
-        if (node && (rc = dist_ctx_add_rec(&c->sends, &c->n_sends, &c->cap_sends, msg, dst,
+        if (node && (rc = ferry__dist_ctx_add_rec(&c->sends, &c->n_sends, &c->cap_sends, msg, dst,
                                            node)) == FERRY_OK)
             atomic_fetch_add(&st->n_sends, 1);
-        pthread_mutex_unlock(&c->mu);
+        pthread_mutex_unlock(&c->rec_mu);
         if (node && rc == FERRY_OK)
-            rc = dist_msg_add_ext(m, DIST_EXT_MESSAGE, msg);
+            rc = ferry__dist_msg_add_ext(m, DIST_EXT_MESSAGE, msg);
         if (node && !is_request && rc == FERRY_OK)
-            rc = dist_msg_add_ext(m, DIST_EXT_CONTEXT, id);
+            rc = ferry__dist_msg_add_ext(m, DIST_EXT_CONTEXT, id);
     }
     ferry__node_release(node);
-    dist_ctx_release(c);
+    ferry__dist_ctx_release(c);
     return rc;
 }
 
-ferry_status dist_on_receive(ferry__agent *agent, void *state, int src, ferry__msg *m)
+ferry_status ferry__dist_on_receive(ferry__agent *agent, void *state, int src, ferry__msg *m)
 {
-    dist_state *st = state;
+    ferry__dist_state *st = state;
     int64_t id, msg;
     bool is_request = is_call(m->type);
-    if ((!is_request && m->type != FERRY__MSG_RESPONSE) || !dist_msg_ext(m, DIST_EXT_MESSAGE, &msg))
+    if ((!is_request && m->type != FERRY__MSG_RESPONSE) ||
+        !ferry__dist_msg_ext(m, DIST_EXT_MESSAGE, &msg))
         return FERRY_OK;
-    if (!dist_msg_ext(m, DIST_EXT_CONTEXT, &id) || id < 0)
+    if (!ferry__dist_msg_ext(m, DIST_EXT_CONTEXT, &id) || id < 0)
         return ferry__fail(FERRY_EPROTO, "an autograd message id without its context");
     tensor_list tl = {0};
     ferry_status rc = collect_msg(m, &tl);
@@ -187,11 +188,12 @@ ferry_status dist_on_receive(ferry__agent *agent, void *state, int src, ferry__m
         ferry__free(tl.t);
         return rc;
     }
-    dist_ctx *c = is_request ? dist_ctx_find_or_create(st, id) : dist_ctx_find(st, id);
+    ferry__dist_ctx *c = is_request ? ferry__dist_ctx_find_or_create(st, id)
+                                    : ferry__dist_ctx_find(st, id);
     recv_info *ri = c ? ferry__malloc(sizeof *ri) : NULL;
     ferry__node *node = NULL;
     if (c == NULL) {
-        rc = is_request ? ferry_last_status() : dist_no_context(id);
+        rc = is_request ? ferry_last_status() : ferry__dist_no_context(id);
     } else if (ri == NULL) {
         rc = ferry__fail(FERRY_ENOMEM, "out of memory recording a received call");
     } else {
@@ -209,34 +211,34 @@ ferry_status dist_on_receive(ferry__agent *agent, void *state, int src, ferry__m
             rc = ferry__node_attach_output(node, i, tl.t[i]);
     }
     if (rc == FERRY_OK) {
-        pthread_mutex_lock(&c->mu);
-        rc = dist_ctx_add_rec(&c->recvs, &c->n_recvs, &c->cap_recvs, msg, src, node);
-        pthread_mutex_unlock(&c->mu);
+        pthread_mutex_lock(&c->rec_mu);
+        rc = ferry__dist_ctx_add_rec(&c->recvs, &c->n_recvs, &c->cap_recvs, msg, src, node);
+        pthread_mutex_unlock(&c->rec_mu);
         if (rc == FERRY_OK)
             atomic_fetch_add(&st->n_recvs, 1);
     }
     ferry__free(tl.t);
     ferry__node_release(node);
-    dist_ctx_release(c);
+    ferry__dist_ctx_release(c);
     return rc;
 }
 
 /* The slot keeps the handling thread's own context (+2, so that "none" is not NULL). */
-void dist_before_request(ferry__agent *agent, void *state, int src, const ferry__msg *m,
-                         void **slot)
+void ferry__dist_before_request(ferry__agent *agent, void *state, int src, const ferry__msg *m,
+                                void **slot)
 {
     int64_t id = -1;
     if (is_call(m->type))
-        dist_msg_ext(m, DIST_EXT_CONTEXT, &id);
-    if (id < 0 && dist_current() < 0)
+        ferry__dist_msg_ext(m, DIST_EXT_CONTEXT, &id);
+    if (id < 0 && ferry__dist_current() < 0)
         return;
     if (id >= 0) /* the callee has the context even when no tensor came (torch's getOrCreate) */
-        dist_ctx_release(dist_ctx_find_or_create(state, id));
-    *slot = (void *)(intptr_t)(dist_set_current(id) + 2);
+        ferry__dist_ctx_release(ferry__dist_ctx_find_or_create(state, id));
+    *slot = (void *)(intptr_t)(ferry__dist_set_current(id) + 2);
 }
 
-void dist_after_request(ferry__agent *agent, void *state, void *slot)
+void ferry__dist_after_request(ferry__agent *agent, void *state, void *slot)
 {
     if (slot != NULL)
-        dist_set_current((int64_t)(intptr_t)slot - 2);
+        ferry__dist_set_current((int64_t)(intptr_t)slot - 2);
 }
