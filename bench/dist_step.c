@@ -158,7 +158,7 @@ static const int64_t stage2_dims[3] = {N_HIDDEN, N_HIDDEN, N_CLASSES};
 
 static ferry_value *dims_value(const int64_t *dims, int n)
 {
-    ferry_value *items[MAX_LAYERS + 1];
+    ferry_value *items[MAX_LAYERS + 1] = {NULL};
     for (int i = 0; i < n; i++)
         items[i] = ferry_int(dims[i]);
     ferry_value *v = ferry_list_from(items, (size_t)n);
