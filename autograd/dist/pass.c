@@ -164,8 +164,12 @@ static void pass_end(outbox *ob, ferry__dist_pass *p, ferry_status rc, const cha
     ob->ended = ferry_future_retain(p->done);
     ob->ended_rc = rc;
     ob->ended_error = rc != FERRY_OK ? ferry__strdup(error ? error : ferry_strerror(rc)) : NULL;
-    ob->ended_value = rc == FERRY_OK ? p->first_answer : NULL;
+    ob->ended_value = p->first_answer; /* a failed pass answers with its error instead */
     p->first_answer = NULL;
+    if (rc != FERRY_OK) {
+        ferry_value_release(ob->ended_value);
+        ob->ended_value = NULL;
+    }
     pass_unref(p); /* the context's list */
 }
 
