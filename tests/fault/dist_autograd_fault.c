@@ -1,8 +1,10 @@
-/* Distributed backward passes that fail: torch's invalid arguments and unknown or ended
-   contexts; a node four hops away whose backward fails (torch's SimulateBackwardError) makes 50
-   passes fail with every hop named, and the same context then runs passes that succeed; a worker
-   SIGKILLed while its part of a pass runs fails the pass on the initiator within 3 s, naming it,
-   and the survivors still shut down. On tcp and shm.
+/* Distributed backward passes that fail or would hang: torch's invalid arguments and unknown or
+   ended contexts; RPC results the loss does not use (torch hangs); a node four hops away whose
+   backward fails (torch's SimulateBackwardError) makes 50 passes fail with every hop named, and
+   the same context then runs passes that succeed; a context ended while its pass runs; a worker
+   SIGKILLed while its part of a pass runs fails the pass on the initiator within 3 s, naming it;
+   an initiator SIGKILLed mid-pass leaves no part of the pass running on the survivors; the
+   survivors release and shut down. On tcp and shm.
 
    The failing node is a custom node of the local engine (autograd/engine.h), the way send and
    recv nodes are made: there is no public API for custom functions. */
@@ -111,11 +113,15 @@ static ferry_status release_fn(const ferry_value *args, const ferry_value *kwarg
     return FERRY_OK;
 }
 
+static ferry_status counts_zero_fn(const ferry_value *args, const ferry_value *kwargs,
+                                   ferry_value **result, void *user);
+
 static void register_all(void)
 {
     cr_assert(ferry_register_function("da_hop", hop_fn, NULL) == FERRY_OK);
     cr_assert(ferry_register_function("da_set_error", set_error_fn, NULL) == FERRY_OK);
     cr_assert(ferry_register_function("da_release", release_fn, NULL) == FERRY_OK);
+    cr_assert(ferry_register_function("da_counts_zero", counts_zero_fn, NULL) == FERRY_OK);
 }
 
 static ferry_tensor *arange_leaf(int64_t n)
@@ -239,7 +245,6 @@ static int body_invalid(int rank, int world, const rpc_case *c)
     return 0;
 }
 
-
 Test(dist_autograd_tcp, backward_fails_with_torch_messages_when_arguments_or_context_are_invalid,
      .timeout = 40)
 {
@@ -322,16 +327,193 @@ static void run_errors(const char *transport)
     rpc_case_run(transport, 3, body_errors, NULL, 55);
 }
 
-Test(dist_autograd_fault, passes_fail_naming_every_hop_then_recover_when_a_node_4_hops_away_fails_tcp,
+Test(dist_autograd_fault, passes_fail_with_each_hop_then_recover_when_a_node_4_hops_away_fails_tcp,
      .timeout = 60)
 {
     run_errors("tcp");
 }
 
-Test(dist_autograd_fault, passes_fail_naming_every_hop_then_recover_when_a_node_4_hops_away_fails_shm,
+Test(dist_autograd_fault, passes_fail_with_each_hop_then_recover_when_a_node_4_hops_away_fails_shm,
      .timeout = 60)
 {
     run_errors("shm");
+}
+
+/* ---- an unused result (torch hangs there: pytorch#38513) ---- */
+
+static ferry_tensor *builtin(const char *to, const char *fn, ferry_tensor *a, ferry_tensor *b)
+{
+    ferry_value *args = ferry_args(2, ferry_tensor_value(a), ferry_tensor_value(b));
+    ferry_value *r = args ? ferry_rpc_sync(to, fn, args, NULL, FERRY_TIMEOUT_DEFAULT) : NULL;
+    ferry_value_release(args);
+    ferry_tensor *t = ferry_tensor_retain(ferry_value_as_tensor(r));
+    ferry_value_release(r);
+    return t;
+}
+
+static bool all_equal(const char *what, ferry_tensor *g, double v)
+{
+    bool ok = g != NULL;
+    for (int64_t i = 0; ok && i < ferry_tensor_numel(g); i++)
+        ok = ferry_tensor_item_at(g, i) == v;
+    if (!ok) {
+        char buf[256];
+        ferry_tensor_format(g, buf, sizeof buf);
+        fprintf(stderr, "%s: gradient %s, want all %g\n", what, buf, v);
+    }
+    return ok;
+}
+
+/* Results nobody uses (on a worker the loss never reaches, and next to a used one) give no
+   gradient and do not hold backward up; nor does a call a purely local loss ignores. */
+static int body_unused(int rank, int world, const rpc_case *c)
+{
+    if (rank != 0)
+        return 0;
+    ferry_tensor *x = arange_leaf(3), *y = arange_leaf(3);
+    int64_t ctx = ferry_dist_autograd_context_begin();
+    ferry_tensor *unused2 = builtin("worker2", "torch.mul", x, x);
+    ferry_tensor *used = builtin("worker1", "torch.add", x, y);
+    ferry_tensor *unused1 = hops("worker1", y, 0);
+    RANK_CHECK(x && y && unused1 && unused2 && used);
+    ferry_tensor *loss = ferry_sum(used);
+    double t0 = rpc_test_now_s();
+    RANK_CHECK(ferry_dist_autograd_backward(ctx, &loss, 1, false) == FERRY_OK);
+    double took = rpc_test_now_s() - t0;
+    fprintf(stderr, "dist_autograd: backward with two unused results took %.3f s (%s)\n", took,
+            c->transport);
+    RANK_CHECK(took < 2);
+    ferry_tensor *gx = ferry_dist_autograd_get_gradient(ctx, x), *gy = NULL;
+    RANK_CHECK(all_equal("x beside unused results", gx, 1));
+    gy = ferry_dist_autograd_get_gradient(ctx, y);
+    RANK_CHECK(all_equal("y beside an unused result", gy, 1));
+    RANK_CHECK(ferry_dist_autograd_context_end(ctx) == FERRY_OK);
+    ferry_tensor *done[] = {unused1, unused2, used, loss, gx, gy};
+    for (size_t i = 0; i < 6; i++)
+        ferry_tensor_release(done[i]);
+
+    ctx = ferry_dist_autograd_context_begin();
+    ferry_tensor *ignored = hops("worker1", x, 0), *x3 = ferry_mul_scalar(x, 3.0);
+    loss = ferry_sum(x3);
+    RANK_CHECK(ignored && loss);
+    t0 = rpc_test_now_s();
+    RANK_CHECK(ferry_dist_autograd_backward(ctx, &loss, 1, false) == FERRY_OK);
+    RANK_CHECK(rpc_test_now_s() - t0 < 2);
+    gx = ferry_dist_autograd_get_gradient(ctx, x);
+    RANK_CHECK(all_equal("a local loss beside an unused call", gx, 3));
+    RANK_CHECK(ferry_dist_autograd_context_end(ctx) == FERRY_OK);
+    ferry_tensor *rest[] = {ignored, x3, loss, gx, x, y};
+    for (size_t i = 0; i < 6; i++)
+        ferry_tensor_release(rest[i]);
+    return 0;
+}
+
+Test(dist_autograd_tcp, unused_results_give_no_gradient_and_no_hang_when_the_loss_ignores_them,
+     .timeout = 40)
+{
+    register_all();
+    rpc_case_run("tcp", 3, body_unused, NULL, 35);
+}
+
+Test(dist_autograd_shm, unused_results_give_no_gradient_and_no_hang_when_the_loss_ignores_them,
+     .timeout = 40)
+{
+    register_all();
+    rpc_case_run("shm", 3, body_unused, NULL, 35);
+}
+
+/* ---- a context ended while its pass runs ---- */
+
+typedef struct {
+    int64_t ctx;
+    ferry_tensor *loss;
+    ferry_status rc;
+    double at;
+    char msg[1024];
+} pass_arg;
+
+static void *pass_main(void *arg)
+{
+    pass_arg *p = arg;
+    p->rc = ferry_dist_autograd_backward(p->ctx, &p->loss, 1, false);
+    p->at = rpc_test_now_s();
+    snprintf(p->msg, sizeof p->msg, "%s", p->rc == FERRY_OK ? "" : ferry_last_error());
+    return NULL;
+}
+
+static bool counts_zero(void)
+{
+    ferry_dist_autograd_counts n = ferry_dist_autograd_debug_counts();
+    return !n.contexts && !n.backward_passes && !n.send_nodes && !n.recv_nodes &&
+           !n.cleanups_pending;
+}
+
+static ferry_status counts_zero_fn(const ferry_value *args, const ferry_value *kwargs,
+                                   ferry_value **result, void *user)
+{
+    *result = ferry_bool(counts_zero());
+    return *result ? FERRY_OK : ferry_last_status();
+}
+
+/* worker1's node sleeps in backward when the context ends: the pass fails here at once, and
+   worker1 lets go of everything once its node is done. */
+static int body_end_mid_pass(int rank, int world, const rpc_case *c)
+{
+    if (rank != 0)
+        return 0;
+    ferry_tensor *x = arange_leaf(3);
+    int64_t ctx = ferry_dist_autograd_context_begin();
+    ferry_tensor *r = hops("worker1", x, 0);
+    RANK_CHECK(r);
+    pass_arg pa = {.ctx = ctx, .loss = ferry_sum(r)};
+    pthread_t th;
+    RANK_CHECK(pthread_create(&th, NULL, pass_main, &pa) == 0);
+    sleep_s(0.3); /* the pass is then waiting on worker1's sleeping node */
+    double ended_at = rpc_test_now_s();
+    RANK_CHECK(ferry_dist_autograd_context_end(ctx) == FERRY_OK);
+    pthread_join(th, NULL);
+    fprintf(stderr, "dist_autograd_fault: backward returned %s %.2f s after its context ended "
+            "(%s): %s\n", ferry_strerror(pa.rc), pa.at - ended_at, c->transport, pa.msg);
+    RANK_CHECK(pa.rc != FERRY_OK && pa.at - ended_at < 1);
+    RANK_CHECK(ferry_dist_autograd_current_context() == -1);
+    ferry_value *none = ferry_list_of(0), *v = NULL;
+    bool zero = false;
+    for (double end = rpc_test_now_s() + 10; !zero && rpc_test_now_s() < end;) {
+        ferry_value_release(v);
+        v = ferry_rpc_sync("worker1", "da_counts_zero", none, NULL, FERRY_TIMEOUT_DEFAULT);
+        RANK_CHECK(v);
+        zero = ferry_value_as_bool(v) && counts_zero();
+        if (!zero)
+            sleep_s(0.02); /* polling the release being measured */
+    }
+    fprintf(stderr, "dist_autograd_fault: both workers released the context %.2f s after it "
+            "ended\n", rpc_test_now_s() - ended_at);
+    RANK_CHECK(zero);
+    ferry_value_release(v);
+    ferry_value_release(none);
+    ferry_tensor_release(x);
+    ferry_tensor_release(r);
+    ferry_tensor_release(pa.loss);
+    return 0;
+}
+
+static void run_end_mid_pass(const char *transport)
+{
+    register_all();
+    backward_sleep_s = 2.0; /* inherited by the ranks */
+    rpc_case_run(transport, 2, body_end_mid_pass, NULL, 35);
+}
+
+Test(dist_autograd_fault, pass_fails_at_once_and_workers_let_go_when_its_context_ends_mid_pass_tcp,
+     .timeout = 40)
+{
+    run_end_mid_pass("tcp");
+}
+
+Test(dist_autograd_fault, pass_fails_at_once_and_workers_let_go_when_its_context_ends_mid_pass_shm,
+     .timeout = 40)
+{
+    run_end_mid_pass("shm");
 }
 
 /* ---- a worker killed mid-backward ---- */
@@ -441,11 +623,108 @@ static int relay(const rpc_case *c)
     return shutdown_bounded("worker1");
 }
 
-static pid_t fork_rank(int (*fn)(const rpc_case *), const rpc_case *c)
+static int body_kill_worker(const rpc_case *c, int rank)
+{
+    if (rank == 0)
+        return initiator(c);
+    if (rank == 1)
+        return relay(c);
+    if (rpc_case_join(c, 2, 3) != 0)
+        return 1;
+    for (;;)
+        pause(); /* serves until killed */
+}
+
+/* The state letter /proc gives pid, or '?' when it is gone. */
+static char proc_state(pid_t pid)
+{
+    char path[64], buf[512];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return '?';
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    const char *paren = strrchr(buf, ')');
+    return paren && paren[1] == ' ' ? paren[2] : '?';
+}
+
+static void *kill_self(void *arg)
+{
+    sleep_s(KILL_AFTER_S);
+    kill(getpid(), SIGKILL);
+    return NULL;
+}
+
+/* worker2 starts a pass through worker0 -> worker1, whose node sleeps in backward, and is
+   killed while it runs. */
+static int doomed_initiator(const rpc_case *c)
+{
+    if (rpc_case_join(c, 2, 3) != 0)
+        return 1;
+    ferry_tensor *x = arange_leaf(3);
+    int64_t ctx = ferry_dist_autograd_context_begin();
+    ferry_tensor *r = hops("worker0", x, 1);
+    RANK_CHECK(r);
+    ferry_tensor *loss = ferry_sum(r);
+    pthread_t th;
+    RANK_CHECK(pthread_create(&th, NULL, kill_self, NULL) == 0);
+    ferry_dist_autograd_backward(ctx, &loss, 1, false);
+    for (;;)
+        pause(); /* the pass cannot end before the kill: worker1's node still sleeps */
+}
+
+/* A survivor's part of the pass ends by itself once the initiator is dead: worker0's, which
+   hears from the initiator, within 3 s; worker1's, which only hears from worker0, within 3 s
+   of its node waking. */
+static int survivor(const rpc_case *c, int rank)
+{
+    if (rpc_case_join(c, rank, 3) != 0)
+        return 1;
+    double end = rpc_test_now_s() + 10;
+    while (ferry_dist_autograd_debug_counts().backward_passes == 0 && rpc_test_now_s() < end)
+        sleep_s(0.005);
+    RANK_CHECK(ferry_dist_autograd_debug_counts().backward_passes > 0);
+    while (proc_state(victim) != 'Z' && proc_state(victim) != '?' && rpc_test_now_s() < end)
+        sleep_s(0.005);
+    double dead_at = rpc_test_now_s(), limit = rank == 0 ? 3 : backward_sleep_s + 3;
+    RANK_CHECK(dead_at < end);
+    while (ferry_dist_autograd_debug_counts().backward_passes > 0 &&
+           rpc_test_now_s() < dead_at + limit + 1)
+        sleep_s(0.005);
+    double took = rpc_test_now_s() - dead_at;
+    ferry_dist_autograd_counts n = ferry_dist_autograd_debug_counts();
+    fprintf(stderr, "dist_autograd_fault: worker%d's part of the dead initiator's pass ended "
+            "%.2f s after its death (%s; %lld contexts left)\n", rank, took, c->transport,
+            (long long)n.contexts);
+    RANK_CHECK(n.backward_passes == 0 && took < limit);
+    if (rank == 1) {
+        ferry_value *none = ferry_list_of(0);
+        ferry_value *v = ferry_rpc_sync("worker0", "da_release", none, NULL, FERRY_TIMEOUT_DEFAULT);
+        RANK_CHECK(v);
+        ferry_value_release(v);
+        ferry_value_release(none);
+    } else {
+        while (!atomic_load(&released) && rpc_test_now_s() < dead_at + 20)
+            sleep_s(0.01);
+        RANK_CHECK(atomic_load(&released));
+    }
+    return shutdown_bounded(rank ? "worker1" : "worker0");
+}
+
+static int body_kill_initiator(const rpc_case *c, int rank)
+{
+    return rank == 2 ? doomed_initiator(c) : survivor(c, rank);
+}
+
+typedef int (*rank_body)(const rpc_case *c, int rank);
+
+static pid_t fork_rank(rank_body body, const rpc_case *c, int rank)
 {
     pid_t p = fork();
     if (p == 0) {
-        int rc = fn(c);
+        int rc = body(c, rank);
         if (RANK_LEAK_CHECK() && rc == 0)
             rc = 99;
         fflush(stdout);
@@ -455,23 +734,19 @@ static pid_t fork_rank(int (*fn)(const rpc_case *), const rpc_case *c)
     return p;
 }
 
-static void run_kill(const char *transport)
+/* Three ranks, children of the test process: worker2 (forked first, so the others know its pid)
+   must die from SIGKILL, the others succeed. */
+static void run_with_victim(const char *transport, rank_body body, double node_sleep_s)
 {
     register_all();
     rpc_test_set_token();
     rpc_case c = {.transport = transport, .port = ferry_test_free_port()};
-    backward_sleep_s = SLEEP_S;
+    backward_sleep_s = node_sleep_s;
     fflush(stdout);
     fflush(stderr);
-    victim = fork();
-    cr_assert(victim >= 0);
-    if (victim == 0) {
-        if (rpc_case_join(&c, 2, 3) != 0)
-            _exit(1);
-        pause(); /* serves until killed */
-        _exit(1);
-    }
-    pid_t ranks[2] = {fork_rank(initiator, &c), fork_rank(relay, &c)};
+    victim = fork_rank(body, &c, 2);
+    cr_assert(victim > 0);
+    pid_t ranks[2] = {fork_rank(body, &c, 0), fork_rank(body, &c, 1)};
     int st[2] = {0, 0};
     bool done[2] = {false, false};
     double end = rpc_test_now_s() + 40;
@@ -503,11 +778,23 @@ static void run_kill(const char *transport)
 Test(dist_autograd_fault, backward_fails_naming_the_worker_when_it_is_killed_mid_backward_tcp,
      .timeout = 50)
 {
-    run_kill("tcp");
+    run_with_victim("tcp", body_kill_worker, SLEEP_S);
 }
 
 Test(dist_autograd_fault, backward_fails_naming_the_worker_when_it_is_killed_mid_backward_shm,
      .timeout = 50)
 {
-    run_kill("shm");
+    run_with_victim("shm", body_kill_worker, SLEEP_S);
+}
+
+Test(dist_autograd_fault, survivors_end_their_part_when_the_initiator_is_killed_mid_backward_tcp,
+     .timeout = 50)
+{
+    run_with_victim("tcp", body_kill_initiator, 2.0);
+}
+
+Test(dist_autograd_fault, survivors_end_their_part_when_the_initiator_is_killed_mid_backward_shm,
+     .timeout = 50)
+{
+    run_with_victim("shm", body_kill_initiator, 2.0);
 }

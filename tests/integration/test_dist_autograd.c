@@ -187,13 +187,15 @@ static ferry_status param_grad_fn(const ferry_value *args, const ferry_value *kw
         return ferry_last_status();
     ferry_tensor *p = ferry_value_as_tensor(v);
     ferry_clear_error();
-    ferry_tensor *g = ferry_dist_autograd_get_gradient(ferry_value_as_int(ferry_list_get(args, 1)), p);
+    int64_t ctx = ferry_value_as_int(ferry_list_get(args, 1));
+    ferry_tensor *g = ferry_dist_autograd_get_gradient(ctx, p);
     ferry_tensor *dot_grad = ferry_tensor_grad(p);
     if (!g && ferry_last_status() != FERRY_OK) {
         ferry_value_release(v);
         return ferry_last_status();
     }
-    *result = ferry_list_of(2, g ? ferry_tensor_value(g) : ferry_none(), ferry_bool(dot_grad != NULL));
+    *result = ferry_list_of(2, g ? ferry_tensor_value(g) : ferry_none(),
+                            ferry_bool(dot_grad != NULL));
     ferry_tensor_release(g);
     ferry_tensor_release(dot_grad);
     ferry_value_release(v);

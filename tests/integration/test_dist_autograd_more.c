@@ -1,7 +1,8 @@
-/* Distributed autograd beyond plain gradients: an RPC result the loss does not use, 20 threads on
-   each of three workers with contexts of their own against one worker, repeated backward with
-   retain_graph, contexts released on every worker they reached, the context seen by callees and
-   then-callbacks, a callee returning its own leaf, and RRef.backward. On tcp and shm. */
+/* Distributed autograd beyond plain gradients: 20 threads on each of three workers with contexts
+   of their own against one worker, repeated and concurrent backward passes with retain_graph on
+   one context, the send and recv nodes recorded, contexts released on every worker they
+   reached, the context seen by callees and then-callbacks, a callee returning its own leaf, and
+   RRef.backward. On tcp and shm. */
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
@@ -287,54 +288,6 @@ static void release_all(ferry_tensor **t, size_t n)
         ferry_tensor_release(t[i]);
 }
 
-/* ---- an unused result ---- */
-
-/* Results nobody uses (on a worker the loss never reaches, and next to a used one) give no
-   gradient and do not hold backward up; so does a call whose result a purely local loss
-   ignores. */
-static int body_unused(int rank, int world, const rpc_case *c)
-{
-    if (rank != 0)
-        return 0;
-    ferry_tensor *x = fresh_leaf(SHAPE(3), 21), *y = fresh_leaf(SHAPE(3), 22);
-    RANK_CHECK(x && y);
-    int64_t ctx = ferry_dist_autograd_context_begin();
-    ferry_tensor *unused2 = call_t("worker2", "torch.mul", x, x);
-    ferry_tensor *used = call_t("worker1", "torch.add", x, y);
-    ferry_tensor *unused1 = call_t("worker1", "da_square", y, NULL);
-    RANK_CHECK(unused1 && unused2 && used);
-    ferry_tensor *loss = ferry_sum(used);
-    double t0 = rpc_test_now_s();
-    RANK_CHECK(ferry_dist_autograd_backward(ctx, &loss, 1, false) == FERRY_OK);
-    double took = rpc_test_now_s() - t0;
-    fprintf(stderr, "dist_autograd: backward with two unused results took %.3f s (%s)\n", took,
-            c->transport);
-    RANK_CHECK(took < 2);
-    ferry_tensor *ones = ferry_ones(SHAPE(3), F64);
-    ferry_tensor *gx = ctx_grad(ctx, x), *gy = ctx_grad(ctx, y);
-    RANK_CHECK(grads_match("x beside an unused result", gx, ones));
-    RANK_CHECK(grads_match("y beside an unused result", gy, ones));
-    RANK_CHECK(ferry_dist_autograd_context_end(ctx) == FERRY_OK);
-    ferry_tensor *done[] = {unused1, unused2, used, loss, gx, gy};
-    release_all(done, 6);
-
-    ctx = ferry_dist_autograd_context_begin();
-    ferry_tensor *ignored = call_t("worker1", "da_square", x, NULL);
-    ferry_tensor *x3 = ferry_mul_scalar(x, 3.0);
-    loss = ferry_sum(x3);
-    RANK_CHECK(ignored && loss);
-    t0 = rpc_test_now_s();
-    RANK_CHECK(ferry_dist_autograd_backward(ctx, &loss, 1, false) == FERRY_OK);
-    RANK_CHECK(rpc_test_now_s() - t0 < 2);
-    ferry_tensor *threes = ferry_full(SHAPE(3), 3.0, F64);
-    gx = ctx_grad(ctx, x);
-    RANK_CHECK(grads_match("local loss beside an unused call", gx, threes));
-    RANK_CHECK(ferry_dist_autograd_context_end(ctx) == FERRY_OK);
-    ferry_tensor *rest[] = {ignored, x3, loss, threes, gx, ones, x, y};
-    release_all(rest, 8);
-    return 0;
-}
-
 /* ---- concurrency ---- */
 
 #define THREADS 20
@@ -417,9 +370,26 @@ static int body_concurrent(int rank, int world, const rpc_case *c)
 /* ---- retain_graph ---- */
 
 #define REPEATS 1000
+#define PASS_THREADS 4
+#define PASSES_EACH 25
+
+typedef struct {
+    int64_t ctx;
+    ferry_tensor *loss;
+    int failed;
+} passes_arg;
+
+static void *passes_main(void *arg)
+{
+    passes_arg *p = arg;
+    for (int i = 0; i < PASSES_EACH; i++)
+        p->failed += ferry_dist_autograd_backward(p->ctx, &p->loss, 1, true) != FERRY_OK;
+    return NULL;
+}
 
 /* Two passes with retain_graph give twice the gradient, a thousand a thousand times (the
-   reference adds up the same way); a pass without it frees the graph and the next fails. */
+   reference adds up the same way), and passes from four threads at once on the same context
+   add up as well; a pass without retain_graph frees the graph and the next fails. */
 static int body_retain(int rank, int world, const rpc_case *c)
 {
     if (rank != 0)
@@ -428,15 +398,16 @@ static int body_retain(int rank, int world, const rpc_case *c)
     ferry_tensor *x = leaf_copy(xv), *w = leaf_copy(wv);
     ferry_tensor *q = ferry_mul(x, x), *m = ferry_mul(q, w), *loss = ferry_sum(m);
     RANK_CHECK(loss);
-    ferry_tensor *want2[2] = {NULL, NULL};
-    for (int i = 0; i < REPEATS; i++) {
+    ferry_tensor *want2[2] = {NULL, NULL}, *want[2] = {NULL, NULL};
+    for (int i = 0; i < REPEATS + PASS_THREADS * PASSES_EACH; i++) {
         RANK_CHECK(ferry_backward(loss, NULL, true) == FERRY_OK);
-        if (i == 1) {
-            want2[0] = ferry_tensor_clone_data(ferry_tensor_grad(x));
-            want2[1] = ferry_tensor_clone_data(ferry_tensor_grad(w));
+        ferry_tensor **keep = i == 1 ? want2 : i == REPEATS - 1 ? want : NULL;
+        if (keep) {
+            keep[0] = ferry_tensor_clone_data(ferry_tensor_grad(x));
+            keep[1] = ferry_tensor_clone_data(ferry_tensor_grad(w));
         }
     }
-    ferry_tensor *want[2] = {ferry_tensor_grad(x), ferry_tensor_grad(w)};
+    ferry_tensor *want_all[2] = {ferry_tensor_grad(x), ferry_tensor_grad(w)};
     ferry_tensor *ref[] = {x, w, q, m, loss};
     release_all(ref, 5);
 
@@ -467,12 +438,31 @@ static int body_retain(int rank, int world, const rpc_case *c)
     ferry_tensor *gx = ctx_grad(ctx, x), *gw = ctx_grad(ctx, w);
     RANK_CHECK(grads_match("x after 1000 passes", gx, want[0]));
     RANK_CHECK(grads_match("w after 1000 passes", gw, want[1]));
+    pthread_t th[PASS_THREADS];
+    passes_arg pa[PASS_THREADS];
+    for (int i = 0; i < PASS_THREADS; i++) {
+        pa[i] = (passes_arg){ctx, loss, 0};
+        RANK_CHECK(pthread_create(&th[i], NULL, passes_main, &pa[i]) == 0);
+    }
+    int failed = 0;
+    for (int i = 0; i < PASS_THREADS; i++) {
+        pthread_join(th[i], NULL);
+        failed += pa[i].failed;
+    }
+    RANK_CHECK(failed == 0);
+    ferry_tensor_release(gx);
+    ferry_tensor_release(gw);
+    gx = ctx_grad(ctx, x);
+    gw = ctx_grad(ctx, w);
+    RANK_CHECK(grads_match("x after 100 more passes from four threads", gx, want_all[0]));
+    RANK_CHECK(grads_match("w after 100 more passes from four threads", gw, want_all[1]));
     RANK_CHECK(ferry_dist_autograd_backward(ctx, &loss, 1, false) == FERRY_OK);
     RANK_CHECK(ferry_dist_autograd_backward(ctx, &loss, 1, false) != FERRY_OK);
     RANK_CHECK(strstr(ferry_last_error(), "backward through the graph a second time"));
     RANK_CHECK(ferry_dist_autograd_context_end(ctx) == FERRY_OK);
-    ferry_tensor *done[] = {x, w, q, m, loss, gx, gw, xv, wv, want[0], want[1], want2[0], want2[1]};
-    release_all(done, 13);
+    ferry_tensor *done[] = {x, w, q, m, loss, gx, gw, xv, wv, want[0], want[1], want2[0], want2[1],
+                            want_all[0], want_all[1]};
+    release_all(done, 15);
     return 0;
 }
 
@@ -540,9 +530,23 @@ static int body_release(int rank, int world, const rpc_case *c)
     RANK_CHECK(ferry_dist_autograd_context_end(ctx) == FERRY_OK);
     RANK_CHECK(wait_all_released(world, "a call without tensors") == 0);
 
+    /* Tensors that do not require grad record nothing; one round trip with a tensor that does
+       records a send and a recv node on each side (torch's test_graph_for_builtin_call). */
+    ferry_tensor *x = fresh_leaf(SHAPE(4), 41), *k = data(SHAPE(4), 42);
+    ctx = ferry_dist_autograd_context_begin();
+    ferry_tensor *kk = call_t("worker1", "torch.mul", k, k);
+    RANK_CHECK(kk && !ferry_tensor_requires_grad(kk));
+    RANK_CHECK(get_counts(NULL, n) == 0 && n[2] == 0 && n[3] == 0);
+    RANK_CHECK(get_counts("worker1", n) == 0 && n[2] == 0 && n[3] == 0);
+    ferry_tensor *xk = call_t("worker1", "torch.mul", x, k);
+    RANK_CHECK(xk && ferry_tensor_requires_grad(xk));
+    RANK_CHECK(get_counts(NULL, n) == 0 && n[2] == 1 && n[3] == 1);
+    RANK_CHECK(get_counts("worker1", n) == 0 && n[2] == 1 && n[3] == 1);
+    RANK_CHECK(ferry_dist_autograd_context_end(ctx) == FERRY_OK);
+    RANK_CHECK(wait_all_released(world, "one round trip") == 0);
+
     /* worker0 -> worker1 -> worker2 -> worker0 -> worker1: the context reaches worker2 only
        through worker1, and comes back here. */
-    ferry_tensor *x = fresh_leaf(SHAPE(4), 41);
     ctx = ferry_dist_autograd_context_begin();
     ferry_value *a = ferry_args(2, ferry_tensor_value(x), ferry_int(3));
     ferry_value *r = ferry_rpc_sync("worker1", "da_hop", a, NULL, FERRY_TIMEOUT_DEFAULT);
@@ -564,9 +568,9 @@ static int body_release(int rank, int world, const rpc_case *c)
 
     /* One context reaching every worker without tensors, one with a backward never run. */
     ctx = ferry_dist_autograd_context_begin();
-    for (int k = 1; k < world; k++) {
+    for (int who = 1; who < world; who++) {
         char name[32];
-        snprintf(name, sizeof name, "worker%d", k);
+        snprintf(name, sizeof name, "worker%d", who);
         RANK_CHECK(get_counts(name, n) == 0 && n[0] == 1);
     }
     RANK_CHECK(ferry_dist_autograd_context_end(ctx) == FERRY_OK);
@@ -575,8 +579,8 @@ static int body_release(int rank, int world, const rpc_case *c)
     RANK_CHECK(sq);
     RANK_CHECK(ferry_dist_autograd_context_end(ctx) == FERRY_OK);
     RANK_CHECK(wait_all_released(world, "contexts without backward") == 0);
-    ferry_tensor *done[] = {x, loss, g, xl, hl, ll, want, sq};
-    release_all(done, 8);
+    ferry_tensor *done[] = {x, loss, g, xl, hl, ll, want, sq, k, kk, xk};
+    release_all(done, 11);
     ferry_value_release(r);
     return 0;
 }
@@ -756,11 +760,10 @@ static int body_rref_backward(int rank, int world, const rpc_case *c)
         rpc_case_run("shm", world, body, NULL, secs - 5);                                 \
     }
 
-BOTH(unused_results_give_no_gradient_and_backward_returns_when_the_loss_ignores_them, 3,
-     body_unused, 40)
 BOTH(gradients_never_mix_when_20_threads_on_3_workers_run_contexts_against_one, 4,
      body_concurrent, 60)
-BOTH(gradients_add_up_when_backward_repeats_1000_times_with_retain_graph, 2, body_retain, 60)
+BOTH(gradients_add_up_when_backward_repeats_with_retain_graph_or_runs_from_4_threads, 2,
+     body_retain, 60)
 BOTH(every_worker_releases_the_context_when_it_ends_after_nested_hops_or_no_tensors, 3,
      body_release, 50)
 BOTH(callees_and_then_callbacks_see_the_callers_context_when_one_is_current, 3,
