@@ -739,8 +739,21 @@ static int body_rref_backward(int rank, int world, const rpc_case *c)
     RANK_CHECK(own && ferry_rref_backward(own, -1, false) == FERRY_OK);
     ferry_tensor *go = ferry_tensor_grad(xo);
     RANK_CHECK(grads_match("RRef.backward into .grad", go, want));
-    ferry_tensor *done[] = {xv, xl, ll, want, x, g, xo, lo, go};
-    release_all(done, 9);
+
+    /* An OwnerRRef with a context runs a distributed pass from here. That context is left open:
+       shutdown must free it on both workers (the ranks check for leaks). */
+    int64_t open_ctx = ferry_dist_autograd_context_begin();
+    a = ferry_args(1, ferry_tensor_value(x));
+    ferry_value *lr = ferry_rpc_sync("worker1", "da_loss", a, NULL, FERRY_TIMEOUT_DEFAULT);
+    ferry_rref *own2 = lr ? ferry_rref_new(lr) : NULL;
+    RANK_CHECK(own2 && ferry_rref_backward(own2, open_ctx, true) == FERRY_OK);
+    ferry_tensor *g2 = ctx_grad(open_ctx, x);
+    RANK_CHECK(grads_match("OwnerRRef.backward in a context", g2, want));
+    ferry_value_release(a);
+    ferry_value_release(lr);
+    ferry_rref_release(own2);
+    ferry_tensor *done[] = {xv, xl, ll, want, x, g, xo, lo, go, g2};
+    release_all(done, 10);
     ferry_value_release(lv);
     ferry_rref_release(own);
     ferry_rref_release(not_tensor);
@@ -770,4 +783,5 @@ BOTH(callees_and_then_callbacks_see_the_callers_context_when_one_is_current, 3,
      body_context_flow, 40)
 BOTH(only_the_callee_context_gets_a_gradient_when_it_returns_its_own_leaf, 2, body_callee_leaf,
      40)
-BOTH(rref_backward_runs_on_the_owner_when_it_holds_the_loss, 2, body_rref_backward, 40)
+BOTH(rref_backward_runs_on_the_owner_when_it_holds_the_loss_or_here_for_an_owner_rref, 2,
+     body_rref_backward, 40)
