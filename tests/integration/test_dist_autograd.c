@@ -1,8 +1,8 @@
 /* Distributed autograd gradients: computations spread over two and three workers (round trips by
-   rpc_sync, rpc_async and remote, a call to self, chains, a nested call back to the caller, a
-   tensor sent to two workers, parameters behind RRefs, tensors inside lists and dicts, float32
-   mixed with float64, several roots) give the gradients the local engine
-   gives for the same computation done in one process. On tcp and shm.
+   rpc_sync, rpc_async and remote, a call to self, chains through sync and async functions, a
+   nested call back to the caller, a tensor sent to two workers, parameters behind RRefs, tensors
+   inside lists and dicts, float32 mixed with float64, several roots) give the gradients the
+   local engine gives for the same computation done in one process. On tcp and shm.
 
    Every computation is written once. The reference runs it on the rank's own thread with
    tl_local set, where call() runs the function right there (nested calls too) instead of on a
@@ -320,7 +320,7 @@ static ferry_tensor *call_t(const char *to, const char *fn, via v, size_t n, ...
         ferry_value_release(items[i]);
     ferry_value *r = args ? call(to, fn, args, v) : NULL;
     ferry_value_release(args);
-    ferry_tensor *t = ferry_tensor_retain(ferry_value_as_tensor(r));
+    ferry_tensor *t = r ? ferry_tensor_retain(ferry_value_as_tensor(r)) : NULL;
     ferry_value_release(r);
     return t;
 }

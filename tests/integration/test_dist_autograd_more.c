@@ -259,7 +259,7 @@ static ferry_tensor *call_t(const char *to, const char *fn, ferry_tensor *a, fer
                           : ferry_args(1, ferry_tensor_value(a));
     ferry_value *r = args ? ferry_rpc_sync(to, fn, args, NULL, FERRY_TIMEOUT_DEFAULT) : NULL;
     ferry_value_release(args);
-    ferry_tensor *t = ferry_tensor_retain(ferry_value_as_tensor(r));
+    ferry_tensor *t = r ? ferry_tensor_retain(ferry_value_as_tensor(r)) : NULL;
     ferry_value_release(r);
     return t;
 }
