@@ -21,7 +21,7 @@
 #include "autograd/engine.h"
 #include "ferry/dist_autograd.h"
 #include "ferry/ops.h"
-#include "integration/rpc_harness.h"
+#include "integration/dist_util.h"
 
 #if defined(__SANITIZE_ADDRESS__)
 #include <sanitizer/lsan_interface.h>
@@ -161,15 +161,6 @@ static int set_error_everywhere(int world, bool on)
 
 /* ---- invalid arguments and contexts ---- */
 
-static bool error_is(ferry_status rc, const char *text)
-{
-    bool ok = rc == FERRY_EINVAL && strstr(ferry_last_error(), text);
-    if (!ok)
-        fprintf(stderr, "expected EINVAL \"%s\", got %s \"%s\"\n", text, ferry_strerror(rc),
-                ferry_last_error());
-    return ok;
-}
-
 /* torch's test_backward_invalid_args, and unknown or ended contexts. */
 static int body_invalid(int rank, int world, const rpc_case *c)
 {
@@ -179,28 +170,28 @@ static int body_invalid(int rank, int world, const rpc_case *c)
     RANK_CHECK(ctx >= 0 && ctx >> 48 == 0);
     RANK_CHECK(ferry_dist_autograd_current_context() == ctx);
     RANK_CHECK(ferry_dist_autograd_context_begin() == -1);
-    RANK_CHECK(error_is(ferry_last_status(), "Already have an autograd context id for this "
+    RANK_CHECK(da_error_is(ferry_last_status(), "Already have an autograd context id for this "
                                              "thread."));
     RANK_CHECK(ferry_dist_autograd_current_context() == ctx);
 
     RANK_CHECK(ferry_dist_autograd_backward(ctx, NULL, 1, false) == FERRY_EINVAL);
     ferry_tensor *roots[1] = {NULL};
-    RANK_CHECK(error_is(ferry_dist_autograd_backward(ctx, roots, 0, false),
+    RANK_CHECK(da_error_is(ferry_dist_autograd_backward(ctx, roots, 0, false),
                         "No tensors provided for gradient computation."));
     ferry_tensor *plain = ferry_scalar_tensor(1.0, F64);
     roots[0] = plain;
-    RANK_CHECK(error_is(ferry_dist_autograd_backward(ctx, roots, 1, false),
+    RANK_CHECK(da_error_is(ferry_dist_autograd_backward(ctx, roots, 1, false),
                         "requires_grad not set on root"));
     ferry_tensor *x = arange_leaf(3);
     ferry_tensor *t = hops("worker1", x, 0);
     RANK_CHECK(t);
     roots[0] = t;
-    RANK_CHECK(error_is(ferry_dist_autograd_backward(ctx, roots, 1, false),
+    RANK_CHECK(da_error_is(ferry_dist_autograd_backward(ctx, roots, 1, false),
                         "is not a scalar, all roots need to be scalar"));
     ferry_tensor *leaf = ferry_scalar_tensor(1.0, F64);
     RANK_CHECK(ferry_tensor_set_requires_grad(leaf, true) == FERRY_OK);
     roots[0] = leaf;
-    RANK_CHECK(error_is(ferry_dist_autograd_backward(ctx, roots, 1, false),
+    RANK_CHECK(da_error_is(ferry_dist_autograd_backward(ctx, roots, 1, false),
                         "does not have a valid gradient function."));
 
     /* No gradient yet: NULL without an error. */
@@ -220,21 +211,21 @@ static int body_invalid(int rank, int world, const rpc_case *c)
     char msg[96];
     int64_t bogus = ctx + 12345;
     snprintf(msg, sizeof msg, "Could not find autograd context with id: %lld", (long long)bogus);
-    RANK_CHECK(error_is(ferry_dist_autograd_backward(bogus, &loss, 1, false), msg));
+    RANK_CHECK(da_error_is(ferry_dist_autograd_backward(bogus, &loss, 1, false), msg));
     RANK_CHECK(!ferry_dist_autograd_get_gradient(bogus, x));
-    RANK_CHECK(error_is(ferry_last_status(), msg));
+    RANK_CHECK(da_error_is(ferry_last_status(), msg));
     RANK_CHECK(!ferry_dist_autograd_get_gradients(bogus));
-    RANK_CHECK(error_is(ferry_last_status(), msg));
-    RANK_CHECK(error_is(ferry_dist_autograd_context_end(bogus), msg));
+    RANK_CHECK(da_error_is(ferry_last_status(), msg));
+    RANK_CHECK(da_error_is(ferry_dist_autograd_context_end(bogus), msg));
     RANK_CHECK(ferry_dist_autograd_current_context() == ctx);
 
     RANK_CHECK(ferry_dist_autograd_context_end(ctx) == FERRY_OK);
     RANK_CHECK(ferry_dist_autograd_current_context() == -1);
     snprintf(msg, sizeof msg, "Could not find autograd context with id: %lld", (long long)ctx);
-    RANK_CHECK(error_is(ferry_dist_autograd_backward(ctx, &loss, 1, false), msg));
+    RANK_CHECK(da_error_is(ferry_dist_autograd_backward(ctx, &loss, 1, false), msg));
     RANK_CHECK(!ferry_dist_autograd_get_gradient(ctx, x));
-    RANK_CHECK(error_is(ferry_last_status(), msg));
-    RANK_CHECK(error_is(ferry_dist_autograd_context_end(ctx), msg));
+    RANK_CHECK(da_error_is(ferry_last_status(), msg));
+    RANK_CHECK(da_error_is(ferry_dist_autograd_context_end(ctx), msg));
     /* A new context has a new id. */
     int64_t ctx2 = ferry_dist_autograd_context_begin();
     RANK_CHECK(ctx2 >= 0 && ctx2 != ctx);

@@ -14,31 +14,15 @@
 #include "ferry/dist_autograd.h"
 #include "ferry/ops.h"
 #include "ferry/rref.h"
-#include "rpc_harness.h"
+#include "dist_util.h"
 
 #define F32 FERRY_FLOAT32
 #define F64 FERRY_FLOAT64
-#define SHAPE(...)                                                                        \
-    (int)(sizeof((int64_t[]){__VA_ARGS__}) / sizeof(int64_t)), (int64_t[]) { __VA_ARGS__ }
 
 typedef enum { VIA_SYNC, VIA_ASYNC, VIA_REMOTE } via;
 static const char *const VIA_NAME[] = {"rpc_sync", "rpc_async", "remote"};
 
 static _Thread_local bool tl_local;
-
-static ferry_tensor *arg_t(const ferry_value *args, size_t i)
-{
-    return ferry_value_as_tensor(ferry_list_get(args, i));
-}
-
-static ferry_status put_tensor(ferry_value **result, ferry_tensor *t)
-{
-    if (!t)
-        return ferry_last_status();
-    *result = ferry_tensor_value(t);
-    ferry_tensor_release(t);
-    return *result ? FERRY_OK : ferry_last_status();
-}
 
 static ferry_value *call(const char *to, const char *fn, ferry_value *args, via v);
 
@@ -48,37 +32,31 @@ static ferry_value *call(const char *to, const char *fn, ferry_value *args, via 
 static ferry_status local_add(const ferry_value *args, const ferry_value *kwargs,
                               ferry_value **result, void *user)
 {
-    return put_tensor(result, ferry_add(arg_t(args, 0), arg_t(args, 1)));
+    return da_put_tensor(result, ferry_add(da_arg(args, 0), da_arg(args, 1)));
 }
 
 static ferry_status local_mul(const ferry_value *args, const ferry_value *kwargs,
                               ferry_value **result, void *user)
 {
-    return put_tensor(result, ferry_mul(arg_t(args, 0), arg_t(args, 1)));
+    return da_put_tensor(result, ferry_mul(da_arg(args, 0), da_arg(args, 1)));
 }
 
 /* linear(x, w): tanh(x @ w) */
 static ferry_status linear_fn(const ferry_value *args, const ferry_value *kwargs,
                               ferry_value **result, void *user)
 {
-    ferry_tensor *m = ferry_matmul(arg_t(args, 0), arg_t(args, 1));
+    ferry_tensor *m = ferry_matmul(da_arg(args, 0), da_arg(args, 1));
     ferry_tensor *t = m ? ferry_tanh(m) : NULL;
     ferry_tensor_release(m);
-    return put_tensor(result, t);
-}
-
-static ferry_status square_fn(const ferry_value *args, const ferry_value *kwargs,
-                              ferry_value **result, void *user)
-{
-    return put_tensor(result, ferry_mul(arg_t(args, 0), arg_t(args, 0)));
+    return da_put_tensor(result, t);
 }
 
 /* chain(x, w, to): y = x * w; returns linear(y, w) computed on `to`, plus y. */
 static ferry_status chain_fn(const ferry_value *args, const ferry_value *kwargs,
                              ferry_value **result, void *user)
 {
-    ferry_tensor *w = arg_t(args, 1);
-    ferry_tensor *y = ferry_mul(arg_t(args, 0), w);
+    ferry_tensor *w = da_arg(args, 1);
+    ferry_tensor *y = ferry_mul(da_arg(args, 0), w);
     if (!y)
         return ferry_last_status();
     ferry_value *a = ferry_args(2, ferry_tensor_value(y), ferry_tensor_value(w));
@@ -89,14 +67,14 @@ static ferry_status chain_fn(const ferry_value *args, const ferry_value *kwargs,
     ferry_tensor *out = z ? ferry_add(ferry_value_as_tensor(z), y) : NULL;
     ferry_value_release(z);
     ferry_tensor_release(y);
-    return put_tensor(result, out);
+    return da_put_tensor(result, out);
 }
 
 /* back(x, to): squares sigmoid(x) on `to` (the caller, nested) and multiplies by x. */
 static ferry_status back_fn(const ferry_value *args, const ferry_value *kwargs,
                             ferry_value **result, void *user)
 {
-    ferry_tensor *x = arg_t(args, 0);
+    ferry_tensor *x = da_arg(args, 0);
     ferry_tensor *y = ferry_sigmoid(x);
     if (!y)
         return ferry_last_status();
@@ -108,7 +86,7 @@ static ferry_status back_fn(const ferry_value *args, const ferry_value *kwargs,
     ferry_tensor *out = z ? ferry_mul(ferry_value_as_tensor(z), x) : NULL;
     ferry_value_release(z);
     ferry_tensor_release(y);
-    return put_tensor(result, out);
+    return da_put_tensor(result, out);
 }
 
 /* containers([a, b], {"c": c}) -> {"s": a * b, "l": [b * c, a]}: `a` goes back as it came. */
@@ -144,8 +122,8 @@ static ferry_status containers_fn(const ferry_value *args, const ferry_value *kw
 static ferry_status mixed_fn(const ferry_value *args, const ferry_value *kwargs,
                              ferry_value **result, void *user)
 {
-    ferry_tensor *x = arg_t(args, 0);
-    ferry_tensor *p = ferry_mul(x, arg_t(args, 1)), *q = ferry_mul(x, x);
+    ferry_tensor *x = da_arg(args, 0);
+    ferry_tensor *p = ferry_mul(x, da_arg(args, 1)), *q = ferry_mul(x, x);
     *result = p && q ? ferry_list_of(2, ferry_tensor_value(p), ferry_tensor_value(q)) : NULL;
     ferry_tensor_release(p);
     ferry_tensor_release(q);
@@ -156,22 +134,22 @@ static ferry_status mixed_fn(const ferry_value *args, const ferry_value *kwargs,
 static ferry_status param_fn(const ferry_value *args, const ferry_value *kwargs,
                              ferry_value **result, void *user)
 {
-    ferry_tensor *p = ferry_tensor_clone_data(arg_t(args, 0));
+    ferry_tensor *p = ferry_tensor_clone_data(da_arg(args, 0));
     if (p && ferry_tensor_set_requires_grad(p, true) != FERRY_OK) {
         ferry_tensor_release(p);
         return ferry_last_status();
     }
-    return put_tensor(result, p);
+    return da_put_tensor(result, p);
 }
 
 /* use_param(param, x): tanh(x @ param), the owner's value first as the proxies pass it. */
 static ferry_status use_param_fn(const ferry_value *args, const ferry_value *kwargs,
                                  ferry_value **result, void *user)
 {
-    ferry_tensor *m = ferry_matmul(arg_t(args, 1), arg_t(args, 0));
+    ferry_tensor *m = ferry_matmul(da_arg(args, 1), da_arg(args, 0));
     ferry_tensor *t = m ? ferry_tanh(m) : NULL;
     ferry_tensor_release(m);
-    return put_tensor(result, t);
+    return da_put_tensor(result, t);
 }
 
 /* param_grad(rref, ctx) -> [the owner's context gradient of its value or none, whether .grad
@@ -219,7 +197,7 @@ static ferry_value *add_saved_then(ferry_future *done, void *user)
    `to`, plus y, from a then-callback of that call. */
 static ferry_future *async_chain_fn(const ferry_value *args, const ferry_value *kwargs, void *user)
 {
-    ferry_tensor *y = ferry_mul(arg_t(args, 0), arg_t(args, 0));
+    ferry_tensor *y = ferry_mul(da_arg(args, 0), da_arg(args, 0));
     ferry_value *a = y ? ferry_args(2, ferry_tensor_value(y),
                                     ferry_value_retain(ferry_list_get(args, 1)))
                        : NULL;
@@ -253,7 +231,7 @@ typedef struct {
 #define SYNC_FN(name, f) {name, f, NULL}
 static const named_fn FNS[] = {
     SYNC_FN("torch.add", local_add),         SYNC_FN("torch.mul", local_mul),
-    SYNC_FN("da_linear", linear_fn),         SYNC_FN("da_square", square_fn),
+    SYNC_FN("da_linear", linear_fn),         SYNC_FN("da_square", da_square_fn),
     SYNC_FN("da_chain", chain_fn),           SYNC_FN("da_back", back_fn),
     SYNC_FN("da_containers", containers_fn), SYNC_FN("da_mixed", mixed_fn),
     SYNC_FN("da_param", param_fn),           SYNC_FN("da_use_param", use_param_fn),
@@ -333,16 +311,6 @@ static ferry_tensor *data(int ndim, const int64_t *sizes, ferry_dtype dt, uint64
     return t;
 }
 
-static ferry_tensor *leaf_copy(ferry_tensor *values)
-{
-    ferry_tensor *t = ferry_tensor_clone_data(values);
-    if (t && ferry_tensor_set_requires_grad(t, true) != FERRY_OK) {
-        ferry_tensor_release(t);
-        return NULL;
-    }
-    return t;
-}
-
 /* Equal to 1e-12 relative in float64 (1e-6 in float32), with the same dtype and shape; NULL only
    where the reference has none. */
 static bool grads_match(const char *what, size_t i, ferry_tensor *got, ferry_tensor *want)
@@ -380,8 +348,8 @@ static int check_against_local(const char *what, computation comp, via v, size_t
 {
     run_state loc = {.v = v, .n_leaves = n}, dist = {.v = v, .n_leaves = n};
     for (size_t i = 0; i < n; i++) {
-        RANK_CHECK(loc.leaves[i] = leaf_copy(values[i]));
-        RANK_CHECK(dist.leaves[i] = leaf_copy(values[i]));
+        RANK_CHECK(loc.leaves[i] = da_leaf_copy(values[i]));
+        RANK_CHECK(dist.leaves[i] = da_leaf_copy(values[i]));
     }
     tl_local = true;
     int rc = comp(&loc);
@@ -608,12 +576,6 @@ static int comp_several_roots(run_state *s)
 
 /* ---- bodies ---- */
 
-static void release_all(ferry_tensor **t, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        ferry_tensor_release(t[i]);
-}
-
 static int body_round_trips(int rank, int world, const rpc_case *c)
 {
     if (rank != 0)
@@ -627,7 +589,7 @@ static int body_round_trips(int rank, int world, const rpc_case *c)
         RANK_CHECK(check_against_local("interleaved with a self call", comp_interleaved, w, 2,
                                        v) == 0);
     }
-    release_all(v, 3);
+    da_release_all(v, 3);
     return 0;
 }
 
@@ -641,8 +603,8 @@ static int body_containers_and_dtypes(int rank, int world, const rpc_case *c)
         RANK_CHECK(check_against_local("lists and dicts", comp_containers, w, 3, v) == 0);
         RANK_CHECK(check_against_local("float32 with float64", comp_mixed, w, 2, m) == 0);
     }
-    release_all(v, 3);
-    release_all(m, 2);
+    da_release_all(v, 3);
+    da_release_all(m, 2);
     return 0;
 }
 
@@ -656,7 +618,7 @@ static int body_chains(int rank, int world, const rpc_case *c)
         RANK_CHECK(check_against_local("A -> B (async) -> C", comp_async_chain, w, 2, v) == 0);
         RANK_CHECK(check_against_local("A -> B -> A", comp_nested_back, w, 1, v) == 0);
     }
-    release_all(v, 2);
+    da_release_all(v, 2);
     return 0;
 }
 
@@ -670,7 +632,7 @@ static int body_fan_out(int rank, int world, const rpc_case *c)
                    0);
         RANK_CHECK(check_against_local("three roots", comp_several_roots, w, 2, v) == 0);
     }
-    release_all(v, 2);
+    da_release_all(v, 2);
     return 0;
 }
 
@@ -709,7 +671,7 @@ static int body_rref_params(int rank, int world, const rpc_case *c)
     ferry_tensor *pv[2] = {data(SHAPE(3, 3), F64, 14), data(SHAPE(3, 3), F64, 15)};
 
     /* The reference: the same ops on local leaves. */
-    ferry_tensor *x = leaf_copy(xv), *p1 = leaf_copy(pv[0]), *p2 = leaf_copy(pv[1]);
+    ferry_tensor *x = da_leaf_copy(xv), *p1 = da_leaf_copy(pv[0]), *p2 = da_leaf_copy(pv[1]);
     tl_local = true;
     ferry_tensor *h1 = call_t("", "da_use_param", VIA_SYNC, 2, p1, x);
     ferry_tensor *h2 = call_t("", "da_use_param", VIA_SYNC, 2, p2, h1);
@@ -720,7 +682,7 @@ static int body_rref_params(int rank, int world, const rpc_case *c)
     ferry_tensor *want[3] = {ferry_tensor_grad(x), ferry_tensor_grad(p1), ferry_tensor_grad(p2)};
     RANK_CHECK(want[0] && want[1] && want[2]);
     ferry_tensor *ref[] = {x, p1, p2, h1, h2, h3, loss};
-    release_all(ref, 7);
+    da_release_all(ref, 7);
 
     /* Created before the context, as a model's parameters are. */
     ferry_rref *rr[2];
@@ -731,7 +693,7 @@ static int body_rref_params(int rank, int world, const rpc_case *c)
         ferry_value_release(a);
         RANK_CHECK(rr[k]);
     }
-    x = leaf_copy(xv);
+    x = da_leaf_copy(xv);
     int64_t ctx = ferry_dist_autograd_context_begin();
     RANK_CHECK(ctx >= 0);
     ferry_value *a = ferry_args(1, ferry_tensor_value(x));
@@ -768,28 +730,17 @@ static int body_rref_params(int rank, int world, const rpc_case *c)
     ferry_rref_release(rr[0]);
     ferry_rref_release(rr[1]);
     ferry_tensor_release(x);
-    release_all(want, 3);
-    release_all(pv, 2);
+    da_release_all(want, 3);
+    da_release_all(pv, 2);
     ferry_tensor_release(xv);
     return 0;
 }
 
-#define BOTH(name, world, body, secs)                                                     \
-    Test(dist_autograd_tcp, name, .timeout = secs)                                        \
-    {                                                                                     \
-        register_all();                                                                   \
-        rpc_case_run("tcp", world, body, NULL, secs - 5);                                 \
-    }                                                                                     \
-    Test(dist_autograd_shm, name, .timeout = secs)                                        \
-    {                                                                                     \
-        register_all();                                                                   \
-        rpc_case_run("shm", world, body, NULL, secs - 5);                                 \
-    }
-
-BOTH(gradients_match_local_when_round_trips_use_rpc_sync_async_or_remote, 2, body_round_trips, 40)
-BOTH(gradients_match_local_when_tensors_ride_in_containers_or_mix_dtypes, 2,
+DA_BOTH(gradients_match_local_when_round_trips_use_rpc_sync_async_or_remote, 2, body_round_trips,
+        40)
+DA_BOTH(gradients_match_local_when_tensors_ride_in_containers_or_mix_dtypes, 2,
      body_containers_and_dtypes, 40)
-BOTH(gradients_match_local_when_calls_chain_or_nest_back_to_the_caller, 3, body_chains, 40)
-BOTH(gradients_match_local_when_a_tensor_goes_to_two_workers_or_roots_are_several, 3,
+DA_BOTH(gradients_match_local_when_calls_chain_or_nest_back_to_the_caller, 3, body_chains, 40)
+DA_BOTH(gradients_match_local_when_a_tensor_goes_to_two_workers_or_roots_are_several, 3,
      body_fan_out, 40)
-BOTH(parameter_gradients_land_on_owners_when_used_through_rref_proxies, 3, body_rref_params, 40)
+DA_BOTH(parameter_gradients_land_on_owners_when_used_through_rref_proxies, 3, body_rref_params, 40)

@@ -11,25 +11,9 @@
 #include "ferry/dist_autograd.h"
 #include "ferry/ops.h"
 #include "ferry/rref.h"
-#include "rpc_harness.h"
+#include "dist_util.h"
 
 #define F64 FERRY_FLOAT64
-#define SHAPE(...)                                                                        \
-    (int)(sizeof((int64_t[]){__VA_ARGS__}) / sizeof(int64_t)), (int64_t[]) { __VA_ARGS__ }
-
-static ferry_tensor *arg_t(const ferry_value *args, size_t i)
-{
-    return ferry_value_as_tensor(ferry_list_get(args, i));
-}
-
-static ferry_status put_tensor(ferry_value **result, ferry_tensor *t)
-{
-    if (!t)
-        return ferry_last_status();
-    *result = ferry_tensor_value(t);
-    ferry_tensor_release(t);
-    return *result ? FERRY_OK : ferry_last_status();
-}
 
 /* ---- the computations, as functions and for the local reference ---- */
 
@@ -54,20 +38,14 @@ static ferry_tensor *tanh_times(ferry_tensor *x)
 static ferry_status linear_fn(const ferry_value *args, const ferry_value *kwargs,
                               ferry_value **result, void *user)
 {
-    return put_tensor(result, linear(arg_t(args, 0), arg_t(args, 1)));
-}
-
-static ferry_status square_fn(const ferry_value *args, const ferry_value *kwargs,
-                              ferry_value **result, void *user)
-{
-    return put_tensor(result, ferry_mul(arg_t(args, 0), arg_t(args, 0)));
+    return da_put_tensor(result, linear(da_arg(args, 0), da_arg(args, 1)));
 }
 
 /* loss(x): the scalar sum(tanh(x) * x), kept where it is computed when called by remote(). */
 static ferry_status loss_fn(const ferry_value *args, const ferry_value *kwargs,
                             ferry_value **result, void *user)
 {
-    return put_tensor(result, tanh_times(arg_t(args, 0)));
+    return da_put_tensor(result, tanh_times(da_arg(args, 0)));
 }
 
 /* counts() -> [contexts, backward_passes, send_nodes, recv_nodes, cleanups_pending] here. */
@@ -100,7 +78,7 @@ static const char *next_worker(char *buf, size_t cap)
 static ferry_status hop_fn(const ferry_value *args, const ferry_value *kwargs,
                            ferry_value **result, void *user)
 {
-    ferry_tensor *x = arg_t(args, 0);
+    ferry_tensor *x = da_arg(args, 0);
     int64_t ttl = ferry_value_as_int(ferry_list_get(args, 1));
     ferry_tensor *y = ferry_mul_scalar(x, 2.0);
     if (!y)
@@ -108,7 +86,7 @@ static ferry_status hop_fn(const ferry_value *args, const ferry_value *kwargs,
     if (ttl == 0) {
         ferry_tensor *t = ferry_tanh(y);
         ferry_tensor_release(y);
-        return put_tensor(result, t);
+        return da_put_tensor(result, t);
     }
     char next[32];
     ferry_value *a = ferry_args(2, ferry_tensor_value(y), ferry_int(ttl - 1));
@@ -119,7 +97,7 @@ static ferry_status hop_fn(const ferry_value *args, const ferry_value *kwargs,
     ferry_value_release(a);
     ferry_tensor *out = r ? ferry_add(ferry_value_as_tensor(r), x) : NULL;
     ferry_value_release(r);
-    return put_tensor(result, out);
+    return da_put_tensor(result, out);
 }
 
 static ferry_tensor *hop_local(ferry_tensor *x, int ttl)
@@ -199,7 +177,7 @@ static ferry_status own_leaf_fn(const ferry_value *args, const ferry_value *kwar
     }
     ferry_tensor *t = ferry_tensor_retain(own_leaf);
     pthread_mutex_unlock(&own_mu);
-    return put_tensor(result, t);
+    return da_put_tensor(result, t);
 }
 
 /* grads(ctx): this worker's get_gradients(ctx). */
@@ -216,7 +194,7 @@ static void register_all(void)
     cr_assert(ferry_register_function("da_own_leaf", own_leaf_fn, NULL) == FERRY_OK);
     cr_assert(ferry_register_function("da_grads", grads_fn, NULL) == FERRY_OK);
     cr_assert(ferry_register_function("da_linear", linear_fn, NULL) == FERRY_OK);
-    cr_assert(ferry_register_function("da_square", square_fn, NULL) == FERRY_OK);
+    cr_assert(ferry_register_function("da_square", da_square_fn, NULL) == FERRY_OK);
     cr_assert(ferry_register_function("da_loss", loss_fn, NULL) == FERRY_OK);
     cr_assert(ferry_register_function("da_counts", counts_fn, NULL) == FERRY_OK);
     cr_assert(ferry_register_function("da_hop", hop_fn, NULL) == FERRY_OK);
@@ -235,20 +213,10 @@ static ferry_tensor *data(int ndim, const int64_t *sizes, uint64_t seed)
     return t;
 }
 
-static ferry_tensor *leaf_copy(ferry_tensor *values)
-{
-    ferry_tensor *t = ferry_tensor_clone_data(values);
-    if (t && ferry_tensor_set_requires_grad(t, true) != FERRY_OK) {
-        ferry_tensor_release(t);
-        return NULL;
-    }
-    return t;
-}
-
 static ferry_tensor *fresh_leaf(int ndim, const int64_t *sizes, uint64_t seed)
 {
     ferry_tensor *v = data(ndim, sizes, seed);
-    ferry_tensor *t = v ? leaf_copy(v) : NULL;
+    ferry_tensor *t = v ? da_leaf_copy(v) : NULL;
     ferry_tensor_release(v);
     return t;
 }
@@ -282,12 +250,6 @@ static ferry_tensor *ctx_grad(int64_t ctx, ferry_tensor *t)
     return ferry_dist_autograd_get_gradient(ctx, t);
 }
 
-static void release_all(ferry_tensor **t, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        ferry_tensor_release(t[i]);
-}
-
 /* ---- concurrency ---- */
 
 #define THREADS 20
@@ -306,16 +268,16 @@ static int thread_body(thread_arg *t)
         uint64_t seed = 1000 + (uint64_t)t->rank * 100000 + (uint64_t)t->id * 100 + round;
         ferry_tensor *xv = data(SHAPE(2, 3), seed), *wv = data(SHAPE(3, 2), seed + 50000);
         RANK_CHECK(xv && wv);
-        ferry_tensor *x = leaf_copy(xv), *w = leaf_copy(wv);
+        ferry_tensor *x = da_leaf_copy(xv), *w = da_leaf_copy(wv);
         ferry_tensor *h = linear(x, w), *q = h ? ferry_mul(h, h) : NULL;
         ferry_tensor *loss = q ? ferry_sum(q) : NULL;
         RANK_CHECK(loss && ferry_backward(loss, NULL, false) == FERRY_OK);
         ferry_tensor *want[2] = {ferry_tensor_grad(x), ferry_tensor_grad(w)};
         ferry_tensor *ref[] = {x, w, h, q, loss};
-        release_all(ref, 5);
+        da_release_all(ref, 5);
 
-        x = leaf_copy(xv);
-        w = leaf_copy(wv);
+        x = da_leaf_copy(xv);
+        w = da_leaf_copy(wv);
         int64_t ctx = ferry_dist_autograd_context_begin();
         RANK_CHECK(ctx >= 0 && ctx >> 48 == t->rank);
         h = call_t("worker0", "da_linear", x, w);
@@ -333,7 +295,7 @@ static int thread_body(thread_arg *t)
         RANK_CHECK(ferry_dist_autograd_current_context() == ctx);
         RANK_CHECK(ferry_dist_autograd_context_end(ctx) == FERRY_OK);
         ferry_tensor *done[] = {x, w, h, q, loss, gx, gw, xv, wv, want[0], want[1]};
-        release_all(done, 11);
+        da_release_all(done, 11);
     }
     return 0;
 }
@@ -395,7 +357,7 @@ static int body_retain(int rank, int world, const rpc_case *c)
     if (rank != 0)
         return 0;
     ferry_tensor *xv = data(SHAPE(3), 31), *wv = data(SHAPE(3), 32);
-    ferry_tensor *x = leaf_copy(xv), *w = leaf_copy(wv);
+    ferry_tensor *x = da_leaf_copy(xv), *w = da_leaf_copy(wv);
     ferry_tensor *q = ferry_mul(x, x), *m = ferry_mul(q, w), *loss = ferry_sum(m);
     RANK_CHECK(loss);
     ferry_tensor *want2[2] = {NULL, NULL}, *want[2] = {NULL, NULL};
@@ -409,10 +371,10 @@ static int body_retain(int rank, int world, const rpc_case *c)
     }
     ferry_tensor *want_all[2] = {ferry_tensor_grad(x), ferry_tensor_grad(w)};
     ferry_tensor *ref[] = {x, w, q, m, loss};
-    release_all(ref, 5);
+    da_release_all(ref, 5);
 
-    x = leaf_copy(xv);
-    w = leaf_copy(wv);
+    x = da_leaf_copy(xv);
+    w = da_leaf_copy(wv);
     int64_t ctx = ferry_dist_autograd_context_begin();
     q = call_t("worker1", "da_square", x, NULL);
     RANK_CHECK(q);
@@ -462,7 +424,7 @@ static int body_retain(int rank, int world, const rpc_case *c)
     RANK_CHECK(ferry_dist_autograd_context_end(ctx) == FERRY_OK);
     ferry_tensor *done[] = {x, w, q, m, loss, gx, gw, xv, wv, want[0], want[1], want2[0], want2[1],
                             want_all[0], want_all[1]};
-    release_all(done, 15);
+    da_release_all(done, 15);
     return 0;
 }
 
@@ -559,7 +521,7 @@ static int body_release(int rank, int world, const rpc_case *c)
     ferry_tensor *loss = ferry_sum(ferry_value_as_tensor(r));
     RANK_CHECK(ferry_dist_autograd_backward(ctx, &loss, 1, false) == FERRY_OK);
     ferry_tensor *g = ctx_grad(ctx, x);
-    ferry_tensor *xl = leaf_copy(x), *hl = hop_local(xl, 3), *ll = hl ? ferry_sum(hl) : NULL;
+    ferry_tensor *xl = da_leaf_copy(x), *hl = hop_local(xl, 3), *ll = hl ? ferry_sum(hl) : NULL;
     RANK_CHECK(ll && ferry_backward(ll, NULL, false) == FERRY_OK);
     ferry_tensor *want = ferry_tensor_grad(xl);
     RANK_CHECK(grads_match("four hops", g, want));
@@ -580,7 +542,7 @@ static int body_release(int rank, int world, const rpc_case *c)
     RANK_CHECK(ferry_dist_autograd_context_end(ctx) == FERRY_OK);
     RANK_CHECK(wait_all_released(world, "contexts without backward") == 0);
     ferry_tensor *done[] = {x, loss, g, xl, hl, ll, want, sq, k, kk, xk};
-    release_all(done, 11);
+    da_release_all(done, 11);
     ferry_value_release(r);
     return 0;
 }
@@ -692,31 +654,22 @@ static int body_callee_leaf(int rank, int world, const rpc_case *c)
 
 /* ---- RRef.backward ---- */
 
-static bool error_is(ferry_status rc, const char *text)
-{
-    bool ok = rc == FERRY_EINVAL && strstr(ferry_last_error(), text);
-    if (!ok)
-        fprintf(stderr, "expected EINVAL \"%s\", got %s \"%s\"\n", text, ferry_strerror(rc),
-                ferry_last_error());
-    return ok;
-}
-
 static int body_rref_backward(int rank, int world, const rpc_case *c)
 {
     if (rank != 0)
         return 0;
     ferry_tensor *xv = data(SHAPE(4), 61);
-    ferry_tensor *xl = leaf_copy(xv), *ll = tanh_times(xl);
+    ferry_tensor *xl = da_leaf_copy(xv), *ll = tanh_times(xl);
     RANK_CHECK(ll && ferry_backward(ll, NULL, false) == FERRY_OK);
     ferry_tensor *want = ferry_tensor_grad(xl);
 
-    ferry_tensor *x = leaf_copy(xv);
+    ferry_tensor *x = da_leaf_copy(xv);
     int64_t ctx = ferry_dist_autograd_context_begin();
     ferry_value *a = ferry_args(1, ferry_tensor_value(x));
     ferry_rref *r = ferry_remote("worker1", "da_loss", a, NULL, FERRY_TIMEOUT_DEFAULT);
     ferry_value_release(a);
     RANK_CHECK(r);
-    RANK_CHECK(error_is(ferry_rref_backward(r, -1, false),
+    RANK_CHECK(da_error_is(ferry_rref_backward(r, -1, false),
                         "User RRefs require 'dist_autograd_ctx_id' to be specified"));
     RANK_CHECK(ferry_rref_backward(r, ctx, false) == FERRY_OK);
     ferry_tensor *g = ctx_grad(ctx, x);
@@ -733,7 +686,7 @@ static int body_rref_backward(int rank, int world, const rpc_case *c)
     RANK_CHECK(ferry_dist_autograd_context_end(ctx) == FERRY_OK);
 
     /* An OwnerRRef: ctx -1 is a local backward into .grad. */
-    ferry_tensor *xo = leaf_copy(xv), *lo = tanh_times(xo);
+    ferry_tensor *xo = da_leaf_copy(xv), *lo = tanh_times(xo);
     ferry_value *lv = ferry_tensor_value(lo);
     ferry_rref *own = ferry_rref_new(lv);
     RANK_CHECK(own && ferry_rref_backward(own, -1, false) == FERRY_OK);
@@ -753,7 +706,7 @@ static int body_rref_backward(int rank, int world, const rpc_case *c)
     ferry_value_release(lr);
     ferry_rref_release(own2);
     ferry_tensor *done[] = {xv, xl, ll, want, x, g, xo, lo, go, g2};
-    release_all(done, 10);
+    da_release_all(done, 10);
     ferry_value_release(lv);
     ferry_rref_release(own);
     ferry_rref_release(not_tensor);
@@ -761,27 +714,15 @@ static int body_rref_backward(int rank, int world, const rpc_case *c)
     return 0;
 }
 
-#define BOTH(name, world, body, secs)                                                     \
-    Test(dist_autograd_tcp, name, .timeout = secs)                                        \
-    {                                                                                     \
-        register_all();                                                                   \
-        rpc_case_run("tcp", world, body, NULL, secs - 5);                                 \
-    }                                                                                     \
-    Test(dist_autograd_shm, name, .timeout = secs)                                        \
-    {                                                                                     \
-        register_all();                                                                   \
-        rpc_case_run("shm", world, body, NULL, secs - 5);                                 \
-    }
-
-BOTH(gradients_never_mix_when_20_threads_on_3_workers_run_contexts_against_one, 4,
+DA_BOTH(gradients_never_mix_when_20_threads_on_3_workers_run_contexts_against_one, 4,
      body_concurrent, 60)
-BOTH(gradients_add_up_when_backward_repeats_with_retain_graph_or_runs_from_4_threads, 2,
+DA_BOTH(gradients_add_up_when_backward_repeats_with_retain_graph_or_runs_from_4_threads, 2,
      body_retain, 60)
-BOTH(every_worker_releases_the_context_when_it_ends_after_nested_hops_or_no_tensors, 3,
+DA_BOTH(every_worker_releases_the_context_when_it_ends_after_nested_hops_or_no_tensors, 3,
      body_release, 50)
-BOTH(callees_and_then_callbacks_see_the_callers_context_when_one_is_current, 3,
+DA_BOTH(callees_and_then_callbacks_see_the_callers_context_when_one_is_current, 3,
      body_context_flow, 40)
-BOTH(only_the_callee_context_gets_a_gradient_when_it_returns_its_own_leaf, 2, body_callee_leaf,
+DA_BOTH(only_the_callee_context_gets_a_gradient_when_it_returns_its_own_leaf, 2, body_callee_leaf,
      40)
-BOTH(rref_backward_runs_on_the_owner_when_it_holds_the_loss_or_here_for_an_owner_rref, 2,
+DA_BOTH(rref_backward_runs_on_the_owner_when_it_holds_the_loss_or_here_for_an_owner_rref, 2,
      body_rref_backward, 40)
