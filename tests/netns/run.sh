@@ -70,6 +70,12 @@ out=$(run_pair "$build/tests/netns_peer_death") || { echo "$out"; exit 1; }
 echo "$out" | grep "^peer_death: the call failed" || { echo "$out"; exit 1; }
 echo "netns: a dead worker on another host is detected: ok"
 
+# A worker on the other host dies during its part of a distributed backward pass: the pass
+# fails on the initiator within the heartbeat's time, naming it.
+out=$(run_pair "$build/tests/netns_dist_peer_death") || { echo "$out"; exit 1; }
+echo "$out" | grep "^dist_peer_death: backward failed" || { echo "$out"; exit 1; }
+echo "netns: a worker on another host dying mid-backward fails the pass: ok"
+
 # A worker on the other host is stopped for 3 s (SIGSTOP): with a 0.5 s x 3 heartbeat it is
 # taken for unreachable while stopped, and comes back after SIGCONT.
 out=$(run_pair "$build/tests/netns_peer_stop" FERRY_HEARTBEAT_PERIOD_S=0.5 \
