@@ -155,7 +155,7 @@ ferry_status ferry__agent_hooks_receive(ferry__agent *agent, int src, ferry__msg
 void ferry__agent_hooks_begin(ferry__agent *agent, int src, const ferry__msg *m, void **slots);
 void ferry__agent_hooks_end(ferry__agent *agent, void **slots);
 /* Tells every started module that a peer is unreachable (module.c). */
-void ferry__agent_hooks_peer_lost(ferry__agent *agent, int rank, const char *why);
+void ferry__agent_hooks_peer_lost(ferry__agent *agent, int rank, bool gone, const char *why);
 /* Encodes and sends `m` (its values borrowed; src and dst are filled here) after the modules'
    on_send hooks (`request`: the request a response answers, else NULL). The encoded form holds
    its own tensor references until the fabric is done with them. FERRY_OK once every part is

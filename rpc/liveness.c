@@ -136,7 +136,7 @@ static void go_silent(ferry__agent *a, int peer, long long sent_ns)
         ferry__log_warn("rpc", "%s; calls to it fail until it answers again", msg);
     }
     ferry__agent_fail_calls_to(a, peer, FERRY_ETRANSPORT, msg);
-    ferry__agent_hooks_peer_lost(a, peer, msg);
+    ferry__agent_hooks_peer_lost(a, peer, false, msg);
 }
 
 static void answered(ferry__agent *a, int peer, long long sent_ns)
@@ -350,5 +350,5 @@ void ferry__agent_on_peer_error(void *ctx, int peer, ferry_status rc, const char
         ferry__log_warn("rpc", "%s", msg);
     ferry__agent_fail_calls_to(a, peer, rc == FERRY_ESHUTDOWN ? FERRY_ESHUTDOWN : FERRY_ETRANSPORT,
                                msg);
-    ferry__agent_hooks_peer_lost(a, peer, msg);
+    ferry__agent_hooks_peer_lost(a, peer, true, msg);
 }

@@ -103,9 +103,9 @@ void ferry__agent_hooks_end(ferry__agent *a, void **slots)
     }
 }
 
-void ferry__agent_hooks_peer_lost(ferry__agent *a, int rank, const char *why)
+void ferry__agent_hooks_peer_lost(ferry__agent *a, int rank, bool gone, const char *why)
 {
     for (int i = 0; i < n_modules; i++)
         if (modules[i]->peer_lost && a->module_started[i])
-            modules[i]->peer_lost(a, a->module_state[i], rank, why);
+            modules[i]->peer_lost(a, a->module_state[i], rank, gone, why);
 }

@@ -73,11 +73,11 @@ typedef struct ferry__agent_module {
     void (*before_request)(ferry__agent *agent, void *state, int src, const ferry__msg *m,
                            void **slot);
     void (*after_request)(ferry__agent *agent, void *state, void *slot);
-    /* A peer became unreachable (its process is gone, the fabric failed, or it missed its
-       heartbeats), after the calls waiting on it failed. `why` names it and the cause. Runs on
-       the progress or liveness thread: it must not block (hand work to the pool). It may run
-       more than once for one peer. */
-    void (*peer_lost)(ferry__agent *agent, void *state, int rank, const char *why);
+    /* A peer became unreachable, after the calls waiting on it failed: `gone` when for good
+       (its process is gone or the fabric failed), else it only missed its heartbeats and may
+       come back. `why` names it and the cause. Runs on the progress or liveness thread: it must
+       not block (hand work to the pool). It may run more than once for one peer. */
+    void (*peer_lost)(ferry__agent *agent, void *state, int rank, bool gone, const char *why);
 } ferry__agent_module;
 
 /* Registers a module for every agent started afterwards. Not thread-safe: constructors only. */

@@ -80,6 +80,8 @@ void ferry__dist_ctx_release(ferry__dist_ctx *ctx)
     }
     ferry__free(ctx->grads);
     ferry__free(ctx->known);
+    for (size_t i = 0; i < ctx->n_ended; i++)
+        ferry__free(ctx->ended[i].error);
     ferry__free(ctx->ended);
     pthread_mutex_destroy(&ctx->mu);
     pthread_mutex_destroy(&ctx->rec_mu);
@@ -399,9 +401,10 @@ static int64_t ferry__dist_busy(ferry__agent *a, void *state)
     return atomic_load(&st->cleanups_pending);
 }
 
-static void ferry__dist_peer_lost(ferry__agent *a, void *state, int rank, const char *why)
+static void ferry__dist_peer_lost(ferry__agent *a, void *state, int rank, bool gone,
+                                  const char *why)
 {
-    ferry__dist_pass_peer_lost(state, rank, why);
+    ferry__dist_pass_peer_lost(state, rank, gone, why);
 }
 
 /* The agent is gone: the contexts still in the table go with it. A context something still

@@ -57,6 +57,12 @@ typedef struct {
 } ferry__dist_grad;
 
 typedef struct ferry__dist_pass ferry__dist_pass;
+
+/* A pass that ended in a context here: error NULL when it finished, else why it failed. */
+typedef struct {
+    int64_t id;
+    char *error;
+} ferry__dist_ended;
 typedef struct ferry__dist_state ferry__dist_state;
 
 typedef struct ferry__dist_ctx {
@@ -73,7 +79,7 @@ typedef struct ferry__dist_ctx {
     size_t n_grads, cap_grads;
     bool *known;        /* world_size entries: workers this context's calls went to */
     ferry__dist_pass *passes;  /* running here */
-    int64_t *ended;     /* passes that ended here (failed ones negated), for late messages */
+    ferry__dist_ended *ended; /* passes that ended here, for late messages */
     size_t n_ended, cap_ended;
     struct ferry__dist_ctx *next; /* in its table bucket */
 } ferry__dist_ctx;
@@ -152,8 +158,9 @@ ferry_status ferry__dist_pass_run(ferry__dist_state *st, ferry__dist_ctx *ctx, f
 /* The pool handler of AUTOGRAD_BACKWARD requests. */
 ferry_status ferry__dist_pass_handle(ferry__agent *agent, int src, ferry__msg *m,
                                      ferry_value **result, void *state);
-/* A peer is gone: fails every pass here that waits on it. */
-void ferry__dist_pass_peer_lost(ferry__dist_state *st, int rank, const char *why);
+/* A peer is unreachable: fails every pass here that waits on it; when it is gone for good, also
+   releases the contexts it created (nobody else could end them). */
+void ferry__dist_pass_peer_lost(ferry__dist_state *st, int rank, bool gone, const char *why);
 /* Fails every pass running in ctx (its context is being released). */
 void ferry__dist_pass_abort_all(ferry__dist_ctx *ctx, const char *why);
 /* Called by a recv node's backward: queues its gradients for the peer's send node. */

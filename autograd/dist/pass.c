@@ -80,35 +80,35 @@ static ferry__dist_pass *pass_find(ferry__dist_ctx *c, int64_t id)
     return NULL;
 }
 
-/* How a pass that is not running here ended here: 1 finished, -1 failed, 0 never ran here. */
-static int ended_as(const ferry__dist_ctx *c, int64_t id)
+/* How a pass that is not running here ended here: NULL when it never ran here, else its
+   record (error NULL: it finished). */
+static const ferry__dist_ended *ended_as(const ferry__dist_ctx *c, int64_t id)
 {
     for (size_t i = 0; i < c->n_ended; i++)
-        if (c->ended[i] == id || c->ended[i] == -id)
-            return c->ended[i] > 0 ? 1 : -1;
-    return 0;
+        if (c->ended[i].id == id)
+            return &c->ended[i];
+    return NULL;
 }
 
-/* Remembers how a pass ended here (ids are positive; a failure is kept negated), so that a late
-   message for it is answered for what it was instead of starting the pass again. */
-static void remember_end(ferry__dist_ctx *c, int64_t id, bool failed)
+/* Remembers how a pass ended here (a failure with its error: the first one kept), so that a
+   late message for it is answered for what it was instead of starting the pass again. */
+static void remember_end(ferry__dist_ctx *c, int64_t id, const char *error)
 {
-    for (size_t i = 0; i < c->n_ended; i++) {
-        if (c->ended[i] == id || c->ended[i] == -id) {
-            if (failed)
-                c->ended[i] = -id;
-            return;
+    ferry__dist_ended *e = (ferry__dist_ended *)ended_as(c, id);
+    if (e == NULL) {
+        if (c->n_ended == c->cap_ended) {
+            size_t bigger = c->cap_ended ? c->cap_ended * 2 : 4;
+            ferry__dist_ended *grown = ferry__realloc(c->ended, bigger * sizeof *grown);
+            if (grown == NULL)
+                return; /* then a late message starts the pass again, which fails on its JOINs */
+            c->ended = grown;
+            c->cap_ended = bigger;
         }
+        e = &c->ended[c->n_ended++];
+        *e = (ferry__dist_ended){id, NULL};
     }
-    if (c->n_ended == c->cap_ended) {
-        size_t bigger = c->cap_ended ? c->cap_ended * 2 : 4;
-        int64_t *grown = ferry__realloc(c->ended, bigger * sizeof *grown);
-        if (grown == NULL)
-            return; /* then a late message starts the pass again here, which fails on its JOINs */
-        c->ended = grown;
-        c->cap_ended = bigger;
-    }
-    c->ended[c->n_ended++] = failed ? -id : id;
+    if (error != NULL && e->error == NULL)
+        e->error = ferry__strdup(error); /* out of memory leaves it "finished": refused anyway */
 }
 
 /* Queues a message of the pass (lock held). GRAD and JOIN count as outstanding until
@@ -154,7 +154,7 @@ static void pass_end(outbox *ob, ferry__dist_pass *p, ferry_status rc, const cha
     atomic_fetch_sub(&ob->st->n_passes, 1);
     ferry__graph_task_free(p->task);
     p->task = NULL;
-    remember_end(c, p->id, rc != FERRY_OK);
+    remember_end(c, p->id, rc != FERRY_OK ? (error ? error : ferry_strerror(rc)) : NULL);
     if (rc != FERRY_OK) {
         for (int r = 0; r < ob->st->world; r++)
             if (p->peers[r] && r != ob->st->rank && r != except)
@@ -575,23 +575,24 @@ ferry_status ferry__dist_pass_handle(ferry__agent *agent, int src, ferry__msg *m
                      why ? why : "no reason given");
             pass_end(&ob, p, FERRY_ECANCELED, text, src);
         }
-        remember_end(c, pass_id, true);
+        remember_end(c, pass_id, why ? why : "aborted");
         pthread_mutex_unlock(&c->mu);
         flush(&ob);
         ferry__dist_ctx_release(c);
         ferry_clear_error();
         return FERRY_OK;
     }
-    int ended = p == NULL ? ended_as(c, pass_id) : 0;
-    if (ended < 0) {
-        rc = ferry_set_error(FERRY_ECANCELED, "Error on Node %d: backward pass %lld was aborted "
-                             "here", st->rank, (long long)pass_id);
-    } else if (ended > 0 && op == DIST_OP_JOIN) {
+    const ferry__dist_ended *ended = p == NULL ? ended_as(c, pass_id) : NULL;
+    if (ended && ended->error) {
+        /* Answer with the failure itself, so the initiator learns the cause whichever way the
+           news reaches it first. */
+        rc = ferry_set_error(FERRY_ECANCELED, "%s", ended->error);
+    } else if (ended && op == DIST_OP_JOIN) {
         /* This worker's part finished before the JOIN came (its sends were answered first). */
         *result = unknown_ids(c, src, m->args);
         if (*result == NULL)
             rc = ferry_last_status();
-    } else if (ended > 0) {
+    } else if (ended) {
         rc = ferry_set_error(FERRY_EPROTO, "Error on Node %d: gradients for backward pass %lld, "
                              "which already finished here", st->rank, (long long)pass_id);
     } else if (p == NULL) {
@@ -638,6 +639,7 @@ ferry_status ferry__dist_pass_handle(ferry__agent *agent, int src, ferry__msg *m
 typedef struct {
     ferry__dist_state *st;
     int rank;
+    bool gone;
     char why[512];
 } lost_job;
 
@@ -661,21 +663,27 @@ static void lost_task(void *arg)
             if (!p)
                 break;
         }
+        if (j->gone && c->id >> 48 == j->rank) {
+            ferry__dist_ctx *mine = ferry__dist_ctx_remove(j->st, c->id);
+            ferry__dist_pass_abort_all(c, "the worker that made the autograd context is gone");
+            ferry__dist_ctx_release(mine);
+        }
         ferry__dist_ctx_release(c);
     }
     ferry__free(all);
     ferry__free(j);
 }
 
-void ferry__dist_pass_peer_lost(ferry__dist_state *st, int rank, const char *why)
+void ferry__dist_pass_peer_lost(ferry__dist_state *st, int rank, bool gone, const char *why)
 {
-    if (atomic_load(&st->n_passes) == 0 || rank < 0 || rank >= st->world)
+    if ((atomic_load(&st->n_passes) == 0 && !gone) || rank < 0 || rank >= st->world)
         return;
     lost_job *j = ferry__calloc(1, sizeof *j);
     if (j == NULL)
         return;
     j->st = st;
     j->rank = rank;
+    j->gone = gone;
     snprintf(j->why, sizeof j->why, "%s", why ? why : "the worker is unreachable");
     if (ferry__agent_submit(st->agent, lost_task, j) != FERRY_OK) {
         ferry__log_warn("dist_autograd", "could not fail the backward passes waiting on rank %d",

@@ -690,6 +690,10 @@ static int survivor(const rpc_case *c, int rank)
             "%.2f s after its death (%s; %lld contexts left)\n", rank, took, c->transport,
             (long long)n.contexts);
     RANK_CHECK(n.backward_passes == 0 && took < limit);
+    /* Nobody is left to end the dead worker's context: each survivor lets go of it itself. */
+    while (ferry_dist_autograd_debug_counts().contexts > 0 && rpc_test_now_s() < dead_at + limit)
+        sleep_s(0.005);
+    RANK_CHECK(ferry_dist_autograd_debug_counts().contexts == 0);
     if (rank == 1) {
         ferry_value *none = ferry_list_of(0);
         ferry_value *v = ferry_rpc_sync("worker0", "da_release", none, NULL, FERRY_TIMEOUT_DEFAULT);
