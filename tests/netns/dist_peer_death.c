@@ -67,8 +67,9 @@ int main(void)
     CHECK(x && ferry_tensor_set_requires_grad(x, true) == FERRY_OK);
     int64_t ctx = ferry_dist_autograd_context_begin();
     CHECK(ctx >= 0);
-    ferry_value *y = ferry_rpc_sync("doomed_worker", "doomed", ferry_args(1, ferry_tensor_value(x)),
-                                    NULL, 60);
+    ferry_value *args = ferry_args(1, ferry_tensor_value(x));
+    ferry_value *y = args ? ferry_rpc_sync("doomed_worker", "doomed", args, NULL, 60) : NULL;
+    ferry_value_release(args);
     CHECK(y != NULL);
     ferry_tensor *loss = ferry_sum(ferry_value_as_tensor(y));
     CHECK(loss != NULL);
