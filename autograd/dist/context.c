@@ -48,6 +48,16 @@ ferry_status ferry__dist_no_context(int64_t id)
                            (long long)id);
 }
 
+/* The agent holds one reference on the state and every context one, so a context a thread
+   still holds when the agent stops keeps the counters it updates. */
+static void state_release(ferry__dist_state *st)
+{
+    if (!ferry__ref_dec(&st->ref))
+        return;
+    pthread_mutex_destroy(&st->mu);
+    ferry__free(st);
+}
+
 static size_t bucket_of(int64_t id)
 {
     return (size_t)(((uint64_t)id * 0x9E3779B97F4A7C15ull) >> 56) % DIST_BUCKETS;
@@ -70,8 +80,9 @@ void ferry__dist_ctx_release(ferry__dist_ctx *ctx)
 {
     if (ctx == NULL || !ferry__ref_dec(&ctx->ref))
         return;
-    atomic_fetch_sub(&ctx->st->n_sends, (int64_t)ctx->n_sends);
-    atomic_fetch_sub(&ctx->st->n_recvs, (int64_t)ctx->n_recvs);
+    ferry__dist_state *st = ctx->st;
+    atomic_fetch_sub(&st->n_sends, (int64_t)ctx->n_sends);
+    atomic_fetch_sub(&st->n_recvs, (int64_t)ctx->n_recvs);
     release_recs(ctx->sends, ctx->n_sends);
     release_recs(ctx->recvs, ctx->n_recvs);
     for (size_t i = 0; i < ctx->n_grads; i++) {
@@ -86,6 +97,7 @@ void ferry__dist_ctx_release(ferry__dist_ctx *ctx)
     pthread_mutex_destroy(&ctx->mu);
     pthread_mutex_destroy(&ctx->rec_mu);
     ferry__free(ctx);
+    state_release(st);
 }
 
 static ferry__dist_ctx *lookup(ferry__dist_state *st, int64_t id)
@@ -119,6 +131,7 @@ static ferry__dist_ctx *ctx_new(ferry__dist_state *st, int64_t id)
     pthread_mutex_init(&c->rec_mu, NULL);
     c->id = id;
     c->st = st;
+    ferry__ref_inc(&st->ref);
     c->known = known;
     return c;
 }
@@ -193,7 +206,7 @@ ferry_status ferry__dist_ctx_add_rec(ferry__dist_rec **recs, size_t *n, size_t *
     return FERRY_OK;
 }
 
-ferry__dist_rec *ferry__dist_ctx_find_rec(ferry__dist_rec *recs, size_t n, int64_t msg, int peer)
+static ferry__dist_rec *find_rec(ferry__dist_rec *recs, size_t n, int64_t msg, int peer)
 {
     for (size_t i = n; i-- > 0;) /* the latest first: a backward answers recent messages */
         if (recs[i].msg == msg && (peer < 0 || recs[i].peer == peer))
@@ -204,8 +217,8 @@ ferry__dist_rec *ferry__dist_ctx_find_rec(ferry__dist_rec *recs, size_t n, int64
 ferry__node *ferry__dist_ctx_rec_node(ferry__dist_ctx *c, bool send, int64_t msg, int peer)
 {
     pthread_mutex_lock(&c->rec_mu);
-    ferry__dist_rec *r = send ? ferry__dist_ctx_find_rec(c->sends, c->n_sends, msg, peer)
-                       : ferry__dist_ctx_find_rec(c->recvs, c->n_recvs, msg, peer);
+    ferry__dist_rec *r = send ? find_rec(c->sends, c->n_sends, msg, peer)
+                       : find_rec(c->recvs, c->n_recvs, msg, peer);
     ferry__node *node = r ? ferry__node_retain(r->node) : NULL;
     pthread_mutex_unlock(&c->rec_mu);
     return node;
@@ -380,13 +393,14 @@ static ferry_status ferry__dist_start(ferry__agent *a, void **state)
     st->agent = a;
     st->rank = ferry__agent_rank(a);
     st->world = ferry__agent_world_size(a);
+    ferry__ref_init(&st->ref);
     pthread_mutex_init(&st->mu, NULL);
     atomic_init(&st->next_ctx, 0);
     atomic_init(&st->next_msg, 1);
     atomic_init(&st->next_pass, 1);
     ferry_status rc = ferry__dist_register_functions();
     if (rc != FERRY_OK) {
-        ferry__free(st);
+        state_release(st);
         return rc;
     }
     ferry__agent_set_handler(a, FERRY__MSG_AUTOGRAD_BACKWARD, ferry__dist_pass_handle, st);
@@ -408,7 +422,7 @@ static void ferry__dist_peer_lost(ferry__agent *a, void *state, int rank, bool g
 }
 
 /* The agent is gone: the contexts still in the table go with it. A context something still
-   holds (a thread inside a pass) stays until that reference goes; the state stays with it. */
+   holds (a thread inside a pass) stays until that reference goes, and the state with it. */
 static void ferry__dist_stop(ferry__agent *a, void *state)
 {
     ferry__dist_state *st = state;
@@ -420,14 +434,7 @@ static void ferry__dist_stop(ferry__agent *a, void *state)
         ferry__dist_ctx_release(all[i]);
     }
     ferry__free(all);
-    /* The state is left for contexts still referenced (their counters point at it); one per
-       agent started, so this costs a few hundred bytes per init/shutdown cycle at most when a
-       thread still held a context at shutdown, and nothing otherwise. */
-    if (atomic_load(&st->n_sends) == 0 && atomic_load(&st->n_recvs) == 0 &&
-        atomic_load(&st->n_passes) == 0) {
-        pthread_mutex_destroy(&st->mu);
-        ferry__free(st);
-    }
+    state_release(st);
 }
 
 /* The carrier that makes then-callbacks run in their creator's context. */

@@ -87,7 +87,8 @@ typedef struct ferry__dist_ctx {
 #define DIST_BUCKETS 256
 
 struct ferry__dist_state {
-    ferry__agent *agent; /* borrowed: the state lives inside the agent */
+    ferry__ref ref;      /* the agent's and one per context */
+    ferry__agent *agent; /* borrowed: valid while the agent runs */
     int rank, world;
     pthread_mutex_t mu; /* the table */
     ferry__dist_ctx *buckets[DIST_BUCKETS];
@@ -116,7 +117,6 @@ ferry_status ferry__dist_ctx_accumulate(void *ctx, ferry_tensor *leaf, ferry_ten
 /* Appends a record (lock held). */
 ferry_status ferry__dist_ctx_add_rec(ferry__dist_rec **recs, size_t *n, size_t *cap, int64_t msg,
                                      int peer, ferry__node *node);
-ferry__dist_rec *ferry__dist_ctx_find_rec(ferry__dist_rec *recs, size_t n, int64_t msg, int peer);
 /* The node of the send (or recv) record of that message and peer, retained, or NULL. */
 ferry__node *ferry__dist_ctx_rec_node(ferry__dist_ctx *c, bool send, int64_t msg, int peer);
 
