@@ -39,6 +39,8 @@ typedef struct {
     int dst;
     ferry__dist_op op;
     int64_t msg;
+    int64_t pass_id;
+    bool retain_graph;
     ferry_value *args;
     ferry__dist_pass *pass; /* GRAD and JOIN: referenced for the answer; NULL for ABORT */
 } out_msg;
@@ -129,7 +131,8 @@ static void queue(outbox *ob, ferry__dist_pass *p, int dst, ferry__dist_op op, i
         ob->cap = bigger;
     }
     bool answered = op != DIST_OP_ABORT;
-    ob->msgs[ob->n++] = (out_msg){dst, op, msg, args, answered ? p : NULL};
+    ob->msgs[ob->n++] = (out_msg){dst, op, msg, p->id, p->retain_graph, args,
+                                  answered ? p : NULL};
     if (answered) {
         p->outstanding++;
         p->refs++;
@@ -365,17 +368,15 @@ static void answer_arrived(ferry_future *f, void *arg)
         answer_task(j);
 }
 
-static ferry_future *send_one(ferry__dist_state *st, ferry__dist_ctx *c, const out_msg *o,
-                              bool retain)
+static ferry_future *send_one(ferry__dist_state *st, ferry__dist_ctx *c, const out_msg *o)
 {
     ferry__msg m = {.type = FERRY__MSG_AUTOGRAD_BACKWARD,
                     .fn = DIST_RPC_NAME,
                     .args = o->args,
                     .autograd_context = c->id,
                     .autograd_message = o->msg,
-                    .retain_graph = retain};
-    int64_t pass_id = o->pass ? o->pass->id : 0;
-    m.ext[m.n_ext++] = (ferry__msg_ext){DIST_EXT_PASS, pass_id};
+                    .retain_graph = o->retain_graph};
+    m.ext[m.n_ext++] = (ferry__msg_ext){DIST_EXT_PASS, o->pass_id};
     m.ext[m.n_ext++] = (ferry__msg_ext){DIST_EXT_OP, o->op};
     return ferry__agent_request(st->agent, o->dst, &m, FERRY_TIMEOUT_DEFAULT);
 }
@@ -386,23 +387,13 @@ static void flush(outbox *ob)
 {
     for (size_t i = 0; i < ob->n; i++) {
         out_msg o = ob->msgs[i];
+        ferry_future *f = send_one(ob->st, ob->ctx, &o);
         if (o.op == DIST_OP_ABORT) {
             /* Best effort: a peer that misses it fails on its own messages or its JOINs. */
-            ferry__msg m = {.type = FERRY__MSG_AUTOGRAD_BACKWARD,
-                            .fn = DIST_RPC_NAME,
-                            .args = o.args,
-                            .autograd_context = ob->ctx->id};
-            m.ext[m.n_ext++] = (ferry__msg_ext){DIST_EXT_PASS, o.msg};
-            m.ext[m.n_ext++] = (ferry__msg_ext){DIST_EXT_OP, DIST_OP_ABORT};
-            ferry_future_release(ferry__agent_request(ob->st->agent, o.dst, &m,
-                                                      FERRY_TIMEOUT_DEFAULT));
+            ferry_future_release(f);
             ferry_value_release(o.args);
             continue;
         }
-        pthread_mutex_lock(&ob->ctx->mu);
-        bool retain = o.pass->retain_graph;
-        pthread_mutex_unlock(&ob->ctx->mu);
-        ferry_future *f = send_one(ob->st, ob->ctx, &o, retain);
         ferry_value_release(o.args);
         answer_job *j = f ? ferry__calloc(1, sizeof *j) : NULL;
         if (j != NULL) {
@@ -571,8 +562,10 @@ ferry_status ferry__dist_pass_handle(ferry__agent *agent, int src, ferry__msg *m
                               : NULL;
         if (p) {
             char text[1024];
-            snprintf(text, sizeof text, "Error on Node %d: backward pass aborted: %s", st->rank,
-                     why ? why : "no reason given");
+            /* The reason is the failure itself, so the chain reads as if it had come back
+               through this worker: "Error on Node <here>: Error on Node <there>: ...". */
+            snprintf(text, sizeof text, "Error on Node %d: %s", st->rank,
+                     why ? why : "the backward pass was aborted");
             pass_end(&ob, p, FERRY_ECANCELED, text, src);
         }
         remember_end(c, pass_id, why ? why : "aborted");
