@@ -37,8 +37,8 @@ FERRY_API ferry_status ferry_dist_autograd_context_end(int64_t ctx);
 /* This thread's current context id, or -1 when none. */
 FERRY_API int64_t ferry_dist_autograd_current_context(void);
 
-/* dist_autograd.backward(ctx, roots, retain_graph): runs the backward pass from the one-element
-   tensors `roots` (borrowed; each seeded with ones) through every worker the context's calls
+/* dist_autograd.backward(ctx, roots, retain_graph): runs the backward pass from the n
+   one-element tensors `roots` (the array and the tensors borrowed; each seeded with ones) through every worker the context's calls
    reached, and returns when it finished everywhere. Gradients of leaves add up in the context
    of the worker that holds them. A recorded call whose result the roots do not reach gets no
    gradient (torch hangs there; ferry does not). Without retain_graph, the graph's saved tensors
@@ -52,19 +52,22 @@ FERRY_API int64_t ferry_dist_autograd_current_context(void);
 FERRY_API ferry_status ferry_dist_autograd_backward(int64_t ctx, ferry_tensor **roots, size_t n,
                                                     bool retain_graph);
 /* The gradient accumulated for `tensor` (this worker's, borrowed) in the context: a new
-   reference, or NULL (FERRY_EINVAL with the message when the context does not exist; NULL with
-   FERRY_OK as the last status when the tensor has no gradient there). */
+   reference to the context's own tensor, or NULL: FERRY_EINVAL when the context does not
+   exist, FERRY_ESHUTDOWN without a running agent, and FERRY_OK as the last status when the
+   tensor has no gradient there. */
 FERRY_API ferry_tensor *ferry_dist_autograd_get_gradient(int64_t ctx, ferry_tensor *tensor);
-/* dist_autograd.get_gradients(ctx): a list of [tensor, gradient] pairs, one per tensor of this
-   worker that received a gradient in the context, in the order they first did. NULL +
-   FERRY_EINVAL when there is no such context. */
+/* dist_autograd.get_gradients(ctx): a new reference to a list of [tensor, gradient] pairs, one
+   per tensor of this worker that received a gradient in the context, in the order they first
+   did (the gradients are the context's own tensors, not copies). NULL with FERRY_EINVAL when
+   there is no such context, FERRY_ESHUTDOWN without a running agent, FERRY_ENOMEM. */
 FERRY_API ferry_value *ferry_dist_autograd_get_gradients(int64_t ctx);
 
 /* rref.backward(ctx, retain_graph): a distributed backward from the one-element tensor an RRef
-   holds, run by its owner in context `ctx` (for an OwnerRRef, ctx -1 means a local backward
-   into .grad, as torch). Errors as ferry_dist_autograd_backward, plus FERRY_EINVAL "User RRefs
-   require 'dist_autograd_ctx_id' to be specified" and "RRef should contain a tensor for
-   .backward()". */
+   (borrowed) holds, run by its owner in context `ctx` (for an OwnerRRef, ctx -1 means a local
+   backward into .grad, as torch). Returns when it finished. FERRY_OK; the errors of
+   ferry_dist_autograd_backward; FERRY_EINVAL "User RRefs require 'dist_autograd_ctx_id' to be
+   specified" and "RRef should contain a tensor for .backward()"; for a UserRRef, the errors of
+   the call to its owner (FERRY_EREMOTE, FERRY_ETRANSPORT, FERRY_ETIMEDOUT, ...). */
 FERRY_API ferry_status ferry_rref_backward(ferry_rref *rref, int64_t ctx, bool retain_graph);
 
 /* What distributed autograd holds on this worker, for tests and debugging (torch's

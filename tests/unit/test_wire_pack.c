@@ -25,11 +25,11 @@ static const ferry__wire_pack_schema *schema_of(const char *name)
 
 Test(wire_pack, table_matches_the_schema_when_every_reachable_message_is_checked, .timeout = 10)
 {
-    const ProtobufCMessageDescriptor *todo[64] = {&ferry__wire__envelope__descriptor};
-    size_t n_todo = 1, n_seen = 0;
+    const ProtobufCMessageDescriptor *unvisited[64] = {&ferry__wire__envelope__descriptor};
+    size_t n_unvisited = 1, n_seen = 0;
     const ProtobufCMessageDescriptor *seen[64];
-    while (n_todo > 0) {
-        const ProtobufCMessageDescriptor *d = todo[--n_todo];
+    while (n_unvisited > 0) {
+        const ProtobufCMessageDescriptor *d = unvisited[--n_unvisited];
         bool done = false;
         for (size_t i = 0; i < n_seen; i++)
             done = done || seen[i] == d;
@@ -49,8 +49,8 @@ Test(wire_pack, table_matches_the_schema_when_every_reachable_message_is_checked
             cr_assert(known, "%s.%s (field %u) is not written by rpc/wire_pack.c", d->name,
                       fd->name, fd->id);
             if (fd->type == PROTOBUF_C_TYPE_MESSAGE) {
-                cr_assert_lt(n_todo, 64);
-                todo[n_todo++] = fd->descriptor;
+                cr_assert_lt(n_unvisited, 64);
+                unvisited[n_unvisited++] = fd->descriptor;
             }
         }
     }
