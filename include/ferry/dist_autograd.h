@@ -38,8 +38,8 @@ FERRY_API ferry_status ferry_dist_autograd_context_end(int64_t ctx);
 FERRY_API int64_t ferry_dist_autograd_current_context(void);
 
 /* dist_autograd.backward(ctx, roots, retain_graph): runs the backward pass from the n
-   one-element tensors `roots` (the array and the tensors borrowed; each seeded with ones) through every worker the context's calls
-   reached, and returns when it finished everywhere. Gradients of leaves add up in the context
+   one-element tensors `roots` (the array and the tensors borrowed; each seeded with ones)
+   through every worker the context's calls reached, and returns when it finished everywhere. Gradients of leaves add up in the context
    of the worker that holds them. A recorded call whose result the roots do not reach gets no
    gradient (torch hangs there; ferry does not). Without retain_graph, the graph's saved tensors
    go as the pass runs them, and a second pass fails. Errors: FERRY_EINVAL with torch's texts
