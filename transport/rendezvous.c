@@ -3,15 +3,13 @@
    fetched it. Rank 0 alone waits for all record keys, checks them (unique names, agreeing world
    sizes) and publishes either the table or the error every worker must report, so all ranks fail
    the same way with the same message. (torch has every rank read every other rank's key, which is
-   what makes its rendezvous slow past a few dozen workers.) Collectives use one counter per round:
-   the last arriver sets a "done" key the others block on. Per-rank presence keys cost one set
-   each and let a timeout name exactly which ranks never came. The last arriver of a round also
-   deletes the keys of the round before it (every rank has left that one, since all arrived at
-   this one), so repeated rounds keep the store at a constant size. Every store operation carries
+   what makes its rendezvous slow past a few dozen workers.) The collectives are in
+   rendezvous_rounds.c. Per-rank presence keys cost one set each and let a timeout name exactly
+   which ranks never came. Every store operation carries
    what is left of the caller's deadline; a wait whose store stopped answering ends at once with
    the store's error instead of running on. Parsing init_method, the environment and the token
    policy is init_method.c's. */
-#include "transport/rendezvous.h"
+#include "transport/rendezvous_impl.h"
 
 #include <errno.h>
 #include <stdbool.h>
@@ -27,35 +25,10 @@
 #include "core/log.h"
 #include "transport/init_method.h"
 
-#define ROUND_NAME_MAX 1024
 #define ADDR_MAX (64u << 10)
-#define KEY_LEN 1200
-#define PREFIX_LEN 1100 /* a round prefix; keys add a short suffix to it */
 /* How long rank 0 keeps the store up for the others after a failed join or at free. */
 #define LINGER_MAX_S 5.0
-#define ABORT_CHECK_SLICE_S 0.25 /* how often a collective's wait asks whether to give up */
-/* Store calls made after a deadline passed (publishing a timeout verdict, naming missing ranks,
-   leaving) get this long: enough for a live store, short for a dead one. */
-#define AFTER_DEADLINE_S 0.5
 #define LEAVE_TIMEOUT_S 1.0
-
-typedef struct round_count {
-    struct round_count *next;
-    char *name;
-    int64_t generation;
-} round_count;
-
-struct ferry__rendezvous {
-    int rank, world_size;
-    ferry__store_server *server;
-    ferry__store *store;
-    char *file_path;
-    ferry__peer_entry *peers;
-    round_count *rounds;
-    char prev_round[PREFIX_LEN]; /* the last collective that completed here; "" = none */
-    bool (*should_abort)(void *ctx, char *why, size_t cap);
-    void *abort_ctx;
-};
 
 /* A growable byte buffer for records and the table. */
 typedef struct {
@@ -69,16 +42,6 @@ typedef struct {
     size_t left;
     bool is_bad;
 } cursor;
-
-/* Seconds left before deadline (0 = none). Never <= 0 for a real deadline, since 0 would mean
-   "wait forever" to the store. */
-static double left_s(double deadline)
-{
-    if (deadline <= 0)
-        return 0;
-    double left = deadline - ferry__now_s();
-    return left > 0.001 ? left : 0.001;
-}
 
 /* ---- encoding --------------------------------------------------------------------------- */
 
@@ -181,16 +144,8 @@ static void free_peers(ferry__peer_entry *peers, int n)
 
 /* ---- keys ------------------------------------------------------------------------------- */
 
-static void rank_key(char *key, const char *prefix, int rank)
-{
-    snprintf(key, KEY_LEN, "%s/r/%d", prefix, rank);
-}
-
-/* Builds "ranks 3, 5 never arrived" (or "rank 3 ...") from the presence keys under prefix.
-   Returns how many were missing; 0 leaves out untouched. -1 when the store could not say (its
-   error is then the last error). */
-static int missing_ranks(ferry__store *st, const char *prefix, int world_size, char *out,
-                         size_t out_len)
+int ferry__rdv_missing_ranks(ferry__store *st, const char *prefix, int world_size, char *out,
+                             size_t out_len)
 {
     char **keys = ferry__calloc((size_t)world_size, sizeof *keys);
     bool *present = ferry__calloc((size_t)world_size, sizeof *present);
@@ -223,31 +178,6 @@ static int missing_ranks(ferry__store *st, const char *prefix, int world_size, c
     ferry__free(keys);
     ferry__free(present);
     return n_missing;
-}
-
-/* The key prefix of the next round called `name` of this kind: "ferry/<kind>/<name>#<gen>". */
-static ferry_status next_round(ferry__rendezvous *rdv, const char *kind, const char *name,
-                               char *prefix)
-{
-    if (!rdv || !name || strlen(name) > ROUND_NAME_MAX)
-        return ferry__fail(FERRY_EINVAL, "%s round needs a name of at most %d bytes", kind,
-                           ROUND_NAME_MAX);
-    char full[ROUND_NAME_MAX + 32];
-    snprintf(full, sizeof full, "%s/%s", kind, name);
-    round_count *rc = rdv->rounds;
-    while (rc && strcmp(rc->name, full))
-        rc = rc->next;
-    if (!rc) {
-        rc = ferry__calloc(1, sizeof *rc);
-        if (!rc || !(rc->name = ferry__strdup(full))) {
-            ferry__free(rc);
-            return ferry__fail(FERRY_ENOMEM, "out of memory starting a %s round", kind);
-        }
-        rc->next = rdv->rounds;
-        rdv->rounds = rc;
-    }
-    snprintf(prefix, PREFIX_LEN, "ferry/%s#%" PRId64, full, rc->generation++);
-    return FERRY_OK;
 }
 
 /* ---- join ------------------------------------------------------------------------------- */
@@ -369,7 +299,8 @@ static ferry_status gather(ferry__rendezvous *rdv, double deadline, double timeo
     ferry__free(keys);
     if (rc == FERRY_ETIMEDOUT) {
         char missing[900] = "";
-        int n_missing = missing_ranks(rdv->store, KEY_RECORDS, n, missing, sizeof missing);
+        int n_missing =
+            ferry__rdv_missing_ranks(rdv->store, KEY_RECORDS, n, missing, sizeof missing);
         if (n_missing < 0)
             return ferry_last_status();
         ferry__fail(FERRY_ETIMEDOUT, "rendezvous timed out after %g s: %s", timeout_s, missing);
@@ -436,8 +367,8 @@ static ferry_status fetch(ferry__rendezvous *rdv, double deadline, double timeou
         return rc; /* the store itself stopped answering: its error says so */
     if (rc == FERRY_ETIMEDOUT) {
         char missing[900] = "";
-        int n_missing =
-            missing_ranks(rdv->store, KEY_RECORDS, rdv->world_size, missing, sizeof missing);
+        int n_missing = ferry__rdv_missing_ranks(rdv->store, KEY_RECORDS, rdv->world_size,
+                                                 missing, sizeof missing);
         if (n_missing < 0)
             return ferry_last_status();
         if (n_missing > 0)
@@ -564,170 +495,6 @@ ferry__rendezvous *ferry__rendezvous_join(const char *init_method, int rank, int
     }
     ferry__log_debug("rendezvous", "rank %d of %d joined as %s", rank, world_size, name);
     return rdv;
-}
-
-/* ---- collectives ------------------------------------------------------------------------ */
-
-static ferry_status round_timeout(ferry__rendezvous *rdv, const char *kind, const char *name,
-                                  const char *prefix, double timeout_s)
-{
-    char missing[900] = "";
-    int n_missing = missing_ranks(rdv->store, prefix, rdv->world_size, missing, sizeof missing);
-    if (n_missing < 0)
-        return ferry__fail(ferry_last_status(), "%s '%s' failed: %s", kind, name,
-                           ferry_last_error());
-    if (n_missing == 0)
-        snprintf(missing, sizeof missing, "every rank arrived, but the round never completed");
-    return ferry__fail(FERRY_ETIMEDOUT, "%s '%s' timed out after %g s: %s", kind, name, timeout_s,
-                       missing);
-}
-
-/* Marks this rank present and counts it in; *is_last for the rank that completes the round. */
-static ferry_status arrive(ferry__rendezvous *rdv, const char *prefix, bool *is_last,
-                           double deadline)
-{
-    char key[KEY_LEN];
-    int64_t n = 0;
-    rank_key(key, prefix, rdv->rank);
-    ferry_status rc = ferry__store_set(rdv->store, key, "", 0, left_s(deadline));
-    snprintf(key, sizeof key, "%s/n", prefix);
-    if (rc == FERRY_OK)
-        rc = ferry__store_add(rdv->store, key, 1, &n, left_s(deadline));
-    *is_last = n == rdv->world_size;
-    return rc;
-}
-
-/* The last arriver of a round: every rank has left the round before it, so its keys can go.
-   Best effort: a failure only leaves keys behind. */
-static void delete_round(ferry__rendezvous *rdv, const char *prefix, double deadline)
-{
-    size_t n = (size_t)rdv->world_size + 3;
-    char **keys = ferry__calloc(n, sizeof *keys);
-    bool is_ok = keys != NULL && *prefix;
-    for (size_t i = 0; is_ok && i < n; i++) {
-        keys[i] = ferry__malloc(KEY_LEN);
-        is_ok = keys[i] != NULL;
-        if (is_ok && i < (size_t)rdv->world_size)
-            rank_key(keys[i], prefix, (int)i);
-        else if (is_ok)
-            snprintf(keys[i], KEY_LEN, "%s/%s", prefix,
-                     i == n - 3 ? "n" : i == n - 2 ? "sum" : "done");
-    }
-    if (is_ok && ferry__store_delete(rdv->store, (const char *const *)keys, n, NULL,
-                                     left_s(deadline)) != FERRY_OK)
-        ferry__log_debug("rendezvous", "could not delete the keys of %s: %s", prefix,
-                         ferry_last_error());
-    for (size_t i = 0; keys && i < n; i++)
-        ferry__free(keys[i]);
-    ferry__free(keys);
-}
-
-/* A round completed here: the last arriver says so and clears the round before; everyone
-   remembers this one as the round before the next. */
-static ferry_status finish_round(ferry__rendezvous *rdv, const char *prefix, bool is_last,
-                                 const char *result, double deadline)
-{
-    char key[KEY_LEN];
-    ferry_status rc = FERRY_OK;
-    if (is_last) {
-        snprintf(key, sizeof key, "%s/done", prefix);
-        rc = ferry__store_set(rdv->store, key, result, strlen(result), left_s(deadline));
-        if (rc == FERRY_OK)
-            delete_round(rdv, rdv->prev_round, deadline);
-    }
-    if (rc == FERRY_OK)
-        snprintf(rdv->prev_round, sizeof rdv->prev_round, "%s", prefix);
-    return rc;
-}
-
-/* Everyone but the last arriver blocks on prefix/done; its value comes back in *val. The wait
-   goes in slices so the abort check (a peer known dead) can end it early. */
-static ferry_status await_done(ferry__rendezvous *rdv, const char *kind, const char *name,
-                               const char *prefix, double timeout_s, void **val, size_t *len)
-{
-    char key[KEY_LEN], why[512];
-    snprintf(key, sizeof key, "%s/done", prefix);
-    double end = timeout_s > 0 ? ferry__now_s() + timeout_s : 0;
-    for (;;) {
-        double slice = ABORT_CHECK_SLICE_S;
-        if (end && end - ferry__now_s() < slice)
-            slice = end - ferry__now_s();
-        ferry_status rc = slice > 0 ? ferry__store_get(rdv->store, key, slice, val, len)
-                                    : FERRY_ETIMEDOUT;
-        if (rc != FERRY_ETIMEDOUT)
-            return rc;
-        if (!ferry__store_is_connected(rdv->store))
-            return ferry__fail(rc, "%s '%s' abandoned: %s", kind, name, ferry_last_error());
-        if (end && ferry__now_s() >= end)
-            return round_timeout(rdv, kind, name, prefix, timeout_s);
-        if (rdv->should_abort && rdv->should_abort(rdv->abort_ctx, why, sizeof why))
-            return ferry__fail(FERRY_ETRANSPORT, "%s '%s' abandoned: %s", kind, name, why);
-    }
-}
-
-void ferry__rendezvous_set_abort_check(ferry__rendezvous *rdv,
-                                       bool (*should_abort)(void *ctx, char *why, size_t cap),
-                                       void *ctx)
-{
-    rdv->should_abort = should_abort;
-    rdv->abort_ctx = ctx;
-}
-
-ferry_status ferry__rendezvous_barrier(ferry__rendezvous *rdv, const char *name, double timeout_s)
-{
-    char prefix[PREFIX_LEN];
-    bool is_last = false;
-    void *val = NULL;
-    size_t len;
-    double deadline = timeout_s > 0 ? ferry__now_s() + timeout_s : 0;
-    ferry_status rc = next_round(rdv, "barrier", name, prefix);
-    if (rc == FERRY_OK)
-        rc = arrive(rdv, prefix, &is_last, deadline);
-    if (rc == FERRY_OK && !is_last)
-        rc = await_done(rdv, "barrier", name, prefix, timeout_s, &val, &len);
-    if (rc == FERRY_OK)
-        rc = finish_round(rdv, prefix, is_last, "1", deadline);
-    ferry__free(val);
-    return rc;
-}
-
-ferry_status ferry__rendezvous_allreduce_sum(ferry__rendezvous *rdv, const char *name,
-                                             int64_t value, int64_t *sum, double timeout_s)
-{
-    char prefix[PREFIX_LEN], sum_key[KEY_LEN], text[32];
-    bool is_last = false;
-    void *val = NULL;
-    size_t len = 0;
-    double deadline = timeout_s > 0 ? ferry__now_s() + timeout_s : 0;
-    ferry_status rc = next_round(rdv, "allreduce", name, prefix);
-    if (rc == FERRY_OK && !sum)
-        rc = ferry__fail(FERRY_EINVAL, "allreduce_sum needs an output");
-    if (rc != FERRY_OK)
-        return rc;
-    snprintf(sum_key, sizeof sum_key, "%s/sum", prefix);
-    /* The sum is added before the count, so the rank that completes the count sees every term. */
-    rc = ferry__store_add(rdv->store, sum_key, value, sum, left_s(deadline));
-    if (rc == FERRY_OK)
-        rc = arrive(rdv, prefix, &is_last, deadline);
-    if (rc == FERRY_OK && is_last) {
-        rc = ferry__store_add(rdv->store, sum_key, 0, sum, left_s(deadline));
-        snprintf(text, sizeof text, "%" PRId64, *sum);
-        return rc == FERRY_OK ? finish_round(rdv, prefix, true, text, deadline) : rc;
-    }
-    if (rc == FERRY_OK)
-        rc = await_done(rdv, "allreduce", name, prefix, timeout_s, &val, &len);
-    if (rc == FERRY_OK) {
-        snprintf(text, sizeof text, "%.*s", len < sizeof text ? (int)len : 0, (const char *)val);
-        char *end;
-        errno = 0;
-        *sum = strtoll(text, &end, 10);
-        if (errno || !*text || *end)
-            rc = ferry__fail(FERRY_EPROTO, "allreduce '%s' result is malformed", name);
-    }
-    if (rc == FERRY_OK)
-        rc = finish_round(rdv, prefix, false, text, deadline);
-    ferry__free(val);
-    return rc;
 }
 
 /* ---- accessors and leaving -------------------------------------------------------------- */
