@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "ferry/ferry.h"
+#include "bench/bench_util.h"
 
 #define N_IN 64
 #define N_HIDDEN 256
@@ -37,39 +38,6 @@ typedef struct {
     double dist_us, local_us;
     double pending_s; /* how long the contexts' release took to reach both workers after */
 } step_figures;
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
-/* Below the kernel's ephemeral range, where none of the ranks' own fabric sockets can take the
-   port before the master's store listens on it. */
-static int free_port(void)
-{
-    int low = 32768, high = 60999;
-    FILE *f = fopen("/proc/sys/net/ipv4/ip_local_port_range", "r");
-    if (f) {
-        if (fscanf(f, "%d %d", &low, &high) != 2)
-            low = 32768;
-        fclose(f);
-    }
-    unsigned seed = (unsigned)getpid() * 2654435761u ^ (unsigned)time(NULL);
-    for (int i = 0; low > 20000 && i < 200; i++) {
-        int port = 20000 + (int)(rand_r(&seed) % (unsigned)(low - 20000));
-        struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK),
-                                .sin_port = htons((uint16_t)port)};
-        int fd = socket(AF_INET, SOCK_STREAM, 0);
-        int ok = fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof a) == 0;
-        if (fd >= 0)
-            close(fd);
-        if (ok)
-            return port;
-    }
-    return 29500;
-}
 
 /* A stage is a list [w0, b0, w1, b1, ...] of nn.Linear parameters; ReLU follows every layer
    but the last, and the last too when relu_last. */

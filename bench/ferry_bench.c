@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "ferry/ferry.h"
+#include "bench/bench_util.h"
 
 #define N_SIZES 4
 static const size_t echo_bytes[N_SIZES] = {4096, 65536, 1 << 20, 16 << 20};
@@ -31,24 +32,6 @@ typedef struct {
 typedef struct {
     double rt_us, mbps;
 } fi_figure;
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
-static int free_port(void)
-{
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t len = sizeof a;
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof a) || getsockname(fd, (struct sockaddr *)&a, &len))
-        return 29500;
-    close(fd);
-    return ntohs(a.sin_port);
-}
 
 /* Runs fi_pingpong server and client for one provider and size; parses usec/xfer (one way)
    and MB/sec (both directions counted). */

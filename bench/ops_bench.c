@@ -17,13 +17,7 @@
 
 #include "ferry/ops.h"
 #include "ferry/tensor.h"
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
+#include "bench/bench_util.h"
 
 static int bench_matmul(double *ferry_s, double *blas_s)
 {

@@ -16,20 +16,9 @@
 #include <unistd.h>
 
 #include "ferry/ferry.h"
+#include "bench/bench_util.h"
 
 #define TENSOR_BYTES (64 << 10)
-
-static int free_port(void)
-{
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t len = sizeof a;
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof a) ||
-        getsockname(fd, (struct sockaddr *)&a, &len))
-        return 29500;
-    close(fd);
-    return ntohs(a.sin_port);
-}
 
 /* Resident set of this process in MiB (/proc/self/statm counts pages). */
 static double rss_mib(void)
