@@ -153,7 +153,7 @@ test: all $(UNIT_BIN) $(INTEG_BIN) check-symbols check-deps check-headers
 
 # Two "hosts" in network namespaces (root only; skipped elsewhere).
 NETNS_BINS := $(patsubst tests/netns/%.c,$(BUILD)/tests/netns_%,$(wildcard tests/netns/*.c))
-$(BUILD)/tests/netns_%: tests/netns/%.c $(STATIC)
+$(BUILD)/tests/netns_%: tests/netns/%.c tests/netns/netns_util.h $(STATIC)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) -o $@ $< $(STATIC) $(LDFLAGS_ALL) $(LIBS_ALL)
 

@@ -12,20 +12,8 @@
 #include "autograd/engine.h"
 #include "ferry/ferry.h"
 
-#define CHECK(cond)                                                                        \
-    do {                                                                                   \
-        if (!(cond)) {                                                                     \
-            fprintf(stderr, "dist_peer_death: %s failed (%s)\n", #cond, ferry_last_error()); \
-            return 1;                                                                      \
-        }                                                                                  \
-    } while (0)
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec / 1e9;
-}
+#define NETNS_PROG "dist_peer_death"
+#include "tests/netns/netns_util.h"
 
 /* A backward that ends the process: the worker dies in the middle of its part of the pass. */
 static ferry_status die_backward(void *ctx, size_t n_out, ferry_tensor *const *grads, size_t n_in,

@@ -9,23 +9,11 @@
 
 #include "ferry/ferry.h"
 
+#define NETNS_PROG "netem_echo"
+#include "tests/netns/netns_util.h"
+
 #define CALLS 200
 #define WINDOW 10
-
-static ferry_status echo(const ferry_value *args, const ferry_value *kwargs, ferry_value **result,
-                         void *user)
-{
-    *result = ferry_value_retain(ferry_list_get(args, 0));
-    return FERRY_OK;
-}
-
-#define CHECK(cond)                                                                        \
-    do {                                                                                   \
-        if (!(cond)) {                                                                     \
-            fprintf(stderr, "netem_echo: %s failed (%s)\n", #cond, ferry_last_error());    \
-            return 1;                                                                      \
-        }                                                                                  \
-    } while (0)
 
 static ferry_tensor *make(int i)
 {
@@ -48,13 +36,6 @@ static bool same(const ferry_tensor *a, ferry_value *v)
         if (x[k] != y[k])
             return false;
     return true;
-}
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
 static int caller(void)

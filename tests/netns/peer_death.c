@@ -10,26 +10,14 @@
 
 #include "ferry/ferry.h"
 
+#define NETNS_PROG "peer_death"
+#include "tests/netns/netns_util.h"
+
 static ferry_status die(const ferry_value *args, const ferry_value *kwargs, ferry_value **result,
                         void *user)
 {
     _exit(0);
 }
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
-#define CHECK(cond)                                                                        \
-    do {                                                                                   \
-        if (!(cond)) {                                                                     \
-            fprintf(stderr, "peer_death: %s failed (%s)\n", #cond, ferry_last_error());    \
-            return 1;                                                                      \
-        }                                                                                  \
-    } while (0)
 
 int main(void)
 {

@@ -13,6 +13,9 @@
 
 #include "ferry/ferry.h"
 
+#define NETNS_PROG "peer_stop"
+#include "tests/netns/netns_util.h"
+
 #define STOP_DELAY_S 0.2
 #define STOP_S 3.0
 
@@ -20,13 +23,6 @@ static void sleep_s(double s)
 {
     struct timespec ts = {(time_t)s, (long)((s - (time_t)s) * 1e9)};
     nanosleep(&ts, NULL);
-}
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
 /* Stops this process for STOP_S, starting STOP_DELAY_S from now (after the reply has left),
@@ -49,21 +45,6 @@ static ferry_status stop_me(const ferry_value *args, const ferry_value *kwargs,
     *result = ferry_string("stopping");
     return child > 0 ? FERRY_OK : ferry_set_error(FERRY_EINVAL, "fork failed");
 }
-
-static ferry_status echo(const ferry_value *args, const ferry_value *kwargs, ferry_value **result,
-                         void *user)
-{
-    *result = ferry_value_retain(ferry_list_get(args, 0));
-    return FERRY_OK;
-}
-
-#define CHECK(cond)                                                                        \
-    do {                                                                                   \
-        if (!(cond)) {                                                                     \
-            fprintf(stderr, "peer_stop: %s failed (%s)\n", #cond, ferry_last_error());     \
-            return 1;                                                                      \
-        }                                                                                  \
-    } while (0)
 
 static int caller(void)
 {
