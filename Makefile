@@ -28,7 +28,7 @@ CFLAGS_ALL := -std=c11 -D_GNU_SOURCE -g $(OPT) $(WARN) -fPIC -fvisibility=hidden
 LDFLAGS_ALL := -pthread $(SAN_FLAGS) $(LDFLAGS)
 LIBS_ALL := $(PKG_LIBS) -lm -ldl
 
-LIB_DIRS := core tensor transport rpc rref autograd autograd/dist optim
+LIB_DIRS := core tensor transport rpc rref rref/object autograd autograd/dist optim
 LIB_SRCS := $(sort $(foreach d,$(LIB_DIRS),$(wildcard $(d)/*.c)))
 PROTO_C  := $(BUILD)/proto/ferry.pb-c.c
 PROTO_H  := $(BUILD)/proto/ferry.pb-c.h

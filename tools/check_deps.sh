@@ -29,6 +29,7 @@ TOP_DIRS="core tensor transport autograd rpc rref optim"
 interface() {
     case $1 in
     rpc) echo "module.h wire.h registry.h" ;;
+    rref) echo "target.h" ;;
     *) echo "" ;;
     esac
 }
@@ -43,6 +44,7 @@ header_module() {
     dist_autograd.h) echo autograd/dist ;;
     rpc.h) echo rpc ;;
     rref.h) echo rref ;;
+    object.h) echo rref/object ;;
     ferry.h) echo "(umbrella)" ;;
     *) return 1 ;;
     esac

@@ -8,6 +8,7 @@
 #include "ferry/future.h"
 #include "ferry/rpc.h"
 #include "ferry/rref.h"
+#include "ferry/object.h"
 #include "ferry/ops.h"
 #include "ferry/autograd.h"
 #include "ferry/dist_autograd.h"
