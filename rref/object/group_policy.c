@@ -55,8 +55,10 @@ static ferry_value *slice_list(const ferry_value *list, size_t n, size_t index)
     ferry_value *part = ferry__list_new((size_t)count);
     if (!part)
         return NULL;
-    for (int64_t k = 0; k < count; k++)
-        ferry__list_set(part, (size_t)k, ferry_value_retain(ferry_list_get(list, (size_t)(start + k))));
+    for (int64_t k = 0; k < count; k++) {
+        ferry_value *item = ferry_list_get(list, (size_t)(start + k));
+        ferry__list_set(part, (size_t)k, ferry_value_retain(item));
+    }
     return part;
 }
 

@@ -86,7 +86,8 @@ Test(group_policy, slice_splits_tensors_lists_and_kwargs_when_others_go_whole, .
         ferry_value *l = ferry_list_get(a, 1);
         cr_assert_eq((int64_t)ferry_list_len(l), rows[i]);
         for (size_t e = 0; e < ferry_list_len(l); e++)
-            cr_assert_eq(ferry_value_as_int(ferry_list_get(l, e)), 10 + 2 * (int64_t)i + (int64_t)e);
+            cr_assert_eq(ferry_value_as_int(ferry_list_get(l, e)),
+                         10 + 2 * (int64_t)i + (int64_t)e);
         cr_assert_eq(ferry_value_as_int(ferry_list_get(a, 2)), 7);
         cr_assert_eq(ferry_list_get(a, 3), ferry_list_get(args, 3), "a 0-dim tensor goes whole");
         cr_assert_str_eq(ferry_value_as_string(ferry_list_get(a, 4)), "whole");
