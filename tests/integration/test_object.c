@@ -608,48 +608,65 @@ static int body_fork_third(int rank, int world, const rpc_case *c)
     return 0;
 }
 
-/* Objects still referenced when RPC shuts down are destroyed by the shutdown, once. */
+/* This process's Counter counts against what a rank expects; prints them when they differ. */
+static int check_local(const char *when, test_state *st, int64_t made, int64_t destroyed)
+{
+    ferry_object_counts n;
+    ferry_object_debug_counts(&n);
+    pthread_mutex_lock(&st->cls.mu);
+    int64_t m = st->cls.made, d = st->cls.destroyed, bad = st->cls.bad_destroy;
+    pthread_mutex_unlock(&st->cls.mu);
+    if (m != made || d != destroyed || bad || n.alive != made - destroyed ||
+        n.destroyed != destroyed)
+        fprintf(stderr, "%s: made %lld destroyed %lld bad %lld, debug alive %lld destroyed %lld;"
+                        " expected %lld made, %lld destroyed\n",
+                when, (long long)m, (long long)d, (long long)bad, (long long)n.alive,
+                (long long)n.destroyed, (long long)made, (long long)destroyed);
+    RANK_CHECK(m == made && d == destroyed && bad == 0);
+    RANK_CHECK(n.alive == made - destroyed && n.destroyed == destroyed);
+    return 0;
+}
+
+/* Objects that other workers still reference when RPC shuts down are destroyed by the
+   shutdown, once: worker1's object behind worker0's UserRRef, and worker0's object behind
+   worker1's fork only. An object whose OwnerRRef the owner's program still holds stays until
+   the program lets it go, and then dies once. */
 static int body_shutdown(int rank, int world, const rpc_case *c)
 {
     test_state *st = c->user;
-    ferry_rref *other = NULL, *mine = NULL;
+    ferry_rref *other = NULL, *held = NULL;
     if (rank == 0) {
         ferry_value *a = ferry_args(1, ferry_int(1));
         other = ferry_remote_object("worker1", "Counter", a, NULL, FERRY_TIMEOUT_DEFAULT);
-        mine = ferry_remote_object("worker0", "Counter", a, NULL, FERRY_TIMEOUT_DEFAULT);
-        RANK_CHECK(other && mine);
+        ferry_rref *forked = ferry_remote_object("worker0", "Counter", a, NULL,
+                                                 FERRY_TIMEOUT_DEFAULT);
+        held = ferry_remote_object("worker0", "Counter", a, NULL, FERRY_TIMEOUT_DEFAULT);
+        RANK_CHECK(other && forked && held);
         RANK_CHECK(check_int_call(other, "add", 1, VIA_SYNC, 2) == 0);
-        RANK_CHECK(check_int_call(mine, "add", 2, VIA_SYNC, 3) == 0);
-        /* worker1 holds a fork of ours across the shutdown too. */
-        ferry_value *ka = ferry_args(1, ferry_rref_value(mine));
+        RANK_CHECK(check_int_call(forked, "add", 2, VIA_SYNC, 3) == 0);
+        RANK_CHECK(check_int_call(held, "add", 3, VIA_SYNC, 4) == 0);
+        ferry_value *ka = ferry_args(1, ferry_rref_value(forked));
         ferry_value *none = ferry_rpc_sync("worker1", "keep", ka, NULL, FERRY_TIMEOUT_DEFAULT);
         RANK_CHECK(none);
         ferry_value_release(none);
         ferry_value_release(ka);
         ferry_value_release(a);
+        ferry_rref_release(forked);
+        RANK_CHECK(ferry_debug_rref_wait_idle(20) == FERRY_OK);
+        RANK_CHECK(check_local("worker0 before shutdown", st, 2, 0) == 0);
     }
     RANK_CHECK(ferry_shutdown(true, 30) == FERRY_OK);
-    ferry_object_counts n;
-    ferry_object_debug_counts(&n);
-    pthread_mutex_lock(&st->cls.mu);
-    int64_t made = st->cls.made, destroyed = st->cls.destroyed, bad = st->cls.bad_destroy;
-    pthread_mutex_unlock(&st->cls.mu);
-    if (made != 1 || destroyed != 1 || bad || n.alive != 0 || n.destroyed != 1)
-        fprintf(stderr, "rank %d after shutdown: made %lld destroyed %lld bad %lld alive %lld "
-                        "debug destroyed %lld\n",
-                rank, (long long)made, (long long)destroyed, (long long)bad, (long long)n.alive,
-                (long long)n.destroyed);
-    RANK_CHECK(made == 1 && destroyed == 1 && bad == 0);
-    RANK_CHECK(n.alive == 0 && n.destroyed == 1);
-    /* What the program still holds goes without a second destruction. */
+    if (rank == 1) {
+        RANK_CHECK(check_local("worker1 after shutdown", st, 1, 1) == 0);
+        ferry_rref_release(st->kept); /* deleted by the shutdown: no second destruction */
+        st->kept = NULL;
+        return check_local("worker1 after releasing its fork", st, 1, 1);
+    }
+    RANK_CHECK(check_local("worker0 after shutdown", st, 2, 1) == 0);
     ferry_rref_release(other);
-    ferry_rref_release(mine);
-    ferry_rref_release(st->kept);
-    st->kept = NULL;
-    ferry_object_debug_counts(&n);
-    RANK_CHECK(n.alive == 0 && n.destroyed == 1);
-    RANK_CHECK(st->cls.destroyed == 1 && st->cls.bad_destroy == 0);
-    return 0;
+    RANK_CHECK(check_local("worker0 after releasing its user", st, 2, 1) == 0);
+    ferry_rref_release(held);
+    return check_local("worker0 after releasing its owner RRef", st, 2, 2);
 }
 
 /* Runs drive(r, method, n) on worker1 and worker2 at once; each list must hold n results that
@@ -754,6 +771,6 @@ BOTH(methods_run_on_owner_when_called_three_ways_and_chained_on_four_workers, 4,
 BOTH(object_on_self_is_an_owner_rref_when_constructed_locally, 2, body_self, 40)
 BOTH(destructor_runs_once_on_owner_when_a_fork_to_a_third_worker_goes_too, 3, body_fork_third,
      40)
-BOTH(objects_still_referenced_are_destroyed_once_when_rpc_shuts_down, 2, body_shutdown, 40)
+BOTH(objects_other_workers_reference_are_destroyed_once_when_rpc_shuts_down, 2, body_shutdown, 40)
 BOTH(calls_from_two_workers_never_interleave_unless_the_method_is_concurrent, 3, body_serial,
      60)
