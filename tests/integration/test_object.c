@@ -231,6 +231,29 @@ static const ferry_method_def COUNTER_METHODS[] = {
     {"hold", m_hold, false},     {"peek", m_peek, true},
 };
 
+/* This process's class counts and ferry_object_debug_counts, read once they agree (every
+   object here is a Counter): the library counts a death just after the destructor returns and a
+   birth just after the constructor, so a reader may see one side first. Nothing signals the
+   library's counters, so this polls, for 2 s at most. */
+static void settled_counts(class_state *cls, int64_t *made, int64_t *destroyed, int64_t *bad,
+                           ferry_object_counts *n)
+{
+    double until = rpc_test_now_s() + 2.0;
+    for (;;) {
+        pthread_mutex_lock(&cls->mu);
+        *made = cls->made;
+        *destroyed = cls->destroyed;
+        *bad = cls->bad_destroy;
+        pthread_mutex_unlock(&cls->mu);
+        ferry_object_debug_counts(n);
+        if ((n->alive == *made - *destroyed && n->destroyed == *destroyed) ||
+            rpc_test_now_s() > until)
+            return;
+        struct timespec ms = {0, 1000000};
+        nanosleep(&ms, NULL);
+    }
+}
+
 /* ---- functions the tests call ---- */
 
 /* obj_counts(want) -> [made, destroyed, bad destroys, debug alive, debug destroyed] of this
@@ -242,10 +265,10 @@ static ferry_status obj_counts_fn(const ferry_value *args, const ferry_value *kw
     int64_t want = ferry_value_as_int(ferry_list_get(args, 0));
     pthread_mutex_lock(&cls->mu);
     wait_field(&cls->cv, &cls->mu, &cls->destroyed, want, 10.0);
-    int64_t made = cls->made, destroyed = cls->destroyed, bad = cls->bad_destroy;
     pthread_mutex_unlock(&cls->mu);
-    ferry_object_counts n = {-1, -1};
-    ferry_object_debug_counts(&n);
+    int64_t made, destroyed, bad;
+    ferry_object_counts n;
+    settled_counts(cls, &made, &destroyed, &bad, &n);
     *result = ferry_list_of(5, ferry_int(made), ferry_int(destroyed), ferry_int(bad),
                             ferry_int(n.alive), ferry_int(n.destroyed));
     return *result ? FERRY_OK : ferry_last_status();
@@ -427,6 +450,23 @@ static int check_int_rref(ferry_rref *r, const char *owner, int64_t want)
     return 0;
 }
 
+/* This process's Counter counts against what a rank expects; prints them when they differ. */
+static int check_local(const char *when, test_state *st, int64_t made, int64_t destroyed)
+{
+    ferry_object_counts n;
+    int64_t m, d, bad;
+    settled_counts(&st->cls, &m, &d, &bad, &n);
+    if (m != made || d != destroyed || bad || n.alive != made - destroyed ||
+        n.destroyed != destroyed)
+        fprintf(stderr, "%s: made %lld destroyed %lld bad %lld, debug alive %lld destroyed %lld;"
+                        " expected %lld made, %lld destroyed\n",
+                when, (long long)m, (long long)d, (long long)bad, (long long)n.alive,
+                (long long)n.destroyed, (long long)made, (long long)destroyed);
+    RANK_CHECK(m == made && d == destroyed && bad == 0);
+    RANK_CHECK(n.alive == made - destroyed && n.destroyed == destroyed);
+    return 0;
+}
+
 /* ---- bodies ---- */
 
 /* Every rank makes two Counters on the next rank, calls them three ways, chains kept results
@@ -477,12 +517,21 @@ static int body_calls(int rank, int world, const rpc_case *c)
     ferry_future *fs[10];
     for (int i = 0; i < 10; i++)
         RANK_CHECK(fs[i] = ferry_rref_call_async(b, "add", NULL, NULL, FERRY_TIMEOUT_DEFAULT));
+    char seen[256];
+    size_t len = 0;
+    bool in_order = true;
     for (int i = 0; i < 10; i++) {
         ferry_value *x = ferry_future_value(fs[i]);
-        RANK_CHECK(x && ferry_value_as_int(x) == 10 + s + 18 + i + 1);
+        RANK_CHECK(x && ferry_value_kind(x) == FERRY_VALUE_INT);
+        int64_t step = ferry_value_as_int(x) - (10 + s + 18);
+        in_order = in_order && step == i + 1;
+        len += (size_t)snprintf(seen + len, sizeof seen - len, " %lld", (long long)step);
         ferry_value_release(x);
         ferry_future_release(fs[i]);
     }
+    if (!in_order)
+        fprintf(stderr, "%s: 10 async add(1) calls sent in order ran as steps%s\n", owner, seen);
+    RANK_CHECK(in_order);
 
     ferry_value *vals[] = {kw, start, pos, ten, ka, kb};
     for (size_t i = 0; i < sizeof vals / sizeof vals[0]; i++)
@@ -511,8 +560,7 @@ static int body_self(int rank, int world, const rpc_case *c)
     test_state *st = c->user;
     if (rank != 0)
         return 0;
-    ferry_object_counts base;
-    ferry_object_debug_counts(&base);
+    RANK_CHECK(check_local("worker0 before", st, 0, 0) == 0);
     ferry_value *three = ferry_args(1, ferry_int(3));
     ferry_rref *r = ferry_remote_object("worker0", "Counter", three, NULL, FERRY_TIMEOUT_DEFAULT);
     RANK_CHECK(r && ferry_rref_is_owner(r) && ferry_rref_confirmed_by_owner(r));
@@ -521,9 +569,7 @@ static int body_self(int rank, int world, const rpc_case *c)
     RANK_CHECK(ferry_object_class(obj) && strcmp(ferry_object_class(obj), "Counter") == 0);
     counter *raw = ferry_object_ptr(obj);
     RANK_CHECK(raw && raw->magic == MAGIC_LIVE && raw->value == 3);
-    ferry_object_counts made;
-    ferry_object_debug_counts(&made);
-    RANK_CHECK(made.alive == base.alive + 1);
+    RANK_CHECK(check_local("worker0 with the object", st, 1, 0) == 0);
 
     RANK_CHECK(check_int_call(r, "add", 2, VIA_SYNC, 5) == 0);
     RANK_CHECK(check_int_call(r, "add", 1, VIA_ASYNC, 6) == 0);
@@ -557,14 +603,7 @@ static int body_self(int rank, int world, const rpc_case *c)
     ferry_rref_release(kept);
     ferry_rref_release(r);
     RANK_CHECK(local_destroyed(&st->cls, 1) == 1);
-    ferry_object_counts after;
-    ferry_object_debug_counts(&after);
-    RANK_CHECK(after.alive == base.alive && after.destroyed == base.destroyed + 1);
-    pthread_mutex_lock(&st->cls.mu);
-    int64_t bad = st->cls.bad_destroy;
-    pthread_mutex_unlock(&st->cls.mu);
-    RANK_CHECK(bad == 0);
-    return 0;
+    return check_local("worker0 after releasing everything", st, 1, 1);
 }
 
 /* worker1 makes an object on worker0, forks its RRef to worker2 and drops its own: the object
@@ -605,25 +644,6 @@ static int body_fork_third(int rank, int world, const rpc_case *c)
         ferry_value_release(one);
         RANK_CHECK(check_died("worker0", &base, round + 1, round + 1) == 0);
     }
-    return 0;
-}
-
-/* This process's Counter counts against what a rank expects; prints them when they differ. */
-static int check_local(const char *when, test_state *st, int64_t made, int64_t destroyed)
-{
-    ferry_object_counts n;
-    ferry_object_debug_counts(&n);
-    pthread_mutex_lock(&st->cls.mu);
-    int64_t m = st->cls.made, d = st->cls.destroyed, bad = st->cls.bad_destroy;
-    pthread_mutex_unlock(&st->cls.mu);
-    if (m != made || d != destroyed || bad || n.alive != made - destroyed ||
-        n.destroyed != destroyed)
-        fprintf(stderr, "%s: made %lld destroyed %lld bad %lld, debug alive %lld destroyed %lld;"
-                        " expected %lld made, %lld destroyed\n",
-                when, (long long)m, (long long)d, (long long)bad, (long long)n.alive,
-                (long long)n.destroyed, (long long)made, (long long)destroyed);
-    RANK_CHECK(m == made && d == destroyed && bad == 0);
-    RANK_CHECK(n.alive == made - destroyed && n.destroyed == destroyed);
     return 0;
 }
 
