@@ -19,14 +19,27 @@ static bool named_by_id(ferry_rref *r)
     return live;
 }
 
+/* An id travels as one int: the worker in the top 16 bits (below the sign), the local counter
+   in the low 47. An id that does not fit goes as the RRef itself. */
+#define ID_LOCAL_BITS 47
+static bool id_fits(ferry__gid id)
+{
+    return id.worker >= 0 && id.worker < (1 << 16) && id.local >= 0 &&
+           id.local < ((int64_t)1 << ID_LOCAL_BITS);
+}
+
+static int64_t id_pack(ferry__gid id)
+{
+    return (int64_t)id.worker << ID_LOCAL_BITS | id.local;
+}
+
 /* The list [target, *extra] (new reference). */
 static ferry_value *target_args(ferry_rref *r, ferry_value *const *extra, size_t n)
 {
     if (!r)
         return ferry__fail_null(FERRY_EINVAL, "NULL RRef");
-    ferry_value *target = named_by_id(r)
-                              ? ferry_list_of(2, ferry_int(r->id.worker), ferry_int(r->id.local))
-                              : ferry_rref_value(r);
+    ferry_value *target = named_by_id(r) && id_fits(r->id) ? ferry_int(id_pack(r->id))
+                                                            : ferry_rref_value(r);
     ferry_value *l = target ? ferry__list_new(n + 1) : NULL;
     if (!l) {
         ferry_value_release(target);
@@ -80,15 +93,15 @@ ferry_rref *ferry__rref_remote_owner(ferry_rref *r, const char *fn, ferry_value 
     return out;
 }
 
-static ferry_future *owned_by_id(const ferry_value *target)
+static ferry_future *owned_by_id(int64_t packed)
 {
-    ferry_value *w = ferry_list_get(target, 0), *l = ferry_list_get(target, 1);
-    if (ferry_value_kind(w) != FERRY_VALUE_INT || ferry_value_kind(l) != FERRY_VALUE_INT)
-        return ferry__fail_null(FERRY_EINVAL, "an RRef target is an RRef or two ints");
+    if (packed < 0)
+        return ferry__fail_null(FERRY_EINVAL, "an RRef target id is never negative");
+    int64_t worker = packed >> ID_LOCAL_BITS;
+    int64_t local = packed & (((int64_t)1 << ID_LOCAL_BITS) - 1);
     ferry__rref_ctx *ctx = ferry__rref_ctx_current();
     if (!ctx)
         return NULL;
-    int64_t worker = ferry_value_as_int(w), local = ferry_value_as_int(l);
     ferry_future *value = NULL;
     pthread_mutex_lock(&ctx->lock);
     ferry_rref *o = worker >= 0 && worker < ctx->world_size
@@ -109,12 +122,12 @@ static ferry_future *owned_by_id(const ferry_value *target)
 
 ferry_future *ferry__rref_target_value(const ferry_value *target)
 {
-    if (ferry_value_kind(target) == FERRY_VALUE_LIST && ferry_list_len(target) == 2)
-        return owned_by_id(target);
+    if (ferry_value_kind(target) == FERRY_VALUE_INT)
+        return owned_by_id(ferry_value_as_int(target));
     ferry_rref *r = ferry_value_kind(target) == FERRY_VALUE_RREF ? ferry_value_as_rref(target)
                                                                  : NULL;
     if (!r)
-        return ferry__fail_null(FERRY_EINVAL, "an RRef target is an RRef or two ints");
+        return ferry__fail_null(FERRY_EINVAL, "an RRef target is an RRef or its id");
     if (!r->is_owner)
         return ferry__fail_null(FERRY_ENOTOWNER, "a call for an RRef's owner reached worker "
                                 "'%s', which does not own it", r->ctx->names[r->ctx->rank]);

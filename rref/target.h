@@ -14,7 +14,7 @@
 #include "ferry/value.h"
 
 /* Calls the registered function fn([target, *extra], kwargs) on r's owner, where target names
-   r (its id when r is a user its owner confirmed and shutdown has not deleted, else the RRef
+   r (its id, an int, when r is a user its owner confirmed and shutdown has not deleted, else the RRef
    itself, forked as any RRef argument, which also reports a failed or deleted user), and holds r
    until the call ends. `extra` (n borrowed values), kwargs and timeout as ferry_rpc_async. The
    call's future, or NULL with ferry_rpc_async's errors (FERRY_EINVAL for a NULL r). */
