@@ -55,7 +55,7 @@ static ferry_status add(const char *name, const ferry__fn_entry *e)
     if (!name || !*name || strlen(name) >= FERRY_MAX_NAME_LEN)
         return ferry__fail(FERRY_EINVAL, "function names must be non-empty and shorter than %d bytes",
                            FERRY_MAX_NAME_LEN);
-    if ((e->kind == FERRY__FN_ASYNC && !e->async_fn) || (e->kind != FERRY__FN_ASYNC && !e->fn))
+    if (ferry__fn_is_async(e->kind) ? !e->async_fn : !e->fn)
         return ferry__fail(FERRY_EINVAL, "function '%s': the function pointer is NULL", name);
     ferry_status rc = FERRY_OK;
     pthread_rwlock_wrlock(&reg.lock);
@@ -107,5 +107,11 @@ ferry_status ferry_register_nonblocking_function(const char *name, ferry_fn fn, 
 ferry_status ferry_register_async_function(const char *name, ferry_async_fn fn, void *user)
 {
     ferry__fn_entry e = {.kind = FERRY__FN_ASYNC, .async_fn = fn, .user = user};
+    return add(name, &e);
+}
+
+ferry_status ferry__register_nonblocking_async(const char *name, ferry_async_fn fn, void *user)
+{
+    ferry__fn_entry e = {.kind = FERRY__FN_ASYNC_NONBLOCKING, .async_fn = fn, .user = user};
     return add(name, &e);
 }

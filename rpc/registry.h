@@ -8,7 +8,24 @@
 
 #include "ferry/rpc.h"
 
-typedef enum { FERRY__FN_SYNC, FERRY__FN_ASYNC, FERRY__FN_NONBLOCKING } ferry__fn_kind;
+/* NONBLOCKING functions and ASYNC_NONBLOCKING ones (async functions that return their future
+   without blocking) may run where their request is read, in the order requests arrive. */
+typedef enum {
+    FERRY__FN_SYNC,
+    FERRY__FN_ASYNC,
+    FERRY__FN_NONBLOCKING,
+    FERRY__FN_ASYNC_NONBLOCKING
+} ferry__fn_kind;
+
+static inline bool ferry__fn_is_async(ferry__fn_kind k)
+{
+    return k == FERRY__FN_ASYNC || k == FERRY__FN_ASYNC_NONBLOCKING;
+}
+
+static inline bool ferry__fn_runs_inline(ferry__fn_kind k)
+{
+    return k == FERRY__FN_NONBLOCKING || k == FERRY__FN_ASYNC_NONBLOCKING;
+}
 
 typedef struct {
     ferry__fn_kind kind;
@@ -17,6 +34,10 @@ typedef struct {
     void *user;
 } ferry__fn_entry;
 
+/* Registers an async function that never blocks before returning its future, for modules
+   that must see their requests in arrival order (method calls on one object). As
+   ferry_register_async_function otherwise. */
+ferry_status ferry__register_nonblocking_async(const char *name, ferry_async_fn fn, void *user);
 /* Copies the entry for `name` into *out; false if there is none. */
 bool ferry__registry_lookup(const char *name, ferry__fn_entry *out);
 /* Registers the builtins (torch.add, min, ...) once per process. */

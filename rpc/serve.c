@@ -140,7 +140,7 @@ void ferry__agent_run_function(ferry__agent *a, const ferry__msg *m,
     ferry_clear_error();
     if (!args || !kwargs) {
         out->rc = ferry_set_error(FERRY_ENOMEM, "out of memory for the arguments");
-    } else if (entry->kind == FERRY__FN_ASYNC) {
+    } else if (ferry__fn_is_async(entry->kind)) {
         out->pending = entry->async_fn(args, kwargs, entry->user);
         if (!out->pending)
             out->rc = ferry_last_status() != FERRY_OK
@@ -391,7 +391,7 @@ void ferry__serve_request(ferry__agent *a, int src, ferry__msg *m)
     bool is_call = m->type == FERRY__MSG_CALL;
     /* Heartbeats are answered here, never queued behind busy functions. */
     if (m->type == FERRY__MSG_PING ||
-        (is_call && j->entry.kind == FERRY__FN_NONBLOCKING && modules_ready(j)) ||
+        (is_call && ferry__fn_runs_inline(j->entry.kind) && modules_ready(j)) ||
         (!is_call && a->inline_handlers[m->type].fn)) {
         if (run_here(a, j, is_call))
             return;

@@ -34,7 +34,7 @@ static ferry_status run_target(const char *fn, ferry_value *args, const ferry_va
     ferry__fn_entry e;
     if (!ferry__registry_lookup(fn, &e))
         return ferry__fail(FERRY_EUNKNOWN_FUNCTION, "no function named '%s'", fn);
-    if (e.kind != FERRY__FN_ASYNC)
+    if (!ferry__fn_is_async(e.kind))
         return e.fn(args, kwargs, result, e.user);
     ferry_future *f = e.async_fn(args, kwargs, e.user);
     if (!f)

@@ -8,6 +8,7 @@
    remote() is answered the same way once its value exists. Fetches and non-blocking functions
    are served on the progress thread where they were read; other functions on the pool. */
 #include <math.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "core/alloc.h"
@@ -149,18 +150,31 @@ ferry_rref *ferry_remote(const char *to, const char *fn, ferry_value *args, ferr
 
 /* ---- the owner's side of remote() ---- */
 
+/* An async function's outcome into the value, its failure worded as a synchronous one's. */
+typedef struct {
+    ferry_rref *o; /* retained */
+    char *fn;
+} async_into;
+
 static void async_value_done(ferry_future *f, void *arg)
 {
-    ferry_rref *o = arg;
-    if (ferry_future_status(f) == FERRY_OK) {
+    async_into *in = arg;
+    ferry_rref *o = in->o;
+    ferry_status rc = ferry_future_status(f);
+    if (rc == FERRY_OK) {
         ferry_value *v = ferry_future_value(f);
         ferry_future_set_value(o->value, v);
         ferry_value_release(v);
     } else {
-        ferry_future_set_error(o->value, ferry_future_status(f), ferry_future_error(f));
+        char why[1024];
+        snprintf(why, sizeof why, "function '%s' on worker '%s' failed: %s", in->fn,
+                 o->ctx->names[o->ctx->rank], ferry_future_error(f));
+        ferry_future_set_error(o->value, rc == FERRY_EUNKNOWN_FUNCTION ? rc : FERRY_EREMOTE, why);
     }
     ferry_future_release(f);
     ferry_rref_release(o);
+    ferry__free(in->fn);
+    ferry__free(in);
 }
 
 static void fail_value(ferry__agent *a, ferry_rref *o, ferry_status rc, const char *fn)
@@ -209,13 +223,19 @@ static void run_into(ferry__agent *a, ferry__rref_ctx *ctx, ferry_rref *o, ferry
     }
     ferry__fn_result r;
     ferry__agent_run_function(a, m, known, &r);
-    if (r.pending && ferry__future_on_done(r.pending, async_value_done, ferry_rref_retain(o)) !=
-                         FERRY_OK) {
+    if (r.pending) {
+        async_into *in = ferry__malloc(sizeof *in);
+        char *fn = ferry__strdup(m->fn);
+        if (in && fn) {
+            *in = (async_into){ferry_rref_retain(o), fn};
+            if (ferry__future_on_done(r.pending, async_value_done, in) == FERRY_OK)
+                return;
+            ferry_rref_release(o);
+        }
+        ferry__free(in);
+        ferry__free(fn);
         ferry_future_release(r.pending);
-        ferry_rref_release(o);
         r.rc = ferry_set_error(FERRY_ENOMEM, "out of memory waiting on the async result");
-    } else if (r.pending) {
-        return;
     }
     if (r.rc == FERRY_OK)
         ferry_future_set_value(o->value, r.value);
@@ -268,13 +288,14 @@ ferry_status ferry__rref_handle_remote(ferry__agent *a, int src, ferry__msg *m,
     return serve_remote(a, m, arg, NULL);
 }
 
-/* A non-blocking function runs right where the request was read, as a plain call to it does,
-   once nothing in its arguments waits for confirmation; the rest goes to the pool. */
+/* A non-blocking function (or a non-blocking async one) runs right where the request was read,
+   as a plain call to it does, once nothing in its arguments waits for confirmation; the rest
+   goes to the pool. */
 ferry_status ferry__rref_handle_remote_inline(ferry__agent *a, int src, ferry__msg *m,
                                               ferry_value **result, void *arg)
 {
     ferry__fn_entry e;
-    if (!m->fn || !ferry__registry_lookup(m->fn, &e) || e.kind != FERRY__FN_NONBLOCKING ||
+    if (!m->fn || !ferry__registry_lookup(m->fn, &e) || !ferry__fn_runs_inline(e.kind) ||
         !ferry__rref_all_confirmed(m->args) || !ferry__rref_all_confirmed(m->kwargs))
         return FERRY_EAGAIN;
     return serve_remote(a, m, arg, &e);

@@ -8,7 +8,10 @@
    the destructor runs once, on the owner, when the last RRef anywhere is gone (or at shutdown).
 
    Calls on one object run one at a time, in the order the owner received them, unless a method
-   is marked concurrent: such a method may run while any other call on the object runs.
+   is marked concurrent: such a method may run while any other call on the object runs. (A call
+   whose arguments hold RRefs the owner has not confirmed yet takes its place once they are.)
+   A method that calls its own object through ferry_object_call runs that call at once, inside
+   its own; a method that waits for a later call on its own object waits forever.
 
    Groups: one call to many workers (the remote-class pattern). A group is a fixed list of
    workers, or of RRefs to objects on them; a group call sends each member its share of the
@@ -35,7 +38,8 @@ extern "C" {
 typedef ferry_status (*ferry_ctor_fn)(const ferry_value *args, const ferry_value *kwargs,
                                       void **obj, void *user);
 /* Frees an object the constructor made. Runs once per object, on the thread that drops its
-   last reference (a pool or progress thread of the owner, or the one calling ferry_shutdown). */
+   last reference (a pool or progress thread of the owner, or the one calling ferry_shutdown):
+   keep it short, and never make RPC calls or wait from it. */
 typedef void (*ferry_dtor_fn)(void *obj, void *user);
 /* A method: as ferry_fn, with the object first. A result it stores in *result is a new
    reference the library releases; NULL means none. It runs on a pool thread of the owner and

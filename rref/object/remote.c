@@ -4,7 +4,8 @@
      ferry.object.new  [class, args]          -> the new object (kept on the owner by remote())
      ferry.object.call [target, method, args] -> the method's result
    where target names the RRef as rref/target.h says: by id when the caller's RRef is confirmed,
-   so a call costs no fork. The object never leaves its owner: the wire refuses it by value. */
+   so a call costs no fork. The object never leaves its owner: the wire refuses it by value.
+   The call function only posts to the object's mailbox (mailbox.c), where its request is read. */
 #include <string.h>
 
 #include "core/error.h"
@@ -28,36 +29,30 @@ static ferry_status new_fn(const ferry_value *args, const ferry_value *kwargs,
     return *result ? FERRY_OK : ferry_last_status();
 }
 
-/* On the owner: [target, method, args list] -> the method's result. */
-static ferry_status call_fn(const ferry_value *args, const ferry_value *kwargs,
-                            ferry_value **result, void *user)
+/* On the owner, where the request was read: [target, method, args list] -> a future of the
+   method's result. It only posts the call (to the object's mailbox, or behind its construction),
+   so calls join the mailbox in the order the requests arrived. */
+static ferry_future *call_fn(const ferry_value *args, const ferry_value *kwargs, void *user)
 {
     const char *method = ferry_value_as_string(ferry_list_get(args, 1));
     ferry_value *inner = ferry_list_get(args, 2);
     if (ferry_list_len(args) != 3 || !method || ferry_value_kind(inner) != FERRY_VALUE_LIST)
-        return ferry__fail(FERRY_EINVAL, "%s takes [rref, method, args]", CALL_FN);
+        return ferry__fail_null(FERRY_EINVAL, "%s takes [rref, method, args]", CALL_FN);
     ferry_future *vf = ferry__rref_target_value(ferry_list_get(args, 0));
     if (!vf)
-        return ferry_last_status();
-    ferry_value *obj = ferry_future_value(vf); /* waits while the object is being made */
+        return NULL;
+    ferry_future *result = NULL;
+    ferry__call *c = ferry__call_new(method, inner, kwargs, true, &result);
+    if (c)
+        ferry__call_post_when_ready(vf, c);
     ferry_future_release(vf);
-    if (!obj)
-        return ferry_set_error(ferry_last_status(), "calling '%s': the object could not be "
-                               "made: %s", method, ferry_last_error());
-    ferry_status rc;
-    if (ferry_value_kind(obj) != FERRY_VALUE_OBJECT)
-        rc = ferry__fail(FERRY_ETYPE, "calling '%s': the RRef holds a %s, not an object",
-                         method, ferry_kind_name(ferry_value_kind(obj)));
-    else
-        rc = ferry__object_invoke(obj, method, inner, kwargs, result);
-    ferry_value_release(obj);
-    return rc;
+    return result;
 }
 
 static ferry_status object_start(ferry__agent *agent, void **state)
 {
     ferry_status rc = ferry_register_function(NEW_FN, new_fn, NULL);
-    return rc != FERRY_OK ? rc : ferry_register_function(CALL_FN, call_fn, NULL);
+    return rc != FERRY_OK ? rc : ferry__register_nonblocking_async(CALL_FN, call_fn, NULL);
 }
 
 static const ferry__agent_module object_module = {
