@@ -4,9 +4,9 @@
    a tiny payload (one int) and a 64 KiB tensor; the goal is a method call within 10% of
    rpc_sync. (b) Five workers: one ferry_group_call to the four others (FERRY_DISPATCH_ALL,
    FERRY_COLLECT_NONE) beside four ferry_rpc_async and a wait on each. Both over tcp, then shm.
-   Each pair is timed in alternating rounds after a warm-up and reported as the median round,
-   so a straggling round moves neither side; the machines are shared and noisy, so compare the
-   ratios, not absolute numbers across runs.
+   Each pair is timed after a warm-up in alternating blocks of 50 and reported as the median
+   block, so a straggling block moves neither side; the machines are shared and noisy, so
+   compare the ratios, not absolute numbers across runs.
 
    `object_bench [ITERS]` times ITERS calls (or rounds) of each kind (3000 by default). */
 #include <poll.h>
@@ -20,7 +20,7 @@
 #include "ferry/ferry.h"
 #include "bench/bench_util.h"
 
-#define ROUNDS 6
+#define BLOCK 50 /* calls of one kind in a row */
 #define MAX_WORLD 5
 #define GROUP_WORKERS 4
 #define TENSOR_BYTES 65536
@@ -124,29 +124,38 @@ static int cmp_double(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
-/* Warm-up, then `iters` of each op in ROUNDS alternating rounds; the median round's time per
-   op goes to *a_us and *b_us. */
+static double median(double *v, int n)
+{
+    qsort(v, (size_t)n, sizeof *v, cmp_double);
+    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+/* A warm-up of each op, then `iters` of each in alternating blocks of BLOCK; the median
+   block's time per op goes to *a_us and *b_us. Short blocks put both ops in the same phase of
+   whatever else the machine runs. */
 static int time_pair(op_fn a, op_fn b, void *ctx, int iters, double *a_us, double *b_us)
 {
     op_fn ops[2] = {a, b};
-    double per[2][ROUNDS];
-    int n = iters / ROUNDS > 0 ? iters / ROUNDS : 1;
-    for (int i = 0; i < n; i++)
-        if (a(ctx) != 0 || b(ctx) != 0)
-            return -1;
-    for (int r = 0; r < ROUNDS; r++)
-        for (int k = 0; k < 2; k++) {
+    int blocks = iters / BLOCK > 0 ? iters / BLOCK : 1;
+    double *per = calloc(2 * (size_t)blocks, sizeof *per);
+    if (!per)
+        return -1;
+    int rc = 0;
+    for (int i = 0; i < iters / 10 && rc == 0; i++)
+        rc = a(ctx) != 0 || b(ctx) != 0 ? -1 : 0;
+    for (int r = 0; r < blocks && rc == 0; r++)
+        for (int k = 0; k < 2 && rc == 0; k++) {
             double t0 = now_s();
-            for (int i = 0; i < n; i++)
-                if (ops[k](ctx) != 0)
-                    return -1;
-            per[k][r] = (now_s() - t0) / n * 1e6;
+            for (int i = 0; i < BLOCK && rc == 0; i++)
+                rc = ops[k](ctx);
+            per[k * blocks + r] = (now_s() - t0) / BLOCK * 1e6;
         }
-    qsort(per[0], ROUNDS, sizeof(double), cmp_double);
-    qsort(per[1], ROUNDS, sizeof(double), cmp_double);
-    *a_us = (per[0][ROUNDS / 2 - 1] + per[0][ROUNDS / 2]) / 2;
-    *b_us = (per[1][ROUNDS / 2 - 1] + per[1][ROUNDS / 2]) / 2;
-    return 0;
+    if (rc == 0) {
+        *a_us = median(per, blocks);
+        *b_us = median(per + blocks, blocks);
+    }
+    free(per);
+    return rc;
 }
 
 /* (a): an Echo object on worker1, and the same payloads through both paths. */
@@ -276,15 +285,15 @@ static void row(const char *net, const char *test, double ours, double base, con
 int main(int argc, char **argv)
 {
     int iters = argc > 1 ? atoi(argv[1]) : 3000;
-    if (iters < ROUNDS) {
-        fprintf(stderr, "usage: object_bench [ITERS >= %d]\n", ROUNDS);
+    if (iters < BLOCK) {
+        fprintf(stderr, "usage: object_bench [ITERS >= %d]\n", BLOCK);
         return 2;
     }
     /* Every rank forks from here and shares it; the store refuses to run without one. */
     if (!getenv("FERRY_AUTH_TOKEN"))
         setenv("FERRY_AUTH_TOKEN", "ferry-bench-token", 1);
-    printf("object_bench: workers on 127.0.0.1, %d calls of each after a warm-up, median of %d "
-           "alternating rounds\n", iters, ROUNDS);
+    printf("object_bench: workers on 127.0.0.1, %d calls of each after a warm-up, median of "
+           "alternating blocks of %d\n", iters, BLOCK);
     printf("%-4s %-28s %14s %14s %8s\n", "net", "test", "object/group", "plain call", "ratio");
     const char *transports[2] = {"tcp", "shm"};
     int status = 0;
