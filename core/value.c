@@ -11,6 +11,7 @@
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "core/alloc.h"
@@ -21,12 +22,12 @@
    owning module's constructor before main and only read afterwards; it is atomic so that a
    registration made later (a test, a library loaded late) publishes the whole ops struct it
    points to (release store, acquire load). */
-static _Atomic(const ferry__value_kind_ops *) kind_ops[FERRY_VALUE_RREF + 1];
+static _Atomic(const ferry__value_kind_ops *) kind_ops[FERRY_VALUE_OBJECT + 1];
 
 /* The kinds whose values hold a module's object in `u.obj`. */
 static bool is_object_kind(ferry_kind kind)
 {
-    return kind == FERRY_VALUE_TENSOR || kind == FERRY_VALUE_RREF;
+    return kind == FERRY_VALUE_TENSOR || kind == FERRY_VALUE_RREF || kind == FERRY_VALUE_OBJECT;
 }
 
 ferry_status ferry__value_register_kind(ferry_kind kind, const ferry__value_kind_ops *ops)
@@ -153,6 +154,22 @@ ferry_value *ferry_tensor_value(ferry_tensor *t)
 ferry_value *ferry_rref_value(ferry_rref *r)
 {
     return object_value(FERRY_VALUE_RREF, r);
+}
+
+ferry_value *ferry__value_of_object(ferry_kind kind, void *obj)
+{
+    if (!is_object_kind(kind))
+        return ferry__fail_null(FERRY_EINVAL, "%s values hold no object", ferry_kind_name(kind));
+    return object_value(kind, obj);
+}
+
+void ferry__value_describe(const ferry_value *v, char *buf, size_t cap)
+{
+    const ferry__value_kind_ops *ops = v && is_object_kind(v->kind) ? ops_of(v->kind) : NULL;
+    if (ops && ops->describe)
+        ops->describe(v->u.obj, buf, cap);
+    else
+        snprintf(buf, cap, "a %s", ferry_kind_name(ferry_value_kind(v)));
 }
 
 /* ---- shared empties ---- */
@@ -453,6 +470,7 @@ const char *ferry_kind_name(ferry_kind k)
         [FERRY_VALUE_STRING] = "string", [FERRY_VALUE_BYTES] = "bytes",
         [FERRY_VALUE_TENSOR] = "tensor", [FERRY_VALUE_LIST] = "list",
         [FERRY_VALUE_DICT] = "dict",     [FERRY_VALUE_RREF] = "rref",
+        [FERRY_VALUE_OBJECT] = "object",
     };
     if ((unsigned)k >= sizeof names / sizeof names[0])
         return "unknown";

@@ -16,7 +16,7 @@ struct ferry_value {
             char *data;
             size_t len;
         } str;
-        /* TENSOR and RREF: an object owned by a module above core, held through the ops that
+        /* TENSOR, RREF and OBJECT: an object owned by a module above core, held through the ops that
            module registers. core reads and writes `obj` only; `tensor` and `rref` alias it for
            the modules that know the type (the wire codec, rref/). Object pointers share one
            representation on every platform ferry builds for (POSIX), so reading a union
@@ -42,15 +42,18 @@ struct ferry_value {
 };
 
 /* Values hold objects of kinds that modules above core own (FERRY_VALUE_TENSOR: tensor/,
-   FERRY_VALUE_RREF: rref/) through one ops table per kind, so core knows nothing of the objects
-   themselves. The owning module registers its ops from a constructor: the static library is one
+   FERRY_VALUE_RREF: rref/, FERRY_VALUE_OBJECT: rref/object/) through one ops table per kind, so
+   core knows nothing of the objects themselves. The owning module registers its ops from a constructor: the static library is one
    prelinked object and the shared one links every module, so they are in place before main.
    retain returns its argument with one more reference; release drops one; equal compares two
-   distinct objects for ferry_value_equal (NULL: only identical pointers are equal). */
+   distinct objects for ferry_value_equal (NULL: only identical pointers are equal); describe
+   writes a short phrase naming the object for messages ("an object of class 'X'"; NULL: the
+   kind's name). */
 typedef struct {
     void *(*retain)(void *obj);
     void (*release)(void *obj);
     bool (*equal)(const void *a, const void *b);
+    void (*describe)(const void *obj, char *buf, size_t cap);
 } ferry__value_kind_ops;
 
 /* Installs the ops for `kind` (borrowed: they must live until exit, normally a static const);
@@ -61,6 +64,13 @@ typedef struct {
    retain or release. Values of a kind without ops cannot be built: their constructors fail
    with FERRY_EINVAL. */
 ferry_status ferry__value_register_kind(ferry_kind kind, const ferry__value_kind_ops *ops);
+
+/* A value holding `obj` of an object kind (retained through the kind's ops), for the module
+   that owns the kind; NULL with FERRY_EINVAL (not an object kind, NULL obj, no ops) or
+   FERRY_ENOMEM. */
+ferry_value *ferry__value_of_object(ferry_kind kind, void *obj);
+/* The phrase for `v` in messages: its kind ops' describe, else "a <kind>". */
+void ferry__value_describe(const ferry_value *v, char *buf, size_t cap);
 
 /* A list with room for n items, all NULL, for builders that fill it in place before sharing it
    (the decoder). ferry__list_set steals `item`. */

@@ -94,6 +94,9 @@ ferry_status ferry__agent_send_msg(ferry__agent *agent, int dst, ferry__msg *m,
     if (copy_max && copy_max / 2 < codec.limits.inline_threshold)
         codec.limits.inline_threshold = copy_max / 2;
     ferry_status rc = ferry__wire_encode(m, &codec, &out);
+    if (rc == FERRY_EINVAL)
+        return ferry_set_error(rc, "message to worker '%s': %s", agent->workers[dst].name,
+                               ferry_last_error());
     if (rc != FERRY_OK)
         return rc;
     size_t n_bulk = 0;

@@ -79,6 +79,12 @@ static ferry_status add_node(ferry__wire_enc *enc, flattener *fl, const char *wh
                              const ferry_value *v, const char *key, size_t depth)
 {
     static const Ferry__Wire__Node init = FERRY__WIRE__NODE__INIT;
+    if (v->kind == FERRY_VALUE_OBJECT) {
+        char d[192];
+        ferry__value_describe(v, d, sizeof d);
+        return ferry__fail(FERRY_EINVAL, "%s: cannot send %s by value: an object stays on the "
+                           "worker that made it and travels only as an RRef", what, d);
+    }
     if (enc->n_nodes >= enc->limits->max_nodes)
         return ferry__fail(FERRY_EINVAL, "%s: message has more than %zu values (the limit)",
                            what, enc->limits->max_nodes);

@@ -1,8 +1,9 @@
 /* RRef proxies: torch's rref.rpc_sync().f(*args), rref.rpc_async().f(*args) and
    rref.remote().f(*args). C has no methods, so f is a registered function called on the owner
    with the owner's value first: f([value, *args], kwargs). The call travels as an ordinary call
-   of the internal function below with the RRef as an argument, which the owner decodes back into
-   its own OwnerRRef; so proxies need nothing from rpc/ beyond what any call uses. */
+   of the internal function below, naming the RRef as a target (rref/target.h: by id when the
+   caller's user is confirmed, so no fork and no acknowledgement; else the RRef itself); so
+   proxies need nothing from rpc/ beyond what any call uses. */
 #include <string.h>
 
 #include "core/alloc.h"
@@ -10,6 +11,7 @@
 #include "core/value_impl.h"
 #include "rpc/module.h"
 #include "rref/rref_impl.h"
+#include "rref/target.h"
 
 #define PROXY_FN "ferry.rref_proxy"
 
@@ -43,21 +45,21 @@ static ferry_status run_target(const char *fn, ferry_value *args, const ferry_va
     return *result ? FERRY_OK : ferry_last_status();
 }
 
-/* On the owner: args = [rref, fn name, args list]. */
+/* On the owner: args = [target, fn name, args list]. */
 static ferry_status proxy_fn(const ferry_value *args, const ferry_value *kwargs,
                              ferry_value **result, void *user)
 {
     if (ferry_list_len(args) != 3)
         return ferry__fail(FERRY_EINVAL, "a proxy call takes [rref, name, args]");
-    ferry_rref *r = ferry_value_as_rref(ferry_list_get(args, 0));
     const char *fn = ferry_value_as_string(ferry_list_get(args, 1));
     ferry_value *inner = ferry_list_get(args, 2);
-    if (!r || !fn || !inner || ferry_value_kind(inner) != FERRY_VALUE_LIST)
+    if (!fn || !inner || ferry_value_kind(inner) != FERRY_VALUE_LIST)
         return ferry__fail(FERRY_EINVAL, "a proxy call takes [rref, name, args]");
-    if (!r->is_owner)
-        return ferry__fail(FERRY_ENOTOWNER, "a proxy call reached a worker that does not own "
-                                            "its RRef");
-    ferry_value *value = ferry_future_value(r->value); /* waits while it is being created */
+    ferry_future *vf = ferry__rref_target_value(ferry_list_get(args, 0));
+    if (!vf)
+        return ferry_last_status();
+    ferry_value *value = ferry_future_value(vf); /* waits while it is being created */
+    ferry_future_release(vf);
     if (!value)
         return ferry_last_status();
     ferry_value *call_args = prepend(value, inner);
@@ -76,25 +78,38 @@ ferry_status ferry__rref_register_proxy(void)
     return ferry_register_function(PROXY_FN, proxy_fn, NULL);
 }
 
-static ferry_value *proxy_args(ferry_rref *r, const char *fn, ferry_value *args)
+static bool proxy_ok(ferry_rref *r, const char *fn, ferry_value *args)
 {
     if (!r || !fn || !*fn)
-        return ferry__fail_null(FERRY_EINVAL, "a proxy needs an RRef and a function name");
+        return ferry__fail(FERRY_EINVAL, "a proxy needs an RRef and a function name"), false;
     if (args && ferry_value_kind(args) != FERRY_VALUE_LIST)
-        return ferry__fail_null(FERRY_EINVAL, "args must be a list");
-    return ferry_args(3, ferry_rref_value(r), ferry_string(fn),
-                      args ? ferry_value_retain(args) : ferry_list_of(0));
+        return ferry__fail(FERRY_EINVAL, "args must be a list"), false;
+    return true;
+}
+
+/* Calls PROXY_FN on the owner with [target, fn, args] (the remote form when `remote`). */
+static void *proxy_call(ferry_rref *r, const char *fn, ferry_value *args, ferry_value *kwargs,
+                        double timeout, bool remote)
+{
+    if (!proxy_ok(r, fn, args))
+        return NULL;
+    ferry_value *extra[2] = {ferry_string(fn), args ? ferry_value_retain(args) : ferry_list_of(0)};
+    void *out = NULL;
+    if (!extra[0] || !extra[1])
+        ferry__fail(FERRY_ENOMEM, "out of memory building a proxy call");
+    else if (remote)
+        out = ferry__rref_remote_owner(r, PROXY_FN, extra, 2, kwargs, timeout);
+    else
+        out = ferry__rref_call_owner(r, PROXY_FN, extra, 2, kwargs, timeout);
+    ferry_value_release(extra[0]);
+    ferry_value_release(extra[1]);
+    return out;
 }
 
 ferry_future *ferry_rref_rpc_async(ferry_rref *r, const char *fn, ferry_value *args,
                                    ferry_value *kwargs, double timeout)
 {
-    ferry_value *pa = proxy_args(r, fn, args);
-    if (!pa)
-        return NULL;
-    ferry_future *f = ferry_rpc_async(ferry_rref_owner_name(r), PROXY_FN, pa, kwargs, timeout);
-    ferry_value_release(pa);
-    return f;
+    return proxy_call(r, fn, args, kwargs, timeout, false);
 }
 
 ferry_value *ferry_rref_rpc_sync(ferry_rref *r, const char *fn, ferry_value *args,
@@ -111,10 +126,5 @@ ferry_value *ferry_rref_rpc_sync(ferry_rref *r, const char *fn, ferry_value *arg
 ferry_rref *ferry_rref_remote(ferry_rref *r, const char *fn, ferry_value *args,
                               ferry_value *kwargs, double timeout)
 {
-    ferry_value *pa = proxy_args(r, fn, args);
-    if (!pa)
-        return NULL;
-    ferry_rref *out = ferry_remote(ferry_rref_owner_name(r), PROXY_FN, pa, kwargs, timeout);
-    ferry_value_release(pa);
-    return out;
+    return proxy_call(r, fn, args, kwargs, timeout, true);
 }

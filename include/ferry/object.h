@@ -98,10 +98,12 @@ FERRY_API ferry_rref *ferry_remote_object(const char *to, const char *cls, ferry
    result on the owner and returns an RRef to it (nothing is fetched; the RRef may be passed to
    later calls on that owner, where a method reads it with ferry_rref_local_value). The owner
    waits for the object while it is being constructed; `timeout` covers that wait. Errors as the
-   rpc calls, with: FERRY_ETYPE (the RRef holds no object), FERRY_EUNKNOWN_FUNCTION (no such
-   method) and FERRY_EREMOTE (the method or the construction failed), each naming the worker,
-   the class and the method. The existing proxies (ferry_rref_rpc_sync, ...) keep working on
-   RRefs to values. */
+   rpc calls: whatever fails on the owner (no such method, the RRef holds no object, the method
+   or the construction failed) is FERRY_EREMOTE with a message naming the worker, the class and
+   the method ("method 'Class.m' failed: ..."). ferry_rref_to_here on an RRef whose construction
+   failed gives FERRY_EREMOTE too, or FERRY_EUNKNOWN_FUNCTION when the owner has no such class;
+   on a constructed object it fails with FERRY_EINVAL, since the object cannot be sent. The
+   existing proxies (ferry_rref_rpc_sync, ...) keep working on RRefs to values. */
 FERRY_API ferry_value *ferry_rref_call_sync(ferry_rref *rref, const char *method,
                                             ferry_value *args, ferry_value *kwargs,
                                             double timeout);
