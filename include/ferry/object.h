@@ -124,69 +124,84 @@ FERRY_API void ferry_object_debug_counts(ferry_object_counts *out);
 
 /* ---- groups ---- */
 
+/* Groups are refcounted and, but for their dispatch and collect functions, immutable: every
+   call below is thread-safe. */
 typedef struct ferry_group ferry_group;
 
 /* How a group call shares its arguments among the n members. */
 typedef enum {
     FERRY_DISPATCH_ALL,      /* every member gets the whole arguments */
-    FERRY_DISPATCH_SLICE,    /* list and tensor arguments (and keyword values) are split along
-                                their first dimension as torch.chunk(x, n) does: chunks of
-                                ceil(len / n), the last ones shorter or empty; other values go
-                                whole to every member */
+    FERRY_DISPATCH_SLICE,    /* each list and tensor argument (and keyword value) is split along
+                                its first dimension as torch.chunk(x, n) does: member i gets
+                                items [i * c, min((i + 1) * c, len)) with c = ceil(len / n), so
+                                the last ones get fewer or none (5 rows on 4 members: 2, 2, 1,
+                                0). Tensors are narrowed (views, not copies); a 0-dim tensor and
+                                every other value go whole to every member */
     FERRY_DISPATCH_FUNCTION  /* the group's dispatch function says (ferry_group_set_functions) */
 } ferry_dispatch;
 
-/* How the members' results become the call's result. */
+/* How the members' results become the call's result (in member order, once all succeeded). */
 typedef enum {
-    FERRY_COLLECT_NONE,      /* a none value once every member finished */
-    FERRY_COLLECT_FIRST,     /* the first member's result */
-    FERRY_COLLECT_FLATTEN,   /* lists concatenated and tensors cat along dim 0, in member order
-                                (as if one worker had run the whole call); other results: the
-                                list of them */
-    FERRY_COLLECT_SUM,       /* the sum of tensors or numbers (lists and dicts of them
-                                elementwise) */
-    FERRY_COLLECT_MEAN,      /* the sum divided by the member count (numbers become doubles) */
+    FERRY_COLLECT_NONE,      /* a none value */
+    FERRY_COLLECT_FIRST,     /* member 0's result */
+    FERRY_COLLECT_FLATTEN,   /* all lists: concatenated; all tensors of one dim or more: cat
+                                along dim 0 (as if one worker had run the whole call); anything
+                                else (a mix, numbers, 0-dim tensors): the list of the results */
+    FERRY_COLLECT_SUM,       /* the sum: tensors with ferry_add, ints stay ints, ints with
+                                doubles give a double; lists (of one length) and dicts (of the
+                                same keys) of those elementwise */
+    FERRY_COLLECT_MEAN,      /* the sum divided by the member count: numbers become doubles,
+                                tensors ferry_div_scalar (an int64 tensor gives float32) */
     FERRY_COLLECT_FUNCTION   /* the group's collect function folds them */
 } ferry_collect;
 
-/* FERRY_DISPATCH_FUNCTION: the arguments of member `index` of `n` from the call's (borrowed).
-   Stores new references in *member_args (a list) and *member_kwargs (a dict or NULL) and returns
-   FERRY_OK, or fails the call with ferry_set_error. */
+/* FERRY_DISPATCH_FUNCTION: the arguments of member `index` of `n` from the call's (borrowed;
+   never NULL: empty when the call passed none). Stores new references in *member_args (a
+   list) and *member_kwargs (a dict or NULL) and returns FERRY_OK, or fails the call with
+   ferry_set_error. Runs on the thread making the call, once per member, before anything is
+   sent. */
 typedef ferry_status (*ferry_dispatch_fn)(size_t n, size_t index, const ferry_value *args,
                                           const ferry_value *kwargs, ferry_value **member_args,
                                           ferry_value **member_kwargs, void *user);
 /* FERRY_COLLECT_FUNCTION: folds the n results (borrowed, in member order) into *out (a new
-   reference), or fails the call with ferry_set_error. */
+   reference; NULL means none), or fails the call with ferry_set_error. Runs on a pool thread
+   once every member succeeded. */
 typedef ferry_status (*ferry_collect_fn)(ferry_value *const *results, size_t n,
                                          ferry_value **out, void *user);
 
 /* A group of the named workers (copied; in this order, repeats allowed) or of the `count`
    workers with ranks first .. first+count-1. RPC must be running; the names must be workers of
    it. New reference, or NULL with FERRY_EINVAL (no members, a NULL name, a range outside the
-   world), FERRY_EUNKNOWN_WORKER, FERRY_ESHUTDOWN, FERRY_ENOMEM. */
+   world), FERRY_EUNKNOWN_WORKER (naming the member), FERRY_ESHUTDOWN, FERRY_ENOMEM. */
 FERRY_API ferry_group *ferry_group_new(const char *const *names, size_t n);
 FERRY_API ferry_group *ferry_group_range(int first, int count);
 
-/* The member count, member i's worker name and (object groups) member i's RRef, borrowed and
-   living as long as the group; NULL with FERRY_EINVAL past the end (the RRef also on a worker
-   group). */
+/* The member count (0 with FERRY_EINVAL for NULL), member i's worker name and (object groups)
+   member i's RRef, borrowed and living as long as the group; NULL with FERRY_EINVAL past the
+   end (the RRef also on a worker group). */
 FERRY_API size_t ferry_group_size(const ferry_group *g);
 FERRY_API const char *ferry_group_member(const ferry_group *g, size_t i);
 FERRY_API ferry_rref *ferry_group_rref(const ferry_group *g, size_t i);
 
 /* The functions FERRY_DISPATCH_FUNCTION and FERRY_COLLECT_FUNCTION use on this group (either
-   may be NULL when that policy is not used). Set them before calls that use them. FERRY_OK or
-   FERRY_EINVAL (NULL group). */
+   may be NULL when that policy is not used), with `user` passed to both. A call uses those set
+   when it starts. FERRY_OK or FERRY_EINVAL (NULL group). */
 FERRY_API ferry_status ferry_group_set_functions(ferry_group *g, ferry_dispatch_fn dispatch,
                                                  ferry_collect_fn collect, void *user);
 
-/* Calls the registered function `fn` on every member with its share of args/kwargs (borrowed,
-   may be NULL) and returns a future of the collected result. Every member's call is in flight
-   at once; the future completes when all have finished. When members fail (an error, the
-   timeout), it fails after every member finished, with the first failing member's status and a
-   message naming that member and its error. NULL only for errors found before sending:
-   FERRY_EINVAL (NULL group or function name, a policy without its function, arguments that
-   cannot be sliced), FERRY_ESHUTDOWN, FERRY_ENOMEM, or a member's send failure. */
+/* Calls the registered function `fn` on every member's worker (an object group's too) with its
+   share of args/kwargs (borrowed, may be NULL) and returns a future of the collected result
+   (new reference). Every share is made before anything is sent; then every member's call is in
+   flight at once, and the future completes when all have finished. When members fail (an
+   error, the timeout), it fails after every member finished, with the status of the failing
+   member first in member order and a message naming that member, its worker and its error
+   ("member 2 of 4 (worker 'w2') failed: ..."). Results the collect policy cannot fold fail it
+   with FERRY_EINVAL naming the member and where in its result; a collect function's error
+   fails it with that function's code. NULL only for errors found before sending: FERRY_EINVAL
+   (NULL group or function name, an unknown policy, a policy without its function, args not a
+   list, kwargs not a dict), the dispatch function's error (naming the member), FERRY_ESHUTDOWN,
+   FERRY_ENOMEM, or a member's send failure (naming it; the members sent before it still run,
+   and their results are dropped). */
 FERRY_API ferry_future *ferry_group_call(ferry_group *g, const char *fn, ferry_value *args,
                                          ferry_value *kwargs, ferry_dispatch dispatch,
                                          ferry_collect collect, double timeout);
@@ -198,22 +213,27 @@ typedef enum {
 } ferry_construct;
 
 /* Constructs an object of class `cls` (args and kwargs as ferry_remote_object, the same for
-   every member) and returns a group of the RRefs (new reference), one per member constructed,
-   with the agent's default timeout. Construction errors surface on the first method call, as
-   ferry_remote_object's. NULL with the errors of ferry_group_new and ferry_remote_object. */
+   every member) on the workers of `g` (any group) and returns a group of the RRefs (new
+   reference), one per member constructed, in g's order, with g's dispatch and collect
+   functions. Uses the agent's default timeout. Construction errors surface on the first method
+   call, as ferry_remote_object's. NULL with FERRY_EINVAL (NULL group or class, an unknown
+   construct policy) and the errors of ferry_remote_object (naming the member); the objects made
+   before the failure are released. */
 FERRY_API ferry_group *ferry_group_remote_object(ferry_group *g, const char *cls,
                                                  ferry_value *args, ferry_value *kwargs,
                                                  ferry_construct construct);
 
-/* Runs `method` on every member of an object group with the same policies and failure rule as
-   ferry_group_call. FERRY_EINVAL on a worker group. */
+/* Runs `method` on every member's object (ferry_rref_call_async on each RRef) with the same
+   policies, failure rule and errors as ferry_group_call; a method that fails or does not exist
+   fails the future with FERRY_EREMOTE. FERRY_EINVAL on a worker group. */
 FERRY_API ferry_future *ferry_group_call_method(ferry_group *g, const char *method,
                                                 ferry_value *args, ferry_value *kwargs,
                                                 ferry_dispatch dispatch, ferry_collect collect,
                                                 double timeout);
 
-/* Reference counting; both accept NULL. A group holds its RRefs: releasing the last reference
-   to an object group releases them (the objects die with their last RRef). */
+/* Reference counting; both accept NULL. A group holds its RRefs, and a call in flight holds its
+   group: releasing the last reference to an object group releases its RRefs (the objects die
+   with their last RRef). */
 FERRY_API ferry_group *ferry_group_retain(ferry_group *g);
 FERRY_API void ferry_group_release(ferry_group *g);
 

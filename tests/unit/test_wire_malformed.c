@@ -2,11 +2,13 @@
    and node-count bombs, tensor descriptors whose sizes overflow or outrun their attachment, bad
    dtypes, versions, kinds and codes, missing or doubled bodies, too many ext entries, NULs in
    names, and random bytes. Every case must end in FERRY_EPROTO with
-   a message naming what was wrong, nothing leaked, and the message zeroed except id/type/src. */
+   a message naming what was wrong, nothing leaked, and the message zeroed except id/type/src.
+   On the sending side, values the wire never carries (objects) are refused by name. */
 #include <string.h>
 #include <time.h>
 
 #include "core/alloc.h"
+#include "ferry/object.h"
 #include "proto/ferry.pb-c.h"
 #include "rpc/wire.h"
 #include "test_util.h"
@@ -590,4 +592,38 @@ Test(wire_malformed, unknown_fields_are_skipped_when_a_newer_peer_adds_them, .ti
     ferry__msg_clear(&m);
     ferry__free(longer);
     ferry__free(buf);
+}
+
+/* ---- values the wire refuses to carry ---- */
+
+static ferry_status noop_ctor(const ferry_value *args, const ferry_value *kwargs, void **obj,
+                              void *user)
+{
+    *obj = user;
+    return FERRY_OK;
+}
+
+Test(wire_refuse, object_values_fail_naming_their_class_wherever_they_sit, .timeout = 10)
+{
+    static int token;
+    ferry_class_def def = {.construct = noop_ctor, .user = &token};
+    ferry_assert_ok(ferry_register_class("WireProbe", &def));
+    ferry_value *obj = ferry_assert_ptr(ferry_object_new("WireProbe", NULL, NULL));
+    ferry_value *nested = ferry_list_of(2, ferry_int(1), ferry_list_of(1, ferry_value_retain(obj)));
+    ferry_value *kw = ferry_dict_new();
+    ferry_assert_ok(ferry_dict_set(kw, "model", obj));
+    ferry__msg calls[] = {
+        {.type = FERRY__MSG_CALL, .id = 1, .fn = "f", .args = nested},
+        {.type = FERRY__MSG_CALL, .id = 2, .fn = "f", .kwargs = kw},
+        {.type = FERRY__MSG_RESPONSE, .id = 3, .value = obj},
+    };
+    for (size_t i = 0; i < sizeof calls / sizeof calls[0]; i++) {
+        ferry__wire_out out;
+        ferry_assert_status(ferry__wire_encode(&calls[i], NULL, &out), FERRY_EINVAL);
+        cr_assert(strstr(ferry_last_error(), "cannot send an object of class 'WireProbe' by "
+                                             "value"), "%s", ferry_last_error());
+    }
+    ferry_value_release(nested);
+    ferry_value_release(kw);
+    ferry_value_release(obj);
 }
