@@ -143,10 +143,11 @@ TEST_ENV ?=
 test: all $(UNIT_BIN) $(INTEG_BIN) check-symbols check-deps check-headers
 	set -o pipefail; $(TEST_ENV) $(UNIT_BIN) --jobs $(CRITERION_JOBS) 2>&1 | tee $(BUILD)/unit.log
 	set -o pipefail; $(TEST_ENV) $(INTEG_BIN) --jobs 1 2>&1 | tee $(BUILD)/integration.log
-	@$(TEST_ENV) $(BUILD)/examples/model_parallel_sgd > $(BUILD)/example.log 2>&1 || \
-	  { cat $(BUILD)/example.log; exit 1; }; tail -n 1 $(BUILD)/example.log
+	@for e in model_parallel_sgd remote_class; do \
+	  $(TEST_ENV) $(BUILD)/examples/$$e > $(BUILD)/example_$$e.log 2>&1 || \
+	    { cat $(BUILD)/example_$$e.log; exit 1; }; tail -n 1 $(BUILD)/example_$$e.log; done
 	@if grep -l "ERROR: LeakSanitizer" $(BUILD)/unit.log $(BUILD)/integration.log \
-	  $(BUILD)/example.log; then \
+	  $(BUILD)/example_*.log; then \
 	  echo "leaks reported (see the logs above)"; exit 1; fi
 	@$(MAKE) --no-print-directory test-netns
 	@$(MAKE) --no-print-directory fuzz-smoke
