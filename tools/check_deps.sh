@@ -45,6 +45,7 @@ header_module() {
     rpc.h) echo rpc ;;
     rref.h) echo rref ;;
     object.h) echo rref/object ;;
+    optim.h) echo optim ;;
     ferry.h) echo "(umbrella)" ;;
     *) return 1 ;;
     esac

@@ -14,5 +14,6 @@
 #include "ferry/dist_autograd.h"
 #include "ferry/nn.h"
 #include "ferry/safetensors.h"
+#include "ferry/optim.h"
 
 #endif
