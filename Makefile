@@ -194,6 +194,10 @@ fuzz: $(FUZZ_BINS)
 demo: all
 	@sh examples/demo.sh $(BUILD)
 
+# `make run-<example>` builds everything and runs examples/<example> (it starts its own ranks).
+run-%: all
+	$(BUILD)/examples/$*
+
 bench: all $(BENCH_BINS)
 	@for b in $(BENCH_BINS); do $$b || exit 1; done
 

@@ -24,7 +24,10 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include <stdint.h>
+
 #include "ferry/error.h"
+#include "ferry/rref.h"
 #include "ferry/tensor.h"
 
 #ifdef __cplusplus
@@ -143,6 +146,35 @@ FERRY_API ferry_status ferry_optimizer_load(ferry_optimizer *opt, const char *pa
 
 /* Releases the parameters and frees the state. NULL is fine. */
 FERRY_API void ferry_optimizer_free(ferry_optimizer *opt);
+
+/* ---- torch.distributed.optim.DistributedOptimizer ---- */
+
+typedef struct ferry_dist_optimizer ferry_dist_optimizer;
+
+/* DistributedOptimizer(<kind>, params, **options): groups the parameter RRefs by owner and
+   makes one local optimizer of `kind` on each owner over the owner's very tensors (the values
+   the OwnerRRefs hold, which the owner's model uses), in the order the RRefs are given. Every
+   RRef must hold a float32 or float64 leaf tensor on its owner; o may be NULL for the kind's
+   defaults (ferry_optim_options_init: SGD then needs lr set). Waits until every owner has made
+   its optimizer. A new optimizer (ferry_dist_optimizer_free), or NULL: FERRY_EINVAL (an unknown
+   kind, no parameters: "optimizer got an empty parameter list", a NULL RRef), or the first
+   owner's failure as "Error creating optimizer: ..." naming the worker and the cause (the
+   options out of range, an RRef that holds no tensor), FERRY_ESHUTDOWN, FERRY_ENOMEM. */
+FERRY_API ferry_dist_optimizer *ferry_dist_optimizer_new(ferry_optim_kind kind,
+                                                         const ferry_optim_options *o,
+                                                         ferry_rref **params, size_t n);
+
+/* Steps every owner's optimizer at once with the gradients distributed autograd context `ctx`
+   holds on that owner (a parameter that got none is left alone) and waits for all of them.
+   Steps of several trainers on one owner take turns, in the order the owner received them.
+   FERRY_OK, or the first failing owner's status with "Error running optimizer: ..." naming the
+   worker and the cause (e.g. no such context there), after every owner finished; FERRY_EINVAL
+   for NULL. */
+FERRY_API ferry_status ferry_dist_optimizer_step(ferry_dist_optimizer *opt, int64_t ctx);
+
+/* Releases the remote optimizers (each is freed on its owner once this RRef is gone). NULL is
+   fine. */
+FERRY_API void ferry_dist_optimizer_free(ferry_dist_optimizer *opt);
 
 #ifdef __cplusplus
 }
