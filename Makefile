@@ -146,6 +146,7 @@ test: all $(UNIT_BIN) $(INTEG_BIN) check-symbols check-deps check-headers
 	@for e in model_parallel_sgd remote_class; do \
 	  $(TEST_ENV) $(BUILD)/examples/$$e > $(BUILD)/example_$$e.log 2>&1 || \
 	    { cat $(BUILD)/example_$$e.log; exit 1; }; tail -n 1 $(BUILD)/example_$$e.log; done
+	@sh tests/examples/compare_with_torch.sh $(BUILD)
 	@if grep -l "ERROR: LeakSanitizer" $(BUILD)/unit.log $(BUILD)/integration.log \
 	  $(BUILD)/example_*.log; then \
 	  echo "leaks reported (see the logs above)"; exit 1; fi
@@ -200,6 +201,7 @@ run-%: all
 
 bench: all $(BENCH_BINS)
 	@for b in $(BENCH_BINS); do $$b || exit 1; done
+	@sh bench/examples_vs_torch.sh $(BUILD)
 
 clean:
 	rm -rf build build-asan build-fuzz
