@@ -78,38 +78,10 @@ ferry_status ferry__rref_register_proxy(void)
     return ferry_register_function(PROXY_FN, proxy_fn, NULL);
 }
 
-static bool proxy_ok(ferry_rref *r, const char *fn, ferry_value *args)
-{
-    if (!r || !fn || !*fn)
-        return ferry__fail(FERRY_EINVAL, "a proxy needs an RRef and a function name"), false;
-    if (args && ferry_value_kind(args) != FERRY_VALUE_LIST)
-        return ferry__fail(FERRY_EINVAL, "args must be a list"), false;
-    return true;
-}
-
-/* Calls PROXY_FN on the owner with [target, fn, args] (the remote form when `remote`). */
-static void *proxy_call(ferry_rref *r, const char *fn, ferry_value *args, ferry_value *kwargs,
-                        double timeout, bool remote)
-{
-    if (!proxy_ok(r, fn, args))
-        return NULL;
-    ferry_value *extra[2] = {ferry_string(fn), args ? ferry_value_retain(args) : ferry_list_of(0)};
-    void *out = NULL;
-    if (!extra[0] || !extra[1])
-        ferry__fail(FERRY_ENOMEM, "out of memory building a proxy call");
-    else if (remote)
-        out = ferry__rref_remote_owner(r, PROXY_FN, extra, 2, kwargs, timeout);
-    else
-        out = ferry__rref_call_owner(r, PROXY_FN, extra, 2, kwargs, timeout);
-    ferry_value_release(extra[0]);
-    ferry_value_release(extra[1]);
-    return out;
-}
-
 ferry_future *ferry_rref_rpc_async(ferry_rref *r, const char *fn, ferry_value *args,
                                    ferry_value *kwargs, double timeout)
 {
-    return proxy_call(r, fn, args, kwargs, timeout, false);
+    return ferry__rref_call_owner(r, PROXY_FN, fn, args, kwargs, timeout);
 }
 
 ferry_value *ferry_rref_rpc_sync(ferry_rref *r, const char *fn, ferry_value *args,
@@ -126,5 +98,5 @@ ferry_value *ferry_rref_rpc_sync(ferry_rref *r, const char *fn, ferry_value *arg
 ferry_rref *ferry_rref_remote(ferry_rref *r, const char *fn, ferry_value *args,
                               ferry_value *kwargs, double timeout)
 {
-    return proxy_call(r, fn, args, kwargs, timeout, true);
+    return ferry__rref_remote_owner(r, PROXY_FN, fn, args, kwargs, timeout);
 }

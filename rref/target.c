@@ -4,6 +4,7 @@
 #include "core/error.h"
 #include "core/future_impl.h"
 #include "core/value_impl.h"
+#include "core/value_shared.h"
 #include "rref/rref_impl.h"
 
 /* True when r's owner keeps its OwnerRRef in its table for as long as r lives: a user the owner
@@ -33,22 +34,18 @@ static int64_t id_pack(ferry__gid id)
     return (int64_t)id.worker << ID_LOCAL_BITS | id.local;
 }
 
-/* The list [target, *extra] (new reference). */
-static ferry_value *target_args(ferry_rref *r, ferry_value *const *extra, size_t n)
+/* The list [target, name, args] (new reference). */
+static ferry_value *target_args(ferry_rref *r, const char *name, ferry_value *args)
 {
-    if (!r)
-        return ferry__fail_null(FERRY_EINVAL, "NULL RRef");
+    if (!r || !name || !*name)
+        return ferry__fail_null(FERRY_EINVAL, "a call to an RRef's owner needs an RRef and a name");
+    if (args && ferry_value_kind(args) != FERRY_VALUE_LIST)
+        return ferry__fail_null(FERRY_EINVAL, "args must be a list, got %s",
+                                ferry_kind_name(ferry_value_kind(args)));
     ferry_value *target = named_by_id(r) && id_fits(r->id) ? ferry_int(id_pack(r->id))
                                                             : ferry_rref_value(r);
-    ferry_value *l = target ? ferry__list_new(n + 1) : NULL;
-    if (!l) {
-        ferry_value_release(target);
-        return ferry__fail_null(FERRY_ENOMEM, "out of memory building a call to an RRef's owner");
-    }
-    ferry__list_set(l, 0, target);
-    for (size_t i = 0; i < n; i++)
-        ferry__list_set(l, i + 1, ferry_value_retain(extra[i]));
-    return l;
+    return ferry_args(3, target, ferry_string(name),
+                      args ? ferry_value_retain(args) : ferry__value_shared_empty_list());
 }
 
 static void release_held(ferry_future *f, void *arg)
@@ -66,27 +63,27 @@ static void hold_until(ferry_rref *r, ferry_future *f)
     }
 }
 
-ferry_future *ferry__rref_call_owner(ferry_rref *r, const char *fn, ferry_value *const *extra,
-                                     size_t n_extra, ferry_value *kwargs, double timeout)
+ferry_future *ferry__rref_call_owner(ferry_rref *r, const char *fn, const char *name,
+                                     ferry_value *args, ferry_value *kwargs, double timeout)
 {
-    ferry_value *args = target_args(r, extra, n_extra);
-    if (!args)
+    ferry_value *call = target_args(r, name, args);
+    if (!call)
         return NULL;
-    ferry_future *f = ferry_rpc_async(ferry_rref_owner_name(r), fn, args, kwargs, timeout);
-    ferry_value_release(args);
+    ferry_future *f = ferry_rpc_async(ferry_rref_owner_name(r), fn, call, kwargs, timeout);
+    ferry_value_release(call);
     if (f)
         hold_until(r, f);
     return f;
 }
 
-ferry_rref *ferry__rref_remote_owner(ferry_rref *r, const char *fn, ferry_value *const *extra,
-                                     size_t n_extra, ferry_value *kwargs, double timeout)
+ferry_rref *ferry__rref_remote_owner(ferry_rref *r, const char *fn, const char *name,
+                                     ferry_value *args, ferry_value *kwargs, double timeout)
 {
-    ferry_value *args = target_args(r, extra, n_extra);
-    if (!args)
+    ferry_value *call = target_args(r, name, args);
+    if (!call)
         return NULL;
-    ferry_rref *out = ferry_remote(ferry_rref_owner_name(r), fn, args, kwargs, timeout);
-    ferry_value_release(args);
+    ferry_rref *out = ferry_remote(ferry_rref_owner_name(r), fn, call, kwargs, timeout);
+    ferry_value_release(call);
     /* The owner's reply to remote() ends the creation and confirms a user result. */
     if (out && !out->is_owner)
         hold_until(r, out->confirmed);

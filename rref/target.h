@@ -13,17 +13,19 @@
 #include "ferry/rref.h"
 #include "ferry/value.h"
 
-/* Calls the registered function fn([target, *extra], kwargs) on r's owner, where target names
-   r (its id, an int, when r is a user its owner confirmed and shutdown has not deleted, else the RRef
-   itself, forked as any RRef argument, which also reports a failed or deleted user), and holds r
-   until the call ends. `extra` (n borrowed values), kwargs and timeout as ferry_rpc_async. The
-   call's future, or NULL with ferry_rpc_async's errors (FERRY_EINVAL for a NULL r). */
-ferry_future *ferry__rref_call_owner(ferry_rref *r, const char *fn, ferry_value *const *extra,
-                                     size_t n_extra, ferry_value *kwargs, double timeout);
+/* Calls the registered function fn([target, name, args], kwargs) on r's owner, where target
+   names r (its id, an int, when r is a user its owner confirmed and shutdown has not deleted,
+   else the RRef itself, forked as any RRef argument, which also reports a failed or deleted
+   user), and holds r until the call ends. `name` is what fn is to run there (a function, a
+   method); args (a list, NULL for none), kwargs and timeout as ferry_rpc_async. The call's
+   future, or NULL with ferry_rpc_async's errors (FERRY_EINVAL for a NULL r or name, args that
+   are not a list). */
+ferry_future *ferry__rref_call_owner(ferry_rref *r, const char *fn, const char *name,
+                                     ferry_value *args, ferry_value *kwargs, double timeout);
 /* The same call made by ferry_remote: its result stays on the owner; r is held until the
    result's creation ends. */
-ferry_rref *ferry__rref_remote_owner(ferry_rref *r, const char *fn, ferry_value *const *extra,
-                                     size_t n_extra, ferry_value *kwargs, double timeout);
+ferry_rref *ferry__rref_remote_owner(ferry_rref *r, const char *fn, const char *name,
+                                     ferry_value *args, ferry_value *kwargs, double timeout);
 
 /* On the owner, in the function the call runs: the future of the value a target names (new
    reference; it completes when the value's creation ends), or NULL with FERRY_EINVAL (not a

@@ -102,38 +102,25 @@ ferry_rref *ferry_remote_object(const char *to, const char *cls, ferry_value *ar
     return r;
 }
 
-/* Calls `method` on r's owner, as a future or (remote) as an RRef to the result. */
-static void *method_call(ferry_rref *r, const char *method, ferry_value *args,
-                         ferry_value *kwargs, double timeout, bool remote)
+static bool method_ok(ferry_rref *r, const char *method, ferry_value *args, ferry_value *kwargs)
 {
     if (!r)
-        return ferry__fail_null(FERRY_EINVAL, "a method call needs an RRef");
-    if (check_call("a method call", method, args, kwargs) != FERRY_OK)
-        return NULL;
-    ferry_value *extra[2] = {ferry_string(method),
-                             args ? ferry_value_retain(args) : ferry_list_of(0)};
-    void *out = NULL;
-    if (!extra[0] || !extra[1])
-        ferry__fail(FERRY_ENOMEM, "out of memory building a call of '%s'", method);
-    else if (remote)
-        out = ferry__rref_remote_owner(r, CALL_FN, extra, 2, kwargs, timeout);
-    else
-        out = ferry__rref_call_owner(r, CALL_FN, extra, 2, kwargs, timeout);
-    ferry_value_release(extra[0]);
-    ferry_value_release(extra[1]);
-    return out;
+        return ferry__fail(FERRY_EINVAL, "a method call needs an RRef"), false;
+    return check_call("a method call", method, args, kwargs) == FERRY_OK;
 }
 
 ferry_future *ferry_rref_call_async(ferry_rref *r, const char *method, ferry_value *args,
                                     ferry_value *kwargs, double timeout)
 {
-    return method_call(r, method, args, kwargs, timeout, false);
+    if (!method_ok(r, method, args, kwargs))
+        return NULL;
+    return ferry__rref_call_owner(r, CALL_FN, method, args, kwargs, timeout);
 }
 
 ferry_value *ferry_rref_call_sync(ferry_rref *r, const char *method, ferry_value *args,
                                   ferry_value *kwargs, double timeout)
 {
-    ferry_future *f = method_call(r, method, args, kwargs, timeout, false);
+    ferry_future *f = ferry_rref_call_async(r, method, args, kwargs, timeout);
     if (!f)
         return NULL;
     ferry_value *v = ferry_future_value(f);
@@ -144,5 +131,7 @@ ferry_value *ferry_rref_call_sync(ferry_rref *r, const char *method, ferry_value
 ferry_rref *ferry_rref_call_remote(ferry_rref *r, const char *method, ferry_value *args,
                                    ferry_value *kwargs, double timeout)
 {
-    return method_call(r, method, args, kwargs, timeout, true);
+    if (!method_ok(r, method, args, kwargs))
+        return NULL;
+    return ferry__rref_remote_owner(r, CALL_FN, method, args, kwargs, timeout);
 }
