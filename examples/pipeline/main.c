@@ -115,11 +115,14 @@ static ferry_status stage_new(const ferry_value *args, const ferry_value *kwargs
                               void *user)
 {
     const stage_shape *sh = user;
+    const ferry_value *seed = ferry_list_len(args) == 1 ? ferry_list_get(args, 0) : NULL;
+    if (ferry_value_kind(seed) != FERRY_VALUE_INT)
+        return ferry_set_error(FERRY_ETYPE, "%s(seed) needs one int", sh->name);
     stage *s = calloc(1, sizeof *s);
     if (!s)
         return ferry_set_error(FERRY_ENOMEM, "%s: out of memory", sh->name);
     s->shape = sh;
-    ferry_generator *gen = ferry_generator_new((uint64_t)ferry_value_as_int(ferry_list_get(args, 0)));
+    ferry_generator *gen = ferry_generator_new((uint64_t)ferry_value_as_int(seed));
     ferry_status rc = gen ? ferry_linear_init(sh->in, sh->hidden, true, FERRY_FLOAT64, gen,
                                               &s->p[0], &s->p[1])
                           : ferry_last_status();
@@ -225,9 +228,8 @@ static ferry_status stage_grad_norm(void *obj, const ferry_value *args,
                        ? ferry_last_status()
                        : ferry_set_error(FERRY_EINVAL, "%s: parameter %d got no gradient",
                                          s->shape->name, i);
-        const double *d = ferry_tensor_data_const(g);
         for (int64_t k = 0; k < ferry_tensor_numel(g); k++)
-            sq += d[k] * d[k];
+            sq += ferry_tensor_item_at(g, k) * ferry_tensor_item_at(g, k);
         ferry_tensor_release(g);
     }
     *result = ferry_double(sqrt(sq));
@@ -633,7 +635,7 @@ static int parse_count(const char *flag, const char *s, int *out)
 static int parse_options(int argc, char **argv, options *o)
 {
     *o = (options){.steps = STEPS};
-    for (int i = 1; i < argc; i++) {
+    for (int i = 1; i < argc; i += 2) { /* every option takes a value */
         const char *next = i + 1 < argc ? argv[i + 1] : NULL;
         if (strcmp(argv[i], "--steps") == 0) {
             if (parse_count("--steps", next, &o->steps) != 0)
@@ -647,7 +649,6 @@ static int parse_options(int argc, char **argv, options *o)
             fprintf(stderr, "usage: %s [--steps N] [--weights-out FILE] [--bench N]\n", argv[0]);
             return -1;
         }
-        i++;
     }
     if (o->bench) /* --bench N trains WARMUP + N steps, whatever --steps said */
         o->steps = o->bench;
