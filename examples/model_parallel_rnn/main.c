@@ -77,8 +77,9 @@ static int fail(const char *what)
    update these very tensors. */
 static ferry_status parameter_rrefs(ferry_tensor *const *params, size_t n, ferry_value **result)
 {
-    ferry_value *items[2] = {NULL, NULL};
-    ferry_status rc = FERRY_OK;
+    ferry_value *items[N_PARAMS] = {NULL};
+    ferry_status rc = n <= N_PARAMS ? FERRY_OK
+                                    : ferry_set_error(FERRY_EINVAL, "too many parameters");
     for (size_t i = 0; i < n && rc == FERRY_OK; i++) {
         ferry_value *v = ferry_tensor_value(params[i]);
         ferry_rref *r = v ? ferry_rref_new(v) : NULL;
@@ -88,7 +89,7 @@ static ferry_status parameter_rrefs(ferry_tensor *const *params, size_t n, ferry
         rc = items[i] ? FERRY_OK : ferry_last_status();
     }
     *result = rc == FERRY_OK ? ferry_list_from(items, n) : NULL;
-    for (size_t i = 0; i < n; i++)
+    for (size_t i = 0; i < N_PARAMS; i++)
         ferry_value_release(items[i]);
     return rc == FERRY_OK && !*result ? ferry_last_status() : rc;
 }
@@ -112,7 +113,8 @@ static ferry_status embedding_table_new(const ferry_value *args, const ferry_val
 {
     int64_t ntoken = ferry_value_as_int(ferry_list_get(args, 0));
     int64_t ninp = ferry_value_as_int(ferry_list_get(args, 1));
-    ferry_generator *gen = ferry_generator_new((uint64_t)ferry_value_as_int(ferry_list_get(args, 2)));
+    int64_t seed = ferry_value_as_int(ferry_list_get(args, 2));
+    ferry_generator *gen = ferry_generator_new((uint64_t)seed);
     embedding_table *e = calloc(1, sizeof *e);
     if (!gen || !e) {
         ferry_generator_free(gen);
@@ -168,7 +170,8 @@ static ferry_status decoder_new(const ferry_value *args, const ferry_value *kwar
 {
     int64_t ntoken = ferry_value_as_int(ferry_list_get(args, 0));
     int64_t nhid = ferry_value_as_int(ferry_list_get(args, 1));
-    ferry_generator *gen = ferry_generator_new((uint64_t)ferry_value_as_int(ferry_list_get(args, 2)));
+    int64_t seed = ferry_value_as_int(ferry_list_get(args, 2));
+    ferry_generator *gen = ferry_generator_new((uint64_t)seed);
     decoder *d = calloc(1, sizeof *d);
     if (!gen || !d) {
         ferry_generator_free(gen);
