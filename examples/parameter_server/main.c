@@ -613,7 +613,7 @@ static int parse_count(const char *flag, const char *s, int *out)
 static int parse_args(int argc, char **argv, options *opt)
 {
     *opt = (options){.steps = STEPS};
-    for (int i = 1; i < argc; i++) {
+    for (int i = 1; i < argc; i += 2) { /* every flag takes one value */
         const char *next = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(argv[i], "--steps")) {
             if (parse_count("--steps", next, &opt->steps))
@@ -627,7 +627,6 @@ static int parse_args(int argc, char **argv, options *opt)
             fprintf(stderr, "usage: %s [--steps N] [--weights-out FILE] [--bench N]\n", argv[0]);
             return 1;
         }
-        i++;
     }
     return 0;
 }
