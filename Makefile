@@ -143,7 +143,7 @@ TEST_ENV ?=
 test: all $(UNIT_BIN) $(INTEG_BIN) check-symbols check-deps check-headers
 	set -o pipefail; $(TEST_ENV) $(UNIT_BIN) --jobs $(CRITERION_JOBS) 2>&1 | tee $(BUILD)/unit.log
 	set -o pipefail; $(TEST_ENV) $(INTEG_BIN) --jobs 1 2>&1 | tee $(BUILD)/integration.log
-	@for e in model_parallel_sgd remote_class pipeline model_parallel_rnn; do \
+	@for e in model_parallel_sgd remote_class pipeline model_parallel_rnn parameter_server; do \
 	  $(TEST_ENV) $(BUILD)/examples/$$e > $(BUILD)/example_$$e.log 2>&1 || \
 	    { cat $(BUILD)/example_$$e.log; exit 1; }; tail -n 1 $(BUILD)/example_$$e.log; done
 	@sh tests/examples/compare_with_torch.sh $(BUILD)
