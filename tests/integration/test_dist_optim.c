@@ -661,7 +661,10 @@ static ferry_tensor *train_c(void)
 }
 
 /* worker0 hands the parameter RRef (owned by worker1) to worker2, which trains it with its own
-   optimizer while worker0 trains it with another: 2 * K steps land, none lost or torn. */
+   optimizer while worker0 trains it with another: 2 * K steps land, none lost or torn. The
+   parameter is large so that the two trainers' steps on worker1 overlap in time; steps that are
+   not taking turns then lose an update on most runs (not on every run: two steps must write one
+   element at the same moment). */
 static int body_two_trainers(int rank, int world, const rpc_case *c)
 {
     if (rank != 0)
