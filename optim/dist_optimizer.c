@@ -2,14 +2,17 @@
    parameters, made with remote() over the owner's very tensors (an OwnerRRef's value is the
    tensor its model uses, so a step updates the model in place), stepped all at once with the
    gradients a distributed autograd context holds on each owner. The remote optimizers are
-   objects of an internal class (ferry/object.h): calls on one are serialised in arrival order,
-   so trainers stepping the same owner concurrently take turns, as torch's lock does. */
+   objects of an internal class (ferry/object.h). Steps take turns process-wide (torch's local
+   optimizers share one lock), so trainers whose optimizers cover the same owner's tensors
+   never update them at once. */
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "core/alloc.h"
 #include "core/error.h"
+#include "core/pool.h"
 #include "ferry/dist_autograd.h"
 #include "ferry/object.h"
 #include "ferry/optim.h"
@@ -155,6 +158,8 @@ static ferry_status local_new(const ferry_value *args, const ferry_value *kwargs
     return FERRY_OK;
 }
 
+static pthread_mutex_t step_lock = PTHREAD_MUTEX_INITIALIZER;
+
 /* step([ctx]): the context's gradients on this worker, NULL where a parameter got none. */
 static ferry_status local_step(void *p, const ferry_value *args, const ferry_value *kwargs,
                                ferry_value **result, void *user)
@@ -174,8 +179,18 @@ static ferry_status local_step(void *p, const ferry_value *args, const ferry_val
         if (!grads[i] && ferry_last_status() != FERRY_OK)
             rc = ferry_last_status();
     }
-    if (rc == FERRY_OK)
+    if (rc == FERRY_OK) {
+        /* Steps of every remote optimizer in this process take turns, as torch's local
+           optimizers share one lock: two trainers' optimizers over one owner's tensors must
+           never update them at once. */
+        if (pthread_mutex_trylock(&step_lock) != 0) {
+            ferry__pool_blocking_begin();
+            pthread_mutex_lock(&step_lock);
+            ferry__pool_blocking_end();
+        }
         rc = ferry_optimizer_step_grads(l->opt, grads, l->n);
+        pthread_mutex_unlock(&step_lock);
+    }
     for (size_t i = 0; i < l->n; i++)
         ferry_tensor_release(grads[i]);
     ferry__free(grads);

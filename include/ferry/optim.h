@@ -166,7 +166,8 @@ FERRY_API ferry_dist_optimizer *ferry_dist_optimizer_new(ferry_optim_kind kind,
 
 /* Steps every owner's optimizer at once with the gradients distributed autograd context `ctx`
    holds on that owner (a parameter that got none is left alone) and waits for all of them.
-   Steps of several trainers on one owner take turns, in the order the owner received them.
+   Steps of several trainers on one owner take turns (every remote optimizer of a process
+   steps under one lock, as torch's do), so no update is lost.
    FERRY_OK, or the first failing owner's status with "Error running optimizer: ..." naming the
    worker and the cause (e.g. no such context there), after every owner finished; FERRY_EINVAL
    for NULL. */
