@@ -12,19 +12,12 @@
    its three ranks itself on 127.0.0.1 (a free port, a fresh FERRY_AUTH_TOKEN). Under a launcher,
    `build/bin/ferryrun -n 3 build/examples/model_parallel_sgd` works too. It prints the loss of
    every step and exits non-zero unless the last loss is below the first. */
-#include <arpa/inet.h>
 #include <math.h>
-#include <netinet/in.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <string.h>
-#include <sys/socket.h>
-#include <sys/wait.h>
-#include <time.h>
-#include <unistd.h>
 
 #include "ferry/ferry.h"
+#include "examples/launch.h"
 
 #define N_IN 8
 #define N_HIDDEN 16
@@ -271,7 +264,7 @@ static int run_master(void)
     return rc;
 }
 
-static int run_rank(int rank)
+static int run_rank(int rank, void *user)
 {
     static const char *const names[WORLD] = {"master", "worker1", "worker2"};
     if (rank < 0 || rank >= WORLD) {
@@ -299,101 +292,8 @@ static int run_rank(int rank)
     return rc;
 }
 
-/* A free port below the kernel's ephemeral range: every rank's fabric binds ephemeral ports
-   while it starts, and one of them could take a port picked from that range before the
-   master's rendezvous store listens on it. */
-static int free_port(void)
-{
-    int low = 32768, high = 60999;
-    FILE *f = fopen("/proc/sys/net/ipv4/ip_local_port_range", "r");
-    if (f) {
-        if (fscanf(f, "%d %d", &low, &high) != 2)
-            low = 32768;
-        fclose(f);
-    }
-    unsigned seed = (unsigned)getpid() * 2654435761u ^ (unsigned)time(NULL);
-    for (int i = 0; low > 20000 && i < 200; i++) {
-        int port = 20000 + (int)(rand_r(&seed) % (unsigned)(low - 20000));
-        struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK),
-                                .sin_port = htons((uint16_t)port)};
-        int fd = socket(AF_INET, SOCK_STREAM, 0);
-        int ok = fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof a) == 0;
-        if (fd >= 0)
-            close(fd);
-        if (ok)
-            return port;
-    }
-    return 29500;
-}
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
-/* No launcher: fork the three ranks here, with the environment env:// reads. */
-static int launch(void)
-{
-    char buf[64];
-    setenv("MASTER_ADDR", "127.0.0.1", 1);
-    snprintf(buf, sizeof buf, "%d", free_port());
-    setenv("MASTER_PORT", buf, 1);
-    snprintf(buf, sizeof buf, "%d", WORLD);
-    setenv("WORLD_SIZE", buf, 1);
-    /* The store refuses to run without a token; the ranks inherit this one. */
-    snprintf(buf, sizeof buf, "model-parallel-%d-%ld", (int)getpid(), (long)time(NULL));
-    setenv("FERRY_AUTH_TOKEN", buf, 0);
-    fflush(stdout);
-    fflush(stderr);
-    pid_t pids[WORLD];
-    int status[WORLD], done[WORLD] = {0};
-    for (int r = 0; r < WORLD; r++) {
-        pids[r] = fork();
-        if (pids[r] < 0) {
-            perror("fork");
-            for (int k = 0; k < r; k++)
-                kill(pids[k], SIGKILL);
-            for (int k = 0; k < r; k++)
-                waitpid(pids[k], NULL, 0);
-            return 1;
-        }
-        if (pids[r] == 0) {
-            snprintf(buf, sizeof buf, "%d", r);
-            setenv("RANK", buf, 1);
-            exit(run_rank(r)); /* exit, not _exit: LeakSanitizer checks each rank at exit */
-        }
-    }
-    double end = now_s() + DEADLINE_S;
-    int left = WORLD;
-    while (left > 0 && now_s() < end) {
-        for (int r = 0; r < WORLD; r++)
-            if (!done[r] && waitpid(pids[r], &status[r], WNOHANG) == pids[r]) {
-                done[r] = 1;
-                left--;
-            }
-        if (left > 0)
-            usleep(10000);
-    }
-    int rc = 0;
-    for (int r = 0; r < WORLD; r++) {
-        if (!done[r]) {
-            fprintf(stderr, "rank %d did not finish within %.0f s; killed\n", r, DEADLINE_S);
-            kill(pids[r], SIGKILL);
-            waitpid(pids[r], &status[r], 0);
-            rc = 1;
-        } else if (!WIFEXITED(status[r]) || WEXITSTATUS(status[r]) != 0) {
-            if (WIFSIGNALED(status[r]))
-                fprintf(stderr, "rank %d died from signal %d\n", r, WTERMSIG(status[r]));
-            rc = 1;
-        }
-    }
-    return rc;
-}
-
 int main(void)
 {
-    const char *rank = getenv("RANK");
-    return rank ? run_rank(atoi(rank)) : launch();
+    example_job job = {.name = "model-parallel", .world = WORLD, .deadline_s = DEADLINE_S};
+    return example_main(&job, run_rank, NULL);
 }
