@@ -15,15 +15,11 @@
    itself on 127.0.0.1 (a free port, a fresh FERRY_AUTH_TOKEN, FERRY_TRANSPORT tcp unless set).
    `build/bin/ferryrun -n 4 build/examples/remote_class` works too. */
 #include <math.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <sys/wait.h>
-#include <time.h>
-#include <unistd.h>
 
 #include "ferry/ferry.h"
-#include "bench/bench_util.h" /* now_s, free_port */
+#include "examples/launch.h"
 
 #define N_IN 16
 #define N_OUT 4
@@ -274,7 +270,7 @@ static int run_master(void)
     return rc;
 }
 
-static int run_rank(int rank)
+static int run_rank(int rank, void *user)
 {
     const char *ws = getenv("WORLD_SIZE");
     if (rank < 0 || rank >= WORLD || (ws && atoi(ws) != WORLD)) {
@@ -305,61 +301,9 @@ static int run_rank(int rank)
     return rc;
 }
 
-/* No launcher: fork the four ranks here, with the environment env:// reads. */
-static int launch(void)
-{
-    char buf[64];
-    setenv("MASTER_ADDR", "127.0.0.1", 1);
-    snprintf(buf, sizeof buf, "%d", free_port());
-    setenv("MASTER_PORT", buf, 1);
-    snprintf(buf, sizeof buf, "%d", WORLD);
-    setenv("WORLD_SIZE", buf, 1);
-    setenv("FERRY_TRANSPORT", "tcp", 0);
-    /* The store refuses to run without a token; the ranks inherit this one. */
-    snprintf(buf, sizeof buf, "remote-class-%d-%ld", (int)getpid(), (long)time(NULL));
-    setenv("FERRY_AUTH_TOKEN", buf, 0);
-    fflush(stdout);
-    fflush(stderr);
-    pid_t pids[WORLD];
-    int status[WORLD], done[WORLD] = {0}, started = 0, left, rc = 0;
-    for (; started < WORLD; started++) {
-        if ((pids[started] = fork()) < 0) {
-            perror("fork");
-            break;
-        }
-        if (pids[started] == 0) {
-            snprintf(buf, sizeof buf, "%d", started);
-            setenv("RANK", buf, 1);
-            exit(run_rank(started)); /* exit, not _exit: LeakSanitizer checks each rank */
-        }
-    }
-    double end = started == WORLD ? now_s() + DEADLINE_S : 0; /* a failed fork: kill the rest */
-    for (left = started; left > 0 && now_s() < end;) {
-        for (int r = 0; r < started; r++)
-            if (!done[r] && waitpid(pids[r], &status[r], WNOHANG) == pids[r]) {
-                done[r] = 1;
-                left--;
-            }
-        if (left > 0)
-            usleep(10000);
-    }
-    for (int r = 0; r < started; r++) {
-        if (!done[r]) {
-            fprintf(stderr, "rank %d did not finish in time; killed\n", r);
-            kill(pids[r], SIGKILL);
-            waitpid(pids[r], &status[r], 0);
-            rc = 1;
-        } else if (!WIFEXITED(status[r]) || WEXITSTATUS(status[r]) != 0) {
-            if (WIFSIGNALED(status[r]))
-                fprintf(stderr, "rank %d died from signal %d\n", r, WTERMSIG(status[r]));
-            rc = 1;
-        }
-    }
-    return started == WORLD ? rc : 1;
-}
-
 int main(void)
 {
-    const char *rank = getenv("RANK");
-    return rank ? run_rank(atoi(rank)) : launch();
+    example_job job = {.name = "remote-class", .world = WORLD, .deadline_s = DEADLINE_S,
+                       .transport = "tcp"};
+    return example_main(&job, run_rank, NULL);
 }
