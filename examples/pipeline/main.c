@@ -40,16 +40,12 @@
    fresh FERRY_AUTH_TOKEN, FERRY_TRANSPORT tcp unless set); `build/bin/ferryrun -n 3
    build/examples/pipeline` works too. */
 #include <math.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
-#include <time.h>
-#include <unistd.h>
 
 #include "ferry/ferry.h"
-#include "bench/bench_util.h" /* now_s, free_port */
+#include "examples/launch.h"
 
 #define N_IN 32
 #define N_HIDDEN 64
@@ -487,7 +483,7 @@ static int train(pipeline *p, const options *o, int n, ferry_tensor **xs, ferry_
     int rc = 0, skip = o->bench ? WARMUP : 0;
     for (int i = 0; i < n && rc == 0; i++) {
         if (i == skip)
-            t0 = now_s();
+            t0 = example_now_s();
         double loss = NAN;
         rc = train_step(p, xs[i], ys[i], i == 0, &loss);
         if (rc == 0) {
@@ -497,7 +493,7 @@ static int train(pipeline *p, const options *o, int n, ferry_tensor **xs, ferry_
             last = loss;
         }
     }
-    double ms = (now_s() - t0) * 1e3 / o->steps;
+    double ms = (example_now_s() - t0) * 1e3 / o->steps;
     if (rc == 0 && n >= 2 && !(last < first)) {
         fprintf(stderr, "the loss did not fall: %.9f -> %.9f\n", first, last);
         rc = 1;
@@ -532,8 +528,9 @@ static int run_master(const options *o)
     return rc;
 }
 
-static int run_rank(int rank, const options *o)
+static int run_rank(int rank, void *user)
 {
+    const options *o = user;
     static const char *const names[WORLD] = {"master", "worker1", "worker2"};
     const char *ws = getenv("WORLD_SIZE");
     if (rank < 0 || rank >= WORLD || (ws && atoi(ws) != WORLD)) {
@@ -566,82 +563,16 @@ static int run_rank(int rank, const options *o)
     return rc;
 }
 
-/* No launcher: fork the three ranks here, with the environment env:// reads. */
-static int launch(const options *o)
-{
-    char buf[64];
-    setenv("MASTER_ADDR", "127.0.0.1", 1);
-    snprintf(buf, sizeof buf, "%d", free_port());
-    setenv("MASTER_PORT", buf, 1);
-    snprintf(buf, sizeof buf, "%d", WORLD);
-    setenv("WORLD_SIZE", buf, 1);
-    setenv("FERRY_TRANSPORT", "tcp", 0);
-    /* The store refuses to run without a token; the ranks inherit this one. */
-    snprintf(buf, sizeof buf, "pipeline-%d-%ld", (int)getpid(), (long)time(NULL));
-    setenv("FERRY_AUTH_TOKEN", buf, 0);
-    fflush(stdout);
-    fflush(stderr);
-    pid_t pids[WORLD];
-    int status[WORLD], done[WORLD] = {0}, started = 0, left, rc = 0;
-    for (; started < WORLD; started++) {
-        if ((pids[started] = fork()) < 0) {
-            perror("fork");
-            break;
-        }
-        if (pids[started] == 0) {
-            snprintf(buf, sizeof buf, "%d", started);
-            setenv("RANK", buf, 1);
-            exit(run_rank(started, o)); /* exit, not _exit: LeakSanitizer checks each rank */
-        }
-    }
-    double deadline_s = DEADLINE_S + 2.0 * (o->steps + WARMUP);
-    double end = started == WORLD ? now_s() + deadline_s : 0; /* a failed fork: kill the rest */
-    for (left = started; left > 0 && now_s() < end;) {
-        for (int r = 0; r < started; r++)
-            if (!done[r] && waitpid(pids[r], &status[r], WNOHANG) == pids[r]) {
-                done[r] = 1;
-                left--;
-            }
-        if (left > 0)
-            usleep(10000);
-    }
-    for (int r = 0; r < started; r++) {
-        if (!done[r]) {
-            fprintf(stderr, "rank %d did not finish within %.0f s; killed\n", r, deadline_s);
-            kill(pids[r], SIGKILL);
-            waitpid(pids[r], &status[r], 0);
-            rc = 1;
-        } else if (!WIFEXITED(status[r]) || WEXITSTATUS(status[r]) != 0) {
-            if (WIFSIGNALED(status[r]))
-                fprintf(stderr, "rank %d died from signal %d\n", r, WTERMSIG(status[r]));
-            rc = 1;
-        }
-    }
-    return started == WORLD ? rc : 1;
-}
-
-static int parse_count(const char *flag, const char *s, int *out)
-{
-    char *end = NULL;
-    long v = s ? strtol(s, &end, 10) : 0;
-    if (!s || *end != '\0' || v < 1 || v > 1000000) {
-        fprintf(stderr, "%s needs a positive step count\n", flag);
-        return -1;
-    }
-    *out = (int)v;
-    return 0;
-}
-
 static int parse_options(int argc, char **argv, options *o)
 {
     *o = (options){.steps = STEPS};
     for (int i = 1; i < argc; i += 2) { /* every option takes a value */
         const char *next = i + 1 < argc ? argv[i + 1] : NULL;
         if (strcmp(argv[i], "--steps") == 0) {
-            if (parse_count("--steps", next, &o->steps) != 0)
+            if (example_parse_count("--steps", next, &o->steps) != 0)
                 return -1;
         } else if (strcmp(argv[i], "--bench") == 0) {
-            if (parse_count("--bench", next, &o->bench) != 0)
+            if (example_parse_count("--bench", next, &o->bench) != 0)
                 return -1;
         } else if (strcmp(argv[i], "--weights-out") == 0 && next) {
             o->weights_out = next;
@@ -660,6 +591,7 @@ int main(int argc, char **argv)
     options o;
     if (parse_options(argc, argv, &o) != 0)
         return 2;
-    const char *rank = getenv("RANK");
-    return rank ? run_rank(atoi(rank), &o) : launch(&o);
+    example_job job = {.name = "pipeline", .world = WORLD,
+                       .deadline_s = DEADLINE_S + 2.0 * (o.steps + WARMUP), .transport = "tcp"};
+    return example_main(&job, run_rank, &o);
 }
