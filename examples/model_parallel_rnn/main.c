@@ -30,16 +30,12 @@
    The master prints `step <i> loss <loss>` every step and a summary; the exit status is
    non-zero unless the last loss is below the first. */
 #include <math.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
-#include <time.h>
-#include <unistd.h>
 
 #include "ferry/ferry.h"
-#include "bench/bench_util.h" /* now_s, free_port */
+#include "examples/launch.h"
 
 #define VOCAB 32
 #define EMB 16
@@ -464,11 +460,11 @@ static int train(rnn_model *m, ferry_dist_optimizer *opt, ferry_tensor **xs, fer
     double first = NAN, last = NAN, timed_s = 0;
     int warmup = o->bench ? WARMUP : 0;
     for (int s = 0; s < o->steps; s++) {
-        double loss = NAN, t0 = now_s();
+        double loss = NAN, t0 = example_now_s();
         if (train_step(m, opt, xs[s], ys[s], &loss) != 0)
             return 1;
         if (s >= warmup)
-            timed_s += now_s() - t0;
+            timed_s += example_now_s() - t0;
         printf("step %d loss %.9f\n", s, loss);
         fflush(stdout);
         first = s == 0 ? loss : first;
@@ -524,8 +520,9 @@ static int run_master(const options *o)
     return rc;
 }
 
-static int run_rank(int rank, const options *o)
+static int run_rank(int rank, void *user)
 {
+    const options *o = user;
     static const char *const names[WORLD] = {"master", "worker1", "worker2"};
     const char *ws = getenv("WORLD_SIZE");
     if (rank < 0 || rank >= WORLD || (ws && atoi(ws) != WORLD)) {
@@ -556,80 +553,16 @@ static int run_rank(int rank, const options *o)
     return rc;
 }
 
-/* No launcher: fork the three ranks here, with the environment env:// reads. */
-static int launch(const options *o)
-{
-    char buf[64];
-    setenv("MASTER_ADDR", "127.0.0.1", 1);
-    snprintf(buf, sizeof buf, "%d", free_port());
-    setenv("MASTER_PORT", buf, 1);
-    snprintf(buf, sizeof buf, "%d", WORLD);
-    setenv("WORLD_SIZE", buf, 1);
-    /* The store refuses to run without a token; the ranks inherit this one. */
-    snprintf(buf, sizeof buf, "model-parallel-rnn-%d-%ld", (int)getpid(), (long)time(NULL));
-    setenv("FERRY_AUTH_TOKEN", buf, 0);
-    fflush(stdout);
-    fflush(stderr);
-    pid_t pids[WORLD];
-    int status[WORLD], done[WORLD] = {0}, started = 0, left, rc = 0;
-    for (; started < WORLD; started++) {
-        if ((pids[started] = fork()) < 0) {
-            perror("fork");
-            break;
-        }
-        if (pids[started] == 0) {
-            snprintf(buf, sizeof buf, "%d", started);
-            setenv("RANK", buf, 1);
-            exit(run_rank(started, o)); /* exit, not _exit: LeakSanitizer checks each rank */
-        }
-    }
-    double end = started == WORLD ? now_s() + DEADLINE_S : 0; /* a failed fork: kill the rest */
-    for (left = started; left > 0 && now_s() < end;) {
-        for (int r = 0; r < started; r++)
-            if (!done[r] && waitpid(pids[r], &status[r], WNOHANG) == pids[r]) {
-                done[r] = 1;
-                left--;
-            }
-        if (left > 0)
-            usleep(10000);
-    }
-    for (int r = 0; r < started; r++) {
-        if (!done[r]) {
-            fprintf(stderr, "rank %d did not finish in time; killed\n", r);
-            kill(pids[r], SIGKILL);
-            waitpid(pids[r], &status[r], 0);
-            rc = 1;
-        } else if (!WIFEXITED(status[r]) || WEXITSTATUS(status[r]) != 0) {
-            if (WIFSIGNALED(status[r]))
-                fprintf(stderr, "rank %d died from signal %d\n", r, WTERMSIG(status[r]));
-            rc = 1;
-        }
-    }
-    return started == WORLD ? rc : 1;
-}
-
-static int parse_count(const char *flag, const char *s, int *out)
-{
-    char *end = NULL;
-    long v = s ? strtol(s, &end, 10) : 0;
-    if (!s || *end || v < 1 || v > 1000000) {
-        fprintf(stderr, "%s needs a positive count\n", flag);
-        return 1;
-    }
-    *out = (int)v;
-    return 0;
-}
-
 int main(int argc, char **argv)
 {
     options o = {.steps = STEPS};
     int bench = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--steps")) {
-            if (parse_count("--steps", i + 1 < argc ? argv[++i] : NULL, &o.steps))
+            if (example_parse_count("--steps", i + 1 < argc ? argv[++i] : NULL, &o.steps))
                 return 2;
         } else if (!strcmp(argv[i], "--bench")) {
-            if (parse_count("--bench", i + 1 < argc ? argv[++i] : NULL, &bench))
+            if (example_parse_count("--bench", i + 1 < argc ? argv[++i] : NULL, &bench))
                 return 2;
         } else if (!strcmp(argv[i], "--weights-out") && i + 1 < argc) {
             o.weights_out = argv[++i];
@@ -642,6 +575,6 @@ int main(int argc, char **argv)
         o.bench = bench;
         o.steps = WARMUP + bench;
     }
-    const char *rank = getenv("RANK");
-    return rank ? run_rank(atoi(rank), &o) : launch(&o);
+    example_job job = {.name = "model-parallel-rnn", .world = WORLD, .deadline_s = DEADLINE_S};
+    return example_main(&job, run_rank, &o);
 }
