@@ -32,16 +32,12 @@
    fresh FERRY_AUTH_TOKEN); `build/bin/ferryrun -n 4 build/examples/parameter_server` works too. */
 #include <math.h>
 #include <pthread.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
-#include <time.h>
-#include <unistd.h>
 
 #include "ferry/ferry.h"
-#include "bench/bench_util.h" /* now_s, free_port */
+#include "examples/launch.h"
 
 #define N_IN 16
 #define N_HIDDEN 32
@@ -492,11 +488,11 @@ static int run_master(const options *opt)
     int total = opt->bench ? WARMUP + opt->bench : opt->steps;
     if (rc == 0 && opt->bench)
         rc = run_rounds(ps, xs, ys, 0, WARMUP, &first, &last);
-    t0 = now_s();
+    t0 = example_now_s();
     if (rc == 0)
         rc = run_rounds(ps, xs, ys, total - (opt->bench ? opt->bench : opt->steps),
                         opt->bench ? opt->bench : opt->steps, &first, &last);
-    t1 = now_s();
+    t1 = example_now_s();
     if (rc == 0 && !(last < first)) {
         fprintf(stderr, "the loss did not fall: first %.9f, last %.9f\n", first, last);
         rc = 1;
@@ -514,8 +510,9 @@ static int run_master(const options *opt)
     return rc;
 }
 
-static int run_rank(int rank, const options *opt)
+static int run_rank(int rank, void *user)
 {
+    const options *opt = user;
     const char *ws = getenv("WORLD_SIZE");
     if (rank < 0 || rank >= WORLD || (ws && atoi(ws) != WORLD)) {
         fprintf(stderr, "parameter_server runs as exactly %d ranks\n", WORLD);
@@ -546,80 +543,16 @@ static int run_rank(int rank, const options *opt)
     return rc;
 }
 
-/* No launcher: fork the four ranks here, with the environment env:// reads. */
-static int launch(const options *opt)
-{
-    char buf[64];
-    setenv("MASTER_ADDR", "127.0.0.1", 1);
-    snprintf(buf, sizeof buf, "%d", free_port());
-    setenv("MASTER_PORT", buf, 1);
-    snprintf(buf, sizeof buf, "%d", WORLD);
-    setenv("WORLD_SIZE", buf, 1);
-    /* The store refuses to run without a token; the ranks inherit this one. */
-    snprintf(buf, sizeof buf, "parameter-server-%d-%ld", (int)getpid(), (long)time(NULL));
-    setenv("FERRY_AUTH_TOKEN", buf, 0);
-    fflush(stdout);
-    fflush(stderr);
-    pid_t pids[WORLD];
-    int status[WORLD], done[WORLD] = {0}, started = 0, left, rc = 0;
-    for (; started < WORLD; started++) {
-        if ((pids[started] = fork()) < 0) {
-            perror("fork");
-            break;
-        }
-        if (pids[started] == 0) {
-            snprintf(buf, sizeof buf, "%d", started);
-            setenv("RANK", buf, 1);
-            exit(run_rank(started, opt)); /* exit, not _exit: LeakSanitizer checks each rank */
-        }
-    }
-    double end = started == WORLD ? now_s() + DEADLINE_S : 0; /* a failed fork: kill the rest */
-    for (left = started; left > 0 && now_s() < end;) {
-        for (int r = 0; r < started; r++)
-            if (!done[r] && waitpid(pids[r], &status[r], WNOHANG) == pids[r]) {
-                done[r] = 1;
-                left--;
-            }
-        if (left > 0)
-            usleep(10000);
-    }
-    for (int r = 0; r < started; r++) {
-        if (!done[r]) {
-            fprintf(stderr, "rank %d did not finish in time; killed\n", r);
-            kill(pids[r], SIGKILL);
-            waitpid(pids[r], &status[r], 0);
-            rc = 1;
-        } else if (!WIFEXITED(status[r]) || WEXITSTATUS(status[r]) != 0) {
-            if (WIFSIGNALED(status[r]))
-                fprintf(stderr, "rank %d died from signal %d\n", r, WTERMSIG(status[r]));
-            rc = 1;
-        }
-    }
-    return started == WORLD ? rc : 1;
-}
-
-static int parse_count(const char *flag, const char *s, int *out)
-{
-    char *end = NULL;
-    long v = s ? strtol(s, &end, 10) : 0;
-    if (!s || *end || v < 1 || v > 1000000) {
-        fprintf(stderr, "%s needs a whole number from 1 to 1000000\n", flag);
-        return 1;
-    }
-    *out = (int)v;
-    return 0;
-}
-
 static int parse_args(int argc, char **argv, options *opt)
 {
     *opt = (options){.steps = STEPS};
     for (int i = 1; i < argc; i += 2) { /* every flag takes one value */
         const char *next = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(argv[i], "--steps")) {
-            if (parse_count("--steps", next, &opt->steps))
+            if (example_parse_count("--steps", next, &opt->steps))
                 return 1;
         } else if (!strcmp(argv[i], "--bench")) {
-            if (parse_count("--bench", next, &opt->bench))
+            if (example_parse_count("--bench", next, &opt->bench))
                 return 1;
         } else if (!strcmp(argv[i], "--weights-out") && next) {
             opt->weights_out = next;
@@ -636,6 +569,6 @@ int main(int argc, char **argv)
     options opt;
     if (parse_args(argc, argv, &opt))
         return 2;
-    const char *rank = getenv("RANK");
-    return rank ? run_rank(atoi(rank), &opt) : launch(&opt);
+    example_job job = {.name = "parameter-server", .world = WORLD, .deadline_s = DEADLINE_S};
+    return example_main(&job, run_rank, &opt);
 }
