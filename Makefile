@@ -109,7 +109,7 @@ $(BUILD)/bin/%: tools/%.c $(STATIC)
 	$(CC) $(CFLAGS_ALL) -o $@ $< $(STATIC) $(LDFLAGS_ALL) $(LIBS_ALL)
 
 .SECONDEXPANSION:
-$(BUILD)/examples/%: $$(wildcard examples/%/*.c) $(STATIC)
+$(BUILD)/examples/%: $$(wildcard examples/%/*.c) $(wildcard examples/*.h) $(STATIC)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) -o $@ $(filter %.c,$^) $(STATIC) $(LDFLAGS_ALL) $(LIBS_ALL)
 
