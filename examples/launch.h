@@ -3,21 +3,22 @@
    launcher: it sets the environment env:// reads (MASTER_ADDR 127.0.0.1, a free MASTER_PORT,
    WORLD_SIZE and a fresh FERRY_AUTH_TOKEN unless one is set), forks every rank, waits for them
    against a deadline, kills the ones still running then and says which failed. Also the small
-   helpers the examples' options and timings need. Everything is static: each example is one
-   program built from its own main.c. */
+   helper the examples' options need; the clock and the port rule are bench/bench_util.h's,
+   shared with the benchmarks. Everything is static: each example is one program built from its
+   own main.c. */
 #ifndef FERRY_EXAMPLES_LAUNCH_H
 #define FERRY_EXAMPLES_LAUNCH_H
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+
+#include "ferry/ferry.h"
+#include "bench/bench_util.h" /* now_s, free_port: one port rule for benchmarks and examples */
 
 #define EXAMPLE_MAX_WORLD 64
 
@@ -31,38 +32,24 @@ typedef struct {
     const char *transport; /* FERRY_TRANSPORT for the ranks started here unless set; NULL: none */
 } example_job;
 
-static inline double example_now_s(void)
+/* Ends a rank whose status so far is `rc`: a graceful shutdown (the workers serve until every
+   rank is done and the RRefs are gone), then a check that no object outlived it, since every
+   object dies with its last RRef or at shutdown. Returns the rank's final status, saying on
+   stderr what failed, with the worker's name. */
+static inline int example_shutdown(const char *worker, int rc)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
-/* A free loopback port below the kernel's ephemeral range: every rank's fabric binds ephemeral
-   ports while it starts, and one of them could take a port picked from that range before the
-   master's rendezvous store listens on it. */
-static inline int example_free_port(void)
-{
-    int low = 32768, high = 60999;
-    FILE *f = fopen("/proc/sys/net/ipv4/ip_local_port_range", "r");
-    if (f) {
-        if (fscanf(f, "%d %d", &low, &high) != 2)
-            low = 32768;
-        fclose(f);
+    if (ferry_shutdown(true, 0) != FERRY_OK && rc == 0) {
+        fprintf(stderr, "%s: shutdown failed: %s: %s\n", worker,
+                ferry_strerror(ferry_last_status()), ferry_last_error());
+        rc = 1;
     }
-    unsigned seed = (unsigned)getpid() * 2654435761u ^ (unsigned)time(NULL);
-    for (int i = 0; low > 20000 && i < 200; i++) {
-        int port = 20000 + (int)(rand_r(&seed) % (unsigned)(low - 20000));
-        struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK),
-                                .sin_port = htons((uint16_t)port)};
-        int fd = socket(AF_INET, SOCK_STREAM, 0);
-        int ok = fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof a) == 0;
-        if (fd >= 0)
-            close(fd);
-        if (ok)
-            return port;
+    ferry_object_counts n;
+    ferry_object_debug_counts(&n);
+    if (n.alive != 0 && rc == 0) {
+        fprintf(stderr, "%s: %lld objects alive after shutdown\n", worker, (long long)n.alive);
+        rc = 1;
     }
-    return 29500;
+    return rc;
 }
 
 /* The value of a count option such as `--steps N`: a whole number from 1 to 1000000. NULL
@@ -84,8 +71,8 @@ static inline int example_parse_count(const char *flag, const char *value, int *
 static inline int example_wait(const pid_t *pids, int n, double deadline_s)
 {
     int status[EXAMPLE_MAX_WORLD], done[EXAMPLE_MAX_WORLD] = {0}, left = n, rc = 0;
-    double end = example_now_s() + deadline_s;
-    while (left > 0 && example_now_s() < end) {
+    double end = now_s() + deadline_s;
+    while (left > 0 && now_s() < end) {
         for (int r = 0; r < n; r++)
             if (!done[r] && waitpid(pids[r], &status[r], WNOHANG) == pids[r]) {
                 done[r] = 1;
@@ -123,7 +110,7 @@ static inline int example_main(const example_job *job, example_rank_fn fn, void 
     }
     char buf[64];
     setenv("MASTER_ADDR", "127.0.0.1", 1);
-    snprintf(buf, sizeof buf, "%d", example_free_port());
+    snprintf(buf, sizeof buf, "%d", free_port());
     setenv("MASTER_PORT", buf, 1);
     snprintf(buf, sizeof buf, "%d", job->world);
     setenv("WORLD_SIZE", buf, 1);

@@ -460,11 +460,11 @@ static int train(rnn_model *m, ferry_dist_optimizer *opt, ferry_tensor **xs, fer
     double first = NAN, last = NAN, timed_s = 0;
     int warmup = o->bench ? WARMUP : 0;
     for (int s = 0; s < o->steps; s++) {
-        double loss = NAN, t0 = example_now_s();
+        double loss = NAN, t0 = now_s();
         if (train_step(m, opt, xs[s], ys[s], &loss) != 0)
             return 1;
         if (s >= warmup)
-            timed_s += example_now_s() - t0;
+            timed_s += now_s() - t0;
         printf("step %d loss %.9f\n", s, loss);
         fflush(stdout);
         first = s == 0 ? loss : first;
@@ -540,17 +540,7 @@ static int run_rank(int rank, void *user)
     if (ferry_init_rpc(names[rank], rank, WORLD, NULL) != FERRY_OK)
         return fail("init_rpc");
     int rc = rank == 0 ? run_master(o) : 0;
-    /* Graceful: the workers serve until the master is done and its RRefs are gone. */
-    if (ferry_shutdown(true, 0) != FERRY_OK && rc == 0)
-        rc = fail("shutdown");
-    ferry_object_counts n;
-    ferry_object_debug_counts(&n);
-    if (n.alive != 0 && rc == 0) {
-        fprintf(stderr, "%s: %lld objects alive after shutdown\n", names[rank],
-                (long long)n.alive);
-        rc = 1;
-    }
-    return rc;
+    return example_shutdown(names[rank], rc);
 }
 
 int main(int argc, char **argv)

@@ -488,11 +488,11 @@ static int run_master(const options *opt)
     int total = opt->bench ? WARMUP + opt->bench : opt->steps;
     if (rc == 0 && opt->bench)
         rc = run_rounds(ps, xs, ys, 0, WARMUP, &first, &last);
-    t0 = example_now_s();
+    t0 = now_s();
     if (rc == 0)
         rc = run_rounds(ps, xs, ys, total - (opt->bench ? opt->bench : opt->steps),
                         opt->bench ? opt->bench : opt->steps, &first, &last);
-    t1 = example_now_s();
+    t1 = now_s();
     if (rc == 0 && !(last < first)) {
         fprintf(stderr, "the loss did not fall: first %.9f, last %.9f\n", first, last);
         rc = 1;
@@ -531,16 +531,7 @@ static int run_rank(int rank, void *user)
     if (ferry_init_rpc(name, rank, WORLD, NULL) != FERRY_OK)
         return fail("init_rpc");
     int rc = rank == 0 ? run_master(opt) : 0;
-    /* Graceful: the trainers serve until the master is done and its RRefs are gone. */
-    if (ferry_shutdown(true, 0) != FERRY_OK && rc == 0)
-        rc = fail("shutdown");
-    ferry_object_counts n;
-    ferry_object_debug_counts(&n);
-    if (n.alive != 0 && rc == 0) {
-        fprintf(stderr, "%s: %lld objects alive after shutdown\n", name, (long long)n.alive);
-        rc = 1;
-    }
-    return rc;
+    return example_shutdown(name, rc);
 }
 
 static int parse_args(int argc, char **argv, options *opt)

@@ -483,7 +483,7 @@ static int train(pipeline *p, const options *o, int n, ferry_tensor **xs, ferry_
     int rc = 0, skip = o->bench ? WARMUP : 0;
     for (int i = 0; i < n && rc == 0; i++) {
         if (i == skip)
-            t0 = example_now_s();
+            t0 = now_s();
         double loss = NAN;
         rc = train_step(p, xs[i], ys[i], i == 0, &loss);
         if (rc == 0) {
@@ -493,7 +493,7 @@ static int train(pipeline *p, const options *o, int n, ferry_tensor **xs, ferry_
             last = loss;
         }
     }
-    double ms = (example_now_s() - t0) * 1e3 / o->steps;
+    double ms = (now_s() - t0) * 1e3 / o->steps;
     if (rc == 0 && n >= 2 && !(last < first)) {
         fprintf(stderr, "the loss did not fall: %.9f -> %.9f\n", first, last);
         rc = 1;
@@ -550,17 +550,7 @@ static int run_rank(int rank, void *user)
     if (ferry_init_rpc(names[rank], rank, WORLD, NULL) != FERRY_OK)
         return fail("init_rpc");
     int rc = rank == 0 ? run_master(o) : 0;
-    /* Graceful: the workers serve until the master is done and its RRefs are gone. */
-    if (ferry_shutdown(true, 0) != FERRY_OK && rc == 0)
-        rc = fail("shutdown");
-    ferry_object_counts n;
-    ferry_object_debug_counts(&n);
-    if (n.alive != 0 && rc == 0) {
-        fprintf(stderr, "%s: %lld objects alive after shutdown\n", names[rank],
-                (long long)n.alive);
-        rc = 1;
-    }
-    return rc;
+    return example_shutdown(names[rank], rc);
 }
 
 static int parse_options(int argc, char **argv, options *o)

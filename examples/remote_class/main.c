@@ -289,16 +289,7 @@ static int run_rank(int rank, void *user)
     if (ferry_init_rpc(name, rank, WORLD, NULL) != FERRY_OK)
         return fail("init_rpc");
     int rc = rank == 0 ? run_master() : 0;
-    /* Graceful: the workers serve until the master is done and its RRefs are gone. */
-    if (ferry_shutdown(true, 0) != FERRY_OK && rc == 0)
-        rc = fail("shutdown");
-    ferry_object_counts n;
-    ferry_object_debug_counts(&n);
-    if (n.alive != 0 && rc == 0) {
-        fprintf(stderr, "%s: %lld objects alive after shutdown\n", name, (long long)n.alive);
-        rc = 1;
-    }
-    return rc;
+    return example_shutdown(name, rc);
 }
 
 int main(void)
