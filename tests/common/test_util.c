@@ -7,6 +7,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -123,4 +124,27 @@ void ferry_test_run_ranks(int n, ferry_test_rank_fn fn, void *arg, double deadli
         cr_assert(WEXITSTATUS(status[r]) == 0, "rank %d exited with %d", r,
                   WEXITSTATUS(status[r]));
     }
+}
+
+void ferry_test_mkdtemp(char *buf, size_t cap, const char *tag)
+{
+    const char *tmp = getenv("TMPDIR");
+    int n = snprintf(buf, cap, "%s/%s-XXXXXX", tmp && *tmp ? tmp : "/tmp", tag);
+    cr_assert(n > 0 && (size_t)n < cap, "temporary directory name too long for %zu bytes", cap);
+    cr_assert(mkdtemp(buf) != NULL, "mkdtemp %s: %s", buf, strerror(errno));
+}
+
+unsigned char *ferry_test_read_file(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    cr_assert(f != NULL, "cannot open %s", path);
+    cr_assert(fseek(f, 0, SEEK_END) == 0);
+    long n = ftell(f);
+    cr_assert(n >= 0 && fseek(f, 0, SEEK_SET) == 0);
+    unsigned char *buf = malloc((size_t)n + 1);
+    cr_assert(buf != NULL);
+    cr_assert(fread(buf, 1, (size_t)n, f) == (size_t)n, "short read of %s", path);
+    fclose(f);
+    *len = (size_t)n;
+    return buf;
 }

@@ -33,6 +33,13 @@
                   ferry_strerror(code), ferry_strerror(rc__), ferry_last_error());       \
     } while (0)
 
+/* Makes a fresh, empty directory under $TMPDIR (/tmp when unset) whose name starts with `tag`
+   and writes its path into buf (cap bytes); fails the test when it cannot. */
+void ferry_test_mkdtemp(char *buf, size_t cap, const char *tag);
+/* The whole file at `path` in a buffer the caller frees (one spare byte past the end), its
+   length in *len; fails the test when the file cannot be read. */
+unsigned char *ferry_test_read_file(const char *path, size_t *len);
+
 /* A TCP port on 127.0.0.1 that was free a moment ago (bind to 0, read, close). */
 int ferry_test_free_port(void);
 

@@ -36,8 +36,8 @@ static ferry_status scenario(ferry_optim_kind kind, const ferry_optim_options *o
 
 static void sweep(ferry_optim_kind kind, const ferry_optim_options *o)
 {
-    char dir[] = "/tmp/ferry_optim_oom_XXXXXX", path[64];
-    cr_assert(mkdtemp(dir) != NULL);
+    char dir[256], path[300];
+    ferry_test_mkdtemp(dir, sizeof dir, "ferry-optim-oom");
     snprintf(path, sizeof path, "%s/state.safetensors", dir);
     oom_model m;
     ferry_tensor *store = ferry_assert_ptr(ferry_rand(2, (int64_t[]){4, 3}, FERRY_FLOAT64, NULL));

@@ -9,46 +9,32 @@
 #include <unistd.h>
 
 typedef struct {
-    char dir[64];
+    char dir[256];
 } tmp_dir;
 
 static void tmp_init(tmp_dir *t)
 {
-    strcpy(t->dir, "/tmp/ferry_optim_XXXXXX");
-    cr_assert(mkdtemp(t->dir) != NULL);
+    ferry_test_mkdtemp(t->dir, sizeof t->dir, "ferry-optim");
 }
 
 static const char *tmp_path(tmp_dir *t, const char *name, char *buf, size_t cap)
 {
-    snprintf(buf, cap, "%s/%s", t->dir, name);
+    int n = snprintf(buf, cap, "%s/%s", t->dir, name);
+    cr_assert(n > 0 && (size_t)n < cap, "path of %s too long", name);
     return buf;
 }
 
 static void tmp_done(tmp_dir *t)
 {
-    char cmd[128];
+    char cmd[sizeof t->dir + 16];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", t->dir);
     cr_assert(system(cmd) == 0);
-}
-
-static unsigned char *read_all(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    cr_assert(f != NULL, "cannot open %s", path);
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    unsigned char *buf = malloc((size_t)n + 1);
-    cr_assert(fread(buf, 1, (size_t)n, f) == (size_t)n);
-    fclose(f);
-    *len = (size_t)n;
-    return buf;
 }
 
 static bool same_file(const char *a, const char *b)
 {
     size_t na, nb;
-    unsigned char *da = read_all(a, &na), *db = read_all(b, &nb);
+    unsigned char *da = ferry_test_read_file(a, &na), *db = ferry_test_read_file(b, &nb);
     bool same = na == nb && memcmp(da, db, na) == 0;
     free(da);
     free(db);
@@ -74,7 +60,7 @@ static ferry_optimizer *default_optimizer(const optim_case *c, const optim_model
 static void resume_case(const char *name, ferry_safetensors *st, tmp_dir *t)
 {
     const optim_case *c = optim_find_case(name);
-    char path[128];
+    char path[sizeof ((tmp_dir *)0)->dir + 64];
     tmp_path(t, "state.safetensors", path, sizeof path);
     optim_model m = optim_model_new(st, c->is_f32 ? FERRY_FLOAT32 : FERRY_FLOAT64, false);
     double rtol = c->is_f32 ? 1e-5 : 1e-9;
@@ -116,7 +102,7 @@ static ferry_safetensors *saved_after(const char *name, int steps, tmp_dir *t)
     ferry_optimizer *opt = optim_case_optimizer(c, &m);
     if (steps > 0)
         optim_replay_steps(c, st, &m, opt, 0, steps, 1e-5);
-    char path[128];
+    char path[sizeof ((tmp_dir *)0)->dir + 64];
     ferry_assert_ok(ferry_optimizer_save(opt, tmp_path(t, "layout.safetensors", path, sizeof path)));
     ferry_safetensors *out = ferry_assert_ptr(ferry_safetensors_load(path));
     unlink(path);

@@ -18,14 +18,13 @@
 
 /* A fresh directory holding the one file a test writes; cleaned by tmp_done. */
 typedef struct {
-    char dir[64];
-    char path[96];
+    char dir[256];
+    char path[300];
 } tmp_file;
 
 static void tmp_init(tmp_file *t)
 {
-    strcpy(t->dir, "/tmp/ferry_st_XXXXXX");
-    cr_assert(mkdtemp(t->dir) != NULL);
+    ferry_test_mkdtemp(t->dir, sizeof t->dir, "ferry-st");
     snprintf(t->path, sizeof t->path, "%s/t.safetensors", t->dir);
 }
 
@@ -34,20 +33,6 @@ static void tmp_done(tmp_file *t)
 {
     unlink(t->path);
     cr_assert(rmdir(t->dir) == 0, "stray files left in %s", t->dir);
-}
-
-static unsigned char *read_all(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    cr_assert(f != NULL, "cannot open %s", path);
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    unsigned char *buf = malloc((size_t)n + 1);
-    cr_assert(fread(buf, 1, (size_t)n, f) == (size_t)n);
-    fclose(f);
-    *len = (size_t)n;
-    return buf;
 }
 
 /* A file image: length prefix, the header text as given, then data_len bytes of 0xAB. */
@@ -172,7 +157,7 @@ Test(tensor_safetensors, writes_the_reference_bytes_when_saving_the_torch_tensor
     ferry_assert_ok(ferry_safetensors_save_with_metadata(tf.path, names, tensors, n, keys, values,
                                                          n_meta));
     size_t len_ref, len_ours;
-    unsigned char *ref = read_all(TORCH_FILE, &len_ref), *ours = read_all(tf.path, &len_ours);
+    unsigned char *ref = ferry_test_read_file(TORCH_FILE, &len_ref), *ours = ferry_test_read_file(tf.path, &len_ours);
     cr_assert_eq(len_ours, len_ref);
     cr_assert(memcmp(ours, ref, len_ref) == 0, "ferry's file differs from the reference bytes");
     free(ref);
@@ -191,7 +176,7 @@ Test(tensor_safetensors, writes_padded_empty_header_when_no_tensors, .timeout = 
     tmp_init(&tf);
     ferry_assert_ok(ferry_safetensors_save(tf.path, NULL, NULL, 0));
     size_t len;
-    unsigned char *got = read_all(tf.path, &len);
+    unsigned char *got = ferry_test_read_file(tf.path, &len);
     cr_assert_eq(len, sizeof want);
     cr_assert(memcmp(got, want, len) == 0);
     free(got);
@@ -211,7 +196,7 @@ Test(tensor_safetensors, escapes_names_like_the_reference_when_names_hold_odd_ch
     tmp_init(&tf);
     ferry_assert_ok(ferry_safetensors_save(tf.path, names, t, 2));
     size_t len;
-    unsigned char *raw = read_all(tf.path, &len);
+    unsigned char *raw = ferry_test_read_file(tf.path, &len);
     raw[len] = '\0';
     cr_assert(strstr((char *)raw + 8, "\"a\\\"b\\\\c\\nd\\u0001 \xc3\xa9/\":") != NULL,
               "unexpected escaping: %s", raw + 8);
@@ -390,7 +375,7 @@ Test(tensor_safetensors, accepts_whitespace_and_any_key_order_when_the_json_is_v
 Test(tensor_safetensors, fails_cleanly_when_the_file_is_truncated_anywhere, .timeout = 20)
 {
     size_t len;
-    unsigned char *full = read_all(TORCH_FILE, &len);
+    unsigned char *full = ferry_test_read_file(TORCH_FILE, &len);
     for (size_t cut = 0; cut < len; cut++) {
         unsigned char *part = malloc(cut ? cut : 1); /* exact size, so ASan sees overreads */
         memcpy(part, full, cut);
@@ -422,7 +407,7 @@ Test(tensor_safetensors, fails_when_the_header_length_is_out_of_bounds, .timeout
 Test(tensor_safetensors, returns_enomem_without_leaking_when_allocations_fail, .timeout = 20)
 {
     size_t len;
-    unsigned char *full = read_all(TORCH_FILE, &len);
+    unsigned char *full = ferry_test_read_file(TORCH_FILE, &len);
     ferry_safetensors *st = NULL;
     long nth;
     for (nth = 1; !st && nth < 1000; nth++) {
