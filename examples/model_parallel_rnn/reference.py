@@ -13,11 +13,8 @@ own weights and data with torch's random generator (the same distributions and d
 Usage: /usr/bin/python3 examples/model_parallel_rnn/reference.py [--weights FILE] [--steps N]
            [--bench N]"""
 import argparse
-import json
 import math
 import os
-import socket
-import struct
 import sys
 import time
 
@@ -29,29 +26,14 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.distributed.optim import DistributedOptimizer
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from reference_util import free_port, load_safetensors  # noqa: E402
+
 VOCAB, EMB, HIDDEN, SEQ, BATCH = 32, 16, 16, 8, 4
 STEPS, LR, WARMUP, WORLD = 50, 1.0, 3, 3
 NAMES = ("master", "worker1", "worker2")
 PARAM_NAMES = ("emb.weight", "rnn.weight_ih_l0", "rnn.weight_hh_l0", "rnn.bias_ih_l0",
                "rnn.bias_hh_l0", "dec.weight", "dec.bias")
-ST_DTYPES = {"F64": torch.float64, "F32": torch.float32, "I64": torch.int64}
-
-
-def load_safetensors(path):
-    """name -> tensor, parsing the format by hand: an 8-byte little-endian header length, the
-    JSON header, then the tensors' bytes."""
-    with open(path, "rb") as f:
-        blob = f.read()
-    (n,) = struct.unpack("<Q", blob[:8])
-    header = json.loads(blob[8:8 + n].decode("utf-8"))
-    header.pop("__metadata__", None)
-    data = blob[8 + n:]
-    out = {}
-    for name, info in header.items():
-        begin, end = info["data_offsets"]
-        raw = torch.frombuffer(bytearray(data[begin:end]), dtype=torch.uint8)
-        out[name] = raw.view(ST_DTYPES[info["dtype"]]).reshape(info["shape"]).clone()
-    return out
 
 
 class EmbeddingTable(nn.Module):
@@ -176,12 +158,6 @@ def run(rank, args, steps, port):
     rpc.shutdown()
     if rc:
         sys.exit(rc)
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def main():

@@ -20,10 +20,8 @@ torch's own initialization under a fixed seed and the data from torch's generato
 numbers from ferry's). --bench N runs 3 untimed rounds, then N timed ones, and prints
 `step_ms <milliseconds per round>` last."""
 import argparse
-import json
 import os
-import socket
-import struct
+import sys
 import threading
 import time
 
@@ -32,6 +30,9 @@ import torch.distributed.rpc as rpc
 import torch.multiprocessing as mp
 import torch.nn as nn
 import torch.nn.functional as F
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from reference_util import free_port, load_safetensors  # noqa: E402
 
 N_IN, N_HIDDEN, N_OUT = 16, 32, 4
 BATCH = 32
@@ -44,25 +45,6 @@ MOMENTUM = 0.9
 SEED = 5
 PARAM_NAMES = ("fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias")
 
-ST_DTYPES = {"F64": torch.float64, "F32": torch.float32, "I64": torch.int64}
-
-
-def read_safetensors(path):
-    """name -> tensor from a safetensors file (8-byte little-endian header size, JSON header,
-    then the bytes), without the safetensors package."""
-    with open(path, "rb") as f:
-        blob = f.read()
-    (n,) = struct.unpack_from("<Q", blob, 0)
-    header = json.loads(blob[8:8 + n].decode("utf-8"))
-    body = memoryview(blob)[8 + n:]
-    out = {}
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        start, end = info["data_offsets"]
-        flat = torch.frombuffer(bytearray(body[start:end]), dtype=ST_DTYPES[info["dtype"]])
-        out[name] = flat.reshape(info["shape"]).clone()
-    return out
 
 
 def make_model():
@@ -158,7 +140,7 @@ def run_rounds(ps_rref, xs, ys, first, n):
 def run_master(opts):
     params = None
     if opts.weights:
-        t = read_safetensors(opts.weights)
+        t = load_safetensors(opts.weights)
         params = [t[name] for name in PARAM_NAMES]
         xs = [t["data.x.%d" % (r + 1)] for r in range(N_TRAINERS)]
         ys = [t["data.y.%d" % (r + 1)] for r in range(N_TRAINERS)]
@@ -192,12 +174,6 @@ def run_worker(rank, port, opts):
     rpc.shutdown()
     if rc:
         raise SystemExit(rc)  # mp.spawn reports it as a failed process
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def main():

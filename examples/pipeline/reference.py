@@ -18,10 +18,7 @@ Usage: /usr/bin/python3 examples/pipeline/reference.py [--weights FILE] [--steps
                   "step_ms <milliseconds per step>"
 """
 import argparse
-import json
 import os
-import socket
-import struct
 import sys
 import threading
 import time
@@ -35,6 +32,9 @@ import torch.nn.functional as F
 from torch.distributed.optim import DistributedOptimizer
 from torch.distributed.rpc import RRef
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from reference_util import free_port, load_safetensors  # noqa: E402
+
 N_IN, N_HIDDEN, N_MID, N_CLASSES = 32, 64, 32, 10
 BATCH, N_MICRO = 64, 4
 STEPS, WARMUP = 30, 3
@@ -42,24 +42,6 @@ LR = 0.5
 STAGE1_SEED, STAGE2_SEED, DATA_SEED = 11, 12, 1
 WORLD = 3
 
-DTYPES = {"F64": torch.float64, "F32": torch.float32, "I64": torch.int64}
-
-
-def load_safetensors(path):
-    """name -> tensor, parsing the format by hand: an 8-byte little-endian header length, the
-    JSON header, then the tensors' bytes."""
-    with open(path, "rb") as f:
-        blob = f.read()
-    (n,) = struct.unpack("<Q", blob[:8])
-    header = json.loads(blob[8:8 + n].decode("utf-8"))
-    header.pop("__metadata__", None)
-    data = blob[8 + n:]
-    out = {}
-    for name, info in header.items():
-        begin, end = info["data_offsets"]
-        raw = torch.frombuffer(bytearray(data[begin:end]), dtype=torch.uint8)
-        out[name] = raw.view(DTYPES[info["dtype"]]).reshape(info["shape"]).clone()
-    return out
 
 
 class Stage(nn.Module):
@@ -180,12 +162,6 @@ def run_rank(rank, port, args):
     rpc.shutdown()
     if rc:
         sys.exit(rc)
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def main():
