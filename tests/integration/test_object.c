@@ -12,6 +12,7 @@
 
 #include "ferry/object.h"
 #include "ferry/rref.h"
+#include "object_probe.h"
 #include "rpc_harness.h"
 
 #define MAGIC_LIVE 0x0b1ec7u
@@ -34,14 +35,9 @@ typedef struct {
 
 /* A counter with the bookkeeping the serialisation checks read. */
 typedef struct {
+    ferry_test_probe probe; /* first: the probe's methods take the object */
     unsigned magic;
     int64_t value;
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    int64_t inside, max_inside, enters;
-    char log[64];
-    size_t log_len;
-    int64_t meet_arrived, holding, peeked;
 } counter;
 
 /* ---- the class ---- */
@@ -58,8 +54,7 @@ static ferry_status counter_new(const ferry_value *args, const ferry_value *kwar
         c->value = ferry_value_as_int(ferry_list_get(args, 0));
     else if (ferry_dict_len(kwargs) > 0)
         c->value = ferry_value_as_int(ferry_dict_get(kwargs, "start"));
-    pthread_mutex_init(&c->mu, NULL);
-    pthread_cond_init(&c->cv, NULL);
+    ferry_test_probe_init(&c->probe);
     pthread_mutex_lock(&cls->mu);
     cls->made++;
     pthread_mutex_unlock(&cls->mu);
@@ -74,8 +69,7 @@ static void counter_free(void *obj, void *user)
     bool live = c->magic == MAGIC_LIVE;
     if (live) {
         c->magic = MAGIC_DEAD;
-        pthread_mutex_destroy(&c->mu);
-        pthread_cond_destroy(&c->cv);
+        ferry_test_probe_destroy(&c->probe);
         free(c);
     }
     pthread_mutex_lock(&cls->mu);
@@ -125,110 +119,11 @@ static ferry_status m_add_from(void *obj, const ferry_value *args, const ferry_v
     return FERRY_OK;
 }
 
-/* Waits on cv (mu held) until *field >= want or `secs` pass; true when it got there. */
-static bool wait_field(pthread_cond_t *cv, pthread_mutex_t *mu, const int64_t *field,
-                       int64_t want, double secs)
-{
-    struct timespec until;
-    clock_gettime(CLOCK_REALTIME, &until);
-    until.tv_sec += (time_t)secs;
-    until.tv_nsec += (long)((secs - (time_t)secs) * 1e9);
-    if (until.tv_nsec >= 1000000000L) {
-        until.tv_sec++;
-        until.tv_nsec -= 1000000000L;
-    }
-    while (*field < want)
-        if (pthread_cond_timedwait(cv, mu, &until) != 0)
-            break;
-    return *field >= want;
-}
-
-static bool wait_int(counter *c, const int64_t *field, int64_t want, double secs)
-{
-    return wait_field(&c->cv, &c->mu, field, want, secs);
-}
-
-/* Not concurrent: records entering and leaving, and gives another caller 50 ms to get in
-   alongside (which only a broken one-at-a-time rule lets it do). */
-static ferry_status m_critical(void *obj, const ferry_value *args, const ferry_value *kwargs,
-                               ferry_value **result, void *user)
-{
-    counter *c = obj;
-    pthread_mutex_lock(&c->mu);
-    c->inside++;
-    c->enters++;
-    if (c->inside > c->max_inside)
-        c->max_inside = c->inside;
-    if (c->log_len + 1 < sizeof c->log)
-        c->log[c->log_len++] = 'E';
-    pthread_cond_broadcast(&c->cv);
-    wait_int(c, &c->inside, 2, 0.05);
-    c->inside--;
-    if (c->log_len + 1 < sizeof c->log)
-        c->log[c->log_len++] = 'L';
-    pthread_mutex_unlock(&c->mu);
-    *result = NULL;
-    return FERRY_OK;
-}
-
-/* report() -> [enters, max_inside, the enter/leave log] */
-static ferry_status m_report(void *obj, const ferry_value *args, const ferry_value *kwargs,
-                             ferry_value **result, void *user)
-{
-    counter *c = obj;
-    pthread_mutex_lock(&c->mu);
-    *result = ferry_list_of(3, ferry_int(c->enters), ferry_int(c->max_inside),
-                            ferry_string_n(c->log, c->log_len));
-    pthread_mutex_unlock(&c->mu);
-    return *result ? FERRY_OK : ferry_last_status();
-}
-
-/* Concurrent: true only when a second call arrived while this one was inside (bounded). */
-static ferry_status m_meet(void *obj, const ferry_value *args, const ferry_value *kwargs,
-                           ferry_value **result, void *user)
-{
-    counter *c = obj;
-    pthread_mutex_lock(&c->mu);
-    c->meet_arrived++;
-    pthread_cond_broadcast(&c->cv);
-    bool met = wait_int(c, &c->meet_arrived, 2, 5.0);
-    pthread_mutex_unlock(&c->mu);
-    *result = ferry_bool(met);
-    return FERRY_OK;
-}
-
-/* Not concurrent: holds the object until a concurrent peek came in (bounded). */
-static ferry_status m_hold(void *obj, const ferry_value *args, const ferry_value *kwargs,
-                           ferry_value **result, void *user)
-{
-    counter *c = obj;
-    pthread_mutex_lock(&c->mu);
-    c->holding = 1;
-    pthread_cond_broadcast(&c->cv);
-    bool peeked = wait_int(c, &c->peeked, 1, 5.0);
-    pthread_mutex_unlock(&c->mu);
-    *result = ferry_bool(peeked);
-    return FERRY_OK;
-}
-
-/* Concurrent: true when it ran while a hold was inside. */
-static ferry_status m_peek(void *obj, const ferry_value *args, const ferry_value *kwargs,
-                           ferry_value **result, void *user)
-{
-    counter *c = obj;
-    pthread_mutex_lock(&c->mu);
-    bool held = wait_int(c, &c->holding, 1, 5.0);
-    c->peeked = 1;
-    pthread_cond_broadcast(&c->cv);
-    pthread_mutex_unlock(&c->mu);
-    *result = ferry_bool(held);
-    return FERRY_OK;
-}
-
 static const ferry_method_def COUNTER_METHODS[] = {
-    {"get", m_get, false},       {"add", m_add, false},   {"add_from", m_add_from, false},
-    {"critical", m_critical, false}, {"report", m_report, false}, {"meet", m_meet, true},
-    {"hold", m_hold, false},     {"peek", m_peek, true},
+    {"get", m_get, false},
+    {"add", m_add, false},
+    {"add_from", m_add_from, false},
+    FERRY_TEST_PROBE_METHODS,
 };
 
 /* This process's class counts and ferry_object_debug_counts, read once they agree (every
@@ -264,7 +159,7 @@ static ferry_status obj_counts_fn(const ferry_value *args, const ferry_value *kw
     class_state *cls = user;
     int64_t want = ferry_value_as_int(ferry_list_get(args, 0));
     pthread_mutex_lock(&cls->mu);
-    wait_field(&cls->cv, &cls->mu, &cls->destroyed, want, 10.0);
+    ferry_test_wait_until(&cls->cv, &cls->mu, &cls->destroyed, want, 10.0);
     pthread_mutex_unlock(&cls->mu);
     int64_t made, destroyed, bad;
     ferry_object_counts n;
@@ -547,7 +442,7 @@ static int body_calls(int rank, int world, const rpc_case *c)
 static int64_t local_destroyed(class_state *cls, int64_t want)
 {
     pthread_mutex_lock(&cls->mu);
-    wait_field(&cls->cv, &cls->mu, &cls->destroyed, want, 10.0);
+    ferry_test_wait_until(&cls->cv, &cls->mu, &cls->destroyed, want, 10.0);
     int64_t n = cls->destroyed;
     pthread_mutex_unlock(&cls->mu);
     return n;

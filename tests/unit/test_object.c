@@ -10,6 +10,7 @@
 #include <time.h>
 
 #include "ferry/object.h"
+#include "object_probe.h"
 #include "test_util.h"
 
 #define MAGIC_LIVE 0x0b1ec7u
@@ -25,15 +26,10 @@ typedef struct {
 
 /* A counter, with the bookkeeping the serialisation tests read. */
 typedef struct {
+    ferry_test_probe probe; /* first: the probe's methods take the object */
     unsigned magic;
     int64_t value;
     class_state *cls;
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    int inside, max_inside, enters;
-    char log[64];
-    size_t log_len;
-    int meet_arrived, holding, peeked;
 } counter;
 
 /* ---- the class ---- */
@@ -51,8 +47,7 @@ static ferry_status counter_new(const ferry_value *args, const ferry_value *kwar
         c->value = ferry_value_as_int(ferry_list_get(args, 0));
     else if (ferry_dict_len(kwargs) > 0)
         c->value = ferry_value_as_int(ferry_dict_get(kwargs, "start"));
-    pthread_mutex_init(&c->mu, NULL);
-    pthread_cond_init(&c->cv, NULL);
+    ferry_test_probe_init(&c->probe);
     atomic_fetch_add(&cls->made, 1);
     *obj = c;
     return FERRY_OK;
@@ -70,8 +65,7 @@ static void counter_free(void *obj, void *user)
     }
     c->magic = MAGIC_DEAD;
     cls->dtor_thread = pthread_self();
-    pthread_mutex_destroy(&c->mu);
-    pthread_cond_destroy(&c->cv);
+    ferry_test_probe_destroy(&c->probe);
     free(c);
     atomic_fetch_add(&cls->destroyed, 1);
 }
@@ -113,96 +107,9 @@ static ferry_status m_which(void *obj, const ferry_value *args, const ferry_valu
     return FERRY_OK;
 }
 
-/* Waits on c->cv (c->mu held) until *field >= want or `secs` pass; true when it got there. */
-static bool wait_field(counter *c, const int *field, int want, double secs)
-{
-    struct timespec until;
-    clock_gettime(CLOCK_REALTIME, &until);
-    until.tv_sec += (time_t)secs;
-    until.tv_nsec += (long)((secs - (time_t)secs) * 1e9);
-    if (until.tv_nsec >= 1000000000L) {
-        until.tv_sec++;
-        until.tv_nsec -= 1000000000L;
-    }
-    while (*field < want)
-        if (pthread_cond_timedwait(&c->cv, &c->mu, &until) != 0)
-            break;
-    return *field >= want;
-}
-
-static void log_event(counter *c, char e)
-{
-    if (c->log_len + 1 < sizeof c->log)
-        c->log[c->log_len++] = e;
-}
-
-/* Not concurrent: records entering and leaving, and gives a second caller 50 ms to get in
-   alongside (which only a broken one-at-a-time rule lets it do). */
-static ferry_status m_critical(void *obj, const ferry_value *args, const ferry_value *kwargs,
-                               ferry_value **result, void *user)
-{
-    counter *c = obj;
-    pthread_mutex_lock(&c->mu);
-    c->inside++;
-    c->enters++;
-    if (c->inside > c->max_inside)
-        c->max_inside = c->inside;
-    log_event(c, 'E');
-    pthread_cond_broadcast(&c->cv);
-    wait_field(c, &c->inside, 2, 0.05);
-    c->inside--;
-    log_event(c, 'L');
-    pthread_mutex_unlock(&c->mu);
-    *result = NULL;
-    return FERRY_OK;
-}
-
-/* Concurrent: true only when a second call arrived while this one was inside (bounded wait). */
-static ferry_status m_meet(void *obj, const ferry_value *args, const ferry_value *kwargs,
-                           ferry_value **result, void *user)
-{
-    counter *c = obj;
-    pthread_mutex_lock(&c->mu);
-    c->meet_arrived++;
-    pthread_cond_broadcast(&c->cv);
-    bool met = wait_field(c, &c->meet_arrived, 2, 5.0);
-    pthread_mutex_unlock(&c->mu);
-    *result = ferry_bool(met);
-    return FERRY_OK;
-}
-
-/* Not concurrent: holds the object until a concurrent peek came in (bounded wait). */
-static ferry_status m_hold(void *obj, const ferry_value *args, const ferry_value *kwargs,
-                           ferry_value **result, void *user)
-{
-    counter *c = obj;
-    pthread_mutex_lock(&c->mu);
-    c->holding = 1;
-    pthread_cond_broadcast(&c->cv);
-    bool peeked = wait_field(c, &c->peeked, 1, 5.0);
-    pthread_mutex_unlock(&c->mu);
-    *result = ferry_bool(peeked);
-    return FERRY_OK;
-}
-
-/* Concurrent: true when it ran while a hold was inside. */
-static ferry_status m_peek(void *obj, const ferry_value *args, const ferry_value *kwargs,
-                           ferry_value **result, void *user)
-{
-    counter *c = obj;
-    pthread_mutex_lock(&c->mu);
-    bool held = wait_field(c, &c->holding, 1, 5.0);
-    c->peeked = 1;
-    pthread_cond_broadcast(&c->cv);
-    pthread_mutex_unlock(&c->mu);
-    *result = ferry_bool(held);
-    return FERRY_OK;
-}
-
 static const ferry_method_def COUNTER_METHODS[] = {
-    {"get", m_get, false},       {"add", m_add, false},          {"fail", m_fail, false},
-    {"nothing", m_nothing, false}, {"which", m_which, false},    {"critical", m_critical, false},
-    {"meet", m_meet, true},      {"hold", m_hold, false},        {"peek", m_peek, true},
+    {"get", m_get, false},         {"add", m_add, false},     {"fail", m_fail, false},
+    {"nothing", m_nothing, false}, {"which", m_which, false}, FERRY_TEST_PROBE_METHODS,
 };
 
 static void register_counter(const char *name, class_state *cls)
@@ -317,8 +224,7 @@ Test(object_class, register_fails_with_einval_when_definition_is_bad, .timeout =
     ferry_value_release(bare);
     cr_assert_eq(counts().alive, before.alive, "an object without a destructor still dies");
     cr_assert_eq(atomic_load(&cls.destroyed), 0);
-    pthread_mutex_destroy(&c->mu);
-    pthread_cond_destroy(&c->cv);
+    ferry_test_probe_destroy(&c->probe);
     free(c);
     ferry_value_release(empty);
     ferry_value_release(kw);
@@ -651,12 +557,12 @@ Test(object_serial, calls_never_interleave_when_method_is_not_concurrent, .timeo
     caller out[2];
     run_two(obj, "critical", "critical", 5, out);
     counter *c = ferry_object_ptr(obj);
-    cr_assert_eq(c->enters, 10);
-    cr_assert_eq(c->max_inside, 1, "two calls were inside at once");
-    cr_assert_eq(c->log_len, 20);
-    for (size_t i = 0; i < c->log_len; i++)
-        cr_assert_eq(c->log[i], i % 2 ? 'L' : 'E', "enter/leave interleaved: %.*s",
-                     (int)c->log_len, c->log);
+    cr_assert_eq(c->probe.enters, 10);
+    cr_assert_eq(c->probe.max_inside, 1, "two calls were inside at once");
+    cr_assert_eq(c->probe.log_len, 20);
+    for (size_t i = 0; i < c->probe.log_len; i++)
+        cr_assert_eq(c->probe.log[i], i % 2 ? 'L' : 'E', "enter/leave interleaved: %.*s",
+                     (int)c->probe.log_len, c->probe.log);
     ferry_value_release(obj);
 }
 
