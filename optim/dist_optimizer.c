@@ -5,7 +5,6 @@
    objects of an internal class (ferry/object.h). Steps take turns process-wide (torch's local
    optimizers share one lock), so trainers whose optimizers cover the same owner's tensors
    never update them at once. */
-#include <math.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
@@ -75,7 +74,7 @@ static ferry_status options_from(const ferry_value *d, ferry_optim_kind kind,
     ferry_optim_options_init(o, kind);
     char *base = (char *)o;
     for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++) {
-        ferry_value *v = ferry_dict_len(d) ? ferry_dict_get(d, fields[i].name) : NULL;
+        ferry_value *v = ferry_dict_get(d, fields[i].name);
         if (!v)
             return ferry__fail(FERRY_EINVAL, "optimizer options lack '%s'", fields[i].name);
         if (fields[i].is_bool)

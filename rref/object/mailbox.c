@@ -21,6 +21,7 @@ struct ferry__call {
     char *method;
     ferry_value *args, *kwargs;
     const ferry_method_def *m; /* set when posted to its object */
+    ferry__object *target;     /* a concurrent call's object while it waits for a thread */
     ferry_future *result;
     ferry__carried carried;
     bool remote;
@@ -154,8 +155,7 @@ static void start_drain(ferry__object *o)
 static void concurrent_task(void *arg)
 {
     ferry__call *c = arg;
-    ferry__object *o = (ferry__object *)c->next; /* parked here by post: retained */
-    c->next = NULL;
+    ferry__object *o = c->target; /* retained by post */
     call_run(o, c);
     ferry__object_release(o);
 }
@@ -172,7 +172,7 @@ static void post(ferry__object *o, ferry__call *c)
         return;
     }
     if (c->m->concurrent) {
-        c->next = (ferry__call *)ferry__object_retain(o);
+        c->target = ferry__object_retain(o);
         if (submit(concurrent_task, c) != FERRY_OK) {
             ferry__object_release(o);
             call_fail(c, FERRY_ESHUTDOWN, "no thread is left to run the call");
