@@ -119,11 +119,13 @@ FERRY_API ferry_rref *ferry_rref_call_remote(ferry_rref *rref, const char *metho
                                              double timeout);
 
 /* What this process holds, for tests and leak checks: objects alive (made and not yet
-   destroyed) and destructors run since the process started. */
+   destroyed) and destructors run since the process started. The library counts a destruction
+   just after the destructor returns. Works without RPC. */
 typedef struct {
     int64_t alive;
     int64_t destroyed;
 } ferry_object_counts;
+/* Fills *out (a NULL out is ignored; nothing is returned and no error is set). */
 FERRY_API void ferry_object_debug_counts(ferry_object_counts *out);
 
 /* ---- groups ---- */
