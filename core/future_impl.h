@@ -30,7 +30,7 @@ typedef struct {
     void *(*retain)(void *ctx);
     void (*release)(void *ctx);
     void (*begin)(void *ctx); /* a thread starts driving */
-    void (*poll)(void *ctx);  /* one quick pass */
+    bool (*poll)(void *ctx);  /* one quick pass; true when it moved something */
     void (*end)(void *ctx);   /* it stops */
 } ferry__future_driver;
 

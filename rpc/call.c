@@ -41,11 +41,10 @@ static void driver_begin(void *ctx)
         ferry__net_drive_begin(a->net);
 }
 
-static void driver_poll(void *ctx)
+static bool driver_poll(void *ctx)
 {
     ferry__agent *a = ctx;
-    if (a->net)
-        ferry__net_drive_poll(a->net);
+    return a->net && ferry__net_drive_poll(a->net) > 0;
 }
 
 static void driver_end(void *ctx)

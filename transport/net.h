@@ -110,9 +110,10 @@ void ferry__net_wake(ferry__net *net);
    section 4): between begin and end, poll runs one pass over the completion queues on the
    calling thread (callbacks then run on it too) and the progress thread keeps out of them; it
    resumes within a fraction of a millisecond after the last driver ends. Any thread but the
-   progress thread; begin/end pair up. */
+   progress thread; begin/end pair up. poll returns how many completions its pass handled (0
+   when another driver was polling). */
 void ferry__net_drive_begin(ferry__net *net);
-void ferry__net_drive_poll(ferry__net *net);
+int ferry__net_drive_poll(ferry__net *net);
 void ferry__net_drive_end(ferry__net *net);
 
 /* Counters. Drops are also logged at debug (FERRY_LOG=debug). */

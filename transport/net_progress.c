@@ -278,12 +278,14 @@ void ferry__net_drive_begin(ferry__net *net)
     atomic_fetch_add(&net->drivers, 1);
 }
 
-void ferry__net_drive_poll(ferry__net *net)
+int ferry__net_drive_poll(ferry__net *net)
 {
+    int n = 0;
     if (pthread_mutex_trylock(&net->poll_lock) == 0) {
-        progress_once(net);
+        n = progress_once(net);
         pthread_mutex_unlock(&net->poll_lock);
     }
+    return n;
 }
 
 void ferry__net_drive_end(ferry__net *net)

@@ -161,9 +161,10 @@ static int contract_body(int rank, int world, const rpc_case *c)
         return 0;
     long me = thread_id();
     int on_me = 0;
-    /* A waiting caller drives the fabric for a few milliseconds before it sleeps: on a busy
-       machine the callee's first calls may all come later, so try a few times. */
-    for (int attempt = 0; attempt < 10 && on_me == 0; attempt++) {
+    /* A waiting caller drives the fabric until it has been idle a fraction of a millisecond
+       (longer while calls keep coming): on a busy machine the callee's first calls may all
+       come later than that, so try until some ran here. */
+    for (int attempt = 0; attempt < 50 && on_me == 0; attempt++) {
         probe_ctx = 1000 + attempt;
         ferry_set_error(FERRY_EINVAL, "caller's own error");
         ferry_value *args = ferry_args(1, ferry_string("worker0"));
