@@ -46,6 +46,7 @@ header_module() {
     rref.h) echo rref ;;
     object.h) echo rref/object ;;
     optim.h) echo optim ;;
+    launch.h) echo transport ;;
     ferry.h) echo "(umbrella)" ;;
     *) return 1 ;;
     esac
