@@ -164,7 +164,8 @@ static void print_interface(const ferry_launch_info *info)
                master);
         break;
     case FERRY__IFACE_NO_ROUTE:
-        printf("the provider's choice: no route to the master %s (set FERRY_IFACE to name one)\n",
+        printf("the provider's choice: the master %s does not resolve or no route reaches it "
+               "(set FERRY_IFACE to name an interface)\n",
                master);
         break;
     default:
