@@ -319,8 +319,11 @@ ferryrun_nodes *ferryrun_nodes_join(const ferryrun_options *o, ferryrun_plan *p)
     if (!n)
         return fprintf(stderr, "ferryrun: out of memory\n"), NULL;
     if (p->node_rank == 0) {
-        n->server = ferry__store_server_start(o->endpoint_host, o->endpoint_port, p->token, NULL,
-                                              NULL);
+        /* Every IPv4 interface, as the other nodes only need to reach the port: a host name
+           that resolves here to a loopback address (Debian's 127.0.1.1) must not hide the
+           store from them. An IPv6 endpoint is served on its own address. */
+        const char *bind_host = strchr(o->endpoint_host, ':') ? o->endpoint_host : NULL;
+        n->server = ferry__store_server_start(bind_host, o->endpoint_port, p->token, NULL, NULL);
         if (!n->server) {
             fprintf(stderr, "ferryrun: node 0 cannot serve the node rendezvous on %s: %s\n",
                     w.endpoint, ferry_last_error());
