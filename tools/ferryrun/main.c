@@ -2,7 +2,7 @@
    PyTorch; several ferryruns, one per node, form one job. This file turns the options into a
    plan (who gets which ranks, where rank 0's store listens, the auth token) for each of the
    three ways to run: one node; several nodes meeting at a rendezvous endpoint that node 0
-   serves; several nodes with fixed ranks (static). Only libc and ferry's own store are used. */
+   serves; several nodes with fixed ranks (static). */
 #include <errno.h>
 #include <netdb.h>
 #include <netinet/in.h>
