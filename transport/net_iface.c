@@ -82,12 +82,42 @@ static void look_up(ferry__iface_choice *c)
     freeifaddrs(all);
 }
 
+static bool is_loopback(const struct sockaddr *sa)
+{
+    if (sa->sa_family == AF_INET)
+        return (ntohl(((const struct sockaddr_in *)sa)->sin_addr.s_addr) >> 24) == 127;
+    if (sa->sa_family == AF_INET6)
+        return IN6_IS_ADDR_LOOPBACK(&((const struct sockaddr_in6 *)sa)->sin6_addr);
+    return false;
+}
+
+bool ferry__net_host_is_local_name(const char *host)
+{
+    if (!host || !*host || !strcmp(host, "localhost") || !strncmp(host, "localhost.", 10))
+        return false;
+    struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICHOST}, *res = NULL;
+    if (getaddrinfo(host, NULL, &hints, &res) == 0) { /* a numeric address means what it says */
+        freeaddrinfo(res);
+        return false;
+    }
+    hints.ai_flags = 0;
+    if (getaddrinfo(host, NULL, &hints, &res) != 0 || !res)
+        return false;
+    bool all_loopback = true;
+    for (struct addrinfo *ai = res; ai; ai = ai->ai_next)
+        all_loopback = all_loopback && is_loopback(ai->ai_addr);
+    freeaddrinfo(res);
+    return all_loopback;
+}
+
 void ferry__net_iface_pick(const char *iface, const char *master_addr, ferry__iface_choice *out)
 {
     *out = (ferry__iface_choice){.how = FERRY__IFACE_ANY};
     if (iface && *iface) {
         out->how = FERRY__IFACE_NAMED;
         snprintf(out->name, sizeof out->name, "%s", iface);
+    } else if (ferry__net_host_is_local_name(master_addr)) {
+        out->how = FERRY__IFACE_LOCAL_NAME;
     } else if (master_addr && *master_addr) {
         out->how = local_addr_toward(master_addr, &out->src, &out->src_len) ? FERRY__IFACE_ROUTE
                                                                             : FERRY__IFACE_NO_ROUTE;
@@ -107,6 +137,8 @@ const char *ferry__net_iface_how_name(ferry__iface_how how)
         return "route to the master";
     case FERRY__IFACE_NO_ROUTE:
         return "no route to the master";
+    case FERRY__IFACE_LOCAL_NAME:
+        return "host name that is loopback here";
     default:
         return "provider's choice";
     }

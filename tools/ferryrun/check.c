@@ -168,6 +168,12 @@ static void print_interface(const ferry_launch_info *info)
                "(set FERRY_IFACE to name an interface)\n",
                master);
         break;
+    case FERRY__IFACE_LOCAL_NAME:
+        printf("the provider's choice: the master %s is this host's name, which resolves to "
+               "loopback here, so its route says nothing of the network other hosts use (set "
+               "FERRY_IFACE to name an interface)\n",
+               master);
+        break;
     default:
         printf("the provider's choice (no master address known, FERRY_IFACE unset)\n");
         break;
