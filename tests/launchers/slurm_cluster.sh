@@ -16,19 +16,7 @@ usage() { echo "usage: $0 start|stop DIR" >&2; exit 2; }
 cmd=$1 dir=$2
 [ -n "$dir" ] || usage
 
-# A free TCP port on this host, not one of the ports given as arguments.
-free_port() {
-    local p tries=0
-    while [ $tries -lt 200 ]; do
-        p=$(( 20000 + RANDOM % 30000 ))
-        tries=$((tries + 1))
-        case " $* " in *" $p "*) continue ;; esac
-        ss -Htan 2>/dev/null | awk '{print $4}' | grep -q ":$p\$" && continue
-        echo "$p"
-        return 0
-    done
-    return 1
-}
+. "$(dirname "$0")/common.sh" # free_port
 
 # Whether pid $1 is a live process whose command is $2 (pid 1 reaps late here: a defunct
 # daemon still answers kill -0, so the state is read instead).
@@ -70,7 +58,7 @@ stop() {
 
 show_logs() {
     local f
-    for f in "$dir"/log/*.log "$dir"/munge/munged.log; do
+    for f in "$dir"/log/*.log "$dir"/log/*.out "$dir"/munge/munged.log "$dir"/munge/munged.out; do
         [ -s "$f" ] || continue
         echo "--- $f" >&2
         tail -n 20 "$f" >&2
@@ -105,6 +93,8 @@ start() {
     # munged runs as the munge user and checks that no one else can write its directories.
     chmod 755 "$dir" "$dir/munge" || exit 1
     chown munge:munge "$dir/munge" || exit 1
+    setpriv --reuid=munge --regid=munge --init-groups test -x "$dir/munge" ||
+        { echo "slurm_cluster: the munge user cannot reach $dir (a parent directory is closed)" >&2; exit 1; }
     if [ -r /etc/munge/munge.key ]; then
         install -o munge -g munge -m 600 /etc/munge/munge.key "$dir/munge/munge.key" || exit 1
     else
