@@ -18,8 +18,14 @@ SANITIZE ?=
 ASAN_UBSAN := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 SAN_FLAGS := $(if $(SANITIZE),$(ASAN_UBSAN))
 
-PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
-PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+# PMIx (Debian libpmix-dev) is optional: with it init_method pmix:// rendezvous through the
+# launcher's PMIx server (mpirun, srun --mpi=pmix); without it pmix:// says ferry lacks it.
+HAVE_PMIX  := $(shell pkg-config --exists pmix 2>/dev/null && echo 1)
+PMIX_CFLAGS := $(if $(HAVE_PMIX),-DFERRY_HAVE_PMIX $(patsubst -I%,-isystem %,$(shell pkg-config --cflags pmix)))
+PMIX_LIBS  := $(if $(HAVE_PMIX),$(shell pkg-config --libs pmix))
+
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null) $(PMIX_CFLAGS)
+PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null) $(PMIX_LIBS)
 TEST_CFLAGS := $(shell pkg-config --cflags $(TEST_PKGS) 2>/dev/null)
 TEST_LIBS   := $(shell pkg-config --libs $(TEST_PKGS) 2>/dev/null)
 

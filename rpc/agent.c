@@ -14,6 +14,7 @@
 #include "core/log.h"
 #include "rpc/pending.h"
 #include "rpc/registry.h"
+#include "transport/launcher.h"
 
 /* Init and shutdown are exclusive of each other. */
 static pthread_mutex_t lifecycle_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -24,7 +25,7 @@ void ferry_rpc_options_init(ferry_rpc_options *o)
         return;
     o->num_worker_threads = 16;
     o->rpc_timeout = 60.0;
-    o->init_method = "env://";
+    o->init_method = NULL;
     o->transport = NULL;
     o->heartbeat_period_s = 1.0;
     o->heartbeat_misses = 3;
@@ -349,14 +350,10 @@ ferry_status ferry_init_rpc(const char *name, int rank, int world_size,
     ferry_rpc_options_init(&o);
     if (opts)
         o = *opts;
-    if (!o.init_method)
-        o.init_method = "env://";
     ferry_status rc = check_options(&o);
     if (rc != FERRY_OK)
         return rc;
-    if (!name)
-        return ferry__fail(FERRY_EINVAL, "the worker name is NULL");
-    if ((rc = ferry__rendezvous_check_name(name)) != FERRY_OK)
+    if (name && (rc = ferry__rendezvous_check_name(name)) != FERRY_OK)
         return rc;
     ferry__builtins_register();
 
@@ -367,7 +364,15 @@ ferry_status ferry_init_rpc(const char *name, int rank, int world_size,
     }
     char *host = NULL, *path = NULL;
     int port = 0;
+    /* NULL: the launcher's rendezvous (PMIx when its server answers, else env://). */
+    if (!o.init_method || !*o.init_method)
+        o.init_method = ferry__launch_default_method();
     rc = ferry__rendezvous_resolve_env(o.init_method, &rank, &world_size, &host, &port, &path);
+    char default_name[32];
+    if (rc == FERRY_OK && !name) {
+        snprintf(default_name, sizeof default_name, "worker%d", rank);
+        name = default_name;
+    }
     ferry__agent *a = rc == FERRY_OK ? agent_new(name, rank, world_size, &o) : NULL;
     if (a) {
         ferry__log_set_worker(name);

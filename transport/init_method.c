@@ -12,6 +12,8 @@
 
 #include "core/alloc.h"
 #include "core/error.h"
+#include "transport/launcher.h"
+#include "transport/pmix.h"
 
 ferry_status ferry__rendezvous_check_name(const char *name)
 {
@@ -107,13 +109,50 @@ static ferry_status parse_host_port(const char *s, size_t len, char **host, int 
     return *host ? FERRY_OK : ferry__fail(FERRY_ENOMEM, "out of memory parsing init_method");
 }
 
+/* torch's message for a missing variable, with a pointer to PMIx when its launcher is here. */
+static ferry_status missing_master(const char *var)
+{
+    const char *hint = !ferry__pmix_env_present() ? ""
+                       : ferry__pmix_built()
+                           ? " (a PMIx launcher started this process: leave init_method NULL or "
+                             "use pmix:// to rendezvous through it)"
+                           : " (a PMIx launcher started this process, but ferry was built without "
+                             "PMIx: install libpmix-dev and rebuild, or set MASTER_ADDR and "
+                             "MASTER_PORT)";
+    return ferry__fail(FERRY_EINVAL, "environment variable %s expected, but not set%s", var, hint);
+}
+
+/* MASTER_ADDR and MASTER_PORT; under Slurm, each one that is unset comes from the job. */
 static ferry_status master_from_env(char **host, int *port)
 {
     const char *addr = getenv("MASTER_ADDR"), *port_text = getenv("MASTER_PORT");
+    if (!addr || !port_text) {
+        char *slurm_host = NULL;
+        int slurm_port = 0;
+        ferry_status rc = ferry__launch_slurm_store(&slurm_host, &slurm_port);
+        if (rc != FERRY_OK)
+            return rc;
+        if (slurm_host) {
+            if (addr) {
+                ferry__free(slurm_host);
+                slurm_host = ferry__strdup(addr);
+            }
+            if (port_text && !parse_int(port_text, strlen(port_text), 1, 65535, &slurm_port)) {
+                ferry__free(slurm_host);
+                return ferry__fail(FERRY_EINVAL,
+                                   "environment variable MASTER_PORT must be a port number "
+                                   "(1-65535), but got '%s'",
+                                   port_text);
+            }
+            *host = slurm_host;
+            *port = slurm_port;
+            return *host ? FERRY_OK : ferry__fail(FERRY_ENOMEM, "out of memory reading MASTER_ADDR");
+        }
+    }
     if (!addr)
-        return ferry__fail(FERRY_EINVAL, "environment variable MASTER_ADDR expected, but not set");
+        return missing_master("MASTER_ADDR");
     if (!port_text)
-        return ferry__fail(FERRY_EINVAL, "environment variable MASTER_PORT expected, but not set");
+        return missing_master("MASTER_PORT");
     if (!*addr)
         return ferry__fail(FERRY_EINVAL, "environment variable MASTER_ADDR is empty");
     if (!parse_int(port_text, strlen(port_text), 1, 65535, port))
@@ -132,6 +171,8 @@ static ferry_status parse_method(const char *im, bool *is_env, char **host, int 
     const char *q = strchr(im, '?');
     size_t len = q ? (size_t)(q - im) : strlen(im);
     *query = q ? q + 1 : NULL;
+    if (ferry__rendezvous_is_pmix(im))
+        return FERRY_OK;
     *is_env = !strncmp(im, "env://", 6);
     if (*is_env) {
         if (len != 6)
@@ -148,14 +189,42 @@ static ferry_status parse_method(const char *im, bool *is_env, char **host, int 
         return *path ? FERRY_OK : ferry__fail(FERRY_ENOMEM, "out of memory parsing init_method");
     }
     return ferry__fail(FERRY_EINVAL,
-                       "init_method must be env://, tcp://host:port or file:///path, but got '%s'",
+                       "init_method must be env://, tcp://host:port, file:///path or pmix://, but "
+                       "got '%s'",
                        im);
+}
+
+bool ferry__rendezvous_is_pmix(const char *init_method)
+{
+    const char *im = init_method && *init_method ? init_method : ferry__launch_default_method();
+    return !strncmp(im, "pmix://", 7) && (im[7] == '\0' || im[7] == '?');
+}
+
+/* Rank and world size from the PMIx server; ones the caller gave must agree with it. */
+static ferry_status identity_from_pmix(int *rank, int *world)
+{
+    ferry__pmix_identity id;
+    ferry_status rc = ferry__pmix_identity_get(&id);
+    if (rc != FERRY_OK)
+        return rc;
+    if (*rank >= 0 && *rank != id.rank)
+        return ferry__fail(FERRY_EINVAL, "rank %d was asked for, but the PMIx launcher gave rank %d",
+                           *rank, id.rank);
+    if (*world > 0 && *world != id.world_size)
+        return ferry__fail(FERRY_EINVAL,
+                           "world size %d was asked for, but the PMIx launcher started %d "
+                           "processes",
+                           *world, id.world_size);
+    *rank = id.rank;
+    *world = id.world_size;
+    return FERRY_OK;
 }
 
 ferry_status ferry__rendezvous_resolve_env(const char *init_method, int *rank_io, int *world_io,
                                            char **store_host, int *store_port, char **file_path)
 {
-    const char *im = init_method && *init_method ? init_method : "env://", *query = NULL;
+    const char *im = init_method && *init_method ? init_method : ferry__launch_default_method();
+    const char *query = NULL;
     int rank = rank_io && *rank_io >= 0 ? *rank_io : -1;
     int world = world_io && *world_io > 0 ? *world_io : 0, port = 0;
     char *host = NULL, *path = NULL;
@@ -163,6 +232,8 @@ ferry_status ferry__rendezvous_resolve_env(const char *init_method, int *rank_io
     ferry_status rc = parse_method(im, &is_env, &host, &port, &path, &query);
     if (rc == FERRY_OK)
         rc = parse_query(query, &rank, &world);
+    if (rc == FERRY_OK && ferry__rendezvous_is_pmix(im))
+        rc = identity_from_pmix(&rank, &world);
     if (rc == FERRY_OK && rank < 0)
         rc = int_from_env(rank_vars, sizeof rank_vars / sizeof *rank_vars, &rank);
     if (rc == FERRY_OK && world <= 0)

@@ -1,8 +1,9 @@
 /* Where the store is and who this worker is, before anyone is contacted: init_method URLs
-   (env://, tcp://host:port, file:///path, with torch's ?rank=&world_size= query), the variables
-   launchers set (torchrun's MASTER_ADDR, MASTER_PORT, RANK and WORLD_SIZE, then Slurm, Open MPI
-   and PMI), and the worker-name rule. Pure parsing: nothing here touches the network or the
-   store, so rendezvous and the agent can check their arguments up front. */
+   (env://, tcp://host:port, file:///path, with torch's ?rank=&world_size= query, and pmix://),
+   the variables launchers set (torchrun's MASTER_ADDR, MASTER_PORT, RANK and WORLD_SIZE, then
+   Slurm, Open MPI and PMI), and the worker-name rule. Parsing only, but for pmix://, whose rank
+   and size come from the local PMIx server: nothing here touches a peer or the store, so
+   rendezvous and the agent can check their arguments up front. */
 #ifndef FERRY_TRANSPORT_INIT_METHOD_H
 #define FERRY_TRANSPORT_INIT_METHOD_H
 
@@ -17,10 +18,15 @@
    [A-Za-z0-9_:-] (torch's rule). FERRY_OK or FERRY_EINVAL with torch's message. */
 ferry_status ferry__rendezvous_check_name(const char *name);
 
-/* Parses init_method (NULL or "" = "env://") into where the store is and who this worker is.
+/* Whether init_method (NULL or "" = ferry__launch_default_method()) is pmix://. */
+bool ferry__rendezvous_is_pmix(const char *init_method);
+
+/* Parses init_method (NULL or "" = ferry__launch_default_method()) into where the store is and who this worker is.
    env:// reads MASTER_ADDR and MASTER_PORT; rank < 0 / world_size <= 0 are read from RANK /
    WORLD_SIZE, then SLURM_PROCID / SLURM_NTASKS, OMPI_COMM_WORLD_RANK / OMPI_COMM_WORLD_SIZE,
-   PMI_RANK / PMI_SIZE. tcp://host:port and file:///path take rank and world size from the
+   PMI_RANK / PMI_SIZE; under Slurm, MASTER_ADDR and MASTER_PORT that are unset come from
+   ferry__launch_slurm_store. pmix:// takes both from the PMIx server (given ones must agree)
+   and sets no store. tcp://host:port and file:///path take rank and world size from the
    arguments, then a "?rank=R&world_size=W" query, then the same variables. Outputs may be NULL;
    *store_host (tcp) or *file_path (file) is ferry__malloc'd and the other one is set to NULL.
    FERRY_EINVAL naming the missing or malformed variable ("environment variable MASTER_ADDR

@@ -24,6 +24,7 @@
 #include "core/error.h"
 #include "core/log.h"
 #include "transport/init_method.h"
+#include "transport/launcher.h"
 
 #define ADDR_MAX (64u << 10)
 /* How long rank 0 keeps the store up for the others after a failed join or at free. */
@@ -241,7 +242,7 @@ static ferry_status publish_verdict(ferry__rendezvous *rdv, ferry_status verdict
 }
 
 /* Rank 0: checks the records for what only the whole table shows. */
-static ferry_status check_table(const ferry__rendezvous *rdv, const ferry__peer_entry *peers)
+ferry_status ferry__rdv_check_table(const ferry__rendezvous *rdv, const ferry__peer_entry *peers)
 {
     for (int r = 0; r < rdv->world_size; r++) {
         if (peers[r].rank != r || peers[r].world_size != rdv->world_size)
@@ -316,7 +317,7 @@ static ferry_status gather(ferry__rendezvous *rdv, double deadline, double timeo
         return ferry__fail(FERRY_ENOMEM, "out of memory in rendezvous");
     rc = read_records(rdv, rdv->peers, deadline);
     if (rc == FERRY_OK)
-        rc = check_table(rdv, rdv->peers);
+        rc = ferry__rdv_check_table(rdv, rdv->peers);
     rc = publish_verdict(rdv, rc, (uint32_t)(n - 1), rdv->peers,
                          left_s(deadline) > AFTER_DEADLINE_S ? left_s(deadline) : AFTER_DEADLINE_S);
     if (rc != FERRY_OK)
@@ -475,8 +476,26 @@ ferry__rendezvous *ferry__rendezvous_join(const char *init_method, int rank, int
     rdv->rank = rank;
     rdv->world_size = world_size;
     rdv->file_path = path;
-    ferry_status rc = ferry__rendezvous_token_policy(token, getenv("FERRY_INSECURE"),
-                                                     path != NULL, &token);
+    if (ferry__rendezvous_is_pmix(init_method)) {
+        ferry__free(host);
+        if (ferry__rdv_pmix_join(rdv, name, addr, addr_len, timeout_s) != FERRY_OK) {
+            teardown(rdv);
+            return NULL;
+        }
+        return rdv;
+    }
+    /* No token set: a launcher that names the job (Slurm, torchrun) gets one derived from the
+       user's secret, unless the user chose to run without one. */
+    const char *insecure = getenv("FERRY_INSECURE");
+    char derived[FERRY__TOKEN_HEX_LEN + 1];
+    bool is_derived = false;
+    ferry_status rc = FERRY_OK;
+    if (!token && !path && !(insecure && !strcmp(insecure, "1")))
+        rc = ferry__launch_job_token(derived, &is_derived);
+    if (is_derived)
+        token = derived;
+    if (rc == FERRY_OK)
+        rc = ferry__rendezvous_token_policy(token, insecure, path != NULL, &token);
     if (rc == FERRY_OK && !token && !path)
         ferry__log_warn("rendezvous",
                         "FERRY_INSECURE=1: the store at %s:%d runs without an auth token; "
@@ -484,6 +503,7 @@ ferry__rendezvous *ferry__rendezvous_join(const char *init_method, int rank, int
                         host, port);
     if (rc == FERRY_OK)
         rc = open_store(rdv, host, port, token, deadline, timeout_s);
+    explicit_bzero(derived, sizeof derived);
     ferry__free(host);
     if (rc == FERRY_OK)
         rc = publish_self(rdv, name, addr, addr_len, deadline);

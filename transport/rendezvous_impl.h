@@ -36,6 +36,8 @@ struct ferry__rendezvous {
     char prev_round[PREFIX_LEN]; /* the last collective that completed here; "" = none */
     bool (*should_abort)(void *ctx, char *why, size_t cap);
     void *abort_ctx;
+    bool is_pmix;              /* joined through PMIx: no store (rendezvous_pmix.c) */
+    int pmix_join, pmix_round; /* which join of this process; collectives run so far */
 };
 
 /* Seconds left before deadline (0 = none). Never <= 0 for a real deadline, since 0 would mean
@@ -59,5 +61,17 @@ static inline void rank_key(char *key, const char *prefix, int rank)
    error is then the last error). */
 int ferry__rdv_missing_ranks(ferry__store *st, const char *prefix, int world_size, char *out,
                              size_t out_len);
+
+/* Checks a full table for what only the whole of it shows (agreeing world sizes, unique names):
+   FERRY_OK or FERRY_EINVAL with the message every worker reports. */
+ferry_status ferry__rdv_check_table(const ferry__rendezvous *rdv, const ferry__peer_entry *peers);
+
+/* The PMIx rendezvous (rendezvous_pmix.c): join fills rdv->peers; rdv's rank and world size
+   are set. The collectives have the store versions' contracts. */
+ferry_status ferry__rdv_pmix_join(ferry__rendezvous *rdv, const char *name, const void *addr,
+                                  size_t addr_len, double timeout_s);
+ferry_status ferry__rdv_pmix_barrier(ferry__rendezvous *rdv, const char *name, double timeout_s);
+ferry_status ferry__rdv_pmix_allreduce_sum(ferry__rendezvous *rdv, const char *name,
+                                           int64_t value, int64_t *sum, double timeout_s);
 
 #endif

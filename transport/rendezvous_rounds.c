@@ -150,6 +150,8 @@ void ferry__rendezvous_set_abort_check(ferry__rendezvous *rdv,
 
 ferry_status ferry__rendezvous_barrier(ferry__rendezvous *rdv, const char *name, double timeout_s)
 {
+    if (rdv->is_pmix)
+        return ferry__rdv_pmix_barrier(rdv, name, timeout_s);
     char prefix[PREFIX_LEN];
     bool is_last = false;
     void *val = NULL;
@@ -169,6 +171,8 @@ ferry_status ferry__rendezvous_barrier(ferry__rendezvous *rdv, const char *name,
 ferry_status ferry__rendezvous_allreduce_sum(ferry__rendezvous *rdv, const char *name,
                                              int64_t value, int64_t *sum, double timeout_s)
 {
+    if (rdv->is_pmix && sum)
+        return ferry__rdv_pmix_allreduce_sum(rdv, name, value, sum, timeout_s);
     char prefix[PREFIX_LEN], sum_key[KEY_LEN], text[32];
     bool is_last = false;
     void *val = NULL;

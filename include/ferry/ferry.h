@@ -7,6 +7,7 @@
 #include "ferry/tensor.h"
 #include "ferry/future.h"
 #include "ferry/rpc.h"
+#include "ferry/launch.h"
 #include "ferry/rref.h"
 #include "ferry/object.h"
 #include "ferry/ops.h"

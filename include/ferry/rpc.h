@@ -30,7 +30,10 @@ typedef struct {
 typedef struct {
     int num_worker_threads;  /* 16 */
     double rpc_timeout;      /* 60 s; 0 = none */
-    const char *init_method; /* "env://" | "tcp://host:port" | "file:///path"; NULL = env:// */
+    /* "env://" | "tcp://host:port" | "file:///path" | "pmix://". NULL = the launcher's:
+       pmix:// under a PMIx launcher whose server answers (mpirun, srun --mpi=pmix), else env://
+       (ferry_launch_detect in launch.h says which, and why). */
+    const char *init_method;
     const char *transport;   /* NULL = auto (shm to same-host peers, tcp to others); "tcp",
                                 "shm" or a libfabric provider name forces one. FERRY_TRANSPORT
                                 in the environment overrides it. */
@@ -56,14 +59,17 @@ typedef struct {
     long long builtin_max_bytes;
 } ferry_rpc_options;
 
-/* Fills *opts with torch's defaults: 16 threads, 60 s, "env://", transport auto, heartbeat every
+/* Fills *opts with torch's defaults: 16 threads, 60 s, init_method NULL, transport auto, heartbeat every
    1 s with 3 misses allowed, 4 x 16 spare threads, builtins capped at 8 GiB. NULL is ignored. */
 FERRY_API void ferry_rpc_options_init(ferry_rpc_options *opts);
 
 /* Joins the group: rendezvous through init_method, opens the fabric, connects to every worker
    and returns once all world_size workers are up. rank -1 and world_size 0 are read from the
    environment (RANK/WORLD_SIZE, then SLURM_PROCID/SLURM_NTASKS, OMPI_COMM_WORLD_RANK/SIZE,
-   PMI_RANK/PMI_SIZE). NULL options = defaults.
+   PMI_RANK/PMI_SIZE) or, with pmix://, from the PMIx server. Under Slurm an unset MASTER_ADDR
+   or MASTER_PORT comes from the job (first node of the step, a port from the job id), and
+   under Slurm or torchrun an unset FERRY_AUTH_TOKEN is derived from ~/.ferry/secret
+   (docs/launchers.md). A NULL name means "worker<rank>". NULL options = defaults.
    `name` and `opts` are borrowed (copied). Serialized with ferry_shutdown.
    Returns FERRY_OK; FERRY_EINVAL (bad name, rank, world size, options, init_method or
    environment, with the variable named; a rank claimed twice); FERRY_ETIMEDOUT when not every
