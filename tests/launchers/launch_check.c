@@ -195,9 +195,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "launch_check: launcher environment: %s\n", info.problem);
     else if (info.launcher == FERRY_LAUNCHER_NONE)
         fprintf(stderr, "launch_check: no launcher found (%s)\n", info.problem);
-    char name[32];
-    snprintf(name, sizeof name, "worker%d", info.rank);
-    if (ferry_init_rpc(name, -1, 0, NULL) != FERRY_OK)
+    if (ferry_init_rpc(NULL, -1, 0, NULL) != FERRY_OK)
         return fail("init_rpc");
     ferry_worker_info me;
     size_t world = 0;

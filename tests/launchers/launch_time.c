@@ -8,7 +8,6 @@
 #include <time.h>
 
 #include "ferry/ferry.h"
-#include "ferry/launch.h"
 
 static double now_s(void)
 {
@@ -26,12 +25,8 @@ static int fail(const char *what)
 
 int main(void)
 {
-    ferry_launch_info info = {0};
-    ferry_launch_detect(&info);
-    char name[32];
-    snprintf(name, sizeof name, "worker%d", info.rank);
     double t0 = now_s();
-    if (ferry_init_rpc(name, -1, 0, NULL) != FERRY_OK)
+    if (ferry_init_rpc(NULL, -1, 0, NULL) != FERRY_OK)
         return fail("init_rpc");
     double t1 = now_s();
     ferry_worker_info me;
