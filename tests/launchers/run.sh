@@ -11,7 +11,8 @@
 #   ferryrun --nnodes 2                 (two "hosts" in network namespaces, 2 + 1 ranks)
 # Each run must print the same results as the ferryrun run, byte for byte, and under
 # launch_check every rank must report the launcher it was really started by. Two incomplete
-# torchrun environments must fail with an error naming the variable that is missing.
+# torchrun environments must fail with an error naming the variable that is missing, and an
+# example started as a job of another size than its own must refuse it.
 # A launcher that is not installed (or needs root, or PMIx support this build lacks) prints
 # "launchers: <case>: skipped (<reason>)". A failure prints the outputs; the exit status is then 1.
 #
@@ -161,6 +162,19 @@ negative "incomplete env: RANK without WORLD_SIZE" WORLD_SIZE \
     RANK=0 MASTER_ADDR=127.0.0.1 MASTER_PORT="$port" TORCHELASTIC_RUN_ID=x
 negative "incomplete env: RANK and WORLD_SIZE without MASTER_ADDR" MASTER_ADDR \
     RANK=0 WORLD_SIZE=1 MASTER_PORT="$port" TORCHELASTIC_RUN_ID=x
+
+# An example started as a job of the wrong size refuses it and says so.
+out=$tmp/negative.size
+timeout -k 5 $JOB_S "$ferryrun" -n 3 "$mw" > "$out" 2>&1
+rc=$?
+c="ferryrun -n 3 master_worker (a 2-rank example)"
+if [ $rc = 0 ] || [ $rc = 124 ] || [ $rc = 137 ]; then
+    bad "$c" "expected a refusal, got exit status $rc" "$out"
+elif ! grep -q "runs as exactly 2 ranks" "$out"; then
+    bad "$c" "the refusal does not say the example's size" "$out"
+else
+    ok "$c"
+fi
 
 # ---- PMIx: is it built in? ----
 # A build with PMIx support links libpmix; without it mpirun's ranks cannot meet (Open MPI gives
