@@ -49,11 +49,43 @@ stop_daemon() {
     rm -f "$pidfile"
 }
 
+# Cancels every job of this cluster and waits up to 5 s for their steps to end: a job step
+# outlives slurmd (its slurmstepd keeps the tasks), so stopping the daemons alone could leave a
+# hung test's tasks running.
+cancel_jobs() {
+    local jobs i
+    [ -f "$dir/slurm.conf" ] && [ -f "$dir/run/slurmctld.pid" ] || return 0
+    export SLURM_CONF=$dir/slurm.conf
+    jobs=$(timeout 5 squeue -h -o %A 2>/dev/null)
+    [ -n "$jobs" ] || return 0
+    timeout 5 scancel $jobs 2>/dev/null
+    for i in $(seq 50); do
+        [ -z "$(timeout 5 squeue -h -o %A 2>/dev/null)" ] && return 0
+        sleep 0.1
+    done
+}
+
+# The slurmstepd processes of this cluster's slurmd (they inherit its SLURM_CONF) still alive.
+own_stepds() {
+    local p pid
+    for p in /proc/[0-9]*; do
+        pid=${p#/proc/}
+        is_running "$pid" slurmstepd || continue
+        tr '\0' '\n' < "$p/environ" 2>/dev/null | grep -qx "SLURM_CONF=$dir/slurm.conf" && echo "$pid"
+    done
+}
+
 stop() {
-    # slurmd first (it ends the steps it runs), then the controller, then munge.
+    cancel_jobs
+    # slurmd, then the controller, then munge; then any step that survived its job.
     stop_daemon "$dir/run/slurmd.pid" slurmd
     stop_daemon "$dir/run/slurmctld.pid" slurmctld
     stop_daemon "$dir/munge/munged.pid" munged
+    local pid
+    for pid in $(own_stepds); do
+        echo "slurm_cluster: a job step outlived its job; killed slurmstepd $pid" >&2
+        kill -KILL "$pid" 2>/dev/null
+    done
 }
 
 show_logs() {
