@@ -104,7 +104,7 @@ fail_start() {
     exit 1
 }
 
-# Runs "$@" in a new session in the background and writes its pid to $pidfile: the daemons run
+# Runs "$@" detached (setsid) in the background and writes its pid to $pidfile: the daemons run
 # in the foreground (-D, -F), so the pid is theirs, and no test's process group holds them.
 spawn() {
     local pidfile=$1 log=$2
