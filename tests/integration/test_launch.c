@@ -304,6 +304,10 @@ Test(transport_launch, detect_names_what_an_incomplete_environment_lacks, .timeo
     ferry_assert_status(ferry_launch_detect(&li), FERRY_EINVAL);
     cr_assert(strstr(li.problem, "FERRY_AUTH_TOKEN"), "no token and nothing to derive one: %s",
               li.problem);
+    clear_launcher_env();
+    setenv("SLURM_PROCID", "0", 1);
+    ferry_assert_status(ferry_launch_detect(&li), FERRY_EINVAL);
+    cr_assert(strstr(li.problem, "SLURM_NTASKS"), "the launcher's own name: %s", li.problem);
     ferry_assert_status(ferry_launch_detect(NULL), FERRY_EINVAL);
     cr_assert_str_eq(ferry_launcher_name((ferry_launcher)99), "unknown");
 }
