@@ -46,7 +46,9 @@ INTEG_SRCS := $(sort $(wildcard tests/integration/*.c tests/fault/*.c))
 TESTLIB_SRCS := $(sort $(wildcard tests/common/*.c))
 FUZZ_SRCS  := $(sort $(wildcard tests/fuzz/*.c))
 EXAMPLES   := $(notdir $(patsubst %/main.c,%,$(wildcard examples/*/main.c)))
-TOOLS      := $(notdir $(basename $(wildcard tools/*.c)))
+# A tool is tools/X.c, or a folder tools/X/ whose .c files make one program.
+TOOLS      := $(sort $(notdir $(basename $(wildcard tools/*.c))) \
+                     $(notdir $(patsubst %/,%,$(wildcard tools/*/))))
 BENCH_SRCS := $(sort $(wildcard bench/*.c))
 
 STATIC := $(BUILD)/libferry.a
@@ -111,11 +113,11 @@ $(INTEG_BIN): $(INTEG_SRCS:%.c=$(BUILD)/obj/%.o) $(TESTLIB_OBJS) $(STATIC)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(TEST_LIBS) $(LIBS_ALL)
 
-$(BUILD)/bin/%: tools/%.c $(STATIC)
-	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS_ALL) -o $@ $< $(STATIC) $(LDFLAGS_ALL) $(LIBS_ALL)
-
 .SECONDEXPANSION:
+$(BUILD)/bin/%: $$(wildcard tools/%.c) $$(wildcard tools/%/*.c) $$(wildcard tools/%/*.h) $(STATIC)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -o $@ $(filter %.c,$^) $(STATIC) $(LDFLAGS_ALL) $(LIBS_ALL)
+
 $(BUILD)/examples/%: $$(wildcard examples/%/*.c) $(wildcard examples/*.h) $(STATIC)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) -o $@ $(filter %.c,$^) $(STATIC) $(LDFLAGS_ALL) $(LIBS_ALL)
