@@ -169,6 +169,17 @@ static ferry_status master_from_env(char **host, int *port)
                            "environment variable MASTER_PORT must be a port number (1-65535), "
                            "but got '%s'",
                            port_text);
+    /* torchrun's static rendezvous (its default) serves its own agent's store on MASTER_PORT
+       and says so: ferry's store then takes the next port, on every rank alike. */
+    const char *agent_store = getenv("TORCHELASTIC_USE_AGENT_STORE");
+    if (agent_store && (!strcmp(agent_store, "True") || !strcmp(agent_store, "true") ||
+                        !strcmp(agent_store, "1"))) {
+        if (*port == 65535)
+            return ferry__fail(FERRY_EINVAL,
+                               "MASTER_PORT 65535 is held by torchrun's agent store and leaves no "
+                               "next port for ferry's");
+        (*port)++;
+    }
     *host = ferry__strdup(addr);
     return *host ? FERRY_OK : ferry__fail(FERRY_ENOMEM, "out of memory reading MASTER_ADDR");
 }

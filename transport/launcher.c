@@ -243,7 +243,13 @@ static void env_source(ferry_launch_info *info)
                            : getenv("OMPI_COMM_WORLD_RANK") ? "OMPI_COMM_WORLD_RANK"
                            : getenv("PMI_RANK")             ? "PMI_RANK"
                                                             : NULL;
-    const char *store = getenv("MASTER_ADDR") && getenv("MASTER_PORT")
+    const char *agent = getenv("TORCHELASTIC_USE_AGENT_STORE");
+    bool is_next_port = agent && (!strcmp(agent, "True") || !strcmp(agent, "true") ||
+                                  !strcmp(agent, "1"));
+    const char *store = getenv("MASTER_ADDR") && getenv("MASTER_PORT") && is_next_port
+                            ? "store on MASTER_ADDR, port MASTER_PORT + 1 (torchrun's agent "
+                              "store holds MASTER_PORT)"
+                        : getenv("MASTER_ADDR") && getenv("MASTER_PORT")
                             ? "store from MASTER_ADDR and MASTER_PORT"
                         : getenv("SLURM_PROCID")
                             ? "store on the first node of the step's node list, port from "

@@ -29,7 +29,8 @@ static void clear_launcher_env(void)
         "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_RANK",
         "OMPI_COMM_WORLD_LOCAL_SIZE", "PMIX_RANK", "PMIX_NAMESPACE", "PMIX_SERVER_URI41",
         "PMIX_SERVER_URI4", "PMIX_SERVER_URI3", "PMIX_SERVER_URI2", "PMIX_SERVER_URI21",
-        "PMI_RANK", "PMI_SIZE", "FERRY_AUTH_TOKEN", "FERRY_INSECURE", "FERRY_SECRET_FILE"};
+        "PMI_RANK", "PMI_SIZE", "FERRY_AUTH_TOKEN", "FERRY_INSECURE", "FERRY_SECRET_FILE",
+        "TORCHELASTIC_USE_AGENT_STORE"};
     for (size_t i = 0; i < sizeof vars / sizeof *vars; i++)
         unsetenv(vars[i]);
 }
@@ -136,6 +137,27 @@ Test(transport_launch, only_a_name_that_is_loopback_here_counts_as_local, .timeo
     ferry__iface_choice c;
     ferry__net_iface_pick(NULL, "127.0.0.1", &c);
     cr_assert_eq(c.how, FERRY__IFACE_ROUTE, "loopback asked for by number is used");
+}
+
+Test(transport_launch, store_steps_aside_when_torchruns_agent_holds_master_port, .timeout = 10)
+{
+    clear_launcher_env();
+    setenv("RANK", "0", 1);
+    setenv("WORLD_SIZE", "2", 1);
+    setenv("MASTER_ADDR", "10.0.0.1", 1);
+    setenv("MASTER_PORT", "29500", 1);
+    int rank = -1, world = 0, port = 0;
+    char *host = NULL;
+    ferry_assert_ok(ferry__rendezvous_resolve_env("env://", &rank, &world, &host, &port, NULL));
+    cr_assert_eq(port, 29500, "c10d rendezvous: MASTER_PORT is free for the workers");
+    ferry__free(host);
+    setenv("TORCHELASTIC_USE_AGENT_STORE", "True", 1);
+    ferry_assert_ok(ferry__rendezvous_resolve_env("env://", &rank, &world, &host, &port, NULL));
+    cr_assert_eq(port, 29501, "static rendezvous: the agent's store is on MASTER_PORT");
+    ferry__free(host);
+    setenv("MASTER_PORT", "65535", 1);
+    ferry_assert_status(ferry__rendezvous_resolve_env("env://", &rank, &world, &host, &port, NULL),
+                        FERRY_EINVAL);
 }
 
 /* ---- the per-user secret ----------------------------------------------------------------- */
