@@ -9,7 +9,8 @@ BUILD    ?= build
 PKGS     := libfabric libprotobuf-c openblas
 TEST_PKGS := criterion
 DEB_PKGS := build-essential pkg-config clang libclang-rt-14-dev libfabric-dev libfabric-bin \
-            libprotobuf-c-dev protobuf-c-compiler libcriterion-dev libopenblas-dev iproute2 nftables
+            libprotobuf-c-dev protobuf-c-compiler libcriterion-dev libopenblas-dev iproute2 nftables \
+            slurm-wlm munge openmpi-bin libopenmpi-dev libpmix-dev
 PROTOC_C ?= protoc-c
 
 OPT      ?= -O2
@@ -44,8 +45,10 @@ UNIT_SRCS  := $(sort $(wildcard tests/unit/*.c))
 INTEG_SRCS := $(sort $(wildcard tests/integration/*.c tests/fault/*.c))
 TESTLIB_SRCS := $(sort $(wildcard tests/common/*.c))
 FUZZ_SRCS  := $(sort $(wildcard tests/fuzz/*.c))
-EXAMPLES   := $(notdir $(patsubst %/,%,$(wildcard examples/*/)))
-TOOLS      := $(notdir $(basename $(wildcard tools/*.c)))
+EXAMPLES   := $(notdir $(patsubst %/main.c,%,$(wildcard examples/*/main.c)))
+# A tool is tools/X.c, or a folder tools/X/ whose .c files make one program.
+TOOLS      := $(sort $(notdir $(basename $(wildcard tools/*.c))) \
+                     $(notdir $(patsubst %/,%,$(wildcard tools/*/))))
 BENCH_SRCS := $(sort $(wildcard bench/*.c))
 
 STATIC := $(BUILD)/libferry.a
@@ -60,7 +63,7 @@ CRITERION_JOBS ?= 2
 FUZZ_SMOKE_S ?= 5
 FUZZ_LONG_S ?= 300
 
-.PHONY: all deps test test-unit test-integration test-asan test-netns fuzz fuzz-smoke demo bench clean \
+.PHONY: all deps test test-unit test-integration test-asan test-netns test-launchers fuzz fuzz-smoke demo bench clean \
         check-symbols check-deps check-headers
 
 all: $(STATIC) $(BUILD)/libferry.so $(TOOL_BINS) $(EXAMPLE_BINS)
@@ -110,11 +113,11 @@ $(INTEG_BIN): $(INTEG_SRCS:%.c=$(BUILD)/obj/%.o) $(TESTLIB_OBJS) $(STATIC)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(TEST_LIBS) $(LIBS_ALL)
 
-$(BUILD)/bin/%: tools/%.c $(STATIC)
-	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS_ALL) -o $@ $< $(STATIC) $(LDFLAGS_ALL) $(LIBS_ALL)
-
 .SECONDEXPANSION:
+$(BUILD)/bin/%: $$(wildcard tools/%.c) $$(wildcard tools/%/*.c) $$(wildcard tools/%/*.h) $(STATIC)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -o $@ $(filter %.c,$^) $(STATIC) $(LDFLAGS_ALL) $(LIBS_ALL)
+
 $(BUILD)/examples/%: $$(wildcard examples/%/*.c) $(wildcard examples/*.h) $(STATIC)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) -o $@ $(filter %.c,$^) $(STATIC) $(LDFLAGS_ALL) $(LIBS_ALL)
@@ -157,6 +160,7 @@ test: all $(UNIT_BIN) $(INTEG_BIN) check-symbols check-deps check-headers
 	  $(BUILD)/example_*.log; then \
 	  echo "leaks reported (see the logs above)"; exit 1; fi
 	@$(MAKE) --no-print-directory test-netns
+	@$(MAKE) --no-print-directory test-launchers
 	@$(MAKE) --no-print-directory fuzz-smoke
 
 # Two "hosts" in network namespaces (root only; skipped elsewhere).
@@ -167,6 +171,16 @@ $(BUILD)/tests/netns_%: tests/netns/%.c tests/netns/netns_util.h $(STATIC)
 
 test-netns: all $(NETNS_BINS)
 	@bash tests/netns/run.sh $(BUILD)
+
+# The same jobs under the launchers clusters use (ferryrun, torchrun's environment, mpirun, srun
+# with and without PMIx, sbatch, two "hosts"); a launcher missing here is reported as skipped.
+LAUNCH_BINS := $(patsubst tests/launchers/%.c,$(BUILD)/tests/%,$(wildcard tests/launchers/*.c))
+$(BUILD)/tests/%: tests/launchers/%.c $(STATIC)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -o $@ $< $(STATIC) $(LDFLAGS_ALL) $(LIBS_ALL)
+
+test-launchers: all $(LAUNCH_BINS)
+	@bash tests/launchers/run.sh $(BUILD)
 
 test-asan:
 	$(MAKE) BUILD=build-asan SANITIZE=1 OPT=-O1 FUZZ_SMOKE_S=0 \
@@ -208,6 +222,7 @@ run-%: all
 bench: all $(BENCH_BINS)
 	@for b in $(BENCH_BINS); do $$b || exit 1; done
 	@sh bench/examples_vs_torch.sh $(BUILD)
+	@$(MAKE) --no-print-directory $(LAUNCH_BINS) && bash bench/launchers.sh $(BUILD)
 
 clean:
 	rm -rf build build-asan build-fuzz

@@ -1,6 +1,7 @@
-/* How the example programs start their ranks. Under a launcher (ferryrun, torchrun-style: RANK
-   in the environment) a program runs the one rank it was given. Started by hand, it is its own
-   launcher: it sets the environment env:// reads (MASTER_ADDR 127.0.0.1, a free MASTER_PORT,
+/* How the example programs start their ranks. Under a launcher (ferryrun, torchrun's
+   environment, srun, mpirun: whatever ferry_launch_detect recognizes) a program runs the one
+   rank the launcher gave it, and refuses a job of another size than its own. Started by hand, it
+   is its own launcher: it sets the environment env:// reads (MASTER_ADDR 127.0.0.1, a free MASTER_PORT,
    WORLD_SIZE and a fresh FERRY_AUTH_TOKEN unless one is set), forks every rank, waits for them
    against a deadline, kills the ones still running then and says which failed. Also the small
    helper the examples' options need; the clock and the port rule are bench/bench_util.h's,
@@ -18,6 +19,7 @@
 #include <unistd.h>
 
 #include "ferry/ferry.h"
+#include "ferry/launch.h"
 #include "bench/bench_util.h" /* now_s, free_port: one port rule for benchmarks and examples */
 
 #define EXAMPLE_MAX_WORLD 64
@@ -96,14 +98,27 @@ static inline int example_wait(const pid_t *pids, int n, double deadline_s)
     return rc;
 }
 
-/* With RANK in the environment, runs that rank: fn(RANK, user). Without it, starts job->world
-   ranks here as described at the top of this file, each running fn(rank, user), and returns 0
-   only if all of them exited with 0 within job->deadline_s. */
+/* Under a launcher, runs the rank it gave: fn(rank, user), once its environment is complete and
+   its world is job->world ranks (else says why on stderr and returns 1). Without one, starts
+   job->world ranks here as described at the top of this file, each running fn(rank, user), and
+   returns 0 only if all of them exited with 0 within job->deadline_s. */
 static inline int example_main(const example_job *job, example_rank_fn fn, void *user)
 {
-    const char *rank = getenv("RANK");
-    if (rank)
-        return fn(atoi(rank), user);
+    ferry_launch_info info;
+    ferry_status detected = ferry_launch_detect(&info);
+    if (info.launcher != FERRY_LAUNCHER_NONE) {
+        if (detected != FERRY_OK) {
+            fprintf(stderr, "%s: started by %s, but %s\n", job->name, info.launcher_name,
+                    info.problem);
+            return 1;
+        }
+        if (info.world_size != job->world) {
+            fprintf(stderr, "%s: runs as exactly %d ranks, but %s started a job of %d\n",
+                    job->name, job->world, info.launcher_name, info.world_size);
+            return 1;
+        }
+        return fn(info.rank, user);
+    }
     if (job->world < 1 || job->world > EXAMPLE_MAX_WORLD) {
         fprintf(stderr, "%s: cannot start %d ranks\n", job->name, job->world);
         return 1;

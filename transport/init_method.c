@@ -52,8 +52,10 @@ static bool parse_int(const char *s, size_t len, long lo, long hi, int *out)
     return true;
 }
 
-/* The first of vars that is set; torch's message names the first (the torchrun name). */
-static ferry_status int_from_env(const char *const *vars, size_t n, int *out)
+/* The first of vars that is set (its index in *which); torch's message names the first (the
+   torchrun name), and the launcher's own name when the rank came from that launcher's set. */
+static ferry_status int_from_env(const char *const *vars, size_t n, size_t partner, int *out,
+                                 size_t *which)
 {
     for (size_t i = 0; i < n; i++) {
         const char *v = getenv(vars[i]);
@@ -63,8 +65,15 @@ static ferry_status int_from_env(const char *const *vars, size_t n, int *out)
             return ferry__fail(FERRY_EINVAL,
                                "environment variable %s must be a non-negative integer, but got '%s'",
                                vars[i], v);
+        if (which)
+            *which = i;
         return FERRY_OK;
     }
+    if (partner > 0 && partner < n)
+        return ferry__fail(FERRY_EINVAL,
+                           "environment variable %s expected, but not set (nor %s, which goes "
+                           "with the %s that is set)",
+                           vars[0], vars[partner], rank_vars[partner]);
     return ferry__fail(FERRY_EINVAL, "environment variable %s expected, but not set", vars[0]);
 }
 
@@ -234,10 +243,12 @@ ferry_status ferry__rendezvous_resolve_env(const char *init_method, int *rank_io
         rc = parse_query(query, &rank, &world);
     if (rc == FERRY_OK && ferry__rendezvous_is_pmix(im))
         rc = identity_from_pmix(&rank, &world);
+    size_t rank_from = 0;
     if (rc == FERRY_OK && rank < 0)
-        rc = int_from_env(rank_vars, sizeof rank_vars / sizeof *rank_vars, &rank);
+        rc = int_from_env(rank_vars, sizeof rank_vars / sizeof *rank_vars, 0, &rank, &rank_from);
     if (rc == FERRY_OK && world <= 0)
-        rc = int_from_env(size_vars, sizeof size_vars / sizeof *size_vars, &world);
+        rc = int_from_env(size_vars, sizeof size_vars / sizeof *size_vars, rank_from, &world,
+                          NULL);
     if (rc == FERRY_OK && is_env)
         rc = master_from_env(&host, &port);
     if (rc == FERRY_OK && world <= 0)

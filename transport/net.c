@@ -29,6 +29,7 @@
 #include "core/clock.h"
 #include "core/error.h"
 #include "core/log.h"
+#include "transport/net_iface.h"
 #include "transport/net_internal.h"
 
 #define BELL_ENTRY "bell"
@@ -71,7 +72,7 @@ ferry_status ferry__net_fail_fi(const ferry__net_ep *ep, int fi_rc, const char *
                        fi_strerror(fi_rc < 0 ? -fi_rc : fi_rc));
 }
 
-/* ---- host identity and interface choice ---- */
+/* ---- host identity ---- */
 
 static char *read_host_id(void)
 {
@@ -90,29 +91,6 @@ static char *read_host_id(void)
     if (id)
         snprintf(id, n, "%s/%s", host, boot);
     return id;
-}
-
-/* The local address whose route reaches master_addr: a connected UDP socket sends nothing but
-   makes the kernel pick the source address it would use. */
-static bool local_addr_toward(const char *master, struct sockaddr_storage *out, socklen_t *out_len)
-{
-    struct addrinfo hints = {.ai_socktype = SOCK_DGRAM}, *res = NULL;
-    if (getaddrinfo(master, "9", &hints, &res) != 0 || !res)
-        return false;
-    bool ok = false;
-    int fd = socket(res->ai_family, SOCK_DGRAM, 0);
-    if (fd >= 0 && connect(fd, res->ai_addr, res->ai_addrlen) == 0) {
-        *out_len = sizeof *out;
-        ok = getsockname(fd, (struct sockaddr *)out, out_len) == 0;
-    }
-    if (fd >= 0)
-        close(fd);
-    freeaddrinfo(res);
-    if (ok && out->ss_family == AF_INET)
-        ((struct sockaddr_in *)out)->sin_port = 0;
-    else if (ok && out->ss_family == AF_INET6)
-        ((struct sockaddr_in6 *)out)->sin6_port = 0;
-    return ok;
 }
 
 /* ---- opening one provider ---- */
@@ -137,29 +115,30 @@ static struct fi_info *make_hints(const char *prov, bool want_source)
     return hints;
 }
 
-/* Binds tcp-like providers to the chosen interface: a named one, or the one reaching master. */
+/* Binds tcp-like providers to the chosen interface (net_iface.h): a named one, or the one
+   reaching master. */
 static ferry_status set_interface(struct fi_info *hints, const ferry__net_options *opts)
 {
     const char *iface = opts->iface ? opts->iface : getenv("FERRY_IFACE");
-    if (iface && *iface) {
+    ferry__iface_choice choice;
+    ferry__net_iface_pick(iface, opts->master_addr, &choice);
+    if (choice.how == FERRY__IFACE_NAMED) {
         hints->domain_attr->name = ferry__strdup(iface);
         return hints->domain_attr->name ? FERRY_OK : ferry__fail(FERRY_ENOMEM, "no memory");
     }
-    if (!opts->master_addr || !*opts->master_addr)
-        return FERRY_OK;
-    struct sockaddr_storage ss;
-    socklen_t len = 0;
-    if (!local_addr_toward(opts->master_addr, &ss, &len)) {
+    if (choice.how == FERRY__IFACE_NO_ROUTE) {
         ferry__log_warn(MOD, "no route to master %s; letting the provider pick an interface",
                         opts->master_addr);
         return FERRY_OK;
     }
-    hints->src_addr = ferry__malloc(len);
+    if (choice.how != FERRY__IFACE_ROUTE)
+        return FERRY_OK;
+    hints->src_addr = ferry__malloc(choice.src_len);
     if (!hints->src_addr)
         return ferry__fail(FERRY_ENOMEM, "no memory");
-    memcpy(hints->src_addr, &ss, len);
-    hints->src_addrlen = len;
-    hints->addr_format = ss.ss_family == AF_INET6 ? FI_SOCKADDR_IN6 : FI_SOCKADDR_IN;
+    memcpy(hints->src_addr, &choice.src, choice.src_len);
+    hints->src_addrlen = choice.src_len;
+    hints->addr_format = choice.src.ss_family == AF_INET6 ? FI_SOCKADDR_IN6 : FI_SOCKADDR_IN;
     return FERRY_OK;
 }
 

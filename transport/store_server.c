@@ -32,6 +32,7 @@
 #include "core/error.h"
 #include "core/log.h"
 #include "transport/sha256.h"
+#include "transport/net_iface.h"
 #include "transport/store_table.h"
 #include "transport/store_wire.h"
 
@@ -488,12 +489,14 @@ static int bind_listen(const struct addrinfo *ai)
 }
 
 /* Listens on host's interface; a host that is not local (a name behind NAT, say) falls back to
-   every interface, since clients only need to reach the port. */
+   every interface, since clients only need to reach the port. So does this host's own name when
+   it resolves to loopback here (127.0.1.1 on Debian): the other hosts resolve it to an address
+   of the real network. */
 static int listen_on(const char *host, int port, int *bound_port)
 {
     struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE}, *res = NULL;
     char port_text[16];
-    bool any = !host || !*host;
+    bool any = !host || !*host || ferry__net_host_is_local_name(host);
     snprintf(port_text, sizeof port_text, "%d", port);
     hints.ai_family = any ? AF_INET : AF_UNSPEC;
     int gai = getaddrinfo(any ? NULL : host, port_text, &hints, &res);

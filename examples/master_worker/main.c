@@ -1,11 +1,14 @@
 /* The classic torch.distributed.rpc example in C: rank 0 is "master", rank 1 is "worker". The
    worker calls torch.add(ones(2), 3), min(1, 2) and a function the master registered, all with
    rpc_async, waits on the futures and prints the results. Run it with
-   `ferryrun -n 2 master_worker` (make demo does). */
+   `ferryrun -n 2 master_worker` (make demo does), under any other launcher with two ranks
+   (srun -n 2, mpirun -np 2, ...), or alone: it then starts its two ranks itself
+   (examples/launch.h). */
 #include <stdio.h>
 #include <stdlib.h>
 
 #include "ferry/ferry.h"
+#include "examples/launch.h"
 
 /* Registered on every worker, called on master: returns "hello, <name>" and the sum of a list. */
 static ferry_status greet(const ferry_value *args, const ferry_value *kwargs, ferry_value **result,
@@ -80,17 +83,20 @@ static int run_worker(void)
     return 0;
 }
 
-int main(void)
+static int run_rank(int rank, void *user)
 {
-    const char *rank_s = getenv("RANK");
-    int rank = rank_s ? atoi(rank_s) : 0;
+    (void)user;
     const char *name = rank == 0 ? "master" : "worker";
     if (ferry_register_function("greet", greet, NULL) != FERRY_OK)
         return fail("register_function");
-    if (ferry_init_rpc(name, -1, 0, NULL) != FERRY_OK)
+    if (ferry_init_rpc(name, rank, 2, NULL) != FERRY_OK)
         return fail("init_rpc");
     int rc = rank == 1 ? run_worker() : 0;
-    if (ferry_shutdown(true, 0) != FERRY_OK)
-        return fail("shutdown");
-    return rc;
+    return example_shutdown(name, rc);
+}
+
+int main(void)
+{
+    example_job job = {.name = "master-worker", .world = 2, .deadline_s = 60};
+    return example_main(&job, run_rank, NULL);
 }

@@ -4,7 +4,7 @@
    the parameter with to_here, computes a gradient of a quadratic loss towards a target, and sends
    the update with a proxy call (rref.rpc_sync().apply_update(grad, lr)). After training the ps
    prints the parameter, which has moved to the target. Run with
-   `ferryrun -n 3 param_server`. */
+   `ferryrun -n 3 param_server` (any launcher and any number of ranks from 2 will do). */
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -100,8 +100,11 @@ static int train(int rank)
 
 int main(void)
 {
-    const char *rank_env = getenv("RANK");
-    int rank = rank_env ? atoi(rank_env) : 0;
+    /* The launcher's rank, whichever launcher it is (0 without one: init then says what is
+       missing). */
+    ferry_launch_info launch;
+    ferry_launch_detect(&launch);
+    int rank = launch.rank > 0 ? launch.rank : 0;
     int64_t dim = DIM;
     ps_state ps = {.lock = PTHREAD_MUTEX_INITIALIZER, .w = ferry_zeros(1, &dim, FERRY_FLOAT32)};
     ferry_register_function("get_param_rref", get_param_rref, &ps);

@@ -15,6 +15,7 @@
 #include "core/alloc.h"
 #include "transport/init_method.h"
 #include "transport/launcher.h"
+#include "transport/net_iface.h"
 
 static void clear_launcher_env(void)
 {
@@ -122,6 +123,19 @@ Test(transport_launch, env_method_under_slurm_needs_no_master_variables, .timeou
     ferry_assert_ok(ferry__rendezvous_resolve_env("env://", &rank, &world, &host, &port, NULL));
     cr_assert_str_eq(host, "10.9.9.9");
     ferry__free(host);
+}
+
+Test(transport_launch, only_a_name_that_is_loopback_here_counts_as_local, .timeout = 10)
+{
+    cr_assert(!ferry__net_host_is_local_name("localhost"), "localhost is meant literally");
+    cr_assert(!ferry__net_host_is_local_name("127.0.1.1"), "a numeric address too");
+    cr_assert(!ferry__net_host_is_local_name("::1"));
+    cr_assert(!ferry__net_host_is_local_name(""));
+    cr_assert(!ferry__net_host_is_local_name(NULL));
+    cr_assert(!ferry__net_host_is_local_name("no-such-host.invalid"));
+    ferry__iface_choice c;
+    ferry__net_iface_pick(NULL, "127.0.0.1", &c);
+    cr_assert_eq(c.how, FERRY__IFACE_ROUTE, "loopback asked for by number is used");
 }
 
 /* ---- the per-user secret ----------------------------------------------------------------- */
@@ -304,6 +318,10 @@ Test(transport_launch, detect_names_what_an_incomplete_environment_lacks, .timeo
     ferry_assert_status(ferry_launch_detect(&li), FERRY_EINVAL);
     cr_assert(strstr(li.problem, "FERRY_AUTH_TOKEN"), "no token and nothing to derive one: %s",
               li.problem);
+    clear_launcher_env();
+    setenv("SLURM_PROCID", "0", 1);
+    ferry_assert_status(ferry_launch_detect(&li), FERRY_EINVAL);
+    cr_assert(strstr(li.problem, "SLURM_NTASKS"), "the launcher's own name: %s", li.problem);
     ferry_assert_status(ferry_launch_detect(NULL), FERRY_EINVAL);
     cr_assert_str_eq(ferry_launcher_name((ferry_launcher)99), "unknown");
 }

@@ -1,6 +1,6 @@
 /* Rendezvous with forked workers over every init_method and launcher environment (torchrun,
-   Slurm, mpirun), its error messages, 32 workers at once, the collectives, and the ferryrun
-   launcher itself. */
+   Slurm, mpirun), its error messages, 32 workers at once, and the collectives. The ferryrun
+   launcher has its own tests (test_ferryrun.c). */
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -399,100 +399,4 @@ Test(transport_rendezvous, resolve_fails_with_einval_when_rank_or_method_is_bad,
     cr_assert(host == NULL);
     cr_assert_str_eq(path, "/tmp/x");
     ferry__free(path);
-}
-
-/* ---- ferryrun ----------------------------------------------------------------------------- */
-
-/* ferryrun sits in bin/ beside this binary's tests/ directory. */
-static bool ferryrun_path(char *out, size_t len)
-{
-    char self[PATH_MAX];
-    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
-    if (n <= 0)
-        return false;
-    self[n] = '\0';
-    char *slash = strrchr(self, '/');
-    if (!slash)
-        return false;
-    *slash = '\0';
-    snprintf(out, len, "%s/../bin/ferryrun", self);
-    return access(out, X_OK) == 0;
-}
-
-/* Runs ferryrun with argv; returns its exit status and its stdout in out. */
-static int run_ferryrun(const char *const *args, char *out, size_t out_len)
-{
-    char path[PATH_MAX + 32];
-    if (!ferryrun_path(path, sizeof path))
-        cr_skip_test("ferryrun is not built next to the tests");
-    int fds[2];
-    cr_assert(pipe(fds) == 0);
-    pid_t pid = fork();
-    cr_assert(pid >= 0);
-    if (pid == 0) {
-        const char *argv[16] = {path};
-        for (int i = 0; args[i] && i < 14; i++)
-            argv[i + 1] = args[i];
-        dup2(fds[1], 1);
-        close(fds[0]);
-        execv(path, (char *const *)argv);
-        _exit(126);
-    }
-    close(fds[1]);
-    size_t used = 0;
-    ssize_t n;
-    while ((n = read(fds[0], out + used, out_len - 1 - used)) > 0)
-        used += (size_t)n;
-    out[used] = '\0';
-    close(fds[0]);
-    int status;
-    cr_assert(waitpid(pid, &status, 0) == pid);
-    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-}
-
-Test(tools_ferryrun, prefixes_each_line_with_its_rank_when_all_succeed, .timeout = 20)
-{
-    char out[4096];
-    unsetenv("FERRY_AUTH_TOKEN");
-    const char *args[] = {"-n", "3", "sh", "-c",
-                          "echo \"$RANK/$WORLD_SIZE/$LOCAL_RANK ${#FERRY_AUTH_TOKEN} "
-                          "$MASTER_ADDR\"; printf tail",
-                          NULL};
-    cr_assert_eq(run_ferryrun(args, out, sizeof out), 0);
-    for (int r = 0; r < 3; r++) {
-        char want[64];
-        snprintf(want, sizeof want, "[%d] %d/3/%d 64 127.0.0.1\n", r, r, r);
-        cr_assert(strstr(out, want), "missing '%s' in:\n%s", want, out);
-        snprintf(want, sizeof want, "[%d] tail\n", r);
-        cr_assert(strstr(out, want), "partial line of rank %d not flushed:\n%s", r, out);
-    }
-}
-
-Test(tools_ferryrun, exits_with_the_failing_status_when_one_rank_fails, .timeout = 20)
-{
-    char out[4096];
-    /* Rank 1 fails; the others would sleep far past the test's timeout if not stopped. */
-    const char *args[] = {"-n", "3", "sh", "-c", "if [ $RANK = 1 ]; then exit 7; fi; sleep 60",
-                          NULL};
-    cr_assert_eq(run_ferryrun(args, out, sizeof out), 7);
-    const char *killed[] = {"-n", "2", "sh", "-c", "if [ $RANK = 0 ]; then kill -9 $$; fi; sleep 60",
-                            NULL};
-    cr_assert_eq(run_ferryrun(killed, out, sizeof out), 128 + 9);
-}
-
-Test(tools_ferryrun, passes_node_rank_and_token_on_when_nodes_are_many, .timeout = 20)
-{
-    char out[4096];
-    setenv("FERRY_AUTH_TOKEN", "shared-token", 1);
-    const char *args[] = {"-n", "2", "--nnodes", "3", "--node-rank", "1", "--master-port", "29999",
-                          "sh", "-c", "echo $RANK/$WORLD_SIZE $MASTER_PORT $FERRY_AUTH_TOKEN", NULL};
-    cr_assert_eq(run_ferryrun(args, out, sizeof out), 0);
-    cr_assert(strstr(out, "[2] 2/6 29999 shared-token\n"), "%s", out);
-    cr_assert(strstr(out, "[3] 3/6 29999 shared-token\n"), "%s", out);
-    unsetenv("FERRY_AUTH_TOKEN");
-    cr_assert_eq(run_ferryrun(args, out, sizeof out), 2, "a multi-node run needs a shared token");
-    setenv("FERRY_AUTH_TOKEN", "", 1);
-    const char *one[] = {"-n", "1", "true", NULL};
-    cr_assert_eq(run_ferryrun(one, out, sizeof out), 2, "an empty token is refused up front");
-    unsetenv("FERRY_AUTH_TOKEN");
 }

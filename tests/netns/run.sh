@@ -87,6 +87,35 @@ out=$(run_pair "$build/tests/netns_peer_stop") || { echo "$out"; exit 1; }
 echo "$out" | grep "^peer_stop:" || { echo "$out"; exit 1; }
 echo "netns: a 3 s stop under the default heartbeat: ok"
 
+# ferryrun on each host: node 1 starts first and waits at node 0's endpoint; nobody sets a
+# token, both derive it from the per-user secret in the home directory the hosts share.
+home=$(mktemp -d) out_a=$(mktemp) out_b=$(mktemp)
+ferryrun_node() { # namespace host-name node-rank [ENV...]
+    local ns=$1 name=$2 rank=$3
+    shift 3
+    ip netns exec "$ns" unshare --uts sh -c "hostname $name; unset FERRY_AUTH_TOKEN; \
+        HOME=$home $* exec timeout 90 $build/bin/ferryrun --nnodes 2 --node-rank $rank \
+        --rdzv-endpoint $addr_a:$port --rdzv-timeout 60 -n 1 $build/examples/master_worker"
+}
+ferryrun_node "$ns_b" ferry-host-b 1 FERRY_LOG=debug >"$out_b" 2>&1 &
+pid_b=$!
+ferryrun_node "$ns_a" ferry-host-a 0 >"$out_a" 2>&1
+rc_a=$?
+wait "$pid_b"
+rc_b=$?
+if [ $rc_a != 0 ] || [ $rc_b != 0 ] ||
+    ! grep -q '^\[1\] min(1, 2) = 1' "$out_b" ||
+    ! grep -q "worker 'master' (rank 0) is reached over tcp" "$out_b"; then
+    echo "netns: ferryrun across two hosts failed (host A: $rc_a, host B: $rc_b)"
+    sed 's/^/  A: /' "$out_a"
+    sed 's/^/  B: /' "$out_b"
+    rm -rf "$home" "$out_a" "$out_b"
+    exit 1
+fi
+rm -rf "$home" "$out_a" "$out_b"
+port=$((port + 1))
+echo "netns: ferryrun on two hosts, meeting at node 0's endpoint with a derived token: ok"
+
 # A bad link: 20 ms delay and 1% loss each way (tc netem). Where the kernel has no netem, 1%
 # of the packets each namespace receives are dropped by nftables instead (no delay then), and
 # where neither is there the same calls run over the plain link; the run says which.

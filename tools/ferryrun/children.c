@@ -1,29 +1,24 @@
-/* ferryrun: starts N local copies of a program as ranks of one ferry job, the way torchrun does
-   for PyTorch. Each child gets RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, MASTER_ADDR,
-   MASTER_PORT and FERRY_AUTH_TOKEN; its stdout and stderr come back through pipes, each line
-   prefixed with "[rank] ". Each child runs in its own process group, and SIGINT and SIGTERM are
-   passed on to those groups, so whatever a child starts gets them too. The first child to fail
-   (non-zero exit or a signal) brings the rest down (SIGTERM, then SIGKILL after a grace period)
-   and decides ferryrun's exit status, so a crashed rank never leaves the others hanging in a
-   rendezvous. Only libc is needed; signals reach the poll loop through a self-pipe. */
+/* ferryrun's children: each local rank runs in its own process group with torchrun's
+   environment; its stdout and stderr come back through pipes, each line prefixed with
+   "[rank] ". SIGINT and SIGTERM sent to ferryrun are passed on to those groups, so whatever a
+   child starts gets them too. The first child to fail (non-zero exit or a signal) brings the
+   rest down (SIGTERM, then SIGKILL after a grace period) and decides ferryrun's exit status, so
+   a crashed rank never leaves the others hanging in a rendezvous. Signals reach the poll loop
+   through a self-pipe. */
 #include <errno.h>
 #include <fcntl.h>
-#include <limits.h>
-#include <netdb.h>
-#include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
-#include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "core/alloc.h"
+#include "tools/ferryrun/ferryrun.h"
 
 #define LINE_MAX_BYTES 65536
 #define GRACE_S 5.0
@@ -41,12 +36,6 @@ typedef struct {
     pid_t pid; /* 0 once reaped */
     stream streams[2];
 } child;
-
-typedef struct {
-    int nproc, nnodes, node_rank;
-    const char *master_addr, *master_port;
-    char **argv;
-} options;
 
 /* Written by the signal handler, read by the loop. */
 static int signal_pipe[2] = {-1, -1};
@@ -66,107 +55,6 @@ static double now_s(void)
     return (double)ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
-static void usage(FILE *to)
-{
-    fprintf(to,
-            "usage: ferryrun -n N [--master-addr A] [--master-port P] [--nnodes K --node-rank R]\n"
-            "                [--] program [args...]\n"
-            "\n"
-            "Starts N local processes of one ferry job and prefixes their output with \"[rank] \".\n"
-            "  -n, --nproc-per-node N  processes on this node\n"
-            "  --master-addr A         address of rank 0's store (default: $MASTER_ADDR or 127.0.0.1)\n"
-            "  --master-port P         its port (default: $MASTER_PORT or a free port; required\n"
-            "                          with --nnodes > 1)\n"
-            "  --nnodes K              nodes in the job (default 1)\n"
-            "  --node-rank R           this node's index, 0..K-1 (default 0)\n"
-            "  -h, --help              this text\n"
-            "Children get RANK = R*N + local rank, WORLD_SIZE = K*N, LOCAL_RANK, LOCAL_WORLD_SIZE,\n"
-            "MASTER_ADDR, MASTER_PORT and FERRY_AUTH_TOKEN (random unless set; set it to the same\n"
-            "value on every node when --nnodes > 1). Exit status: 0 when all succeed, else that\n"
-            "of the first rank that failed (128 + signal when it was killed).\n");
-}
-
-static bool parse_count(const char *s, int lo, int *out)
-{
-    char *end;
-    errno = 0;
-    long v = s ? strtol(s, &end, 10) : 0;
-    if (!s || errno || *end || end == s || v < lo || v > 1000000)
-        return false;
-    *out = (int)v;
-    return true;
-}
-
-/* 0 ok, 1 help printed, -1 bad usage (message printed). */
-static int parse_args(int argc, char **argv, options *o)
-{
-    *o = (options){.nproc = 0, .nnodes = 1, .node_rank = 0};
-    int i = 1;
-    while (i < argc && argv[i][0] == '-') {
-        const char *a = argv[i++], *v = i < argc ? argv[i] : NULL;
-        bool is_ok = true;
-        if (!strcmp(a, "--"))
-            break;
-        if (!strcmp(a, "-h") || !strcmp(a, "--help"))
-            return usage(stdout), 1;
-        if (!strcmp(a, "-n") || !strcmp(a, "--nproc-per-node"))
-            is_ok = parse_count(v, 1, &o->nproc);
-        else if (!strcmp(a, "--nnodes"))
-            is_ok = parse_count(v, 1, &o->nnodes);
-        else if (!strcmp(a, "--node-rank"))
-            is_ok = parse_count(v, 0, &o->node_rank);
-        else if (!strcmp(a, "--master-addr"))
-            is_ok = (o->master_addr = v) != NULL;
-        else if (!strcmp(a, "--master-port"))
-            is_ok = (o->master_port = v) != NULL;
-        else
-            return fprintf(stderr, "ferryrun: unknown option %s (see --help)\n", a), -1;
-        if (!is_ok)
-            return fprintf(stderr, "ferryrun: %s needs a valid value (see --help)\n", a), -1;
-        i++; /* the value */
-    }
-    if (i >= argc)
-        return fprintf(stderr, "ferryrun: no program given (see --help)\n"), -1;
-    if (o->nproc < 1)
-        return fprintf(stderr, "ferryrun: -n N is required (see --help)\n"), -1;
-    if (o->node_rank >= o->nnodes)
-        return fprintf(stderr, "ferryrun: --node-rank must be below --nnodes\n"), -1;
-    o->argv = argv + i;
-    return 0;
-}
-
-/* A port that was free on addr a moment ago (the kernel picks it). */
-static bool pick_free_port(const char *addr, char *out, size_t len)
-{
-    struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE}, *res = NULL;
-    if (getaddrinfo(addr, "0", &hints, &res) != 0)
-        return false;
-    int fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    struct sockaddr_storage ss;
-    socklen_t ss_len = sizeof ss;
-    bool is_ok = fd >= 0 && bind(fd, res->ai_addr, res->ai_addrlen) == 0 &&
-                 getsockname(fd, (struct sockaddr *)&ss, &ss_len) == 0;
-    freeaddrinfo(res);
-    if (fd >= 0)
-        close(fd);
-    if (!is_ok)
-        return false;
-    int port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
-                                              : ((struct sockaddr_in *)&ss)->sin_port);
-    snprintf(out, len, "%d", port);
-    return true;
-}
-
-static bool random_token(char *hex, size_t len)
-{
-    unsigned char raw[32];
-    if (len < 2 * sizeof raw + 1 || getrandom(raw, sizeof raw, 0) != (ssize_t)sizeof raw)
-        return false;
-    for (size_t i = 0; i < sizeof raw; i++)
-        snprintf(hex + 2 * i, 3, "%02x", raw[i]);
-    return true;
-}
-
 static void set_int_env(const char *name, int v)
 {
     char text[16];
@@ -174,9 +62,8 @@ static void set_int_env(const char *name, int v)
     setenv(name, text, 1);
 }
 
-/* In the child: wire up the pipes and the environment, then become the program. */
-static void exec_child(const options *o, int local, int out_fd, int err_fd, const char *port,
-                       const char *token)
+/* In the child: wire up the pipes and torchrun's environment, then become the program. */
+static void exec_child(const ferryrun_plan *p, int local, int out_fd, int err_fd)
 {
     /* Its own process group: signals reach whatever the program starts too, and a Ctrl-C on
        the terminal reaches it once (through us), not twice. */
@@ -187,21 +74,33 @@ static void exec_child(const options *o, int local, int out_fd, int err_fd, cons
     signal(SIGCHLD, SIG_DFL);
     if (dup2(out_fd, 1) < 0 || dup2(err_fd, 2) < 0)
         _exit(127);
-    set_int_env("RANK", o->node_rank * o->nproc + local);
-    set_int_env("WORLD_SIZE", o->nnodes * o->nproc);
+    int rank = p->rank_offset + local;
+    set_int_env("RANK", rank);
+    set_int_env("WORLD_SIZE", p->world_size);
     set_int_env("LOCAL_RANK", local);
-    set_int_env("LOCAL_WORLD_SIZE", o->nproc);
-    setenv("MASTER_ADDR", o->master_addr, 1);
-    setenv("MASTER_PORT", port, 1);
-    setenv("FERRY_AUTH_TOKEN", token, 1);
-    execvp(o->argv[0], o->argv);
-    fprintf(stderr, "ferryrun: cannot run %s: %s\n", o->argv[0], strerror(errno));
+    set_int_env("LOCAL_WORLD_SIZE", p->nproc);
+    set_int_env("GROUP_RANK", p->node_rank);
+    set_int_env("GROUP_WORLD_SIZE", p->nnodes);
+    /* One role, as torchrun's default: its ranks are the job's. */
+    set_int_env("ROLE_RANK", rank);
+    set_int_env("ROLE_WORLD_SIZE", p->world_size);
+    setenv("ROLE_NAME", "default", 1);
+    setenv("MASTER_ADDR", p->master_addr, 1);
+    setenv("MASTER_PORT", p->master_port, 1);
+    setenv("TORCHELASTIC_RUN_ID", p->run_id, 1);
+    setenv("TORCHELASTIC_RESTART_COUNT", "0", 1);
+    setenv("TORCHELASTIC_MAX_RESTARTS", "0", 1);
+    setenv("FERRY_AUTH_TOKEN", p->token, 1);
+    setenv("FERRY_LAUNCHER", "ferryrun", 1);
+    execvp(p->argv[0], p->argv);
+    fprintf(stderr, "ferryrun: cannot run %s: %s\n", p->argv[0], strerror(errno));
     _exit(127);
 }
 
-static bool spawn(const options *o, child *c, int local, const char *port, const char *token)
+static bool spawn(const ferryrun_plan *p, child *c, int local)
 {
     int out[2], err[2];
+    c->rank = p->rank_offset + local;
     for (int s = 0; s < 2; s++) {
         c->streams[s] = (stream){.fd = -1, .line = ferry__malloc(LINE_MAX_BYTES)};
         if (!c->streams[s].line)
@@ -214,10 +113,9 @@ static bool spawn(const options *o, child *c, int local, const char *port, const
         close(out[1]);
         return false;
     }
-    c->rank = o->node_rank * o->nproc + local;
     c->pid = fork();
     if (c->pid == 0)
-        exec_child(o, local, out[1], err[1], port, token);
+        exec_child(p, local, out[1], err[1]);
     if (c->pid > 0)
         setpgid(c->pid, c->pid); /* also here, so signal_all never races the child's own call */
     close(out[1]);
@@ -434,57 +332,21 @@ static bool install_signals(void)
            sigaction(SIGCHLD, &sa, NULL) == 0;
 }
 
-/* Fills master address and port and the token from options, the environment or defaults. */
-static int resolve_job(options *o, char *port, size_t port_len, char *token, size_t token_len)
+int ferryrun_run_children(const ferryrun_plan *p)
 {
-    const char *env_token = getenv("FERRY_AUTH_TOKEN");
-    if (!o->master_addr)
-        o->master_addr = getenv("MASTER_ADDR") ? getenv("MASTER_ADDR") : "127.0.0.1";
-    if (!o->master_port)
-        o->master_port = getenv("MASTER_PORT");
-    if (!o->master_port && o->nnodes > 1)
-        return fprintf(stderr, "ferryrun: --nnodes > 1 needs --master-port (or MASTER_PORT)\n"), -1;
-    if (!o->master_port && !pick_free_port(o->master_addr, port, port_len))
-        return fprintf(stderr, "ferryrun: no free port on %s\n", o->master_addr), -1;
-    if (o->master_port)
-        snprintf(port, port_len, "%s", o->master_port);
-    if (env_token && !*env_token)
-        return fprintf(stderr, "ferryrun: FERRY_AUTH_TOKEN is empty; unset it (ferryrun makes "
-                               "one) or set it to a shared secret\n"),
-               -1;
-    if (!env_token && o->nnodes > 1)
-        return fprintf(stderr, "ferryrun: --nnodes > 1 needs FERRY_AUTH_TOKEN set to the same "
-                               "value on every node\n"),
-               -1;
-    if (env_token)
-        snprintf(token, token_len, "%s", env_token);
-    else if (!random_token(token, token_len))
-        return fprintf(stderr, "ferryrun: getrandom failed: %s\n", strerror(errno)), -1;
-    return 0;
-}
-
-int main(int argc, char **argv)
-{
-    options o;
-    char port[16], token[512];
-    int rc = parse_args(argc, argv, &o);
-    if (rc != 0)
-        return rc > 0 ? 0 : 2;
-    if (resolve_job(&o, port, sizeof port, token, sizeof token) != 0)
-        return 2;
     if (!install_signals()) {
         fprintf(stderr, "ferryrun: cannot set up signal handling: %s\n", strerror(errno));
         return 1;
     }
-    job j = {.n = o.nproc, .exit_code = -1, .kids = ferry__calloc((size_t)o.nproc, sizeof(child))};
+    job j = {.n = p->nproc, .exit_code = -1, .kids = ferry__calloc((size_t)p->nproc, sizeof(child))};
     if (!j.kids) {
         fprintf(stderr, "ferryrun: out of memory\n");
         return 1;
     }
     fflush(stdout);
     fflush(stderr);
-    for (int local = 0; local < o.nproc; local++) {
-        if (!spawn(&o, &j.kids[local], local, port, token)) {
+    for (int local = 0; local < p->nproc; local++) {
+        if (!spawn(p, &j.kids[local], local)) {
             fprintf(stderr, "ferryrun: cannot start rank %d: %s\n", j.kids[local].rank,
                     strerror(errno));
             j.exit_code = 1;
@@ -493,8 +355,8 @@ int main(int argc, char **argv)
             break;
         }
     }
-    rc = supervise(&j);
-    for (int i = 0; i < o.nproc; i++)
+    int rc = supervise(&j);
+    for (int i = 0; i < p->nproc; i++)
         for (int s = 0; s < 2; s++)
             ferry__free(j.kids[i].streams[s].line);
     ferry__free(j.kids);
