@@ -25,10 +25,10 @@ for prog in master_worker parameter_server; do
 done
 
 # Nothing of a launcher this script may itself run under reaches these jobs.
-unset RANK WORLD_SIZE MASTER_ADDR MASTER_PORT FERRY_AUTH_TOKEN FERRY_INSECURE LOCAL_RANK
-for v in $(env | sed -n 's/^\(\(SLURM\|PMIX\|OMPI\|PMI\)_[A-Za-z0-9_]*\)=.*/\1/p'); do
-    unset "$v"
-done
+# shellcheck source-path=SCRIPTDIR source=common.sh
+. "$(dirname "$0")/common.sh"
+forget_launcher_env
+unset FERRY_INSECURE
 
 say() { echo "two hosts: $*"; }
 skip_all() {
@@ -75,12 +75,12 @@ stop_pids() { # pid...: TERM, up to 5 s, then KILL
     kill -KILL $left 2>/dev/null
 }
 cleanup() {
-    local pids="" f ns
+    local daemons="" f ns
     for f in "$work"/slurmctld.pid "$work"/slurmd.*.pid; do
-        [ -s "$f" ] && pids="$pids $(cat "$f")"
+        [ -s "$f" ] && daemons="$daemons $(cat "$f")"
     done
     # shellcheck disable=SC2086
-    stop_pids $pids
+    stop_pids $daemons
     for ns in "$ns_a" "$ns_b"; do
         # shellcheck disable=SC2046
         stop_pids $(ip netns pids "$ns" 2>/dev/null)
