@@ -28,6 +28,7 @@ forget_launcher_env() {
 }
 
 # torchrun_like OUT N TOKEN TIMEOUT_S PROGRAM [ARGS...]: starts N ranks of PROGRAM on this host
+# (TORCHRUN_PORT: the MASTER_PORT to use; TORCHRUN_EXTRA: more VAR=value words for every rank)
 # with the environment torchrun gives its workers (one node, MASTER_ADDR 127.0.0.1, a free
 # MASTER_PORT) and nothing else but PATH and HOME; FERRY_AUTH_TOKEN too when TOKEN is not
 # empty. Each rank's output goes to OUT, its lines prefixed "[rank] " as ferryrun does.
@@ -36,7 +37,7 @@ torchrun_like() {
     local out=$1 n=$2 token=$3 limit=$4
     shift 4
     local port r rc=0 pids=() run_id
-    port=$(free_port) || return 1
+    port=${TORCHRUN_PORT:-$(free_port)} || return 1
     run_id=job$$-$RANDOM
     for ((r = 0; r < n; r++)); do
         env -i PATH="$PATH" HOME="$HOME" ${TMPDIR:+TMPDIR="$TMPDIR"} \
@@ -44,7 +45,7 @@ torchrun_like() {
             GROUP_RANK=0 GROUP_WORLD_SIZE=1 ROLE_RANK=$r ROLE_WORLD_SIZE=$n ROLE_NAME=default \
             MASTER_ADDR=127.0.0.1 MASTER_PORT=$port TORCHELASTIC_RUN_ID=$run_id \
             TORCHELASTIC_RESTART_COUNT=0 TORCHELASTIC_MAX_RESTARTS=0 OMP_NUM_THREADS=1 \
-            ${token:+FERRY_AUTH_TOKEN="$token"} \
+            ${token:+FERRY_AUTH_TOKEN="$token"} ${TORCHRUN_EXTRA:-} \
             timeout -k 5 "$limit" "$@" > "$out.$r" 2>&1 &
         pids+=($!)
     done

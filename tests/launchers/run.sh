@@ -9,6 +9,8 @@
 #   srun -n N, srun --mpi=pmix -n N     (a one-node Slurm cluster started here)
 #   sbatch -W examples/slurm/parameter_server.sbatch
 #   ferryrun --nnodes 2                 (two "hosts" in network namespaces, 2 + 1 ranks)
+#   torchrun's static rendezvous        (its agent's store holding MASTER_PORT)
+#   srun and mpirun across two hosts    (two_hosts.sh: a Slurm node in each namespace)
 # Each run must print the same results as the ferryrun run, byte for byte, and under
 # launch_check every rank must report the launcher it was really started by. Two incomplete
 # torchrun environments must fail with an error naming the variable that is missing, and an
@@ -142,6 +144,24 @@ done
 out=$tmp/torchrun_token.launch_check
 torchrun_like "$out" 3 "token-$$-$RANDOM" $JOB_S "$lc"
 check "torchrun env with FERRY_AUTH_TOKEN x3 launch_check" launch_check "$out" $? torchrun 'env://'
+
+# ---- torchrun's default (static) rendezvous: its agent's own store holds MASTER_PORT ----
+c="torchrun env, agent store on MASTER_PORT x3 launch_check"
+if command -v perl >/dev/null; then
+    port=$(free_port)
+    perl -MIO::Socket::INET -e '$s = IO::Socket::INET->new(LocalAddr => "127.0.0.1",
+        LocalPort => $ARGV[0], Listen => 5, ReuseAddr => 1) or die "cannot listen: $!"; sleep 120' \
+        "$port" &
+    holder=$!
+    out=$tmp/torchrun_agent.launch_check
+    TORCHRUN_PORT=$port TORCHRUN_EXTRA="TORCHELASTIC_USE_AGENT_STORE=True" \
+        torchrun_like "$out" 3 "" $JOB_S "$lc"
+    check "$c" launch_check "$out" $? torchrun 'env://'
+    kill "$holder" 2>/dev/null
+    wait "$holder" 2>/dev/null
+else
+    skip "$c" "perl is not installed (it holds the port as torchrun's agent would)"
+fi
 
 # ---- an incomplete launcher environment fails and names what is missing ----
 negative() { # case, variable the error must name, environment assignments...
@@ -295,6 +315,14 @@ else
     [ $rc_a = 0 ] && [ $rc_b = 0 ] || rc="$rc_a (node 0), $rc_b (node 1)"
     check "$c" launch_check "$tmp/nodes" "$rc" ferryrun 'env://' "ferry-node-a ferry-node-a ferry-node-b"
 fi
+
+# ---- srun and mpirun across two hosts (namespaces with Slurm nodes of their own) ----
+two_hosts_out=$(bash "$here/two_hosts.sh" "$build" 2>&1)
+two_hosts_rc=$?
+echo "$two_hosts_out"
+n_ok=$((n_ok + $(echo "$two_hosts_out" | grep -cE ': ok( |$)')))
+n_skipped=$((n_skipped + $(echo "$two_hosts_out" | grep -c ': skipped (')))
+[ $two_hosts_rc = 0 ] || failed=1
 
 echo "launchers: $n_ok passed, $n_skipped skipped$([ $failed = 1 ] && echo ", some FAILED")"
 exit $failed
