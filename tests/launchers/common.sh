@@ -59,3 +59,23 @@ torchrun_like() {
     done
     return $rc
 }
+
+# The slurm.conf lines every test cluster here shares: root daemons, munge, no cgroups, no
+# accounting, nodes that take more tasks than cores (tests/launchers/slurm_cluster.sh and
+# two_hosts.sh add their hosts, ports and directories).
+slurm_conf_common() {
+    cat <<EOF
+SlurmUser=root
+SlurmdUser=root
+AuthType=auth/munge
+CredType=cred/munge
+MpiDefault=none
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core
+SlurmdParameters=config_overrides
+ReturnToService=2
+MailProg=/bin/true
+EOF
+}

@@ -16,7 +16,7 @@ usage() { echo "usage: $0 start|stop DIR" >&2; exit 2; }
 cmd=$1 dir=$2
 [ -n "$dir" ] || usage
 
-. "$(dirname "$0")/common.sh" # free_port
+. "$(dirname "$0")/common.sh" # free_port, slurm_conf_common
 
 # Whether pid $1 is a live process whose command is $2 (pid 1 reaps late here: a defunct
 # daemon still answers kill -0, so the state is read instead).
@@ -154,19 +154,8 @@ ClusterName=ferrytest
 SlurmctldHost=$host
 SlurmctldPort=$ctld_port
 SlurmdPort=$slurmd_port
-SlurmUser=root
-SlurmdUser=root
-AuthType=auth/munge
-CredType=cred/munge
+$(slurm_conf_common)
 AuthInfo=socket=$sock
-MpiDefault=none
-ProctrackType=proctrack/linuxproc
-TaskPlugin=task/none
-SelectType=select/cons_tres
-SelectTypeParameters=CR_Core
-SlurmdParameters=config_overrides
-ReturnToService=2
-MailProg=/bin/true
 StateSaveLocation=$dir/state
 SlurmdSpoolDir=$dir/spool
 SlurmctldPidFile=$dir/run/slurmctld.pid
