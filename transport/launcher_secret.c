@@ -55,8 +55,8 @@ static ferry_status secret_path(char *path, char *dir)
         return ferry__fail(FERRY_EAUTH,
                            "no home directory for the job secret: set HOME, FERRY_SECRET_FILE or "
                            "FERRY_AUTH_TOKEN");
-    snprintf(dir, PATH_CAP, "%s/.ferry", home);
-    snprintf(path, PATH_CAP, "%s/secret", dir);
+    snprintf(dir, PATH_CAP, "%.4000s/.ferry", home);
+    snprintf(path, PATH_CAP, "%.4000s/.ferry/secret", home);
     return FERRY_OK;
 }
 
