@@ -411,7 +411,7 @@ Test(tools_ferryrun, forms_one_job_when_two_nodes_meet_at_an_endpoint, .timeout 
     proc_finish(ps, 2, 25);
     cr_assert_eq(ps[0].status, 0, "node 0: %s", ps[0].text[1]);
     cr_assert_eq(ps[1].status, 0, "node 1: %s", ps[1].text[1]);
-    char master[64], token[65], want[160];
+    char master[64], token[65], want[256];
     const char *line = strstr(ps[1].text[0], "[2] 2/3 0 1/2 127.0.0.1:");
     cr_assert(line, "%s", ps[1].text[0]);
     sscanf(line + strlen("[2] 2/3 0 1/2 "), "%63s", master);

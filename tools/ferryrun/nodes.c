@@ -287,7 +287,7 @@ static int read_plan(ferryrun_nodes *n, const waiter *w, ferryrun_plan *p)
     if (!space || space == text || (size_t)(space - text) >= sizeof p->master_port || !space[1])
         return fprintf(stderr, "ferryrun: the master address node 0 published is malformed\n"), 1;
     *space = '\0';
-    snprintf(p->master_port, sizeof p->master_port, "%s", text);
+    memcpy(p->master_port, text, (size_t)(space - text) + 1); /* checked to fit above */
     snprintf(p->master_addr, sizeof p->master_addr, "%s", space + 1);
     return 0;
 }
