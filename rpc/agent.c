@@ -294,6 +294,13 @@ static ferry_status agent_start(ferry__agent *a, const char *init_method,
     ferry__pool_set_max_spares(a->pool, o->max_spare_threads < 0 ? 4 * o->num_worker_threads
                                                                  : o->max_spare_threads);
     a->pool_open = true;
+    /* The store first: rank 0 serves it before its fabric is open, so the others reach it
+       while everyone's fabric comes up instead of being refused and backing off. */
+    double t = o->rpc_timeout > 0 ? o->rpc_timeout : 1e9;
+    a->rdv = ferry__rendezvous_open(init_method, a->rank, a->world_size, t,
+                                    getenv("FERRY_AUTH_TOKEN"));
+    if (!a->rdv)
+        return ferry_last_status();
     const char *env_transport = getenv("FERRY_TRANSPORT");
     /* A message's bulk parts must all arrive within the receive timeout: the call's own
        timeout when longer than a minute, else a minute (FERRY_RECV_TIMEOUT_S). */
@@ -319,12 +326,12 @@ static ferry_status agent_start(ferry__agent *a, const char *init_method,
     size_t blob_len = 0;
     if ((rc = publish_blob(a, &blob, &blob_len)) != FERRY_OK)
         return rc;
-    double t = o->rpc_timeout > 0 ? o->rpc_timeout : 1e9;
-    a->rdv = ferry__rendezvous_join(init_method, a->rank, a->world_size, a->name, blob, blob_len,
-                                    t, getenv("FERRY_AUTH_TOKEN"));
+    rc = ferry__rendezvous_publish(a->rdv, a->name, blob, blob_len, t);
     ferry__free(blob);
-    if (!a->rdv)
-        return ferry_last_status();
+    if (rc != FERRY_OK) {
+        a->rdv = NULL; /* publish freed it */
+        return rc;
+    }
     if ((rc = connect_peers(a)) != FERRY_OK)
         return rc;
     ferry__rendezvous_set_abort_check(a->rdv, peer_dead, a);

@@ -452,17 +452,11 @@ static void teardown(ferry__rendezvous *rdv)
     ferry__free(rdv);
 }
 
-ferry__rendezvous *ferry__rendezvous_join(const char *init_method, int rank, int world_size,
-                                          const char *name, const void *addr, size_t addr_len,
+ferry__rendezvous *ferry__rendezvous_open(const char *init_method, int rank, int world_size,
                                           double timeout_s, const char *token)
 {
     char *host = NULL, *path = NULL;
     int port = 0;
-    if (ferry__rendezvous_check_name(name) != FERRY_OK)
-        return NULL;
-    if ((!addr && addr_len) || addr_len > ADDR_MAX)
-        return ferry__fail_null(FERRY_EINVAL, "rendezvous address blob of %zu bytes is invalid",
-                                addr_len);
     if (ferry__rendezvous_resolve_env(init_method, &rank, &world_size, &host, &port, &path) !=
         FERRY_OK)
         return NULL;
@@ -477,11 +471,8 @@ ferry__rendezvous *ferry__rendezvous_join(const char *init_method, int rank, int
     rdv->world_size = world_size;
     rdv->file_path = path;
     if (ferry__rendezvous_is_pmix(init_method)) {
+        rdv->is_pmix = true;
         ferry__free(host);
-        if (ferry__rdv_pmix_join(rdv, name, addr, addr_len, timeout_s) != FERRY_OK) {
-            teardown(rdv);
-            return NULL;
-        }
         return rdv;
     }
     /* No token set: a launcher that names the job (Slurm, torchrun) gets one derived from the
@@ -505,16 +496,57 @@ ferry__rendezvous *ferry__rendezvous_join(const char *init_method, int rank, int
         rc = open_store(rdv, host, port, token, deadline, timeout_s);
     explicit_bzero(derived, sizeof derived);
     ferry__free(host);
-    if (rc == FERRY_OK)
-        rc = publish_self(rdv, name, addr, addr_len, deadline);
-    if (rc == FERRY_OK)
-        rc = rank == 0 ? gather(rdv, deadline, timeout_s) : fetch(rdv, deadline, timeout_s);
     if (rc != FERRY_OK) {
         teardown(rdv);
         return NULL;
     }
-    ferry__log_debug("rendezvous", "rank %d of %d joined as %s", rank, world_size, name);
     return rdv;
+}
+
+/* Publishes by deadline (0 = none); timeout_s is what error messages call the timeout. */
+static ferry_status publish_by(ferry__rendezvous *rdv, const char *name, const void *addr,
+                               size_t addr_len, double deadline, double timeout_s)
+{
+    ferry_status rc = ferry__rendezvous_check_name(name);
+    if (rc == FERRY_OK && ((!addr && addr_len) || addr_len > ADDR_MAX))
+        rc = ferry__fail(FERRY_EINVAL, "rendezvous address blob of %zu bytes is invalid",
+                         addr_len);
+    if (rc == FERRY_OK && rdv->is_pmix)
+        rc = ferry__rdv_pmix_join(rdv, name, addr, addr_len, left_s(deadline));
+    else if (rc == FERRY_OK)
+        rc = publish_self(rdv, name, addr, addr_len, deadline);
+    if (rc == FERRY_OK && !rdv->is_pmix)
+        rc = rdv->rank == 0 ? gather(rdv, deadline, timeout_s) : fetch(rdv, deadline, timeout_s);
+    if (rc != FERRY_OK) {
+        teardown(rdv);
+        return rc;
+    }
+    ferry__log_debug("rendezvous", "rank %d of %d joined as %s", rdv->rank, rdv->world_size,
+                     name);
+    return FERRY_OK;
+}
+
+ferry_status ferry__rendezvous_publish(ferry__rendezvous *rdv, const char *name, const void *addr,
+                                       size_t addr_len, double timeout_s)
+{
+    return publish_by(rdv, name, addr, addr_len, timeout_s > 0 ? ferry__now_s() + timeout_s : 0,
+                      timeout_s);
+}
+
+ferry__rendezvous *ferry__rendezvous_join(const char *init_method, int rank, int world_size,
+                                          const char *name, const void *addr, size_t addr_len,
+                                          double timeout_s, const char *token)
+{
+    if (ferry__rendezvous_check_name(name) != FERRY_OK)
+        return NULL;
+    if ((!addr && addr_len) || addr_len > ADDR_MAX)
+        return ferry__fail_null(FERRY_EINVAL, "rendezvous address blob of %zu bytes is invalid",
+                                addr_len);
+    double deadline = timeout_s > 0 ? ferry__now_s() + timeout_s : 0;
+    ferry__rendezvous *rdv = ferry__rendezvous_open(init_method, rank, world_size, timeout_s, token);
+    if (!rdv)
+        return NULL;
+    return publish_by(rdv, name, addr, addr_len, deadline, timeout_s) == FERRY_OK ? rdv : NULL;
 }
 
 /* ---- accessors and leaving -------------------------------------------------------------- */

@@ -30,7 +30,17 @@ typedef struct {
 /* Holds the store client (and the server on rank 0) and the peer table. */
 typedef struct ferry__rendezvous ferry__rendezvous;
 
-/* Joins: checks the name (before contacting anyone), resolves init_method, starts the store on
+/* The two halves of a join, so a worker can serve and reach the store before its fabric is
+   open (and so before it has an address to publish): open resolves init_method, applies the
+   token rule, starts rank 0's store and connects to it; publish puts this worker's record and
+   waits for the whole table. Same errors as ferry__rendezvous_join, each where it arises. A
+   failed publish frees rdv. With pmix:// open contacts nobody and publish runs the exchange. */
+ferry__rendezvous *ferry__rendezvous_open(const char *init_method, int rank, int world_size,
+                                          double timeout_s, const char *token);
+ferry_status ferry__rendezvous_publish(ferry__rendezvous *rdv, const char *name, const void *addr,
+                                       size_t addr_len, double timeout_s);
+
+/* Joins (open, then publish): checks the name (before contacting anyone), resolves init_method, starts the store on
    rank 0 (on the store port, on the store host's interface or every interface), publishes this
    worker's record and waits until all world_size workers did. addr is copied. token is
    FERRY_AUTH_TOKEN as the caller read it (NULL = not set); the policy is

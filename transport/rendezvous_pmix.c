@@ -37,7 +37,6 @@ static void free_values(void **vals, size_t *lens, int n)
 ferry_status ferry__rdv_pmix_join(ferry__rendezvous *rdv, const char *name, const void *addr,
                                   size_t addr_len, double timeout_s)
 {
-    rdv->is_pmix = true;
     rdv->pmix_join = atomic_fetch_add(&joins, 1);
     size_t name_len = strlen(name), len = name_len + 1 + addr_len;
     uint8_t *rec = ferry__malloc(len);
