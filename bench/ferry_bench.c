@@ -173,6 +173,8 @@ static double measure_echo_mbps(size_t bytes)
 static int run_tiny(const char *transport, int n)
 {
     int port = free_port();
+    if (!getenv("FERRY_AUTH_TOKEN")) /* both ranks fork from here and share it */
+        setenv("FERRY_AUTH_TOKEN", "ferry-bench-token", 1);
     pid_t pids[2];
     for (int r = 0; r < 2; r++) {
         pids[r] = fork();
