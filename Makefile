@@ -64,7 +64,7 @@ FUZZ_SMOKE_S ?= 5
 FUZZ_LONG_S ?= 300
 
 .PHONY: all deps test test-unit test-integration test-asan test-netns test-launchers fuzz fuzz-smoke demo bench clean \
-        check-symbols check-deps check-headers
+        check-symbols check-deps check-headers bench-instructions
 
 all: $(STATIC) $(BUILD)/libferry.so $(TOOL_BINS) $(EXAMPLE_BINS)
 
@@ -223,6 +223,10 @@ bench: all $(BENCH_BINS)
 	@for b in $(BENCH_BINS); do $$b || exit 1; done
 	@sh bench/examples_vs_torch.sh $(BUILD)
 	@$(MAKE) --no-print-directory $(LAUNCH_BINS) && bash bench/launchers.sh $(BUILD)
+
+# Instructions per tiny round trip under callgrind, ferry beside fi_pingpong (shm and tcp).
+bench-instructions: $(BUILD)/bench/ferry_bench
+	@bash bench/instructions.sh $(BUILD)
 
 clean:
 	rm -rf build build-asan build-fuzz

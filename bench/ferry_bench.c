@@ -5,7 +5,11 @@
 
    `ferry_bench tiny N [tcp|shm]` runs only the tiny rpc_sync round trip, N calls after a fixed
    warm-up, and prints "client PID" and "server PID" on stdout: bench/callgrind_tiny.sh runs it
-   under callgrind twice with different N to get instructions per call for each process. */
+   under callgrind twice with different N to get instructions per call for each process.
+
+   `ferry_bench calls [tcp|shm]` runs only the tiny round trip and the rpc_async rate and prints
+   them as "key value" lines (with the number of calls kept in flight), for scripts that put
+   ferry beside other libraries (bench/mercury_compare.sh). */
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <stdio.h>
@@ -20,6 +24,8 @@
 #include "bench/bench_util.h"
 
 #define N_SIZES 4
+#define ASYNC_WINDOW 128 /* rpc_async calls kept in flight */
+#define ASYNC_CALLS 50000
 static const size_t echo_bytes[N_SIZES] = {4096, 65536, 1 << 20, 16 << 20};
 
 typedef struct {
@@ -173,6 +179,8 @@ static double measure_echo_mbps(size_t bytes)
 static int run_tiny(const char *transport, int n)
 {
     int port = free_port();
+    if (!getenv("FERRY_AUTH_TOKEN")) /* both ranks fork from here and share it */
+        setenv("FERRY_AUTH_TOKEN", "ferry-bench-token", 1);
     pid_t pids[2];
     for (int r = 0; r < 2; r++) {
         pids[r] = fork();
@@ -203,8 +211,9 @@ static int run_tiny(const char *transport, int n)
     return ok ? 0 : 1;
 }
 
-/* Two forked workers; the client writes its figures into a pipe. */
-static int run_ferry(const char *transport, ferry_figures *out)
+/* Two forked workers; the client writes its figures into a pipe. With calls_only it measures
+   the tiny round trip and the async rate alone. */
+static int run_ferry(const char *transport, bool calls_only, ferry_figures *out)
 {
     int port = free_port(), fds[2];
     if (pipe(fds))
@@ -219,11 +228,12 @@ static int run_ferry(const char *transport, ferry_figures *out)
             if (join(transport, port, r) != 0)
                 _exit(1);
             if (r == 0) {
-                ferry_figures f;
+                ferry_figures f = {0};
                 f.rt_us = measure_rt_us(10000);
-                f.remote_us = measure_remote_us(2000);
-                f.async_per_s = measure_async(50000, 128);
-                for (int i = 0; i < N_SIZES; i++)
+                if (!calls_only)
+                    f.remote_us = measure_remote_us(2000);
+                f.async_per_s = measure_async(ASYNC_CALLS, ASYNC_WINDOW);
+                for (int i = 0; i < N_SIZES && !calls_only; i++)
                     f.echo_mbps[i] = measure_echo_mbps(echo_bytes[i]);
                 if (write(fds[1], &f, sizeof f) != sizeof f)
                     _exit(1);
@@ -251,10 +261,25 @@ static void size_name(size_t b, char *buf, size_t cap)
         snprintf(buf, cap, "%zu KiB", b >> 10);
 }
 
+/* The calls mode: one line per figure, for scripts to read. */
+static int run_calls(const char *transport)
+{
+    ferry_figures f;
+    if (run_ferry(transport, true, &f) != 0) {
+        fprintf(stderr, "ferry_bench: ferry run on %s failed\n", transport);
+        return 1;
+    }
+    printf("transport %s\nrt_us %.3f\nasync_per_s %.0f\nasync_window %d\nasync_calls %d\n",
+           transport, f.rt_us, f.async_per_s, ASYNC_WINDOW, ASYNC_CALLS);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     if (argc >= 3 && strcmp(argv[1], "tiny") == 0)
         return run_tiny(argc >= 4 ? argv[3] : "shm", atoi(argv[2]));
+    if (argc >= 2 && strcmp(argv[1], "calls") == 0)
+        return run_calls(argc >= 3 ? argv[2] : "shm");
     const char *transports[2] = {"tcp", "shm"};
     const char *providers[2] = {"tcp;ofi_rxm", "shm"};
     printf("ferry_bench: two workers on 127.0.0.1; fi_pingpong measured in the same run\n");
@@ -266,7 +291,7 @@ int main(int argc, char **argv)
         for (int i = 0; i < N_SIZES; i++)
             big[i] = run_pingpong(providers[t], echo_bytes[i], echo_bytes[i] >= (1 << 20) ? 200 : 2000);
         ferry_figures f;
-        if (run_ferry(transports[t], &f) != 0) {
+        if (run_ferry(transports[t], false, &f) != 0) {
             printf("%-4s ferry run failed\n", transports[t]);
             status = 1;
             continue;
@@ -276,8 +301,10 @@ int main(int argc, char **argv)
                tiny.rt_us > 0 ? f.rt_us / tiny.rt_us : 0);
         printf("%-4s %-26s %13.1f us %16s %8s  (remote + to_here + release)\n", transports[t],
                "remote + to_here tiny", f.remote_us, "-", "-");
-        printf("%-4s %-26s %11.0f /s %16s %8s\n", transports[t], "rpc_async 128 in flight",
-               f.async_per_s, "-", "-");
+        char async_label[64];
+        snprintf(async_label, sizeof async_label, "rpc_async %d in flight", ASYNC_WINDOW);
+        printf("%-4s %-26s %11.0f /s %16s %8s\n", transports[t], async_label, f.async_per_s,
+               "-", "-");
         for (int i = 0; i < N_SIZES; i++) {
             char label[64], sz[32];
             size_name(echo_bytes[i], sz, sizeof sz);
