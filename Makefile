@@ -180,7 +180,7 @@ $(BUILD)/tests/%: tests/launchers/%.c $(STATIC)
 	$(CC) $(CFLAGS_ALL) -o $@ $< $(STATIC) $(LDFLAGS_ALL) $(LIBS_ALL)
 
 test-launchers: all $(LAUNCH_BINS)
-	@bash tests/launchers/run.sh $(BUILD)
+	@$(TEST_ENV) bash tests/launchers/run.sh $(BUILD)
 
 test-asan:
 	$(MAKE) BUILD=build-asan SANITIZE=1 OPT=-O1 FUZZ_SMOKE_S=0 \
