@@ -171,9 +171,7 @@ static ferry_status master_from_env(char **host, int *port)
                            port_text);
     /* torchrun's static rendezvous (its default) serves its own agent's store on MASTER_PORT
        and says so: ferry's store then takes the next port, on every rank alike. */
-    const char *agent_store = getenv("TORCHELASTIC_USE_AGENT_STORE");
-    if (agent_store && (!strcmp(agent_store, "True") || !strcmp(agent_store, "true") ||
-                        !strcmp(agent_store, "1"))) {
+    if (ferry__launch_agent_holds_master_port()) {
         if (*port == 65535)
             return ferry__fail(FERRY_EINVAL,
                                "MASTER_PORT 65535 is held by torchrun's agent store and leaves no "

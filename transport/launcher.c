@@ -148,6 +148,33 @@ static int slurm_tasks_on(const char *spec, long node)
     return -1;
 }
 
+/* ---- the job behind a derived token, torchrun's agent store -------------------------------- */
+
+bool ferry__launch_job_scope(char *scope, size_t cap, const char **from)
+{
+    const char *job = first_env("SLURM_JOB_ID", "SLURM_JOBID", NULL);
+    const char *step = first_env("SLURM_STEP_ID", "SLURM_STEPID", NULL);
+    const char *run = getenv("TORCHELASTIC_RUN_ID"), *addr = getenv("MASTER_ADDR");
+    const char *port = getenv("MASTER_PORT");
+    const char *source = NULL;
+    if (getenv("RANK") && run && addr && port) {
+        snprintf(scope, cap, "torchelastic/%s/%s:%s", run, addr, port);
+        source = "TORCHELASTIC_RUN_ID";
+    } else if (job && getenv("SLURM_PROCID")) {
+        snprintf(scope, cap, "slurm/%s.%s", job, step ? step : "0");
+        source = "the Slurm job and step";
+    }
+    if (from)
+        *from = source;
+    return source != NULL;
+}
+
+bool ferry__launch_agent_holds_master_port(void)
+{
+    const char *v = getenv("TORCHELASTIC_USE_AGENT_STORE");
+    return v && (!strcmp(v, "True") || !strcmp(v, "true") || !strcmp(v, "1"));
+}
+
 /* ---- the default rendezvous -------------------------------------------------------------- */
 
 static pthread_once_t pmix_once = PTHREAD_ONCE_INIT;
@@ -243,10 +270,8 @@ static void env_source(ferry_launch_info *info)
                            : getenv("OMPI_COMM_WORLD_RANK") ? "OMPI_COMM_WORLD_RANK"
                            : getenv("PMI_RANK")             ? "PMI_RANK"
                                                             : NULL;
-    const char *agent = getenv("TORCHELASTIC_USE_AGENT_STORE");
-    bool is_next_port = agent && (!strcmp(agent, "True") || !strcmp(agent, "true") ||
-                                  !strcmp(agent, "1"));
-    const char *store = getenv("MASTER_ADDR") && getenv("MASTER_PORT") && is_next_port
+    const char *store = getenv("MASTER_ADDR") && getenv("MASTER_PORT") &&
+                                ferry__launch_agent_holds_master_port()
                             ? "store on MASTER_ADDR, port MASTER_PORT + 1 (torchrun's agent "
                               "store holds MASTER_PORT)"
                         : getenv("MASTER_ADDR") && getenv("MASTER_PORT")
@@ -265,12 +290,10 @@ static void token_facts(ferry_launch_info *info)
 {
     const char *token = getenv("FERRY_AUTH_TOKEN"), *insecure = getenv("FERRY_INSECURE");
     size_t n = strlen(info->source);
+    char scope[1024];
     const char *derived_from = NULL;
-    if (!token && getenv("RANK") && getenv("TORCHELASTIC_RUN_ID") && getenv("MASTER_ADDR") &&
-        getenv("MASTER_PORT"))
-        derived_from = "TORCHELASTIC_RUN_ID";
-    else if (!token && first_env("SLURM_JOB_ID", "SLURM_JOBID", NULL) && getenv("SLURM_PROCID"))
-        derived_from = "the Slurm job and step";
+    if (!token)
+        ferry__launch_job_scope(scope, sizeof scope, &derived_from);
     if (token && !*token)
         snprintf(info->problem, sizeof info->problem, "FERRY_AUTH_TOKEN is empty");
     else if (token)

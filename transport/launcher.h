@@ -22,6 +22,16 @@
    the file and what is wrong with it; FERRY_EINVAL for an empty scope. */
 ferry_status ferry__launch_secret_token(const char *scope, char *out);
 
+/* The job a derived token is scoped to, for the launcher found in the environment: Slurm (job
+   and step id) or torchrun (TORCHELASTIC_RUN_ID with MASTER_ADDR and MASTER_PORT). true with
+   scope (cap bytes) filled and *from (may be NULL; a static string) naming its source in words;
+   false when no launcher names a job. Reads the environment only. */
+bool ferry__launch_job_scope(char *scope, size_t cap, const char **from);
+
+/* Whether torchrun's agent serves its own store on MASTER_PORT and says so
+   (TORCHELASTIC_USE_AGENT_STORE true): ferry's store then takes the next port. */
+bool ferry__launch_agent_holds_master_port(void);
+
 /* The token a rendezvous store uses when FERRY_AUTH_TOKEN is unset, for the launcher found in
    the environment: Slurm (job and step id), torchrun (TORCHELASTIC_RUN_ID with MASTER_ADDR and
    MASTER_PORT). FERRY_OK with *is_derived set and out filled; FERRY_OK with *is_derived false

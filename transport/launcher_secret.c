@@ -182,16 +182,8 @@ ferry_status ferry__launch_secret_token(const char *scope, char *out)
 ferry_status ferry__launch_job_token(char *out, bool *is_derived)
 {
     char scope[1024];
-    const char *job = getenv("SLURM_JOB_ID") ? getenv("SLURM_JOB_ID") : getenv("SLURM_JOBID");
-    const char *step = getenv("SLURM_STEP_ID") ? getenv("SLURM_STEP_ID") : getenv("SLURM_STEPID");
-    const char *run = getenv("TORCHELASTIC_RUN_ID"), *addr = getenv("MASTER_ADDR");
-    const char *port = getenv("MASTER_PORT");
     *is_derived = false;
-    if (getenv("RANK") && run && addr && port)
-        snprintf(scope, sizeof scope, "torchelastic/%s/%s:%s", run, addr, port);
-    else if (job && getenv("SLURM_PROCID"))
-        snprintf(scope, sizeof scope, "slurm/%s.%s", job, step ? step : "0");
-    else
+    if (!ferry__launch_job_scope(scope, sizeof scope, NULL))
         return FERRY_OK;
     ferry_status rc = ferry__launch_secret_token(scope, out);
     *is_derived = rc == FERRY_OK;
