@@ -53,19 +53,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# A loopback port below the kernel's ephemeral range that nothing listens on.
-free_port() {
-    local low=32768 p i
-    read -r low _ </proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || low=32768
-    for ((i = 0; i < 100; i++)); do
-        p=$((20000 + RANDOM % (low - 20000)))
-        if ! command -v ss >/dev/null || [ -z "$(ss -Hltn "sport = :$p" 2>/dev/null)" ]; then
-            echo "$p"
-            return
-        fi
-    done
-    echo 29500
-}
+# shellcheck source=bench_util.sh
+. "$(dirname "$0")/bench_util.sh" # free_port
 
 # Waits until something listens on the port (at most 10 s).
 wait_listen() {

@@ -1,18 +1,8 @@
 # Shell helpers shared by tests/launchers/run.sh and bench/launchers.sh (sourced, not run).
 
-# A free TCP port on this host, not one of the ports given as arguments.
-free_port() {
-    local p tries=0
-    while [ $tries -lt 200 ]; do
-        p=$(( 20000 + RANDOM % 30000 ))
-        tries=$((tries + 1))
-        case " $* " in *" $p "*) continue ;; esac
-        ss -Htan 2>/dev/null | awk '{print $4}' | grep -q ":$p\$" && continue
-        echo "$p"
-        return 0
-    done
-    return 1
-}
+# free_port: bench/bench_util.sh's, one rule for every script.
+# shellcheck source=../../bench/bench_util.sh
+. "$(dirname "${BASH_SOURCE[0]}")/../../bench/bench_util.sh"
 
 # Forgets every launcher variable this shell inherited, so that a run here (itself started by
 # srun, mpirun or torchrun, say) is not taken for a rank of that outer job.
