@@ -1,11 +1,14 @@
 /* make bench: RPC latency and bandwidth beside the fabric's own limit. For each transport (tcp,
    shm) it runs fi_pingpong for the same provider and sizes, then two ferry workers on loopback,
-   and prints each ferry figure beside fi_pingpong's with the ratio. Figures from one run only:
-   the machines are shared and noisy, so compare ratios, not absolute numbers across runs.
+   and prints each ferry figure beside an anchor from the same run with the ratio: fi_pingpong's
+   figure, or for the tail row the median of the same calls and for the RRef row ferry's own
+   rpc_sync. The machines are shared and noisy, so compare ratios, not absolute numbers across
+   runs.
 
-   `ferry_bench tiny N [tcp|shm]` runs only the tiny rpc_sync round trip, N calls after a fixed
-   warm-up, and prints "client PID" and "server PID" on stdout: bench/callgrind_tiny.sh runs it
-   under callgrind twice with different N to get instructions per call for each process.
+   `ferry_bench tiny N [tcp|shm] [user]` runs only the tiny rpc_sync round trip (of an ordinary
+   function with `user`), N calls after a fixed warm-up, and prints "client PID" and "server
+   PID" on stdout and each process's context switches on stderr: bench/callgrind_tiny.sh runs
+   it under callgrind twice with different N to get instructions per call for each process.
 
    `ferry_bench calls [tcp|shm]` runs only the tiny round trip and the rpc_async rate and prints
    them as "key value" lines (with the number of calls kept in flight), for scripts that put
@@ -15,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -29,7 +33,9 @@
 static const size_t echo_bytes[N_SIZES] = {4096, 65536, 1 << 20, 16 << 20};
 
 typedef struct {
-    double rt_us;          /* tiny rpc_sync round trip */
+    double rt_us;          /* tiny rpc_sync round trip (a non-blocking function: runs where read) */
+    double p50_us, p99_us; /* median and 99th percentile of those calls */
+    double user_rt_us;     /* the same with an ordinary function (the pool runs it) */
     double remote_us;      /* remote() + to_here() + release of a tiny value */
     double async_per_s;    /* rpc_async throughput */
     double echo_mbps[N_SIZES];
@@ -81,6 +87,12 @@ static ferry_status echo(const ferry_value *args, const ferry_value *kwargs, fer
     return FERRY_OK;
 }
 
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
 static int join(const char *transport, int port, int rank)
 {
     char buf[32];
@@ -93,6 +105,7 @@ static int join(const char *transport, int port, int rank)
     setenv("FERRY_TRANSPORT", transport, 1);
     ferry_register_nonblocking_function("noop", noop, NULL);
     ferry_register_nonblocking_function("echo", echo, NULL);
+    ferry_register_function("user_noop", noop, NULL);
     if (ferry_init_rpc(rank ? "server" : "client", -1, 0, NULL) != FERRY_OK) {
         fprintf(stderr, "init failed: %s\n", ferry_last_error());
         return -1;
@@ -100,15 +113,30 @@ static int join(const char *transport, int port, int rank)
     return 0;
 }
 
-static double measure_rt_us(int iters)
+/* Mean round trip of `iters` calls of fn after a tenth as many unmeasured; with p50/p99 also
+   the median and 99th percentile of the single calls. */
+static double measure_rt_us(const char *fn, int iters, double *p50, double *p99)
 {
     ferry_value *args = ferry_list_of(0);
+    double *lat = p50 ? calloc((size_t)iters, sizeof *lat) : NULL;
     for (int i = 0; i < iters / 10; i++)
-        ferry_value_release(ferry_rpc_sync("server", "noop", args, NULL, FERRY_TIMEOUT_DEFAULT));
-    double t0 = now_s();
-    for (int i = 0; i < iters; i++)
-        ferry_value_release(ferry_rpc_sync("server", "noop", args, NULL, FERRY_TIMEOUT_DEFAULT));
+        ferry_value_release(ferry_rpc_sync("server", fn, args, NULL, FERRY_TIMEOUT_DEFAULT));
+    double t0 = now_s(), t = t0;
+    for (int i = 0; i < iters; i++) {
+        ferry_value_release(ferry_rpc_sync("server", fn, args, NULL, FERRY_TIMEOUT_DEFAULT));
+        if (lat) {
+            double t1 = now_s();
+            lat[i] = (t1 - t) * 1e6;
+            t = t1;
+        }
+    }
     double dt = now_s() - t0;
+    if (lat) {
+        qsort(lat, (size_t)iters, sizeof *lat, cmp_double);
+        *p50 = lat[iters / 2];
+        *p99 = lat[iters * 99 / 100];
+        free(lat);
+    }
     ferry_value_release(args);
     return dt / iters * 1e6;
 }
@@ -175,8 +203,9 @@ static double measure_echo_mbps(size_t bytes)
     return 2.0 * bytes * iters / dt / 1e6; /* both directions, as fi_pingpong counts */
 }
 
-/* The tiny mode: a fixed warm-up (so two runs differ only in the measured calls), then n calls. */
-static int run_tiny(const char *transport, int n)
+/* The tiny mode: a fixed warm-up (so two runs differ only in the measured calls), then n calls
+   of fn. Each process prints its context switches (all threads) on stderr as it ends. */
+static int run_tiny(const char *transport, int n, const char *fn)
 {
     int port = free_port();
     if (!getenv("FERRY_AUTH_TOKEN")) /* both ranks fork from here and share it */
@@ -191,14 +220,19 @@ static int run_tiny(const char *transport, int n)
             if (r == 0) {
                 ferry_value *args = ferry_list_of(0);
                 for (int i = 0; i < 200 + n && ok; i++) {
-                    ferry_value *v = ferry_rpc_sync("server", "noop", args, NULL,
+                    ferry_value *v = ferry_rpc_sync("server", fn, args, NULL,
                                                     FERRY_TIMEOUT_DEFAULT);
                     ok = v != NULL;
                     ferry_value_release(v);
                 }
                 ferry_value_release(args);
             }
-            _exit(ferry_shutdown(true, 0) == FERRY_OK && ok ? 0 : 1);
+            ok = ferry_shutdown(true, 0) == FERRY_OK && ok;
+            struct rusage ru;
+            getrusage(RUSAGE_SELF, &ru);
+            fprintf(stderr, "%s switches: %ld voluntary, %ld involuntary\n",
+                    r ? "server" : "client", ru.ru_nvcsw, ru.ru_nivcsw);
+            _exit(ok ? 0 : 1);
         }
     }
     printf("client %d\nserver %d\n", (int)pids[0], (int)pids[1]);
@@ -229,7 +263,8 @@ static int run_ferry(const char *transport, bool calls_only, ferry_figures *out)
                 _exit(1);
             if (r == 0) {
                 ferry_figures f = {0};
-                f.rt_us = measure_rt_us(10000);
+                f.rt_us = measure_rt_us("noop", 10000, &f.p50_us, &f.p99_us);
+                f.user_rt_us = measure_rt_us("user_noop", 10000, NULL, NULL);
                 if (!calls_only)
                     f.remote_us = measure_remote_us(2000);
                 f.async_per_s = measure_async(ASYNC_CALLS, ASYNC_WINDOW);
@@ -269,21 +304,22 @@ static int run_calls(const char *transport)
         fprintf(stderr, "ferry_bench: ferry run on %s failed\n", transport);
         return 1;
     }
-    printf("transport %s\nrt_us %.3f\nasync_per_s %.0f\nasync_window %d\nasync_calls %d\n",
-           transport, f.rt_us, f.async_per_s, ASYNC_WINDOW, ASYNC_CALLS);
+    printf("transport %s\nrt_us %.3f\nuser_rt_us %.3f\np99_us %.3f\nasync_per_s %.0f\nasync_window %d\nasync_calls %d\n",
+           transport, f.rt_us, f.user_rt_us, f.p99_us, f.async_per_s, ASYNC_WINDOW, ASYNC_CALLS);
     return 0;
 }
 
 int main(int argc, char **argv)
 {
     if (argc >= 3 && strcmp(argv[1], "tiny") == 0)
-        return run_tiny(argc >= 4 ? argv[3] : "shm", atoi(argv[2]));
+        return run_tiny(argc >= 4 ? argv[3] : "shm", atoi(argv[2]),
+                        argc >= 5 && strcmp(argv[4], "user") == 0 ? "user_noop" : "noop");
     if (argc >= 2 && strcmp(argv[1], "calls") == 0)
         return run_calls(argc >= 3 ? argv[2] : "shm");
     const char *transports[2] = {"tcp", "shm"};
     const char *providers[2] = {"tcp;ofi_rxm", "shm"};
     printf("ferry_bench: two workers on 127.0.0.1; fi_pingpong measured in the same run\n");
-    printf("%-4s %-26s %16s %16s %8s\n", "net", "test", "ferry", "fi_pingpong", "ratio");
+    printf("%-4s %-26s %16s %16s %8s\n", "net", "test", "ferry", "anchor", "ratio");
     int status = 0;
     for (int t = 0; t < 2; t++) {
         fi_figure tiny = run_pingpong(providers[t], 64, 10000);
@@ -299,8 +335,15 @@ int main(int argc, char **argv)
         printf("%-4s %-26s %13.1f us %13.1f us %7.2fx  (round trip; lower is better)\n",
                transports[t], "rpc_sync tiny round trip", f.rt_us, tiny.rt_us,
                tiny.rt_us > 0 ? f.rt_us / tiny.rt_us : 0);
-        printf("%-4s %-26s %13.1f us %16s %8s  (remote + to_here + release)\n", transports[t],
-               "remote + to_here tiny", f.remote_us, "-", "-");
+        printf("%-4s %-26s %13.1f us %13.1f us %7.2fx  (an ordinary function: on the pool)\n",
+               transports[t], "rpc_sync tiny, user fn", f.user_rt_us, tiny.rt_us,
+               tiny.rt_us > 0 ? f.user_rt_us / tiny.rt_us : 0);
+        printf("%-4s %-26s %13.1f us %13.1f us %7.2fx  (p99 / median of the tiny calls)\n",
+               transports[t], "rpc_sync tiny p99", f.p99_us, f.p50_us,
+               f.p50_us > 0 ? f.p99_us / f.p50_us : 0);
+        printf("%-4s %-26s %13.1f us %13.1f us %7.2fx  (remote + to_here + release / rpc_sync)\n",
+               transports[t], "remote + to_here tiny", f.remote_us, f.rt_us,
+               f.rt_us > 0 ? f.remote_us / f.rt_us : 0);
         char async_label[64];
         snprintf(async_label, sizeof async_label, "rpc_async %d in flight", ASYNC_WINDOW);
         printf("%-4s %-26s %11.0f /s %16s %8s\n", transports[t], async_label, f.async_per_s,

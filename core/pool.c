@@ -51,6 +51,15 @@ struct ferry__pool {
     int max_spares; /* threads beyond `size` lent to blocked tasks, at most */
     bool warned_cap;
     bool stopping;
+    /* The spinner (ferry__pool_set_spinner) and the one thread lent to it at a time. `queued`
+       and `is_stopping` mirror count and stopping for it to read without the mutex. */
+    const ferry__pool_spinner *spinner;
+    void *spin_ctx;
+    long long spin_ns;
+    bool is_spinning;
+    pthread_cond_t spin_cv;          /* the spin ended (set_spinner waits for it) */
+    atomic_size_t queued;
+    atomic_bool is_stopping;
     pool_thread *live;   /* every started thread not yet reaped */
     pool_thread *exited; /* spares that left; joined on the next spawn or in free */
     char name[12];
@@ -116,8 +125,8 @@ static ferry_status spawn_locked(ferry__pool *pool)
    Threads that are running a task will come back for the queue by themselves. */
 static void ensure_worker_locked(ferry__pool *pool)
 {
-    if (pool->count == 0)
-        return;
+    if (pool->count == 0 || pool->is_spinning)
+        return; /* the spinner comes back for it */
     if (pool->idle > 0) {
         pthread_cond_signal(&pool->work_cv);
         return;
@@ -147,12 +156,61 @@ static void ensure_worker_locked(ferry__pool *pool)
                         "for a blocked thread", pool->name, ferry_last_error());
 }
 
+/* Lends the calling thread to the spinner until a task is queued, the pool stops, or spin_ns
+   pass with nothing moving; pool->mu is dropped meanwhile. True when the spinner handed over a
+   task of its own (in *out). */
+static bool spin_locked(ferry__pool *pool, pool_task *out)
+{
+    const ferry__pool_spinner *s = pool->spinner;
+    void *ctx = pool->spin_ctx;
+    long long spin_ns = pool->spin_ns;
+    pool->is_spinning = true;
+    pthread_mutex_unlock(&pool->mu);
+    if (s->begin)
+        s->begin(ctx);
+    bool got = false;
+    long long idle_end = ferry__now_ns() + spin_ns;
+    while (atomic_load_explicit(&pool->queued, memory_order_relaxed) == 0 &&
+           !atomic_load_explicit(&pool->is_stopping, memory_order_relaxed)) {
+        int r = s->poll(ctx, &out->fn, &out->arg);
+        if (r == 2) {
+            got = true;
+            break;
+        }
+        long long now = ferry__now_ns();
+        if (r == 1)
+            idle_end = now + spin_ns;
+        else if (now >= idle_end)
+            break;
+    }
+    if (s->end)
+        s->end(ctx);
+    pthread_mutex_lock(&pool->mu);
+    pool->is_spinning = false;
+    pthread_cond_broadcast(&pool->spin_cv);
+    /* Submits skipped the wake while we spun: whatever queued meanwhile, beyond the one task
+       this thread takes next, needs threads. */
+    size_t mine = got ? 0 : 1;
+    for (int i = 0; (size_t)i + mine < pool->count && i < pool->idle; i++)
+        pthread_cond_signal(&pool->work_cv);
+    if (pool->count > mine && pool->idle == 0)
+        ensure_worker_locked(pool);
+    return got;
+}
+
 /* Waits for a task; false when the thread should exit (stopping and drained, or surplus). */
 static bool next_task_locked(ferry__pool *pool, pool_task *out)
 {
+    bool has_spun = false;
     while (pool->count == 0) {
         if (pool->stopping)
             return false;
+        if (!has_spun && pool->spinner && !pool->is_spinning) {
+            has_spun = true; /* once per wait: after an idle window the thread sleeps */
+            if (spin_locked(pool, out))
+                return true;
+            continue;
+        }
         pool->idle++;
         int err = 0;
         bool surplus = pool->threads - pool->blocked > pool->size;
@@ -170,6 +228,7 @@ static bool next_task_locked(ferry__pool *pool, pool_task *out)
     *out = pool->ring[pool->head];
     pool->head = (pool->head + 1) % pool->cap;
     pool->count--;
+    atomic_store_explicit(&pool->queued, pool->count, memory_order_relaxed);
     pthread_cond_signal(&pool->room_cv);
     return true;
 }
@@ -207,6 +266,7 @@ static void *pool_main(void *arg)
 
 static void pool_destroy(ferry__pool *pool)
 {
+    pthread_cond_destroy(&pool->spin_cv);
     pthread_cond_destroy(&pool->exit_cv);
     pthread_cond_destroy(&pool->room_cv);
     pthread_cond_destroy(&pool->work_cv);
@@ -238,6 +298,9 @@ ferry__pool *ferry__pool_new(int nthreads, size_t queue_cap, const char *name)
     ferry__cond_init_monotonic(&pool->work_cv);
     ferry__cond_init_monotonic(&pool->room_cv);
     ferry__cond_init_monotonic(&pool->exit_cv);
+    ferry__cond_init_monotonic(&pool->spin_cv);
+    atomic_init(&pool->queued, 0);
+    atomic_init(&pool->is_stopping, false);
 
     pthread_mutex_lock(&pool->mu);
     ferry_status rc = FERRY_OK;
@@ -259,6 +322,7 @@ static void push_locked(ferry__pool *pool, ferry__task_fn fn, void *arg)
 {
     pool->ring[(pool->head + pool->count) % pool->cap] = (pool_task){fn, arg};
     pool->count++;
+    atomic_store_explicit(&pool->queued, pool->count, memory_order_relaxed);
     ensure_worker_locked(pool);
 }
 
@@ -324,6 +388,7 @@ void ferry__pool_free(ferry__pool *pool)
     }
     pthread_mutex_lock(&pool->mu);
     pool->stopping = true;
+    atomic_store(&pool->is_stopping, true);
     pthread_cond_broadcast(&pool->work_cv);
     pthread_cond_broadcast(&pool->room_cv);
     /* Queued tasks may all be waiting on a blocked thread: make sure someone drains them. */
@@ -359,6 +424,23 @@ void ferry__pool_blocking_end(void)
     /* Now there may be a surplus: let an idle thread notice and start its exit timer. */
     if (pool->idle > 0 && pool->threads - pool->blocked > pool->size)
         pthread_cond_signal(&pool->work_cv);
+    pthread_mutex_unlock(&pool->mu);
+}
+
+void ferry__pool_set_spinner(ferry__pool *pool, const ferry__pool_spinner *spinner, void *ctx,
+                             long long spin_ns)
+{
+    if (!pool)
+        return;
+    if (spinner && (!spinner->poll || spin_ns <= 0))
+        spinner = NULL;
+    pthread_mutex_lock(&pool->mu);
+    pool->spinner = NULL;
+    while (pool->is_spinning) /* the old ctx may go once this returns */
+        pthread_cond_wait(&pool->spin_cv, &pool->mu);
+    pool->spinner = spinner;
+    pool->spin_ctx = ctx;
+    pool->spin_ns = spin_ns;
     pthread_mutex_unlock(&pool->mu);
 }
 

@@ -27,6 +27,23 @@ void ferry__pool_set_max_spares(ferry__pool *pool, int max_spares);
    its own threads. NULL is fine. */
 void ferry__pool_free(ferry__pool *pool);
 
+/* A pool may lend one idle thread at a time to a spinner: instead of sleeping at once, that
+   thread calls poll(ctx, ...) over and over until a task is queued, the pool stops, or spin_ns
+   pass without poll moving anything. poll returns 0 (nothing), 1 (it moved something: the
+   window restarts) or 2 (it found a task of its own, stored in *fn / *arg, which the thread
+   runs next). begin and end bracket each stretch of polls on that thread (NULL: none). While
+   a thread spins, a submit wakes nobody: the spinner sees the queue. rpc uses it to let an
+   idle pool thread read the fabric and run the call it reads itself (rpc/serve.c). */
+typedef struct {
+    void (*begin)(void *ctx);
+    int (*poll)(void *ctx, ferry__task_fn *fn, void **arg);
+    void (*end)(void *ctx);
+} ferry__pool_spinner;
+/* Installs (or with NULL removes) the spinner; ctx must outlive the pool or the next call.
+   spin_ns <= 0 removes it too. */
+void ferry__pool_set_spinner(ferry__pool *pool, const ferry__pool_spinner *spinner, void *ctx,
+                             long long spin_ns);
+
 /* Called by code about to block on a pool thread (future waits do it): the pool keeps at least
    its configured number of runnable threads by starting or waking a spare one. No-op off a pool
    thread. Pairs with ferry__pool_blocking_end. */

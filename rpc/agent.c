@@ -14,6 +14,7 @@
 #include "core/log.h"
 #include "rpc/pending.h"
 #include "rpc/registry.h"
+#include "rpc/serve.h"
 #include "transport/launcher.h"
 
 /* Init and shutdown are exclusive of each other. */
@@ -342,6 +343,7 @@ static ferry_status agent_start(ferry__agent *a, const char *init_method,
     atomic_store(&a->state, FERRY__AGENT_RUNNING);
     if ((rc = ferry__net_start(a->net)) != FERRY_OK)
         return rc;
+    ferry__serve_start(a);
     /* Peers may call as soon as they pass the barrier below, before it returns here: functions
        they run must already find this agent. */
     if (!ferry__agent_publish(a))

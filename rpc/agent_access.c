@@ -75,6 +75,25 @@ const char *ferry__agent_worker_name(const ferry__agent *a, int rank)
     return rank >= 0 && rank < a->world_size ? a->workers[rank].name : NULL;
 }
 
+void ferry__agent_drive_begin(ferry__agent *a)
+{
+    pthread_rwlock_rdlock(&a->net_lock);
+    if (a->net)
+        ferry__net_drive_begin(a->net);
+}
+
+bool ferry__agent_drive_poll(ferry__agent *a)
+{
+    return a->net && ferry__net_drive_poll(a->net) > 0;
+}
+
+void ferry__agent_drive_end(ferry__agent *a)
+{
+    if (a->net)
+        ferry__net_drive_end(a->net);
+    pthread_rwlock_unlock(&a->net_lock);
+}
+
 ferry_status ferry__agent_submit(ferry__agent *a, void (*fn)(void *), void *arg)
 {
     ferry_status rc = FERRY_ESHUTDOWN;

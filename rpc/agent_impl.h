@@ -163,6 +163,12 @@ void ferry__agent_hooks_peer_lost(ferry__agent *agent, int rank, bool gone, cons
    too large to frame, FERRY_ESHUTDOWN, or the transport's code. */
 ferry_status ferry__agent_send_msg(ferry__agent *agent, int dst, ferry__msg *m,
                                    const ferry__msg *request);
+/* A thread drives the fabric itself (a caller waiting for its reply, an idle pool thread):
+   begin holds the net alive (net_lock shared) until end; poll is one pass, true when it moved
+   something. */
+void ferry__agent_drive_begin(ferry__agent *agent);
+bool ferry__agent_drive_poll(ferry__agent *agent);
+void ferry__agent_drive_end(ferry__agent *agent);
 /* The net's handlers (ctx is the agent): progress thread or a thread driving the fabric. */
 void ferry__agent_on_message(void *ctx, int src, const void *buf, size_t len);
 void ferry__agent_on_tick(void *ctx, long long now_ns);

@@ -49,6 +49,15 @@ struct ferry__later {
 /* The job whose handler runs on this thread, for ferry__agent_reply_later. */
 static _Thread_local job *handling;
 
+/* An idle pool thread lent to the fabric (ferry__serve_start): while its poll pass runs,
+   `agent` is set, and the first request it reads that must run on the pool is left in `j`
+   for this same thread to run as soon as the pass is over, so the call starts without waking
+   anyone (the progress thread keeps out of the queues while a pool thread polls them). */
+static _Thread_local struct {
+    ferry__agent *agent;
+    job *j;
+} spin_slot;
+
 static void job_free(job *j)
 {
     ferry_future_release(j->later);
@@ -396,6 +405,10 @@ void ferry__serve_request(ferry__agent *a, int src, ferry__msg *m)
         if (run_here(a, j, is_call))
             return;
     }
+    if (spin_slot.agent == a && !spin_slot.j) {
+        spin_slot.j = j; /* this pool thread runs it right after its poll pass */
+        return;
+    }
     ferry_status rc = ferry__agent_submit(a, job_task, j);
     if (rc != FERRY_OK) {
         server_done(a);
@@ -404,6 +417,46 @@ void ferry__serve_request(ferry__agent *a, int src, ferry__msg *m)
                                                        : "the callee's work queue is full");
         job_free(j);
     }
+}
+
+/* ---- pool threads reading the fabric ---- */
+
+/* How long an idle pool thread keeps polling the fabric after the last thing it moved before
+   it sleeps. -DPOOL_SPIN_NS=... overrides it for experiments. */
+#ifndef POOL_SPIN_NS
+#define POOL_SPIN_NS 50000LL
+#endif
+
+static void spin_begin(void *ctx)
+{
+    ferry__agent_drive_begin(ctx);
+}
+
+static int spin_poll(void *ctx, ferry__task_fn *fn, void **arg)
+{
+    ferry__agent *a = ctx;
+    spin_slot.agent = a;
+    bool moved = ferry__agent_drive_poll(a);
+    spin_slot.agent = NULL;
+    job *j = spin_slot.j;
+    if (!j)
+        return moved ? 1 : 0;
+    spin_slot.j = NULL;
+    *fn = job_task;
+    *arg = j;
+    return 2;
+}
+
+static void spin_end(void *ctx)
+{
+    ferry__agent_drive_end(ctx);
+}
+
+static const ferry__pool_spinner pool_spinner = {spin_begin, spin_poll, spin_end};
+
+void ferry__serve_start(ferry__agent *a)
+{
+    ferry__pool_set_spinner(a->pool, &pool_spinner, a, POOL_SPIN_NS);
 }
 
 /* ---- requests answered later ---- */
