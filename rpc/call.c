@@ -156,6 +156,14 @@ ferry_future *ferry_rpc_async(const char *to, const char *fn, ferry_value *args,
         ferry__msg m = {.type = FERRY__MSG_CALL, .fn = (char *)fn, .args = args, .kwargs = kwargs};
         f = ferry__agent_request(a, dst, &m, timeout);
     }
+    /* A caller that keeps calls in flight reads their replies itself, one pass per call it
+       starts, and the progress thread backs off meanwhile: on a machine with few cores the
+       replies are then read by a thread that runs anyway, not by one more that spins. */
+    if (f && atomic_load(&a->client_active) > 1) {
+        ferry__agent_drive_begin(a);
+        ferry__agent_drive_poll(a);
+        ferry__agent_drive_end(a);
+    }
     ferry__agent_release(a);
     return f;
 }

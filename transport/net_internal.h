@@ -205,6 +205,7 @@ struct ferry__net {
        of them (it only runs ticks), so two threads never spin on one process's queues. */
     pthread_mutex_t poll_lock;
     atomic_int drivers;
+    _Atomic long long driven_ns;    /* when a driving thread last polled */
 };
 
 /* The one place libfabric's codes become ferry's (-FI_E* or 0 in; never logs). */

@@ -284,6 +284,7 @@ int ferry__net_drive_poll(ferry__net *net)
     if (pthread_mutex_trylock(&net->poll_lock) == 0) {
         n = progress_once(net);
         pthread_mutex_unlock(&net->poll_lock);
+        atomic_store_explicit(&net->driven_ns, ferry__now_ns(), memory_order_relaxed);
     }
     return n;
 }
@@ -293,11 +294,13 @@ void ferry__net_drive_end(ferry__net *net)
     atomic_fetch_sub(&net->drivers, 1);
 }
 
-/* One pass of the progress thread: nothing while a waiting thread drives (it polls), else the
+/* One pass of the progress thread: nothing while another thread drives (it polls) or drove a
+   moment ago (a caller keeping calls in flight polls once per call it starts), else the
    completion queues. */
 static int progress_turn(ferry__net *net)
 {
-    if (atomic_load(&net->drivers) > 0) {
+    long long driven = atomic_load_explicit(&net->driven_ns, memory_order_relaxed);
+    if (atomic_load(&net->drivers) > 0 || ferry__now_ns() - driven < DRIVEN_NAP_US * 1000LL) {
         ferry__sleep_us(DRIVEN_NAP_US);
         return 1; /* counts as busy: no sleep on the wait fds right after */
     }
