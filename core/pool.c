@@ -57,6 +57,8 @@ struct ferry__pool {
     void *spin_ctx;
     long long spin_ns;
     bool is_spinning;
+    bool spin_wanted;                /* ferry__pool_want_spinner asked for a spin */
+    atomic_bool spin_hint;           /* is_spinning or spin_wanted, read without the mutex */
     pthread_cond_t spin_cv;          /* the spin ended (set_spinner waits for it) */
     atomic_size_t queued;
     atomic_bool is_stopping;
@@ -165,6 +167,8 @@ static bool spin_locked(ferry__pool *pool, pool_task *out)
     void *ctx = pool->spin_ctx;
     long long spin_ns = pool->spin_ns;
     pool->is_spinning = true;
+    pool->spin_wanted = false;
+    atomic_store_explicit(&pool->spin_hint, true, memory_order_relaxed);
     pthread_mutex_unlock(&pool->mu);
     if (s->begin)
         s->begin(ctx);
@@ -187,6 +191,7 @@ static bool spin_locked(ferry__pool *pool, pool_task *out)
         s->end(ctx);
     pthread_mutex_lock(&pool->mu);
     pool->is_spinning = false;
+    atomic_store_explicit(&pool->spin_hint, false, memory_order_relaxed);
     pthread_cond_broadcast(&pool->spin_cv);
     /* Submits skipped the wake while we spun: whatever queued meanwhile, beyond the one task
        this thread takes next, needs threads. */
@@ -205,8 +210,9 @@ static bool next_task_locked(ferry__pool *pool, pool_task *out)
     while (pool->count == 0) {
         if (pool->stopping)
             return false;
-        if (!has_spun && pool->spinner && !pool->is_spinning) {
-            has_spun = true; /* once per wait: after an idle window the thread sleeps */
+        if (pool->spinner && !pool->is_spinning && (!has_spun || pool->spin_wanted)) {
+            /* Once per wait, unless asked again: after an idle window the thread sleeps. */
+            has_spun = true;
             if (spin_locked(pool, out))
                 return true;
             continue;
@@ -301,6 +307,7 @@ ferry__pool *ferry__pool_new(int nthreads, size_t queue_cap, const char *name)
     ferry__cond_init_monotonic(&pool->spin_cv);
     atomic_init(&pool->queued, 0);
     atomic_init(&pool->is_stopping, false);
+    atomic_init(&pool->spin_hint, false);
 
     pthread_mutex_lock(&pool->mu);
     ferry_status rc = FERRY_OK;
@@ -441,6 +448,22 @@ void ferry__pool_set_spinner(ferry__pool *pool, const ferry__pool_spinner *spinn
     pool->spinner = spinner;
     pool->spin_ctx = ctx;
     pool->spin_ns = spin_ns;
+    pool->spin_wanted = false;
+    atomic_store_explicit(&pool->spin_hint, false, memory_order_relaxed);
+    pthread_mutex_unlock(&pool->mu);
+}
+
+void ferry__pool_want_spinner(ferry__pool *pool)
+{
+    if (!pool || atomic_load_explicit(&pool->spin_hint, memory_order_relaxed))
+        return;
+    pthread_mutex_lock(&pool->mu);
+    if (pool->spinner && !pool->is_spinning && !pool->spin_wanted && !pool->stopping) {
+        pool->spin_wanted = true;
+        atomic_store_explicit(&pool->spin_hint, true, memory_order_relaxed);
+        if (pool->idle > 0)
+            pthread_cond_signal(&pool->work_cv);
+    }
     pthread_mutex_unlock(&pool->mu);
 }
 
