@@ -25,6 +25,9 @@
 
 /* How long a surplus thread idles before it exits. */
 #define SPARE_IDLE_NS 2000000000LL
+/* An empty poll that took this long means the spinner was preempted: other threads want the
+   CPU, so it stops and leaves the fabric to the progress thread, which sleeps until woken. */
+#define SPIN_PREEMPTED_NS 20000LL
 
 typedef struct {
     ferry__task_fn fn;
@@ -59,6 +62,7 @@ struct ferry__pool {
     bool is_spinning;
     bool spin_wanted;                /* ferry__pool_want_spinner asked for a spin */
     atomic_bool spin_hint;           /* is_spinning or spin_wanted, read without the mutex */
+    atomic_bool spin_cancel;         /* set_spinner ends the running spin */
     pthread_cond_t spin_cv;          /* the spin ended (set_spinner waits for it) */
     atomic_size_t queued;
     atomic_bool is_stopping;
@@ -158,8 +162,9 @@ static void ensure_worker_locked(ferry__pool *pool)
                         "for a blocked thread", pool->name, ferry_last_error());
 }
 
-/* Lends the calling thread to the spinner until a task is queued, the pool stops, or spin_ns
-   pass with nothing moving; pool->mu is dropped meanwhile. True when the spinner handed over a
+/* Lends the calling thread to the spinner until a task is queued, the pool stops, spin_ns
+   pass with nothing moving, or an empty poll shows the thread was preempted; pool->mu is
+   dropped meanwhile. True when the spinner handed over a
    task of its own (in *out). */
 static bool spin_locked(ferry__pool *pool, pool_task *out)
 {
@@ -173,9 +178,10 @@ static bool spin_locked(ferry__pool *pool, pool_task *out)
     if (s->begin)
         s->begin(ctx);
     bool got = false;
-    long long idle_end = ferry__now_ns() + spin_ns;
+    long long moved_at = ferry__now_ns(), polled_at = moved_at;
     while (atomic_load_explicit(&pool->queued, memory_order_relaxed) == 0 &&
-           !atomic_load_explicit(&pool->is_stopping, memory_order_relaxed)) {
+           !atomic_load_explicit(&pool->is_stopping, memory_order_relaxed) &&
+           !atomic_load_explicit(&pool->spin_cancel, memory_order_relaxed)) {
         int r = s->poll(ctx, &out->fn, &out->arg);
         if (r == 2) {
             got = true;
@@ -183,9 +189,10 @@ static bool spin_locked(ferry__pool *pool, pool_task *out)
         }
         long long now = ferry__now_ns();
         if (r == 1)
-            idle_end = now + spin_ns;
-        else if (now >= idle_end)
+            moved_at = now;
+        else if (now - moved_at >= spin_ns || now - polled_at >= SPIN_PREEMPTED_NS)
             break;
+        polled_at = now;
     }
     if (s->end)
         s->end(ctx);
@@ -210,7 +217,11 @@ static bool next_task_locked(ferry__pool *pool, pool_task *out)
     while (pool->count == 0) {
         if (pool->stopping)
             return false;
-        if (pool->spinner && !pool->is_spinning && (!has_spun || pool->spin_wanted)) {
+        /* Only while no other thread of the pool runs a task: a busy pool leaves the fabric
+           to the progress thread rather than take a CPU from its own work. */
+        bool others_run = pool->threads - pool->idle - pool->blocked > 1;
+        if (pool->spinner && !pool->is_spinning && !others_run &&
+            (!has_spun || pool->spin_wanted)) {
             /* Once per wait, unless asked again: after an idle window the thread sleeps. */
             has_spun = true;
             if (spin_locked(pool, out))
@@ -308,6 +319,7 @@ ferry__pool *ferry__pool_new(int nthreads, size_t queue_cap, const char *name)
     atomic_init(&pool->queued, 0);
     atomic_init(&pool->is_stopping, false);
     atomic_init(&pool->spin_hint, false);
+    atomic_init(&pool->spin_cancel, false);
 
     pthread_mutex_lock(&pool->mu);
     ferry_status rc = FERRY_OK;
@@ -443,8 +455,10 @@ void ferry__pool_set_spinner(ferry__pool *pool, const ferry__pool_spinner *spinn
         spinner = NULL;
     pthread_mutex_lock(&pool->mu);
     pool->spinner = NULL;
+    atomic_store(&pool->spin_cancel, true);
     while (pool->is_spinning) /* the old ctx may go once this returns */
         pthread_cond_wait(&pool->spin_cv, &pool->mu);
+    atomic_store(&pool->spin_cancel, false);
     pool->spinner = spinner;
     pool->spin_ctx = ctx;
     pool->spin_ns = spin_ns;
@@ -461,7 +475,8 @@ void ferry__pool_want_spinner(ferry__pool *pool)
     if (pool->spinner && !pool->is_spinning && !pool->spin_wanted && !pool->stopping) {
         pool->spin_wanted = true;
         atomic_store_explicit(&pool->spin_hint, true, memory_order_relaxed);
-        if (pool->idle > 0)
+        /* A thread running a task spins when it is done; else wake one. */
+        if (pool->idle > 0 && pool->threads - pool->idle - pool->blocked == 0)
             pthread_cond_signal(&pool->work_cv);
     }
     pthread_mutex_unlock(&pool->mu);

@@ -29,9 +29,11 @@ void ferry__pool_free(ferry__pool *pool);
 
 /* A pool may lend one idle thread at a time to a spinner: instead of sleeping at once, that
    thread calls poll(ctx, ...) over and over until a task is queued, the pool stops, or spin_ns
-   pass without poll moving anything. poll returns 0 (nothing), 1 (it moved something: the
-   window restarts) or 2 (it found a task of its own, stored in *fn / *arg, which the thread
-   runs next). begin and end bracket each stretch of polls on that thread (NULL: none). While
+   pass without poll moving anything, or it finds it was preempted (an empty poll that took
+   20 µs: other threads want the CPU). It spins only while no other thread of the pool runs a
+   task. poll returns 0
+   (nothing), 1 (it moved something: the window restarts) or 2 (it found a task of its own,
+   stored in *fn / *arg, which the thread runs next). begin and end bracket each stretch of polls on that thread (NULL: none). While
    a thread spins, a submit wakes nobody: the spinner sees the queue. rpc uses it to let an
    idle pool thread read the fabric and run the call it reads itself (rpc/serve.c). */
 typedef struct {

@@ -18,6 +18,8 @@ typedef struct {
     atomic_int to_hand;     /* tasks poll should still hand over */
     atomic_int ran;         /* hand_task ran */
     atomic_int overlap;     /* two threads were inside begin/end at once */
+    bool moving;            /* poll says it moved something: the spin never idles out, and a
+                               preempted thread keeps spinning (a loaded test machine) */
 } spin_probe;
 
 static void probe_begin(void *ctx)
@@ -51,7 +53,7 @@ static int probe_poll(void *ctx, ferry__task_fn *fn, void **arg)
         *arg = p;
         return 2;
     }
-    return 0;
+    return p->moving ? 1 : 0;
 }
 
 static const ferry__pool_spinner probe = {probe_begin, probe_poll, probe_end};
@@ -65,7 +67,7 @@ static void wait_for(atomic_int *v, int want, double limit_s)
 
 Test(pool_spin, runs_each_task_the_spinner_hands_over_exactly_once, .timeout = 20)
 {
-    spin_probe p = {0};
+    spin_probe p = {.moving = true};
     ferry__pool *pool = ferry__pool_new(2, 64, "spin");
     cr_assert_not_null(pool);
     ferry__pool_set_spinner(pool, &probe, &p, 5 * 1000000LL);
@@ -84,7 +86,7 @@ Test(pool_spin, runs_each_task_the_spinner_hands_over_exactly_once, .timeout = 2
 
 Test(pool_spin, runs_a_task_submitted_while_a_thread_spins, .timeout = 20)
 {
-    spin_probe p = {0};
+    spin_probe p = {.moving = true};
     ferry__pool *pool = ferry__pool_new(1, 64, "spin");
     cr_assert_not_null(pool);
     ferry__pool_set_spinner(pool, &probe, &p, 2000 * 1000000LL);
@@ -109,7 +111,7 @@ static void sleep_task(void *arg)
 
 Test(pool_spin, spreads_tasks_queued_during_a_spin_over_idle_threads, .timeout = 20)
 {
-    spin_probe p = {0};
+    spin_probe p = {.moving = true};
     atomic_int done = 0;
     ferry__pool *pool = ferry__pool_new(4, 64, "spin");
     cr_assert_not_null(pool);
@@ -129,7 +131,7 @@ Test(pool_spin, spreads_tasks_queued_during_a_spin_over_idle_threads, .timeout =
 
 Test(pool_spin, stops_polling_once_the_spinner_is_removed, .timeout = 20)
 {
-    spin_probe p = {0};
+    spin_probe p = {.moving = true};
     ferry__pool *pool = ferry__pool_new(2, 64, "spin");
     cr_assert_not_null(pool);
     ferry__pool_set_spinner(pool, &probe, &p, 2000 * 1000000LL);
@@ -148,7 +150,7 @@ Test(pool_spin, stops_polling_once_the_spinner_is_removed, .timeout = 20)
 
 Test(pool_spin, frees_promptly_while_a_thread_spins, .timeout = 20)
 {
-    spin_probe p = {0};
+    spin_probe p = {.moving = true};
     ferry__pool *pool = ferry__pool_new(3, 64, "spin");
     cr_assert_not_null(pool);
     ferry__pool_set_spinner(pool, &probe, &p, 60 * 1000000000LL);
