@@ -1,7 +1,11 @@
-/* Logging to stderr, level from FERRY_LOG (error, warn, info, debug; default warn). Each line
-   carries time, pid, thread, worker name and module. The level is checked before formatting. */
+/* Logging to stderr, level from FERRY_LOG (error, warn, info, debug; default warn; anything
+   else is warned about once). Each line carries time, pid, thread, worker name and module. The
+   level is checked before formatting. With FERRY_LOG_FILE a rank's lines go to its own file
+   from init to shutdown (README, "Running programs"); stderr before and after. */
 #ifndef FERRY_CORE_LOG_H
 #define FERRY_CORE_LOG_H
+
+#include <stddef.h>
 
 #include "ferry/error.h"
 
@@ -11,8 +15,13 @@ typedef enum { FERRY_LOG_ERROR, FERRY_LOG_WARN, FERRY_LOG_INFO, FERRY_LOG_DEBUG 
 ferry__log_level ferry__log_level_get(void);
 void ferry__log_write(ferry__log_level level, const char *module, const char *fmt, ...)
     FERRY_PRINTF(3, 4);
-/* The worker name printed on every line (copied; NULL clears it). */
-void ferry__log_set_worker(const char *name);
+/* The worker name printed on every line (copied; NULL clears it) and its rank: from here on
+   lines go to the rank's FERRY_LOG_FILE when one is set (NULL closes it). */
+void ferry__log_set_worker(const char *name, int rank);
+/* The file name FERRY_LOG_FILE's pattern gives for `rank`: %r is the rank, %p the pid, %% a
+   percent sign, and a pattern without %r gets ".<rank>" appended. Writes at most cap bytes
+   with the NUL; returns the length it needed (as snprintf). */
+size_t ferry__log_file_name(const char *pattern, int rank, char *out, size_t cap);
 
 #define FERRY_LOG_AT(level, module, ...)                                                  \
     do {                                                                                \

@@ -384,7 +384,7 @@ ferry_status ferry_init_rpc(const char *name, int rank, int world_size,
     }
     ferry__agent *a = rc == FERRY_OK ? agent_new(name, rank, world_size, &o) : NULL;
     if (a) {
-        ferry__log_set_worker(name);
+        ferry__log_set_worker(name, rank);
         rc = agent_start(a, o.init_method, &o, host);
         if (rc != FERRY_OK) {
             char why[1024];
@@ -392,7 +392,7 @@ ferry_status ferry_init_rpc(const char *name, int rank, int world_size,
             ferry__agent_unpublish(a);
             agent_stop(a, "init failed", 0);
             ferry__agent_release(a);
-            ferry__log_set_worker(NULL);
+            ferry__log_set_worker(NULL, -1);
             ferry_set_error(rc, "%s", why);
         } else {
             ferry__agent_release(a); /* current holds its own reference */
@@ -490,7 +490,7 @@ ferry_status ferry_shutdown(bool graceful, double timeout)
     }
     ferry__agent_unpublish(a); /* drops the process-wide pointer's reference */
     agent_stop(a, "RPC is shutting down", deadline_ns);
-    ferry__log_set_worker(NULL);
+    ferry__log_set_worker(NULL, -1);
     ferry__agent_release(a); /* ours */
     pthread_mutex_unlock(&lifecycle_lock);
     if (rc != FERRY_OK)
