@@ -163,6 +163,11 @@ ferry_value *ferry__value_of_object(ferry_kind kind, void *obj)
     return object_value(kind, obj);
 }
 
+const ferry__value_kind_ops *ferry__value_kind_ops_of(ferry_kind kind)
+{
+    return is_object_kind(kind) ? ops_of(kind) : NULL;
+}
+
 void ferry__value_describe(const ferry_value *v, char *buf, size_t cap)
 {
     const ferry__value_kind_ops *ops = v && is_object_kind(v->kind) ? ops_of(v->kind) : NULL;

@@ -48,12 +48,14 @@ struct ferry_value {
    retain returns its argument with one more reference; release drops one; equal compares two
    distinct objects for ferry_value_equal (NULL: only identical pointers are equal); describe
    writes a short phrase naming the object for messages ("an object of class 'X'"; NULL: the
-   kind's name). */
+   kind's name); format writes the object as ferry_value_format shows it, snprintf's way (buf
+   NULL when cap is 0; NULL: the phrase in angle brackets). */
 typedef struct {
     void *(*retain)(void *obj);
     void (*release)(void *obj);
     bool (*equal)(const void *a, const void *b);
     void (*describe)(const void *obj, char *buf, size_t cap);
+    size_t (*format)(const void *obj, char *buf, size_t cap);
 } ferry__value_kind_ops;
 
 /* Installs the ops for `kind` (borrowed: they must live until exit, normally a static const);
@@ -69,6 +71,8 @@ ferry_status ferry__value_register_kind(ferry_kind kind, const ferry__value_kind
    that owns the kind; NULL with FERRY_EINVAL (not an object kind, NULL obj, no ops) or
    FERRY_ENOMEM. */
 ferry_value *ferry__value_of_object(ferry_kind kind, void *obj);
+/* The ops registered for an object kind (NULL: none, or not an object kind). */
+const ferry__value_kind_ops *ferry__value_kind_ops_of(ferry_kind kind);
 /* The phrase for `v` in messages: its kind ops' describe, else "a <kind>". */
 void ferry__value_describe(const ferry_value *v, char *buf, size_t cap);
 

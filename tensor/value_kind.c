@@ -1,5 +1,5 @@
-/* Tensors in values: the kind ops through which core's values retain, release and compare the
-   tensors they hold, installed from a constructor so that core never includes tensor/. */
+/* Tensors in values: the kind ops through which core's values retain, release, compare and
+   format the tensors they hold, installed from a constructor so that core never includes tensor/. */
 #include "core/value_impl.h"
 #include "ferry/tensor.h"
 
@@ -19,12 +19,19 @@ static bool tensor_kind_equal(const void *a, const void *b)
     return ferry_tensor_equal(a, b);
 }
 
+/* ferry_value_format shows a tensor as torch prints it. */
+static size_t tensor_kind_format(const void *t, char *buf, size_t cap)
+{
+    return ferry_tensor_format(t, buf, cap);
+}
+
 __attribute__((constructor)) static void tensor_value_kind(void)
 {
     static const ferry__value_kind_ops ops = {
         .retain = tensor_kind_retain,
         .release = tensor_kind_release,
         .equal = tensor_kind_equal,
+        .format = tensor_kind_format,
     };
     (void)ferry__value_register_kind(FERRY_VALUE_TENSOR, &ops); /* cannot fail for this kind */
 }

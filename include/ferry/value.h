@@ -99,6 +99,13 @@ FERRY_API ferry_value *ferry_dict_value_at(const ferry_value *dict, size_t i);
    object. NULL equals only NULL. Records no error. */
 FERRY_API bool ferry_value_equal(const ferry_value *a, const ferry_value *b);
 
+/* Writes `v` the way Python's repr writes the value torch would return: None, True, 3, 0.1,
+   1e+16, 'text' (quoted and escaped as Python does), b'\x00', [1, 2], {'k': 'v'}, tensors as
+   ferry_tensor_format writes them ("tensor([1., 2.])"), other objects as <a phrase naming
+   them>; "NULL" for NULL. Into buf, NUL-terminated when cap > 0 (buf may be NULL when cap is
+   0); returns the length it needed, like snprintf. */
+FERRY_API size_t ferry_value_format(const ferry_value *v, char *buf, size_t cap);
+
 /* retain returns `v` with one more reference; release drops one and frees the value (and its
    children's references) with the last. Both accept NULL and are safe from any thread. */
 FERRY_API ferry_value *ferry_value_retain(ferry_value *v);

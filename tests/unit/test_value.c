@@ -319,7 +319,7 @@ Test(value_rref, retains_through_kind_ops_when_wrapped, .timeout = 5)
     cr_assert_str_eq(ferry_last_error(), "rref values need the rref module initialized");
     cr_assert_eq(r.refs, 1);
     static const ferry__value_kind_ops ops = {fake_rref_retain, fake_rref_release,
-                                              fake_rref_equal, NULL};
+                                              fake_rref_equal, NULL, NULL};
     ferry_assert_ok(ferry__value_register_kind(FERRY_VALUE_RREF, &ops));
     ferry_value *v = ferry_assert_ptr(ferry_rref_value(&r));
     ferry_value *w = ferry_assert_ptr(ferry_rref_value(&same));
@@ -337,7 +337,7 @@ Test(value_rref, retains_through_kind_ops_when_wrapped, .timeout = 5)
 Test(value_rref, compares_by_identity_when_ops_have_no_equal, .timeout = 5)
 {
     ferry_rref r = {.refs = 1, .id = 7}, same = {.refs = 1, .id = 7};
-    static const ferry__value_kind_ops ops = {fake_rref_retain, fake_rref_release, NULL, NULL};
+    static const ferry__value_kind_ops ops = {fake_rref_retain, fake_rref_release, NULL, NULL, NULL};
     ferry_assert_ok(ferry__value_register_kind(FERRY_VALUE_RREF, &ops));
     ferry_value *v = ferry_assert_ptr(ferry_rref_value(&r));
     ferry_value *v2 = ferry_assert_ptr(ferry_rref_value(&r));
@@ -352,8 +352,8 @@ Test(value_rref, compares_by_identity_when_ops_have_no_equal, .timeout = 5)
 
 Test(value_kind, refuses_registration_when_kind_or_ops_are_wrong, .timeout = 5)
 {
-    static const ferry__value_kind_ops ops = {fake_rref_retain, fake_rref_release, NULL, NULL};
-    static const ferry__value_kind_ops no_release = {fake_rref_retain, NULL, NULL, NULL};
+    static const ferry__value_kind_ops ops = {fake_rref_retain, fake_rref_release, NULL, NULL, NULL};
+    static const ferry__value_kind_ops no_release = {fake_rref_retain, NULL, NULL, NULL, NULL};
     ferry_assert_status(ferry__value_register_kind(FERRY_VALUE_INT, &ops), FERRY_EINVAL);
     cr_assert(strstr(ferry_last_error(), "int values hold no object"), "%s", ferry_last_error());
     ferry_assert_status(ferry__value_register_kind(FERRY_VALUE_LIST, NULL), FERRY_EINVAL);

@@ -688,7 +688,7 @@ static bool fake_kind_equal(const void *a, const void *b)
 
 Test(wire_rref, descriptor_round_trips_when_hooks_are_set, .timeout = 10)
 {
-    static const ferry__value_kind_ops vh = {fake_kind_retain, fake_kind_release, fake_kind_equal, NULL};
+    static const ferry__value_kind_ops vh = {fake_kind_retain, fake_kind_release, fake_kind_equal, NULL, NULL};
     ferry_assert_ok(ferry__value_register_kind(FERRY_VALUE_RREF, &vh));
     ferry_rref *r = ferry__calloc(1, sizeof *r);
     r->refs = 1;

@@ -439,7 +439,7 @@ static void check_round(const ferry__msg *m, const ferry__wire_codec *codec, int
 Test(wire_pack, bytes_equal_protobuf_c_when_random_messages_of_every_kind_are_packed,
      .timeout = 60)
 {
-    static const ferry__value_kind_ops vh = {fake_kind_retain, fake_kind_release, fake_kind_equal, NULL};
+    static const ferry__value_kind_ops vh = {fake_kind_retain, fake_kind_release, fake_kind_equal, NULL, NULL};
     ferry_assert_ok(ferry__value_register_kind(FERRY_VALUE_RREF, &vh));
     ferry__wire_codec codec = {.rref = {fake_encode, fake_decode, NULL, fake_hook_release}};
     ferry__wire_limits_default(&codec.limits);
