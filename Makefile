@@ -64,7 +64,7 @@ FUZZ_SMOKE_S ?= 5
 FUZZ_LONG_S ?= 300
 
 .PHONY: all deps test test-unit test-integration test-asan test-netns test-launchers fuzz fuzz-smoke demo bench clean \
-        check-symbols check-deps check-headers bench-instructions
+        check-symbols check-deps check-headers check-cpp bench-instructions
 
 all: $(STATIC) $(BUILD)/libferry.so $(TOOL_BINS) $(EXAMPLE_BINS)
 
@@ -140,6 +140,16 @@ check-headers:
 	  if grep -E '^#include <(rdma|protobuf-c|cuda|nccl)' $$h; then echo "$$h includes a dependency's header"; exit 1; fi; \
 	done; echo "check-headers: every public header compiles alone as C and C++"
 
+# The C API from a C++ program (tests/cpp): built with g++ -Werror against the library and run.
+CPP_TESTS := $(patsubst tests/cpp/%.cpp,$(BUILD)/tests/cpp_%,$(wildcard tests/cpp/*.cpp))
+$(BUILD)/tests/cpp_%: tests/cpp/%.cpp $(wildcard include/ferry/*.h) $(STATIC)
+	@mkdir -p $(dir $@)
+	g++ -std=c++11 -Wall -Wextra -Werror -g $(SAN_FLAGS) -Iinclude -o $@ $< $(STATIC) \
+	    $(LDFLAGS_ALL) $(LIBS_ALL) -lstdc++
+
+check-cpp: $(CPP_TESTS)
+	@for t in $(CPP_TESTS); do $(TEST_ENV) $$t || exit 1; done
+
 # Lower modules never include higher modules' headers (DESIGN section 2); the second script
 # checks that the checker itself refuses planted upward includes.
 check-deps:
@@ -149,7 +159,7 @@ check-deps:
 # Test output is kept in $(BUILD)/*.log; under sanitizers a leak report anywhere in it (Criterion
 # does not fail a test whose process leaked) fails the run.
 TEST_ENV ?=
-test: all $(UNIT_BIN) $(INTEG_BIN) check-symbols check-deps check-headers
+test: all $(UNIT_BIN) $(INTEG_BIN) check-symbols check-deps check-headers check-cpp
 	set -o pipefail; $(TEST_ENV) $(UNIT_BIN) --jobs $(CRITERION_JOBS) 2>&1 | tee $(BUILD)/unit.log
 	set -o pipefail; $(TEST_ENV) $(INTEG_BIN) --jobs 1 2>&1 | tee $(BUILD)/integration.log
 	@for e in model_parallel_sgd remote_class pipeline model_parallel_rnn parameter_server; do \

@@ -29,12 +29,23 @@ typedef enum {
 } ferry_dtype;
 #define FERRY_DTYPE_COUNT 8
 
+/* The kinds of device, at file scope so C++ names them as C does (FERRY_CPU, not
+   ferry_device::FERRY_CPU). */
+typedef enum { FERRY_CPU, FERRY_CUDA } ferry_device_type;
+
 typedef struct {
-    enum { FERRY_CPU, FERRY_CUDA } type;
+    ferry_device_type type;
     int index;
 } ferry_device;
 
+/* The CPU, and CUDA device `index`, as values of either language. */
+#ifdef __cplusplus
+#define FERRY_DEVICE_CPU (ferry_device{FERRY_CPU, 0})
+#define FERRY_DEVICE_CUDA(index) (ferry_device{FERRY_CUDA, (index)})
+#else
 #define FERRY_DEVICE_CPU ((ferry_device){FERRY_CPU, 0})
+#define FERRY_DEVICE_CUDA(index) ((ferry_device){FERRY_CUDA, (index)})
+#endif
 
 /* Bytes per element (0 for an invalid dtype) and torch's name ("float32", "int64", ...). */
 FERRY_API size_t ferry_dtype_size(ferry_dtype dtype);
