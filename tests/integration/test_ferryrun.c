@@ -219,6 +219,30 @@ Test(tools_ferryrun, prefixes_each_line_with_its_rank_when_all_succeed, .timeout
     }
 }
 
+Test(tools_ferryrun, runs_each_program_on_its_ranks_when_given_mpiruns_colon_syntax, .timeout = 30)
+{
+    proc p;
+    fresh_home();
+    const char *args[] = {"-n", "1", "sh", "-c", "echo \"master $RANK/$WORLD_SIZE\"", ":",
+                          "-n", "2", "sh", "-c", "echo \"worker $RANK/$WORLD_SIZE $LOCAL_RANK\"",
+                          NULL};
+    cr_assert_eq(run(&p, args, NULL), 0, "%s", p.text[1]);
+    assert_has(p.text[0], "[0] master 0/3\n");
+    assert_has(p.text[0], "[1] worker 1/3 1\n");
+    assert_has(p.text[0], "[2] worker 2/3 2\n");
+    cr_assert(!strstr(p.text[0], "[0] worker") && !strstr(p.text[0], "master 1"), "%s",
+              p.text[0]);
+    const char *no_n[] = {"-n", "1", "true", ":", "true", NULL};
+    cr_assert_eq(run(&p, no_n, NULL), 2);
+    assert_has(p.text[1], "needs its own -n N");
+    const char *empty[] = {"-n", "1", "true", ":", NULL};
+    cr_assert_eq(run(&p, empty, NULL), 2);
+    assert_has(p.text[1], "needs a program on each side");
+    const char *other[] = {"-n", "1", "true", ":", "--nnodes", "2", "true", NULL};
+    cr_assert_eq(run(&p, other, NULL), 2);
+    assert_has(p.text[1], "only -n N");
+}
+
 Test(tools_ferryrun, exits_with_the_failing_status_when_one_rank_fails, .timeout = 30)
 {
     proc p;

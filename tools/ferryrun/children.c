@@ -92,8 +92,12 @@ static void exec_child(const ferryrun_plan *p, int local, int out_fd, int err_fd
     setenv("TORCHELASTIC_MAX_RESTARTS", "0", 1);
     setenv("FERRY_AUTH_TOKEN", p->token, 1);
     setenv("FERRY_LAUNCHER", "ferryrun", 1);
-    execvp(p->argv[0], p->argv);
-    fprintf(stderr, "ferryrun: cannot run %s: %s\n", p->argv[0], strerror(errno));
+    char **argv = p->apps[0].argv;
+    for (int i = 0, first = 0; i < p->n_apps; first += p->apps[i++].nproc)
+        if (local >= first && local < first + p->apps[i].nproc)
+            argv = p->apps[i].argv;
+    execvp(argv[0], argv);
+    fprintf(stderr, "ferryrun: cannot run %s: %s\n", argv[0], strerror(errno));
     _exit(127);
 }
 

@@ -12,9 +12,18 @@
 #define FERRYRUN_DEFAULT_RDZV_PORT 29400 /* torchrun's, for an endpoint without a port */
 #define FERRYRUN_DEFAULT_RDZV_TIMEOUT_S 600.0
 
+#define FERRYRUN_APPS_MAX 16
+
+/* One program and how many local ranks run it (mpirun's colon syntax: "-n 1 ./master : -n 2
+   ./worker" gives rank 0 the master and ranks 1 and 2 the worker). argv is NULL-terminated. */
+typedef struct {
+    int nproc;
+    char **argv;
+} ferryrun_app;
+
 /* The command line as given. */
 typedef struct {
-    int nproc;                         /* -n; 0 = not given */
+    int nproc;                         /* -n (all programs together); 0 = not given */
     int nnodes;                        /* 1 unless given */
     int node_rank;                     /* 0 unless given */
     const char *master_addr, *master_port; /* NULL = not given */
@@ -25,7 +34,9 @@ typedef struct {
     bool is_static_backend;            /* --rdzv-backend static */
     double rdzv_timeout_s;
     bool is_standalone, is_check;
-    char **argv;                       /* the program and its arguments; NULL with --check */
+    char **argv;                       /* the first program and its arguments; NULL with --check */
+    ferryrun_app apps[FERRYRUN_APPS_MAX]; /* the programs in rank order (one without ':') */
+    int n_apps;
 } ferryrun_options;
 
 /* What this node starts: local ranks 0..nproc-1 become ranks rank_offset + local. */
@@ -36,7 +47,8 @@ typedef struct {
     char master_port[16];
     char token[FERRYRUN_TOKEN_MAX];
     const char *run_id;
-    char **argv;
+    const ferryrun_app *apps;          /* local ranks run these in order, apps[i].nproc each */
+    int n_apps;
 } ferryrun_plan;
 
 /* Parses argv. 0: ready; 1: help printed (exit 0); -1: bad usage, a message naming the flag

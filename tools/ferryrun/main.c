@@ -164,7 +164,7 @@ int main(int argc, char **argv)
     if (o.is_check)
         return ferryrun_check();
     ferryrun_plan p = {.nproc = o.nproc, .node_rank = o.node_rank, .nnodes = o.nnodes,
-                       .run_id = o.run_id, .argv = o.argv};
+                       .run_id = o.run_id, .apps = o.apps, .n_apps = o.n_apps};
     if (o.nnodes > 1 && o.has_endpoint && !o.is_static_backend)
         return run_nodes(&o, &p);
     rc = o.nnodes > 1 ? plan_static(&o, &p) : plan_one_node(&o, &p);

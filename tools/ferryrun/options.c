@@ -58,7 +58,7 @@ static const size_t n_specs = sizeof specs / sizeof specs[0];
 static void usage(FILE *to)
 {
     fprintf(to,
-            "usage: ferryrun [options] [--] program [args...]\n"
+            "usage: ferryrun [options] [--] program [args...] [: -n N program2 [args...]]...\n"
             "       ferryrun --check\n"
             "\n"
             "Starts the processes of one ferry job on this node; their output comes back with\n"
@@ -83,6 +83,8 @@ static void usage(FILE *to)
             "  --check                   print the fabric providers, the interface, the launcher\n"
             "                            and the rendezvous a job started here would use\n"
             "  -h, --help                this text\n"
+            "Several programs, as mpirun's colon syntax: \"-n 1 ./master : -n 2 ./worker\" runs\n"
+            "the master as rank 0 and the worker as ranks 1 and 2 (a lone ':' always separates).\n"
             "Each process gets RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, GROUP_RANK,\n"
             "GROUP_WORLD_SIZE, ROLE_RANK, ROLE_WORLD_SIZE, ROLE_NAME, MASTER_ADDR, MASTER_PORT,\n"
             "TORCHELASTIC_RUN_ID, TORCHELASTIC_RESTART_COUNT, TORCHELASTIC_MAX_RESTARTS,\n"
@@ -295,6 +297,52 @@ static int check_combination(const ferryrun_options *o, bool has_program)
     return 0;
 }
 
+/* The programs from argv[i] on, split at each lone ":" (which ends the argv before it); the
+   first takes -n from the options before it, each later one has its own "-n N" in front. */
+static int parse_apps(int argc, char **argv, int i, ferryrun_options *o)
+{
+    int total = 0;
+    for (o->n_apps = 0; i < argc; o->n_apps++) {
+        if (o->n_apps == FERRYRUN_APPS_MAX)
+            return bad(":", NULL, "at most 16 programs");
+        ferryrun_app *app = &o->apps[o->n_apps];
+        app->nproc = o->n_apps == 0 ? o->nproc : 0;
+        while (o->n_apps > 0 && i < argc && argv[i][0] == '-') {
+            const char *arg = argv[i++], *value;
+            char name[NAME_MAX_BYTES];
+            if (!strcmp(arg, "--"))
+                break;
+            const opt_spec *spec = find_spec(arg, name, &value);
+            if (!spec || spec->id != OPT_NPROC)
+                return bad(arg, NULL, "after ':' only -n N may come before the next program");
+            if (!value && i >= argc)
+                return bad(name, NULL, "needs a value (see --help)");
+            if (!value)
+                value = argv[i++];
+            ferryrun_options one = {0};
+            if (set_nproc(&one, name, value) != 0)
+                return -1;
+            app->nproc = one.nproc;
+        }
+        if (app->nproc < 1)
+            return bad(":", NULL, "each program after ':' needs its own -n N");
+        if (i >= argc || !strcmp(argv[i], ":"))
+            return bad(":", NULL, "needs a program on each side");
+        app->argv = argv + i;
+        while (i < argc && strcmp(argv[i], ":"))
+            i++;
+        if (i < argc && ++i == argc)
+            return bad(":", NULL, "needs a program on each side");
+        if (i < argc)
+            argv[i - 1] = NULL; /* ends this program's argv; the next segment follows */
+        if (total > 100000 - app->nproc)
+            return bad("-n", NULL, "more than 100000 processes in all");
+        total += app->nproc;
+    }
+    o->nproc = total;
+    return 0;
+}
+
 int ferryrun_parse_args(int argc, char **argv, ferryrun_options *o)
 {
     *o = (ferryrun_options){.nnodes = 1, .run_id = "none",
@@ -326,6 +374,8 @@ int ferryrun_parse_args(int argc, char **argv, ferryrun_options *o)
     if (check_combination(o, i < argc) != 0)
         return -1;
     o->argv = i < argc ? argv + i : NULL;
+    if (o->argv)
+        return parse_apps(argc, argv, i, o);
     return 0;
 }
 
