@@ -134,6 +134,8 @@ for ((r = 0; r < runs; r++)); do
         out=$("$ferry" calls "$net" 2>"$dir/ferry.log")
         record "$dir/ferry_rt.$net" "$(awk '$1 == "rt_us" {print $2}' <<<"$out")" \
             "ferry_bench calls $net" "$dir/ferry.log"
+        record "$dir/ferry_user.$net" "$(awk '$1 == "user_rt_us" {print $2}' <<<"$out")" \
+            "ferry_bench calls $net (user function)"
         record "$dir/ferry_rate.$net" "$(awk '$1 == "async_per_s" {print $2}' <<<"$out")" \
             "ferry_bench calls $net (async)"
         if [ -z "$window" ]; then # Mercury's rate run keeps as many calls in flight as ferry's
@@ -160,19 +162,22 @@ num() { # value format -> formatted, or "failed"
 
 printf 'ferry beside Mercury on one libfabric provider, two processes on 127.0.0.1; fi_pingpong\n'
 printf 'measured in the same run; medians of %d runs. Round trips in us of an empty call (fi_pingpong:\n' "$runs"
-printf '64 bytes), with the ratio to fi_pingpong; async calls/s with %s calls in flight.\n' "${window:-?}"
-printf '%-4s %-12s %11s %18s %18s %12s %12s %13s\n' net provider fi_pingpong "ferry rt" "mercury rt" \
-    "ferry /s" "mercury /s" ferry/mercury
+printf '64 bytes), with the ratio to fi_pingpong; async calls/s with %s calls in flight. "ferry rt" is\n' "${window:-?}"
+printf 'a function registered non-blocking (run where it is read), "ferry user" an ordinary one.\n'
+printf '%-4s %-12s %11s %18s %18s %18s %12s %12s %13s\n' net provider fi_pingpong "ferry rt" \
+    "ferry user" "mercury rt" "ferry /s" "mercury /s" ferry/mercury
 for net in "${nets[@]}"; do
     fi=$(med "$dir/fi_rt.$net")
     frt=$(med "$dir/ferry_rt.$net")
+    fu=$(med "$dir/ferry_user.$net")
     hrt=$(med "$dir/hg_rt.$net")
     fr=$(med "$dir/ferry_rate.$net")
     hr=$(med "$dir/hg_rate.$net")
-    for v in "$fi" "$frt" "$hrt" "$fr" "$hr"; do [ -n "$v" ] || status=1; done
-    printf '%-4s %-12s %11s %18s %18s %12s %12s %13s\n' "$net" "${fabric[$net]}" \
+    for v in "$fi" "$frt" "$fu" "$hrt" "$fr" "$hr"; do [ -n "$v" ] || status=1; done
+    printf '%-4s %-12s %11s %18s %18s %18s %12s %12s %13s\n' "$net" "${fabric[$net]}" \
         "$(num "$fi" '%.1f us')" \
         "$(num "$frt" '%.1f us') ($(ratio "$frt" "$fi"))" \
+        "$(num "$fu" '%.1f us') ($(ratio "$fu" "$fi"))" \
         "$(num "$hrt" '%.1f us') ($(ratio "$hrt" "$fi"))" \
         "$(num "$fr" '%.0f')" "$(num "$hr" '%.0f')" "$(ratio "$fr" "$hr")"
 done
