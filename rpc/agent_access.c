@@ -3,6 +3,8 @@
    codec) and the pool they submit to. Its life (init, shutdown) is agent.c's. */
 #include "rpc/agent_impl.h"
 
+#include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "core/alloc.h"
@@ -135,10 +137,25 @@ void ferry__agent_set_inline_handler(ferry__agent *a, ferry__msg_type type,
     }
 }
 
+/* "#<rank>" (no name has a '#'): the rank itself, or -1 when it is not one of the world's. */
+static int rank_by_number(ferry__agent *a, const char *name)
+{
+    char *end;
+    errno = 0;
+    long r = strtol(name + 1, &end, 10);
+    if (name[1] >= '0' && name[1] <= '9' && !*end && !errno && r >= 0 && r < a->world_size)
+        return (int)r;
+    ferry_set_error(FERRY_EUNKNOWN_WORKER, "worker '%s': there is no rank %s in this world of "
+                    "%d (ranks 0 to %d)", a->name, name + 1, a->world_size, a->world_size - 1);
+    return -1;
+}
+
 int ferry__agent_rank_of(ferry__agent *a, const char *name)
 {
     if (!name)
         return a->rank;
+    if (name[0] == '#')
+        return rank_by_number(a, name);
     for (int i = 0; i < a->world_size; i++)
         if (strcmp(a->workers[i].name, name) == 0)
             return i;
@@ -190,6 +207,29 @@ ferry_status ferry_get_worker_info(const char *name, ferry_worker_info *out)
         *out = (ferry_worker_info){a->workers[r].name, r};
     ferry__agent_release(a);
     return rc;
+}
+
+ferry_status ferry_get_worker_info_by_rank(int rank, ferry_worker_info *out)
+{
+    if (!out)
+        return ferry__fail(FERRY_EINVAL, "out is NULL");
+    ferry__agent *a = ferry__agent_get();
+    if (!a)
+        return FERRY_ESHUTDOWN;
+    ferry_status rc = FERRY_OK;
+    if (rank >= 0 && rank < a->world_size)
+        *out = (ferry_worker_info){a->workers[rank].name, rank};
+    else
+        rc = ferry_set_error(FERRY_EUNKNOWN_WORKER, "worker '%s': there is no rank %d in this "
+                             "world of %d (ranks 0 to %d)", a->name, rank, a->world_size,
+                             a->world_size - 1);
+    ferry__agent_release(a);
+    return rc;
+}
+
+ferry_status ferry_get_all_worker_infos(ferry_worker_info *out, size_t cap, size_t *n)
+{
+    return ferry_get_worker_infos(out, cap, n);
 }
 
 ferry_status ferry_get_worker_infos(ferry_worker_info *out, size_t cap, size_t *n)

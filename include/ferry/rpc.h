@@ -19,7 +19,9 @@ extern "C" {
 #define FERRY_TIMEOUT_DEFAULT (-1.0)
 #define FERRY_TIMEOUT_NONE 0.0
 
-/* Worker names are unique, match [A-Za-z0-9_:-]+ and are shorter than this (torch's rule). */
+/* Worker names are unique, match [A-Za-z0-9_:-]+ and are shorter than this (torch's rule).
+   Wherever a call takes a worker's name it also takes "#<rank>" ("#0", "#3"): torch's calls
+   accept a rank in place of a name, and no name has a '#'. */
 #define FERRY_MAX_NAME_LEN 128
 
 typedef struct {
@@ -100,6 +102,12 @@ FERRY_API ferry_status ferry_get_worker_info(const char *name, ferry_worker_info
    NULL) to the world size; out may be NULL when cap is 0, to learn the size. FERRY_OK, or
    FERRY_ESHUTDOWN before init. */
 FERRY_API ferry_status ferry_get_worker_infos(ferry_worker_info *out, size_t cap, size_t *n);
+/* torch's get_worker_info(rank): *out for the worker of `rank`. FERRY_OK, FERRY_EINVAL (out
+   NULL), FERRY_EUNKNOWN_WORKER (no such rank; the message gives the world's ranks),
+   FERRY_ESHUTDOWN. */
+FERRY_API ferry_status ferry_get_worker_info_by_rank(int rank, ferry_worker_info *out);
+/* torch's _get_all_worker_infos: the same as ferry_get_worker_infos. */
+FERRY_API ferry_status ferry_get_all_worker_infos(ferry_worker_info *out, size_t cap, size_t *n);
 
 /* The default timeout of calls made from now on, in seconds (torch's get_rpc_timeout and
    _set_rpc_timeout). get gives 60 before init. set returns FERRY_OK, FERRY_EINVAL (negative or
