@@ -323,6 +323,7 @@ static ferry_status extreme_fn(const ferry_value *args, const ferry_value *kwarg
 
 static void register_all(void)
 {
+    ferry__registry_builtins_begin(true);
     /* Tensor work goes to the pool (see the top of the file); numbers stay inline. */
     for (size_t i = 0; i < sizeof binaries / sizeof binaries[0]; i++)
         ferry_register_function(binaries[i].name, binary_fn, (void *)&binaries[i]);
@@ -333,6 +334,7 @@ static void register_all(void)
     ferry_register_function("torch.cat", cat_fn, NULL);
     ferry_register_nonblocking_function("min", extreme_fn, NULL);
     ferry_register_nonblocking_function("max", extreme_fn, (void *)1);
+    ferry__registry_builtins_begin(false);
 }
 
 void ferry__builtins_register(void)

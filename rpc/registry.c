@@ -1,7 +1,12 @@
-/* The function registry: an open-addressing hash table of name -> entry, grown by doubling. */
+/* The function registry: an open-addressing hash table of name -> entry (linear probing, grown
+   by doubling, removal by shifting the entries that follow back). A name is taken once: the
+   same function registered again is a no-op (modules register theirs at every start), another
+   one under a taken name is refused until the name is unregistered. The builtins are in the
+   table before any user registration, so their names are taken too. */
 #include "rpc/registry.h"
 
 #include <pthread.h>
+#include <stdbool.h>
 #include <string.h>
 
 #include "core/alloc.h"
@@ -10,7 +15,11 @@
 typedef struct {
     char *name;
     ferry__fn_entry entry;
+    bool is_builtin;
 } slot;
+
+/* Set while the builtins register themselves (on one thread, under pthread_once). */
+static _Thread_local bool registering_builtins;
 
 /* The process-wide registry; every access holds `lock`. */
 static struct {
@@ -50,6 +59,12 @@ static ferry_status grow(void)
     return FERRY_OK;
 }
 
+static bool same_entry(const ferry__fn_entry *a, const ferry__fn_entry *b)
+{
+    return a->kind == b->kind && a->fn == b->fn && a->async_fn == b->async_fn &&
+           a->user == b->user;
+}
+
 static ferry_status add(const char *name, const ferry__fn_entry *e)
 {
     if (!name || !*name || strlen(name) >= FERRY_MAX_NAME_LEN)
@@ -57,24 +72,63 @@ static ferry_status add(const char *name, const ferry__fn_entry *e)
                            FERRY_MAX_NAME_LEN);
     if (ferry__fn_is_async(e->kind) ? !e->async_fn : !e->fn)
         return ferry__fail(FERRY_EINVAL, "function '%s': the function pointer is NULL", name);
+    if (!registering_builtins)
+        ferry__builtins_register();
     ferry_status rc = FERRY_OK;
     pthread_rwlock_wrlock(&reg.lock);
     if ((reg.len + 1) * 2 > reg.cap)
         rc = grow();
     if (rc == FERRY_OK) {
         slot *s = find(reg.slots, reg.cap, name);
-        if (!s->name) {
+        if (s->name && !same_entry(&s->entry, e)) {
+            rc = ferry__fail(FERRY_EINVAL, "function '%s' is already registered%s: "
+                             "ferry_unregister_function(\"%s\") first to replace it", name,
+                             s->is_builtin ? " (it is a builtin)" : " with another function",
+                             name);
+        } else if (!s->name) {
             s->name = ferry__strdup(name);
-            if (!s->name)
+            if (!s->name) {
                 rc = ferry__fail(FERRY_ENOMEM, "out of memory registering '%s'", name);
-            else
+            } else {
                 reg.len++;
+                s->entry = *e;
+                s->is_builtin = registering_builtins;
+            }
         }
-        if (rc == FERRY_OK)
-            s->entry = *e;
     }
     pthread_rwlock_unlock(&reg.lock);
     return rc;
+}
+
+ferry_status ferry_unregister_function(const char *name)
+{
+    if (!name)
+        return ferry__fail(FERRY_EINVAL, "the function name is NULL");
+    ferry__builtins_register();
+    pthread_rwlock_wrlock(&reg.lock);
+    slot *s = reg.cap ? find(reg.slots, reg.cap, name) : NULL;
+    bool found = s && s->name;
+    if (found) {
+        ferry__free(s->name);
+        *s = (slot){0};
+        reg.len--;
+        /* Entries after it in its run may have probed past it: put each where a lookup now
+           finds it. */
+        size_t i = (size_t)(s - reg.slots);
+        for (size_t j = (i + 1) & (reg.cap - 1); reg.slots[j].name; j = (j + 1) & (reg.cap - 1)) {
+            slot moved = reg.slots[j];
+            reg.slots[j] = (slot){0};
+            *find(reg.slots, reg.cap, moved.name) = moved;
+        }
+    }
+    pthread_rwlock_unlock(&reg.lock);
+    return found ? FERRY_OK
+                 : ferry__fail(FERRY_EINVAL, "no function named '%s' is registered", name);
+}
+
+void ferry__registry_builtins_begin(bool is_begin)
+{
+    registering_builtins = is_begin;
 }
 
 bool ferry__registry_lookup(const char *name, ferry__fn_entry *out)

@@ -40,7 +40,10 @@ typedef struct {
 ferry_status ferry__register_nonblocking_async(const char *name, ferry_async_fn fn, void *user);
 /* Copies the entry for `name` into *out; false if there is none. */
 bool ferry__registry_lookup(const char *name, ferry__fn_entry *out);
-/* Registers the builtins (torch.add, min, ...) once per process. */
+/* Registers the builtins (torch.add, min, ...) once per process; every registration does it
+   first, so their names are taken before a user's. */
 void ferry__builtins_register(void);
+/* Brackets the builtins' own registrations (builtins.c), which mark their names as builtins. */
+void ferry__registry_builtins_begin(bool is_begin);
 
 #endif

@@ -129,11 +129,16 @@ typedef ferry_future *(*ferry_async_fn)(const ferry_value *args, const ferry_val
                                         void *user);
 
 /* Registers `fn` under `name` for this process (before or after init; before is recommended so
-   no peer can call a name not there yet). Registering a name again replaces it. Names are
-   non-empty and shorter than FERRY_MAX_NAME_LEN; the name is copied, `user` is passed to every
-   call as is and must stay valid while registered. FERRY_OK, FERRY_EINVAL (bad name, NULL fn),
-   FERRY_ENOMEM. */
+   no peer can call a name not there yet). A name is taken once: registering the same function
+   (same kind, fn and user) again does nothing, but another one under a taken name, a builtin's
+   included (torch.add, min, ...), is FERRY_EINVAL until ferry_unregister_function frees the
+   name. Names are non-empty and shorter than FERRY_MAX_NAME_LEN; the name is copied, `user` is
+   passed to every call as is and must stay valid while registered. FERRY_OK, FERRY_EINVAL (bad
+   name, NULL fn, name taken), FERRY_ENOMEM. */
 FERRY_API ferry_status ferry_register_function(const char *name, ferry_fn fn, void *user);
+/* Frees `name` (a user's function or a builtin) so another function may take it; calls to it
+   fail as unknown meanwhile. FERRY_OK, or FERRY_EINVAL when nothing is registered under it. */
+FERRY_API ferry_status ferry_unregister_function(const char *name);
 FERRY_API ferry_status ferry_register_async_function(const char *name, ferry_async_fn fn,
                                                      void *user);
 /* Functions that promise never to block may run right where their request is read: on the

@@ -1,0 +1,78 @@
+/* Unit tests for the function registry: a name is taken once (the same function again is a
+   no-op, another is refused, builtins included), and unregistering frees a name without losing
+   any other, however the names collide in the table. */
+#include <stdio.h>
+#include <string.h>
+
+#include "rpc/registry.h"
+#include "test_util.h"
+
+static ferry_status fn_a(const ferry_value *args, const ferry_value *kwargs, ferry_value **result,
+                         void *user)
+{
+    *result = NULL;
+    return FERRY_OK;
+}
+
+static ferry_status fn_b(const ferry_value *args, const ferry_value *kwargs, ferry_value **result,
+                         void *user)
+{
+    *result = NULL;
+    return FERRY_OK;
+}
+
+Test(registry, takes_a_name_once_when_another_function_asks_for_it, .timeout = 5)
+{
+    cr_assert_eq(ferry_register_function("reg_once", fn_a, NULL), FERRY_OK);
+    cr_expect_eq(ferry_register_function("reg_once", fn_a, NULL), FERRY_OK, "the same again");
+    cr_expect_eq(ferry_register_function("reg_once", fn_b, NULL), FERRY_EINVAL);
+    cr_expect(strstr(ferry_last_error(), "'reg_once' is already registered with another"), "%s",
+              ferry_last_error());
+    cr_expect(strstr(ferry_last_error(), "ferry_unregister_function"), "%s", ferry_last_error());
+    cr_expect_eq(ferry_register_function("reg_once", fn_a, (void *)1), FERRY_EINVAL,
+                 "another user pointer is another function");
+    cr_expect_eq(ferry_register_nonblocking_function("reg_once", fn_a, NULL), FERRY_EINVAL,
+                 "another kind too");
+    ferry__fn_entry e;
+    cr_assert(ferry__registry_lookup("reg_once", &e));
+    cr_expect(e.fn == fn_a && e.kind == FERRY__FN_SYNC, "the first registration stands");
+}
+
+Test(registry, refuses_a_builtins_name_until_it_is_unregistered, .timeout = 5)
+{
+    cr_expect_eq(ferry_register_function("torch.add", fn_a, NULL), FERRY_EINVAL);
+    cr_expect(strstr(ferry_last_error(), "(it is a builtin)"), "%s", ferry_last_error());
+    cr_expect_eq(ferry_register_nonblocking_function("min", fn_a, NULL), FERRY_EINVAL);
+    cr_assert_eq(ferry_unregister_function("torch.add"), FERRY_OK);
+    ferry__fn_entry e;
+    cr_expect_not(ferry__registry_lookup("torch.add", &e));
+    cr_assert_eq(ferry_register_function("torch.add", fn_b, NULL), FERRY_OK);
+    cr_assert(ferry__registry_lookup("torch.add", &e));
+    cr_expect(e.fn == fn_b);
+}
+
+Test(registry, keeps_every_other_name_when_one_is_unregistered, .timeout = 10)
+{
+    enum { N = 500 };
+    char name[32];
+    for (int i = 0; i < N; i++) {
+        snprintf(name, sizeof name, "many_%d", i);
+        cr_assert_eq(ferry_register_function(name, fn_a, (void *)(intptr_t)i), FERRY_OK);
+    }
+    /* Drop every third name, then check each one's presence and entry. */
+    for (int i = 0; i < N; i += 3) {
+        snprintf(name, sizeof name, "many_%d", i);
+        cr_assert_eq(ferry_unregister_function(name), FERRY_OK);
+    }
+    for (int i = 0; i < N; i++) {
+        snprintf(name, sizeof name, "many_%d", i);
+        ferry__fn_entry e;
+        bool found = ferry__registry_lookup(name, &e);
+        cr_assert_eq(found, i % 3 != 0, "%s", name);
+        if (found)
+            cr_assert_eq(e.user, (void *)(intptr_t)i, "%s keeps its own entry", name);
+    }
+    cr_expect_eq(ferry_unregister_function("many_0"), FERRY_EINVAL, "gone already");
+    cr_expect(strstr(ferry_last_error(), "no function named 'many_0'"), "%s", ferry_last_error());
+    cr_expect_eq(ferry_unregister_function(NULL), FERRY_EINVAL);
+}
