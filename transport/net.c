@@ -29,6 +29,7 @@
 #include "core/clock.h"
 #include "core/error.h"
 #include "core/log.h"
+#include "transport/net_fi_init.h"
 #include "transport/net_iface.h"
 #include "transport/net_internal.h"
 
@@ -500,6 +501,7 @@ ferry__net *ferry__net_open(const ferry__net_options *opts, const ferry__net_han
     }
     if (ferry__net_auth_init(net) != FERRY_OK)
         goto fail;
+    ferry__net_fi_init();
     if (open_providers(net, opts) != FERRY_OK)
         goto fail;
     for (int i = 0; i < net->n_eps; i++)
