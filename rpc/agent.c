@@ -485,6 +485,12 @@ ferry_status ferry_shutdown(bool graceful, double timeout)
         rc = graceful_join(a, timeout);
         if (rc != FERRY_OK)
             snprintf(why, sizeof why, "%s", ferry_last_error());
+        /* Everyone agreed to leave and nothing is in flight: a peer whose process exits from
+           now on has left, not failed. Without this our liveness check, still running until
+           the fabric closes, warned about each peer that was quicker to exit. */
+        for (int i = 0; rc == FERRY_OK && a->workers && i < a->world_size; i++)
+            if (i != a->rank)
+                atomic_store(&a->workers[i].dead, true);
     }
     ferry__agent_unpublish(a); /* drops the process-wide pointer's reference */
     agent_stop(a, "RPC is shutting down", deadline_ns);
