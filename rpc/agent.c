@@ -313,6 +313,10 @@ static ferry_status agent_start(ferry__agent *a, const char *init_method,
         .max_message_bytes = a->codec.limits.max_message_bytes,
         .queue_max = (size_t)env_number("FERRY_NET_QUEUE_MAX", 0),
         .recv_timeout_ms = (long long)(recv_s * 1000),
+        /* The launcher's own count of the ranks on this host, when we joined its job. */
+        .peers_all_local = (!strncmp(init_method, "env://", 6) ||
+                            !strncmp(init_method, "pmix://", 7)) &&
+                           ferry__launch_local_world_size() == a->world_size,
     };
     ferry__net_handlers h = {.on_message = ferry__agent_on_message,
                              .on_tick = ferry__agent_on_tick,
