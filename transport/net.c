@@ -622,7 +622,13 @@ ferry_status ferry__net_set_peers(ferry__net *net, int self_rank, int world_size
         ferry__net_auth_pair(net, self_rank, r, pbs[r].addr[a]);
         net->peers[r].next_active = -1;
         net->peers[r].ep = choose_ep(net, &pbs[r], &k);
-        if (!net->peers[r].ep)
+        if (!net->peers[r].ep && net->n_eps == 1 && net->eps[0].is_shm)
+            rc = ferry__fail(FERRY_ETRANSPORT,
+                             "rank %d is on another host (%.*s) and only shm is open here "
+                             "(FERRY_TRANSPORT=shm, or the launcher counted every rank on this "
+                             "host); FERRY_TRANSPORT=tcp reaches it",
+                             r, (int)pbs[r].host_len, (const char *)pbs[r].host);
+        else if (!net->peers[r].ep)
             rc = ferry__fail(FERRY_ETRANSPORT, "rank %d shares no fabric provider with us", r);
     }
     for (int r = 0; r < world_size && rc == FERRY_OK; r++) {

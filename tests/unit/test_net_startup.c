@@ -169,3 +169,24 @@ Test(net_open_local, launcher_local_counts)
     setenv("OMPI_COMM_WORLD_LOCAL_SIZE", "5", 1);
     cr_expect_eq(ferry__launch_local_world_size(), 5);
 }
+
+Test(net_open_local, peer_elsewhere_is_named)
+{
+    ferry__net_options o = {.peers_all_local = true};
+    ferry__net *net = ferry__net_open(&o, NULL);
+    cr_assert_not_null(net, "%s", ferry_last_error());
+    const void *blob = NULL;
+    size_t len = 0;
+    cr_assert_eq(ferry__net_local_address(net, &blob, &len), FERRY_OK);
+    unsigned char *other = malloc(len);
+    cr_assert_not_null(other);
+    memcpy(other, blob, len);
+    other[8] ^= 1; /* the first byte of the host name: the same blob from another host */
+    const void *blobs[2] = {blob, other};
+    size_t lens[2] = {len, len};
+    cr_expect_eq(ferry__net_set_peers(net, 0, 2, blobs, lens), FERRY_ETRANSPORT);
+    cr_expect(strstr(ferry_last_error(), "another host") != NULL, "%s", ferry_last_error());
+    cr_expect(strstr(ferry_last_error(), "FERRY_TRANSPORT=tcp") != NULL);
+    free(other);
+    ferry__net_close(net);
+}
