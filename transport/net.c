@@ -533,10 +533,15 @@ ferry_status ferry__net_local_address(ferry__net *net, const void **blob, size_t
 }
 
 /* Which of our endpoints reaches a peer: the forced one, shm on the same host, else tcp. */
+static bool is_same_host(const ferry__net *net, const parsed_blob *pb)
+{
+    return pb->host_len == strlen(net->host_id) &&
+           memcmp(pb->host, net->host_id, pb->host_len) == 0;
+}
+
 static ferry__net_ep *choose_ep(ferry__net *net, const parsed_blob *pb, int *idx)
 {
-    bool same_host = pb->host_len == strlen(net->host_id) &&
-                     memcmp(pb->host, net->host_id, pb->host_len) == 0;
+    bool same_host = is_same_host(net, pb);
     for (int pass = 0; pass < 2; pass++) {
         for (int i = 0; i < net->n_eps; i++) {
             ferry__net_ep *e = &net->eps[i];
@@ -622,7 +627,8 @@ ferry_status ferry__net_set_peers(ferry__net *net, int self_rank, int world_size
         ferry__net_auth_pair(net, self_rank, r, pbs[r].addr[a]);
         net->peers[r].next_active = -1;
         net->peers[r].ep = choose_ep(net, &pbs[r], &k);
-        if (!net->peers[r].ep && net->n_eps == 1 && net->eps[0].is_shm)
+        if (!net->peers[r].ep && net->n_eps == 1 && net->eps[0].is_shm &&
+            !is_same_host(net, &pbs[r]))
             rc = ferry__fail(FERRY_ETRANSPORT,
                              "rank %d is on another host (%.*s) and only shm is open here "
                              "(FERRY_TRANSPORT=shm, or the launcher counted every rank on this "

@@ -62,7 +62,8 @@ typedef struct {
     int n;
 } string_copies;
 
-/* Every copy of "/proc/kallsyms" with its terminating NUL in libfabric's read-only segments. */
+/* Every copy of "/proc/kallsyms" with its terminating NUL in libfabric's read-only segments:
+   those holding data first (.rodata), the code segment only when they have none. */
 static int find_copies(struct dl_phdr_info *info, size_t size, void *arg)
 {
     string_copies *c = arg;
@@ -71,9 +72,13 @@ static int find_copies(struct dl_phdr_info *info, size_t size, void *arg)
     base = base ? base + 1 : info->dlpi_name;
     if (!base || strncmp(base, "libfabric.so", 12) != 0)
         return 0;
-    for (int i = 0; i < info->dlpi_phnum; i++) {
-        const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
-        if (ph->p_type != PT_LOAD || (ph->p_flags & PF_W) || !(ph->p_flags & PF_R))
+    for (int k = 0; k < 2 * info->dlpi_phnum; k++) {
+        if (k == info->dlpi_phnum && c->n > 0)
+            break; /* found in data */
+        const ElfW(Phdr) *ph = &info->dlpi_phdr[k % info->dlpi_phnum];
+        bool is_code = (ph->p_flags & PF_X) != 0;
+        if (ph->p_type != PT_LOAD || (ph->p_flags & PF_W) || !(ph->p_flags & PF_R) ||
+            is_code != (k >= info->dlpi_phnum))
             continue;
         const char *p = (const char *)(info->dlpi_addr + ph->p_vaddr);
         size_t left = ph->p_filesz;
