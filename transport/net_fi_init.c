@@ -1,4 +1,4 @@
-/* libfabric's one-time initialisation (net_fi_init.h). Two costs of the first fi_getinfo are
+/* libfabric's one-time initialisation (net_fi_init.h). Two costs of libfabric's start are
    worth avoiding when many processes start on few cores:
 
    - The verbs provider, built into distribution packages of libfabric, reads all of
@@ -191,7 +191,9 @@ static void skip_kallsyms(void) {}
 
 static void init_once(void)
 {
-    /* Before libfabric reads its parameters, and only when the user has not chosen. */
+    /* Before libfabric reads its parameters (at its initialisation), and only when the user
+       has not chosen. Like any setenv, it races with a getenv on another thread at that
+       moment; it happens once, inside ferry_init_rpc. */
     if (!getenv(RXM_RX_ENV))
         setenv(RXM_RX_ENV, RXM_RX_DEFAULT, 0);
     skip_kallsyms();
