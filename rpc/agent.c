@@ -314,6 +314,10 @@ static ferry_status agent_start(ferry__agent *a, const char *init_method,
         .max_message_bytes = a->codec.limits.max_message_bytes,
         .queue_max = (size_t)env_number("FERRY_NET_QUEUE_MAX", 0),
         .recv_timeout_ms = (long long)(recv_s * 1000),
+        /* The launcher's own count of the ranks on this host, when we joined its job. */
+        .peers_all_local = (!strncmp(init_method, "env://", 6) ||
+                            !strncmp(init_method, "pmix://", 7)) &&
+                           ferry__launch_local_world_size() == a->world_size,
     };
     ferry__net_handlers h = {.on_message = ferry__agent_on_message,
                              .on_tick = ferry__agent_on_tick,
@@ -487,6 +491,12 @@ ferry_status ferry_shutdown(bool graceful, double timeout)
         rc = graceful_join(a, timeout);
         if (rc != FERRY_OK)
             snprintf(why, sizeof why, "%s", ferry_last_error());
+        /* Everyone agreed to leave and nothing is in flight: a peer whose process exits from
+           now on has left, not failed. Without this our liveness check, still running until
+           the fabric closes, warned about each peer that was quicker to exit. */
+        for (int i = 0; rc == FERRY_OK && a->workers && i < a->world_size; i++)
+            if (i != a->rank)
+                atomic_store(&a->workers[i].dead, true);
     }
     ferry__agent_unpublish(a); /* drops the process-wide pointer's reference */
     agent_stop(a, "RPC is shutting down", deadline_ns);

@@ -262,6 +262,13 @@ static void node_facts(ferry_launch_info *info)
     }
 }
 
+int ferry__launch_local_world_size(void)
+{
+    ferry_launch_info info = {.launcher = which_launcher(), .local_world_size = -1, .nnodes = -1};
+    node_facts(&info);
+    return info.local_world_size;
+}
+
 /* The source line for an env:// rendezvous. */
 static void env_source(ferry_launch_info *info)
 {

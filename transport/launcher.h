@@ -42,6 +42,11 @@ ferry_status ferry__launch_job_token(char *out, bool *is_derived);
    answers, else "env://". */
 const char *ferry__launch_default_method(void);
 
+/* How many ranks the launcher says run on this host (LOCAL_WORLD_SIZE under torchrun and
+   ferryrun, the step's tasks on this node under Slurm, OMPI_COMM_WORLD_LOCAL_SIZE under
+   mpirun), or -1 when it does not say. */
+int ferry__launch_local_world_size(void);
+
 /* Slurm's store when MASTER_ADDR / MASTER_PORT are unset: the first host of SLURM_STEP_NODELIST
    (else SLURM_JOB_NODELIST, else SLURM_LAUNCH_NODE_IPADDR) and a port derived from the job and
    step ids. FERRY_OK with *host ferry__malloc'd (NULL when not under Slurm: the caller's own

@@ -29,6 +29,7 @@
 #include "core/clock.h"
 #include "core/error.h"
 #include "core/log.h"
+#include "transport/net_fi_init.h"
 #include "transport/net_iface.h"
 #include "transport/net_internal.h"
 
@@ -441,9 +442,13 @@ static ferry_status open_providers(ferry__net *net, const ferry__net_options *op
         net->n_eps = 1;
         return open_ep(net, &net->eps[0], canonical_provider(forced), opts);
     }
+    /* Opening tcp;ofi_rxm costs every process 10 ms of CPU and 17 MB it zeroes (rxm's receive
+       pool): not worth it when no peer can need it. */
     const char *const order[] = {"shm", "tcp;ofi_rxm"};
     char why[512] = "";
     for (int i = 0; i < 2; i++) {
+        if (i == 1 && opts->peers_all_local && net->n_eps == 1)
+            break;
         ferry__net_ep *e = &net->eps[net->n_eps];
         if (open_ep(net, e, order[i], opts) == FERRY_OK) {
             net->n_eps++;
@@ -500,6 +505,7 @@ ferry__net *ferry__net_open(const ferry__net_options *opts, const ferry__net_han
     }
     if (ferry__net_auth_init(net) != FERRY_OK)
         goto fail;
+    ferry__net_fi_init();
     if (open_providers(net, opts) != FERRY_OK)
         goto fail;
     for (int i = 0; i < net->n_eps; i++)
@@ -527,10 +533,15 @@ ferry_status ferry__net_local_address(ferry__net *net, const void **blob, size_t
 }
 
 /* Which of our endpoints reaches a peer: the forced one, shm on the same host, else tcp. */
+static bool is_same_host(const ferry__net *net, const parsed_blob *pb)
+{
+    return pb->host_len == strlen(net->host_id) &&
+           memcmp(pb->host, net->host_id, pb->host_len) == 0;
+}
+
 static ferry__net_ep *choose_ep(ferry__net *net, const parsed_blob *pb, int *idx)
 {
-    bool same_host = pb->host_len == strlen(net->host_id) &&
-                     memcmp(pb->host, net->host_id, pb->host_len) == 0;
+    bool same_host = is_same_host(net, pb);
     for (int pass = 0; pass < 2; pass++) {
         for (int i = 0; i < net->n_eps; i++) {
             ferry__net_ep *e = &net->eps[i];
@@ -616,7 +627,14 @@ ferry_status ferry__net_set_peers(ferry__net *net, int self_rank, int world_size
         ferry__net_auth_pair(net, self_rank, r, pbs[r].addr[a]);
         net->peers[r].next_active = -1;
         net->peers[r].ep = choose_ep(net, &pbs[r], &k);
-        if (!net->peers[r].ep)
+        if (!net->peers[r].ep && net->n_eps == 1 && net->eps[0].is_shm &&
+            !is_same_host(net, &pbs[r]))
+            rc = ferry__fail(FERRY_ETRANSPORT,
+                             "rank %d is on another host (%.*s) and only shm is open here "
+                             "(FERRY_TRANSPORT=shm, or the launcher counted every rank on this "
+                             "host); FERRY_TRANSPORT=tcp reaches it",
+                             r, (int)pbs[r].host_len, (const char *)pbs[r].host);
+        else if (!net->peers[r].ep)
             rc = ferry__fail(FERRY_ETRANSPORT, "rank %d shares no fabric provider with us", r);
     }
     for (int r = 0; r < world_size && rc == FERRY_OK; r++) {

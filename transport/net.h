@@ -50,6 +50,9 @@ typedef struct {
     size_t queue_max;        /* ops waiting for one peer and direction; 65536 */
     long long recv_timeout_ms; /* a tagged receive not complete by then is cancelled; 60000;
                                   negative: never */
+    /* Every rank runs on this host (the launcher says so): with transport auto only shm is
+       opened, and tcp only when shm cannot be. */
+    bool peers_all_local;
 } ferry__net_options;
 
 /* Opens the endpoints (not yet running). NULL + FERRY_ETRANSPORT naming the provider and cause. */
