@@ -429,8 +429,29 @@ static double join_left_s(long long deadline)
     return left > 1e-3 ? left : 1e-3;
 }
 
+/* A join that failed because others are gone says so in words a user can act on (which
+   workers left, the store's host among them), not in the socket's; otherwise the cause. */
 static ferry_status join_failed(ferry__agent *a, ferry_status rc)
 {
+    ferry__store *st = a->rdv ? ferry__rendezvous_store(a->rdv) : NULL;
+    bool store_gone = a->rank != 0 && st && !ferry__store_is_connected(st);
+    char gone[640] = "";
+    size_t len = 0;
+    int n_gone = 0;
+    for (int i = 0; a->workers && i < a->world_size; i++) {
+        bool is_gone = atomic_load(&a->workers[i].dead) || (i == 0 && store_gone);
+        if (i == a->rank || !is_gone || n_gone++ >= 4 || len >= sizeof gone)
+            continue;
+        len += (size_t)snprintf(gone + len, sizeof gone - len, "%s'%s' (rank %d%s)",
+                                n_gone > 1 ? ", " : "", a->workers[i].name, i,
+                                i == 0 ? ", which hosts the rendezvous store" : "");
+    }
+    if (n_gone > 4 && len < sizeof gone)
+        snprintf(gone + len, sizeof gone - len, " and %d more", n_gone - 4);
+    if (n_gone > 0)
+        return ferry__fail(rc, "graceful shutdown of '%s' failed: %s had already left, so the "
+                           "others ended their shutdown without this worker (theirs timed out "
+                           "waiting for it, or they exited)", a->name, gone);
     return ferry__fail(rc, "graceful shutdown of '%s' failed: %s", a->name, ferry_last_error());
 }
 

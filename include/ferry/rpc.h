@@ -91,8 +91,9 @@ FERRY_API ferry_status ferry_init_rpc(const char *name, int rank, int world_size
    agent is stopped anyway. Stopping waits on no peer, dead or stopped: calls still waiting fail
    with FERRY_ESHUTDOWN and requests this worker was to answer later (RRef fetches of values not
    there yet) are answered with FERRY_ESHUTDOWN before its pool drains, so the call returns about
-   `timeout` after it started at most (docs/failures.md gives the bounds; the worker hosting
-   the rendezvous store may wait up to 5 s more for workers still connected to it). */
+   `timeout` after it started at most, on the worker hosting the rendezvous store too
+   (docs/failures.md gives the bounds). A worker whose peers gave up on it first gets an error
+   naming the workers that had already left. */
 FERRY_API ferry_status ferry_shutdown(bool graceful, double timeout);
 
 /* Fills *out for the worker called `name` (borrowed; NULL = this worker). FERRY_OK,
