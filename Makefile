@@ -13,6 +13,16 @@ DEB_PKGS := build-essential pkg-config clang libclang-rt-14-dev libfabric-dev li
             slurm-wlm munge openmpi-bin libopenmpi-dev libpmix-dev
 PROTOC_C ?= protoc-c
 
+# Before anything is built: what is missing gets installed (as root) or named with the command
+# that installs it (tools/ensure_deps.sh), so `make demo` and `make test` are the first commands
+# on a fresh Debian machine. `make deps` installs the whole list unconditionally.
+ifeq ($(filter deps clean,$(MAKECMDGOALS))$(FERRY_SKIP_DEPS_CHECK),)
+ifneq ($(shell sh tools/ensure_deps.sh "$(firstword $(CC)) pkg-config $(PROTOC_C)" \
+	"$(PKGS) $(TEST_PKGS)" "$(DEB_PKGS)" >&2; echo $$?),0)
+$(error ferry: build dependencies are missing (see above))
+endif
+endif
+
 OPT      ?= -O2
 SANITIZE ?=
 ASAN_UBSAN := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
@@ -64,7 +74,7 @@ FUZZ_SMOKE_S ?= 5
 FUZZ_LONG_S ?= 300
 
 .PHONY: all deps test test-unit test-integration test-asan test-netns test-launchers fuzz fuzz-smoke demo bench clean \
-        check-symbols check-deps check-headers check-cpp bench-instructions
+        check-symbols check-deps check-setup check-headers check-cpp bench-instructions
 
 all: $(STATIC) $(BUILD)/libferry.so $(TOOL_BINS) $(EXAMPLE_BINS)
 
@@ -156,10 +166,14 @@ check-deps:
 	@sh tools/check_deps.sh
 	@sh tests/check_deps_test.sh
 
+# The dependency check before every build stops with the install line when a package is missing.
+check-setup:
+	@sh tests/ensure_deps_test.sh
+
 # Test output is kept in $(BUILD)/*.log; under sanitizers a leak report anywhere in it (Criterion
 # does not fail a test whose process leaked) fails the run.
 TEST_ENV ?=
-test: all $(UNIT_BIN) $(INTEG_BIN) check-symbols check-deps check-headers check-cpp
+test: all $(UNIT_BIN) $(INTEG_BIN) check-symbols check-deps check-setup check-headers check-cpp
 	set -o pipefail; $(TEST_ENV) $(UNIT_BIN) --jobs $(CRITERION_JOBS) 2>&1 | tee $(BUILD)/unit.log
 	set -o pipefail; $(TEST_ENV) $(INTEG_BIN) --jobs 1 2>&1 | tee $(BUILD)/integration.log
 	@for e in model_parallel_sgd remote_class pipeline model_parallel_rnn parameter_server; do \
