@@ -159,8 +159,30 @@ int ferry__agent_rank_of(ferry__agent *a, const char *name)
     for (int i = 0; i < a->world_size; i++)
         if (strcmp(a->workers[i].name, name) == 0)
             return i;
-    ferry_set_error(FERRY_EUNKNOWN_WORKER, "name:%s,rank:%d could not find destination name %s",
-                    a->name, a->rank, name);
+    size_t len = strlen(name);
+    bool is_valid = len > 0 && len < FERRY_MAX_NAME_LEN &&
+                    strspn(name, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_:-") ==
+                        len;
+    if (!is_valid) {
+        ferry_set_error(FERRY_EINVAL, "worker '%s': '%.*s%s' is not a valid worker name (names "
+                        "match [A-Za-z0-9_:-]+ and are shorter than %d characters; \"#<rank>\" "
+                        "names a worker by rank)", a->name, 160, name, len > 160 ? "..." : "",
+                        FERRY_MAX_NAME_LEN);
+        return -1;
+    }
+    /* torch's words, then the names there are (the first few of a large world). */
+    char known[512];
+    size_t at = 0;
+    int shown = a->world_size <= 8 ? a->world_size : 6;
+    for (int i = 0; i < shown && at < sizeof known; i++)
+        at += (size_t)snprintf(known + at, sizeof known - at, "%s'%s'",
+                               i == 0 ? "" : i == a->world_size - 1 ? " and " : ", ",
+                               a->workers[i].name);
+    if (shown < a->world_size && at < sizeof known)
+        snprintf(known + at, sizeof known - at, ", ... '%s' (%d workers)",
+                 a->workers[a->world_size - 1].name, a->world_size);
+    ferry_set_error(FERRY_EUNKNOWN_WORKER, "name:%s,rank:%d could not find destination name %s; "
+                    "the workers are %s", a->name, a->rank, name, known);
     return -1;
 }
 
@@ -202,7 +224,7 @@ ferry_status ferry_get_worker_info(const char *name, ferry_worker_info *out)
     if (!a)
         return FERRY_ESHUTDOWN;
     int r = ferry__agent_rank_of(a, name);
-    ferry_status rc = r >= 0 ? FERRY_OK : FERRY_EUNKNOWN_WORKER;
+    ferry_status rc = r >= 0 ? FERRY_OK : ferry_last_status();
     if (r >= 0)
         *out = (ferry_worker_info){a->workers[r].name, r};
     ferry__agent_release(a);

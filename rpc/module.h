@@ -99,7 +99,8 @@ int ferry__agent_rank(const ferry__agent *agent);
 int ferry__agent_world_size(const ferry__agent *agent);
 /* The name of the worker of that rank (borrowed), or NULL when out of range. */
 const char *ferry__agent_worker_name(const ferry__agent *agent, int rank);
-/* Rank of a worker name (NULL = self); -1 + FERRY_EUNKNOWN_WORKER with torch's message. */
+/* Rank of a worker name (NULL = self; "#<rank>" a rank); -1 + FERRY_EUNKNOWN_WORKER with
+   torch's message and the names there are, or FERRY_EINVAL for a name no worker can have. */
 int ferry__agent_rank_of(ferry__agent *agent, const char *name);
 /* `timeout`, or the agent's default when it is FERRY_TIMEOUT_DEFAULT (negative). */
 double ferry__agent_effective_timeout(ferry__agent *agent, double timeout);

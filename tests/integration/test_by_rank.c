@@ -1,6 +1,7 @@
 /* Workers addressed by rank: "#<rank>" wherever a call takes a worker's name (rpc_sync,
    rpc_async, remote), ferry_get_worker_info_by_rank and ferry_get_all_worker_infos, and the
-   errors for ranks the world does not have. */
+   errors for ranks the world does not have, for unknown names (which list the workers) and for
+   names no worker can have. */
 #include <stdio.h>
 #include <string.h>
 
@@ -43,9 +44,18 @@ static int body_by_rank(int rank, int world, const rpc_case *c)
         RANK_CHECK(ferry_last_status() == FERRY_EUNKNOWN_WORKER);
         RANK_CHECK(strstr(ferry_last_error(), "ranks 0 to 2"));
     }
+    /* An unknown name lists the workers there are; a name no worker can have says so. */
+    RANK_CHECK(!ferry_rpc_sync("nobody", "whoami", none, NULL, FERRY_TIMEOUT_DEFAULT));
+    RANK_CHECK(ferry_last_status() == FERRY_EUNKNOWN_WORKER);
+    RANK_CHECK(strstr(ferry_last_error(), "could not find destination name nobody"));
+    RANK_CHECK(strstr(ferry_last_error(), "the workers are 'worker0', 'worker1' and 'worker2'"));
+    RANK_CHECK(!ferry_rpc_sync("bad name!", "whoami", none, NULL, FERRY_TIMEOUT_DEFAULT));
+    RANK_CHECK(ferry_last_status() == FERRY_EINVAL);
+    RANK_CHECK(strstr(ferry_last_error(), "'bad name!' is not a valid worker name"));
     ferry_value_release(none);
 
     ferry_worker_info info;
+    RANK_CHECK(ferry_get_worker_info("bad name!", &info) == FERRY_EINVAL);
     RANK_CHECK(ferry_get_worker_info_by_rank(2, &info) == FERRY_OK);
     RANK_CHECK(!strcmp(info.name, "worker2") && info.id == 2);
     RANK_CHECK(ferry_get_worker_info("#1", &info) == FERRY_OK && info.id == 1);
