@@ -366,6 +366,12 @@ ferry_status ferry_init_rpc(const char *name, int rank, int world_size,
     ferry_status rc = check_options(&o);
     if (rc != FERRY_OK)
         return rc;
+    if (rank < -1)
+        return ferry__fail(FERRY_EINVAL, "rank %d: a rank is 0 or more, or -1 to read it from "
+                           "the environment", rank);
+    if (world_size < 0)
+        return ferry__fail(FERRY_EINVAL, "world size %d: a world size is 1 or more, or 0 to read "
+                           "it from the environment", world_size);
     if (name && (rc = ferry__rendezvous_check_name(name)) != FERRY_OK)
         return rc;
     ferry__builtins_register();

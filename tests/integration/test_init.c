@@ -206,3 +206,15 @@ Test(rpc_init, thirty_two_workers_call_each_other_when_on_one_host, .timeout = 1
     rpc_test_set_token();
     ferry_test_run_ranks(32, many_rank, &ic, 110);
 }
+
+Test(rpc_init, refuses_a_negative_rank_or_world_size_other_than_from_the_environment,
+     .timeout = 10)
+{
+    cr_expect_eq(ferry_init_rpc("w", -2, 2, NULL), FERRY_EINVAL);
+    cr_expect(strstr(ferry_last_error(), "rank -2: a rank is 0 or more, or -1"), "%s",
+              ferry_last_error());
+    cr_expect_eq(ferry_init_rpc("w", 0, -1, NULL), FERRY_EINVAL);
+    cr_expect(strstr(ferry_last_error(), "world size -1: a world size is 1 or more, or 0"), "%s",
+              ferry_last_error());
+    cr_expect_eq(ferry_init_rpc("w", 3, 2, NULL), FERRY_EINVAL, "a rank past the world");
+}
