@@ -9,6 +9,7 @@
    (torch.ones/zeros, broadcasting arithmetic, matmul) are refused past the agent's
    builtin_max_bytes before anything is allocated. Only min and max (numbers) run inline. */
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -40,14 +41,46 @@ static bool is_number(const ferry_value *v)
     return k == FERRY_VALUE_INT || k == FERRY_VALUE_DOUBLE || k == FERRY_VALUE_BOOL;
 }
 
-static ferry_status want_args(const char *fn, const ferry_value *args, size_t lo, size_t hi)
+/* Python's words for a call with the wrong number of positional arguments: "takes 2
+   positional arguments but 3 were given", "missing 1 required positional argument: 'other'".
+   names: the parameters in order (at least hi of them). */
+static ferry_status want_args(const char *fn, const ferry_value *args, size_t lo, size_t hi,
+                              const char *const *names)
 {
     size_t n = ferry_list_len(args);
-    if (n < lo || n > hi)
-        return ferry_set_error(FERRY_EINVAL, "%s() takes %zu to %zu arguments but %zu were given",
-                               fn, lo, hi, n);
+    if (n > hi && lo == hi)
+        return ferry_set_error(FERRY_EINVAL, "%s() takes %zu positional argument%s but %zu %s "
+                               "given", fn, hi, hi == 1 ? "" : "s", n, n == 1 ? "was" : "were");
+    if (n > hi)
+        return ferry_set_error(FERRY_EINVAL, "%s() takes from %zu to %zu positional arguments "
+                               "but %zu were given", fn, lo, hi, n);
+    if (n < lo)
+        return ferry_set_error(FERRY_EINVAL, "%s() missing %zu required positional argument%s: "
+                               "'%s'%s", fn, lo - n, lo - n == 1 ? "" : "s", names[n],
+                               lo - n > 1 ? " and more" : "");
     return FERRY_OK;
 }
+
+/* Every keyword must be one of `allowed` (NULL-terminated): else Python's "got an unexpected
+   keyword argument 'x'". */
+static ferry_status want_kwargs(const char *fn, const ferry_value *kwargs,
+                                const char *const *allowed)
+{
+    for (size_t i = 0; i < ferry_dict_len(kwargs); i++) {
+        const char *k = ferry_dict_key_at(kwargs, i);
+        bool ok = false;
+        for (size_t j = 0; allowed && allowed[j] && !ok; j++)
+            ok = !strcmp(k, allowed[j]);
+        if (!ok)
+            return ferry_set_error(FERRY_EINVAL, "%s() got an unexpected keyword argument '%s'",
+                                   fn, k);
+    }
+    return FERRY_OK;
+}
+
+static const char *const INPUT_OTHER[] = {"input", "other"};
+static const char *const INPUT_DIM[] = {"input", "dim"};
+static const char *const TENSORS_DIM[] = {"tensors", "dim"};
 
 /* The result's bytes (numel x element size, saturating), for the cap. A negative size is left
    for the op itself to refuse. */
@@ -160,14 +193,19 @@ static ferry_status binary_fn(const ferry_value *args, const ferry_value *kwargs
                               ferry_value **result, void *user)
 {
     const binary_spec *s = user;
-    ferry_status rc = want_args(s->name, args, 2, 2);
+    static const char *const with_alpha[] = {"alpha", NULL};
+    ferry_status rc = want_args(s->name, args, 2, 2, INPUT_OTHER);
+    if (rc == FERRY_OK)
+        rc = want_kwargs(s->name, kwargs,
+                         s->op == ferry_add || s->op == ferry_sub ? with_alpha : NULL);
     if (rc != FERRY_OK)
         return rc;
     double alpha = 1.0;
     if (ferry_dict_len(kwargs) > 0) {
         ferry_value *al = ferry_dict_get(kwargs, "alpha");
-        if (!al || ferry_dict_len(kwargs) != 1 || !is_number(al) || (s->op != ferry_add && s->op != ferry_sub))
-            return ferry_set_error(FERRY_EINVAL, "%s() got an unexpected keyword argument", s->name);
+        if (!is_number(al))
+            return ferry_set_error(FERRY_EINVAL, "%s(): argument 'alpha' must be Number, not %s",
+                                   s->name, ferry_kind_name(ferry_value_kind(al)));
         alpha = ferry_value_as_double(al);
     }
     rc = check_binary_cap(s->name, ferry_list_get(args, 0), ferry_list_get(args, 1));
@@ -180,7 +218,9 @@ static ferry_status binary_fn(const ferry_value *args, const ferry_value *kwargs
 static ferry_status matmul_fn(const ferry_value *args, const ferry_value *kwargs,
                               ferry_value **result, void *user)
 {
-    ferry_status rc = want_args("torch.matmul", args, 2, 2);
+    ferry_status rc = want_args("torch.matmul", args, 2, 2, INPUT_OTHER);
+    if (rc == FERRY_OK)
+        rc = want_kwargs("torch.matmul", kwargs, NULL);
     if (rc != FERRY_OK)
         return rc;
     ferry_tensor *a = ferry_value_as_tensor(ferry_list_get(args, 0));
@@ -228,6 +268,10 @@ static ferry_status fill_fn(const ferry_value *args, const ferry_value *kwargs,
                             ferry_value **result, void *user)
 {
     const char *name = user ? "torch.ones" : "torch.zeros";
+    static const char *const with_dtype[] = {"dtype", NULL};
+    ferry_status krc = want_kwargs(name, kwargs, with_dtype);
+    if (krc != FERRY_OK)
+        return krc;
     const ferry_value *dims = args;
     if (ferry_list_len(args) == 1 && ferry_value_kind(ferry_list_get(args, 0)) == FERRY_VALUE_LIST)
         dims = ferry_list_get(args, 0);
@@ -255,7 +299,10 @@ static ferry_status fill_fn(const ferry_value *args, const ferry_value *kwargs,
 static ferry_status sum_fn(const ferry_value *args, const ferry_value *kwargs,
                            ferry_value **result, void *user)
 {
-    ferry_status rc = want_args("torch.sum", args, 1, 2);
+    static const char *const sum_kwargs[] = {"dim", "keepdim", NULL};
+    ferry_status rc = want_args("torch.sum", args, 1, 2, INPUT_DIM);
+    if (rc == FERRY_OK)
+        rc = want_kwargs("torch.sum", kwargs, sum_kwargs);
     if (rc != FERRY_OK)
         return rc;
     ferry_tensor *t = ferry_value_as_tensor(ferry_list_get(args, 0));
@@ -276,7 +323,10 @@ static ferry_status sum_fn(const ferry_value *args, const ferry_value *kwargs,
 static ferry_status cat_fn(const ferry_value *args, const ferry_value *kwargs,
                            ferry_value **result, void *user)
 {
-    ferry_status rc = want_args("torch.cat", args, 1, 2);
+    static const char *const cat_kwargs[] = {"dim", NULL};
+    ferry_status rc = want_args("torch.cat", args, 1, 2, TENSORS_DIM);
+    if (rc == FERRY_OK)
+        rc = want_kwargs("torch.cat", kwargs, cat_kwargs);
     if (rc != FERRY_OK)
         return rc;
     const ferry_value *list = ferry_list_get(args, 0);
@@ -301,6 +351,9 @@ static ferry_status extreme_fn(const ferry_value *args, const ferry_value *kwarg
 {
     bool want_max = user != NULL;
     const char *name = want_max ? "max" : "min";
+    ferry_status krc = want_kwargs(name, kwargs, NULL);
+    if (krc != FERRY_OK)
+        return krc;
     const ferry_value *items = args;
     if (ferry_list_len(args) == 1 && ferry_value_kind(ferry_list_get(args, 0)) == FERRY_VALUE_LIST)
         items = ferry_list_get(args, 0);
