@@ -106,8 +106,9 @@ struct ferry__agent {
        only the hooks that exist. Set before the fabric starts; read-only after. */
     struct {
         int on_send[FERRY__MAX_MODULES], on_receive[FERRY__MAX_MODULES],
-            before_call[FERRY__MAX_MODULES], around[FERRY__MAX_MODULES];
-        int n_on_send, n_on_receive, n_before_call, n_around;
+            before_call[FERRY__MAX_MODULES], around[FERRY__MAX_MODULES],
+            tick[FERRY__MAX_MODULES];
+        int n_on_send, n_on_receive, n_before_call, n_around, n_tick;
     } hooks;
 };
 
@@ -156,6 +157,8 @@ void ferry__agent_hooks_begin(ferry__agent *agent, int src, const ferry__msg *m,
 void ferry__agent_hooks_end(ferry__agent *agent, void **slots);
 /* Tells every started module that a peer is unreachable (module.c). */
 void ferry__agent_hooks_peer_lost(ferry__agent *agent, int rank, bool gone, const char *why);
+/* Every module's tick (progress thread, from the agent's tick). */
+void ferry__agent_hooks_tick(ferry__agent *agent, long long now_ns);
 /* Encodes and sends `m` (its values borrowed; src and dst are filled here) after the modules'
    on_send hooks (`request`: the request a response answers, else NULL). The encoded form holds
    its own tensor references until the fabric is done with them. FERRY_OK once every part is

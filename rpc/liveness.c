@@ -336,6 +336,8 @@ void ferry__agent_on_tick(void *ctx, long long now_ns)
     ferry__agent_ping_peers(a, now_ns, false);
     ferry__agent_expire_calls(a, now_ns);
     ferry__agent_expire_later(a, now_ns);
+    if (a->hooks.n_tick)
+        ferry__agent_hooks_tick(a, now_ns);
 }
 
 void ferry__agent_on_peer_error(void *ctx, int peer, ferry_status rc, const char *why)

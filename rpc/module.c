@@ -58,6 +58,8 @@ void ferry__agent_index_hooks(ferry__agent *a)
             a->hooks.before_call[a->hooks.n_before_call++] = i;
         if (m->before_request || m->after_request)
             a->hooks.around[a->hooks.n_around++] = i;
+        if (m->tick)
+            a->hooks.tick[a->hooks.n_tick++] = i;
     }
 }
 
@@ -100,6 +102,14 @@ void ferry__agent_hooks_end(ferry__agent *a, void **slots)
         int i = a->hooks.around[k];
         if (modules[i]->after_request)
             modules[i]->after_request(a, a->module_state[i], slots[k]);
+    }
+}
+
+void ferry__agent_hooks_tick(ferry__agent *a, long long now_ns)
+{
+    for (int k = 0; k < a->hooks.n_tick; k++) {
+        int i = a->hooks.tick[k];
+        modules[i]->tick(a, a->module_state[i], now_ns);
     }
 }
 

@@ -21,6 +21,7 @@
      borrowed thread's in after_request; rpc itself saves and restores the thread's last error
      around every request it runs on a borrowed or progress thread.
    - peer_lost runs on the progress or liveness thread and must not block.
+   - tick runs on the progress thread and must not block.
    - Handlers run on the pool; inline handlers on the progress or a driving thread, and must
      not block. */
 #ifndef FERRY_RPC_MODULE_H
@@ -78,6 +79,10 @@ typedef struct ferry__agent_module {
        come back. `why` names it and the cause. Runs on the progress or liveness thread: it must
        not block (hand work to the pool). It may run more than once for one peer. */
     void (*peer_lost)(ferry__agent *agent, void *state, int rank, bool gone, const char *why);
+    /* About every 10 ms while the fabric runs (the progress thread's tick), for work a module
+       put off (e.g. RRef deletions waiting for a message to ride along with). It may send
+       requests; it must not block. */
+    void (*tick)(ferry__agent *agent, void *state, long long now_ns);
 } ferry__agent_module;
 
 /* Registers a module for every agent started afterwards. Not thread-safe: constructors only. */

@@ -1,7 +1,8 @@
 /* The RRef context: one per agent, plugged into rpc/ as an agent module (a constructor registers
    it, so linking libferry brings RRef support). It owns the owner table, the pending-children
-   table and the list of live users, counts what graceful shutdown must wait for, and on shutdown
-   deletes the users still held, as torch's delAllUsersAndUnforkedOwners does. */
+   table, the list of live users and the queues of deletions (deletes.c), counts what graceful
+   shutdown must wait for, and on shutdown deletes the users still held, as torch's
+   delAllUsersAndUnforkedOwners does. */
 #include <stdio.h>
 #include <string.h>
 
@@ -30,6 +31,9 @@ void ferry__rref_ctx_release(ferry__rref_ctx *ctx)
     ferry__free(ctx->names);
     ferry__gid_map_free(&ctx->owners);
     ferry__gid_map_free(&ctx->children);
+    for (int i = 0; ctx->dels && i < ctx->world_size; i++)
+        ferry__free(ctx->dels[i].items);
+    ferry__free(ctx->dels);
     pthread_cond_destroy(&ctx->idle_cv);
     pthread_mutex_destroy(&ctx->lock);
     ferry__free(ctx);
@@ -113,11 +117,13 @@ static ferry_status rref_start(ferry__agent *a, void **state)
     ctx->rank = ferry__agent_rank(a);
     ctx->world_size = ferry__agent_world_size(a);
     atomic_init(&ctx->next_local, 0);
+    atomic_init(&ctx->n_queued, 0);
+    ctx->dels = ferry__calloc((size_t)ctx->world_size, sizeof *ctx->dels);
     ctx->names = ferry__calloc((size_t)ctx->world_size, sizeof *ctx->names);
     for (int i = 0; ctx->names && i < ctx->world_size; i++)
         if (!(ctx->names[i] = ferry__strdup(ferry__agent_worker_name(a, i))))
             break;
-    if (!ctx->names || !ctx->names[ctx->world_size - 1]) {
+    if (!ctx->dels || !ctx->names || !ctx->names[ctx->world_size - 1]) {
         ferry__rref_ctx_release(ctx);
         return ferry__fail(FERRY_ENOMEM, "out of memory for the RRef context");
     }
@@ -136,6 +142,7 @@ static ferry_status rref_start(ferry__agent *a, void **state)
 static int64_t rref_busy(ferry__agent *a, void *state)
 {
     ferry__rref_ctx *ctx = state;
+    ferry__rref_flush_deletes(ctx, true); /* no later request will carry them */
     pthread_mutex_lock(&ctx->lock);
     int64_t n = busy_locked(ctx);
     pthread_mutex_unlock(&ctx->lock);
@@ -191,6 +198,7 @@ static void rref_stop(ferry__agent *a, void *state)
     ctx->n_forks = 0;
     ctx->n_pending_users = 0;
     ctx->n_messages = 0;
+    ferry__rref_drop_deletes_locked(ctx);
     ferry__rref_ctx_signal(ctx);
     pthread_mutex_unlock(&ctx->lock);
     ferry_rref *r;
@@ -217,6 +225,8 @@ static const ferry__agent_module rref_module = {
     .quiesce = rref_quiesce,
     .stop = rref_stop,
     .before_call = ferry__rref_before_call,
+    .on_receive = ferry__rref_on_receive,
+    .tick = ferry__rref_tick,
 };
 
 __attribute__((constructor)) static void rref_register(void)
@@ -252,6 +262,7 @@ ferry_status ferry_debug_rref_wait_idle(double timeout)
     ferry__rref_ctx *ctx = ferry__rref_ctx_current();
     if (!ctx)
         return FERRY_ESHUTDOWN;
+    ferry__rref_flush_deletes(ctx, true); /* queued deletions go now, not at the next tick */
     struct timespec ts = ferry__timespec_from_ns(ferry__deadline_ns(ferry__now_ns(), timeout));
     ferry_status rc = FERRY_OK;
     pthread_mutex_lock(&ctx->lock);

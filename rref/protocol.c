@@ -1,9 +1,11 @@
 /* RRef control messages: user-delete (user -> owner), fork-request (new user -> owner) and
    child-accept (new user or owner -> the parent that forked). Each is a request acknowledged by
    the ordinary response, sent from the agent's pool (never from the thread that released an RRef
-   or decoded a message), and retried on failure with torch's schedule (5 retries, 1 s x 1.5^k).
-   Their handlers are idempotent and assume no ordering between peers: a deletion or fork request
-   may reach the owner before the remote() that creates the RRef, which then finds it waiting. */
+   or decoded a message: it may hold locks a send takes) or from the progress thread's tick, and
+   retried on failure with torch's schedule (5 retries, 1 s x 1.5^k). A user-delete carries up to
+   two more deletions to the same owner in its ext (deletes.c). Their handlers are idempotent and
+   assume no ordering between peers: a deletion or fork request may reach the owner before the
+   remote() that creates the RRef, which then finds it waiting. */
 #include <math.h>
 #include <string.h>
 #include <time.h>
@@ -27,6 +29,8 @@ typedef struct {
     int attempt;
     ferry_rref *child; /* fork request: the new user (its pending reference) */
     int32_t parent;    /* fork request: who forked it */
+    int n_extra;       /* user-delete: more deletions to the same owner, in the ext */
+    ferry__rref_del extra[2];
 } ctl;
 
 static const char *ctl_name(ferry__msg_type t)
@@ -59,7 +63,7 @@ static void ctl_finish(ctl *c, ferry_status rc, const char *why)
                         ctx->names[c->dst], why ? why : ferry_strerror(rc));
     }
     pthread_mutex_lock(&ctx->lock);
-    ctx->n_messages--;
+    ctx->n_messages -= 1 + c->n_extra;
     ferry__rref_ctx_signal(ctx);
     pthread_mutex_unlock(&ctx->lock);
     ferry__free(c);
@@ -138,6 +142,7 @@ static void ctl_task(void *arg)
     }
     ferry__msg m = {.type = c->type, .fn = (char *)ctl_name(c->type), .rref = c->rref,
                     .fork = c->fork};
+    ferry__rref_dels_to_ext(&m, c->extra, c->n_extra);
     /* No timeout: a lost peer fails the request through the transport, and a slow owner is
        still an owner. */
     ferry_future *f = ferry__agent_request(a, c->dst, &m, FERRY_TIMEOUT_NONE);
@@ -155,29 +160,58 @@ static void ctl_task(void *arg)
     }
 }
 
-static void ctl_start(ferry__rref_ctx *ctx, ferry__msg_type type, int32_t dst,
-                      ferry__gid rref, ferry__gid fork, ferry_rref *child, int32_t parent)
+/* Starts a control message: from the pool, or (from_pool false) on this thread. `counted`:
+   its n_messages counts (1 + n_extra) are taken already. */
+static void ctl_start_ex(ferry__rref_ctx *ctx, ferry__msg_type type, int32_t dst,
+                         ferry__gid rref, ferry__gid fork, ferry_rref *child, int32_t parent,
+                         const ferry__rref_del *extra, int n_extra, bool counted,
+                         bool from_pool)
 {
     ctl *c = ferry__calloc(1, sizeof *c);
     if (!c) {
         ferry__log_error("rref", "out of memory sending %s", ctl_name(type));
         if (child)
             ferry__rref_confirm(child, FERRY_ENOMEM, "out of memory confirming the RRef");
+        if (counted) {
+            pthread_mutex_lock(&ctx->lock);
+            ctx->n_messages -= 1 + n_extra;
+            ferry__rref_ctx_signal(ctx);
+            pthread_mutex_unlock(&ctx->lock);
+        }
         return;
     }
     *c = (ctl){.ctx = ferry__rref_ctx_retain(ctx), .type = type, .dst = dst,
                .rref = {rref.worker, rref.local}, .fork = {fork.worker, fork.local},
-               .child = child, .parent = parent};
-    pthread_mutex_lock(&ctx->lock);
-    ctx->n_messages++;
-    pthread_mutex_unlock(&ctx->lock);
-    if (ferry__rref_submit(ctx, ctl_task, c) != FERRY_OK)
+               .child = child, .parent = parent, .n_extra = n_extra};
+    for (int i = 0; i < n_extra; i++)
+        c->extra[i] = extra[i];
+    if (!counted) {
+        pthread_mutex_lock(&ctx->lock);
+        ctx->n_messages += 1 + n_extra;
+        pthread_mutex_unlock(&ctx->lock);
+    }
+    if (!from_pool)
+        ctl_task(c);
+    else if (ferry__rref_submit(ctx, ctl_task, c) != FERRY_OK)
         ctl_finish(c, FERRY_ESHUTDOWN, "RPC is shutting down");
+}
+
+static void ctl_start(ferry__rref_ctx *ctx, ferry__msg_type type, int32_t dst,
+                      ferry__gid rref, ferry__gid fork, ferry_rref *child, int32_t parent)
+{
+    ctl_start_ex(ctx, type, dst, rref, fork, child, parent, NULL, 0, false, true);
 }
 
 void ferry__rref_send_delete(ferry__rref_ctx *ctx, int32_t owner, ferry__gid id, ferry__gid fork)
 {
     ctl_start(ctx, FERRY__MSG_RREF_USER_DELETE, owner, id, fork, NULL, -1);
+}
+
+void ferry__rref_send_deletes(ferry__rref_ctx *ctx, int32_t owner, const ferry__rref_del *dels,
+                              int n, bool from_pool)
+{
+    ctl_start_ex(ctx, FERRY__MSG_RREF_USER_DELETE, owner, dels[0].id, dels[0].fork, NULL, -1,
+                 dels + 1, n - 1, true, from_pool);
 }
 
 void ferry__rref_send_fork_request(ferry_rref *child, int32_t parent)
@@ -209,14 +243,8 @@ ferry_status ferry__rref_read_ids(ferry__rref_ctx *ctx, const ferry__msg *m, fer
 }
 
 /* G1: a user is gone. Unknown forks become tombstones, cancelled when their fork arrives. */
-static ferry_status handle_delete(ferry__agent *a, int src, ferry__msg *m, ferry_value **result,
-                                  void *arg)
+ferry_status ferry__rref_delete_fork(ferry__rref_ctx *ctx, ferry__gid id, ferry__gid fork)
 {
-    ferry__rref_ctx *ctx = arg;
-    ferry__gid id, fork;
-    ferry_status rc = ferry__rref_read_ids(ctx, m, &id, &fork);
-    if (rc != FERRY_OK)
-        return rc;
     pthread_mutex_lock(&ctx->lock);
     ferry_rref *o = ferry__owner_find_or_create(ctx, id);
     bool drop = false;
@@ -230,6 +258,18 @@ static ferry_status handle_delete(ferry__agent *a, int src, ferry__msg *m, ferry
     if (drop)
         ferry_rref_release(o); /* may free the value: outside the lock */
     return FERRY_OK;
+}
+
+/* The deletions in the ext were read by the on_receive hook already (deletes.c). */
+static ferry_status handle_delete(ferry__agent *a, int src, ferry__msg *m, ferry_value **result,
+                                  void *arg)
+{
+    ferry__rref_ctx *ctx = arg;
+    ferry__gid id, fork;
+    ferry_status rc = ferry__rref_read_ids(ctx, m, &id, &fork);
+    if (rc != FERRY_OK)
+        return rc;
+    return ferry__rref_delete_fork(ctx, id, fork);
 }
 
 static ferry_status handle_fork_request(ferry__agent *a, int src, ferry__msg *m,

@@ -66,6 +66,7 @@ static void remote_done(ferry_future *f, void *arg)
         end_self_fork(r);
         ferry_rref_release(r);
     } else {
+        ferry__rref_carry_settle(r->ctx, &r->carry, rc);
         ferry__rref_confirm(r, rc, why); /* drops the pending reference */
     }
     ferry_future_release(f);
@@ -128,11 +129,15 @@ ferry_rref *ferry_remote(const char *to, const char *fn, ferry_value *args, ferr
         ferry__msg m = {.type = FERRY__MSG_REMOTE_CALL, .fn = (char *)fn, .args = args,
                         .kwargs = kwargs, .rref = {r->id.worker, r->id.local},
                         .fork = {fork.worker, fork.local}};
+        if (!r->is_owner) /* an earlier user's deletion rides along (deletes.c) */
+            ferry__rref_carry_take(ctx, dst, &m, &r->carry);
         ferry_future *f = ferry__agent_request(a, dst, &m, timeout);
         if (!f) {
             ferry_status rc = ferry_last_status();
             char why[768];
             snprintf(why, sizeof why, "%s", ferry_last_error());
+            if (!r->is_owner)
+                ferry__rref_carry_put_back(ctx, &r->carry);
             unmake_caller_rref(r, rc, why);
             ferry_set_error(rc, "%s", why);
             r = NULL;
@@ -382,9 +387,20 @@ ferry_value *ferry_rref_to_here(ferry_rref *r, double timeout)
         return NULL;
     ferry__msg m = {.type = FERRY__MSG_RREF_FETCH, .fn = "rref.to_here",
                     .rref = {r->id.worker, r->id.local}};
+    ferry__rref_carry carry;
+    ferry__rref_carry_take(r->ctx, r->owner, &m, &carry);
     ferry_future *f = ferry__agent_request(a, r->owner, &m, timeout);
     ferry__agent_release(a);
     ferry_value *v = f ? ferry_future_value(f) : NULL;
+    if (carry.n) { /* settling may send; the fetch's error is the caller's */
+        ferry__error_state saved;
+        ferry__error_save(&saved);
+        if (f)
+            ferry__rref_carry_settle(r->ctx, &carry, ferry_future_status(f));
+        else
+            ferry__rref_carry_put_back(r->ctx, &carry);
+        ferry__error_restore(&saved);
+    }
     ferry_future_release(f);
     if (creation_failed(r)) { /* a failed creation poisons the RRef, whatever the fetch got */
         ferry_value_release(v);

@@ -1,8 +1,9 @@
 /* RRef objects: owners (the value itself, or a pending future of it) and users (a handle the
    owner counts as one fork), their reference counts, the owner's table membership and fork
    sets, and the accessors of the public API. Releasing the last reference to a user tells its
-   owner in the background (G1 of torch's protocol); a pending user is kept alive by the protocol
-   until the owner confirmed it, so a deletion never overtakes its own creation. */
+   owner in the background (G1 of torch's protocol: queued for a later request to carry, see
+   deletes.c); a pending user is kept alive by the protocol until the owner confirmed it, so a
+   deletion never overtakes its own creation. */
 #include <string.h>
 #include <sys/types.h>
 
@@ -188,10 +189,18 @@ static void rref_free(ferry_rref *r)
         if (r->next)
             r->next->prev = r->prev;
         ctx->n_users--;
-        bool tell_owner = !r->deleted && ctx->agent;
+        bool tell_owner = !r->deleted && ctx->agent, flush = false;
+        /* Queued for the next request to the owner to carry (deletes.c): no message and no
+           pool hand-off of its own, and never a send from this thread, which may hold locks a
+           send takes. */
+        if (tell_owner &&
+            ferry__rref_queue_delete_locked(ctx, r->owner, r->id, r->fork, &flush))
+            tell_owner = false;
         pthread_mutex_unlock(&ctx->lock);
         if (tell_owner)
             ferry__rref_send_delete(ctx, r->owner, r->id, r->fork);
+        if (flush)
+            ferry__rref_schedule_flush(ctx);
     }
     ferry_future_release(r->value); /* the owner's value goes here */
     ferry_future_release(r->confirmed);

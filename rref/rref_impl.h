@@ -49,6 +49,26 @@ typedef struct {
 
 typedef struct ferry__rref_ctx ferry__rref_ctx;
 
+/* A deletion a user owes its owner (G1): the RRef and the user's fork. */
+typedef struct {
+    ferry__gid id, fork;
+} ferry__rref_del;
+
+/* Deletions waiting to go to one owner (the context's lock guards them). */
+typedef struct {
+    ferry__rref_del *items;
+    size_t len, cap;
+} ferry__rref_del_queue;
+
+/* The deletions one request carries to its owner: at most one, so that distributed autograd
+   keeps its two slots of the request's ext (each deletion takes two). */
+#define FERRY__RREF_CARRY_MAX 1
+typedef struct {
+    int32_t dst;
+    int n;
+    ferry__rref_del d[FERRY__RREF_CARRY_MAX];
+} ferry__rref_carry;
+
 struct ferry_rref {
     ferry__ref ref;
     ferry__rref_ctx *ctx; /* retained */
@@ -71,6 +91,9 @@ struct ferry_rref {
        never be told (the creating request was never sent). */
     bool deleted;
     ferry_rref *prev, *next; /* the context's list of live users */
+    /* User made by remote(): the deletions its request carries, settled when the reply
+       comes (deletes.c). */
+    ferry__rref_carry carry;
 };
 
 struct ferry__rref_ctx {
@@ -85,7 +108,15 @@ struct ferry__rref_ctx {
     ferry__gid_map owners;   /* rref id -> OwnerRRef in the table */
     ferry__gid_map children; /* fork id -> parent RRef kept alive until the child is accepted */
     ferry_rref *users;       /* live UserRRefs */
+    /* n_messages counts control messages not yet acknowledged and deletions still queued or
+       carried (deletes.c). */
     int64_t n_users, n_pending_users, n_forks, n_messages;
+    /* Deletions by owner rank, waiting for a request to that owner to carry them, or for the
+       tick that sends them on their own (deletes.c). n_queued is their total (read without
+       the lock by the tick); flush_scheduled: a pool task to send them is on its way. */
+    ferry__rref_del_queue *dels;
+    atomic_size_t n_queued;
+    bool flush_scheduled;
 };
 
 /* ---- context.c ---- */
@@ -123,7 +154,17 @@ ferry_status ferry__owner_table(ferry_rref *o);
 bool ferry__owner_maybe_untable(ferry_rref *o);
 
 /* ---- protocol.c ---- */
+/* Sends a deletion on its own now (from the pool), acknowledged and retried; counted in
+   n_messages until then. */
 void ferry__rref_send_delete(ferry__rref_ctx *ctx, int32_t owner, ferry__gid id, ferry__gid fork);
+/* Sends up to 1 + 2 queued deletions to `owner` in one user-delete message, on this thread
+   (from_pool false: the progress thread's tick) or from the pool. Their counts in n_messages
+   pass to the message (they end with its acknowledgement). */
+void ferry__rref_send_deletes(ferry__rref_ctx *ctx, int32_t owner, const ferry__rref_del *dels,
+                              int n, bool from_pool);
+/* Removes fork `fork` of RRef `id` from the owner table (G1), or leaves a tombstone. OK, or
+   find_or_create's error. */
+ferry_status ferry__rref_delete_fork(ferry__rref_ctx *ctx, ferry__gid id, ferry__gid fork);
 void ferry__rref_send_fork_request(ferry_rref *child, int32_t parent);
 void ferry__rref_send_child_accept(ferry__rref_ctx *ctx, int32_t parent, ferry__gid fork);
 void ferry__rref_install_handlers(ferry__agent *agent, ferry__rref_ctx *ctx);
@@ -131,6 +172,34 @@ void ferry__rref_install_handlers(ferry__agent *agent, ferry__rref_ctx *ctx);
    NULL. FERRY_OK, or FERRY_EPROTO (error set) when an id names no worker. */
 ferry_status ferry__rref_read_ids(ferry__rref_ctx *ctx, const ferry__msg *m, ferry__gid *rref,
                                  ferry__gid *fork);
+
+/* ---- deletes.c ---- */
+/* A user is gone: queues its deletion for the next request to its owner to carry (or the tick
+   to send), ctx->lock held, counting it in n_messages. False when it could not be queued (no
+   memory): send it on its own then. *flush is set when the caller must call
+   ferry__rref_schedule_flush once it let go of the lock (the queue grew long). */
+bool ferry__rref_queue_delete_locked(ferry__rref_ctx *ctx, int32_t owner, ferry__gid id,
+                                     ferry__gid fork, bool *flush);
+/* Sends the queued deletions from the pool soon. */
+void ferry__rref_schedule_flush(ferry__rref_ctx *ctx);
+/* Moves up to FERRY__RREF_CARRY_MAX deletions queued for `dst` into the request's ext and
+   records them in *c (c->n = 0 when none). */
+void ferry__rref_carry_take(ferry__rref_ctx *ctx, int32_t dst, ferry__msg *m,
+                            ferry__rref_carry *c);
+/* The carrying request was not sent: the deletions go back to the queue. */
+void ferry__rref_carry_put_back(ferry__rref_ctx *ctx, ferry__rref_carry *c);
+/* The carrying request ended with `rc`: the owner read them, unless the owner was unreachable
+   (FERRY_ETRANSPORT), when they are sent again on their own with retries. */
+void ferry__rref_carry_settle(ferry__rref_ctx *ctx, ferry__rref_carry *c, ferry_status rc);
+/* Sends every queued deletion on its own: from the pool (from_pool) or here. */
+void ferry__rref_flush_deletes(ferry__rref_ctx *ctx, bool from_pool);
+/* Appends n deletions to m's ext (two entries each; the caller leaves room). */
+void ferry__rref_dels_to_ext(ferry__msg *m, const ferry__rref_del *d, int n);
+/* Module hooks: deletions carried by an incoming request; the tick's flush. */
+ferry_status ferry__rref_on_receive(ferry__agent *a, void *state, int src, ferry__msg *m);
+void ferry__rref_tick(ferry__agent *a, void *state, long long now_ns);
+/* Drops whatever is queued (the agent stopped), ctx->lock held. */
+void ferry__rref_drop_deletes_locked(ferry__rref_ctx *ctx);
 
 /* ---- fork.c ---- */
 /* Points the agent's codec at the RRef hooks, with `ctx` (the agent's RRef context) as theirs. */

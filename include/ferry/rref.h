@@ -93,7 +93,8 @@ typedef struct {
     int64_t users;            /* UserRRef objects alive on this worker */
     int64_t pending_users;    /* UserRRefs not yet confirmed by their owner (num_pending_users) */
     int64_t pending_children; /* RRefs this worker forked whose receiver is not yet accepted */
-    int64_t messages;         /* RRef control messages sent and not yet acknowledged */
+    int64_t messages;         /* RRef control messages sent and not yet acknowledged, and
+                                 deletions not yet known to have reached their owner */
 } ferry_rref_debug_counts;
 
 /* Fills *out. FERRY_OK, FERRY_EINVAL (NULL), FERRY_ESHUTDOWN (RPC not running). */
