@@ -238,6 +238,9 @@ static ferry_status must_wait(ferry__net *net, ferry__net_op *op, bool is_intern
     return FERRY_OK;
 }
 
+/* The usual case, an op its queue need not hold back, is posted with net->lock held (net->lock
+   before fi_lock, as cancel_locked takes them): two locks per op, and a close waits for it
+   through net->lock alone. */
 ferry_status ferry__net_submit(ferry__net *net, ferry__net_op *op, bool is_internal)
 {
     ferry__net_ep *e = op->ep;
@@ -263,13 +266,8 @@ ferry_status ferry__net_submit(ferry__net *net, ferry__net_op *op, bool is_inter
         return FERRY_OK;
     }
     set_posted(net, op, true);
-    net->n_posting++;
-    pthread_mutex_unlock(&net->lock);
-
-    int peer = op->peer; /* op may complete and be freed as soon as it is posted */
+    int peer = op->peer; /* op may complete and be freed as soon as net->lock goes */
     int rc = post(op);
-
-    pthread_mutex_lock(&net->lock);
     if (rc == -FI_EAGAIN) {
         set_posted(net, op, false);
         enqueue(net, q, op);
@@ -278,8 +276,6 @@ ferry_status ferry__net_submit(ferry__net *net, ferry__net_op *op, bool is_inter
     } else if (rc != 0) {
         ferry__net_unlink(net, op);
     }
-    if (--net->n_posting == 0 && net->is_closing)
-        pthread_cond_broadcast(&net->posted_cond);
     pthread_mutex_unlock(&net->lock);
     if (rc == 0)
         ring(net, peer);
