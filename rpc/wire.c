@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "core/alloc.h"
+#include "core/cache.h"
 #include "core/error.h"
 #include "rpc/wire_internal.h"
 
@@ -110,6 +111,40 @@ void ferry__msg_clear(ferry__msg *m)
     ferry__free(m->err_message);
     ferry__free(m->err_worker);
     memset(m, 0, sizeof *m);
+}
+
+/* Global caches; each guards itself (core/cache.h). Packed envelopes up to HEADER_SMALL bytes
+   (every tiny call's) come from a cache of buffers that size. */
+#define HEADER_SMALL 256
+typedef struct {
+    _Alignas(16) uint8_t bytes[HEADER_SMALL];
+} header_buf;
+static ferry__cache msg_cache = FERRY__CACHE_INIT("message", sizeof(ferry__msg), NULL, NULL, 16);
+static ferry__cache header_cache =
+    FERRY__CACHE_INIT("envelope", sizeof(header_buf), NULL, NULL, 16);
+
+ferry__msg *ferry__msg_new(void)
+{
+    return ferry__cache_get(&msg_cache);
+}
+
+void ferry__msg_free(ferry__msg *m)
+{
+    if (!m)
+        return;
+    ferry__msg_clear(m);
+    ferry__cache_put(&msg_cache, m);
+}
+
+/* By the length written, which is never more than the size the buffer was got for: a buffer of
+   HEADER_SMALL bytes or more is as good as one of the cache's. */
+static void header_free(ferry__wire_out *out)
+{
+    if (out->header && out->header_len <= HEADER_SMALL)
+        ferry__cache_put(&header_cache, out->header);
+    else
+        ferry__free(out->header);
+    out->header = NULL;
 }
 
 /* ---- decode ---- */
@@ -672,7 +707,8 @@ static ferry_status pack_envelope(const Ferry__Wire__Envelope *env, const ferry_
     if (total > limits->max_message_bytes)
         rc = ferry__fail(FERRY_EINVAL, "message of %zu bytes exceeds the limit of %zu", total,
                          limits->max_message_bytes);
-    else if (!(out->header = ferry__malloc(size)))
+    else if (!(out->header = size <= HEADER_SMALL ? ferry__cache_get(&header_cache)
+                                                  : ferry__malloc(size)))
         rc = ferry__fail(FERRY_ENOMEM, "out of memory packing a %zu-byte envelope", size);
     else
         out->header_len = ferry__wire_envelope_write(env, &plan, out->header);
@@ -714,7 +750,7 @@ ferry_status ferry__wire_encode(const ferry__msg *m, const ferry__wire_codec *co
         enc.atts = NULL;
         enc.n_atts = 0;
     } else {
-        ferry__free(out->header);
+        header_free(out);
         memset(out, 0, sizeof *out);
     }
     ferry__free(env.attachments);
@@ -728,7 +764,7 @@ void ferry__wire_out_free(ferry__wire_out *out)
 {
     if (!out)
         return;
-    ferry__free(out->header);
+    header_free(out);
     ferry__wire_atts_free(out->atts, out->n_atts);
     memset(out, 0, sizeof *out);
 }

@@ -13,8 +13,10 @@
 #include <rdma/fi_errno.h>
 #include <rdma/fi_tagged.h>
 #include <stdio.h>
+#include <string.h>
 
 #include "core/alloc.h"
+#include "core/cache.h"
 #include "core/clock.h"
 #include "core/error.h"
 #include "core/log.h"
@@ -27,11 +29,17 @@ static const char *const MOD = "net";
 
 /* ---- operations ---- */
 
+/* Every message is one op or more, each made and freed once: they come from a cache (global;
+   guards itself, core/cache.h). */
+static ferry__cache op_cache =
+    FERRY__CACHE_INIT("fabric op", sizeof(ferry__net_op), NULL, NULL, 32);
+
 ferry__net_op *ferry__net_op_new(ferry__op_kind kind, ferry__net_ep *ep, int peer)
 {
-    ferry__net_op *op = ferry__calloc(1, sizeof *op);
+    ferry__net_op *op = ferry__cache_get(&op_cache);
     if (!op)
         return NULL;
+    memset(op, 0, sizeof *op);
     op->kind = kind;
     op->ep = ep;
     op->peer = peer;
@@ -47,7 +55,7 @@ void ferry__net_op_free(ferry__net_op *op)
     if (op->iov != op->iov_inline)
         ferry__free(op->iov);
     ferry__free(op->owned);
-    ferry__free(op);
+    ferry__cache_put(&op_cache, op);
 }
 
 static bool is_send(const ferry__net_op *op)
