@@ -167,8 +167,8 @@ static void make_key(void)
         thread_key = (pthread_key_t)-1;
 }
 
-/* The calling thread's slot for cache c, or NULL (cache bypassed). */
-static thread_slot *my_slot(ferry__cache *c)
+/* my_slot's first use of a cache or of a thread. */
+static __attribute__((noinline)) thread_slot *my_slot_slow(ferry__cache *c)
 {
     int s = slot_of(c);
     if (s < 0)
@@ -187,6 +187,16 @@ static thread_slot *my_slot(ferry__cache *c)
         this_thread = t;
     }
     return &t->slots[s];
+}
+
+/* The calling thread's slot for cache c, or NULL (cache bypassed). */
+static inline thread_slot *my_slot(ferry__cache *c)
+{
+    int s = atomic_load_explicit(&c->slot, memory_order_acquire);
+    thread_cache *t = this_thread;
+    if (__builtin_expect(s > 0 && t != NULL, 1))
+        return &t->slots[s - 1];
+    return my_slot_slow(c);
 }
 
 static void swap_mags(thread_slot *ts)
