@@ -1,7 +1,8 @@
 /* The envelope half of the wire codec: ferry__msg <-> one protobuf-c Envelope whose body is
    the message's own kind (Call, Response, Error, the RRef kinds, Ping, the autograd kinds), the
    checks of which fields each kind carries, limits and the attachment list. Untrusted bytes are
-   walked by the pre-scan (wire_scan.c) before protobuf-c unpacks them; value trees are built in
+   walked by the pre-scan (wire_scan.c) before protobuf-c unpacks them (or, for small calls and
+   responses in canonical form, the fast path in wire_fast.c); value trees are built in
    wire_value.c, the envelope bytes are written by wire_pack.c, and wire_flat.c frames a whole
    message in one buffer for tests and tools. */
 #include "rpc/wire.h"
@@ -354,7 +355,10 @@ static ferry_status decode_envelope(const uint8_t *header, size_t len,
     pb_arena arena;
     pb_arena_init(&arena, stack, sizeof stack);
     ProtobufCAllocator alloc = {pb_alloc, pb_free, &arena};
-    Ferry__Wire__Envelope *env = ferry__wire__envelope__unpack(&alloc, len, header);
+    ferry__wire_fast fast;
+    Ferry__Wire__Envelope *env = ferry__wire_fast_unpack(header, len, &fast)
+                                     ? &fast.env
+                                     : ferry__wire__envelope__unpack(&alloc, len, header);
     if (!env) {
         bool failed = arena.failed;
         pb_arena_free(&arena);
