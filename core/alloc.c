@@ -23,6 +23,11 @@ static int should_fail(void)
     return 0;
 }
 
+bool ferry__alloc_fail_now(void)
+{
+    return should_fail() != 0;
+}
+
 void ferry__alloc_fail_after(long nth, int sticky)
 {
     atomic_store(&fail_sticky, sticky);

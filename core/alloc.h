@@ -2,6 +2,7 @@
 #ifndef FERRY_CORE_ALLOC_H
 #define FERRY_CORE_ALLOC_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 void *ferry__malloc(size_t n);
@@ -17,5 +18,9 @@ void ferry__free_aligned(void *p);
 /* Test hook: the `nth` allocation from now on (1 = the next) fails, and every one after it
    while `sticky`. 0 turns failures off. Process-wide; tests run one per process. */
 void ferry__alloc_fail_after(long nth, int sticky);
+
+/* For allocators built on these (object caches): true when the allocation being made now is one
+   the hook above says fails. Counts it as one allocation. */
+bool ferry__alloc_fail_now(void);
 
 #endif

@@ -15,6 +15,7 @@
 #include <time.h>
 
 #include "core/alloc.h"
+#include "core/cache.h"
 #include "core/carry.h"
 #include "core/clock.h"
 #include "core/error.h"
@@ -83,9 +84,46 @@ static bool is_done(const ferry_future *f)
     return atomic_load_explicit(&((ferry_future *)f)->done, memory_order_acquire);
 }
 
+/* Futures and callback records are kept for reuse (core/cache.h): a call makes and drops one
+   future, and its mutex and condition variable are set up once per object, not per call. */
+static void future_obj_init(void *obj)
+{
+    ferry_future *f = obj;
+    pthread_mutex_init(&f->mu, NULL);
+    ferry__cond_init_monotonic(&f->cv);
+}
+
+static void future_obj_fini(void *obj)
+{
+    ferry_future *f = obj;
+    pthread_cond_destroy(&f->cv);
+    pthread_mutex_destroy(&f->mu);
+}
+
+/* Global caches; each guards itself (cache.h). */
+static ferry__cache future_cache =
+    FERRY__CACHE_INIT("future", sizeof(struct ferry_future), future_obj_init, future_obj_fini, 64);
+static ferry__cache cb_cache =
+    FERRY__CACHE_INIT("future callback", sizeof(future_cb), NULL, NULL, 16);
+
+static future_cb *cb_new(void)
+{
+    future_cb *cb = ferry__cache_get(&cb_cache);
+    if (cb)
+        memset(cb, 0, sizeof *cb);
+    return cb;
+}
+
+static void cb_free(future_cb *cb)
+{
+    ferry__cache_put(&cb_cache, cb);
+}
+
+/* A future from the cache is indistinguishable from a new one: every field but the mutex and
+   condition variable (idle, as the last release left them) is set here. */
 ferry_future *ferry_future_new(void)
 {
-    ferry_future *f = ferry__malloc(sizeof *f); /* every field is set below; calloc is slower */
+    ferry_future *f = ferry__cache_get(&future_cache);
     if (!f)
         return ferry__fail_null(FERRY_ENOMEM, "no memory for a future");
     ferry__ref_init(&f->ref);
@@ -97,8 +135,6 @@ ferry_future *ferry_future_new(void)
     f->cb_head = f->cb_tail = NULL;
     f->driver = NULL;
     f->driver_ctx = NULL;
-    pthread_mutex_init(&f->mu, NULL);
-    ferry__cond_init_monotonic(&f->cv);
     f->status = FERRY_EAGAIN;
     return f;
 }
@@ -138,7 +174,7 @@ static void then_task(void *arg)
     }
     ferry_future_release(cb->parent);
     ferry_future_release(cb->child);
-    ferry__free(cb);
+    cb_free(cb);
 }
 
 /* Queues a then-callback of the completed future `f` on its pool. A full queue is waited out;
@@ -166,7 +202,7 @@ static void run_callbacks(ferry_future *f, future_cb *cb)
             dispatch_then(f, cb);
         } else {
             cb->inline_fn(f, cb->arg);
-            ferry__free(cb);
+            cb_free(cb);
         }
         cb = next;
     }
@@ -345,14 +381,14 @@ ferry_status ferry__future_on_done(ferry_future *f, ferry__future_cb fn, void *a
     if (!f || !fn)
         return ferry__fail(FERRY_EINVAL, "on_done needs a future and a function");
     if (!is_done(f)) {
-        future_cb *cb = ferry__calloc(1, sizeof *cb);
+        future_cb *cb = cb_new();
         if (!cb)
             return ferry__fail(FERRY_ENOMEM, "no memory for a future callback");
         cb->inline_fn = fn;
         cb->arg = arg;
         if (append_cb(f, cb))
             return FERRY_OK;
-        ferry__free(cb);
+        cb_free(cb);
     }
     fn(f, arg);
     return FERRY_OK;
@@ -362,12 +398,12 @@ ferry_future *ferry_future_then(ferry_future *f, ferry_then_fn fn, void *user)
 {
     if (!f || !fn)
         return ferry__fail_null(FERRY_EINVAL, "ferry_future_then needs a future and a function");
-    future_cb *cb = ferry__calloc(1, sizeof *cb);
+    future_cb *cb = cb_new();
     if (!cb)
         return ferry__fail_null(FERRY_ENOMEM, "no memory for a then-callback");
     ferry_future *child = ferry_future_new();
     if (!child) {
-        ferry__free(cb);
+        cb_free(cb);
         return NULL;
     }
     child->pool = f->pool;
@@ -490,7 +526,7 @@ static void drop_pending(future_cb *cb)
         }
         if (cb->is_then)
             ferry_future_release(cb->child);
-        ferry__free(cb);
+        cb_free(cb);
         cb = next;
     }
 }
@@ -516,6 +552,16 @@ void ferry__future_set_driver(ferry_future *f, const ferry__future_driver *drive
         driver->release(ctx);
 }
 
+void ferry__future_init_driver(ferry_future *f, const ferry__future_driver *driver, void *ctx)
+{
+    if (f->driver || f->cb_head || is_done(f)) { /* not new after all: the general way */
+        ferry__future_set_driver(f, driver, ctx);
+        return;
+    }
+    f->driver = driver;
+    f->driver_ctx = driver ? driver->retain(ctx) : NULL;
+}
+
 void ferry_future_release(ferry_future *f)
 {
     if (!f || !ferry__ref_dec(&f->ref))
@@ -525,7 +571,5 @@ void ferry_future_release(ferry_future *f)
     drop_pending(f->cb_head);
     ferry_value_release(f->value);
     ferry__free(f->error);
-    pthread_cond_destroy(&f->cv);
-    pthread_mutex_destroy(&f->mu);
-    ferry__free(f);
+    ferry__cache_put(&future_cache, f);
 }

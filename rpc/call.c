@@ -70,15 +70,15 @@ ferry_future *ferry__agent_request(ferry__agent *a, int dst, ferry__msg *m, doub
                                 "(rank %d) is unreachable%s", m->fn ? m->fn : "(internal)",
                                 w->name, w->name, dst,
                                 dead ? "" : ": it has not answered its heartbeats lately");
-    ferry__pending *p = ferry__malloc(sizeof *p); /* each field is set below or on insert */
+    ferry__pending *p = ferry__pending_new(); /* each field is set below or on insert */
     ferry_future *f = ferry_future_new();
     if (!p || !f) {
-        ferry__free(p);
+        ferry__pending_free(p);
         ferry_future_release(f);
         return ferry__fail_null(FERRY_ENOMEM, "out of memory starting a call");
     }
     ferry__future_set_pool(f, a->pool);
-    ferry__future_set_driver(f, &call_driver, a);
+    ferry__future_init_driver(f, &call_driver, a); /* f is not shared yet */
     timeout = ferry__agent_effective_timeout(a, timeout);
     p->id = atomic_fetch_add(&a->next_id, 1);
     p->dst = dst;
@@ -98,7 +98,7 @@ ferry_future *ferry__agent_request(ferry__agent *a, int dst, ferry__msg *m, doub
     pthread_mutex_unlock(&a->lock);
     if (rc != FERRY_OK) {
         ferry_future_release(p->future);
-        ferry__free(p);
+        ferry__pending_free(p);
         ferry_future_release(f);
         return NULL;
     }

@@ -34,7 +34,7 @@ void ferry__agent_finish_failed(ferry__agent *a, ferry__pending *p, ferry_status
         ferry_future_set_error(p->future, rc, msg);
     }
     ferry_future_release(p->future);
-    ferry__free(p);
+    ferry__pending_free(p);
 }
 
 void ferry__agent_expire_calls(ferry__agent *a, long long now_ns)

@@ -5,7 +5,22 @@
 #include <stdint.h>
 
 #include "core/alloc.h"
+#include "core/cache.h"
 #include "core/error.h"
+
+/* Global; guards itself (core/cache.h). */
+static ferry__cache pending_cache =
+    FERRY__CACHE_INIT("pending call", sizeof(ferry__pending), NULL, NULL, 16);
+
+ferry__pending *ferry__pending_new(void)
+{
+    return ferry__cache_get(&pending_cache);
+}
+
+void ferry__pending_free(ferry__pending *p)
+{
+    ferry__cache_put(&pending_cache, p);
+}
 
 static size_t bucket(const ferry__agent *a, uint64_t id)
 {

@@ -1,8 +1,16 @@
-/* The pending-call table of an agent; every function is called with agent->lock held. */
+/* The pending-call table of an agent; every function but _new and _free is called with
+   agent->lock held. */
 #ifndef FERRY_RPC_PENDING_H
 #define FERRY_RPC_PENDING_H
 
 #include "rpc/agent_impl.h"
+
+/* A record for a call (its fields are the caller's to set), from a cache: a call makes and
+   drops one. NULL out of memory (no error recorded). Any thread, no lock needed. */
+ferry__pending *ferry__pending_new(void);
+/* Gives a record taken off the table back (NULL: nothing); its future reference is the
+   caller's to have released. Any thread, no lock needed. */
+void ferry__pending_free(ferry__pending *p);
 
 /* Adds p (and its deadline, if any). FERRY_ENOMEM. */
 ferry_status ferry__pending_insert(ferry__agent *a, ferry__pending *p);

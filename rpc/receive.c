@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "core/alloc.h"
+#include "core/cache.h"
 #include "core/error.h"
 #include "core/future_impl.h"
 #include "core/log.h"
@@ -27,12 +28,15 @@ typedef struct {
     size_t n_atts;
 } recv_ctx;
 
+/* Global; guards itself (core/cache.h). */
+static ferry__cache recv_cache = FERRY__CACHE_INIT("receive", sizeof(recv_ctx), NULL, NULL, 16);
+
 static void recv_ctx_free(recv_ctx *r)
 {
     ferry__msg_clear(&r->m);
     ferry__wire_atts_free(r->atts, r->n_atts);
     ferry__agent_release(r->agent);
-    ferry__free(r);
+    ferry__cache_put(&recv_cache, r);
 }
 
 /* Completes the call a response from `src` answers. Only the worker that was called may answer:
@@ -66,7 +70,7 @@ static void complete_response(ferry__agent *a, int src, ferry__msg *m)
         ferry__future_complete_steal(p->future, v);
     }
     ferry_future_release(p->future);
-    ferry__free(p);
+    ferry__pending_free(p);
 }
 
 /* The modules' on_receive hooks refused the message: a request is answered with their error, a
@@ -126,7 +130,7 @@ static void dispatch(recv_ctx *r)
         recv_ctx_free(r);
         return;
     }
-    ferry__msg *m = ferry__malloc(sizeof *m);
+    ferry__msg *m = ferry__msg_new();
     if (!m) {
         ferry__log_error("rpc", "out of memory dispatching a request from rank %d", r->src);
         recv_ctx_free(r);
@@ -191,7 +195,7 @@ void ferry__agent_on_message(void *ctx, int src, const void *buf, size_t len)
                         hlen, len - 4);
         return;
     }
-    recv_ctx *r = ferry__malloc(sizeof *r); /* decode fills m and atts; the rest is set below */
+    recv_ctx *r = ferry__cache_get(&recv_cache); /* decode fills m and atts; the rest below */
     if (!r) {
         ferry__log_error("rpc", "out of memory receiving from rank %d", src);
         return;
@@ -205,7 +209,7 @@ void ferry__agent_on_message(void *ctx, int src, const void *buf, size_t len)
         reject(a, src, &r->m, ferry_last_error());
         ferry__msg_clear(&r->m);
         ferry__wire_atts_free(r->atts, r->n_atts);
-        ferry__free(r);
+        ferry__cache_put(&recv_cache, r);
         return;
     }
     ferry__ref_inc(&a->ref);

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "core/alloc.h"
+#include "core/cache.h"
 #include "core/error.h"
 #include "rpc/agent_impl.h"
 #include "rpc/msg_tags.h"
@@ -20,18 +21,28 @@ typedef struct {
     ferry__msg_type type;
     uint64_t id;
     int dst;
+    bool is_cached; /* from send_cache (room for CACHED_IOV iovecs), else malloc */
     ferry__wire_out out;
     uint8_t len_prefix[4];
     size_t n_iov;
     struct iovec iov[];
 } send_ctx;
 
+/* A context with room for the prefix, the envelope and this many inline attachments comes from
+   a cache (global; guards itself, core/cache.h); more come from malloc. */
+#define CACHED_INLINE 4
+static ferry__cache send_cache = FERRY__CACHE_INIT(
+    "send", sizeof(send_ctx) + (2 + CACHED_INLINE) * sizeof(struct iovec), NULL, NULL, 16);
+
 static void send_ctx_put(send_ctx *s)
 {
     if (atomic_fetch_sub(&s->parts, 1) == 1) {
         ferry__wire_out_free(&s->out);
         ferry__agent_release(s->agent);
-        ferry__free(s);
+        if (s->is_cached)
+            ferry__cache_put(&send_cache, s);
+        else
+            ferry__free(s);
     }
 }
 
@@ -48,9 +59,12 @@ static send_ctx *send_ctx_new(ferry__agent *agent, int dst, const ferry__msg *m,
     size_t n_inline = 0;
     for (size_t i = 0; i < out->n_atts; i++)
         n_inline += out->atts[i].is_inline && out->atts[i].len > 0;
-    send_ctx *s = ferry__malloc(sizeof *s + (2 + n_inline) * sizeof(struct iovec));
+    bool is_cached = n_inline <= CACHED_INLINE;
+    send_ctx *s = is_cached ? ferry__cache_get(&send_cache)
+                            : ferry__malloc(sizeof *s + (2 + n_inline) * sizeof(struct iovec));
     if (!s)
         return NULL;
+    s->is_cached = is_cached;
     atomic_init(&s->parts, 1);
     ferry__ref_inc(&agent->ref);
     s->agent = agent;
@@ -86,38 +100,39 @@ ferry_status ferry__agent_send_msg(ferry__agent *agent, int dst, ferry__msg *m,
     }
     /* Where one message above the provider's copy size takes a slower protocol (shm), a small
        tensor goes best as its own bulk message: header and tensor then both go by copy. Half
-       the copy size leaves room for the header of the message it would have joined. */
+       the copy size leaves room for the header of the message it would have joined. net_lock
+       is held (shared) from here to the posts, once; what fails is freed after it goes, since
+       releasing a tensor may run its owner's deleter. */
     pthread_rwlock_rdlock(&agent->net_lock);
     size_t copy_max = agent->net ? ferry__net_peer_copy_max(agent->net, dst) : 0;
     size_t queue_max = ferry__net_queue_max(agent->net);
-    pthread_rwlock_unlock(&agent->net_lock);
     if (copy_max && copy_max / 2 < codec.limits.inline_threshold)
         codec.limits.inline_threshold = copy_max / 2;
     ferry_status rc = ferry__wire_encode(m, &codec, &out);
-    if (rc == FERRY_EINVAL)
-        return ferry_set_error(rc, "message to worker '%s': %s", agent->workers[dst].name,
-                               ferry_last_error());
-    if (rc != FERRY_OK)
+    if (rc != FERRY_OK) {
+        pthread_rwlock_unlock(&agent->net_lock);
+        if (rc == FERRY_EINVAL)
+            return ferry_set_error(rc, "message to worker '%s': %s", agent->workers[dst].name,
+                                   ferry_last_error());
         return rc;
+    }
     size_t n_bulk = 0;
     for (size_t i = 0; i < out.n_atts; i++)
         n_bulk += !out.atts[i].is_inline && out.atts[i].len > 0;
-    if (out.header_len > UINT32_MAX || out.n_atts > FERRY__TAG_MAX_ATTS) {
+    send_ctx *s = NULL;
+    if (out.header_len > UINT32_MAX || out.n_atts > FERRY__TAG_MAX_ATTS)
+        rc = ferry__fail(FERRY_EINVAL, "message to %s is too large", agent->workers[dst].name);
+    else if (n_bulk >= queue_max)
+        rc = ferry__fail(FERRY_EINVAL, "message to %s has %zu tensors sent apart; at most %zu "
+                         "operations may wait for one peer (FERRY_NET_QUEUE_MAX)",
+                         agent->workers[dst].name, n_bulk, queue_max);
+    else if (!(s = send_ctx_new(agent, dst, m, &out)))
+        rc = ferry__fail(FERRY_ENOMEM, "out of memory sending to %s", agent->workers[dst].name);
+    if (rc != FERRY_OK) {
+        pthread_rwlock_unlock(&agent->net_lock);
         ferry__wire_out_free(&out);
-        return ferry__fail(FERRY_EINVAL, "message to %s is too large", agent->workers[dst].name);
+        return rc;
     }
-    if (n_bulk >= queue_max) {
-        ferry__wire_out_free(&out);
-        return ferry__fail(FERRY_EINVAL, "message to %s has %zu tensors sent apart; at most %zu "
-                           "operations may wait for one peer (FERRY_NET_QUEUE_MAX)",
-                           agent->workers[dst].name, n_bulk, queue_max);
-    }
-    send_ctx *s = send_ctx_new(agent, dst, m, &out);
-    if (!s) {
-        ferry__wire_out_free(&out);
-        return ferry__fail(FERRY_ENOMEM, "out of memory sending to %s", agent->workers[dst].name);
-    }
-    pthread_rwlock_rdlock(&agent->net_lock);
     rc = send_parts(agent, dst, m, s);
     pthread_rwlock_unlock(&agent->net_lock);
     return rc;

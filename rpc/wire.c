@@ -1,7 +1,8 @@
 /* The envelope half of the wire codec: ferry__msg <-> one protobuf-c Envelope whose body is
    the message's own kind (Call, Response, Error, the RRef kinds, Ping, the autograd kinds), the
    checks of which fields each kind carries, limits and the attachment list. Untrusted bytes are
-   walked by the pre-scan (wire_scan.c) before protobuf-c unpacks them; value trees are built in
+   walked by the pre-scan (wire_scan.c) before protobuf-c unpacks them (or, for small calls and
+   responses in canonical form, the fast path in wire_fast.c); value trees are built in
    wire_value.c, the envelope bytes are written by wire_pack.c, and wire_flat.c frames a whole
    message in one buffer for tests and tools. */
 #include "rpc/wire.h"
@@ -10,6 +11,7 @@
 #include <string.h>
 
 #include "core/alloc.h"
+#include "core/cache.h"
 #include "core/error.h"
 #include "rpc/wire_internal.h"
 
@@ -110,6 +112,40 @@ void ferry__msg_clear(ferry__msg *m)
     ferry__free(m->err_message);
     ferry__free(m->err_worker);
     memset(m, 0, sizeof *m);
+}
+
+/* Global caches; each guards itself (core/cache.h). Packed envelopes up to HEADER_SMALL bytes
+   (every tiny call's) come from a cache of buffers that size. */
+#define HEADER_SMALL 256
+typedef struct {
+    _Alignas(16) uint8_t bytes[HEADER_SMALL];
+} header_buf;
+static ferry__cache msg_cache = FERRY__CACHE_INIT("message", sizeof(ferry__msg), NULL, NULL, 16);
+static ferry__cache header_cache =
+    FERRY__CACHE_INIT("envelope", sizeof(header_buf), NULL, NULL, 16);
+
+ferry__msg *ferry__msg_new(void)
+{
+    return ferry__cache_get(&msg_cache);
+}
+
+void ferry__msg_free(ferry__msg *m)
+{
+    if (!m)
+        return;
+    ferry__msg_clear(m);
+    ferry__cache_put(&msg_cache, m);
+}
+
+/* By the length written, which is never more than the size the buffer was got for: a buffer of
+   HEADER_SMALL bytes or more is as good as one of the cache's. */
+static void header_free(ferry__wire_out *out)
+{
+    if (out->header && out->header_len <= HEADER_SMALL)
+        ferry__cache_put(&header_cache, out->header);
+    else
+        ferry__free(out->header);
+    out->header = NULL;
 }
 
 /* ---- decode ---- */
@@ -319,7 +355,10 @@ static ferry_status decode_envelope(const uint8_t *header, size_t len,
     pb_arena arena;
     pb_arena_init(&arena, stack, sizeof stack);
     ProtobufCAllocator alloc = {pb_alloc, pb_free, &arena};
-    Ferry__Wire__Envelope *env = ferry__wire__envelope__unpack(&alloc, len, header);
+    ferry__wire_fast fast;
+    Ferry__Wire__Envelope *env = ferry__wire_fast_unpack(header, len, &fast)
+                                     ? &fast.env
+                                     : ferry__wire__envelope__unpack(&alloc, len, header);
     if (!env) {
         bool failed = arena.failed;
         pb_arena_free(&arena);
@@ -672,7 +711,8 @@ static ferry_status pack_envelope(const Ferry__Wire__Envelope *env, const ferry_
     if (total > limits->max_message_bytes)
         rc = ferry__fail(FERRY_EINVAL, "message of %zu bytes exceeds the limit of %zu", total,
                          limits->max_message_bytes);
-    else if (!(out->header = ferry__malloc(size)))
+    else if (!(out->header = size <= HEADER_SMALL ? ferry__cache_get(&header_cache)
+                                                  : ferry__malloc(size)))
         rc = ferry__fail(FERRY_ENOMEM, "out of memory packing a %zu-byte envelope", size);
     else
         out->header_len = ferry__wire_envelope_write(env, &plan, out->header);
@@ -714,7 +754,7 @@ ferry_status ferry__wire_encode(const ferry__msg *m, const ferry__wire_codec *co
         enc.atts = NULL;
         enc.n_atts = 0;
     } else {
-        ferry__free(out->header);
+        header_free(out);
         memset(out, 0, sizeof *out);
     }
     ferry__free(env.attachments);
@@ -728,7 +768,7 @@ void ferry__wire_out_free(ferry__wire_out *out)
 {
     if (!out)
         return;
-    ferry__free(out->header);
+    header_free(out);
     ferry__wire_atts_free(out->atts, out->n_atts);
     memset(out, 0, sizeof *out);
 }

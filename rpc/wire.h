@@ -75,6 +75,11 @@ typedef struct {
 
 /* Frees what a decoded message owns and zeroes it. */
 void ferry__msg_clear(ferry__msg *m);
+/* A message on the heap (contents unset), from a cache: a request is handed on as one per
+   call. NULL out of memory (no error recorded). ferry__msg_free clears it and gives it back
+   (NULL: nothing). Any thread. (Plain ferry__free on one is also safe, but misses the cache.) */
+ferry__msg *ferry__msg_new(void);
+void ferry__msg_free(ferry__msg *m);
 
 /* A piece of tensor bytes. On send: `data` points into `tensor`'s storage (retained). On receive:
    `data` points into the freshly allocated storage of `tensor` (retained) and must be filled with

@@ -6,6 +6,7 @@
 #ifndef FERRY_RPC_WIRE_INTERNAL_H
 #define FERRY_RPC_WIRE_INTERNAL_H
 
+#include "ferry/rpc.h"
 #include "proto/ferry.pb-c.h"
 #include "rpc/wire.h"
 #include "tensor/tensor_impl.h"
@@ -13,6 +14,26 @@
 /* Inline attachments ride in the same fabric message as the envelope; their total is capped so
    that one eager send stays small whatever the per-attachment threshold says. */
 #define FERRY__WIRE_INLINE_TOTAL_MAX ((size_t)64 << 10)
+
+/* ---- the decoder's fast path (wire_fast.c) ---- */
+
+/* Nodes of all value trees of one envelope the fast path reads at most. */
+#define FERRY__WIRE_FAST_NODES 16
+
+/* Room for one envelope read by the fast path; everything env points to lives here. */
+typedef struct {
+    Ferry__Wire__Envelope env;
+    Ferry__Wire__Call call;
+    Ferry__Wire__Response response;
+    Ferry__Wire__Node nodes[FERRY__WIRE_FAST_NODES];
+    Ferry__Wire__Node *ptrs[FERRY__WIRE_FAST_NODES];
+    char fn[FERRY_MAX_NAME_LEN];
+} ferry__wire_fast;
+
+/* Reads the envelope in p[0, len) into f->env when it is a small call or response in the form
+   wire_pack.c writes: true, and f->env is what protobuf-c would have unpacked. false: declined
+   (anything else, valid or not); protobuf-c reads it. */
+bool ferry__wire_fast_unpack(const uint8_t *p, size_t len, ferry__wire_fast *f);
 
 /* ---- tree shape: the one place that knows how pre-order counts nest ---- */
 

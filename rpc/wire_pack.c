@@ -2,12 +2,13 @@
    every field descriptor of every message twice (once for the size, once to write), which cost
    more than the rest of a small call's encode; this file writes the same schema directly, field
    by field, with the same bytes: proto3 scalars are left out when zero, repeated integers are
-   packed, fields come in number order. Decoding still goes through protobuf-c (and the checks
-   in wire.c), so any message written here is read by exactly the code that reads everyone
-   else's. The size pass and the write pass share one description per message type, so the two
-   cannot disagree. The table at the bottom lists the fields written per message;
-   tests/unit/test_wire_pack.c holds it against protobuf-c's descriptors and compares these
-   bytes with protobuf-c's own for thousands of random messages. */
+   packed, fields come in number order. Decoding goes through protobuf-c (and the checks in
+   wire.c), so any message written here is read by the code that reads everyone else's; the
+   decoder's fast path (wire_fast.c) reads the small ones, and is held to protobuf-c's reading
+   by a differential fuzz target. The size pass and the write pass share one description per
+   message type, so the two cannot disagree. The table at the bottom lists the fields written
+   per message; tests/unit/test_wire_pack.c holds it against protobuf-c's descriptors and
+   compares these bytes with protobuf-c's own for thousands of random messages. */
 #include <string.h>
 
 #include "core/alloc.h"

@@ -105,13 +105,11 @@ void ferry__net_finish_op(ferry__net *net, ferry__net_op *op, ferry_status rc, c
         done(arg, rc);
 }
 
+/* The op was unlinked (by poll_ep, with the rest of its batch). */
 static void on_completion(ferry__net *net, ferry__net_ep *e, const struct fi_cq_tagged_entry *ent,
                           fi_addr_t src)
 {
     ferry__net_op *op = ent->op_context;
-    pthread_mutex_lock(&net->lock);
-    ferry__net_unlink(net, op);
-    pthread_mutex_unlock(&net->lock);
     if (op->kind == FERRY__OP_RECV)
         ferry__net_on_receive(net, e, op, ent, src);
     else
@@ -181,6 +179,13 @@ static int poll_ep(ferry__net *net, ferry__net_ep *e)
     if (n < 0) {
         ferry__log_error(MOD, "fi_cq_read on %s: %s", e->prov_name, fi_strerror((int)-n));
         return 0;
+    }
+    /* One lock for the whole batch: every op it completed leaves the books first. */
+    if (n > 0) {
+        pthread_mutex_lock(&net->lock);
+        for (ssize_t i = 0; i < n; i++)
+            ferry__net_unlink(net, ents[i].op_context);
+        pthread_mutex_unlock(&net->lock);
     }
     for (ssize_t i = 0; i < n; i++)
         on_completion(net, e, &ents[i], e->has_source ? srcs[i] : FI_ADDR_NOTAVAIL);

@@ -13,8 +13,10 @@
 #include <rdma/fi_errno.h>
 #include <rdma/fi_tagged.h>
 #include <stdio.h>
+#include <string.h>
 
 #include "core/alloc.h"
+#include "core/cache.h"
 #include "core/clock.h"
 #include "core/error.h"
 #include "core/log.h"
@@ -27,11 +29,17 @@ static const char *const MOD = "net";
 
 /* ---- operations ---- */
 
+/* Every message is one op or more, each made and freed once: they come from a cache (global;
+   guards itself, core/cache.h). */
+static ferry__cache op_cache =
+    FERRY__CACHE_INIT("fabric op", sizeof(ferry__net_op), NULL, NULL, 32);
+
 ferry__net_op *ferry__net_op_new(ferry__op_kind kind, ferry__net_ep *ep, int peer)
 {
-    ferry__net_op *op = ferry__calloc(1, sizeof *op);
+    ferry__net_op *op = ferry__cache_get(&op_cache);
     if (!op)
         return NULL;
+    memset(op, 0, sizeof *op);
     op->kind = kind;
     op->ep = ep;
     op->peer = peer;
@@ -47,7 +55,7 @@ void ferry__net_op_free(ferry__net_op *op)
     if (op->iov != op->iov_inline)
         ferry__free(op->iov);
     ferry__free(op->owned);
-    ferry__free(op);
+    ferry__cache_put(&op_cache, op);
 }
 
 static bool is_send(const ferry__net_op *op)
@@ -238,6 +246,9 @@ static ferry_status must_wait(ferry__net *net, ferry__net_op *op, bool is_intern
     return FERRY_OK;
 }
 
+/* The usual case, an op its queue need not hold back, is posted with net->lock held (net->lock
+   before fi_lock, as cancel_locked takes them): two locks per op, and a close waits for it
+   through net->lock alone. */
 ferry_status ferry__net_submit(ferry__net *net, ferry__net_op *op, bool is_internal)
 {
     ferry__net_ep *e = op->ep;
@@ -263,13 +274,8 @@ ferry_status ferry__net_submit(ferry__net *net, ferry__net_op *op, bool is_inter
         return FERRY_OK;
     }
     set_posted(net, op, true);
-    net->n_posting++;
-    pthread_mutex_unlock(&net->lock);
-
-    int peer = op->peer; /* op may complete and be freed as soon as it is posted */
+    int peer = op->peer; /* op may complete and be freed as soon as net->lock goes */
     int rc = post(op);
-
-    pthread_mutex_lock(&net->lock);
     if (rc == -FI_EAGAIN) {
         set_posted(net, op, false);
         enqueue(net, q, op);
@@ -278,8 +284,6 @@ ferry_status ferry__net_submit(ferry__net *net, ferry__net_op *op, bool is_inter
     } else if (rc != 0) {
         ferry__net_unlink(net, op);
     }
-    if (--net->n_posting == 0 && net->is_closing)
-        pthread_cond_broadcast(&net->posted_cond);
     pthread_mutex_unlock(&net->lock);
     if (rc == 0)
         ring(net, peer);
