@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "core/alloc.h"
+#include "core/cache.h"
 #include "core/error.h"
 #include "core/future_impl.h"
 #include "core/log.h"
@@ -58,13 +59,15 @@ static _Thread_local struct {
     job *j;
 } spin_slot;
 
+/* Jobs are made and dropped once per request: kept for reuse (core/cache.h). */
+static ferry__cache job_cache = FERRY__CACHE_INIT("job", sizeof(job), NULL, NULL, 16);
+
 static void job_free(job *j)
 {
     ferry_future_release(j->later);
-    ferry__msg_clear(j->m);
-    ferry__free(j->m);
+    ferry__msg_free(j->m);
     ferry__agent_release(j->agent);
-    ferry__free(j);
+    ferry__cache_put(&job_cache, j);
 }
 
 static void send_response(ferry__agent *a, int src, ferry__msg *resp, const ferry__msg *request)
@@ -386,11 +389,10 @@ static bool refuse_unknown(ferry__agent *a, int src, job *j)
 
 void ferry__serve_request(ferry__agent *a, int src, ferry__msg *m)
 {
-    job *j = ferry__malloc(sizeof *j); /* filled in whole below */
+    job *j = ferry__cache_get(&job_cache); /* filled in whole below */
     if (!j) {
         ferry__serve_reply_error(a, src, m, FERRY_ENOMEM, "out of memory on the callee");
-        ferry__msg_clear(m);
-        ferry__free(m);
+        ferry__msg_free(m);
         return;
     }
     *j = (job){.agent = ferry__agent_retain(a), .src = src, .m = m};
