@@ -27,7 +27,9 @@
 #define SPARE_IDLE_NS 2000000000LL
 /* An empty poll that took this long means the spinner was preempted: other threads want the
    CPU, so it stops and leaves the fabric to the progress thread, which sleeps until woken. */
+#ifndef SPIN_PREEMPTED_NS
 #define SPIN_PREEMPTED_NS 20000LL
+#endif
 
 typedef struct {
     ferry__task_fn fn;
