@@ -62,8 +62,6 @@ struct ferry__pool {
     void *spin_ctx;
     long long spin_ns;
     bool is_spinning;
-    bool spin_wanted;                /* ferry__pool_want_spinner asked for a spin */
-    atomic_bool spin_hint;           /* is_spinning or spin_wanted, read without the mutex */
     atomic_bool spin_cancel;         /* set_spinner ends the running spin */
     pthread_cond_t spin_cv;          /* the spin ended (set_spinner waits for it) */
     atomic_size_t queued;
@@ -174,8 +172,6 @@ static bool spin_locked(ferry__pool *pool, pool_task *out)
     void *ctx = pool->spin_ctx;
     long long spin_ns = pool->spin_ns;
     pool->is_spinning = true;
-    pool->spin_wanted = false;
-    atomic_store_explicit(&pool->spin_hint, true, memory_order_relaxed);
     pthread_mutex_unlock(&pool->mu);
     if (s->begin)
         s->begin(ctx);
@@ -200,7 +196,6 @@ static bool spin_locked(ferry__pool *pool, pool_task *out)
         s->end(ctx);
     pthread_mutex_lock(&pool->mu);
     pool->is_spinning = false;
-    atomic_store_explicit(&pool->spin_hint, false, memory_order_relaxed);
     pthread_cond_broadcast(&pool->spin_cv);
     /* Submits skipped the wake while we spun: whatever queued meanwhile, beyond the one task
        this thread takes next, needs threads. */
@@ -223,9 +218,8 @@ static bool next_task_locked(ferry__pool *pool, pool_task *out)
            to the progress thread rather than take a CPU from its own work. */
         bool others_run = pool->threads - pool->idle - pool->blocked > 1;
         if (pool->spinner && !pool->is_spinning && !others_run &&
-            (!has_spun || pool->spin_wanted)) {
-            /* Once per wait, unless asked again: after an idle window the thread sleeps. */
-            has_spun = true;
+            !has_spun) {
+            has_spun = true; /* once per wait: after an idle window the thread sleeps */
             if (spin_locked(pool, out))
                 return true;
             continue;
@@ -320,7 +314,6 @@ ferry__pool *ferry__pool_new(int nthreads, size_t queue_cap, const char *name)
     ferry__cond_init_monotonic(&pool->spin_cv);
     atomic_init(&pool->queued, 0);
     atomic_init(&pool->is_stopping, false);
-    atomic_init(&pool->spin_hint, false);
     atomic_init(&pool->spin_cancel, false);
 
     pthread_mutex_lock(&pool->mu);
@@ -464,23 +457,8 @@ void ferry__pool_set_spinner(ferry__pool *pool, const ferry__pool_spinner *spinn
     pool->spinner = spinner;
     pool->spin_ctx = ctx;
     pool->spin_ns = spin_ns;
-    pool->spin_wanted = false;
-    atomic_store_explicit(&pool->spin_hint, false, memory_order_relaxed);
-    pthread_mutex_unlock(&pool->mu);
-}
-
-void ferry__pool_want_spinner(ferry__pool *pool)
-{
-    if (!pool || atomic_load_explicit(&pool->spin_hint, memory_order_relaxed))
-        return;
-    pthread_mutex_lock(&pool->mu);
-    if (pool->spinner && !pool->is_spinning && !pool->spin_wanted && !pool->stopping) {
-        pool->spin_wanted = true;
-        atomic_store_explicit(&pool->spin_hint, true, memory_order_relaxed);
-        /* A thread running a task spins when it is done; else wake one. */
-        if (pool->idle > 0 && pool->threads - pool->idle - pool->blocked == 0)
-            pthread_cond_signal(&pool->work_cv);
-    }
+    if (spinner && pool->idle > 0) /* an idle thread takes it up now, not after its next task */
+        pthread_cond_broadcast(&pool->work_cv);
     pthread_mutex_unlock(&pool->mu);
 }
 

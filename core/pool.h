@@ -46,10 +46,6 @@ typedef struct {
 void ferry__pool_set_spinner(ferry__pool *pool, const ferry__pool_spinner *spinner, void *ctx,
                              long long spin_ns);
 
-/* Asks for a spin now (a thread runs one when idle, or the next to finish a task) unless one
-   is running or asked for already; cheap then (no lock). No-op without a spinner. */
-void ferry__pool_want_spinner(ferry__pool *pool);
-
 /* Called by code about to block on a pool thread (future waits do it): the pool keeps at least
    its configured number of runnable threads by starting or waking a spare one. No-op off a pool
    thread. Pairs with ferry__pool_blocking_end. */

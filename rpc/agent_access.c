@@ -106,14 +106,6 @@ ferry_status ferry__agent_submit(ferry__agent *a, void (*fn)(void *), void *arg)
     return rc;
 }
 
-void ferry__agent_want_spinner(ferry__agent *a)
-{
-    pthread_mutex_lock(&a->pool_lock);
-    if (a->pool_open)
-        ferry__pool_want_spinner(a->pool);
-    pthread_mutex_unlock(&a->pool_lock);
-}
-
 void ferry__agent_set_rref_codec(ferry__agent *a, const ferry__wire_rref_hooks *hooks)
 {
     a->codec.rref = *hooks;

@@ -172,8 +172,6 @@ ferry_status ferry__agent_send_msg(ferry__agent *agent, int dst, ferry__msg *m,
 void ferry__agent_drive_begin(ferry__agent *agent);
 bool ferry__agent_drive_poll(ferry__agent *agent);
 void ferry__agent_drive_end(ferry__agent *agent);
-/* Asks the pool for a thread to spin on the fabric (rpc/serve.c), unless it is stopping. */
-void ferry__agent_want_spinner(ferry__agent *agent);
 /* The net's handlers (ctx is the agent): progress thread or a thread driving the fabric. */
 void ferry__agent_on_message(void *ctx, int src, const void *buf, size_t len);
 void ferry__agent_on_tick(void *ctx, long long now_ns);

@@ -59,6 +59,7 @@ static _Thread_local struct {
     job *j;
 } spin_slot;
 
+
 /* Jobs are made and dropped once per request: kept for reuse (core/cache.h). */
 static ferry__cache job_cache = FERRY__CACHE_INIT("job", sizeof(job), NULL, NULL, 16);
 
@@ -404,14 +405,8 @@ void ferry__serve_request(ferry__agent *a, int src, ferry__msg *m)
     if (m->type == FERRY__MSG_PING ||
         (is_call && ferry__fn_runs_inline(j->entry.kind) && modules_ready(j)) ||
         (!is_call && a->inline_handlers[m->type].fn)) {
-        bool is_ping = m->type == FERRY__MSG_PING;
-        if (run_here(a, j, is_call)) {
-            /* Traffic that needs no pool thread still gets one reading the fabric, so the
-               next request finds a reader awake (heartbeats alone do not ask). */
-            if (!is_ping && spin_slot.agent != a)
-                ferry__agent_want_spinner(a);
+        if (run_here(a, j, is_call))
             return;
-        }
     }
     if (spin_slot.agent == a && !spin_slot.j) {
         spin_slot.j = j; /* this pool thread runs it right after its poll pass */

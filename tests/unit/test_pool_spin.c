@@ -1,7 +1,7 @@
 /* Unit tests for the pool's spinner: an idle thread lent to a poll function runs the task that
    function hands it, a submit during a spin is run by the spinner without a wake, tasks queued
-   while it spins are spread over the other threads, a spin can be asked for without a task,
-   and removing the spinner or freeing the pool ends the spin. */
+   while it spins are spread over the other threads, and removing the spinner or freeing the
+   pool ends the spin. */
 #include <pthread.h>
 #include <stdatomic.h>
 #include <time.h>
@@ -179,30 +179,4 @@ Test(pool_spin, sleeps_after_an_idle_window_and_spins_again_after_work, .timeout
     cr_expect_eq(atomic_load(&p.ran), 1);
     cr_expect_geq(atomic_load(&p.begins), 2, "the thread spun again after its task");
     ferry__pool_free(pool);
-}
-
-Test(pool_spin, spins_again_when_asked_while_every_thread_sleeps, .timeout = 20)
-{
-    spin_probe p = {0};
-    ferry__pool *pool = ferry__pool_new(2, 64, "spin");
-    cr_assert_not_null(pool);
-    ferry__pool_set_spinner(pool, &probe, &p, 2 * 1000000LL);
-    wait_for(&p.ends, 2, 5); /* each thread spun once at start and went to sleep */
-    usleep(20000);
-    int begins = atomic_load(&p.begins);
-    cr_assert_eq(atomic_load(&p.active), 0);
-    for (int i = 0; i < 5; i++) {
-        ferry__pool_want_spinner(pool);
-        wait_for(&p.ends, begins + i + 1, 5);
-    }
-    cr_expect_eq(atomic_load(&p.begins), begins + 5, "one spin per request, no task needed");
-    /* Asking while a spin runs is free and starts no second one. */
-    ferry__pool_set_spinner(pool, &probe, &p, 500 * 1000000LL);
-    ferry__pool_want_spinner(pool);
-    wait_for(&p.active, 1, 5);
-    for (int i = 0; i < 100; i++)
-        ferry__pool_want_spinner(pool);
-    cr_expect_eq(atomic_load(&p.overlap), 0);
-    ferry__pool_free(pool);
-    cr_expect_eq(atomic_load(&p.begins), atomic_load(&p.ends));
 }
