@@ -14,6 +14,17 @@ ferry_status rpc_test_echo(const ferry_value *args, const ferry_value *kwargs, f
     return FERRY_OK;
 }
 
+ferry_status rpc_test_whoami(const ferry_value *args, const ferry_value *kwargs,
+                             ferry_value **result, void *user)
+{
+    ferry_worker_info me;
+    ferry_status rc = ferry_get_worker_info(NULL, &me);
+    if (rc != FERRY_OK)
+        return rc;
+    *result = ferry_string(me.name);
+    return *result ? FERRY_OK : FERRY_ENOMEM;
+}
+
 ferry_status rpc_test_sleep(const ferry_value *args, const ferry_value *kwargs,
                             ferry_value **result, void *user)
 {

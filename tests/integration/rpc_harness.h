@@ -19,11 +19,14 @@ typedef int (*rpc_body)(int rank, int world, const rpc_case *c);
 void rpc_case_run(const char *transport, int world, rpc_body body, void *user, double deadline_s);
 
 /* Functions several test files register: echo(x) returns x (or the whole argument list when it
-   is not one item); sleep(seconds) sleeps and returns "slept". */
+   is not one item); sleep(seconds) sleeps and returns "slept"; whoami() names the worker. */
 ferry_status rpc_test_echo(const ferry_value *args, const ferry_value *kwargs, ferry_value **result,
                            void *user);
 ferry_status rpc_test_sleep(const ferry_value *args, const ferry_value *kwargs,
                             ferry_value **result, void *user);
+/* whoami() returns the name of the worker it runs on. */
+ferry_status rpc_test_whoami(const ferry_value *args, const ferry_value *kwargs,
+                             ferry_value **result, void *user);
 /* Sets FERRY_AUTH_TOKEN to a value of this test case's own; call before forking the ranks
    (rpc_case_run does). */
 void rpc_test_set_token(void);

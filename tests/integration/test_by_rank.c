@@ -7,17 +7,6 @@
 
 #include "rpc_harness.h"
 
-static ferry_status whoami(const ferry_value *args, const ferry_value *kwargs,
-                           ferry_value **result, void *user)
-{
-    ferry_worker_info me;
-    ferry_status rc = ferry_get_worker_info(NULL, &me);
-    if (rc != FERRY_OK)
-        return rc;
-    *result = ferry_string(me.name);
-    return *result ? FERRY_OK : FERRY_ENOMEM;
-}
-
 static int body_by_rank(int rank, int world, const rpc_case *c)
 {
     if (rank != 0)
@@ -72,7 +61,7 @@ static int body_by_rank(int rank, int world, const rpc_case *c)
 
 Test(rpc_by_rank, calls_and_worker_infos_take_a_rank_when_given_as_hash_n, .timeout = 40)
 {
-    cr_assert(ferry_register_function("whoami", whoami, NULL) == FERRY_OK);
+    cr_assert(ferry_register_function("whoami", rpc_test_whoami, NULL) == FERRY_OK);
     rpc_case_run("shm", 3, body_by_rank, NULL, 35);
 }
 

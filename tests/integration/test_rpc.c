@@ -17,17 +17,6 @@ static ferry_status fail_fn(const ferry_value *args, const ferry_value *kwargs,
     return ferry_set_error(FERRY_EINVAL, "Expected error: bad shape %d", 7);
 }
 
-static ferry_status whoami(const ferry_value *args, const ferry_value *kwargs,
-                           ferry_value **result, void *user)
-{
-    ferry_worker_info me;
-    ferry_status rc = ferry_get_worker_info(NULL, &me);
-    if (rc != FERRY_OK)
-        return rc;
-    *result = ferry_string(me.name);
-    return FERRY_OK;
-}
-
 /* hop(ttl, path...): calls the next worker with ttl-1, appending its own name; at 0 returns. */
 static ferry_status hop(const ferry_value *args, const ferry_value *kwargs, ferry_value **result,
                         void *user)
@@ -91,7 +80,7 @@ static void register_all(void)
     cr_assert(ferry_register_function("echo", rpc_test_echo, NULL) == FERRY_OK);
     cr_assert(ferry_register_function("fail", fail_fn, NULL) == FERRY_OK);
     cr_assert(ferry_register_function("sleep", rpc_test_sleep, NULL) == FERRY_OK);
-    cr_assert(ferry_register_function("whoami", whoami, NULL) == FERRY_OK);
+    cr_assert(ferry_register_function("whoami", rpc_test_whoami, NULL) == FERRY_OK);
     cr_assert(ferry_register_function("hop", hop, NULL) == FERRY_OK);
     cr_assert(ferry_register_async_function("async_min", async_min, NULL) == FERRY_OK);
 }

@@ -12,6 +12,7 @@
 #include "ferry/ops.h"
 #include "ferry/rref.h"
 #include "rpc_harness.h"
+#include "rref_util.h"
 
 /* ---- functions the tests call ---- */
 
@@ -168,49 +169,15 @@ static ferry_status make_tracked_fn(const ferry_value *args, const ferry_value *
     return FERRY_OK;
 }
 
-/* A barrier on worker0: arrive(ok) completes when `world` workers arrived, with the number of
-   them that were not ok. */
-typedef struct {
-    pthread_mutex_t mu;
-    int arrived, world, not_ok;
-    ferry_future *waiting[8];
-} barrier_state;
-
-static ferry_future *arrive_fn(const ferry_value *args, const ferry_value *kwargs, void *user)
-{
-    barrier_state *b = user;
-    ferry_future *f = ferry_future_new();
-    ferry_future *done[8];
-    int n = 0, not_ok = 0;
-    pthread_mutex_lock(&b->mu);
-    b->waiting[b->arrived++] = ferry_future_retain(f);
-    b->not_ok += !ferry_value_as_bool(ferry_list_get(args, 0));
-    if (b->arrived == b->world) {
-        n = b->arrived;
-        not_ok = b->not_ok;
-        memcpy(done, b->waiting, sizeof done);
-        b->arrived = b->not_ok = 0;
-    }
-    pthread_mutex_unlock(&b->mu);
-    ferry_value *v = ferry_int(not_ok);
-    for (int i = 0; i < n; i++) {
-        ferry_future_set_value(done[i], v);
-        ferry_future_release(done[i]);
-    }
-    ferry_value_release(v);
-    return f;
-}
-
 typedef struct {
     tracked track;
-    barrier_state barrier;
+    rref_test_barrier_state barrier;
 } test_state;
 
 static void register_all(test_state *st, int world)
 {
     memset(st, 0, sizeof *st);
-    pthread_mutex_init(&st->barrier.mu, NULL);
-    st->barrier.world = world;
+    rref_test_barrier_register(&st->barrier, world);
     cr_assert(ferry_register_function("echo", rpc_test_echo, NULL) == FERRY_OK);
     cr_assert(ferry_register_function("fail", fail_fn, NULL) == FERRY_OK);
     cr_assert(ferry_register_function("sleep", rpc_test_sleep, NULL) == FERRY_OK);
@@ -222,44 +189,6 @@ static void register_all(test_state *st, int world)
     cr_assert(ferry_register_function("add", add_fn, NULL) == FERRY_OK);
     cr_assert(ferry_register_async_function("async_add", async_add_fn, NULL) == FERRY_OK);
     cr_assert(ferry_register_function("make_tracked", make_tracked_fn, &st->track) == FERRY_OK);
-    cr_assert(ferry_register_async_function("arrive", arrive_fn, &st->barrier) == FERRY_OK);
-}
-
-/* Returns how many workers were not ok, or -1. */
-static int barrier(bool ok)
-{
-    ferry_value *a = ferry_args(1, ferry_bool(ok));
-    ferry_value *v = ferry_rpc_sync("worker0", "arrive", a, NULL, FERRY_TIMEOUT_DEFAULT);
-    int not_ok = v ? (int)ferry_value_as_int(v) : -1;
-    ferry_value_release(v);
-    ferry_value_release(a);
-    return not_ok;
-}
-
-static bool counts_zero(ferry_rref_debug_counts *n)
-{
-    return ferry_debug_rref_counts(n) == FERRY_OK && !n->owners && !n->forks && !n->users &&
-           !n->pending_users && !n->pending_children && !n->messages;
-}
-
-/* Every worker's counters reach zero. A callee releases a call's arguments (and so starts its
-   deletions) just after replying, so rounds repeat until every worker is idle and at zero. */
-static int check_counts_zero(void)
-{
-    ferry_rref_debug_counts n;
-    for (int round = 0; round < 50; round++) {
-        RANK_CHECK(ferry_debug_rref_wait_idle(20) == FERRY_OK);
-        int not_ok = barrier(counts_zero(&n));
-        RANK_CHECK(not_ok >= 0);
-        if (not_ok == 0)
-            return 0;
-    }
-    fprintf(stderr, "counts: owners %lld forks %lld users %lld pending %lld children %lld "
-                    "messages %lld\n",
-            (long long)n.owners, (long long)n.forks, (long long)n.users,
-            (long long)n.pending_users, (long long)n.pending_children, (long long)n.messages);
-    RANK_CHECK(!"RRef counters did not return to zero");
-    return 1;
 }
 
 static ferry_value *remote_here(const char *to, const char *fn, ferry_value *args)
@@ -311,7 +240,7 @@ static int body_kinds_and_tensors(int rank, int world, const rpc_case *c)
             ferry_tensor_release(x);
         }
     }
-    return check_counts_zero();
+    return rref_test_check_counts_zero();
 }
 
 static int body_self_and_errors(int rank, int world, const rpc_case *c)
@@ -380,7 +309,7 @@ static int body_self_and_errors(int rank, int world, const rpc_case *c)
         ferry_rref_release(slow);
         ferry_value_release(a);
     }
-    return check_counts_zero();
+    return rref_test_check_counts_zero();
 }
 
 /* A owns, B forks to C, C sends it back to A; values checked at every hop. */
@@ -414,7 +343,7 @@ static int body_three_hops(int rank, int world, const rpc_case *c)
         ferry_rref_release(r);
         ferry_value_release(a);
     }
-    return check_counts_zero();
+    return rref_test_check_counts_zero();
 }
 
 /* Nested RRefs and RRefs inside lists and dicts, in arguments and results. */
@@ -478,7 +407,7 @@ static int body_nested_and_containers(int rank, int world, const rpc_case *c)
         ferry_rref_release(outer);
         ferry_value_release(a);
     }
-    return check_counts_zero();
+    return rref_test_check_counts_zero();
 }
 
 static int body_proxies(int rank, int world, const rpc_case *c)
@@ -522,7 +451,7 @@ static int body_proxies(int rank, int world, const rpc_case *c)
         ferry_value_release(s);
         ferry_value_release(a);
     }
-    return check_counts_zero();
+    return rref_test_check_counts_zero();
 }
 
 /* 4 workers: 2,500 RRefs each (10,000), owned by the next worker, forked in batches to the
@@ -561,7 +490,7 @@ static int body_stress(int rank, int world, const rpc_case *c)
         ferry_future_release(f1);
         ferry_future_release(f2);
     }
-    return check_counts_zero();
+    return rref_test_check_counts_zero();
 }
 
 /* Drop many RRefs and shut down at once: every owner's values are freed by the protocol

@@ -13,6 +13,7 @@
 #include "ferry/ops.h"
 #include "ferry/rref.h"
 #include "rpc_harness.h"
+#include "rref_util.h"
 
 /* ---- functions the tests call ---- */
 
@@ -49,87 +50,15 @@ static ferry_status owners_drain_fn(const ferry_value *args, const ferry_value *
     }
 }
 
-/* A barrier on worker0: arrive(ok) completes when `world` workers arrived, with the number of
-   them that were not ok. */
-typedef struct {
-    pthread_mutex_t mu;
-    int arrived, world, not_ok;
-    ferry_future *waiting[8];
-} barrier_state;
-
-static ferry_future *arrive_fn(const ferry_value *args, const ferry_value *kwargs, void *user)
-{
-    barrier_state *b = user;
-    ferry_future *f = ferry_future_new();
-    ferry_future *done[8];
-    int n = 0, not_ok = 0;
-    pthread_mutex_lock(&b->mu);
-    b->waiting[b->arrived++] = ferry_future_retain(f);
-    b->not_ok += !ferry_value_as_bool(ferry_list_get(args, 0));
-    if (b->arrived == b->world) {
-        n = b->arrived;
-        not_ok = b->not_ok;
-        memcpy(done, b->waiting, sizeof done);
-        b->arrived = b->not_ok = 0;
-    }
-    pthread_mutex_unlock(&b->mu);
-    ferry_value *v = ferry_int(not_ok);
-    for (int i = 0; i < n; i++) {
-        ferry_future_set_value(done[i], v);
-        ferry_future_release(done[i]);
-    }
-    ferry_value_release(v);
-    return f;
-}
-
-static barrier_state the_barrier;
+static rref_test_barrier_state the_barrier;
 
 static void register_all(int world)
 {
-    memset(&the_barrier, 0, sizeof the_barrier);
-    pthread_mutex_init(&the_barrier.mu, NULL);
-    the_barrier.world = world;
+    rref_test_barrier_register(&the_barrier, world);
     cr_assert(ferry_register_function("echo", rpc_test_echo, NULL) == FERRY_OK);
     cr_assert(ferry_register_nonblocking_function("echo_nb", rpc_test_echo, NULL) == FERRY_OK);
     cr_assert(ferry_register_function("make_rref", make_rref_fn, NULL) == FERRY_OK);
     cr_assert(ferry_register_function("owners_drain", owners_drain_fn, NULL) == FERRY_OK);
-    cr_assert(ferry_register_async_function("arrive", arrive_fn, &the_barrier) == FERRY_OK);
-}
-
-static int barrier(bool ok)
-{
-    ferry_value *a = ferry_args(1, ferry_bool(ok));
-    ferry_value *v = ferry_rpc_sync("worker0", "arrive", a, NULL, FERRY_TIMEOUT_DEFAULT);
-    int not_ok = v ? (int)ferry_value_as_int(v) : -1;
-    ferry_value_release(v);
-    ferry_value_release(a);
-    return not_ok;
-}
-
-static bool counts_zero(ferry_rref_debug_counts *n)
-{
-    return ferry_debug_rref_counts(n) == FERRY_OK && !n->owners && !n->forks && !n->users &&
-           !n->pending_users && !n->pending_children && !n->messages;
-}
-
-/* Every worker's counters reach zero (rounds repeat: a callee drops its arguments just after
-   replying). */
-static int check_counts_zero(void)
-{
-    ferry_rref_debug_counts n;
-    for (int round = 0; round < 50; round++) {
-        RANK_CHECK(ferry_debug_rref_wait_idle(20) == FERRY_OK);
-        int not_ok = barrier(counts_zero(&n));
-        RANK_CHECK(not_ok >= 0);
-        if (not_ok == 0)
-            return 0;
-    }
-    fprintf(stderr, "counts: owners %lld forks %lld users %lld pending %lld children %lld "
-                    "messages %lld\n",
-            (long long)n.owners, (long long)n.forks, (long long)n.users,
-            (long long)n.pending_users, (long long)n.pending_children, (long long)n.messages);
-    RANK_CHECK(!"RRef counters did not return to zero");
-    return 1;
 }
 
 /* ---- many threads, every peer ---- */
@@ -210,7 +139,7 @@ static int body_threads_against_every_peer(int rank, int world, const rpc_case *
         failures += jobs[t].failures;
     }
     RANK_CHECK(failures == 0);
-    return check_counts_zero();
+    return rref_test_check_counts_zero();
 }
 
 /* ---- deletions no request carries ---- */
@@ -251,7 +180,7 @@ static int body_deletions_reach_owner_without_requests(int rank, int world, cons
         RANK_CHECK(dt && ferry_value_as_double(dt) >= 0);
         ferry_value_release(dt);
     }
-    return check_counts_zero();
+    return rref_test_check_counts_zero();
 }
 
 /* ---- inside a distributed autograd context ---- */
@@ -285,7 +214,7 @@ static int body_deletions_ride_with_autograd_slots(int rank, int world, const rp
         }
         RANK_CHECK(ferry_dist_autograd_context_end(ctx) == FERRY_OK);
     }
-    return check_counts_zero();
+    return rref_test_check_counts_zero();
 }
 
 #define BOTH(name, world, body, secs)                                                     \
