@@ -151,11 +151,8 @@ int ferry__agent_rank_of(ferry__agent *a, const char *name)
     for (int i = 0; i < a->world_size; i++)
         if (strcmp(a->workers[i].name, name) == 0)
             return i;
-    size_t len = strlen(name);
-    bool is_valid = len > 0 && len < FERRY_MAX_NAME_LEN &&
-                    strspn(name, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_:-") ==
-                        len;
-    if (!is_valid) {
+    if (ferry__rendezvous_check_name(name) != FERRY_OK) {
+        size_t len = strlen(name);
         ferry_set_error(FERRY_EINVAL, "worker '%s': '%.*s%s' is not a valid worker name (names "
                         "match [A-Za-z0-9_:-]+ and are shorter than %d characters; \"#<rank>\" "
                         "names a worker by rank)", a->name, 160, name, len > 160 ? "..." : "",

@@ -35,24 +35,17 @@ static void driver_release(void *ctx)
 
 static void driver_begin(void *ctx)
 {
-    ferry__agent *a = ctx;
-    pthread_rwlock_rdlock(&a->net_lock);
-    if (a->net)
-        ferry__net_drive_begin(a->net);
+    ferry__agent_drive_begin(ctx);
 }
 
 static bool driver_poll(void *ctx)
 {
-    ferry__agent *a = ctx;
-    return a->net && ferry__net_drive_poll(a->net) > 0;
+    return ferry__agent_drive_poll(ctx);
 }
 
 static void driver_end(void *ctx)
 {
-    ferry__agent *a = ctx;
-    if (a->net)
-        ferry__net_drive_end(a->net);
-    pthread_rwlock_unlock(&a->net_lock);
+    ferry__agent_drive_end(ctx);
 }
 
 static const ferry__future_driver call_driver = {driver_retain, driver_release, driver_begin,

@@ -59,7 +59,6 @@ static _Thread_local struct {
     job *j;
 } spin_slot;
 
-
 /* Jobs are made and dropped once per request: kept for reuse (core/cache.h). */
 static ferry__cache job_cache = FERRY__CACHE_INIT("job", sizeof(job), NULL, NULL, 16);
 
