@@ -76,6 +76,12 @@ const ferry__value_kind_ops *ferry__value_kind_ops_of(ferry_kind kind);
 /* The phrase for `v` in messages: its kind ops' describe, else "a <kind>". */
 void ferry__value_describe(const ferry_value *v, char *buf, size_t cap);
 
+/* A new value of `kind` with a zeroed payload and one reference, for the constructors in
+   core/value*.c; NULL with FERRY_ENOMEM. */
+ferry_value *ferry__value_alloc(ferry_kind kind);
+/* True for the kinds whose values hold a module's object in `u.obj`. */
+bool ferry__value_holds_object(ferry_kind kind);
+
 /* A list with room for n items, all NULL, for builders that fill it in place before sharing it
    (the decoder). ferry__list_set steals `item`. */
 ferry_value *ferry__list_new(size_t n);
@@ -83,6 +89,8 @@ void ferry__list_set(ferry_value *list, size_t i, ferry_value *item);
 /* Builds the hash index of a dict whose entries were filled in place (the decoder), so lookups
    in a large received dict are not linear. Small dicts need none; out of memory leaves none. */
 void ferry__dict_reindex(ferry_value *dict);
+/* The position of `key` (key_len bytes) in `dict`, or SIZE_MAX when absent. */
+size_t ferry__dict_find(const ferry_value *dict, const char *key, size_t key_len);
 /* Like ferry_dict_set but steals `v` and takes a key of known length (may hold no NUL). */
 ferry_status ferry__dict_set_n(ferry_value *dict, const char *key, size_t key_len, ferry_value *v);
 
