@@ -8,7 +8,8 @@
 
 #define ERROR_MESSAGE_CAP FERRY__ERROR_MESSAGE_CAP
 
-static _Thread_local ferry_status last_status;
+/* Declared in core/error.h so that value accessors can clear it inline. */
+_Thread_local ferry_status ferry__last_status FERRY__TLS_INITIAL_EXEC;
 static _Thread_local char last_message[ERROR_MESSAGE_CAP];
 
 #define FERRY__STATUS_TEXT(name, text) [name] = text,
@@ -23,7 +24,7 @@ const char *ferry_strerror(ferry_status status)
 
 ferry_status ferry_last_status(void)
 {
-    return last_status;
+    return ferry__last_status;
 }
 
 const char *ferry_last_error(void)
@@ -40,7 +41,7 @@ ferry_status ferry_set_errorv(ferry_status status, const char *fmt, va_list ap)
     else
         snprintf(tmp, sizeof tmp, "%s", ferry_strerror(status));
     snprintf(last_message, sizeof last_message, "%s", tmp);
-    last_status = status;
+    ferry__last_status = status;
     return status;
 }
 
@@ -55,7 +56,7 @@ ferry_status ferry_set_error(ferry_status status, const char *fmt, ...)
 
 void ferry_clear_error(void)
 {
-    last_status = FERRY_OK;
+    ferry__last_status = FERRY_OK;
     last_message[0] = '\0';
 }
 
@@ -84,7 +85,7 @@ ferry_status ferry__status_from_errno(int err)
 
 void ferry__error_save(ferry__error_state *out)
 {
-    out->status = last_status;
+    out->status = ferry__last_status;
     out->message[0] = '\0';
     if (last_message[0] == '\0')
         return; /* the usual case: nothing to keep */
@@ -95,7 +96,7 @@ void ferry__error_save(ferry__error_state *out)
 
 void ferry__error_restore(const ferry__error_state *saved)
 {
-    last_status = saved->status;
+    ferry__last_status = saved->status;
     if (saved->message[0] == '\0') {
         last_message[0] = '\0';
         return;

@@ -12,6 +12,23 @@
 /* Same, for calls that return a pointer: records and yields NULL. */
 #define ferry__fail_null(rc, ...) (ferry_set_error((rc), __VA_ARGS__), NULL)
 
+/* The status half of this thread's last error (core/error.c). Initial-exec TLS: reached with
+   one instruction from the library, static or shared, rather than through __tls_get_addr; it
+   takes 4 bytes of the static TLS space glibc keeps for libraries loaded later. */
+#if defined(__GNUC__)
+#define FERRY__TLS_INITIAL_EXEC __attribute__((tls_model("initial-exec")))
+#else
+#define FERRY__TLS_INITIAL_EXEC
+#endif
+extern _Thread_local ferry_status ferry__last_status FERRY__TLS_INITIAL_EXEC;
+
+/* Sets the last status to FERRY_OK and leaves the message: one thread-local store, for calls
+   that report success through the last status (the value accessors). */
+static inline void ferry__status_clear(void)
+{
+    ferry__last_status = FERRY_OK;
+}
+
 /* A thread's last error, kept aside while the thread runs someone else's work (a request read
    by a thread that waits on a future) and put back afterwards. */
 #define FERRY__ERROR_MESSAGE_CAP 1024

@@ -44,8 +44,9 @@ FERRY_API const char *ferry_strerror(ferry_status status);
 
 /* The code and message of the last failure on this thread (FERRY_OK and "" when nothing failed
    yet or after ferry_clear_error). A successful call does not reset them, so read them only right
-   after a call reported failure. The message is borrowed and stays valid until the next failing
-   ferry call on this thread. Per thread, so thread-safe. */
+   after a call reported failure; the exception is the value accessors (ferry/value.h), which
+   set the status (not the message) to FERRY_OK when they succeed. The message is borrowed and
+   stays valid until the next failing ferry call on this thread. Per thread, so thread-safe. */
 FERRY_API ferry_status ferry_last_status(void);
 FERRY_API const char *ferry_last_error(void);
 

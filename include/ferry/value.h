@@ -72,10 +72,26 @@ FERRY_API ferry_kind ferry_value_kind(const ferry_value *v);
    "dict", "rref", "object"; "unknown" out of range), for messages. */
 FERRY_API const char *ferry_kind_name(ferry_kind k);
 
-/* Accessors. On a kind mismatch (or NULL) they return 0/false/NULL and set FERRY_ETYPE. Returned
+/* Accessors read a value as the kind the caller expects. The rules are the same for the two
+   forms below: a bool is not an int and an int is not a bool (torch's IValue keeps them apart
+   too); a double accessor accepts an int and converts it (exactly up to 2^53, rounded past
+   that); nothing else converts. A NULL value is a mismatch.
+
+   The last status: every accessor in this section sets ferry_last_status() to FERRY_OK when it
+   succeeds (the message of an earlier failure is left, so read ferry_last_error() only when the
+   status says failure) and records FERRY_ETYPE or FERRY_EINVAL with a message when it fails, so
+   `ferry_value_as_int(v) == 0 && ferry_last_status() != FERRY_OK` means "v is not an int" and
+   never "v is 0". Calls outside this section (ferry_value_kind, ferry_value_equal,
+   ferry_value_format, ...) never clear it.
+
+   Mismatch messages name the function and both kinds: "ferry_value_as_int: expected an int, got
+   a string", "...: expected an int, got an object of class 'Net'", "...: got NULL". Returned
    pointers (strings, bytes, tensors, rrefs, list items, dict keys and values) are borrowed and
-   live as long as `v`: retain one to keep it longer. ferry_value_as_double accepts an int too.
-   ferry_value_as_bytes sets *len (when len is not NULL; 0 on a mismatch). */
+   live as long as `v`: retain one to keep it longer. All are thread-safe (values are immutable
+   once shared). */
+
+/* The content, or 0/false/NULL with FERRY_ETYPE on a mismatch. ferry_value_as_bytes sets *len
+   (when len is not NULL; 0 on a mismatch). */
 FERRY_API bool ferry_value_as_bool(const ferry_value *v);
 FERRY_API int64_t ferry_value_as_int(const ferry_value *v);
 FERRY_API double ferry_value_as_double(const ferry_value *v);
@@ -86,13 +102,36 @@ FERRY_API const void *ferry_value_as_bytes(const ferry_value *v, size_t *len);
 FERRY_API ferry_tensor *ferry_value_as_tensor(const ferry_value *v);
 FERRY_API ferry_rref *ferry_value_as_rref(const ferry_value *v);
 FERRY_API size_t ferry_list_len(const ferry_value *list);
-FERRY_API ferry_value *ferry_list_get(const ferry_value *list, size_t i); /* FERRY_EINVAL past the end */
+/* NULL with FERRY_EINVAL past the end. */
+FERRY_API ferry_value *ferry_list_get(const ferry_value *list, size_t i);
 FERRY_API size_t ferry_dict_len(const ferry_value *dict);
-FERRY_API ferry_value *ferry_dict_get(const ferry_value *dict, const char *key); /* NULL + FERRY_EINVAL if absent */
+/* NULL with FERRY_EINVAL if `key` is absent or NULL. */
+FERRY_API ferry_value *ferry_dict_get(const ferry_value *dict, const char *key);
 /* The i-th key and value in insertion order (borrowed); NULL with FERRY_ETYPE (not a dict) or
    FERRY_EINVAL (i past the end). */
 FERRY_API const char *ferry_dict_key_at(const ferry_value *dict, size_t i);
 FERRY_API ferry_value *ferry_dict_value_at(const ferry_value *dict, size_t i);
+
+/* The same reads as a status: FERRY_OK with the content in *out; FERRY_ETYPE on a kind
+   mismatch; FERRY_EINVAL for a NULL `out` (as "ferry_value_get_int: NULL out"). On failure
+   *out (and *len) are left as they were, so a default set beforehand survives:
+       int64_t n = 10;
+       if (ferry_value_get_int(v, &n) != FERRY_OK) ... ferry_last_error() says why ...
+   ferry_value_get_bytes sets *len when len is not NULL. */
+FERRY_API ferry_status ferry_value_get_bool(const ferry_value *v, bool *out);
+FERRY_API ferry_status ferry_value_get_int(const ferry_value *v, int64_t *out);
+FERRY_API ferry_status ferry_value_get_double(const ferry_value *v, double *out);
+FERRY_API ferry_status ferry_value_get_string(const ferry_value *v, const char **out);
+FERRY_API ferry_status ferry_value_get_bytes(const ferry_value *v, const void **out, size_t *len);
+FERRY_API ferry_status ferry_value_get_tensor(const ferry_value *v, ferry_tensor **out);
+FERRY_API ferry_status ferry_value_get_rref(const ferry_value *v, ferry_rref **out);
+/* Item i of a list (borrowed): FERRY_ETYPE (not a list), FERRY_EINVAL (i past the end, as
+   "ferry_list_at: list index 3 out of range (length 2)"; NULL out). */
+FERRY_API ferry_status ferry_list_at(const ferry_value *list, size_t i, ferry_value **out);
+/* The value under `key` (borrowed): FERRY_ETYPE (not a dict), FERRY_EINVAL (absent, as
+   "ferry_dict_lookup: key 'lr' not in dict"; NULL key; NULL out). */
+FERRY_API ferry_status ferry_dict_lookup(const ferry_value *dict, const char *key,
+                                         ferry_value **out);
 
 /* Deep equality: same kinds and contents; dicts need the same keys in the same order; tensors
    compare by dtype, shape and values (ferry_tensor_equal); rrefs by identity of the referenced
