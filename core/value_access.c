@@ -41,7 +41,7 @@ static void found_phrase(const ferry_value *v, char *buf, size_t cap)
 }
 
 /* Records FERRY_ETYPE: `fn` wanted `expected` and found v. Off the fast path. */
-__attribute__((noinline, cold)) static ferry_status mismatch(const ferry_value *v, const char *fn,
+static __attribute__((noinline, cold)) ferry_status mismatch(const ferry_value *v, const char *fn,
                                                              const char *expected)
 {
     char found[192];
@@ -49,12 +49,12 @@ __attribute__((noinline, cold)) static ferry_status mismatch(const ferry_value *
     return ferry__fail(FERRY_ETYPE, "%s: expected %s, got %s", fn, expected, found);
 }
 
-__attribute__((noinline, cold)) static ferry_status null_out(const char *fn)
+static __attribute__((noinline, cold)) ferry_status null_out(const char *fn)
 {
     return ferry__fail(FERRY_EINVAL, "%s: NULL out", fn);
 }
 
-__attribute__((noinline, cold)) static ferry_status past_end(const char *fn, const char *what,
+static __attribute__((noinline, cold)) ferry_status past_end(const char *fn, const char *what,
                                                              size_t i, size_t len)
 {
     return ferry__fail(FERRY_EINVAL, "%s: %s index %zu out of range (length %zu)", fn, what, i,
