@@ -1,8 +1,10 @@
 /* The function registry: an open-addressing hash table of name -> entry (linear probing, grown
    by doubling, removal by shifting the entries that follow back). A name is taken once: the
    same function registered again is a no-op (modules register theirs at every start), another
-   one under a taken name is refused until the name is unregistered. The builtins are in the
-   table before any user registration, so their names are taken too. */
+   one under a taken name is refused unless the caller asks for a replacement (the replace
+   calls) or unregisters the name first. The builtins are in the table before any user
+   registration, so their names are taken too; a builtin replaced or unregistered is no longer
+   one. */
 #include "rpc/registry.h"
 
 #include <pthread.h>
@@ -65,7 +67,7 @@ static bool same_entry(const ferry__fn_entry *a, const ferry__fn_entry *b)
            a->user == b->user;
 }
 
-static ferry_status add(const char *name, const ferry__fn_entry *e)
+static ferry_status add(const char *name, const ferry__fn_entry *e, bool replace)
 {
     if (!name || !*name || strlen(name) >= FERRY_MAX_NAME_LEN)
         return ferry__fail(FERRY_EINVAL, "function names must be non-empty and shorter than %d bytes",
@@ -80,11 +82,15 @@ static ferry_status add(const char *name, const ferry__fn_entry *e)
         rc = grow();
     if (rc == FERRY_OK) {
         slot *s = find(reg.slots, reg.cap, name);
-        if (s->name && !same_entry(&s->entry, e)) {
+        if (s->name && replace) {
+            s->entry = *e;
+            s->is_builtin = registering_builtins;
+        } else if (s->name && !same_entry(&s->entry, e)) {
             rc = ferry__fail(FERRY_EINVAL, "function '%s' is already registered%s: "
-                             "ferry_unregister_function(\"%s\") first to replace it", name,
+                             "ferry_replace_function(\"%s\", ...) replaces it, "
+                             "ferry_unregister_function(\"%s\") frees the name", name,
                              s->is_builtin ? " (it is a builtin)" : " with another function",
-                             name);
+                             name, name);
         } else if (!s->name) {
             s->name = ferry__strdup(name);
             if (!s->name) {
@@ -149,23 +155,41 @@ bool ferry__registry_lookup(const char *name, ferry__fn_entry *out)
 ferry_status ferry_register_function(const char *name, ferry_fn fn, void *user)
 {
     ferry__fn_entry e = {.kind = FERRY__FN_SYNC, .fn = fn, .user = user};
-    return add(name, &e);
+    return add(name, &e, false);
 }
 
 ferry_status ferry_register_nonblocking_function(const char *name, ferry_fn fn, void *user)
 {
     ferry__fn_entry e = {.kind = FERRY__FN_NONBLOCKING, .fn = fn, .user = user};
-    return add(name, &e);
+    return add(name, &e, false);
 }
 
 ferry_status ferry_register_async_function(const char *name, ferry_async_fn fn, void *user)
 {
     ferry__fn_entry e = {.kind = FERRY__FN_ASYNC, .async_fn = fn, .user = user};
-    return add(name, &e);
+    return add(name, &e, false);
 }
 
 ferry_status ferry__register_nonblocking_async(const char *name, ferry_async_fn fn, void *user)
 {
     ferry__fn_entry e = {.kind = FERRY__FN_ASYNC_NONBLOCKING, .async_fn = fn, .user = user};
-    return add(name, &e);
+    return add(name, &e, false);
+}
+
+ferry_status ferry_replace_function(const char *name, ferry_fn fn, void *user)
+{
+    ferry__fn_entry e = {.kind = FERRY__FN_SYNC, .fn = fn, .user = user};
+    return add(name, &e, true);
+}
+
+ferry_status ferry_replace_nonblocking_function(const char *name, ferry_fn fn, void *user)
+{
+    ferry__fn_entry e = {.kind = FERRY__FN_NONBLOCKING, .fn = fn, .user = user};
+    return add(name, &e, true);
+}
+
+ferry_status ferry_replace_async_function(const char *name, ferry_async_fn fn, void *user)
+{
+    ferry__fn_entry e = {.kind = FERRY__FN_ASYNC, .async_fn = fn, .user = user};
+    return add(name, &e, true);
 }

@@ -1,6 +1,7 @@
 /* Unit tests for the function registry: a name is taken once (the same function again is a
-   no-op, another is refused, builtins included), and unregistering frees a name without losing
-   any other, however the names collide in the table. */
+   no-op, another is refused, builtins included), the replace calls swap what a name runs,
+   and unregistering frees a name without losing any other, however the names collide in the
+   table. */
 #include <stdio.h>
 #include <string.h>
 
@@ -75,4 +76,35 @@ Test(registry, keeps_every_other_name_when_one_is_unregistered, .timeout = 10)
     cr_expect_eq(ferry_unregister_function("many_0"), FERRY_EINVAL, "gone already");
     cr_expect(strstr(ferry_last_error(), "no function named 'many_0'"), "%s", ferry_last_error());
     cr_expect_eq(ferry_unregister_function(NULL), FERRY_EINVAL);
+}
+
+static ferry_future *async_a(const ferry_value *args, const ferry_value *kwargs, void *user)
+{
+    return NULL;
+}
+
+Test(registry, swaps_the_function_when_asked_to_replace_it, .timeout = 5)
+{
+    ferry__fn_entry e;
+    cr_assert_eq(ferry_register_function("swap_me", fn_a, NULL), FERRY_OK);
+    cr_expect_eq(ferry_register_function("swap_me", fn_b, NULL), FERRY_EINVAL,
+                 "plain register still refuses a taken name");
+    cr_expect(strstr(ferry_last_error(), "ferry_replace_function(\"swap_me\", ...) replaces it"),
+              "%s", ferry_last_error());
+    cr_assert_eq(ferry_replace_function("swap_me", fn_b, (void *)2), FERRY_OK);
+    cr_assert(ferry__registry_lookup("swap_me", &e));
+    cr_expect(e.fn == fn_b && e.user == (void *)2 && e.kind == FERRY__FN_SYNC);
+    cr_assert_eq(ferry_replace_nonblocking_function("swap_me", fn_a, NULL), FERRY_OK);
+    cr_assert(ferry__registry_lookup("swap_me", &e));
+    cr_expect(e.fn == fn_a && e.kind == FERRY__FN_NONBLOCKING);
+    cr_assert_eq(ferry_replace_async_function("swap_me", async_a, NULL), FERRY_OK);
+    cr_assert(ferry__registry_lookup("swap_me", &e));
+    cr_expect(e.async_fn == async_a && e.kind == FERRY__FN_ASYNC);
+    /* A free name is simply registered; bad arguments are refused as by register. */
+    cr_expect_eq(ferry_replace_function("swap_new", fn_a, NULL), FERRY_OK);
+    cr_expect(ferry__registry_lookup("swap_new", &e) && e.fn == fn_a);
+    cr_expect_eq(ferry_replace_function("swap_new", NULL, NULL), FERRY_EINVAL);
+    cr_expect_eq(ferry_replace_function("", fn_a, NULL), FERRY_EINVAL);
+    cr_expect_eq(ferry_replace_async_function("swap_new", NULL, NULL), FERRY_EINVAL);
+    cr_expect(ferry__registry_lookup("swap_new", &e) && e.fn == fn_a, "a refusal changes nothing");
 }
