@@ -4,7 +4,7 @@
    one under a taken name is refused unless the caller asks for a replacement (the replace
    calls) or unregisters the name first. The builtins are in the table before any user
    registration, so their names are taken too; a builtin replaced or unregistered is no longer
-   one. */
+   one (ferry_builtins stops listing it). */
 #include "rpc/registry.h"
 
 #include <pthread.h>
@@ -135,6 +135,28 @@ ferry_status ferry_unregister_function(const char *name)
 void ferry__registry_builtins_begin(bool is_begin)
 {
     registering_builtins = is_begin;
+}
+
+size_t ferry__registry_builtin_count(void)
+{
+    size_t n = 0;
+    pthread_rwlock_rdlock(&reg.lock);
+    for (size_t i = 0; i < reg.cap; i++)
+        n += reg.slots[i].name && reg.slots[i].is_builtin;
+    pthread_rwlock_unlock(&reg.lock);
+    return n;
+}
+
+bool ferry__registry_is_builtin(const char *name)
+{
+    bool is_builtin = false;
+    pthread_rwlock_rdlock(&reg.lock);
+    if (reg.cap) {
+        slot *s = find(reg.slots, reg.cap, name);
+        is_builtin = s->name && s->is_builtin;
+    }
+    pthread_rwlock_unlock(&reg.lock);
+    return is_builtin;
 }
 
 bool ferry__registry_lookup(const char *name, ferry__fn_entry *out)

@@ -154,7 +154,7 @@ FERRY_API ferry_status ferry_register_nonblocking_function(const char *name, fer
                                                            void *user);
 
 /* Registers `fn` under `name` in place of whatever is registered there, a builtin included
-   (which then is no longer one), or as a plain registration
+   (which then is no longer one: ferry_builtins stops listing it), or as a plain registration
    when the name is free. The swap is atomic: every call that starts after it runs `fn`; calls
    already running finish with the function they started with (so that one's `user` must stay
    valid until they end). The kind follows the call: ferry_replace_function for a pool
@@ -165,6 +165,20 @@ FERRY_API ferry_status ferry_replace_nonblocking_function(const char *name, ferr
                                                           void *user);
 FERRY_API ferry_status ferry_replace_async_function(const char *name, ferry_async_fn fn,
                                                     void *user);
+
+/* One builtin: a function every worker serves from its start without any registration
+   (docs/builtins.md describes each). The strings are static. */
+typedef struct {
+    const char *name;      /* what ferry_rpc_sync takes: "torch.add", "min", ... */
+    const char *signature; /* torch's or Python's parameters: "torch.add(input, other, *, alpha=1)" */
+    const char *summary;   /* one line on the result */
+} ferry_builtin_info;
+
+/* The builtins registered in this process now, in docs/builtins.md's order: fills up to `cap`
+   entries of `out` and sets *n (when n is not NULL) to how many there are; out may be NULL when
+   cap is 0, to learn the count. A builtin replaced or unregistered is left out. Thread-safe;
+   works before ferry_init_rpc. FERRY_OK, or FERRY_EINVAL (out NULL with cap > 0). */
+FERRY_API ferry_status ferry_builtins(ferry_builtin_info *out, size_t cap, size_t *n);
 
 /* Calls `fn` on worker `to` (both borrowed). args (a list) and kwargs (a dict) are borrowed and
    may be NULL. timeout is >= 0 or FERRY_TIMEOUT_DEFAULT.
