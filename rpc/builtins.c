@@ -1,7 +1,8 @@
 /* The builtins every worker serves under torch's and Python's names (DESIGN section 3;
    docs/builtins.md lists them): this file registers the tables of builtins_math.c (arithmetic,
-   unary, matrix products), builtins_tensor.c (reductions, shape), builtins_make.c (creation)
-   and builtins_python.c (min, max, sum, abs, len), and answers ferry_builtins.
+   unary, matrix products), builtins_tensor.c (reductions, shape), builtins_make.c (creation),
+   builtins_nn.c (torch.nn.functional's linear, embedding and losses) and builtins_python.c
+   (min, max, sum, abs, len), and answers ferry_builtins.
 
    Every builtin that makes or reads a tensor runs on the pool, never where its request is read:
    its size is the caller's choice (torch.ones of 8 GiB takes seconds), and the thread that reads
@@ -22,6 +23,7 @@ static const struct {
     {ferry__builtins_math, &ferry__builtins_math_len},
     {ferry__builtins_tensor, &ferry__builtins_tensor_len},
     {ferry__builtins_make, &ferry__builtins_make_len},
+    {ferry__builtins_nn, &ferry__builtins_nn_len},
     {ferry__builtins_python, &ferry__builtins_python_len},
 };
 #define NTABLES (sizeof tables / sizeof tables[0])

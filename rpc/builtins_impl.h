@@ -28,6 +28,8 @@ extern const ferry__builtin ferry__builtins_tensor[];
 extern const size_t ferry__builtins_tensor_len;
 extern const ferry__builtin ferry__builtins_make[];
 extern const size_t ferry__builtins_make_len;
+extern const ferry__builtin ferry__builtins_nn[];
+extern const size_t ferry__builtins_nn_len;
 extern const ferry__builtin ferry__builtins_python[];
 extern const size_t ferry__builtins_python_len;
 

@@ -150,6 +150,8 @@ static ferry_value *parse(const char **p)
         return ferry_double(NAN);
     if (eat(p, "inf"))
         return ferry_double(INFINITY);
+    if (eat(p, "-inf"))
+        return ferry_double(-INFINITY);
     if (eat(p, "["))
         return parse_list(p);
     if (eat(p, "{"))
@@ -359,6 +361,14 @@ static const builtin_ref_error ferry_errors[] = {
     {"torch.tensor", "[['a']]", "{}",
      "torch.tensor(): data must be a number or a nested list of numbers, not str"},
     {"torch.eye", "[-1]", "{}", "torch.eye(): n must be greater or equal to 0, got -1"},
+    {"torch.nn.functional.embedding", "[T(int64, [1], [0]), T(float32, [1, 1], [1.0])]",
+     "{'max_norm': 1.0}", "torch.nn.functional.embedding(): ferry takes max_norm=None only"},
+    {"torch.nn.functional.nll_loss", "[T(float32, [1, 2], [-1.0, -1.0]), T(int64, [1], [0])]",
+     "{'ignore_index': 0}", "ferry takes ignore_index=-100 only, not 0"},
+    {"torch.nn.functional.cross_entropy", "[T(float32, [1, 2], [1.0, 1.0]), T(int64, [1], [0])]",
+     "{'label_smoothing': 0.1}", "ferry takes label_smoothing=0.0 only, not 0.1"},
+    {"torch.nn.functional.cross_entropy", "[T(float32, [1, 2], [1.0, 1.0]), T(int64, [1], [0])]",
+     "{'weight': T(float32, [2], [1.0, 1.0])}", "ferry takes weight=None only, not a Tensor"},
     {"min", "[1, 2]", "{'key': 0}", "min() got an unexpected keyword argument 'key'"},
     {"min", "['ab']", "{}", "min(): ferry iterates over a list only, not a str"},
     {"sum", "[[9223372036854775807, 1]]", "{}", "sum(): the total passes the int64 range"},
