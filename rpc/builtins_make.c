@@ -180,10 +180,12 @@ static ferry_status walk(const char *fn, const ferry_value *v, int depth, nested
         return FERRY_OK;
     }
     size_t len = ferry_list_len(v);
-    if (depth >= d->ndim || (int64_t)len != d->sizes[depth])
+    if (depth >= d->ndim)
+        return ferry__fail(FERRY_EINVAL, "%s(): expected a number at dim %d (got a list)", fn,
+                           depth);
+    if ((int64_t)len != d->sizes[depth])
         return ferry__fail(FERRY_EINVAL, "%s(): expected sequence of length %lld at dim %d "
-                           "(got %zu)", fn, depth < d->ndim ? (long long)d->sizes[depth] : 0LL,
-                           depth, len);
+                           "(got %zu)", fn, (long long)d->sizes[depth], depth, len);
     for (size_t i = 0; i < len; i++) {
         ferry_status rc = walk(fn, ferry_list_get(v, i), depth + 1, d, fill);
         if (rc != FERRY_OK)

@@ -82,9 +82,17 @@ static ferry_status binary_fn(const ferry_value *args, const ferry_value *kwargs
     const binary_spec *s = user;
     static const char *const plain[] = {"input", "other", NULL};
     static const char *const with_alpha[] = {"input", "other", "alpha", NULL};
-    ferry__bi_sig sig = {s->name, s->has_alpha ? with_alpha : plain, 2, 2};
+    static const char *const with_rounding[] = {"input", "other", "rounding_mode", NULL};
+    bool is_div = s == &DIV;
+    ferry__bi_sig sig = {s->name, s->has_alpha ? with_alpha : is_div ? with_rounding : plain, 2, 2};
     const ferry_value *v[3];
     ferry_status rc = ferry__bi_bind(&sig, args, kwargs, v);
+    if (rc == FERRY_OK && is_div && v[2] && ferry_value_kind(v[2]) != FERRY_VALUE_NONE) {
+        const char *mode = ferry_value_as_string(v[2]);
+        rc = ferry__fail(FERRY_EINVAL, "torch.div(): ferry divides truly only "
+                         "(rounding_mode=None), not rounding_mode=%s%s%s", mode ? "'" : "",
+                         mode ? mode : ferry__bi_type(v[2]), mode ? "'" : "");
+    }
     double alpha = 1.0;
     if (rc == FERRY_OK && s->has_alpha && v[2])
         rc = ferry__bi_number(s->name, "alpha", v[2], &alpha);
@@ -254,7 +262,7 @@ const ferry__builtin ferry__builtins_math[] = {
     {{"torch.mul", "torch.mul(input, other)",
       "input * other, broadcast; either operand may be a Python number"},
      binary_fn, &MUL, false},
-    {{"torch.div", "torch.div(input, other)",
+    {{"torch.div", "torch.div(input, other, *, rounding_mode=None)",
       "true division input / other, broadcast (int64 / int64 gives float32)"},
      binary_fn, &DIV, false},
     {{"torch.pow", "torch.pow(input, exponent)",

@@ -55,9 +55,11 @@ typedef struct {
        rpc_sync), on top of num_worker_threads. When all are lent, further work queues until a
        blocked task resumes. -1 = 4 x num_worker_threads; 0 = none (torch's fixed pool). */
     int max_spare_threads;
-    /* The largest tensor, in bytes, a builtin (torch.ones, torch.zeros, the arithmetic builtins
-       with broadcasting, torch.matmul) makes for a caller: a bigger request fails with
-       FERRY_EINVAL naming this cap. Builtins run on the pool. 8 GiB; 0 = no cap. */
+    /* The largest tensor, in bytes, a builtin makes for a caller where the caller chooses its
+       size (torch.ones, zeros, full, arange, eye, rand, randn, the arithmetic builtins with
+       broadcasting, torch.matmul): a bigger request fails with FERRY_EINVAL naming this cap
+       before anything is allocated. Builtins that touch tensors run on the pool. 8 GiB; 0 = no
+       cap. */
     long long builtin_max_bytes;
 } ferry_rpc_options;
 

@@ -123,6 +123,7 @@ def math_cases():
     case("torch.div", [a, 4])
     case("torch.div", [2, b])
     case("torch.div", [d, 0.5])
+    case("torch.div", [d, 2], {"rounding_mode": None})
     pos = T([0.5, 1, 2, 4, 9, 16], [2, 3], F32)
     case("torch.pow", [pos, 2])
     case("torch.pow", [i, 3])
