@@ -2,10 +2,12 @@
    results (ints stay ints, bools count as ints) and its TypeError and ValueError texts.
    Integers are int64 here: a sum or abs that would leave int64 fails instead of growing as
    Python's ints do. sum and abs also take tensors (0 + t1 + t2 ..., torch.abs), as Python does
-   with torch's; min, max and len never touch tensor data and run where their request is read. */
+   with torch's, and sum concatenates lists given a list start; min, max and len never touch
+   tensor data and run where their request is read. */
 #include <math.h>
 #include <string.h>
 
+#include "core/alloc.h"
 #include "core/error.h"
 #include "ferry/ops.h"
 #include "rpc/builtins_impl.h"
@@ -159,6 +161,32 @@ static ferry_status add_to(total *acc, const ferry_value *v)
     return FERRY_OK;
 }
 
+/* sum(lists, start=list): Python's + of lists is their concatenation. */
+static ferry_status concat_lists(const ferry_value *start, const ferry_value *items,
+                                 ferry_value **result)
+{
+    size_t count = ferry_list_len(start), n = ferry_list_len(items);
+    for (size_t i = 0; i < n; i++) {
+        const ferry_value *v = ferry_list_get(items, i);
+        if (ferry_value_kind(v) != FERRY_VALUE_LIST)
+            return ferry__fail(FERRY_EINVAL, "can only concatenate list (not \"%s\") to list",
+                               ferry__bi_type(v));
+        count += ferry_list_len(v);
+    }
+    ferry_value **all = ferry__malloc((count ? count : 1) * sizeof *all);
+    if (!all)
+        return ferry__fail(FERRY_ENOMEM, "sum(): out of memory for %zu items", count);
+    size_t k = 0;
+    for (size_t j = 0; j < ferry_list_len(start); j++)
+        all[k++] = ferry_list_get(start, j);
+    for (size_t i = 0; i < n; i++)
+        for (size_t j = 0; j < ferry_list_len(ferry_list_get(items, i)); j++)
+            all[k++] = ferry_list_get(ferry_list_get(items, i), j);
+    *result = ferry_list_from(all, count);
+    ferry__free(all);
+    return *result ? FERRY_OK : ferry_last_status();
+}
+
 /* Python's sum(iterable, /, start=0). */
 static ferry_status sum_fn(const ferry_value *args, const ferry_value *kwargs,
                            ferry_value **result, void *user)
@@ -188,6 +216,13 @@ static ferry_status sum_fn(const ferry_value *args, const ferry_value *kwargs,
     if (ferry_value_kind(items) != FERRY_VALUE_LIST &&
         ferry_value_kind(items) != FERRY_VALUE_STRING)
         return ferry__fail(FERRY_EINVAL, "'%s' object is not iterable", ferry__bi_type(items));
+    size_t n = ferry_value_kind(items) == FERRY_VALUE_LIST ? ferry_list_len(items) : 0;
+    if (n == 0 && start) { /* nothing is added: start comes back whatever it is */
+        *result = ferry_value_retain((ferry_value *)start);
+        return FERRY_OK;
+    }
+    if (sk == FERRY_VALUE_LIST)
+        return concat_lists(start, items, result);
     total acc = {FERRY_VALUE_INT, 0, 0, NULL};
     ferry_status rc = FERRY_OK;
     if (start && !ferry__bi_is_number(start) && sk != FERRY_VALUE_TENSOR)
@@ -196,7 +231,6 @@ static ferry_status sum_fn(const ferry_value *args, const ferry_value *kwargs,
                          ferry_list_len(items) ? ferry__bi_type(ferry_list_get(items, 0)) : "int");
     else if (start)
         rc = add_to(&acc, start);
-    size_t n = ferry_value_kind(items) == FERRY_VALUE_LIST ? ferry_list_len(items) : 0;
     for (size_t i = 0; i < n && rc == FERRY_OK; i++)
         rc = add_to(&acc, ferry_list_get(items, i));
     if (rc == FERRY_OK) {

@@ -305,6 +305,9 @@ def python_cases():
     case("sum", [[T([1, 2], [2], F32), T([3, 4], [2], F32)]])
     case("sum", [[T([1, 2], [2], I64), 2]])
     case("sum", [""])
+    case("sum", [[[1], [2.5, "a"]], []])
+    case("sum", [[]], {"start": None})
+    case("sum", [[[]]], {"start": [0]})
     case("abs", [-3])
     case("abs", [-2.5])
     case("abs", [True])
@@ -320,7 +323,8 @@ def python_cases():
     error("max", [[1, "a"]])
     error("max", [])
     for args, kwargs in [(["abc"], {}), ([["a"]], {}), ([5], {}), ([], {}), ([[1], 2, 3], {}),
-                         ([[1, None]], {}), ([[1]], {"start": "a"}), ([[1], 2], {"start": 3})]:
+                         ([[1, None]], {}), ([[1]], {"start": "a"}), ([[1], 2], {"start": 3}),
+                         ([[[1], 2], []], {}), ([[1]], {"start": None})]:
         error("sum", args, kwargs)
     for args in [["a"], [], [1, 2], [None]]:
         error("abs", args)
