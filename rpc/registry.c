@@ -1,8 +1,10 @@
 /* The function registry: an open-addressing hash table of name -> entry (linear probing, grown
    by doubling, removal by shifting the entries that follow back). A name is taken once: the
    same function registered again is a no-op (modules register theirs at every start), another
-   one under a taken name is refused until the name is unregistered. The builtins are in the
-   table before any user registration, so their names are taken too. */
+   one under a taken name is refused unless the caller asks for a replacement (the replace
+   calls) or unregisters the name first. The builtins are in the table before any user
+   registration, so their names are taken too; a builtin replaced or unregistered is no longer
+   one (ferry_builtins stops listing it). */
 #include "rpc/registry.h"
 
 #include <pthread.h>
@@ -65,7 +67,7 @@ static bool same_entry(const ferry__fn_entry *a, const ferry__fn_entry *b)
            a->user == b->user;
 }
 
-static ferry_status add(const char *name, const ferry__fn_entry *e)
+static ferry_status add(const char *name, const ferry__fn_entry *e, bool replace)
 {
     if (!name || !*name || strlen(name) >= FERRY_MAX_NAME_LEN)
         return ferry__fail(FERRY_EINVAL, "function names must be non-empty and shorter than %d bytes",
@@ -80,11 +82,15 @@ static ferry_status add(const char *name, const ferry__fn_entry *e)
         rc = grow();
     if (rc == FERRY_OK) {
         slot *s = find(reg.slots, reg.cap, name);
-        if (s->name && !same_entry(&s->entry, e)) {
+        if (s->name && replace) {
+            s->entry = *e;
+            s->is_builtin = registering_builtins;
+        } else if (s->name && !same_entry(&s->entry, e)) {
             rc = ferry__fail(FERRY_EINVAL, "function '%s' is already registered%s: "
-                             "ferry_unregister_function(\"%s\") first to replace it", name,
+                             "ferry_replace_function(\"%s\", ...) replaces it, "
+                             "ferry_unregister_function(\"%s\") frees the name", name,
                              s->is_builtin ? " (it is a builtin)" : " with another function",
-                             name);
+                             name, name);
         } else if (!s->name) {
             s->name = ferry__strdup(name);
             if (!s->name) {
@@ -131,6 +137,28 @@ void ferry__registry_builtins_begin(bool is_begin)
     registering_builtins = is_begin;
 }
 
+size_t ferry__registry_builtin_count(void)
+{
+    size_t n = 0;
+    pthread_rwlock_rdlock(&reg.lock);
+    for (size_t i = 0; i < reg.cap; i++)
+        n += reg.slots[i].name && reg.slots[i].is_builtin;
+    pthread_rwlock_unlock(&reg.lock);
+    return n;
+}
+
+bool ferry__registry_is_builtin(const char *name)
+{
+    bool is_builtin = false;
+    pthread_rwlock_rdlock(&reg.lock);
+    if (reg.cap) {
+        slot *s = find(reg.slots, reg.cap, name);
+        is_builtin = s->name && s->is_builtin;
+    }
+    pthread_rwlock_unlock(&reg.lock);
+    return is_builtin;
+}
+
 bool ferry__registry_lookup(const char *name, ferry__fn_entry *out)
 {
     bool found = false;
@@ -149,23 +177,41 @@ bool ferry__registry_lookup(const char *name, ferry__fn_entry *out)
 ferry_status ferry_register_function(const char *name, ferry_fn fn, void *user)
 {
     ferry__fn_entry e = {.kind = FERRY__FN_SYNC, .fn = fn, .user = user};
-    return add(name, &e);
+    return add(name, &e, false);
 }
 
 ferry_status ferry_register_nonblocking_function(const char *name, ferry_fn fn, void *user)
 {
     ferry__fn_entry e = {.kind = FERRY__FN_NONBLOCKING, .fn = fn, .user = user};
-    return add(name, &e);
+    return add(name, &e, false);
 }
 
 ferry_status ferry_register_async_function(const char *name, ferry_async_fn fn, void *user)
 {
     ferry__fn_entry e = {.kind = FERRY__FN_ASYNC, .async_fn = fn, .user = user};
-    return add(name, &e);
+    return add(name, &e, false);
 }
 
 ferry_status ferry__register_nonblocking_async(const char *name, ferry_async_fn fn, void *user)
 {
     ferry__fn_entry e = {.kind = FERRY__FN_ASYNC_NONBLOCKING, .async_fn = fn, .user = user};
-    return add(name, &e);
+    return add(name, &e, false);
+}
+
+ferry_status ferry_replace_function(const char *name, ferry_fn fn, void *user)
+{
+    ferry__fn_entry e = {.kind = FERRY__FN_SYNC, .fn = fn, .user = user};
+    return add(name, &e, true);
+}
+
+ferry_status ferry_replace_nonblocking_function(const char *name, ferry_fn fn, void *user)
+{
+    ferry__fn_entry e = {.kind = FERRY__FN_NONBLOCKING, .fn = fn, .user = user};
+    return add(name, &e, true);
+}
+
+ferry_status ferry_replace_async_function(const char *name, ferry_async_fn fn, void *user)
+{
+    ferry__fn_entry e = {.kind = FERRY__FN_ASYNC, .async_fn = fn, .user = user};
+    return add(name, &e, true);
 }

@@ -5,6 +5,7 @@
 #define FERRY_RPC_REGISTRY_H
 
 #include <stdbool.h>
+#include <stddef.h>
 
 #include "ferry/rpc.h"
 
@@ -40,6 +41,10 @@ typedef struct {
 ferry_status ferry__register_nonblocking_async(const char *name, ferry_async_fn fn, void *user);
 /* Copies the entry for `name` into *out; false if there is none. */
 bool ferry__registry_lookup(const char *name, ferry__fn_entry *out);
+/* True when `name` is registered as ferry's own builtin (not replaced or unregistered since). */
+bool ferry__registry_is_builtin(const char *name);
+/* How many names are registered as builtins now. */
+size_t ferry__registry_builtin_count(void);
 /* Registers the builtins (torch.add, min, ...) once per process; every registration does it
    first, so their names are taken before a user's. */
 void ferry__builtins_register(void);

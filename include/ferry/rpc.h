@@ -55,9 +55,11 @@ typedef struct {
        rpc_sync), on top of num_worker_threads. When all are lent, further work queues until a
        blocked task resumes. -1 = 4 x num_worker_threads; 0 = none (torch's fixed pool). */
     int max_spare_threads;
-    /* The largest tensor, in bytes, a builtin (torch.ones, torch.zeros, the arithmetic builtins
-       with broadcasting, torch.matmul) makes for a caller: a bigger request fails with
-       FERRY_EINVAL naming this cap. Builtins run on the pool. 8 GiB; 0 = no cap. */
+    /* The largest tensor, in bytes, a builtin makes for a caller where the caller chooses its
+       size (torch.ones, zeros, full, arange, eye, rand, randn, the arithmetic builtins with
+       broadcasting, torch.matmul): a bigger request fails with FERRY_EINVAL naming this cap
+       before anything is allocated. Builtins that touch tensors run on the pool. 8 GiB; 0 = no
+       cap. */
     long long builtin_max_bytes;
 } ferry_rpc_options;
 
@@ -132,10 +134,10 @@ typedef ferry_future *(*ferry_async_fn)(const ferry_value *args, const ferry_val
 /* Registers `fn` under `name` for this process (before or after init; before is recommended so
    no peer can call a name not there yet). A name is taken once: registering the same function
    (same kind, fn and user) again does nothing, but another one under a taken name, a builtin's
-   included (torch.add, min, ...), is FERRY_EINVAL until ferry_unregister_function frees the
-   name. Names are non-empty and shorter than FERRY_MAX_NAME_LEN; the name is copied, `user` is
-   passed to every call as is and must stay valid while registered. FERRY_OK, FERRY_EINVAL (bad
-   name, NULL fn, name taken), FERRY_ENOMEM. */
+   included (torch.add, min, ...), is FERRY_EINVAL: ferry_replace_function takes the name over,
+   ferry_unregister_function frees it. Names are non-empty and shorter than FERRY_MAX_NAME_LEN;
+   the name is copied, `user` is passed to every call as is and must stay valid while
+   registered. FERRY_OK, FERRY_EINVAL (bad name, NULL fn, name taken), FERRY_ENOMEM. */
 FERRY_API ferry_status ferry_register_function(const char *name, ferry_fn fn, void *user);
 /* Frees `name` (a user's function or a builtin) so another function may take it; calls to it
    fail as unknown meanwhile. FERRY_OK, or FERRY_EINVAL when nothing is registered under it. */
@@ -152,6 +154,33 @@ FERRY_API ferry_status ferry_register_async_function(const char *name, ferry_asy
    block with ferry_register_function instead: they run on the agent's pool. */
 FERRY_API ferry_status ferry_register_nonblocking_function(const char *name, ferry_fn fn,
                                                            void *user);
+
+/* Registers `fn` under `name` in place of whatever is registered there, a builtin included
+   (which then is no longer one: ferry_builtins stops listing it), or as a plain registration
+   when the name is free. The swap is atomic: every call that starts after it runs `fn`; calls
+   already running finish with the function they started with (so that one's `user` must stay
+   valid until they end). The kind follows the call: ferry_replace_function for a pool
+   function, _nonblocking_ and _async_ as their register calls. Names and arguments as
+   ferry_register_function. FERRY_OK, FERRY_EINVAL (bad name, NULL fn), FERRY_ENOMEM. */
+FERRY_API ferry_status ferry_replace_function(const char *name, ferry_fn fn, void *user);
+FERRY_API ferry_status ferry_replace_nonblocking_function(const char *name, ferry_fn fn,
+                                                          void *user);
+FERRY_API ferry_status ferry_replace_async_function(const char *name, ferry_async_fn fn,
+                                                    void *user);
+
+/* One builtin: a function every worker serves from its start without any registration
+   (docs/builtins.md describes each). The strings are static. */
+typedef struct {
+    const char *name;      /* what ferry_rpc_sync takes: "torch.add", "min", ... */
+    const char *signature; /* torch's or Python's parameters: "torch.add(input, other, *, alpha=1)" */
+    const char *summary;   /* one line on the result */
+} ferry_builtin_info;
+
+/* The builtins registered in this process now, in docs/builtins.md's order: fills up to `cap`
+   entries of `out` and sets *n (when n is not NULL) to how many there are; out may be NULL when
+   cap is 0, to learn the count. A builtin replaced or unregistered is left out. Thread-safe;
+   works before ferry_init_rpc. FERRY_OK, or FERRY_EINVAL (out NULL with cap > 0). */
+FERRY_API ferry_status ferry_builtins(ferry_builtin_info *out, size_t cap, size_t *n);
 
 /* Calls `fn` on worker `to` (both borrowed). args (a list) and kwargs (a dict) are borrowed and
    may be NULL. timeout is >= 0 or FERRY_TIMEOUT_DEFAULT.

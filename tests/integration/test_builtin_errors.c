@@ -39,8 +39,8 @@ static int body_errors(int rank, int world, const rpc_case *c)
                           "torch.add() got an unexpected keyword argument 'beta'"));
     RANK_CHECK(fails_with("torch.mul", ferry_args(2, T, ferry_int(1)), kw("alpha", ferry_int(2)),
                           "torch.mul() got an unexpected keyword argument 'alpha'"));
-    RANK_CHECK(fails_with("torch.sum", ferry_args(3, T, ferry_int(0), ferry_int(1)), NULL,
-                          "torch.sum() takes from 1 to 2 positional arguments but 3 were given"));
+    RANK_CHECK(fails_with("torch.sum", ferry_args(4, T, ferry_int(0), ferry_bool(true), ferry_int(1)),
+                          NULL, "torch.sum() takes from 1 to 3 positional arguments but 4 were given"));
     RANK_CHECK(fails_with("torch.ones", ferry_args(1, ferry_int(2)), kw("dtyp", ferry_int(1)),
                           "torch.ones() got an unexpected keyword argument 'dtyp'"));
     RANK_CHECK(fails_with("torch.matmul", ferry_args(1, T), NULL,
