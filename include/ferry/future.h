@@ -68,6 +68,16 @@ FERRY_API ferry_future *ferry_future_then(ferry_future *f, ferry_then_fn fn, voi
    NULL entry) or FERRY_ENOMEM. */
 FERRY_API ferry_future *ferry_future_collect_all(ferry_future **futures, size_t n);
 
+/* Futures as values (kind FERRY_VALUE_FUTURE). A future value stays on this worker: sending
+   one (in arguments or a result) fails with FERRY_EINVAL. Two
+   future values are equal when they hold the same future; ferry_value_format writes one as torch
+   prints a Future ("<torch.jit.Future object at 0x...>"). ferry_value_of_future retains `f`
+   and returns a new reference, or NULL with FERRY_EINVAL (NULL f) or FERRY_ENOMEM.
+   ferry_value_as_future returns the future (borrowed, lives as long as v), or NULL with
+   FERRY_ETYPE when v is not a future value. */
+FERRY_API ferry_value *ferry_value_of_future(ferry_future *f);
+FERRY_API ferry_future *ferry_value_as_future(const ferry_value *v);
+
 /* retain returns `f` with one more reference; release drops one. Both accept NULL. */
 FERRY_API ferry_future *ferry_future_retain(ferry_future *f);
 FERRY_API void ferry_future_release(ferry_future *f);
