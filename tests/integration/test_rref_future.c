@@ -17,7 +17,8 @@ static ferry_status fail_fn(const ferry_value *args, const ferry_value *kwargs,
     return ferry_set_error(FERRY_EINVAL, "Expected error");
 }
 
-/* creation_status(rref): the status the received RRef's creation future completes with. */
+/* creation_status(rref): [the status the received RRef's creation future completes with,
+   whether this worker owns it]. */
 static ferry_status creation_status_fn(const ferry_value *args, const ferry_value *kwargs,
                                        ferry_value **result, void *user)
 {
@@ -29,7 +30,7 @@ static ferry_status creation_status_fn(const ferry_value *args, const ferry_valu
         return ferry_last_status();
     ferry_status rc = ferry_future_wait(f, 10);
     ferry_future_release(f);
-    *result = ferry_int(rc);
+    *result = ferry_list_of(2, ferry_int(rc), ferry_bool(ferry_rref_is_owner(r)));
     return *result ? FERRY_OK : ferry_last_status();
 }
 
@@ -62,6 +63,19 @@ static ferry_status creation_of(ferry_rref *r)
     return rc;
 }
 
+/* Sends r to worker1, whose creation future of what it received must succeed; 0 or 1. */
+static int received_creation(ferry_rref *r, bool owner_there)
+{
+    ferry_value *pa = ferry_args(1, ferry_rref_value(r));
+    ferry_value *st = ferry_rpc_sync("worker1", "creation_status", pa, NULL,
+                                     FERRY_TIMEOUT_DEFAULT);
+    ferry_value_release(pa);
+    RANK_CHECK(st && ferry_value_as_int(ferry_list_get(st, 0)) == FERRY_OK);
+    RANK_CHECK(ferry_value_as_bool(ferry_list_get(st, 1)) == owner_there);
+    ferry_value_release(st);
+    return 0;
+}
+
 static int body_creation(int rank, int world, const rpc_case *c)
 {
     if (rank != 0)
@@ -80,13 +94,12 @@ static int body_creation(int rank, int world, const rpc_case *c)
     f1 = ferry_rref_get_future(r);
     RANK_CHECK(f1 && ferry_future_done(f1));
     ferry_future_release(f1);
-    /* Passed to its owner's peer and back: the receiver's own UserRRef is confirmed. */
-    ferry_value *pa = ferry_args(1, ferry_rref_value(r));
-    ferry_value *st = ferry_rpc_sync("worker1", "creation_status", pa, NULL,
-                                     FERRY_TIMEOUT_DEFAULT);
-    RANK_CHECK(st && ferry_value_as_int(st) == FERRY_OK);
-    ferry_value_release(st);
-    ferry_value_release(pa);
+    /* Passed to its owner, which holds the OwnerRRef a peer's remote() made: created. */
+    RANK_CHECK(received_creation(r, true) == 0);
+    ferry_rref_release(r);
+    /* An RRef(value) of this worker passed to a peer: the peer's UserRRef, once confirmed. */
+    r = ferry_rref_new(a);
+    RANK_CHECK(received_creation(r, false) == 0);
     ferry_rref_release(r);
 
     /* To this worker: the OwnerRRef's creation, once its value exists. */
