@@ -491,6 +491,18 @@ void ferry__future_set_driver(ferry_future *f, const ferry__future_driver *drive
         driver->release(ctx);
 }
 
+void ferry__future_lend_driver(ferry_future *to, ferry_future *from)
+{
+    pthread_mutex_lock(&from->mu);
+    const ferry__future_driver *d = from->driver;
+    void *ctx = d ? d->retain(from->driver_ctx) : NULL;
+    pthread_mutex_unlock(&from->mu);
+    if (!d)
+        return;
+    ferry__future_set_driver(to, d, ctx);
+    d->release(ctx);
+}
+
 void ferry__future_init_driver(ferry_future *f, const ferry__future_driver *driver, void *ctx)
 {
     if (f->driver || f->cb_head || is_done(f)) { /* not new after all: the general way */

@@ -27,6 +27,21 @@ static ferry_status check_inputs(const char *what, ferry_future **futures, size_
     return FERRY_OK;
 }
 
+/* A thread that waits on a future of many calls drives the fabric as a wait on one call does
+   (core/future.c): with the driver of the first input still pending, a reply is read by the
+   waiting thread itself, which then finds the result complete, instead of the progress thread
+   reading it and waking the waiter once per input (docs/performance.md, "Waiting on many
+   calls"). */
+static void lend_first_driver(ferry_future *result, ferry_future **futures, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (!ferry_future_done(futures[i])) {
+            ferry__future_lend_driver(result, futures[i]);
+            return;
+        }
+    }
+}
+
 /* ---- collect_all ---- */
 
 /* The list of future values is made at the call, so completing the result allocates nothing
@@ -81,6 +96,7 @@ ferry_future *ferry_future_collect_all(ferry_future **futures, size_t n)
             return NULL;
         }
     }
+    lend_first_driver(result, futures, n);
     collect_one(NULL, st); /* the builder's share: completes now when every input is done */
     return result;
 }
@@ -207,6 +223,7 @@ ferry_value *ferry_future_wait_all(ferry_future **futures, size_t n, double time
     ferry_future *all = all_of("wait_all", futures, n);
     if (!all)
         return NULL;
+    lend_first_driver(all, futures + done, n - done);
     ferry_status rc = ferry_future_wait(all, timeout);
     ferry_value *v = rc == FERRY_OK ? ferry_future_value(all) : NULL;
     if (rc == FERRY_EAGAIN) {

@@ -41,7 +41,11 @@ typedef struct {
 
 /* Attaches a driver (ctx is retained; any earlier one is released). No-op once completed. */
 void ferry__future_set_driver(ferry_future *f, const ferry__future_driver *driver, void *ctx);
-/* The same for a new future no other thread can reach yet (no lock taken): a call's. */
+/* Gives `to` the driver `from` has now, if any (a future of many calls waits by driving the
+   fabric of one of them). */
+void ferry__future_lend_driver(ferry_future *to, ferry_future *from);
+/* The same as set_driver for a new future no other thread can reach yet (no lock taken): a
+   call's. */
 void ferry__future_init_driver(ferry_future *f, const ferry__future_driver *driver, void *ctx);
 
 #endif

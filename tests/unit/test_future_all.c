@@ -431,3 +431,75 @@ Test(future_all_of, gives_values_in_order_or_fails_fast, .timeout = 5)
     ferry_assert_ok(ferry_future_set_value(gs[0], NULL));
     release_all(gs, 2);
 }
+
+/* ---- waiting drives the fabric of a pending input ---- */
+
+/* A driver whose poll "reads the reply": it completes the input it belongs to. Nothing else
+   completes it, so a wait that did not drive would never return. */
+typedef struct {
+    ferry_future *input;
+    atomic_int polls, refs;
+    pthread_t waiter;
+    bool polled_elsewhere;
+} fake_fabric;
+
+static void *fake_retain(void *ctx)
+{
+    atomic_fetch_add(&((fake_fabric *)ctx)->refs, 1);
+    return ctx;
+}
+
+static void fake_release(void *ctx)
+{
+    atomic_fetch_sub(&((fake_fabric *)ctx)->refs, 1);
+}
+
+static void fake_edge(void *ctx)
+{
+}
+
+static bool fake_poll(void *ctx)
+{
+    fake_fabric *fab = ctx;
+    if (!pthread_equal(fab->waiter, pthread_self()))
+        fab->polled_elsewhere = true;
+    if (atomic_fetch_add(&fab->polls, 1) == 3) {
+        ferry_value *v = ferry_int(77);
+        ferry_future_set_value(fab->input, v);
+        ferry_value_release(v);
+    }
+    return false;
+}
+
+static const ferry__future_driver fake_driver = {fake_retain, fake_release, fake_edge, fake_poll,
+                                                 fake_edge};
+
+Test(future_wait_all, drives_the_fabric_of_a_pending_input_when_it_waits, .timeout = 5)
+{
+    fake_fabric fab = {.waiter = pthread_self()};
+    ferry_future *fs[2] = {done_with_int(1), ferry_assert_ptr(ferry_future_new())};
+    fab.input = fs[1];
+    ferry__future_set_driver(fs[1], &fake_driver, &fab);
+    ferry_value *list = ferry_assert_ptr(ferry_future_wait_all(fs, 2, 3));
+    cr_assert_eq(ferry_value_as_int(ferry_list_get(list, 1)), 77);
+    cr_assert_geq(atomic_load(&fab.polls), 4);
+    cr_assert_not(fab.polled_elsewhere);
+    cr_assert_eq(atomic_load(&fab.refs), 0, "every reference to the driver was given back");
+    ferry_value_release(list);
+    release_all(fs, 2);
+}
+
+Test(future_collect_all, a_wait_on_it_drives_the_fabric_of_a_pending_input, .timeout = 5)
+{
+    fake_fabric fab = {.waiter = pthread_self()};
+    ferry_future *in = ferry_assert_ptr(ferry_future_new());
+    fab.input = in;
+    ferry__future_set_driver(in, &fake_driver, &fab);
+    ferry_future *all = ferry_assert_ptr(ferry_future_collect_all(&in, 1));
+    ferry_assert_ok(ferry_future_wait(all, 3));
+    cr_assert_eq(ferry_future_status(in), FERRY_OK);
+    cr_assert_not(fab.polled_elsewhere);
+    ferry_future_release(all);
+    ferry_future_release(in);
+    cr_assert_eq(atomic_load(&fab.refs), 0);
+}
