@@ -3,8 +3,9 @@
    after completion) never take the lock. Callbacks are detached under the lock and run after it
    is dropped: internal on_done callbacks inline on the completing thread, then-callbacks as
    tasks on the future's pool, so user code never runs on the thread that completed the future
-   (the fabric's progress thread, usually) nor with a ferry lock held. collect_all is built on
-   the inline callbacks. */
+   (the fabric's progress thread, usually) nor with a ferry lock held. Done-callbacks
+   (add_done_callback) are then-callbacks without a child. collect_all and wait_all
+   (core/future_all.c) are built on the inline callbacks. */
 #include "core/future_impl.h"
 
 #include <errno.h>
@@ -46,12 +47,14 @@ typedef struct future_cb {
     /* on_done: runs inline */
     ferry__future_cb inline_fn;
     void *arg;
-    /* then: runs on the pool and completes `child` */
+    /* then: runs on the pool and completes `child`; a done-callback (done_fn, no child) only
+       runs */
     ferry_then_fn then_fn;
+    ferry_done_fn done_fn;
     void *user;
-    ferry_future *child;  /* owned reference */
+    ferry_future *child;  /* owned reference; NULL for a done-callback */
     ferry_future *parent; /* owned reference, taken when the task is queued */
-    ferry__carried carried; /* the registering thread's state, installed around then_fn */
+    ferry__carried carried; /* the registering thread's state, installed around the call */
 } future_cb;
 
 struct ferry_future {
@@ -150,7 +153,8 @@ static const char *error_text(const ferry_future *f)
     return f->error ? f->error : ferry_strerror(f->status);
 }
 
-/* Runs one then-callback on a pool thread and completes its child with the result. */
+/* Runs one then-callback on a pool thread and completes its child with the result; a
+   done-callback just runs, and what it leaves as the last error goes with it. */
 static void then_task(void *arg)
 {
     future_cb *cb = arg;
@@ -158,6 +162,14 @@ static void then_task(void *arg)
     ferry_clear_error();
     ferry__carried saved;
     ferry__carry_enter(&cb->carried, &saved);
+    if (cb->done_fn) {
+        cb->done_fn(cb->parent, cb->user);
+        ferry__carry_leave(&saved);
+        ferry_clear_error();
+        ferry_future_release(cb->parent);
+        cb_free(cb);
+        return;
+    }
     ferry_value *v = cb->then_fn(cb->parent, cb->user);
     ferry__carry_leave(&saved);
     ferry_status st = ferry_last_status();
@@ -417,94 +429,21 @@ ferry_future *ferry_future_then(ferry_future *f, ferry_then_fn fn, void *user)
     return child;
 }
 
-/* collect_all: one inline callback per input. The state holds the inputs (so their values can
-   be read at the end) and the result; it goes when the last callback has run, which may be
-   after the result already failed fast. */
-typedef struct {
-    atomic_size_t refs;      /* the builder plus one per registered callback */
-    atomic_size_t remaining; /* inputs not yet succeeded */
-    atomic_bool settled;     /* the result has been (or is being) completed */
-    ferry_future *result;
-    size_t n;
-    ferry_future *inputs[];
-} collect_state;
-
-static void collect_state_release(collect_state *st)
+ferry_status ferry_future_add_done_callback(ferry_future *f, ferry_done_fn fn, void *user)
 {
-    if (atomic_fetch_sub_explicit(&st->refs, 1, memory_order_acq_rel) != 1)
-        return;
-    for (size_t i = 0; i < st->n; i++)
-        ferry_future_release(st->inputs[i]);
-    ferry_future_release(st->result);
-    ferry__free(st);
-}
-
-static void collect_finish(collect_state *st)
-{
-    ferry_value *list = ferry__list_new(st->n);
-    if (!list) {
-        ferry_future_set_error(st->result, FERRY_ENOMEM, "no memory for the collected values");
-        return;
-    }
-    for (size_t i = 0; i < st->n; i++) {
-        ferry_value *v = st->inputs[i]->value; /* NULL reads as None, as in ferry_future_value */
-        ferry__list_set(list, i, v ? ferry_value_retain(v) : ferry__value_shared_none());
-    }
-    ferry__future_complete_steal(st->result, list);
-}
-
-static void collect_one(ferry_future *f, void *arg)
-{
-    collect_state *st = arg;
-    if (f->status != FERRY_OK) {
-        if (!atomic_exchange(&st->settled, true))
-            ferry_future_set_error(st->result, f->status, error_text(f));
-    } else if (atomic_fetch_sub(&st->remaining, 1) == 1 && !atomic_exchange(&st->settled, true)) {
-        collect_finish(st);
-    }
-    collect_state_release(st);
-}
-
-ferry_future *ferry_future_collect_all(ferry_future **futures, size_t n)
-{
-    if (n > 0 && !futures)
-        return ferry__fail_null(FERRY_EINVAL, "collect_all: NULL array of %zu futures", n);
-    for (size_t i = 0; i < n; i++) {
-        if (!futures[i])
-            return ferry__fail_null(FERRY_EINVAL, "collect_all: future %zu is NULL", i);
-    }
-    if (n > (SIZE_MAX - sizeof(collect_state)) / sizeof(ferry_future *))
-        return ferry__fail_null(FERRY_EINVAL, "collect_all: too many futures (%zu)", n);
-    ferry_future *result = ferry_future_new();
-    if (!result)
-        return NULL;
-    collect_state *st = ferry__calloc(1, sizeof *st + n * sizeof(ferry_future *));
-    if (!st) {
-        ferry_future_release(result);
-        return ferry__fail_null(FERRY_ENOMEM, "no memory for collect_all of %zu futures", n);
-    }
-    atomic_init(&st->refs, 1);
-    atomic_init(&st->remaining, n);
-    atomic_init(&st->settled, false);
-    st->result = ferry_future_retain(result);
-    st->n = n;
-    for (size_t i = 0; i < n; i++)
-        st->inputs[i] = ferry_future_retain(futures[i]);
-    if (n == 0 && !atomic_exchange(&st->settled, true))
-        collect_finish(st);
-    for (size_t i = 0; i < n; i++) {
-        atomic_fetch_add(&st->refs, 1);
-        if (ferry__future_on_done(futures[i], collect_one, st) != FERRY_OK) {
-            /* Callbacks already registered still run; settling first keeps them quiet. */
-            atomic_fetch_sub(&st->refs, 1);
-            atomic_store(&st->settled, true);
-            collect_state_release(st);
-            ferry_future_release(result);
-            return NULL;
-        }
-    }
-    collect_state_release(st);
-    return result;
+    if (!f || !fn)
+        return ferry__fail(FERRY_EINVAL, "ferry_future_add_done_callback needs a future and a "
+                           "function");
+    future_cb *cb = cb_new();
+    if (!cb)
+        return ferry__fail(FERRY_ENOMEM, "no memory for a done-callback");
+    cb->is_then = true;
+    cb->done_fn = fn;
+    cb->user = user;
+    ferry__carry_capture(&cb->carried);
+    if (!append_cb(f, cb))
+        dispatch_then(f, cb);
+    return FERRY_OK;
 }
 
 ferry_future *ferry_future_retain(ferry_future *f)
@@ -520,7 +459,7 @@ static void drop_pending(future_cb *cb)
 {
     while (cb) {
         future_cb *next = cb->next;
-        if (cb->is_then && !ferry_future_done(cb->child)) {
+        if (cb->is_then && cb->child && !ferry_future_done(cb->child)) {
             ferry_future_set_error(cb->child, FERRY_ECANCELED,
                                    "the future was released before it completed");
         }
@@ -550,6 +489,18 @@ void ferry__future_set_driver(ferry_future *f, const ferry__future_driver *drive
         old->release(old_ctx);
     if (driver) /* completed meanwhile: nobody will drive it */
         driver->release(ctx);
+}
+
+void ferry__future_lend_driver(ferry_future *to, ferry_future *from)
+{
+    pthread_mutex_lock(&from->mu);
+    const ferry__future_driver *d = from->driver;
+    void *ctx = d ? d->retain(from->driver_ctx) : NULL;
+    pthread_mutex_unlock(&from->mu);
+    if (!d)
+        return;
+    ferry__future_set_driver(to, d, ctx);
+    d->release(ctx);
 }
 
 void ferry__future_init_driver(ferry_future *f, const ferry__future_driver *driver, void *ctx)

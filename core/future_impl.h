@@ -21,6 +21,11 @@ void ferry__future_set_pool(ferry_future *f, ferry__pool *pool);
    is released). */
 ferry_status ferry__future_complete_steal(ferry_future *f, ferry_value *v);
 
+/* The non-blocking future ferry_future_wait_all waits on (core/future_all.c): completed with the
+   list of the n values once all succeeded, or failed with the first failure's code and message
+   as soon as one fails. Arguments, references and errors as ferry_future_collect_all's. */
+ferry_future *ferry__future_all_of(ferry_future **futures, size_t n);
+
 
 /* A driver lets a thread that waits on a pending future make progress itself (poll the fabric)
    instead of sleeping until another thread completes it, so a reply wakes nobody. The wait
@@ -36,7 +41,11 @@ typedef struct {
 
 /* Attaches a driver (ctx is retained; any earlier one is released). No-op once completed. */
 void ferry__future_set_driver(ferry_future *f, const ferry__future_driver *driver, void *ctx);
-/* The same for a new future no other thread can reach yet (no lock taken): a call's. */
+/* Gives `to` the driver `from` has now, if any (a future of many calls waits by driving the
+   fabric of one of them). */
+void ferry__future_lend_driver(ferry_future *to, ferry_future *from);
+/* The same as set_driver for a new future no other thread can reach yet (no lock taken): a
+   call's. */
 void ferry__future_init_driver(ferry_future *f, const ferry__future_driver *driver, void *ctx);
 
 #endif

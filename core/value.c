@@ -24,12 +24,12 @@
    owning module's constructor before main and only read afterwards; it is atomic so that a
    registration made later (a test, a library loaded late) publishes the whole ops struct it
    points to (release store, acquire load). */
-static _Atomic(const ferry__value_kind_ops *) kind_ops[FERRY_VALUE_OBJECT + 1];
+static _Atomic(const ferry__value_kind_ops *) kind_ops[FERRY_VALUE_FUTURE + 1];
 
-/* The kinds whose values hold a module's object in `u.obj`. */
+/* The kinds whose values hold a module's object in `u.obj`: tensors, and the kinds from rref on. */
 static bool is_object_kind(ferry_kind kind)
 {
-    return kind == FERRY_VALUE_TENSOR || kind == FERRY_VALUE_RREF || kind == FERRY_VALUE_OBJECT;
+    return kind == FERRY_VALUE_TENSOR || (kind >= FERRY_VALUE_RREF && kind <= FERRY_VALUE_FUTURE);
 }
 
 ferry_status ferry__value_register_kind(ferry_kind kind, const ferry__value_kind_ops *ops)
@@ -226,7 +226,7 @@ const char *ferry_kind_name(ferry_kind k)
         [FERRY_VALUE_STRING] = "string", [FERRY_VALUE_BYTES] = "bytes",
         [FERRY_VALUE_TENSOR] = "tensor", [FERRY_VALUE_LIST] = "list",
         [FERRY_VALUE_DICT] = "dict",     [FERRY_VALUE_RREF] = "rref",
-        [FERRY_VALUE_OBJECT] = "object",
+        [FERRY_VALUE_OBJECT] = "object", [FERRY_VALUE_FUTURE] = "future",
     };
     if ((unsigned)k >= sizeof names / sizeof names[0])
         return "unknown";

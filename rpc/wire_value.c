@@ -85,6 +85,13 @@ static ferry_status add_node(ferry__wire_enc *enc, flattener *fl, const char *wh
         return ferry__fail(FERRY_EINVAL, "%s: cannot send %s by value: an object stays on the "
                            "worker that made it and travels only as an RRef", what, d);
     }
+    if (v->kind == FERRY_VALUE_FUTURE)
+        return ferry__fail(FERRY_EINVAL, "%s: cannot send a future (Can not pickle "
+                           "torch.futures.Future): it stays on the worker that made it; send "
+                           "its value", what);
+    if (v->kind > FERRY_VALUE_RREF) /* a kind the wire has no node for */
+        return ferry__fail(FERRY_EINVAL, "%s: cannot send a %s value", what,
+                           ferry_kind_name(v->kind));
     if (enc->n_nodes >= enc->limits->max_nodes)
         return ferry__fail(FERRY_EINVAL, "%s: message has more than %zu values (the limit)",
                            what, enc->limits->max_nodes);

@@ -171,7 +171,7 @@ ferry_future *ferry__rref_before_call(ferry__agent *agent, void *state, int src,
         if (f)
             ferry_future_set_error(f, rc, ferry_last_error());
     } else if (l.len) {
-        f = ferry_future_collect_all(l.items, l.len);
+        f = ferry__future_all_of(l.items, l.len); /* fails fast, as the call must */
     }
     ferry__free(l.items);
     return f;

@@ -142,6 +142,7 @@ ferry_rref *ferry_remote(const char *to, const char *fn, ferry_value *args, ferr
             ferry_set_error(rc, "%s", why);
             r = NULL;
         } else {
+            r->created = ferry_future_retain(f);
             if (r->is_owner)
                 ferry_rref_retain(r); /* the callback's; a user's pending one serves */
             if (ferry__future_on_done(f, remote_done, r) != FERRY_OK)
@@ -151,6 +152,37 @@ ferry_rref *ferry_remote(const char *to, const char *fn, ferry_value *args, ferr
     ferry__agent_release(a);
     ferry__rref_ctx_release(ctx);
     return r;
+}
+
+/* ---- the creation future ---- */
+
+/* torch's creation future is the remote() request's: the owner answers it once the value exists,
+   with an empty reply even when the function failed (the OwnerRRef then holds the error, which
+   to_here gives), so it fails only when the request itself does (a timeout, in the RPC-timeout
+   wording, an unreachable owner, shutdown). An RRef made otherwise answers from its confirmation
+   (an owner's is a given). The caller gets a future of its own, which cannot complete the RRef's,
+   and one released pending is dropped with its callback. */
+static ferry_value *creation_outcome(ferry_future *done, void *user)
+{
+    ferry_status rc = ferry_future_status(done);
+    if (rc != FERRY_OK)
+        return ferry__fail_null(rc, "%s", ferry_future_error(done));
+    return ferry_none();
+}
+
+ferry_future *ferry_rref_get_future(ferry_rref *r)
+{
+    if (!r)
+        return ferry__fail_null(FERRY_EINVAL, "ferry_rref_get_future: NULL rref");
+    ferry_future *from = r->created ? r->created : r->is_owner ? NULL : r->confirmed;
+    if (from && !ferry_future_done(from))
+        return ferry_future_then(from, creation_outcome, NULL);
+    ferry_future *f = ferry_future_new(); /* the answer is known now */
+    if (f && (!from || ferry_future_status(from) == FERRY_OK))
+        ferry_future_set_value(f, NULL);
+    else if (f)
+        ferry_future_set_error(f, ferry_future_status(from), ferry_future_error(from));
+    return f;
 }
 
 /* ---- the owner's side of remote() ---- */

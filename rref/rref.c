@@ -204,6 +204,7 @@ static void rref_free(ferry_rref *r)
     }
     ferry_future_release(r->value); /* the owner's value goes here */
     ferry_future_release(r->confirmed);
+    ferry_future_release(r->created);
     ferry__free(r->forks.ids);
     ferry__free(r->tombs.ids);
     ferry__free(r);

@@ -87,6 +87,9 @@ struct ferry_rref {
 
     /* User: OK once the owner acknowledged it; an error when creation or the fork failed. */
     ferry_future *confirmed;
+    /* Made by remote() (owner or user): the request that creates it, completed by the owner's
+       reply or the request's failure; ferry_rref_get_future answers from it. NULL otherwise. */
+    ferry_future *created;
     /* User, guarded by ctx->lock: the owner was told already (shutdown deleted it), or must
        never be told (the creating request was never sent). */
     bool deleted;

@@ -61,6 +61,7 @@ static void print_value(const ferry_value *v, int indent)
         break;
     case FERRY_VALUE_RREF: printf("%*sRRef\n", indent, ""); break;
     case FERRY_VALUE_OBJECT: printf("%*sobject\n", indent, ""); break;
+    case FERRY_VALUE_FUTURE: printf("%*sfuture\n", indent, ""); break;
     }
 }
 

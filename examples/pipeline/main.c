@@ -280,8 +280,7 @@ static ferry_tensor *pipeline_forward(pipeline *p, ferry_tensor *x)
     if (sent < N_MICRO) {
         fail("sending a micro-batch");
     } else {
-        ferry_future *all = ferry_future_collect_all(outs, N_MICRO); /* torch.futures.wait_all */
-        ferry_value *list = all ? ferry_future_value(all) : NULL;
+        ferry_value *list = ferry_future_wait_all(outs, N_MICRO, 0); /* torch.futures.wait_all */
         ferry_tensor *parts[N_MICRO];
         for (int m = 0; list && m < N_MICRO; m++)
             parts[m] = ferry_value_as_tensor(ferry_list_get(list, m));
@@ -289,7 +288,6 @@ static ferry_tensor *pipeline_forward(pipeline *p, ferry_tensor *x)
         if (!out)
             fail("the pipeline's forward pass");
         ferry_value_release(list);
-        ferry_future_release(all);
     }
     /* Outputs not waited for (after a failed send) still arrive; their futures just go. */
     for (int m = 0; m < sent; m++)

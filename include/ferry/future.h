@@ -1,7 +1,8 @@
 /* Futures: torch.futures.Future for C. Completed exactly once with a value or an error; any
    number of threads may wait. Every call here is thread-safe. Callbacks given to
-   ferry_future_then run on a pool thread, not on the thread that drives the fabric, and never
-   with a ferry lock held (the one exception is under ferry_future_then). */
+   ferry_future_then and ferry_future_add_done_callback run on a pool thread, not on the thread
+   that drives the fabric, and never with a ferry lock held (the one exception, told under
+   ferry_future_then, holds for both). */
 #ifndef FERRY_FUTURE_H
 #define FERRY_FUTURE_H
 
@@ -61,12 +62,42 @@ FERRY_API ferry_status ferry_future_status(const ferry_future *f);
    NULL with FERRY_EINVAL (NULL f or fn) or FERRY_ENOMEM. */
 FERRY_API ferry_future *ferry_future_then(ferry_future *f, ferry_then_fn fn, void *user);
 
-/* A new future (new reference) completed when all n futures have completed; its value is a list
-   of the n values in order. If any failed, it fails with the first failure's code and message as
-   soon as that failure is known (torch.futures.wait_all). The array is borrowed and the futures
-   are retained. n may be 0 (an empty list). NULL with FERRY_EINVAL (a NULL array with n > 0 or a
+/* torch's add_done_callback: fn(f, user) runs exactly once after `f` (borrowed) completes, with
+   success or an error (fn inspects it; what fn leaves as the last error is ignored). It runs
+   where ferry_future_then's callbacks run, in registration order with them: on a pool thread, and
+   at once (queued) when f is already done; the registering thread's carried state (distributed
+   autograd's context) is installed around it. If the last reference to a pending f goes, fn
+   never runs. FERRY_OK, FERRY_EINVAL (NULL f or fn), FERRY_ENOMEM. */
+typedef void (*ferry_done_fn)(ferry_future *done, void *user);
+FERRY_API ferry_status ferry_future_add_done_callback(ferry_future *f, ferry_done_fn fn,
+                                                      void *user);
+
+/* torch.futures.collect_all: a new future (new reference) completed once all n futures have
+   completed, whatever their outcome. It never fails: its value is a list of the n input futures
+   (values of kind FERRY_VALUE_FUTURE, in order, see ferry_value_as_future), each holding its own
+   value or error. The array is borrowed and the futures are retained. n may be 0 (completed at
+   once with an empty list). NULL only at the call: FERRY_EINVAL (a NULL array with n > 0 or a
    NULL entry) or FERRY_ENOMEM. */
 FERRY_API ferry_future *ferry_future_collect_all(ferry_future **futures, size_t n);
+
+/* torch.futures.wait_all: waits until all n futures have succeeded and returns the list of their
+   values in order (new reference; a future completed with no value gives none). Fails fast: as
+   soon as one of them fails it returns NULL with that failure's code and message, without
+   waiting for the others. `timeout` as ferry_future_wait's (0 = no limit); when it runs out first,
+   NULL with FERRY_EAGAIN (the futures are still pending and may be waited on again). The array
+   and the futures are borrowed. n may be 0 (an empty list). Also NULL with FERRY_EINVAL (a NULL
+   array with n > 0 or a NULL entry) or FERRY_ENOMEM. */
+FERRY_API ferry_value *ferry_future_wait_all(ferry_future **futures, size_t n, double timeout);
+
+/* Futures as values (kind FERRY_VALUE_FUTURE), as collect_all's list holds them. A future value
+   stays on this worker: sending one (in arguments or a result) fails with FERRY_EINVAL. Two
+   future values are equal when they hold the same future; ferry_value_format writes one as torch
+   prints a Future ("<torch.jit.Future object at 0x...>"). ferry_value_of_future retains `f`
+   and returns a new reference, or NULL with FERRY_EINVAL (NULL f) or FERRY_ENOMEM.
+   ferry_value_as_future returns the future (borrowed, lives as long as v), or NULL with
+   FERRY_ETYPE when v is not a future value. */
+FERRY_API ferry_value *ferry_value_of_future(ferry_future *f);
+FERRY_API ferry_future *ferry_value_as_future(const ferry_value *v);
 
 /* retain returns `f` with one more reference; release drops one. Both accept NULL. */
 FERRY_API ferry_future *ferry_future_retain(ferry_future *f);

@@ -30,11 +30,25 @@ extern "C" {
    `timeout` bounds the creation (the function's run included); FERRY_TIMEOUT_DEFAULT is the
    agent's default, 0 none. A creation that fails (the function failed, is not registered, or
    the timeout passed: torch's "RRef creation via rpc.remote() timed out ...") is reported
-   later, by ferry_rref_to_here and by passing the RRef on. Returns NULL only for errors found
+   later, by ferry_rref_to_here and by passing the RRef on (a timeout or an unreachable owner
+   also by the creation future, ferry_rref_get_future). Returns NULL only for errors found
    before sending: FERRY_EINVAL (NULL or bad arguments), FERRY_EUNKNOWN_WORKER, FERRY_ESHUTDOWN
    (RPC not running), FERRY_ETRANSPORT (the request could not be sent), FERRY_ENOMEM. */
 FERRY_API ferry_rref *ferry_remote(const char *to, const char *fn, ferry_value *args,
                                    ferry_value *kwargs, double timeout);
+
+/* torch's RRef._get_future(): a new future (new reference, the caller's own) of the RRef's
+   creation. For an RRef made by ferry_remote (to another worker or to this one) it completes
+   with none once the owner answers the remote() request, which it does once the value exists,
+   and also when the function failed (as torch: the error is the value's, given by
+   ferry_rref_to_here); it fails only when the request did: FERRY_ETIMEDOUT past remote()'s
+   timeout, in torch's RPC-timeout wording ("RPC ran for more than set timeout (100 ms) ..."),
+   FERRY_ETRANSPORT, FERRY_ESHUTDOWN. Torch keeps no such future for other RRefs; ferry gives
+   theirs the same meaning: an OwnerRRef made by ferry_rref_new or by another worker's remote()
+   is complete at once, a UserRRef received from another worker completes once its owner
+   acknowledged it (ferry_rref_confirmed_by_owner). A creation already known gives a future
+   completed already. NULL with FERRY_EINVAL (NULL rref) or FERRY_ENOMEM. */
+FERRY_API ferry_future *ferry_rref_get_future(ferry_rref *rref);
 
 /* torch's RRef(value): a local OwnerRRef holding `value` itself (borrowed, retained; not
    copied). Needs a running agent. New reference, or NULL with FERRY_EINVAL (NULL value),

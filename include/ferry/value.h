@@ -28,7 +28,8 @@ typedef enum {
     FERRY_VALUE_LIST,
     FERRY_VALUE_DICT,
     FERRY_VALUE_RREF,
-    FERRY_VALUE_OBJECT /* an object of a registered class (ferry/object.h); never sent by value */
+    FERRY_VALUE_OBJECT, /* an object of a registered class (ferry/object.h); never sent by value */
+    FERRY_VALUE_FUTURE  /* a future (ferry/future.h: ferry_value_of_future); never sent */
 } ferry_kind;
 
 /* Constructors return a new reference, or NULL with FERRY_ENOMEM or FERRY_EINVAL (a NULL
@@ -69,7 +70,7 @@ FERRY_API ferry_status ferry_dict_set(ferry_value *dict, const char *key, ferry_
 /* The kind of v; FERRY_VALUE_NONE for NULL (no error recorded). */
 FERRY_API ferry_kind ferry_value_kind(const ferry_value *v);
 /* Static name of a kind ("none", "bool", "int", "double", "string", "bytes", "tensor", "list",
-   "dict", "rref", "object"; "unknown" out of range), for messages. */
+   "dict", "rref", "object", "future"; "unknown" out of range), for messages. */
 FERRY_API const char *ferry_kind_name(ferry_kind k);
 
 /* Accessors read a value as the kind the caller expects. The rules are the same for the two

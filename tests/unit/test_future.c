@@ -1,6 +1,7 @@
 /* Unit tests for futures: completion and waiting, errors, wait timeouts, then-callbacks (chains,
    failures, already-completed parents, many completing threads), inline on_done callbacks,
-   collect_all, nested waits on a one-thread pool, and out-of-memory paths. */
+   nested waits on a one-thread pool, and out-of-memory paths. collect_all and wait_all are
+   tested in test_future_all.c, add_done_callback in test_future_done.c. */
 #include <pthread.h>
 #include <stdatomic.h>
 #include <string.h>
@@ -213,10 +214,10 @@ Test(future_then, runs_each_callback_once_when_8_threads_complete_1000, .timeout
     }
     for (int t = 0; t < THREADS; t++)
         pthread_join(th[t], NULL);
-    ferry_future *all = ferry_assert_ptr(ferry_future_collect_all(children, N));
-    ferry_assert_ok(ferry_future_wait(all, 15));
+    ferry_value *values = ferry_assert_ptr(ferry_future_wait_all(children, N, 15));
     cr_assert_eq(atomic_load(&calls), N);
-    ferry_future_release(all);
+    cr_assert_eq(ferry_list_len(values), N);
+    ferry_value_release(values);
     for (int i = 0; i < N; i++) {
         ferry_future_release(futures[i]);
         ferry_future_release(children[i]);
@@ -277,57 +278,6 @@ Test(future_on_done, runs_inline_without_lock_when_completed, .timeout = 5)
     ferry_future_release(f);
 }
 
-Test(future_collect, gives_values_in_order_when_all_succeed, .timeout = 5)
-{
-    ferry_future *fs[3];
-    for (int i = 0; i < 3; i++)
-        fs[i] = ferry_assert_ptr(ferry_future_new());
-    ferry_future *all = ferry_assert_ptr(ferry_future_collect_all(fs, 3));
-    for (int i = 2; i >= 0; i--) {
-        ferry_value *v = ferry_assert_ptr(ferry_int(i * 10));
-        cr_assert_not(ferry_future_done(all));
-        ferry_assert_ok(ferry_future_set_value(fs[i], i == 1 ? NULL : v));
-        ferry_value_release(v);
-    }
-    ferry_value *list = ferry_assert_ptr(ferry_future_value(all));
-    cr_assert_eq(ferry_list_len(list), 3);
-    cr_assert_eq(ferry_value_as_int(ferry_list_get(list, 0)), 0);
-    cr_assert_eq(ferry_value_kind(ferry_list_get(list, 1)), FERRY_VALUE_NONE);
-    cr_assert_eq(ferry_value_as_int(ferry_list_get(list, 2)), 20);
-    ferry_value_release(list);
-    ferry_future_release(all);
-    for (int i = 0; i < 3; i++)
-        ferry_future_release(fs[i]);
-}
-
-Test(future_collect, gives_empty_list_when_no_futures, .timeout = 5)
-{
-    ferry_future *all = ferry_assert_ptr(ferry_future_collect_all(NULL, 0));
-    cr_assert(ferry_future_done(all));
-    ferry_value *list = ferry_assert_ptr(ferry_future_value(all));
-    cr_assert_eq(ferry_list_len(list), 0);
-    ferry_value_release(list);
-    ferry_future_release(all);
-}
-
-Test(future_collect, fails_fast_when_one_fails_while_another_is_pending, .timeout = 5)
-{
-    ferry_future *fs[2] = {ferry_assert_ptr(ferry_future_new()),
-                           ferry_assert_ptr(ferry_future_new())};
-    ferry_future *all = ferry_assert_ptr(ferry_future_collect_all(fs, 2));
-    ferry_assert_ok(ferry_future_set_error(fs[1], FERRY_ETIMEDOUT, "call to w1 timed out"));
-    ferry_assert_status(ferry_future_wait(all, 5), FERRY_ETIMEDOUT);
-    cr_assert_str_eq(ferry_future_error(all), "call to w1 timed out");
-    cr_assert_not(ferry_future_done(fs[0]));
-    ferry_future_release(all); /* the pending input still finishes cleanly afterwards */
-    ferry_assert_ok(ferry_future_set_value(fs[0], NULL));
-    ferry_future_release(fs[0]);
-    ferry_future_release(fs[1]);
-    ferry_future *bad[1] = {NULL};
-    cr_assert_null(ferry_future_collect_all(bad, 1));
-    cr_assert_eq(ferry_last_status(), FERRY_EINVAL);
-}
-
 typedef struct {
     ferry_future *gate; /* completed by the second task */
     ferry_future *done; /* completed by the first task once the gate opened */
@@ -375,13 +325,22 @@ Test(future_alloc, returns_enomem_when_allocation_fails, .timeout = 5)
         cr_assert_eq(ferry_last_status(), FERRY_ENOMEM);
     }
     ferry_future *fs[3] = {f, f, f};
-    for (long nth = 1; nth <= 4; nth++) {
+    /* collect_all makes the list (2), its state and a value per future (4) at the call. */
+    for (long nth = 1; nth <= 6; nth++) {
         ferry__alloc_fail_after(nth, 1);
         ferry_clear_error();
         cr_assert_null(ferry_future_collect_all(fs, 3));
         ferry__alloc_fail_after(0, 0);
         cr_assert_eq(ferry_last_status(), FERRY_ENOMEM);
     }
+    ferry__alloc_fail_after(1, 1); /* the all-of future's state (or the future itself) */
+    ferry_clear_error();
+    cr_assert_null(ferry__future_all_of(fs, 3));
+    cr_assert_eq(ferry_last_status(), FERRY_ENOMEM);
+    ferry_clear_error();
+    cr_assert_null(ferry_future_wait_all(fs, 3, 1));
+    ferry__alloc_fail_after(0, 0);
+    cr_assert_eq(ferry_last_status(), FERRY_ENOMEM);
     ferry__alloc_fail_after(1, 0);
     ferry_assert_status(ferry__future_on_done(f, NULL, NULL), FERRY_EINVAL);
     ferry_assert_ok(ferry_future_set_value(f, NULL)); /* callbacks left from the failures run */
