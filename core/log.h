@@ -5,14 +5,33 @@
 #ifndef FERRY_CORE_LOG_H
 #define FERRY_CORE_LOG_H
 
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "ferry/error.h"
 
 typedef enum { FERRY_LOG_ERROR, FERRY_LOG_WARN, FERRY_LOG_INFO, FERRY_LOG_DEBUG } ferry__log_level;
 
+/* The level in force, -1 until FERRY_LOG was read; ferry__log_level_read reads it (once).
+   ferry__log_level_get is what a level check costs on a hot path: one relaxed load and a
+   branch, no call, once the level is known. */
+extern _Atomic int ferry__log_level_now;
+ferry__log_level ferry__log_level_read(void);
+
 /* The level in force (read from FERRY_LOG once). */
-ferry__log_level ferry__log_level_get(void);
+static inline ferry__log_level ferry__log_level_get(void)
+{
+    int l = atomic_load_explicit(&ferry__log_level_now, memory_order_relaxed);
+    return l >= 0 ? (ferry__log_level)l : ferry__log_level_read();
+}
+
+/* True when debug lines are written: for code that must compute something only for them. */
+static inline bool ferry__log_debug_on(void)
+{
+    return ferry__log_level_get() >= FERRY_LOG_DEBUG;
+}
+
 void ferry__log_write(ferry__log_level level, const char *module, const char *fmt, ...)
     FERRY_PRINTF(3, 4);
 /* The worker name printed on every line (copied; NULL clears it) and its rank: from here on
