@@ -18,7 +18,7 @@
    worker name and the rank's log file are guarded by name_lock; they are set at init and
    cleared at shutdown. */
 static pthread_once_t level_once = PTHREAD_ONCE_INIT;
-_Atomic int ferry__log_level_now = -1;
+_Atomic int ferry__log_level_now = FERRY__LOG_UNREAD;
 static pthread_mutex_t name_lock = PTHREAD_MUTEX_INITIALIZER;
 static char worker_name[128];
 static FILE *log_file; /* this rank's FERRY_LOG_FILE, or NULL: stderr */
@@ -104,8 +104,9 @@ static void open_log_file(int rank)
 
 ferry__log_level ferry__log_level_read(void)
 {
-    pthread_once(&level_once, read_level);
-    return (ferry__log_level)atomic_load(&ferry__log_level_now);
+    if (atomic_load_explicit(&ferry__log_level_now, memory_order_acquire) == FERRY__LOG_UNREAD)
+        pthread_once(&level_once, read_level);
+    return (ferry__log_level)atomic_load_explicit(&ferry__log_level_now, memory_order_acquire);
 }
 
 void ferry__log_set_worker(const char *name, int rank)

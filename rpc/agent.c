@@ -184,7 +184,7 @@ static ferry_status connect_peers(ferry__agent *a)
     for (int i = 0; rc == FERRY_OK && i < n; i++)
         ferry__log_debug("rpc", "worker '%s' (rank %d) is reached over %s", a->workers[i].name, i,
                          ferry__net_peer_provider(a->net, i));
-    if (rc == FERRY_OK && ferry__log_level_get() >= FERRY_LOG_INFO) {
+    if (rc == FERRY_OK && ferry__log_on(FERRY_LOG_INFO)) {
         char how[512];
         describe_transports(a, how, sizeof how);
         ferry__log_info("rpc", "rendezvous done: world size %d; %s", n, how);

@@ -49,13 +49,17 @@ Test(log_level, is_read_from_ferry_log_once, .timeout = 5)
 Test(log_level, is_warn_by_default_and_debug_lines_are_off, .timeout = 5)
 {
     unsetenv("FERRY_LOG");
+    cr_expect(ferry__log_on(FERRY_LOG_WARN), "a first check reads the level");
     cr_expect_eq(ferry__log_level_get(), FERRY_LOG_WARN);
+    cr_expect(ferry__log_on(FERRY_LOG_ERROR));
+    cr_expect(!ferry__log_on(FERRY_LOG_INFO));
     cr_expect(!ferry__log_debug_on());
 }
 
 Test(log_level, info_keeps_debug_lines_off, .timeout = 5)
 {
     setenv("FERRY_LOG", "info", 1);
+    cr_expect(!ferry__log_debug_on(), "a first check that fails reads the level too");
     cr_expect_eq(ferry__log_level_get(), FERRY_LOG_INFO);
-    cr_expect(!ferry__log_debug_on());
+    cr_expect(ferry__log_on(FERRY_LOG_INFO));
 }
