@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "ferry/rref.h"
+#include "rpc/trace.h"
 #include "rpc_harness.h"
 
 /* rank 0: an rpc_sync, one to a function worker1 does not have, then a remote() whose value it
@@ -179,4 +180,31 @@ Test(trace, info_logs_the_lifecycle_and_nothing_per_message, .timeout = 40)
         cr_expect(!strstr(logs[r], " msg "), "rank %d's log has no per-message line", r);
     }
     remove_logs(dir, logs);
+}
+
+Test(trace, names_every_message_kind, .timeout = 5)
+{
+    static const struct {
+        ferry__msg_type type;
+        bool is_error;
+        const char *name;
+    } kinds[] = {
+        {FERRY__MSG_CALL, false, "request"},
+        {FERRY__MSG_RESPONSE, false, "response"},
+        {FERRY__MSG_RESPONSE, true, "error"},
+        {FERRY__MSG_REMOTE_CALL, false, "remote call"},
+        {FERRY__MSG_RREF_FETCH, false, "rref fetch"},
+        {FERRY__MSG_RREF_USER_DELETE, false, "rref user delete"},
+        {FERRY__MSG_RREF_FORK_REQUEST, false, "rref fork request"},
+        {FERRY__MSG_RREF_CHILD_ACCEPT, false, "rref child accept"},
+        {FERRY__MSG_AUTOGRAD_BACKWARD, false, "autograd backward"},
+        {FERRY__MSG_AUTOGRAD_CLEANUP, false, "autograd cleanup"},
+        {FERRY__MSG_PING, false, "ping"},
+        {FERRY__MSG_INVALID, false, "unknown"},
+    };
+    cr_expect_eq(sizeof kinds / sizeof kinds[0], FERRY__MSG_TYPE_COUNT + 1, "every kind named");
+    for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++) {
+        ferry__msg m = {.type = kinds[i].type, .is_error = kinds[i].is_error};
+        cr_expect_str_eq(ferry__trace_kind(&m), kinds[i].name);
+    }
 }
