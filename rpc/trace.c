@@ -4,6 +4,7 @@
    level is debug; the README ("Running programs") shows the lines. */
 #include "rpc/trace.h"
 
+#include <stdbool.h>
 #include <stdio.h>
 
 #include "core/clock.h"
@@ -103,20 +104,21 @@ void ferry__trace_received(ferry__agent *a, int src, const ferry__msg *m, size_t
     int dst = -1;
     pthread_mutex_lock(&a->lock);
     const ferry__pending *p = ferry__pending_find(a, m->id);
-    if (p) {
+    bool is_waited_for = p != NULL;
+    if (is_waited_for) { /* copied: the entry may go as soon as the lock does */
         snprintf(fn, sizeof fn, "%s", p->fn);
         start_ns = p->start_ns;
         dst = p->dst;
     }
     pthread_mutex_unlock(&a->lock);
-    if (!p)
+    char took[48] = "";
+    if (!is_waited_for)
         snprintf(what, sizeof what, " for no waiting call (it timed out or failed)");
     else if (dst != src)
         snprintf(what, sizeof what, " for a call to rank %d, fn '%s'", dst, fn);
     else
         snprintf(what, sizeof what, " for fn '%s'", fn);
-    char took[48] = "";
-    if (p)
+    if (is_waited_for)
         snprintf(took, sizeof took, ", call took %.3f ms", (ferry__now_ns() - start_ns) / 1e6);
     ferry__log_debug("msg", "received %s %llu from '%s' (rank %d)%s, %zu bytes%s%s",
                      ferry__trace_kind(m), (unsigned long long)m->id, peer_name(a, src), src,
