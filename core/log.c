@@ -14,10 +14,11 @@
 #include <time.h>
 #include <unistd.h>
 
-/* The level is read once (pthread_once) and then only read. The worker name and the rank's
-   log file are guarded by name_lock; they are set at init and cleared at shutdown. */
+/* The level is read once (pthread_once) into ferry__log_level_now and then only read. The
+   worker name and the rank's log file are guarded by name_lock; they are set at init and
+   cleared at shutdown. */
 static pthread_once_t level_once = PTHREAD_ONCE_INIT;
-static atomic_int level = FERRY_LOG_WARN;
+_Atomic int ferry__log_level_now = FERRY__LOG_UNREAD;
 static pthread_mutex_t name_lock = PTHREAD_MUTEX_INITIALIZER;
 static char worker_name[128];
 static FILE *log_file; /* this rank's FERRY_LOG_FILE, or NULL: stderr */
@@ -39,7 +40,7 @@ static void read_level(void)
             fprintf(stderr, "[ferry] ignoring FERRY_LOG=%s: the levels are error, warn, info "
                     "and debug; logging at warn\n", s);
     }
-    atomic_store(&level, l);
+    atomic_store(&ferry__log_level_now, l);
 }
 
 size_t ferry__log_file_name(const char *pattern, int rank, char *out, size_t cap)
@@ -101,10 +102,11 @@ static void open_log_file(int rank)
     setvbuf(log_file, NULL, _IOLBF, 0);
 }
 
-ferry__log_level ferry__log_level_get(void)
+ferry__log_level ferry__log_level_read(void)
 {
-    pthread_once(&level_once, read_level);
-    return (ferry__log_level)atomic_load_explicit(&level, memory_order_relaxed);
+    if (atomic_load_explicit(&ferry__log_level_now, memory_order_acquire) == FERRY__LOG_UNREAD)
+        pthread_once(&level_once, read_level);
+    return (ferry__log_level)atomic_load_explicit(&ferry__log_level_now, memory_order_acquire);
 }
 
 void ferry__log_set_worker(const char *name, int rank)

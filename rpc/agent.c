@@ -110,6 +110,39 @@ static bool peer_dead(void *ctx, char *why, size_t cap)
     return false;
 }
 
+/* "same host over shm (3 peers), other hosts over tcp;ofi_rxm (4 peers)": the provider each
+   kind of peer is reached over, for the lifecycle line. */
+static void describe_transports(const ferry__agent *a, char *buf, size_t cap)
+{
+    size_t len = 0;
+    buf[0] = '\0';
+    for (int kind = 1; kind >= 0; kind--) {
+        const char *seen[4];
+        int n_seen = 0;
+        for (int i = 0; i < a->world_size; i++) {
+            if (i == a->rank || a->workers[i].same_host != kind)
+                continue;
+            const char *prov = ferry__net_peer_provider(a->net, i);
+            int j = 0;
+            while (j < n_seen && strcmp(seen[j], prov))
+                j++;
+            if (j < n_seen || n_seen == 4)
+                continue;
+            seen[n_seen++] = prov;
+            int count = 0;
+            for (int k = 0; k < a->world_size; k++)
+                count += k != a->rank && a->workers[k].same_host == kind &&
+                         !strcmp(ferry__net_peer_provider(a->net, k), prov);
+            if (len < cap)
+                len += (size_t)snprintf(buf + len, cap - len, "%s%s over %s (%d peer%s)",
+                                        len ? ", " : "", kind ? "same host" : "other hosts",
+                                        prov, count, count == 1 ? "" : "s");
+        }
+    }
+    if (!len)
+        snprintf(buf, cap, "no peers");
+}
+
 static ferry_status connect_peers(ferry__agent *a)
 {
     int n = 0;
@@ -151,6 +184,11 @@ static ferry_status connect_peers(ferry__agent *a)
     for (int i = 0; rc == FERRY_OK && i < n; i++)
         ferry__log_debug("rpc", "worker '%s' (rank %d) is reached over %s", a->workers[i].name, i,
                          ferry__net_peer_provider(a->net, i));
+    if (rc == FERRY_OK && ferry__log_on(FERRY_LOG_INFO)) {
+        char how[512];
+        describe_transports(a, how, sizeof how);
+        ferry__log_info("rpc", "rendezvous done: world size %d; %s", n, how);
+    }
     ferry__free(blobs);
     ferry__free(lens);
     return rc;
@@ -395,6 +433,8 @@ ferry_status ferry_init_rpc(const char *name, int rank, int world_size,
     ferry__agent *a = rc == FERRY_OK ? agent_new(name, rank, world_size, &o) : NULL;
     if (a) {
         ferry__log_set_worker(name, rank);
+        ferry__log_info("rpc", "init of worker '%s' (rank %d of %d) starts, init_method %s", name,
+                        rank, world_size, o.init_method);
         rc = agent_start(a, o.init_method, &o, host);
         if (rc != FERRY_OK) {
             char why[1024];
@@ -402,11 +442,13 @@ ferry_status ferry_init_rpc(const char *name, int rank, int world_size,
             ferry__agent_unpublish(a);
             agent_stop(a, "init failed", 0);
             ferry__agent_release(a);
+            ferry__log_info("rpc", "init failed: %s", why);
             ferry__log_set_worker(NULL, -1);
             ferry_set_error(rc, "%s", why);
         } else {
             ferry__agent_release(a); /* current holds its own reference */
-            ferry__log_info("rpc", "worker '%s' is rank %d of %d", name, rank, world_size);
+            ferry__log_info("rpc", "worker '%s' is rank %d of %d: connected, ready for calls",
+                            name, rank, world_size);
         }
     } else if (rc == FERRY_OK) {
         rc = ferry_last_status();
@@ -482,8 +524,15 @@ static ferry_status graceful_join(ferry__agent *a, double timeout)
         int64_t total = 0;
         ferry_status rc =
             ferry__rendezvous_allreduce_sum(a->rdv, key, busy, &total, join_left_s(deadline));
-        if (rc != FERRY_OK)
+        if (rc != FERRY_OK) {
+            ferry__log_debug("rpc", "shutdown round %d failed: %s", round, ferry_last_error());
             return join_failed(a, rc);
+        }
+        ferry__log_debug("rpc", "shutdown round %d: %lld in flight here, %lld in all: %s", round,
+                         (long long)busy, (long long)total,
+                         total        ? "another round after a pause"
+                         : quiesced ? "done"
+                                    : "modules release what they hold, then one more round");
         if (total == 0 && quiesced)
             break;
         if (total == 0) {
@@ -500,6 +549,8 @@ static ferry_status graceful_join(ferry__agent *a, double timeout)
     }
     ferry_status rc =
         ferry__rendezvous_barrier(a->rdv, "ferry/shutdown/final", join_left_s(deadline));
+    ferry__log_debug("rpc", "shutdown final barrier: %s",
+                     rc == FERRY_OK ? "every worker passed" : ferry_last_error());
     return rc == FERRY_OK ? FERRY_OK : join_failed(a, rc);
 }
 
@@ -513,11 +564,22 @@ ferry_status ferry_shutdown(bool graceful, double timeout)
     }
     ferry_status rc = FERRY_OK;
     char why[1024] = "";
-    long long deadline_ns = timeout > 0 ? ferry__deadline_ns(ferry__now_ns(), timeout) : 0;
+    long long start_ns = ferry__now_ns();
+    long long deadline_ns = timeout > 0 ? ferry__deadline_ns(start_ns, timeout) : 0;
+    char limit[48] = "no timeout";
+    if (timeout > 0)
+        snprintf(limit, sizeof limit, "timeout %g s", timeout);
+    ferry__log_info("rpc", "shutdown starts (%s, %s)", graceful ? "graceful" : "not graceful",
+                    limit);
     if (graceful) {
         rc = graceful_join(a, timeout);
         if (rc != FERRY_OK)
             snprintf(why, sizeof why, "%s", ferry_last_error());
+        if (rc == FERRY_OK)
+            ferry__log_info("rpc", "graceful shutdown: every worker agreed to stop after %.3f s",
+                            (ferry__now_ns() - start_ns) / 1e9);
+        else
+            ferry__log_info("rpc", "graceful shutdown failed: %s", why);
         /* Everyone agreed to leave and nothing is in flight: a peer whose process exits from
            now on has left, not failed. Without this our liveness check, still running until
            the fabric closes, warned about each peer that was quicker to exit. */
@@ -527,6 +589,7 @@ ferry_status ferry_shutdown(bool graceful, double timeout)
     }
     ferry__agent_unpublish(a); /* drops the process-wide pointer's reference */
     agent_stop(a, "RPC is shutting down", deadline_ns);
+    ferry__log_info("rpc", "stopped after %.3f s of shutdown", (ferry__now_ns() - start_ns) / 1e9);
     ferry__log_set_worker(NULL, -1);
     ferry__agent_release(a); /* ours */
     pthread_mutex_unlock(&lifecycle_lock);

@@ -154,6 +154,16 @@ ferry__pending *ferry__pending_take_from(ferry__agent *a, uint64_t id, int src, 
     return NULL;
 }
 
+const ferry__pending *ferry__pending_find(const ferry__agent *a, uint64_t id)
+{
+    if (!a->pending_cap)
+        return NULL;
+    for (const ferry__pending *p = a->pending[bucket(a, id)]; p; p = p->next)
+        if (p->id == id)
+            return p;
+    return NULL;
+}
+
 ferry__pending *ferry__pending_take_expired(ferry__agent *a, long long now_ns)
 {
     if (a->heap_len == 0 || a->heap[0]->deadline_ns > now_ns)

@@ -19,6 +19,8 @@ ferry__pending *ferry__pending_take(ferry__agent *a, uint64_t id);
 /* The same for a response from rank `src`: a call to another worker is left in place and
    *is_foreign set (one member answering another's call). */
 ferry__pending *ferry__pending_take_from(ferry__agent *a, uint64_t id, int src, bool *is_foreign);
+/* The call with this id, left in place (NULL: none); borrowed while agent->lock is held. */
+const ferry__pending *ferry__pending_find(const ferry__agent *a, uint64_t id);
 /* Removes and returns one call whose deadline is <= now, or NULL. */
 ferry__pending *ferry__pending_take_expired(ferry__agent *a, long long now_ns);
 /* Removes and returns any call to `dst` (-1: to anyone), or NULL. */

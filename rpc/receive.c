@@ -16,6 +16,7 @@
 #include "rpc/msg_tags.h"
 #include "rpc/pending.h"
 #include "rpc/serve.h"
+#include "rpc/trace.h"
 
 typedef struct {
     atomic_int parts;
@@ -212,6 +213,8 @@ void ferry__agent_on_message(void *ctx, int src, const void *buf, size_t len)
         ferry__cache_put(&recv_cache, r);
         return;
     }
+    if (ferry__log_debug_on())
+        ferry__trace_received(a, src, &r->m, len, r->atts, r->n_atts);
     ferry__ref_inc(&a->ref);
     r->agent = a;
     r->src = src;

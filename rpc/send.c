@@ -12,8 +12,10 @@
 #include "core/alloc.h"
 #include "core/cache.h"
 #include "core/error.h"
+#include "core/log.h"
 #include "rpc/agent_impl.h"
 #include "rpc/msg_tags.h"
+#include "rpc/trace.h"
 
 typedef struct {
     atomic_int parts; /* fabric operations still in flight */
@@ -86,6 +88,15 @@ static send_ctx *send_ctx_new(ferry__agent *agent, int dst, const ferry__msg *m,
 
 static ferry_status send_parts(ferry__agent *agent, int dst, const ferry__msg *m, send_ctx *s);
 
+/* The whole message: length prefix, envelope, inline attachments and the tensors sent apart. */
+static size_t msg_bytes(const ferry__wire_out *out)
+{
+    size_t n = 4 + out->header_len + out->inline_bytes;
+    for (size_t i = 0; i < out->n_atts; i++)
+        n += out->atts[i].is_inline ? 0 : out->atts[i].len;
+    return n;
+}
+
 ferry_status ferry__agent_send_msg(ferry__agent *agent, int dst, ferry__msg *m,
                                    const ferry__msg *request)
 {
@@ -133,8 +144,14 @@ ferry_status ferry__agent_send_msg(ferry__agent *agent, int dst, ferry__msg *m,
         ferry__wire_out_free(&out);
         return rc;
     }
+    if (ferry__log_debug_on()) /* before the parts go: their completion may free `out` */
+        ferry__trace_sent(agent, dst, m, request, msg_bytes(&out));
     rc = send_parts(agent, dst, m, s);
     pthread_rwlock_unlock(&agent->net_lock);
+    if (rc != FERRY_OK)
+        ferry__log_debug("msg", "sending %s %llu to '%s' (rank %d) failed: %s",
+                         ferry__trace_kind(m), (unsigned long long)m->id,
+                         agent->workers[dst].name, dst, ferry_last_error());
     return rc;
 }
 

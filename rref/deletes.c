@@ -141,6 +141,11 @@ void ferry__rref_carry_take(ferry__rref_ctx *ctx, int32_t dst, ferry__msg *m,
     if (ctx->dels)
         c->n = take_locked(ctx, dst, c->d, FERRY__RREF_CARRY_MAX);
     pthread_mutex_unlock(&ctx->lock);
+    for (int i = 0; i < c->n; i++)
+        ferry__log_debug("rref", "user delete of RRef %d:%lld (fork %d:%lld) rides on a request "
+                         "to '%s' (rank %d)", (int)c->d[i].id.worker, (long long)c->d[i].id.local,
+                         (int)c->d[i].fork.worker, (long long)c->d[i].fork.local,
+                         ctx->names[dst], dst);
     ferry__rref_dels_to_ext(m, c->d, c->n);
 }
 
@@ -225,6 +230,10 @@ ferry_status ferry__rref_on_receive(ferry__agent *a, void *state, int src, ferry
             ferry__log_warn("rref", "ignoring a malformed RRef deletion from rank %d", src);
             continue;
         }
+        ferry__log_debug("rref", "user delete of RRef %d:%lld (fork %d:%lld) from '%s' (rank "
+                         "%d), carried by request %llu", (int)id.worker, (long long)id.local,
+                         (int)fork.worker, (long long)fork.local, ctx->names[src], src,
+                         (unsigned long long)m->id);
         if (ferry__rref_delete_fork(ctx, id, fork) != FERRY_OK)
             ferry__log_warn("rref", "could not apply an RRef deletion from rank %d: %s", src,
                             ferry_last_error());

@@ -49,6 +49,11 @@ static ferry_status hook_encode(void *unused, ferry_rref *r, int32_t dst, ferry_
     pthread_mutex_unlock(&ctx->lock);
     if (rc != FERRY_OK)
         return rc;
+    ferry__log_debug("rref", "RRef %d:%lld sent to '%s' (rank %d) as fork %d:%lld: %s",
+                     (int)r->id.worker, (long long)r->id.local, ctx->names[dst], (int)dst,
+                     (int)fork.worker, (long long)fork.local,
+                     r->is_owner ? "the owner registers it at once"
+                                 : "held here as a pending child until it is accepted");
     *out = (ferry__rref_desc){.owner = r->owner, .rref_worker = r->id.worker,
                               .rref_local = r->id.local, .fork_worker = fork.worker,
                               .fork_local = fork.local, .parent = ctx->rank};
@@ -88,9 +93,17 @@ static ferry_rref *hook_decode(void *arg, const ferry__rref_desc *d, int32_t src
     } else {
         ferry__gid id = {d->rref_worker, d->rref_local}, fork = {d->fork_worker, d->fork_local};
         if (d->owner == ctx->rank) {
+            ferry__log_debug("rref", "RRef %d:%lld (fork %d:%lld) came back to its owner from "
+                             "'%s' (rank %d)", (int)id.worker, (long long)id.local,
+                             (int)fork.worker, (long long)fork.local, ctx->names[src], (int)src);
             r = decode_on_owner(ctx, id, fork, d->parent);
         } else {
             bool pending = d->parent != d->owner;
+            ferry__log_debug("rref", "RRef %d:%lld (fork %d:%lld) received from '%s' (rank %d): "
+                             "a user of owner '%s' (rank %d), %s", (int)id.worker,
+                             (long long)id.local, (int)fork.worker, (long long)fork.local,
+                             ctx->names[src], (int)src, ctx->names[d->owner], (int)d->owner,
+                             pending ? "confirmed after a fork request" : "confirmed at once");
             r = ferry__rref_user_new(ctx, d->owner, id, fork, pending);
             if (r && pending)
                 ferry__rref_send_fork_request(r, d->parent);

@@ -269,6 +269,9 @@ static ferry_status handle_delete(ferry__agent *a, int src, ferry__msg *m, ferry
     ferry_status rc = ferry__rref_read_ids(ctx, m, &id, &fork);
     if (rc != FERRY_OK)
         return rc;
+    ferry__log_debug("rref", "user delete of RRef %d:%lld (fork %d:%lld) from '%s' (rank %d)",
+                     (int)id.worker, (long long)id.local, (int)fork.worker,
+                     (long long)fork.local, ctx->names[src], src);
     return ferry__rref_delete_fork(ctx, id, fork);
 }
 
@@ -284,6 +287,10 @@ static ferry_status handle_fork_request(ferry__agent *a, int src, ferry__msg *m,
     ferry_rref *o = ferry__owner_find_or_create(ctx, id);
     rc = o ? ferry__owner_add_fork(o, fork) : ferry_last_status();
     pthread_mutex_unlock(&ctx->lock);
+    ferry__log_debug("rref", "fork request from '%s' (rank %d): fork %d:%lld of RRef %d:%lld %s",
+                     ctx->names[src], src, (int)fork.worker, (long long)fork.local,
+                     (int)id.worker, (long long)id.local,
+                     rc == FERRY_OK ? "registered" : "not registered");
     return rc;
 }
 
@@ -300,6 +307,9 @@ static ferry_status handle_child_accept(ferry__agent *a, int src, ferry__msg *m,
     ferry_rref *parent = ferry__gid_map_take(&ctx->children, fork);
     ferry__rref_ctx_signal(ctx);
     pthread_mutex_unlock(&ctx->lock);
+    ferry__log_debug("rref", "child accept from '%s' (rank %d): fork %d:%lld is known to its "
+                     "owner%s", ctx->names[src], src, (int)fork.worker, (long long)fork.local,
+                     parent ? "; the parent's reference goes" : " (already accepted)");
     ferry_rref_release(parent); /* NULL for a retried message */
     return FERRY_OK;
 }

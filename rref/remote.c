@@ -143,6 +143,11 @@ ferry_rref *ferry_remote(const char *to, const char *fn, ferry_value *args, ferr
             r = NULL;
         } else {
             r->created = ferry_future_retain(f);
+            ferry__log_debug("rref", "remote() of '%s' on '%s' (rank %d): %s %d:%lld (fork "
+                             "%d:%lld) made, request %llu", fn, to, dst,
+                             r->is_owner ? "OwnerRRef" : "UserRRef", (int)r->id.worker,
+                             (long long)r->id.local, (int)fork.worker, (long long)fork.local,
+                             (unsigned long long)m.id);
             if (r->is_owner)
                 ferry_rref_retain(r); /* the callback's; a user's pending one serves */
             if (ferry__future_on_done(f, remote_done, r) != FERRY_OK)
@@ -301,6 +306,10 @@ static ferry_status serve_remote(ferry__agent *a, ferry__msg *m, ferry__rref_ctx
     pthread_mutex_unlock(&ctx->lock);
     if (!o)
         return ferry_last_status();
+    ferry__log_debug("rref", "remote call %llu from '%s' (rank %d): OwnerRRef %d:%lld (fork "
+                     "%d:%lld) holds the value of '%s'", (unsigned long long)m->id,
+                     ctx->names[m->src], (int)m->src, (int)id.worker, (long long)id.local,
+                     (int)fork.worker, (long long)fork.local, m->fn);
     if (rc == FERRY_OK) {
         run_into(a, ctx, o, m, known);
         /* torch replies once the value exists, so remote()'s timeout covers the function; an
@@ -360,13 +369,19 @@ static ferry_status serve_fetch(ferry__agent *a, ferry__msg *m, ferry__rref_ctx 
     pthread_mutex_unlock(&ctx->lock);
     if (!o)
         return ferry_last_status();
-    if (ferry_future_done(o->value)) {
+    bool is_ready = ferry_future_done(o->value);
+    if (is_ready) {
         rc = ferry_future_wait(o->value, 0); /* done: returns at once, with the error if any */
         if (rc == FERRY_OK)
             *result = ferry_future_value(o->value);
     } else {
         rc = ferry__agent_reply_later(a, o->value, true, owner_wait_s(a, m));
     }
+    ferry__log_debug("rref", "fetch %llu of RRef %d:%lld from '%s' (rank %d) served: %s",
+                     (unsigned long long)m->id, (int)id.worker, (long long)id.local,
+                     ctx->names[m->src], (int)m->src,
+                     !is_ready ? "answered when the value completes"
+                     : rc == FERRY_OK ? "value sent" : "the creation's error sent");
     ferry_rref_release(o);
     return rc;
 }
@@ -433,6 +448,9 @@ ferry_value *ferry_rref_to_here(ferry_rref *r, double timeout)
             ferry__rref_carry_put_back(r->ctx, &carry);
         ferry__error_restore(&saved);
     }
+    ferry__log_debug("rref", "to_here of RRef %d:%lld from its owner '%s' (rank %d): %s",
+                     (int)r->id.worker, (long long)r->id.local, r->ctx->names[r->owner],
+                     (int)r->owner, v ? "value fetched" : ferry_last_error());
     ferry_future_release(f);
     if (creation_failed(r)) { /* a failed creation poisons the RRef, whatever the fetch got */
         ferry_value_release(v);

@@ -66,6 +66,16 @@ ferry_rref *ferry__rref_user_new(ferry__rref_ctx *ctx, int32_t owner, ferry__gid
 void ferry__rref_confirm(ferry_rref *u, ferry_status rc, const char *why)
 {
     if (rc == FERRY_OK)
+        ferry__log_debug("rref", "RRef %d:%lld (fork %d:%lld) confirmed by its owner '%s' "
+                         "(rank %d)", (int)u->id.worker, (long long)u->id.local,
+                         (int)u->fork.worker, (long long)u->fork.local, u->ctx->names[u->owner],
+                         (int)u->owner);
+    else
+        ferry__log_debug("rref", "RRef %d:%lld (fork %d:%lld) of owner '%s' (rank %d) failed: %s",
+                         (int)u->id.worker, (long long)u->id.local, (int)u->fork.worker,
+                         (long long)u->fork.local, u->ctx->names[u->owner], (int)u->owner,
+                         why ? why : ferry_strerror(rc));
+    if (rc == FERRY_OK)
         ferry_future_set_value(u->confirmed, NULL);
     else
         ferry_future_set_error(u->confirmed, rc, why);
@@ -172,6 +182,9 @@ bool ferry__owner_maybe_untable(ferry_rref *o)
         return false;
     ferry__gid_map_take(&o->ctx->owners, o->id);
     o->in_table = false;
+    ferry__log_debug("rref", "OwnerRRef %d:%lld has no forks left: it leaves the owner table "
+                     "(deleted once no local reference holds it)", (int)o->id.worker,
+                     (long long)o->id.local);
     return true;
 }
 
@@ -189,7 +202,7 @@ static void rref_free(ferry_rref *r)
         if (r->next)
             r->next->prev = r->prev;
         ctx->n_users--;
-        bool tell_owner = !r->deleted && ctx->agent, flush = false;
+        bool tell_owner = !r->deleted && ctx->agent, flush = false, owes_delete = tell_owner;
         /* Queued for the next request to the owner to carry (deletes.c): no message and no
            pool hand-off of its own, and never a send from this thread, which may hold locks a
            send takes. */
@@ -197,6 +210,13 @@ static void rref_free(ferry_rref *r)
             ferry__rref_queue_delete_locked(ctx, r->owner, r->id, r->fork, &flush))
             tell_owner = false;
         pthread_mutex_unlock(&ctx->lock);
+        ferry__log_debug("rref", "RRef %d:%lld (fork %d:%lld) released: %s owner '%s' (rank %d)",
+                         (int)r->id.worker, (long long)r->id.local, (int)r->fork.worker,
+                         (long long)r->fork.local,
+                         !owes_delete ? "nothing to tell its"
+                         : tell_owner ? "user delete sent on its own to its"
+                                      : "user delete queued for its",
+                         ctx->names[r->owner], (int)r->owner);
         if (tell_owner)
             ferry__rref_send_delete(ctx, r->owner, r->id, r->fork);
         if (flush)
@@ -235,8 +255,11 @@ ferry_rref *ferry_rref_new(ferry_value *value)
                                 "framework (e.g. by calling ferry_init_rpc)?");
     /* Not in the owner table until first forked (torch: num_owner_rrefs stays 0). */
     ferry_rref *o = ferry__rref_owner_new(ctx, ferry__rref_next_id(ctx));
-    if (o)
+    if (o) {
         ferry_future_set_value(o->value, value);
+        ferry__log_debug("rref", "OwnerRRef %d:%lld created here", (int)o->id.worker,
+                         (long long)o->id.local);
+    }
     ferry__rref_ctx_release(ctx);
     return o;
 }

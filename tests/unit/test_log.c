@@ -1,5 +1,7 @@
-/* Unit tests for the log file name a rank gets from FERRY_LOG_FILE. */
+/* Unit tests for the level FERRY_LOG sets and the log file name a rank gets from
+   FERRY_LOG_FILE. Each test runs in a process of its own, so each reads FERRY_LOG afresh. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -33,4 +35,31 @@ Test(log_file_name, says_how_long_a_name_that_does_not_fit_would_be, .timeout = 
     size_t n = ferry__log_file_name("abcdefgh-%r", 42, out, sizeof out);
     cr_expect_eq(n, strlen("abcdefgh-42"));
     cr_expect_str_eq(out, "abcdefg", "cut to the buffer, NUL-terminated");
+}
+
+Test(log_level, is_read_from_ferry_log_once, .timeout = 5)
+{
+    setenv("FERRY_LOG", "DEBUG", 1);
+    cr_expect_eq(ferry__log_level_get(), FERRY_LOG_DEBUG, "the level's name in any case");
+    cr_expect(ferry__log_debug_on());
+    setenv("FERRY_LOG", "error", 1);
+    cr_expect_eq(ferry__log_level_get(), FERRY_LOG_DEBUG, "read once, not on every check");
+}
+
+Test(log_level, is_warn_by_default_and_debug_lines_are_off, .timeout = 5)
+{
+    unsetenv("FERRY_LOG");
+    cr_expect(ferry__log_on(FERRY_LOG_WARN), "a first check reads the level");
+    cr_expect_eq(ferry__log_level_get(), FERRY_LOG_WARN);
+    cr_expect(ferry__log_on(FERRY_LOG_ERROR));
+    cr_expect(!ferry__log_on(FERRY_LOG_INFO));
+    cr_expect(!ferry__log_debug_on());
+}
+
+Test(log_level, info_keeps_debug_lines_off, .timeout = 5)
+{
+    setenv("FERRY_LOG", "info", 1);
+    cr_expect(!ferry__log_debug_on(), "a first check that fails reads the level too");
+    cr_expect_eq(ferry__log_level_get(), FERRY_LOG_INFO);
+    cr_expect(ferry__log_on(FERRY_LOG_INFO));
 }
