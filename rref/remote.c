@@ -174,7 +174,9 @@ static void async_value_done(ferry_future *f, void *arg)
         char why[1024];
         snprintf(why, sizeof why, "function '%s' on worker '%s' failed: %s", in->fn,
                  o->ctx->names[o->ctx->rank], ferry_future_error(f));
-        ferry_future_set_error(o->value, rc == FERRY_EUNKNOWN_FUNCTION ? rc : FERRY_EREMOTE, why);
+        ferry__future_set_error_remote(o->value,
+                                       rc == FERRY_EUNKNOWN_FUNCTION ? rc : FERRY_EREMOTE,
+                                       ferry_future_remote_status(f), why);
     }
     ferry_future_release(f);
     ferry_rref_release(o);
@@ -186,7 +188,12 @@ static void fail_value(ferry__agent *a, ferry_rref *o, ferry_status rc, const ch
 {
     char why[1024];
     ferry__agent_function_error(a, fn, rc, why, sizeof why);
-    ferry_future_set_error(o->value, rc == FERRY_EUNKNOWN_FUNCTION ? rc : FERRY_EREMOTE, why);
+    /* The function's own code goes with it; a FERRY_EREMOTE it passed up, the one behind. */
+    ferry_status remote = rc == FERRY_EREMOTE && ferry_last_status() == FERRY_EREMOTE
+                              ? ferry_last_remote_status()
+                              : rc;
+    ferry__future_set_error_remote(o->value, rc == FERRY_EUNKNOWN_FUNCTION ? rc : FERRY_EREMOTE,
+                                   remote, why);
 }
 
 /* How long the owner waits on a requester's behalf: the request's timeout (remote() carries
