@@ -50,13 +50,41 @@ static void end_self_fork(ferry_rref *o)
         ferry_rref_release(o);
 }
 
+/* What remote_done needs to word a timeout: the RRef, and what ran where for how long. */
+typedef struct {
+    ferry_rref *r;
+    long long timeout_ms;
+    char fn[];
+} remote_wait;
+
+static remote_wait *remote_wait_new(ferry_rref *r, const char *fn, double timeout_s)
+{
+    size_t n = strlen(fn) + 1;
+    remote_wait *w = ferry__malloc(sizeof *w + n);
+    if (!w)
+        return ferry__fail_null(FERRY_ENOMEM, "out of memory starting remote() of '%s'", fn);
+    w->r = r;
+    w->timeout_ms = llround(timeout_s * 1000);
+    memcpy(w->fn, fn, n);
+    return w;
+}
+
+/* torch's words for a creation that timed out, then what was run where. */
+static void creation_timeout_text(const remote_wait *w, char *buf, size_t cap)
+{
+    ferry_rref *r = w->r;
+    snprintf(buf, cap, CREATION_TIMED_OUT " (remote() of '%s' on worker '%s' did not finish "
+             "within %lld ms)", w->fn, r->ctx->names[r->owner], w->timeout_ms);
+}
+
 static void remote_done(ferry_future *f, void *arg)
 {
-    ferry_rref *r = arg;
+    remote_wait *w = arg;
+    ferry_rref *r = w->r;
     ferry_status rc = ferry_future_status(f);
     char why[1024] = "";
     if (rc == FERRY_ETIMEDOUT)
-        snprintf(why, sizeof why, CREATION_TIMED_OUT);
+        creation_timeout_text(w, why, sizeof why);
     else if (rc != FERRY_OK)
         snprintf(why, sizeof why, "RRef creation via rpc.remote() failed: %s",
                  ferry_future_error(f));
@@ -69,6 +97,7 @@ static void remote_done(ferry_future *f, void *arg)
         ferry__rref_carry_settle(r->ctx, &r->carry, rc);
         ferry__rref_confirm(r, rc, why); /* drops the pending reference */
     }
+    ferry__free(w);
     ferry_future_release(f);
 }
 
@@ -123,8 +152,16 @@ ferry_rref *ferry_remote(const char *to, const char *fn, ferry_value *args, ferr
     int dst = a ? ferry__agent_rank_of(a, to) : -1;
     ferry_rref *r = NULL;
     ferry__gid fork;
+    remote_wait *w = NULL;
     if (dst >= 0)
         r = make_caller_rref(ctx, dst, &fork);
+    if (r && !(w = remote_wait_new(r, fn, ferry__agent_effective_timeout(a, timeout)))) {
+        char why[256];
+        snprintf(why, sizeof why, "%s", ferry_last_error());
+        unmake_caller_rref(r, FERRY_ENOMEM, why);
+        ferry_set_error(FERRY_ENOMEM, "%s", why);
+        r = NULL;
+    }
     if (r) {
         ferry__msg m = {.type = FERRY__MSG_REMOTE_CALL, .fn = (char *)fn, .args = args,
                         .kwargs = kwargs, .rref = {r->id.worker, r->id.local},
@@ -140,12 +177,13 @@ ferry_rref *ferry_remote(const char *to, const char *fn, ferry_value *args, ferr
                 ferry__rref_carry_put_back(ctx, &r->carry);
             unmake_caller_rref(r, rc, why);
             ferry_set_error(rc, "%s", why);
+            ferry__free(w);
             r = NULL;
         } else {
             if (r->is_owner)
                 ferry_rref_retain(r); /* the callback's; a user's pending one serves */
-            if (ferry__future_on_done(f, remote_done, r) != FERRY_OK)
-                remote_done(f, r); /* out of memory: treat as done now (fails the RRef) */
+            if (ferry__future_on_done(f, remote_done, w) != FERRY_OK)
+                remote_done(f, w); /* out of memory: treat as done now (fails the RRef) */
         }
     }
     ferry__agent_release(a);

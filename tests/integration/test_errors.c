@@ -1,8 +1,10 @@
 /* The callee's own status code reaches the caller behind FERRY_EREMOTE: from a plain call, a
    future, an async function, an RRef's value, and through a nested call (A calls B, which passes
-   up C's failure) the innermost code. */
+   up C's failure) the innermost code. A remote() whose function does not finish in time names
+   the function and the worker. */
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "rpc_harness.h"
 
@@ -182,6 +184,46 @@ static int body_rref(int rank, int world, const rpc_case *c)
     return 0;
 }
 
+static int check_creation_timeout(const char *to, const char *want)
+{
+    ferry_value *a = ferry_args(1, ferry_double(1.0));
+    ferry_rref *r = ferry_remote(to, "sleep", a, NULL, 0.1);
+    ferry_value_release(a);
+    RANK_CHECK(r);
+    RANK_CHECK(!ferry_rref_to_here(r, FERRY_TIMEOUT_DEFAULT));
+    RANK_CHECK(ferry_last_status() == FERRY_ETIMEDOUT);
+    if (strcmp(ferry_last_error(), want) != 0) {
+        fprintf(stderr, "want '%s'\n got '%s'\n", want, ferry_last_error());
+        return 1;
+    }
+    ferry_rref_release(r);
+    return 0;
+}
+
+static int body_creation_timeout(int rank, int world, const rpc_case *c)
+{
+    if (rank != 0)
+        return 0;
+    RANK_CHECK(check_creation_timeout(
+                   "worker1", "RRef creation via rpc.remote() timed out, and it is possible that "
+                              "the RRef on the owner node does not exist. (remote() of 'sleep' on "
+                              "worker 'worker1' did not finish within 100 ms)") == 0);
+    /* With the default timeout it is the agent's that counts. */
+    RANK_CHECK(ferry_set_rpc_timeout(0.2) == FERRY_OK);
+    ferry_value *a = ferry_args(1, ferry_double(1.0));
+    ferry_rref *r = ferry_remote("worker2", "sleep", a, NULL, FERRY_TIMEOUT_DEFAULT);
+    ferry_value_release(a);
+    RANK_CHECK(r && !ferry_rref_to_here(r, 5.0));
+    RANK_CHECK(ferry_last_status() == FERRY_ETIMEDOUT);
+    RANK_CHECK(strstr(ferry_last_error(), "(remote() of 'sleep' on worker 'worker2' did not "
+                                          "finish within 200 ms)"));
+    ferry_rref_release(r);
+    RANK_CHECK(ferry_set_rpc_timeout(60) == FERRY_OK);
+    /* The owner's sleeps end before the shutdown's rounds. */
+    usleep(1200000);
+    return 0;
+}
+
 static void register_all(void)
 {
     ferry_register_function("fail_einval", fail_einval, NULL);
@@ -207,4 +249,10 @@ Test(errors, remote_status_over_tcp_and_two_levels_of_nesting, .init = register_
 Test(errors, rref_values_keep_the_remote_status, .init = register_all, .timeout = 60)
 {
     rpc_case_run("shm", WORLD, body_rref, NULL, 55);
+}
+
+Test(errors, remote_creation_timeout_names_the_function_and_worker, .init = register_all,
+     .timeout = 60)
+{
+    rpc_case_run("shm", WORLD, body_creation_timeout, NULL, 55);
 }
