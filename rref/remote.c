@@ -15,6 +15,7 @@
 #include "core/error.h"
 #include "core/future_impl.h"
 #include "core/log.h"
+#include "core/value_lent.h"
 #include "rpc/module.h"
 #include "rref/rref_impl.h"
 
@@ -22,8 +23,8 @@
     "RRef creation via rpc.remote() timed out, and it is possible that the RRef on the owner " \
     "node does not exist."
 
-static ferry_status check_remote_args(const char *to, const char *fn, ferry_value *args,
-                                      ferry_value *kwargs, double timeout)
+static ferry_status check_remote_args(const char *to, const char *fn, const ferry_value *args,
+                                      const ferry_value *kwargs, double timeout)
 {
     if (!to || !fn || !*fn)
         return ferry__fail(FERRY_EINVAL, "the destination and the function name must be given");
@@ -140,8 +141,8 @@ static void unmake_caller_rref(ferry_rref *r, ferry_status rc, const char *why)
     ferry_rref_release(r);
 }
 
-ferry_rref *ferry_remote(const char *to, const char *fn, ferry_value *args, ferry_value *kwargs,
-                         double timeout)
+ferry_rref *ferry_remote(const char *to, const char *fn, const ferry_value *args,
+                         const ferry_value *kwargs, double timeout)
 {
     if (check_remote_args(to, fn, args, kwargs, timeout) != FERRY_OK)
         return NULL;
@@ -163,9 +164,9 @@ ferry_rref *ferry_remote(const char *to, const char *fn, ferry_value *args, ferr
         r = NULL;
     }
     if (r) {
-        ferry__msg m = {.type = FERRY__MSG_REMOTE_CALL, .fn = (char *)fn, .args = args,
-                        .kwargs = kwargs, .rref = {r->id.worker, r->id.local},
-                        .fork = {fork.worker, fork.local}};
+        ferry__msg m = {.type = FERRY__MSG_REMOTE_CALL, .fn = (char *)fn,
+                        .args = ferry__value_lent(args), .kwargs = ferry__value_lent(kwargs),
+                        .rref = {r->id.worker, r->id.local}, .fork = {fork.worker, fork.local}};
         if (!r->is_owner) /* an earlier user's deletion rides along (deletes.c) */
             ferry__rref_carry_take(ctx, dst, &m, &r->carry);
         ferry_future *f = ferry__agent_request(a, dst, &m, timeout);
