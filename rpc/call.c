@@ -61,8 +61,8 @@ ferry_future *ferry__agent_request(ferry__agent *a, int dst, ferry__msg *m, doub
     /* A silent peer still gets its pings: they are how it comes back. */
     if (dead || (m->type != FERRY__MSG_PING && atomic_load(&w->silent)))
         return ferry__fail_null(FERRY_ETRANSPORT, "call to '%s' on worker '%s' failed: worker '%s' "
-                                "(rank %d) is unreachable%s", m->fn ? m->fn : "(internal)",
-                                w->name, w->name, dst,
+                                "(rank %d%s) is unreachable%s", m->fn ? m->fn : "(internal)",
+                                w->name, w->name, dst, ferry__agent_peer_role(a, dst),
                                 dead ? "" : ": it has not answered its heartbeats lately");
     ferry__pending *p = ferry__pending_new(); /* each field is set below or on insert */
     ferry_future *f = ferry_future_new();

@@ -93,7 +93,8 @@ FERRY_API ferry_status ferry_init_rpc(const char *name, int rank, int world_size
    there yet) are answered with FERRY_ESHUTDOWN before its pool drains, so the call returns about
    `timeout` after it started at most, on the worker hosting the rendezvous store too
    (docs/failures.md gives the bounds). A worker whose peers gave up on it first gets an error
-   naming the workers that had already left. */
+   naming the workers that had already left; when the worker hosting the store (rank 0) is gone
+   (it died, or left), the error names it as unreachable. */
 FERRY_API ferry_status ferry_shutdown(bool graceful, double timeout);
 
 /* Fills *out for the worker called `name` (borrowed; NULL = this worker). FERRY_OK,
