@@ -173,9 +173,10 @@ static ferry_status read_error(const Ferry__Wire__Error *e, ferry__msg *m)
         return ferry__fail(FERRY_EPROTO, "error code %u is out of range", e->code);
     m->is_error = true;
     m->err_code = (ferry_status)e->code;
-    /* Only FERRY_EREMOTE has a cause; an older peer's 0 (or a code beyond ours) is not known. */
-    m->err_remote = FERRY_EREMOTE;
-    if (m->err_code == FERRY_EREMOTE && e->remote_code > 0 && e->remote_code < FERRY__STATUS_COUNT)
+    /* Only FERRY_EREMOTE has a cause; an older peer's 0 (or a code beyond ours) is not known,
+       which stays FERRY_OK here so the message encodes again as it came. */
+    m->err_remote = FERRY_OK;
+    if (m->err_code == FERRY_EREMOTE && e->remote_code < FERRY__STATUS_COUNT)
         m->err_remote = (ferry_status)e->remote_code;
     m->err_message = ferry__strdup(e->message ? e->message : "");
     m->err_worker = ferry__strdup(e->worker ? e->worker : "");

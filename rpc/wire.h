@@ -64,7 +64,7 @@ typedef struct {
     bool is_error;          /* RESPONSE encoded as the Error kind: err_* are set, no value */
     ferry_status err_code;
     ferry_status err_remote; /* err_code FERRY_EREMOTE: the callee's own code (FERRY_OK: not
-                                known; decode gives FERRY_EREMOTE then) */
+                                known, as from a peer that does not send it) */
     char *err_message;
     char *err_worker;
     /* REMOTE_CALL, RREF_*: rref = the RRef's id, fork = the fork id (RREF_CHILD_ACCEPT: fork

@@ -5,6 +5,7 @@
 
 #include "core/alloc.h"
 #include "core/error.h"
+#include "core/future_impl.h"
 #include "rpc/wire.h"
 #include "test_util.h"
 
@@ -63,17 +64,21 @@ Test(errors_local, error_responses_carry_the_remote_status, .timeout = 10)
     cr_assert_eq(out.err_remote, FERRY_EINVAL);
     cr_assert_str_eq(out.err_message, "function 'f' on worker 'w' failed: bad");
     ferry__msg_clear(&out);
-    /* An old peer sends no code: not known. */
+    /* An old peer sends no code: not known, and the future it fails reads FERRY_EREMOTE. */
     m.err_remote = FERRY_OK;
     out = round_trip(&m);
     cr_assert_eq(out.err_code, FERRY_EREMOTE);
-    cr_assert_eq(out.err_remote, FERRY_EREMOTE);
+    cr_assert_eq(out.err_remote, FERRY_OK);
+    ferry_future *f = ferry_future_new();
+    ferry_assert_ok(ferry__future_set_error_remote(f, out.err_code, out.err_remote, "old"));
+    cr_assert_eq(ferry_future_remote_status(f), FERRY_EREMOTE);
+    ferry_future_release(f);
     ferry__msg_clear(&out);
     /* Errors other than FERRY_EREMOTE have no cause to carry. */
     m.err_code = FERRY_ETIMEDOUT;
     out = round_trip(&m);
     cr_assert_eq(out.err_code, FERRY_ETIMEDOUT);
-    cr_assert_eq(out.err_remote, FERRY_EREMOTE);
+    cr_assert_eq(out.err_remote, FERRY_OK);
     ferry__msg_clear(&out);
 }
 
