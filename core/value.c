@@ -16,7 +16,6 @@
 
 #include "core/alloc.h"
 #include "core/error.h"
-#include "core/value_lent.h"
 #include "core/value_shared.h"
 
 /* The kind ops, one slot per kind (only object kinds are ever set). Each slot is written by the
