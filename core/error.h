@@ -29,11 +29,16 @@ static inline void ferry__status_clear(void)
     ferry__last_status = FERRY_OK;
 }
 
+/* Records FERRY_EREMOTE with the callee's own code `remote` (FERRY_OK or out of range: not
+   known, read as FERRY_EREMOTE) as this thread's last error; returns FERRY_EREMOTE. */
+ferry_status ferry__set_remote_error(ferry_status remote, const char *fmt, ...) FERRY_PRINTF(2, 3);
+
 /* A thread's last error, kept aside while the thread runs someone else's work (a request read
    by a thread that waits on a future) and put back afterwards. */
 #define FERRY__ERROR_MESSAGE_CAP 1024
 typedef struct {
     ferry_status status;
+    ferry_status remote; /* ferry_last_remote_status's, behind a FERRY_EREMOTE */
     char message[FERRY__ERROR_MESSAGE_CAP];
 } ferry__error_state;
 void ferry__error_save(ferry__error_state *out);

@@ -64,6 +64,7 @@ struct ferry_future {
     atomic_bool done; /* set (release) after the result below is final */
     int waiters;      /* threads in cv, guarded by mu */
     ferry_status status;
+    ferry_status remote; /* behind a FERRY_EREMOTE status: the callee's own code */
     ferry_value *value;
     char *error;        /* NULL: use ferry_strerror(status) */
     ferry__pool *pool;  /* then-callbacks run here; NULL = the default pool */
@@ -139,6 +140,7 @@ ferry_future *ferry_future_new(void)
     f->driver = NULL;
     f->driver_ctx = NULL;
     f->status = FERRY_EAGAIN;
+    f->remote = FERRY_EREMOTE;
     return f;
 }
 
@@ -178,8 +180,8 @@ static void then_task(void *arg)
     } else if (st != FERRY_OK) {
         /* EAGAIN means "pending" on a future; a callback whose own wait ran out failed on
            time, which is what ETIMEDOUT says. */
-        ferry_future_set_error(cb->child, st == FERRY_EAGAIN ? FERRY_ETIMEDOUT : st,
-                               ferry_last_error());
+        ferry__future_set_error_remote(cb->child, st == FERRY_EAGAIN ? FERRY_ETIMEDOUT : st,
+                                       ferry_last_remote_status(), ferry_last_error());
     } else {
         ferry_future_set_error(cb->child, FERRY_EINVAL,
                                "then callback returned NULL without setting an error");
@@ -221,8 +223,8 @@ static void run_callbacks(ferry_future *f, future_cb *cb)
 }
 
 /* The one place a future completes. Steals `value` and `error`. */
-static ferry_status complete(ferry_future *f, ferry_status status, ferry_value *value,
-                             char *error)
+static ferry_status complete(ferry_future *f, ferry_status status, ferry_status remote,
+                             ferry_value *value, char *error)
 {
     pthread_mutex_lock(&f->mu);
     if (is_done(f)) {
@@ -232,6 +234,7 @@ static ferry_status complete(ferry_future *f, ferry_status status, ferry_value *
         return ferry__fail(FERRY_EINVAL, "Future can only be marked completed once");
     }
     f->status = status;
+    f->remote = status == FERRY_EREMOTE ? remote : status;
     f->value = value;
     f->error = error;
     future_cb *cbs = f->cb_head;
@@ -255,17 +258,23 @@ ferry_status ferry__future_complete_steal(ferry_future *f, ferry_value *v)
         ferry_value_release(v);
         return ferry__fail(FERRY_EINVAL, "NULL future");
     }
-    return complete(f, FERRY_OK, v, NULL);
+    return complete(f, FERRY_OK, FERRY_OK, v, NULL);
 }
 
 ferry_status ferry_future_set_value(ferry_future *f, ferry_value *v)
 {
     if (!f)
         return ferry__fail(FERRY_EINVAL, "NULL future");
-    return complete(f, FERRY_OK, ferry_value_retain(v), NULL);
+    return complete(f, FERRY_OK, FERRY_OK, ferry_value_retain(v), NULL);
 }
 
 ferry_status ferry_future_set_error(ferry_future *f, ferry_status status, const char *message)
+{
+    return ferry__future_set_error_remote(f, status, FERRY_EREMOTE, message);
+}
+
+ferry_status ferry__future_set_error_remote(ferry_future *f, ferry_status status,
+                                            ferry_status remote, const char *message)
 {
     if (!f)
         return ferry__fail(FERRY_EINVAL, "NULL future");
@@ -274,7 +283,9 @@ ferry_status ferry_future_set_error(ferry_future *f, ferry_status status, const 
                            ferry_strerror(status));
     /* Without memory for the message the future still fails, with the code's own text. */
     char *copy = message ? ferry__strdup(message) : NULL;
-    return complete(f, status, NULL, copy);
+    if (remote <= FERRY_OK || remote >= FERRY__STATUS_COUNT)
+        remote = FERRY_EREMOTE; /* not known */
+    return complete(f, status, remote, NULL, copy);
 }
 
 /* Drives the future's fabric until it completes, DRIVE_SPIN_NS pass with nothing moving, or
@@ -341,6 +352,8 @@ ferry_status ferry_future_wait(ferry_future *f, double timeout)
             return ferry__fail(FERRY_EAGAIN, "the wait ran out after %g s; the future is "
                                "still pending", timeout);
     }
+    if (f->status == FERRY_EREMOTE)
+        return ferry__set_remote_error(f->remote, "%s", error_text(f));
     if (f->status != FERRY_OK)
         return ferry_set_error(f->status, "%s", error_text(f));
     return FERRY_OK;
@@ -370,6 +383,13 @@ ferry_status ferry_future_status(const ferry_future *f)
     if (!f)
         return FERRY_EINVAL;
     return is_done(f) ? f->status : FERRY_EAGAIN;
+}
+
+ferry_status ferry_future_remote_status(const ferry_future *f)
+{
+    if (!f)
+        return FERRY_EINVAL;
+    return is_done(f) ? f->remote : FERRY_EAGAIN;
 }
 
 /* Adds a callback record, or returns false (record untouched) when f is already done. */

@@ -154,7 +154,8 @@ static void all_one(ferry_future *f, void *arg)
     ferry_status rc = ferry_future_status(f);
     if (rc != FERRY_OK) {
         if (!atomic_exchange(&st->settled, true))
-            ferry_future_set_error(st->result, rc, ferry_future_error(f));
+            ferry__future_set_error_remote(st->result, rc, ferry_future_remote_status(f),
+                                           ferry_future_error(f));
     } else if (atomic_fetch_sub(&st->remaining, 1) == 1 && !atomic_exchange(&st->settled, true)) {
         all_finish(st);
     }
@@ -215,6 +216,11 @@ ferry_value *ferry_future_wait_all(ferry_future **futures, size_t n, double time
     if (done == n) {
         for (size_t i = 0; i < n; i++) {
             ferry_status rc = ferry_future_status(futures[i]);
+            if (rc == FERRY_EREMOTE) {
+                ferry__set_remote_error(ferry_future_remote_status(futures[i]), "%s",
+                                        ferry_future_error(futures[i]));
+                return NULL;
+            }
             if (rc != FERRY_OK)
                 return ferry__fail_null(rc, "%s", ferry_future_error(futures[i]));
         }

@@ -149,12 +149,12 @@ static ferry_status dict_check(const ferry_value *dict, const char *key, const f
     return FERRY_OK;
 }
 
-ferry_status ferry_dict_set(ferry_value *dict, const char *key, ferry_value *v)
+ferry_status ferry_dict_set(ferry_value *dict, const char *key, const ferry_value *v)
 {
     ferry_status rc = dict_check(dict, key, v, 1);
     if (rc != FERRY_OK)
         return rc;
-    return dict_put(dict, key, strlen(key), ferry_value_retain(v));
+    return dict_put(dict, key, strlen(key), ferry_value_retain(ferry__value_lent(v)));
 }
 
 ferry_status ferry__dict_set_n(ferry_value *dict, const char *key, size_t key_len, ferry_value *v)

@@ -3,6 +3,7 @@
 #define FERRY_CORE_VALUE_IMPL_H
 
 #include "core/refcount.h"
+#include "core/value_lent.h" /* ferry__value_lent */
 #include "ferry/value.h"
 
 struct ferry_value {

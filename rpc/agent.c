@@ -103,7 +103,8 @@ static bool peer_dead(void *ctx, char *why, size_t cap)
     ferry__agent_ping_peers(a, ferry__now_ns(), true);
     for (int i = 0; i < a->world_size; i++) {
         if (ferry__agent_peer_unreachable(a, i)) {
-            snprintf(why, cap, "worker '%s' (rank %d) is gone", a->workers[i].name, i);
+            snprintf(why, cap, "worker '%s' (rank %d%s) is gone", a->workers[i].name, i,
+                     ferry__agent_peer_role(a, i));
             return true;
         }
     }
@@ -378,6 +379,9 @@ static ferry_status agent_start(ferry__agent *a, const char *init_method,
     if ((rc = connect_peers(a)) != FERRY_OK)
         return rc;
     ferry__rendezvous_set_abort_check(a->rdv, peer_dead, a);
+    a->rank0_hosts_store = ferry__store_has_host(ferry__rendezvous_store(a->rdv));
+    if (a->rank != 0) /* the store's errors name the worker that serves it */
+        ferry__store_set_host(ferry__rendezvous_store(a->rdv), a->workers[0].name, 0);
     ferry__agent_set_handler(a, FERRY__MSG_PING, ferry__agent_ping_handler, NULL);
     if ((rc = modules_start(a)) != FERRY_OK)
         return rc;
@@ -483,6 +487,17 @@ static ferry_status join_failed(ferry__agent *a, ferry_status rc)
 {
     ferry__store *st = a->rdv ? ferry__rendezvous_store(a->rdv) : NULL;
     bool store_gone = a->rank != 0 && st && !ferry__store_is_connected(st);
+    /* Without the store's host the rounds cannot run at all, whatever the others did. */
+    bool host_dead = a->rank != 0 && a->workers && atomic_load(&a->workers[0].dead);
+    if ((store_gone || host_dead) && a->rank0_hosts_store) {
+        char cause[768];
+        snprintf(cause, sizeof cause, "%s", host_dead ? "its process exited or a send to it "
+                 "failed (it died, or left without this worker)" : ferry_last_error());
+        return ferry__fail(rc, "graceful shutdown of '%s' failed: worker '%s' (rank 0, which "
+                           "hosts the rendezvous store) is unreachable, and the rounds that end "
+                           "a shutdown run through its store: %s", a->name, a->workers[0].name,
+                           cause);
+    }
     char gone[640] = "";
     size_t len = 0;
     int n_gone = 0;

@@ -67,6 +67,7 @@ struct ferry__agent {
     pthread_rwlock_t net_lock; /* senders hold it shared; shutdown takes it to clear `net` */
     ferry__net *net;
     ferry__rendezvous *rdv;
+    bool rank0_hosts_store; /* rank 0 serves a TCP rendezvous store (set at init) */
     ferry__wire_codec codec; /* limits, and the RRef hooks a module sets when it starts */
 
     pthread_mutex_t lock; /* guards pending, heap, state transitions */
@@ -121,6 +122,9 @@ enum ferry__agent_state { FERRY__AGENT_STARTING, FERRY__AGENT_RUNNING, FERRY__AG
 void ferry__agent_ping_peers(ferry__agent *agent, long long now_ns, bool all);
 /* True when calls to `peer` fail at once: it is dead or silent. */
 bool ferry__agent_peer_unreachable(ferry__agent *agent, int peer);
+/* ", which hosts the rendezvous store" for rank 0 when it serves a TCP store (seen from the
+   others), else "": what messages about a peer add after its rank. */
+const char *ferry__agent_peer_role(const ferry__agent *agent, int peer);
 /* Reads the heartbeat options (and FERRY_HEARTBEAT_* overrides) into the agent. FERRY_OK or
    FERRY_EINVAL naming the bad value. */
 ferry_status ferry__agent_liveness_init(ferry__agent *agent, const ferry_rpc_options *opts);

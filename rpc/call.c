@@ -9,6 +9,7 @@
 #include "core/error.h"
 #include "core/future_impl.h"
 #include "core/log.h"
+#include "core/value_lent.h"
 #include "rpc/agent_impl.h"
 #include "rpc/pending.h"
 
@@ -60,8 +61,8 @@ ferry_future *ferry__agent_request(ferry__agent *a, int dst, ferry__msg *m, doub
     /* A silent peer still gets its pings: they are how it comes back. */
     if (dead || (m->type != FERRY__MSG_PING && atomic_load(&w->silent)))
         return ferry__fail_null(FERRY_ETRANSPORT, "call to '%s' on worker '%s' failed: worker '%s' "
-                                "(rank %d) is unreachable%s", m->fn ? m->fn : "(internal)",
-                                w->name, w->name, dst,
+                                "(rank %d%s) is unreachable%s", m->fn ? m->fn : "(internal)",
+                                w->name, w->name, dst, ferry__agent_peer_role(a, dst),
                                 dead ? "" : ": it has not answered its heartbeats lately");
     ferry__pending *p = ferry__pending_new(); /* each field is set below or on insert */
     ferry_future *f = ferry_future_new();
@@ -115,8 +116,8 @@ ferry_future *ferry__agent_request(ferry__agent *a, int dst, ferry__msg *m, doub
     return f;
 }
 
-static ferry_status check_call_args(const char *to, const char *fn, ferry_value *args,
-                                    ferry_value *kwargs, double timeout)
+static ferry_status check_call_args(const char *to, const char *fn, const ferry_value *args,
+                                    const ferry_value *kwargs, double timeout)
 {
     if (!to)
         return ferry__fail(FERRY_EINVAL, "the destination worker name is NULL");
@@ -135,8 +136,8 @@ static ferry_status check_call_args(const char *to, const char *fn, ferry_value 
     return FERRY_OK;
 }
 
-ferry_future *ferry_rpc_async(const char *to, const char *fn, ferry_value *args,
-                              ferry_value *kwargs, double timeout)
+ferry_future *ferry_rpc_async(const char *to, const char *fn, const ferry_value *args,
+                              const ferry_value *kwargs, double timeout)
 {
     if (check_call_args(to, fn, args, kwargs, timeout) != FERRY_OK)
         return NULL;
@@ -146,7 +147,8 @@ ferry_future *ferry_rpc_async(const char *to, const char *fn, ferry_value *args,
     ferry_future *f = NULL;
     int dst = ferry__agent_rank_of(a, to);
     if (dst >= 0) {
-        ferry__msg m = {.type = FERRY__MSG_CALL, .fn = (char *)fn, .args = args, .kwargs = kwargs};
+        ferry__msg m = {.type = FERRY__MSG_CALL, .fn = (char *)fn, .args = ferry__value_lent(args),
+                        .kwargs = ferry__value_lent(kwargs)};
         f = ferry__agent_request(a, dst, &m, timeout);
     }
     /* A caller that keeps calls in flight reads their replies itself, one pass per call it
@@ -161,8 +163,8 @@ ferry_future *ferry_rpc_async(const char *to, const char *fn, ferry_value *args,
     return f;
 }
 
-ferry_value *ferry_rpc_sync(const char *to, const char *fn, ferry_value *args,
-                            ferry_value *kwargs, double timeout)
+ferry_value *ferry_rpc_sync(const char *to, const char *fn, const ferry_value *args,
+                            const ferry_value *kwargs, double timeout)
 {
     ferry_future *f = ferry_rpc_async(to, fn, args, kwargs, timeout);
     if (!f)

@@ -117,6 +117,14 @@ bool ferry__agent_peer_unreachable(ferry__agent *a, int peer)
 
 /* ---- heartbeat ---- */
 
+/* Rank 0 serves a TCP rendezvous store: losing it also ends what needs the store (the
+   graceful shutdown), so its messages say so. */
+const char *ferry__agent_peer_role(const ferry__agent *a, int peer)
+{
+    return peer == 0 && a->rank != 0 && a->rank0_hosts_store ? ", which hosts the rendezvous store"
+                                                              : "";
+}
+
 static double miss_window_s(const ferry__agent *a)
 {
     return a->heartbeat_misses * (a->heartbeat_period_ns / 1e9);
@@ -129,8 +137,8 @@ static void go_silent(ferry__agent *a, int peer, long long sent_ns)
         return;
     char msg[512];
     snprintf(msg, sizeof msg,
-             "worker '%s' (rank %d) is unreachable: it did not answer a heartbeat within %.1f s",
-             w->name, peer, miss_window_s(a));
+             "worker '%s' (rank %d%s) is unreachable: it did not answer a heartbeat within %.1f s",
+             w->name, peer, ferry__agent_peer_role(a, peer), miss_window_s(a));
     if (!atomic_exchange(&w->silent, true)) {
         atomic_store(&w->silent_since_ns, sent_ns);
         ferry__log_warn("rpc", "%s; calls to it fail until it answers again", msg);
@@ -346,8 +354,8 @@ void ferry__agent_on_peer_error(void *ctx, int peer, ferry_status rc, const char
     if (peer < 0 || peer >= a->world_size)
         return;
     char msg[512];
-    snprintf(msg, sizeof msg, "worker '%s' (rank %d) is unreachable: %s", a->workers[peer].name,
-             peer, why);
+    snprintf(msg, sizeof msg, "worker '%s' (rank %d%s) is unreachable: %s",
+             a->workers[peer].name, peer, ferry__agent_peer_role(a, peer), why);
     if (!atomic_exchange(&a->workers[peer].dead, true))
         ferry__log_warn("rpc", "%s", msg);
     ferry__agent_fail_calls_to(a, peer, rc == FERRY_ESHUTDOWN ? FERRY_ESHUTDOWN : FERRY_ETRANSPORT,

@@ -63,8 +63,9 @@ static void complete_response(ferry__agent *a, int src, ferry__msg *m)
     }
     atomic_fetch_sub(&a->client_active, 1);
     if (m->is_error) {
-        ferry_future_set_error(p->future, m->err_code ? m->err_code : FERRY_EREMOTE,
-                               m->err_message ? m->err_message : "remote error");
+        ferry__future_set_error_remote(p->future, m->err_code ? m->err_code : FERRY_EREMOTE,
+                                       m->err_remote, m->err_message ? m->err_message
+                                                                     : "remote error");
     } else {
         ferry_value *v = m->value;
         m->value = NULL;

@@ -87,13 +87,24 @@ static void send_response(ferry__agent *a, int src, ferry__msg *resp, const ferr
     }
 }
 
-void ferry__serve_reply_error(ferry__agent *a, int src, const ferry__msg *request,
-                              ferry_status code, const char *message)
+/* An error reply; `remote` is the code behind a FERRY_EREMOTE (FERRY_OK: not known). */
+static void reply_error_remote(ferry__agent *a, int src, const ferry__msg *request,
+                               ferry_status code, ferry_status remote, const char *message)
 {
     ferry__msg resp = {.is_error = true, .err_code = code};
+    resp.err_remote = code == FERRY_EREMOTE ? remote : FERRY_OK;
     resp.err_message = (char *)message;
     resp.err_worker = a->name;
     send_response(a, src, &resp, request);
+}
+
+void ferry__serve_reply_error(ferry__agent *a, int src, const ferry__msg *request,
+                              ferry_status code, const char *message)
+{
+    /* A stored remote failure passed on (an RRef's value) keeps the code behind it. */
+    ferry_status remote = ferry_last_status() == FERRY_EREMOTE ? ferry_last_remote_status()
+                                                                 : FERRY_OK;
+    reply_error_remote(a, src, request, code, remote, message);
 }
 
 static void reply_value(ferry__agent *a, int src, const ferry__msg *request, ferry_value *v)
@@ -115,12 +126,17 @@ void ferry__agent_function_error(const ferry__agent *a, const char *fn, ferry_st
     snprintf(buf, cap, "function '%s' on worker '%s' failed: %s", fn, a->name, error_text(rc));
 }
 
-/* A failing function's message names the worker and the function (DESIGN section 3). */
+/* A failing function's message names the worker and the function (DESIGN section 3), and the
+   reply carries the function's own code: when that is a FERRY_EREMOTE passed up from a call of
+   its own, the code behind it, so the innermost cause reaches the first caller. */
 static void reply_failure(ferry__agent *a, int src, const ferry__msg *m, ferry_status rc)
 {
     char why[1024];
     ferry__agent_function_error(a, m->fn, rc, why, sizeof why);
-    ferry__serve_reply_error(a, src, m, FERRY_EREMOTE, why);
+    ferry_status remote = rc;
+    if (rc == FERRY_EREMOTE && ferry_last_status() == FERRY_EREMOTE)
+        remote = ferry_last_remote_status();
+    reply_error_remote(a, src, m, FERRY_EREMOTE, remote, why);
 }
 
 static void server_done(ferry__agent *a)
@@ -178,7 +194,10 @@ static void async_done(ferry_future *f, void *arg)
         reply_value(j->agent, j->src, j->m, v);
         ferry_value_release(v);
     } else {
-        ferry_set_error(ferry_future_status(f), "%s", ferry_future_error(f));
+        if (ferry_future_status(f) == FERRY_EREMOTE)
+            ferry__set_remote_error(ferry_future_remote_status(f), "%s", ferry_future_error(f));
+        else
+            ferry_set_error(ferry_future_status(f), "%s", ferry_future_error(f));
         reply_failure(j->agent, j->src, j->m, ferry_future_status(f));
     }
     server_done(j->agent);
@@ -510,7 +529,7 @@ static void later_answer(struct ferry__later *l, ferry_status rc, const char *wh
     later_unlink_locked(a, l);
     pthread_mutex_unlock(&a->later_lock);
     if (rc != FERRY_OK) {
-        ferry__serve_reply_error(a, j->src, j->m, rc, why);
+        reply_error_remote(a, j->src, j->m, rc, ferry_future_remote_status(l->f), why);
     } else {
         ferry_value *v = l->with_value ? ferry_future_value(l->f) : NULL;
         reply_value(a, j->src, j->m, v);

@@ -173,6 +173,11 @@ static ferry_status read_error(const Ferry__Wire__Error *e, ferry__msg *m)
         return ferry__fail(FERRY_EPROTO, "error code %u is out of range", e->code);
     m->is_error = true;
     m->err_code = (ferry_status)e->code;
+    /* Only FERRY_EREMOTE has a cause; an older peer's 0 (or a code beyond ours) is not known,
+       which stays FERRY_OK here so the message encodes again as it came. */
+    m->err_remote = FERRY_OK;
+    if (m->err_code == FERRY_EREMOTE && e->remote_code < FERRY__STATUS_COUNT)
+        m->err_remote = (ferry_status)e->remote_code;
     m->err_message = ferry__strdup(e->message ? e->message : "");
     m->err_worker = ferry__strdup(e->worker ? e->worker : "");
     if (!m->err_message || !m->err_worker)
@@ -492,6 +497,10 @@ static ferry_status check_msg(const ferry__msg *m)
                            ferry_kind_name(ferry_value_kind(m->kwargs)));
     if (m->is_error && (m->err_code <= FERRY_OK || m->err_code >= FERRY__STATUS_COUNT))
         return ferry__fail(FERRY_EINVAL, "error code %d is out of range", (int)m->err_code);
+    if (m->is_error && (m->err_remote < FERRY_OK || m->err_remote >= FERRY__STATUS_COUNT ||
+                        (m->err_remote != FERRY_OK && m->err_code != FERRY_EREMOTE)))
+        return ferry__fail(FERRY_EINVAL, "remote error code %d is out of range or not behind "
+                           "FERRY_EREMOTE", (int)m->err_remote);
     return FERRY_OK;
 }
 
@@ -631,6 +640,7 @@ static void fill_response(const ferry__msg *m, const ferry__wire_tree *trees,
         env->body_case = FERRY__WIRE__ENVELOPE__BODY_ERROR;
         env->error = &b->u.error;
         b->u.error.code = (uint32_t)m->err_code;
+        b->u.error.remote_code = (uint32_t)m->err_remote;
         b->u.error.message = m->err_message ? m->err_message : (char *)"";
         b->u.error.worker = m->err_worker ? m->err_worker : (char *)"";
         return;

@@ -63,6 +63,8 @@ typedef struct {
     ferry_value *value;     /* response value or NULL */
     bool is_error;          /* RESPONSE encoded as the Error kind: err_* are set, no value */
     ferry_status err_code;
+    ferry_status err_remote; /* err_code FERRY_EREMOTE: the callee's own code (FERRY_OK: not
+                                known, as from a peer that does not send it) */
     char *err_message;
     char *err_worker;
     /* REMOTE_CALL, RREF_*: rref = the RRef's id, fork = the fork id (RREF_CHILD_ACCEPT: fork

@@ -234,6 +234,7 @@ static void error_body(out *o, const void *msg)
     emit_varint_field(o, 1, e->code);
     emit_string_field(o, 2, e->message);
     emit_string_field(o, 3, e->worker);
+    emit_varint_field(o, 4, e->remote_code);
 }
 
 static void emit_nodes(out *o, unsigned field, Ferry__Wire__Node *const *nodes, size_t n)
@@ -409,7 +410,7 @@ static const uint32_t node_fields[] = {1, 2, 3, 4, 5, 6, 7, 8, 9};
 static const uint32_t attachment_fields[] = {1, 2};
 static const uint32_t call_fields[] = {1, 2, 3, 4};
 static const uint32_t response_fields[] = {1};
-static const uint32_t error_fields[] = {1, 2, 3};
+static const uint32_t error_fields[] = {1, 2, 3, 4};
 static const uint32_t fetch_fields[] = {1, 2};
 static const uint32_t ids4_fields[] = {1, 2, 3, 4};
 static const uint32_t child_accept_fields[] = {1, 2};

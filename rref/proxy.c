@@ -78,14 +78,14 @@ ferry_status ferry__rref_register_proxy(void)
     return ferry_register_function(PROXY_FN, proxy_fn, NULL);
 }
 
-ferry_future *ferry_rref_rpc_async(ferry_rref *r, const char *fn, ferry_value *args,
-                                   ferry_value *kwargs, double timeout)
+ferry_future *ferry_rref_rpc_async(ferry_rref *r, const char *fn, const ferry_value *args,
+                                   const ferry_value *kwargs, double timeout)
 {
     return ferry__rref_call_owner(r, PROXY_FN, fn, args, kwargs, timeout);
 }
 
-ferry_value *ferry_rref_rpc_sync(ferry_rref *r, const char *fn, ferry_value *args,
-                                 ferry_value *kwargs, double timeout)
+ferry_value *ferry_rref_rpc_sync(ferry_rref *r, const char *fn, const ferry_value *args,
+                                 const ferry_value *kwargs, double timeout)
 {
     ferry_future *f = ferry_rref_rpc_async(r, fn, args, kwargs, timeout);
     if (!f)
@@ -95,8 +95,8 @@ ferry_value *ferry_rref_rpc_sync(ferry_rref *r, const char *fn, ferry_value *arg
     return v;
 }
 
-ferry_rref *ferry_rref_remote(ferry_rref *r, const char *fn, ferry_value *args,
-                              ferry_value *kwargs, double timeout)
+ferry_rref *ferry_rref_remote(ferry_rref *r, const char *fn, const ferry_value *args,
+                              const ferry_value *kwargs, double timeout)
 {
     return ferry__rref_remote_owner(r, PROXY_FN, fn, args, kwargs, timeout);
 }

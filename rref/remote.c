@@ -15,6 +15,7 @@
 #include "core/error.h"
 #include "core/future_impl.h"
 #include "core/log.h"
+#include "core/value_lent.h"
 #include "rpc/module.h"
 #include "rref/rref_impl.h"
 
@@ -22,8 +23,8 @@
     "RRef creation via rpc.remote() timed out, and it is possible that the RRef on the owner " \
     "node does not exist."
 
-static ferry_status check_remote_args(const char *to, const char *fn, ferry_value *args,
-                                      ferry_value *kwargs, double timeout)
+static ferry_status check_remote_args(const char *to, const char *fn, const ferry_value *args,
+                                      const ferry_value *kwargs, double timeout)
 {
     if (!to || !fn || !*fn)
         return ferry__fail(FERRY_EINVAL, "the destination and the function name must be given");
@@ -50,13 +51,41 @@ static void end_self_fork(ferry_rref *o)
         ferry_rref_release(o);
 }
 
+/* What remote_done needs to word a timeout: the RRef, and what ran where for how long. */
+typedef struct {
+    ferry_rref *r;
+    long long timeout_ms;
+    char fn[];
+} remote_wait;
+
+static remote_wait *remote_wait_new(ferry_rref *r, const char *fn, double timeout_s)
+{
+    size_t n = strlen(fn) + 1;
+    remote_wait *w = ferry__malloc(sizeof *w + n);
+    if (!w)
+        return ferry__fail_null(FERRY_ENOMEM, "out of memory starting remote() of '%s'", fn);
+    w->r = r;
+    w->timeout_ms = llround(timeout_s * 1000);
+    memcpy(w->fn, fn, n);
+    return w;
+}
+
+/* torch's words for a creation that timed out, then what was run where. */
+static void creation_timeout_text(const remote_wait *w, char *buf, size_t cap)
+{
+    ferry_rref *r = w->r;
+    snprintf(buf, cap, CREATION_TIMED_OUT " (remote() of '%s' on worker '%s' did not finish "
+             "within %lld ms)", w->fn, r->ctx->names[r->owner], w->timeout_ms);
+}
+
 static void remote_done(ferry_future *f, void *arg)
 {
-    ferry_rref *r = arg;
+    remote_wait *w = arg;
+    ferry_rref *r = w->r;
     ferry_status rc = ferry_future_status(f);
     char why[1024] = "";
     if (rc == FERRY_ETIMEDOUT)
-        snprintf(why, sizeof why, CREATION_TIMED_OUT);
+        creation_timeout_text(w, why, sizeof why);
     else if (rc != FERRY_OK)
         snprintf(why, sizeof why, "RRef creation via rpc.remote() failed: %s",
                  ferry_future_error(f));
@@ -69,6 +98,7 @@ static void remote_done(ferry_future *f, void *arg)
         ferry__rref_carry_settle(r->ctx, &r->carry, rc);
         ferry__rref_confirm(r, rc, why); /* drops the pending reference */
     }
+    ferry__free(w);
     ferry_future_release(f);
 }
 
@@ -111,8 +141,8 @@ static void unmake_caller_rref(ferry_rref *r, ferry_status rc, const char *why)
     ferry_rref_release(r);
 }
 
-ferry_rref *ferry_remote(const char *to, const char *fn, ferry_value *args, ferry_value *kwargs,
-                         double timeout)
+ferry_rref *ferry_remote(const char *to, const char *fn, const ferry_value *args,
+                         const ferry_value *kwargs, double timeout)
 {
     if (check_remote_args(to, fn, args, kwargs, timeout) != FERRY_OK)
         return NULL;
@@ -123,12 +153,20 @@ ferry_rref *ferry_remote(const char *to, const char *fn, ferry_value *args, ferr
     int dst = a ? ferry__agent_rank_of(a, to) : -1;
     ferry_rref *r = NULL;
     ferry__gid fork;
+    remote_wait *w = NULL;
     if (dst >= 0)
         r = make_caller_rref(ctx, dst, &fork);
+    if (r && !(w = remote_wait_new(r, fn, ferry__agent_effective_timeout(a, timeout)))) {
+        char why[256];
+        snprintf(why, sizeof why, "%s", ferry_last_error());
+        unmake_caller_rref(r, FERRY_ENOMEM, why);
+        ferry_set_error(FERRY_ENOMEM, "%s", why);
+        r = NULL;
+    }
     if (r) {
-        ferry__msg m = {.type = FERRY__MSG_REMOTE_CALL, .fn = (char *)fn, .args = args,
-                        .kwargs = kwargs, .rref = {r->id.worker, r->id.local},
-                        .fork = {fork.worker, fork.local}};
+        ferry__msg m = {.type = FERRY__MSG_REMOTE_CALL, .fn = (char *)fn,
+                        .args = ferry__value_lent(args), .kwargs = ferry__value_lent(kwargs),
+                        .rref = {r->id.worker, r->id.local}, .fork = {fork.worker, fork.local}};
         if (!r->is_owner) /* an earlier user's deletion rides along (deletes.c) */
             ferry__rref_carry_take(ctx, dst, &m, &r->carry);
         ferry_future *f = ferry__agent_request(a, dst, &m, timeout);
@@ -140,6 +178,7 @@ ferry_rref *ferry_remote(const char *to, const char *fn, ferry_value *args, ferr
                 ferry__rref_carry_put_back(ctx, &r->carry);
             unmake_caller_rref(r, rc, why);
             ferry_set_error(rc, "%s", why);
+            ferry__free(w);
             r = NULL;
         } else {
             r->created = ferry_future_retain(f);
@@ -150,8 +189,8 @@ ferry_rref *ferry_remote(const char *to, const char *fn, ferry_value *args, ferr
                              (unsigned long long)m.id);
             if (r->is_owner)
                 ferry_rref_retain(r); /* the callback's; a user's pending one serves */
-            if (ferry__future_on_done(f, remote_done, r) != FERRY_OK)
-                remote_done(f, r); /* out of memory: treat as done now (fails the RRef) */
+            if (ferry__future_on_done(f, remote_done, w) != FERRY_OK)
+                remote_done(f, w); /* out of memory: treat as done now (fails the RRef) */
         }
     }
     ferry__agent_release(a);
@@ -211,7 +250,9 @@ static void async_value_done(ferry_future *f, void *arg)
         char why[1024];
         snprintf(why, sizeof why, "function '%s' on worker '%s' failed: %s", in->fn,
                  o->ctx->names[o->ctx->rank], ferry_future_error(f));
-        ferry_future_set_error(o->value, rc == FERRY_EUNKNOWN_FUNCTION ? rc : FERRY_EREMOTE, why);
+        ferry__future_set_error_remote(o->value,
+                                       rc == FERRY_EUNKNOWN_FUNCTION ? rc : FERRY_EREMOTE,
+                                       ferry_future_remote_status(f), why);
     }
     ferry_future_release(f);
     ferry_rref_release(o);
@@ -223,7 +264,12 @@ static void fail_value(ferry__agent *a, ferry_rref *o, ferry_status rc, const ch
 {
     char why[1024];
     ferry__agent_function_error(a, fn, rc, why, sizeof why);
-    ferry_future_set_error(o->value, rc == FERRY_EUNKNOWN_FUNCTION ? rc : FERRY_EREMOTE, why);
+    /* The function's own code goes with it; a FERRY_EREMOTE it passed up, the one behind. */
+    ferry_status remote = rc == FERRY_EREMOTE && ferry_last_status() == FERRY_EREMOTE
+                              ? ferry_last_remote_status()
+                              : rc;
+    ferry__future_set_error_remote(o->value, rc == FERRY_EUNKNOWN_FUNCTION ? rc : FERRY_EREMOTE,
+                                   remote, why);
 }
 
 /* How long the owner waits on a requester's behalf: the request's timeout (remote() carries

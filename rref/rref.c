@@ -12,6 +12,7 @@
 #include "core/future_impl.h"
 #include "core/log.h"
 #include "core/value_impl.h"
+#include "core/value_lent.h"
 #include "rref/rref_impl.h"
 
 static ferry_rref *rref_alloc(ferry__rref_ctx *ctx, bool is_owner, int32_t owner, ferry__gid id,
@@ -244,7 +245,7 @@ void ferry_rref_release(ferry_rref *r)
         rref_free(r);
 }
 
-ferry_rref *ferry_rref_new(ferry_value *value)
+ferry_rref *ferry_rref_new(const ferry_value *value)
 {
     if (!value)
         return ferry__fail_null(FERRY_EINVAL, "NULL value");
@@ -256,7 +257,7 @@ ferry_rref *ferry_rref_new(ferry_value *value)
     /* Not in the owner table until first forked (torch: num_owner_rrefs stays 0). */
     ferry_rref *o = ferry__rref_owner_new(ctx, ferry__rref_next_id(ctx));
     if (o) {
-        ferry_future_set_value(o->value, value);
+        ferry_future_set_value(o->value, ferry__value_lent(value));
         ferry__log_debug("rref", "OwnerRRef %d:%lld created here", (int)o->id.worker,
                          (long long)o->id.local);
     }

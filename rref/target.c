@@ -4,6 +4,7 @@
 #include "core/error.h"
 #include "core/future_impl.h"
 #include "core/value_impl.h"
+#include "core/value_lent.h"
 #include "core/value_shared.h"
 #include "rref/rref_impl.h"
 
@@ -35,7 +36,7 @@ static int64_t id_pack(ferry__gid id)
 }
 
 /* The list [target, name, args] (new reference). */
-static ferry_value *target_args(ferry_rref *r, const char *name, ferry_value *args)
+static ferry_value *target_args(ferry_rref *r, const char *name, const ferry_value *args)
 {
     if (!r || !name || !*name)
         return ferry__fail_null(FERRY_EINVAL, "a call to an RRef's owner needs an RRef and a name");
@@ -45,7 +46,8 @@ static ferry_value *target_args(ferry_rref *r, const char *name, ferry_value *ar
     ferry_value *target = named_by_id(r) && id_fits(r->id) ? ferry_int(id_pack(r->id))
                                                             : ferry_rref_value(r);
     return ferry_args(3, target, ferry_string(name),
-                      args ? ferry_value_retain(args) : ferry__value_shared_empty_list());
+                      args ? ferry_value_retain(ferry__value_lent(args))
+                           : ferry__value_shared_empty_list());
 }
 
 static void release_held(ferry_future *f, void *arg)
@@ -64,7 +66,8 @@ static void hold_until(ferry_rref *r, ferry_future *f)
 }
 
 ferry_future *ferry__rref_call_owner(ferry_rref *r, const char *fn, const char *name,
-                                     ferry_value *args, ferry_value *kwargs, double timeout)
+                                     const ferry_value *args, const ferry_value *kwargs,
+                                     double timeout)
 {
     ferry_value *call = target_args(r, name, args);
     if (!call)
@@ -77,7 +80,8 @@ ferry_future *ferry__rref_call_owner(ferry_rref *r, const char *fn, const char *
 }
 
 ferry_rref *ferry__rref_remote_owner(ferry_rref *r, const char *fn, const char *name,
-                                     ferry_value *args, ferry_value *kwargs, double timeout)
+                                     const ferry_value *args, const ferry_value *kwargs,
+                                     double timeout)
 {
     ferry_value *call = target_args(r, name, args);
     if (!call)

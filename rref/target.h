@@ -21,11 +21,13 @@
    future, or NULL with ferry_rpc_async's errors (FERRY_EINVAL for a NULL r or name, args that
    are not a list). */
 ferry_future *ferry__rref_call_owner(ferry_rref *r, const char *fn, const char *name,
-                                     ferry_value *args, ferry_value *kwargs, double timeout);
+                                     const ferry_value *args, const ferry_value *kwargs,
+                                     double timeout);
 /* The same call made by ferry_remote: its result stays on the owner; r is held until the
    result's creation ends. */
 ferry_rref *ferry__rref_remote_owner(ferry_rref *r, const char *fn, const char *name,
-                                     ferry_value *args, ferry_value *kwargs, double timeout);
+                                     const ferry_value *args, const ferry_value *kwargs,
+                                     double timeout);
 
 /* On the owner, in the function the call runs: the future of the value a target names (new
    reference; it completes when the value's creation ends), or NULL with FERRY_EINVAL (not a

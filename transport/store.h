@@ -101,6 +101,12 @@ ferry_status ferry__store_stats(ferry__store *st, uint64_t *keys, uint64_t *requ
    always connected. The rendezvous uses it to tell "the key is not there yet" from "the store is
    gone" after a timed-out wait. */
 bool ferry__store_is_connected(const ferry__store *st);
+/* true when a process serves the store (the TCP store: rank 0 in a rendezvous), so losing it
+   means losing that process; false for file stores and NULL. */
+bool ferry__store_has_host(const ferry__store *st);
+/* Names the worker that serves a TCP store, for the errors its loss gives ("worker 'w0' (rank
+   0)" instead of "rank 0"); file stores ignore it. */
+void ferry__store_set_host(ferry__store *st, const char *name, int rank);
 
 /* Sets SO_KEEPALIVE, the keepalive timing and TCP_USER_TIMEOUT on a store socket (both sides):
    FERRY_STORE_KEEPALIVE_S (5: idle seconds before the first probe; probes then every second, 5
@@ -134,6 +140,8 @@ typedef struct {
                         double timeout_s);
     ferry_status (*stats)(void *impl, uint64_t *keys, uint64_t *requests, double timeout_s);
     bool (*is_connected)(void *impl);
+    bool (*has_host)(void *impl);                             /* NULL: false */
+    void (*set_host)(void *impl, const char *name, int rank); /* NULL: ignored */
     void (*close)(void *impl);
 } ferry__store_backend;
 

@@ -40,7 +40,8 @@ struct ferry__store {
 typedef struct {
     int fd; /* -1 once the connection broke: every later call fails */
     char where[300];
-    char lost_why[200]; /* why it broke */
+    char lost_why[300]; /* why it broke */
+    char host[160];     /* the worker serving it, in words ("rank 0" until told its name) */
     pthread_mutex_t lock;
 } tcp_client;
 
@@ -312,6 +313,7 @@ ferry__store *ferry__store_connect(const char *host, int port, const char *token
     }
     cl->fd = fd;
     format_where(cl->where, sizeof cl->where, host, port);
+    snprintf(cl->host, sizeof cl->host, "rank 0");
     pthread_mutex_init(&cl->lock, NULL);
     return ferry__store_wrap(&tcp_backend, cl);
 }
@@ -332,7 +334,7 @@ static ferry_status exchange(tcp_client *cl, const ferry__store_writer *w, int64
                              double waited_s, uint8_t **body, size_t *len)
 {
     uint8_t head[4];
-    char why[160];
+    char why[280];
     if (cl->fd < 0)
         return ferry__fail(FERRY_ETRANSPORT, "the connection to the store at %s was lost: it %s",
                            cl->where, cl->lost_why);
@@ -349,12 +351,15 @@ static ferry_status exchange(tcp_client *cl, const ferry__store_writer *w, int64
     }
     if (rc == 1)
         return FERRY_OK;
-    if (rc == 0)
-        return lose(cl, FERRY_ETRANSPORT, "closed the connection (did rank 0, which serves it, "
-                                          "stop or crash?)");
+    if (rc == 0) {
+        /* After the handshake only a server that stops closes a connection. */
+        snprintf(why, sizeof why, "closed the connection: %s, which serves it, has exited "
+                 "(it died, or shut down)", cl->host);
+        return lose(cl, FERRY_ETRANSPORT, why);
+    }
     snprintf(why, sizeof why,
-             "did not answer within %.3g s (rank 0 serves it: is it stopped or unreachable?)",
-             waited_s);
+             "did not answer within %.3g s (%s serves it: is it stopped or unreachable?)",
+             waited_s, cl->host);
     return lose(cl, FERRY_ETIMEDOUT, why);
 }
 
@@ -576,6 +581,19 @@ static bool tcp_is_connected(void *impl)
     return is_up;
 }
 
+static bool tcp_has_host(void *impl)
+{
+    return true;
+}
+
+static void tcp_set_host(void *impl, const char *name, int rank)
+{
+    tcp_client *cl = impl;
+    pthread_mutex_lock(&cl->lock);
+    snprintf(cl->host, sizeof cl->host, "worker '%.128s' (rank %d)", name, rank);
+    pthread_mutex_unlock(&cl->lock);
+}
+
 static void tcp_close(void *impl)
 {
     tcp_client *cl = impl;
@@ -595,6 +613,8 @@ static const ferry__store_backend tcp_backend = {
     .del = tcp_delete,
     .stats = tcp_stats,
     .is_connected = tcp_is_connected,
+    .has_host = tcp_has_host,
+    .set_host = tcp_set_host,
     .close = tcp_close,
 };
 
@@ -733,4 +753,15 @@ ferry_status ferry__store_stats(ferry__store *st, uint64_t *keys, uint64_t *requ
 bool ferry__store_is_connected(const ferry__store *st)
 {
     return st && st->backend->is_connected(st->impl);
+}
+
+bool ferry__store_has_host(const ferry__store *st)
+{
+    return st && st->backend->has_host && st->backend->has_host(st->impl);
+}
+
+void ferry__store_set_host(ferry__store *st, const char *name, int rank)
+{
+    if (st && name && st->backend->set_host)
+        st->backend->set_host(st->impl, name, rank);
 }

@@ -50,11 +50,21 @@ FERRY_API const char *ferry_strerror(ferry_status status);
 FERRY_API ferry_status ferry_last_status(void);
 FERRY_API const char *ferry_last_error(void);
 
+/* When the last failure on this thread is FERRY_EREMOTE (a remote function failed), the code that
+   function itself failed with (FERRY_EINVAL for `ferry_set_error(FERRY_EINVAL, ...)`); through
+   nested calls (A calls B, whose function passes up the FERRY_EREMOTE of its own call to C) the
+   innermost function's code. FERRY_EREMOTE when the callee's code is not known (a peer that does
+   not send it). For any other last failure, the same as ferry_last_status(). Per thread. */
+FERRY_API ferry_status ferry_last_remote_status(void);
+
 /* Records `status` and a printf-style message as this thread's last error and returns `status`.
    `fmt` NULL records ferry_strerror(status); messages are cut at 1023 bytes. `fmt` may format
    ferry_last_error() itself (to add context to an error being passed up).
    A remote function returns `ferry_set_error(FERRY_EINVAL, "bad shape %d", n)`; its caller sees
-   FERRY_EREMOTE with a message naming the worker, the function and "bad shape ...". */
+   FERRY_EREMOTE with a message naming the worker, the function and "bad shape ...", and
+   ferry_last_remote_status() FERRY_EINVAL. Setting FERRY_EREMOTE while the last error already is
+   FERRY_EREMOTE (passing a remote failure up with more context) keeps its remote status; any
+   other call makes the remote status `status`. */
 FERRY_API ferry_status ferry_set_error(ferry_status status, const char *fmt, ...) FERRY_PRINTF(2, 3);
 FERRY_API ferry_status ferry_set_errorv(ferry_status status, const char *fmt, va_list ap);
 

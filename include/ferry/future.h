@@ -54,6 +54,11 @@ FERRY_API bool ferry_future_done(const ferry_future *f);
 FERRY_API const char *ferry_future_error(const ferry_future *f);
 /* FERRY_OK for success, the error code, FERRY_EAGAIN while pending, FERRY_EINVAL for NULL. */
 FERRY_API ferry_status ferry_future_status(const ferry_future *f);
+/* For a future failed with FERRY_EREMOTE (a remote function failed): the code that function
+   itself failed with, the innermost one through nested calls (as ferry_last_remote_status), or
+   FERRY_EREMOTE when not known (a peer that does not send it, ferry_future_set_error). Otherwise
+   the same as ferry_future_status. */
+FERRY_API ferry_status ferry_future_remote_status(const ferry_future *f);
 
 /* A new future (new reference) completed with fn's result once `f` (borrowed) completes. fn runs
    exactly once, even if f failed (fn inspects it), on a pool thread; only when no pool can take

@@ -75,13 +75,14 @@ FERRY_API ferry_status ferry_register_class(const char *name, const ferry_class_
 /* Constructs an object of class `cls` here (no RPC needed): a new reference to a value of kind
    FERRY_VALUE_OBJECT, or NULL with FERRY_EINVAL (NULL class, args not a list, kwargs not a
    dict), FERRY_EUNKNOWN_FUNCTION (no such class), the constructor's own error, FERRY_ENOMEM. */
-FERRY_API ferry_value *ferry_object_new(const char *cls, ferry_value *args, ferry_value *kwargs);
+FERRY_API ferry_value *ferry_object_new(const char *cls, const ferry_value *args,
+                                        const ferry_value *kwargs);
 /* Runs `method` on a local object with the same one-at-a-time rule as remote calls. The result
    (new reference; a none value for none) or NULL with FERRY_ETYPE (not an object),
    FERRY_EUNKNOWN_FUNCTION (no such method: the message names class and method), FERRY_EINVAL,
    or the method's own error. */
-FERRY_API ferry_value *ferry_object_call(ferry_value *obj, const char *method, ferry_value *args,
-                                         ferry_value *kwargs);
+FERRY_API ferry_value *ferry_object_call(ferry_value *obj, const char *method,
+                                         const ferry_value *args, const ferry_value *kwargs);
 /* The object's class name and its pointer (what the constructor made), borrowed; NULL with
    FERRY_ETYPE when `obj` is not an object. */
 FERRY_API const char *ferry_object_class(const ferry_value *obj);
@@ -94,8 +95,9 @@ FERRY_API void *ferry_object_ptr(const ferry_value *obj);
    the construction (no such class there, the constructor failed, the timeout passed) surface on
    first use of the RRef, as with ferry_remote. NULL only for errors found before sending, as
    ferry_remote. */
-FERRY_API ferry_rref *ferry_remote_object(const char *to, const char *cls, ferry_value *args,
-                                          ferry_value *kwargs, double timeout);
+FERRY_API ferry_rref *ferry_remote_object(const char *to, const char *cls,
+                                          const ferry_value *args, const ferry_value *kwargs,
+                                          double timeout);
 
 /* Runs `method` of the object an RRef refers to, on its owner: rref.rpc_sync().method(*args),
    rref.rpc_async().method(*args) and rref.remote().method(*args). The _remote form keeps the
@@ -109,13 +111,13 @@ FERRY_API ferry_rref *ferry_remote_object(const char *to, const char *cls, ferry
    on a constructed object it fails with FERRY_EINVAL, since the object cannot be sent. The
    existing proxies (ferry_rref_rpc_sync, ...) keep working on RRefs to values. */
 FERRY_API ferry_value *ferry_rref_call_sync(ferry_rref *rref, const char *method,
-                                            ferry_value *args, ferry_value *kwargs,
+                                            const ferry_value *args, const ferry_value *kwargs,
                                             double timeout);
 FERRY_API ferry_future *ferry_rref_call_async(ferry_rref *rref, const char *method,
-                                              ferry_value *args, ferry_value *kwargs,
+                                              const ferry_value *args, const ferry_value *kwargs,
                                               double timeout);
 FERRY_API ferry_rref *ferry_rref_call_remote(ferry_rref *rref, const char *method,
-                                             ferry_value *args, ferry_value *kwargs,
+                                             const ferry_value *args, const ferry_value *kwargs,
                                              double timeout);
 
 /* What this process holds, for tests and leak checks: objects alive (made and not yet
@@ -208,8 +210,8 @@ FERRY_API ferry_status ferry_group_set_functions(ferry_group *g, ferry_dispatch_
    list, kwargs not a dict), the dispatch function's error (naming the member), FERRY_ESHUTDOWN,
    FERRY_ENOMEM, or a member's send failure (naming it; the members sent before it still run,
    and their results are dropped). */
-FERRY_API ferry_future *ferry_group_call(ferry_group *g, const char *fn, ferry_value *args,
-                                         ferry_value *kwargs, ferry_dispatch dispatch,
+FERRY_API ferry_future *ferry_group_call(ferry_group *g, const char *fn, const ferry_value *args,
+                                         const ferry_value *kwargs, ferry_dispatch dispatch,
                                          ferry_collect collect, double timeout);
 
 /* Where ferry_group_remote_object constructs. */
@@ -226,14 +228,14 @@ typedef enum {
    construct policy) and the errors of ferry_remote_object (naming the member); the objects made
    before the failure are released. */
 FERRY_API ferry_group *ferry_group_remote_object(ferry_group *g, const char *cls,
-                                                 ferry_value *args, ferry_value *kwargs,
+                                                 const ferry_value *args, const ferry_value *kwargs,
                                                  ferry_construct construct);
 
 /* Runs `method` on every member's object (ferry_rref_call_async on each RRef) with the same
    policies, failure rule and errors as ferry_group_call; a method that fails or does not exist
    fails the future with FERRY_EREMOTE. FERRY_EINVAL on a worker group. */
 FERRY_API ferry_future *ferry_group_call_method(ferry_group *g, const char *method,
-                                                ferry_value *args, ferry_value *kwargs,
+                                                const ferry_value *args, const ferry_value *kwargs,
                                                 ferry_dispatch dispatch, ferry_collect collect,
                                                 double timeout);
 

@@ -95,7 +95,8 @@ FERRY_API ferry_status ferry_init_rpc(const char *name, int rank, int world_size
    there yet) are answered with FERRY_ESHUTDOWN before its pool drains, so the call returns about
    `timeout` after it started at most, on the worker hosting the rendezvous store too
    (docs/failures.md gives the bounds). A worker whose peers gave up on it first gets an error
-   naming the workers that had already left. */
+   naming the workers that had already left; when the worker hosting the store (rank 0) is gone
+   (it died, or left), the error names it as unreachable. */
 FERRY_API ferry_status ferry_shutdown(bool graceful, double timeout);
 
 /* Fills *out for the worker called `name` (borrowed; NULL = this worker). FERRY_OK,
@@ -183,7 +184,9 @@ typedef struct {
 FERRY_API ferry_status ferry_builtins(ferry_builtin_info *out, size_t cap, size_t *n);
 
 /* Calls `fn` on worker `to` (both borrowed). args (a list) and kwargs (a dict) are borrowed and
-   may be NULL. timeout is >= 0 or FERRY_TIMEOUT_DEFAULT.
+   may be NULL; they are only read, so a registered function may pass on its own (const) ones,
+   here and in every call that sends arguments (ferry_remote, ferry_rref_rpc_sync, the object
+   and group calls). timeout is >= 0 or FERRY_TIMEOUT_DEFAULT.
    rpc_sync returns the result (new reference; none is a none value) or NULL with the last error:
    FERRY_EREMOTE (the function failed), FERRY_EUNKNOWN_FUNCTION, FERRY_EUNKNOWN_WORKER,
    FERRY_ETIMEDOUT, FERRY_ESHUTDOWN, FERRY_ETRANSPORT, FERRY_EINVAL, FERRY_EPROTO, FERRY_ENOMEM.
@@ -192,10 +195,10 @@ FERRY_API ferry_status ferry_builtins(ferry_builtin_info *out, size_t cap, size_
    FERRY_EUNKNOWN_WORKER, FERRY_ETRANSPORT (the peer is known dead or the send failed),
    FERRY_ENOMEM. Tensors in args are sent from their storage without a copy: do not change them
    until the call completes. */
-FERRY_API ferry_value *ferry_rpc_sync(const char *to, const char *fn, ferry_value *args,
-                                      ferry_value *kwargs, double timeout);
-FERRY_API ferry_future *ferry_rpc_async(const char *to, const char *fn, ferry_value *args,
-                                        ferry_value *kwargs, double timeout);
+FERRY_API ferry_value *ferry_rpc_sync(const char *to, const char *fn, const ferry_value *args,
+                                      const ferry_value *kwargs, double timeout);
+FERRY_API ferry_future *ferry_rpc_async(const char *to, const char *fn, const ferry_value *args,
+                                        const ferry_value *kwargs, double timeout);
 
 #ifdef __cplusplus
 }

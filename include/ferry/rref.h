@@ -34,8 +34,8 @@ extern "C" {
    also by the creation future, ferry_rref_get_future). Returns NULL only for errors found
    before sending: FERRY_EINVAL (NULL or bad arguments), FERRY_EUNKNOWN_WORKER, FERRY_ESHUTDOWN
    (RPC not running), FERRY_ETRANSPORT (the request could not be sent), FERRY_ENOMEM. */
-FERRY_API ferry_rref *ferry_remote(const char *to, const char *fn, ferry_value *args,
-                                   ferry_value *kwargs, double timeout);
+FERRY_API ferry_rref *ferry_remote(const char *to, const char *fn, const ferry_value *args,
+                                   const ferry_value *kwargs, double timeout);
 
 /* torch's RRef._get_future(): a new future (new reference, the caller's own) of the RRef's
    creation. For an RRef made by ferry_remote (to another worker or to this one) it completes
@@ -53,7 +53,7 @@ FERRY_API ferry_future *ferry_rref_get_future(ferry_rref *rref);
 /* torch's RRef(value): a local OwnerRRef holding `value` itself (borrowed, retained; not
    copied). Needs a running agent. New reference, or NULL with FERRY_EINVAL (NULL value),
    FERRY_ESHUTDOWN (RPC not initialized), FERRY_ENOMEM. */
-FERRY_API ferry_rref *ferry_rref_new(ferry_value *value);
+FERRY_API ferry_rref *ferry_rref_new(const ferry_value *value);
 
 /* Fetches the value. On a user it asks the owner (which waits for the value if it is still being
    computed) and returns a copy; `timeout` bounds the fetch (torch's RPC-timeout wording). On the
@@ -87,12 +87,14 @@ FERRY_API const char *ferry_rref_owner_name(const ferry_rref *rref);
    Results and errors as ferry_rpc_sync / ferry_rpc_async / ferry_remote; a function that does
    not accept the value's kind fails with its own error (FERRY_EREMOTE naming it, e.g.
    "wrong value kind"). The owner waits for the value first; `timeout` covers that wait too. */
-FERRY_API ferry_value *ferry_rref_rpc_sync(ferry_rref *rref, const char *fn, ferry_value *args,
-                                           ferry_value *kwargs, double timeout);
-FERRY_API ferry_future *ferry_rref_rpc_async(ferry_rref *rref, const char *fn, ferry_value *args,
-                                             ferry_value *kwargs, double timeout);
-FERRY_API ferry_rref *ferry_rref_remote(ferry_rref *rref, const char *fn, ferry_value *args,
-                                        ferry_value *kwargs, double timeout);
+FERRY_API ferry_value *ferry_rref_rpc_sync(ferry_rref *rref, const char *fn,
+                                           const ferry_value *args, const ferry_value *kwargs,
+                                           double timeout);
+FERRY_API ferry_future *ferry_rref_rpc_async(ferry_rref *rref, const char *fn,
+                                             const ferry_value *args, const ferry_value *kwargs,
+                                             double timeout);
+FERRY_API ferry_rref *ferry_rref_remote(ferry_rref *rref, const char *fn, const ferry_value *args,
+                                        const ferry_value *kwargs, double timeout);
 
 /* Reference counting. Releasing the last reference to a UserRRef tells its owner (in the
    background: release never blocks). Both accept NULL. */

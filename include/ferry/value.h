@@ -65,7 +65,7 @@ FERRY_API ferry_value *ferry_list_from(ferry_value *const *items, size_t n);
    FERRY_ETYPE (NULL or not a dict), FERRY_EINVAL (NULL key or value, v is the dict itself, or the
    dict is shared), FERRY_ENOMEM. */
 FERRY_API ferry_value *ferry_dict_new(void);
-FERRY_API ferry_status ferry_dict_set(ferry_value *dict, const char *key, ferry_value *v);
+FERRY_API ferry_status ferry_dict_set(ferry_value *dict, const char *key, const ferry_value *v);
 
 /* The kind of v; FERRY_VALUE_NONE for NULL (no error recorded). */
 FERRY_API ferry_kind ferry_value_kind(const ferry_value *v);

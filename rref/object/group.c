@@ -198,8 +198,9 @@ void ferry_group_release(ferry_group *g)
 
 /* ---- object groups ---- */
 
-ferry_group *ferry_group_remote_object(ferry_group *g, const char *cls, ferry_value *args,
-                                       ferry_value *kwargs, ferry_construct construct)
+ferry_group *ferry_group_remote_object(ferry_group *g, const char *cls,
+                                       const ferry_value *args, const ferry_value *kwargs,
+                                       ferry_construct construct)
 {
     if (!g || !cls)
         return ferry__fail_null(FERRY_EINVAL, "an object group needs a group and a class name");
@@ -424,7 +425,7 @@ static void release_shares(ferry_value **shares, size_t n)
 }
 
 static ferry_future *group_launch(ferry_group *g, const char *target, call_kind kind,
-                                  ferry_value *args, ferry_value *kwargs,
+                                  const ferry_value *args, const ferry_value *kwargs,
                                   ferry_dispatch dispatch, ferry_collect collect, double timeout)
 {
     ferry_dispatch_fn dispatch_fn = NULL;
@@ -474,16 +475,17 @@ static ferry_future *group_launch(ferry_group *g, const char *target, call_kind 
     return NULL;
 }
 
-ferry_future *ferry_group_call(ferry_group *g, const char *fn, ferry_value *args,
-                               ferry_value *kwargs, ferry_dispatch dispatch,
+ferry_future *ferry_group_call(ferry_group *g, const char *fn, const ferry_value *args,
+                               const ferry_value *kwargs, ferry_dispatch dispatch,
                                ferry_collect collect, double timeout)
 {
     return group_launch(g, fn, CALL_FUNCTION, args, kwargs, dispatch, collect, timeout);
 }
 
-ferry_future *ferry_group_call_method(ferry_group *g, const char *method, ferry_value *args,
-                                      ferry_value *kwargs, ferry_dispatch dispatch,
-                                      ferry_collect collect, double timeout)
+ferry_future *ferry_group_call_method(ferry_group *g, const char *method,
+                                      const ferry_value *args, const ferry_value *kwargs,
+                                      ferry_dispatch dispatch, ferry_collect collect,
+                                      double timeout)
 {
     return group_launch(g, method, CALL_METHOD, args, kwargs, dispatch, collect, timeout);
 }

@@ -11,6 +11,7 @@
 #include "core/alloc.h"
 #include "core/error.h"
 #include "core/value_impl.h"
+#include "core/value_lent.h"
 #include "ferry/ops.h"
 #include "ferry/tensor.h"
 
@@ -555,8 +556,8 @@ ferry_status ferry__group_share(ferry_dispatch how, ferry_dispatch_fn fn, void *
     *member_args = *member_kwargs = NULL;
     switch (how) {
     case FERRY_DISPATCH_ALL:
-        *member_args = ferry_value_retain((ferry_value *)args);
-        *member_kwargs = ferry_value_retain((ferry_value *)kwargs);
+        *member_args = ferry_value_retain(ferry__value_lent(args));
+        *member_kwargs = ferry_value_retain(ferry__value_lent(kwargs));
         return FERRY_OK;
     case FERRY_DISPATCH_SLICE:
         return ferry__group_slice(args, kwargs, n, index, member_args, member_kwargs);

@@ -12,6 +12,7 @@
 #include "core/error.h"
 #include "core/future_impl.h"
 #include "core/pool.h"
+#include "core/value_lent.h"
 #include "core/value_shared.h"
 #include "rpc/module.h"
 #include "rref/object/object_impl.h"
@@ -47,8 +48,8 @@ ferry__call *ferry__call_new(const char *method, const ferry_value *args,
         ferry__free(c);
         return ferry__fail_null(FERRY_ENOMEM, "out of memory for a call of '%s'", method);
     }
-    c->args = ferry_value_retain((ferry_value *)args);
-    c->kwargs = ferry_value_retain((ferry_value *)kwargs);
+    c->args = ferry_value_retain(ferry__value_lent(args));
+    c->kwargs = ferry_value_retain(ferry__value_lent(kwargs));
     c->remote = remote;
     ferry__carry_capture(&c->carried);
     *result = ferry_future_retain(c->result);

@@ -8,6 +8,7 @@
 #include "core/alloc.h"
 #include "core/error.h"
 #include "core/value_impl.h"
+#include "core/value_lent.h"
 #include "core/value_shared.h"
 #include "rref/object/object_impl.h"
 
@@ -107,22 +108,24 @@ static ferry_status check_args(const ferry_value *args, const ferry_value *kwarg
     return FERRY_OK;
 }
 
-ferry_value *ferry_object_new(const char *cls, ferry_value *args, ferry_value *kwargs)
+ferry_value *ferry_object_new(const char *cls, const ferry_value *args, const ferry_value *kwargs)
 {
     if (!cls)
         return ferry__fail_null(FERRY_EINVAL, "NULL class name");
     if (check_args(args, kwargs) != FERRY_OK)
         return NULL;
-    ferry_value *a = args ? ferry_value_retain(args) : ferry__value_shared_empty_list();
-    ferry_value *k = kwargs ? ferry_value_retain(kwargs) : ferry__value_shared_empty_dict();
+    ferry_value *a = args ? ferry_value_retain(ferry__value_lent(args))
+                          : ferry__value_shared_empty_list();
+    ferry_value *k = kwargs ? ferry_value_retain(ferry__value_lent(kwargs))
+                            : ferry__value_shared_empty_dict();
     ferry_value *v = ferry__object_make(cls, a, k);
     ferry_value_release(a);
     ferry_value_release(k);
     return v;
 }
 
-ferry_value *ferry_object_call(ferry_value *obj, const char *method, ferry_value *args,
-                               ferry_value *kwargs)
+ferry_value *ferry_object_call(ferry_value *obj, const char *method,
+                               const ferry_value *args, const ferry_value *kwargs)
 {
     ferry__object *o = ferry__object_of(obj);
     if (!o)
@@ -132,8 +135,10 @@ ferry_value *ferry_object_call(ferry_value *obj, const char *method, ferry_value
         return ferry__fail_null(FERRY_EINVAL, "NULL method name");
     if (check_args(args, kwargs) != FERRY_OK)
         return NULL;
-    ferry_value *a = args ? ferry_value_retain(args) : ferry__value_shared_empty_list();
-    ferry_value *k = kwargs ? ferry_value_retain(kwargs) : ferry__value_shared_empty_dict();
+    ferry_value *a = args ? ferry_value_retain(ferry__value_lent(args))
+                          : ferry__value_shared_empty_list();
+    ferry_value *k = kwargs ? ferry_value_retain(ferry__value_lent(kwargs))
+                            : ferry__value_shared_empty_dict();
     ferry_value *result = ferry__object_call_here(o, method, a, k);
     ferry_value_release(a);
     ferry_value_release(k);

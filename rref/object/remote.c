@@ -10,6 +10,7 @@
 
 #include "core/error.h"
 #include "core/value_impl.h"
+#include "core/value_lent.h"
 #include "rpc/module.h"
 #include "rref/object/object_impl.h"
 #include "rref/target.h"
@@ -67,8 +68,8 @@ __attribute__((constructor)) static void object_module_register(void)
 
 /* ---- the caller's side ---- */
 
-static ferry_status check_call(const char *what, const char *name, ferry_value *args,
-                               ferry_value *kwargs)
+static ferry_status check_call(const char *what, const char *name, const ferry_value *args,
+                               const ferry_value *kwargs)
 {
     if (!name || !*name)
         return ferry__fail(FERRY_EINVAL, "%s needs a name", what);
@@ -84,13 +85,14 @@ static ferry_status check_call(const char *what, const char *name, ferry_value *
 }
 
 /* [name, args] with empty args for NULL; NULL + FERRY_ENOMEM. */
-static ferry_value *name_and_args(const char *name, ferry_value *args)
+static ferry_value *name_and_args(const char *name, const ferry_value *args)
 {
-    return ferry_args(2, ferry_string(name), args ? ferry_value_retain(args) : ferry_list_of(0));
+    return ferry_args(2, ferry_string(name),
+                      args ? ferry_value_retain(ferry__value_lent(args)) : ferry_list_of(0));
 }
 
-ferry_rref *ferry_remote_object(const char *to, const char *cls, ferry_value *args,
-                                ferry_value *kwargs, double timeout)
+ferry_rref *ferry_remote_object(const char *to, const char *cls, const ferry_value *args,
+                                const ferry_value *kwargs, double timeout)
 {
     if (check_call("ferry_remote_object", cls, args, kwargs) != FERRY_OK)
         return NULL;
@@ -102,23 +104,24 @@ ferry_rref *ferry_remote_object(const char *to, const char *cls, ferry_value *ar
     return r;
 }
 
-static bool method_ok(ferry_rref *r, const char *method, ferry_value *args, ferry_value *kwargs)
+static bool method_ok(ferry_rref *r, const char *method, const ferry_value *args,
+                      const ferry_value *kwargs)
 {
     if (!r)
         return ferry__fail(FERRY_EINVAL, "a method call needs an RRef"), false;
     return check_call("a method call", method, args, kwargs) == FERRY_OK;
 }
 
-ferry_future *ferry_rref_call_async(ferry_rref *r, const char *method, ferry_value *args,
-                                    ferry_value *kwargs, double timeout)
+ferry_future *ferry_rref_call_async(ferry_rref *r, const char *method, const ferry_value *args,
+                                    const ferry_value *kwargs, double timeout)
 {
     if (!method_ok(r, method, args, kwargs))
         return NULL;
     return ferry__rref_call_owner(r, CALL_FN, method, args, kwargs, timeout);
 }
 
-ferry_value *ferry_rref_call_sync(ferry_rref *r, const char *method, ferry_value *args,
-                                  ferry_value *kwargs, double timeout)
+ferry_value *ferry_rref_call_sync(ferry_rref *r, const char *method, const ferry_value *args,
+                                  const ferry_value *kwargs, double timeout)
 {
     ferry_future *f = ferry_rref_call_async(r, method, args, kwargs, timeout);
     if (!f)
@@ -128,8 +131,8 @@ ferry_value *ferry_rref_call_sync(ferry_rref *r, const char *method, ferry_value
     return v;
 }
 
-ferry_rref *ferry_rref_call_remote(ferry_rref *r, const char *method, ferry_value *args,
-                                   ferry_value *kwargs, double timeout)
+ferry_rref *ferry_rref_call_remote(ferry_rref *r, const char *method, const ferry_value *args,
+                                   const ferry_value *kwargs, double timeout)
 {
     if (!method_ok(r, method, args, kwargs))
         return NULL;

@@ -117,6 +117,9 @@ int main(int argc, char **argv)
                       .err_code = FERRY_EINVAL, .err_message = "bad shape 3",
                       .err_worker = "worker1"};
     rc |= write_seed(argv[1], "error_response", &err);
+    err.err_code = FERRY_EREMOTE; /* a function's failure, with the callee's own code */
+    err.err_remote = FERRY_EINVAL;
+    rc |= write_seed(argv[1], "error_remote_code", &err);
 
     ferry_value *nested = ferry_list_of(5, ferry_none(), ferry_bool(true),
                                         ferry_bytes("a\0b", 3), ferry_string("s"),

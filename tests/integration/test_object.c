@@ -195,7 +195,7 @@ static ferry_status use_kept_fn(const ferry_value *args, const ferry_value *kwar
     pthread_mutex_unlock(&st->kept_mu);
     if (!r)
         return ferry_set_error(FERRY_EINVAL, "use_kept: nothing kept");
-    *result = ferry_rref_call_sync(r, "add", (ferry_value *)args, NULL, FERRY_TIMEOUT_DEFAULT);
+    *result = ferry_rref_call_sync(r, "add", args, NULL, FERRY_TIMEOUT_DEFAULT);
     ferry_rref_release(r);
     return *result ? FERRY_OK : ferry_last_status();
 }

@@ -60,7 +60,7 @@ static ferry_future *async_min(const ferry_value *args, const ferry_value *kwarg
     ferry_get_worker_infos(NULL, 0, &world);
     char next[32];
     snprintf(next, sizeof next, "worker%d", (me.id + 1) % (int)world);
-    ferry_future *f = ferry_rpc_async(next, "min", (ferry_value *)args, NULL, FERRY_TIMEOUT_DEFAULT);
+    ferry_future *f = ferry_rpc_async(next, "min", args, NULL, FERRY_TIMEOUT_DEFAULT);
     if (!f)
         return NULL;
     ferry_future *g = ferry_future_then(f, plus_one_then, NULL);
