@@ -98,6 +98,18 @@ static int body_remote_status(int rank, int world, const rpc_case *c)
     RANK_CHECK(child && ferry_future_wait(child, 0) == FERRY_EREMOTE);
     RANK_CHECK(ferry_future_remote_status(child) == FERRY_EINVAL);
     ferry_future_release(child);
+    /* wait_all passes the failed input's code on, done already or not. */
+    ferry_clear_error();
+    RANK_CHECK(!ferry_future_wait_all(&f, 1, 0) && ferry_last_status() == FERRY_EREMOTE);
+    RANK_CHECK(ferry_last_remote_status() == FERRY_EINVAL);
+    ferry_future *two[2] = {
+        ferry_rpc_async("worker1", "fail_enotsup", NULL, NULL, FERRY_TIMEOUT_DEFAULT), f};
+    RANK_CHECK(two[0]);
+    ferry_clear_error();
+    RANK_CHECK(!ferry_future_wait_all(two, 2, 0) && ferry_last_status() == FERRY_EREMOTE);
+    ferry_status first = ferry_last_remote_status();
+    RANK_CHECK(first == FERRY_EINVAL || first == FERRY_ENOTSUP);
+    ferry_future_release(two[0]);
     ferry_future_release(f);
     /* A future failed by hand with FERRY_EREMOTE has no known cause. */
     f = ferry_future_new();
