@@ -1,8 +1,9 @@
 /* The function registry: an open-addressing hash table of name -> entry (linear probing, grown
-   by doubling, removal by shifting the entries that follow back). A name is taken once: the
-   same function registered again is a no-op (modules register theirs at every start), another
-   one under a taken name is refused unless the caller asks for a replacement (the replace
-   calls) or unregisters the name first. The builtins are in the table before any user
+   by doubling, removal by shifting the entries that follow back). A name is taken once: a
+   second registration under a taken name is refused, the same function included, unless the
+   caller asks for a replacement (the replace calls) or unregisters the name first. ferry's own
+   modules register theirs at every start through ferry__register_module_function, for which
+   the same function again is a no-op. The builtins are in the table before any user
    registration, so their names are taken too; a builtin replaced or unregistered is no longer
    one (ferry_builtins stops listing it). */
 #include "rpc/registry.h"
@@ -67,7 +68,14 @@ static bool same_entry(const ferry__fn_entry *a, const ferry__fn_entry *b)
            a->user == b->user;
 }
 
-static ferry_status add(const char *name, const ferry__fn_entry *e, bool replace)
+/* How add() treats a name already taken. */
+typedef enum {
+    ADD_NEW,     /* refused, whatever is registered there (users' register calls) */
+    ADD_ONCE,    /* the same entry again is a no-op, another is refused (modules) */
+    ADD_REPLACE, /* replaced (the replace calls) */
+} add_mode;
+
+static ferry_status add(const char *name, const ferry__fn_entry *e, add_mode mode)
 {
     if (!name || !*name || strlen(name) >= FERRY_MAX_NAME_LEN)
         return ferry__fail(FERRY_EINVAL, "function names must be non-empty and shorter than %d bytes",
@@ -82,14 +90,17 @@ static ferry_status add(const char *name, const ferry__fn_entry *e, bool replace
         rc = grow();
     if (rc == FERRY_OK) {
         slot *s = find(reg.slots, reg.cap, name);
-        if (s->name && replace) {
+        if (s->name && mode == ADD_REPLACE) {
             s->entry = *e;
             s->is_builtin = registering_builtins;
-        } else if (s->name && !same_entry(&s->entry, e)) {
+        } else if (s->name && (mode == ADD_NEW || !same_entry(&s->entry, e))) {
             rc = ferry__fail(FERRY_EINVAL, "function '%s' is already registered%s: "
                              "ferry_replace_function(\"%s\", ...) replaces it, "
                              "ferry_unregister_function(\"%s\") frees the name", name,
-                             s->is_builtin ? " (it is a builtin)" : " with another function",
+                             s->is_builtin              ? " (it is a builtin)"
+                             : same_entry(&s->entry, e) ? " (by an earlier call with this "
+                                                          "same function)"
+                                                        : " with another function",
                              name, name);
         } else if (!s->name) {
             s->name = ferry__strdup(name);
@@ -177,41 +188,47 @@ bool ferry__registry_lookup(const char *name, ferry__fn_entry *out)
 ferry_status ferry_register_function(const char *name, ferry_fn fn, void *user)
 {
     ferry__fn_entry e = {.kind = FERRY__FN_SYNC, .fn = fn, .user = user};
-    return add(name, &e, false);
+    return add(name, &e, registering_builtins ? ADD_ONCE : ADD_NEW);
+}
+
+ferry_status ferry__register_module_function(const char *name, ferry_fn fn, void *user)
+{
+    ferry__fn_entry e = {.kind = FERRY__FN_SYNC, .fn = fn, .user = user};
+    return add(name, &e, ADD_ONCE);
 }
 
 ferry_status ferry_register_nonblocking_function(const char *name, ferry_fn fn, void *user)
 {
     ferry__fn_entry e = {.kind = FERRY__FN_NONBLOCKING, .fn = fn, .user = user};
-    return add(name, &e, false);
+    return add(name, &e, registering_builtins ? ADD_ONCE : ADD_NEW);
 }
 
 ferry_status ferry_register_async_function(const char *name, ferry_async_fn fn, void *user)
 {
     ferry__fn_entry e = {.kind = FERRY__FN_ASYNC, .async_fn = fn, .user = user};
-    return add(name, &e, false);
+    return add(name, &e, ADD_NEW);
 }
 
 ferry_status ferry__register_nonblocking_async(const char *name, ferry_async_fn fn, void *user)
 {
     ferry__fn_entry e = {.kind = FERRY__FN_ASYNC_NONBLOCKING, .async_fn = fn, .user = user};
-    return add(name, &e, false);
+    return add(name, &e, ADD_ONCE);
 }
 
 ferry_status ferry_replace_function(const char *name, ferry_fn fn, void *user)
 {
     ferry__fn_entry e = {.kind = FERRY__FN_SYNC, .fn = fn, .user = user};
-    return add(name, &e, true);
+    return add(name, &e, ADD_REPLACE);
 }
 
 ferry_status ferry_replace_nonblocking_function(const char *name, ferry_fn fn, void *user)
 {
     ferry__fn_entry e = {.kind = FERRY__FN_NONBLOCKING, .fn = fn, .user = user};
-    return add(name, &e, true);
+    return add(name, &e, ADD_REPLACE);
 }
 
 ferry_status ferry_replace_async_function(const char *name, ferry_async_fn fn, void *user)
 {
     ferry__fn_entry e = {.kind = FERRY__FN_ASYNC, .async_fn = fn, .user = user};
-    return add(name, &e, true);
+    return add(name, &e, ADD_REPLACE);
 }

@@ -37,8 +37,12 @@ typedef struct {
 
 /* Registers an async function that never blocks before returning its future, for modules
    that must see their requests in arrival order (method calls on one object). As
-   ferry_register_async_function otherwise. */
+   ferry_register_async_function otherwise, but the same function again is a no-op, as for
+   ferry__register_module_function. */
 ferry_status ferry__register_nonblocking_async(const char *name, ferry_async_fn fn, void *user);
+/* ferry_register_function for ferry's own modules, which register at every start: the same
+   function under its name again is a no-op (another one is refused as for users). */
+ferry_status ferry__register_module_function(const char *name, ferry_fn fn, void *user);
 /* Copies the entry for `name` into *out; false if there is none. */
 bool ferry__registry_lookup(const char *name, ferry__fn_entry *out);
 /* True when `name` is registered as ferry's own builtin (not replaced or unregistered since). */

@@ -75,7 +75,7 @@ static ferry_status proxy_fn(const ferry_value *args, const ferry_value *kwargs,
 
 ferry_status ferry__rref_register_proxy(void)
 {
-    return ferry_register_function(PROXY_FN, proxy_fn, NULL);
+    return ferry__register_module_function(PROXY_FN, proxy_fn, NULL);
 }
 
 ferry_future *ferry_rref_rpc_async(ferry_rref *r, const char *fn, const ferry_value *args,

@@ -69,7 +69,7 @@ static ferry_status rref_backward_fn(const ferry_value *args, const ferry_value 
 
 ferry_status ferry__dist_register_functions(void)
 {
-    return ferry_register_function(DIST_RREF_BACKWARD_FN, rref_backward_fn, NULL);
+    return ferry__register_module_function(DIST_RREF_BACKWARD_FN, rref_backward_fn, NULL);
 }
 
 ferry_status ferry_rref_backward(ferry_rref *rref, int64_t ctx, bool retain_graph)

@@ -52,7 +52,7 @@ static ferry_future *call_fn(const ferry_value *args, const ferry_value *kwargs,
 
 static ferry_status object_start(ferry__agent *agent, void **state)
 {
-    ferry_status rc = ferry_register_function(NEW_FN, new_fn, NULL);
+    ferry_status rc = ferry__register_module_function(NEW_FN, new_fn, NULL);
     return rc != FERRY_OK ? rc : ferry__register_nonblocking_async(CALL_FN, call_fn, NULL);
 }
 

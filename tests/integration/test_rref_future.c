@@ -148,7 +148,8 @@ static int body_creation(int rank, int world, const rpc_case *c)
             RANK_CHECK(!ferry_rref_to_here(bad, FERRY_TIMEOUT_DEFAULT));
             RANK_CHECK(strcmp(ferry_last_error(), "RRef creation via rpc.remote() timed out, and "
                               "it is possible that the RRef on the owner node does not "
-                              "exist.") == 0);
+                              "exist. (remote() of 'sleep' on worker 'worker1' did not finish "
+                              "within 100 ms)") == 0);
         }
         ferry_rref_release(bad);
     }

@@ -27,7 +27,10 @@ static ferry_status fn_b(const ferry_value *args, const ferry_value *kwargs, fer
 Test(registry, takes_a_name_once_when_another_function_asks_for_it, .timeout = 5)
 {
     cr_assert_eq(ferry_register_function("reg_once", fn_a, NULL), FERRY_OK);
-    cr_expect_eq(ferry_register_function("reg_once", fn_a, NULL), FERRY_OK, "the same again");
+    cr_expect_eq(ferry_register_function("reg_once", fn_a, NULL), FERRY_EINVAL, "the same again");
+    cr_expect(strstr(ferry_last_error(), "'reg_once' is already registered (by an earlier call "
+                                         "with this same function)"),
+              "%s", ferry_last_error());
     cr_expect_eq(ferry_register_function("reg_once", fn_b, NULL), FERRY_EINVAL);
     cr_expect(strstr(ferry_last_error(), "'reg_once' is already registered with another"), "%s",
               ferry_last_error());
@@ -39,6 +42,19 @@ Test(registry, takes_a_name_once_when_another_function_asks_for_it, .timeout = 5
     ferry__fn_entry e;
     cr_assert(ferry__registry_lookup("reg_once", &e));
     cr_expect(e.fn == fn_a && e.kind == FERRY__FN_SYNC, "the first registration stands");
+}
+
+/* ferry's own modules register at every start: for them the same function again is a no-op. */
+Test(registry, lets_a_module_register_its_function_at_every_start, .timeout = 5)
+{
+    cr_assert_eq(ferry__register_module_function("reg_module", fn_a, NULL), FERRY_OK);
+    cr_expect_eq(ferry__register_module_function("reg_module", fn_a, NULL), FERRY_OK);
+    cr_expect_eq(ferry__register_module_function("reg_module", fn_b, NULL), FERRY_EINVAL);
+    cr_expect_eq(ferry_register_function("reg_module", fn_a, NULL), FERRY_EINVAL);
+    cr_expect_eq(ferry_replace_function("reg_module", fn_b, NULL), FERRY_OK);
+    ferry__fn_entry e;
+    cr_assert(ferry__registry_lookup("reg_module", &e));
+    cr_expect(e.fn == fn_b);
 }
 
 Test(registry, refuses_a_builtins_name_until_it_is_unregistered, .timeout = 5)
