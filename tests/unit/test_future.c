@@ -10,6 +10,7 @@
 #include "core/error.h"
 #include "core/future_impl.h"
 #include "test_util.h"
+#include "test_future_util.h"
 
 Test(future_basic, gives_value_when_set, .timeout = 5)
 {
@@ -182,19 +183,6 @@ static ferry_value *count_call(ferry_future *done, void *user)
 {
     atomic_fetch_add((atomic_int *)user, 1);
     return ferry_none();
-}
-
-typedef struct {
-    ferry_future **futures;
-    int from, to;
-} complete_range;
-
-static void *complete_range_main(void *arg)
-{
-    complete_range *r = arg;
-    for (int i = r->from; i < r->to; i++)
-        ferry_future_set_value(r->futures[i], NULL);
-    return NULL;
 }
 
 Test(future_then, runs_each_callback_once_when_8_threads_complete_1000, .timeout = 20)

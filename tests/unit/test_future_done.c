@@ -10,6 +10,7 @@
 #include "core/alloc.h"
 #include "core/future_impl.h"
 #include "test_util.h"
+#include "test_future_util.h"
 
 typedef struct {
     atomic_int calls;
@@ -176,19 +177,6 @@ Test(future_done_callback, refuses_bad_arguments_and_reports_enomem, .timeout = 
     cr_assert(rc == FERRY_OK || rc == FERRY_ENOMEM);
     ferry_assert_ok(ferry_future_set_value(f, NULL));
     ferry_future_release(f);
-}
-
-typedef struct {
-    ferry_future **futures;
-    int from, to;
-} complete_range;
-
-static void *complete_range_main(void *arg)
-{
-    complete_range *r = arg;
-    for (int i = r->from; i < r->to; i++)
-        ferry_future_set_value(r->futures[i], NULL);
-    return NULL;
 }
 
 typedef struct {
