@@ -136,9 +136,10 @@ typedef ferry_future *(*ferry_async_fn)(const ferry_value *args, const ferry_val
    no peer can call a name not there yet). A name is taken once: registering under a taken name,
    a builtin's included (torch.add, min, ...), is FERRY_EINVAL, even with the same function
    (a program that registers at every ferry_init_rpc registers once, or replaces):
-   ferry_replace_function takes the name over, ferry_unregister_function frees it. Names are non-empty and shorter than FERRY_MAX_NAME_LEN;
-   the name is copied, `user` is passed to every call as is and must stay valid while
-   registered. FERRY_OK, FERRY_EINVAL (bad name, NULL fn, name taken), FERRY_ENOMEM. */
+   ferry_replace_function takes the name over, ferry_unregister_function frees it. Names are
+   non-empty and shorter than FERRY_MAX_NAME_LEN; the name is copied, `user` is passed to every
+   call as is and must stay valid while registered. FERRY_OK, FERRY_EINVAL (bad name, NULL fn,
+   name taken), FERRY_ENOMEM. */
 FERRY_API ferry_status ferry_register_function(const char *name, ferry_fn fn, void *user);
 /* Frees `name` (a user's function or a builtin) so another function may take it; calls to it
    fail as unknown meanwhile. FERRY_OK, or FERRY_EINVAL when nothing is registered under it. */
