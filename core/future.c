@@ -352,6 +352,11 @@ ferry_status ferry_future_wait(ferry_future *f, double timeout)
             return ferry__fail(FERRY_EAGAIN, "the wait ran out after %g s; the future is "
                                "still pending", timeout);
     }
+    return ferry__future_report(f);
+}
+
+ferry_status ferry__future_report(const ferry_future *f)
+{
     if (f->status == FERRY_EREMOTE)
         return ferry__set_remote_error(f->remote, "%s", error_text(f));
     if (f->status != FERRY_OK)

@@ -215,14 +215,8 @@ ferry_value *ferry_future_wait_all(ferry_future **futures, size_t n, double time
         done++;
     if (done == n) {
         for (size_t i = 0; i < n; i++) {
-            ferry_status rc = ferry_future_status(futures[i]);
-            if (rc == FERRY_EREMOTE) {
-                ferry__set_remote_error(ferry_future_remote_status(futures[i]), "%s",
-                                        ferry_future_error(futures[i]));
+            if (ferry__future_report(futures[i]) != FERRY_OK)
                 return NULL;
-            }
-            if (rc != FERRY_OK)
-                return ferry__fail_null(rc, "%s", ferry_future_error(futures[i]));
         }
         return values_of(futures, n);
     }

@@ -26,6 +26,10 @@ ferry_status ferry__future_complete_steal(ferry_future *f, ferry_value *v);
    as soon as one fails. Arguments, references and errors as ferry_future_collect_all's. */
 ferry_future *ferry__future_all_of(ferry_future **futures, size_t n);
 
+/* A completed future's outcome as this thread's last error, as ferry_future_wait reports it:
+   FERRY_OK for success, else its code (the callee's own code kept behind a FERRY_EREMOTE). */
+ferry_status ferry__future_report(const ferry_future *f);
+
 /* ferry_future_set_error, and when `status` is FERRY_EREMOTE, `remote` is the callee's own code
    that ferry_future_remote_status reads (FERRY_OK or out of range: not known, FERRY_EREMOTE). */
 ferry_status ferry__future_set_error_remote(ferry_future *f, ferry_status status,

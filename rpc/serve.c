@@ -194,11 +194,7 @@ static void async_done(ferry_future *f, void *arg)
         reply_value(j->agent, j->src, j->m, v);
         ferry_value_release(v);
     } else {
-        if (ferry_future_status(f) == FERRY_EREMOTE)
-            ferry__set_remote_error(ferry_future_remote_status(f), "%s", ferry_future_error(f));
-        else
-            ferry_set_error(ferry_future_status(f), "%s", ferry_future_error(f));
-        reply_failure(j->agent, j->src, j->m, ferry_future_status(f));
+        reply_failure(j->agent, j->src, j->m, ferry__future_report(f));
     }
     server_done(j->agent);
     ferry_future_release(f);
