@@ -60,14 +60,16 @@ static ferry_status forward(const ferry_value *args, const ferry_value *kwargs,
 // One worker calls itself: forward(41) passes 41 on to echo and back.
 static void forwarding_const_arguments()
 {
-    char path[] = "/tmp/ferry-cpp-XXXXXX";
+    const char *tmp = std::getenv("TMPDIR");
+    char path[512];
+    std::snprintf(path, sizeof path, "%s/ferry-cpp-XXXXXX", tmp && *tmp ? tmp : "/tmp");
     int fd = mkstemp(path);
     expect(fd >= 0, "a rendezvous file is made");
     if (fd < 0)
         return;
     close(fd);
     unlink(path);
-    char method[64];
+    char method[sizeof path + 16];
     std::snprintf(method, sizeof method, "file://%s", path);
     ferry_rpc_options o;
     ferry_rpc_options_init(&o);
