@@ -34,8 +34,26 @@ HAVE_PMIX  := $(shell pkg-config --exists pmix 2>/dev/null && echo 1)
 PMIX_CFLAGS := $(if $(HAVE_PMIX),-DFERRY_HAVE_PMIX $(patsubst -I%,-isystem %,$(shell pkg-config --cflags pmix)))
 PMIX_LIBS  := $(if $(HAVE_PMIX),$(shell pkg-config --libs pmix))
 
-PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null) $(PMIX_CFLAGS)
-PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null) $(PMIX_LIBS)
+# CUDA: built when the CUDA Toolkit is found at CUDA_HOME (FERRY_WITH_CUDA=0 builds without).
+# The runtime is linked statically and finds the driver itself when first used, and cuBLAS and
+# NCCL are opened at their first use, so libferry loads on machines without a GPU or a driver.
+CUDA_HOME ?= /usr/local/cuda
+FERRY_WITH_CUDA ?= $(if $(wildcard $(CUDA_HOME)/include/cuda_runtime.h),1,0)
+ifeq ($(FERRY_WITH_CUDA),1)
+NVCC       ?= $(CUDA_HOME)/bin/nvcc
+HAVE_NCCL  := $(if $(wildcard $(CUDA_HOME)/include/nccl.h),1)
+CUDA_CFLAGS := -DFERRY_WITH_CUDA $(if $(HAVE_NCCL),-DFERRY_HAVE_NCCL) -isystem $(CUDA_HOME)/include
+CUDA_LIBS  := -L$(CUDA_HOME)/lib64 -lcudart_static -lrt
+CU_SRCS    := $(sort $(wildcard tensor/cuda/*.cu))
+CUDA_ARCHS ?= 80 90
+NVCC_FLAGS := -std=c++17 -O2 -g -I. -Iinclude -I$(BUILD) -DFERRY_WITH_CUDA \
+              -Xcompiler -fPIC,-fvisibility=hidden,-Wall,-Wextra,-Werror,-Wno-unused-parameter \
+              $(foreach a,$(CUDA_ARCHS),-gencode arch=compute_$(a),code=sm_$(a)) \
+              -gencode arch=compute_$(lastword $(CUDA_ARCHS)),code=compute_$(lastword $(CUDA_ARCHS))
+endif
+
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null) $(PMIX_CFLAGS) $(CUDA_CFLAGS)
+PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null) $(PMIX_LIBS) $(CUDA_LIBS)
 TEST_CFLAGS := $(shell pkg-config --cflags $(TEST_PKGS) 2>/dev/null)
 TEST_LIBS   := $(shell pkg-config --libs $(TEST_PKGS) 2>/dev/null)
 
@@ -49,7 +67,8 @@ LIB_DIRS := core tensor transport rpc rref rref/object autograd autograd/dist op
 LIB_SRCS := $(sort $(foreach d,$(LIB_DIRS),$(wildcard $(d)/*.c)))
 PROTO_C  := $(BUILD)/proto/ferry.pb-c.c
 PROTO_H  := $(BUILD)/proto/ferry.pb-c.h
-LIB_OBJS := $(LIB_SRCS:%.c=$(BUILD)/obj/%.o) $(BUILD)/obj/proto/ferry.pb-c.o
+LIB_OBJS := $(LIB_SRCS:%.c=$(BUILD)/obj/%.o) $(BUILD)/obj/proto/ferry.pb-c.o \
+            $(CU_SRCS:%.cu=$(BUILD)/obj/%.o)
 
 UNIT_SRCS  := $(sort $(wildcard tests/unit/*.c))
 INTEG_SRCS := $(sort $(wildcard tests/integration/*.c tests/fault/*.c))
@@ -95,6 +114,10 @@ $(BUILD)/obj/proto/ferry.pb-c.o: $(PROTO_C)
 $(BUILD)/obj/%.o: %.c | $(PROTO_H)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) -MMD -MP -c $< -o $@
+
+$(BUILD)/obj/%.o: %.cu | $(PROTO_H)
+	@mkdir -p $(dir $@)
+	$(NVCC) $(NVCC_FLAGS) -MMD -MP -c $< -o $@
 
 # The static library holds one prelinked object, so linking any ferry symbol brings every module
 # along (modules register themselves with lower ones from constructors).

@@ -32,6 +32,8 @@ void ferry_rpc_options_init(ferry_rpc_options *o)
     o->heartbeat_misses = 3;
     o->max_spare_threads = -1;
     o->builtin_max_bytes = 8LL << 30;
+    o->n_device_maps = 0;
+    o->n_devices = 0;
 }
 
 static ferry_status check_options(const ferry_rpc_options *o)

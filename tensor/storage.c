@@ -1,8 +1,8 @@
 /* Storage: the refcounted block of bytes that tensors view. Every view of one tensor holds a
    reference to the same storage, so memory lives until the last view goes. Memory ferry
    allocates is 64-byte aligned (vector loads, and registration with the fabric); foreign memory
-   is wrapped with the owner's deleter, which runs exactly once, on the last release. CUDA storage
-   is not built yet, so asking for it fails cleanly instead of handing out host memory. Big
+   is wrapped with the owner's deleter, which runs exactly once, on the last release. Device
+   storage comes from the device layer (tensor/device.h) and goes back to it. Big
    blocks are kept in a small cache when freed: a fresh block of megabytes costs a page fault
    (and zeroing) per page on first touch, which dominates moving a large tensor over RPC, where
    every received tensor is new memory. */
@@ -13,6 +13,7 @@
 
 #include "core/alloc.h"
 #include "core/error.h"
+#include "tensor/device.h"
 
 #if defined(__SANITIZE_ADDRESS__)
 #define CACHE_SLOTS 0 /* reuse would hide a use after free from the sanitizer */
@@ -89,27 +90,34 @@ static bool cache_put(void *data, size_t nbytes)
     return true;
 }
 
-static ferry_status check_device(ferry_device device)
+/* Device memory for a new storage on `device` (resolved), or NULL with the device's error. */
+static void *device_alloc(size_t nbytes, ferry_device device)
 {
-    if (device.type == FERRY_CUDA)
-        return ferry__fail(FERRY_ENOTSUP, "CUDA device %d: ferry was built without CUDA",
-                           device.index);
-    if (device.type != FERRY_CPU)
-        return ferry__fail(FERRY_EINVAL, "unknown device type %d", (int)device.type);
-    return FERRY_OK;
+    void *data = NULL;
+    if (ferry__device_ops_get()->alloc(device.index, nbytes, &data) != FERRY_OK)
+        return NULL;
+    return data;
 }
 
 ferry_storage *ferry__storage_new(size_t nbytes, ferry_device device)
 {
-    if (check_device(device) != FERRY_OK)
+    if (ferry__device_resolve(device, &device) != FERRY_OK)
         return NULL;
     ferry_storage *s = ferry__malloc(sizeof *s);
     if (!s)
         return ferry__fail_null(FERRY_ENOMEM, "out of memory allocating tensor storage");
-    /* a zero-byte storage still gets a real (dummy) block so data pointers are never NULL */
-    s->data = cache_take(nbytes);
-    if (!s->data)
-        s->data = ferry__malloc_aligned(nbytes);
+    if (device.type == FERRY_CUDA) {
+        s->data = device_alloc(nbytes, device);
+        if (!s->data) {
+            ferry__free(s);
+            return NULL;
+        }
+    } else {
+        /* a zero-byte storage still gets a real (dummy) block so data pointers are never NULL */
+        s->data = cache_take(nbytes);
+        if (!s->data)
+            s->data = ferry__malloc_aligned(nbytes);
+    }
     if (!s->data) {
         ferry__free(s);
         return ferry__fail_null(FERRY_ENOMEM, "out of memory allocating %zu bytes of tensor storage",
@@ -117,7 +125,7 @@ ferry_storage *ferry__storage_new(size_t nbytes, ferry_device device)
     }
     ferry__ref_init(&s->ref);
     s->nbytes = nbytes;
-    s->device = FERRY_DEVICE_CPU;
+    s->device = device;
     s->deleter = NULL;
     s->deleter_ctx = NULL;
     s->is_foreign = false;
@@ -127,7 +135,7 @@ ferry_storage *ferry__storage_new(size_t nbytes, ferry_device device)
 ferry_storage *ferry__storage_wrap(void *data, size_t nbytes, ferry_device device,
                                    void (*deleter)(void *, void *), void *ctx)
 {
-    if (check_device(device) != FERRY_OK)
+    if (ferry__device_resolve(device, &device) != FERRY_OK)
         return NULL;
     if (!data && nbytes > 0)
         return ferry__fail_null(FERRY_EINVAL, "cannot wrap NULL data of %zu bytes", nbytes);
@@ -137,7 +145,7 @@ ferry_storage *ferry__storage_wrap(void *data, size_t nbytes, ferry_device devic
     ferry__ref_init(&s->ref);
     s->data = data;
     s->nbytes = nbytes;
-    s->device = FERRY_DEVICE_CPU;
+    s->device = device;
     s->deleter = deleter;
     s->deleter_ctx = ctx;
     s->is_foreign = true;
@@ -157,6 +165,8 @@ void ferry__storage_release(ferry_storage *s)
     if (s->is_foreign) {
         if (s->deleter)
             s->deleter(s->data, s->deleter_ctx);
+    } else if (s->device.type == FERRY_CUDA) {
+        ferry__device_ops_get()->free(s->device.index, s->data);
     } else if (!cache_put(s->data, s->nbytes)) {
         ferry__free_aligned(s->data);
     }

@@ -39,7 +39,7 @@ interface() {
 header_module() {
     case $1 in
     error.h | value.h | future.h) echo core ;;
-    tensor.h | ops.h | safetensors.h) echo tensor ;;
+    tensor.h | device.h | ops.h | safetensors.h) echo tensor ;;
     autograd.h | nn.h) echo autograd ;;
     dist_autograd.h) echo autograd/dist ;;
     rpc.h) echo rpc ;;

@@ -33,7 +33,8 @@ extern "C" {
     X(FERRY_EAUTH, "authentication failed")                                    \
     X(FERRY_ECANCELED, "canceled")                                             \
     X(FERRY_EAGAIN, "still pending")                                           \
-    X(FERRY_ENOTSUP, "not supported")
+    X(FERRY_ENOTSUP, "not supported")                                          \
+    X(FERRY_EDEVICE, "device error")
 
 #define FERRY__STATUS_ENUM(name, text) name,
 typedef enum { FERRY_STATUS_LIST(FERRY__STATUS_ENUM) FERRY__STATUS_COUNT } ferry_status;

@@ -5,6 +5,7 @@
 #include "ferry/error.h"
 #include "ferry/value.h"
 #include "ferry/tensor.h"
+#include "ferry/device.h"
 #include "ferry/future.h"
 #include "ferry/rpc.h"
 #include "ferry/launch.h"

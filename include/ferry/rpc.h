@@ -8,6 +8,7 @@
 
 #include "ferry/error.h"
 #include "ferry/future.h"
+#include "ferry/tensor.h"
 #include "ferry/value.h"
 
 #ifdef __cplusplus
@@ -28,6 +29,15 @@ typedef struct {
     const char *name; /* borrowed from the agent; valid until shutdown */
     int id;           /* the worker's rank */
 } ferry_worker_info;
+
+/* One entry of a device map: tensors on `from` here, sent to `worker`, land on `to` there
+   (torch's TensorPipeRpcBackendOptions.device_maps). */
+#define FERRY_MAX_DEVICE_MAPS 64
+#define FERRY_MAX_RPC_DEVICES 64
+typedef struct {
+    char worker[FERRY_MAX_NAME_LEN];
+    ferry_device from, to;
+} ferry_device_map_entry;
 
 typedef struct {
     int num_worker_threads;  /* 16 */
@@ -61,11 +71,34 @@ typedef struct {
        before anything is allocated. Builtins that touch tensors run on the pool. 8 GiB; 0 = no
        cap. */
     long long builtin_max_bytes;
+    /* Device maps (ferry_rpc_options_set_device_map fills them) and the devices this worker
+       uses (ferry_rpc_options_set_devices; none set = every device the maps name, as torch).
+       docs/cuda.md gives the rules ferry_init_rpc checks them against. */
+    int n_device_maps;
+    ferry_device_map_entry device_maps[FERRY_MAX_DEVICE_MAPS];
+    int n_devices;
+    ferry_device devices[FERRY_MAX_RPC_DEVICES];
 } ferry_rpc_options;
 
 /* Fills *opts with torch's defaults: 16 threads, 60 s, init_method NULL, transport auto, heartbeat every
    1 s with 3 misses allowed, 4 x 16 spare threads, builtins capped at 8 GiB. NULL is ignored. */
 FERRY_API void ferry_rpc_options_init(ferry_rpc_options *opts);
+
+/* torch's options.set_device_map(worker, {from: to}), one pair per call: a tensor on `from`
+   sent to `worker` lands on `to` there, and what comes back from there lands through the inverse
+   map. Adding a pair again is a no-op. FERRY_OK, or FERRY_EINVAL for a NULL or bad name, a
+   negative index ("Device index must not be negative"), `from` already mapped to another device
+   for that worker ("`set_device_map` only supports 1-to-1 mapping, trying to map cuda:0 to cuda:1
+   and cuda:2"), or more than FERRY_MAX_DEVICE_MAPS pairs. The devices are checked against the
+   workers' real devices at ferry_init_rpc. */
+FERRY_API ferry_status ferry_rpc_options_set_device_map(ferry_rpc_options *opts,
+                                                        const char *worker, ferry_device from,
+                                                        ferry_device to);
+/* torch's options.set_devices(devices): the CUDA devices this worker's RPC uses. FERRY_OK, or
+   FERRY_EINVAL for a CPU device ("`set_devices` expect a list of CUDA devices, but got device
+   type cpu."), a negative index, n outside 0..FERRY_MAX_RPC_DEVICES or NULL with n > 0. */
+FERRY_API ferry_status ferry_rpc_options_set_devices(ferry_rpc_options *opts,
+                                                     const ferry_device *devices, int n);
 
 /* Joins the group: rendezvous through init_method, opens the fabric, connects to every worker
    and returns once all world_size workers are up. rank -1 and world_size 0 are read from the

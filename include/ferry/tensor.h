@@ -1,5 +1,5 @@
 /* Tensors: refcounted, strided views over refcounted storage, as torch's. CPU storage is aligned
-   to 64 bytes; the device field already names CUDA. All calls are thread-safe as far as the
+   to 64 bytes; device storage lives on a CUDA device (ferry/device.h). All calls are thread-safe as far as the
    objects they touch are not being written by another thread at the same time. */
 #ifndef FERRY_TENSOR_H
 #define FERRY_TENSOR_H
@@ -63,8 +63,8 @@ FERRY_API void ferry_manual_seed(uint64_t seed);
 
 /* Creation. Every call returns a new contiguous tensor (new reference) or NULL with FERRY_EINVAL
    (ndim outside 0..FERRY_MAX_DIMS, NULL sizes with ndim > 0, a negative size, more bytes than
-   memory can address, a bad dtype, an unknown device type), FERRY_ENOTSUP (a CUDA device: this
-   build has no CUDA) or FERRY_ENOMEM. Zero-size tensors are valid. `sizes` is borrowed (copied)
+   memory can address, a bad dtype, an unknown device type, a device index this process lacks),
+   FERRY_ENOTSUP (a CUDA device where there are none) or FERRY_ENOMEM. Zero-size tensors are valid. `sizes` is borrowed (copied)
    and may be NULL when ndim is 0 (a scalar). */
 FERRY_API ferry_tensor *ferry_tensor_empty(int ndim, const int64_t *sizes, ferry_dtype dtype,
                                            ferry_device device);
@@ -144,6 +144,13 @@ FERRY_API ferry_tensor *ferry_tensor_clone_data(const ferry_tensor *t);
 FERRY_API ferry_status ferry_tensor_copy_(ferry_tensor *dst, const ferry_tensor *src);
 /* A contiguous copy converted to `dtype`. */
 FERRY_API ferry_tensor *ferry_tensor_to_dtype(const ferry_tensor *t, ferry_dtype dtype);
+/* torch's t.to(device): `t` itself (retained) when it is on `device` already, else a copy with
+   the same dtype, shape, strides and values there, complete when the call returns (the source
+   device's queued work is waited for). FERRY_DEVICE_CUDA(-1) is the thread's current device.
+   NULL with FERRY_EINVAL (NULL t, unknown device type, negative or missing index: the message
+   names the devices there are), FERRY_ENOTSUP (no CUDA devices, saying why), FERRY_ENOMEM
+   (device or host memory), FERRY_EDEVICE. No autograd record (ferry_to in ops.h has one). */
+FERRY_API ferry_tensor *ferry_tensor_to(ferry_tensor *t, ferry_device device);
 
 /* torch.equal: same shape, dtype and elements. ferry_allclose: same shape and
    |a - b| <= atol + rtol * |b| everywhere (NaNs unequal), any dtypes. Both borrow their
