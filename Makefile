@@ -92,7 +92,7 @@ CRITERION_JOBS ?= 2
 FUZZ_SMOKE_S ?= 5
 FUZZ_LONG_S ?= 300
 
-.PHONY: all deps test test-unit test-integration test-asan test-netns test-launchers fuzz fuzz-smoke demo bench clean \
+.PHONY: all deps test test-unit test-integration test-asan test-nocuda test-netns test-launchers fuzz fuzz-smoke demo bench clean \
         check-symbols check-deps check-setup check-headers check-cpp bench-instructions
 
 all: $(STATIC) $(BUILD)/libferry.so $(TOOL_BINS) $(EXAMPLE_BINS)
@@ -228,6 +228,17 @@ $(BUILD)/tests/%: tests/launchers/%.c $(STATIC)
 
 test-launchers: all $(LAUNCH_BINS)
 	@$(TEST_ENV) bash tests/launchers/run.sh $(BUILD)
+
+# The other build configuration, without CUDA even where the toolkit is installed: CI runs it
+# after `make test`. The unit tests and every device test (the emulation) run in it.
+NOCUDA_BUILD ?= build-nocuda
+test-nocuda:
+	$(MAKE) --no-print-directory BUILD=$(NOCUDA_BUILD) FERRY_WITH_CUDA=0 all \
+	  $(NOCUDA_BUILD)/tests/unit_tests $(NOCUDA_BUILD)/tests/integration_tests
+	set -o pipefail; $(NOCUDA_BUILD)/tests/unit_tests --jobs $(CRITERION_JOBS) 2>&1 | \
+	  tee $(NOCUDA_BUILD)/unit.log
+	set -o pipefail; $(NOCUDA_BUILD)/tests/integration_tests --jobs 1 --filter 'device*/*' 2>&1 | \
+	  tee $(NOCUDA_BUILD)/integration.log
 
 test-asan:
 	$(MAKE) BUILD=build-asan SANITIZE=1 OPT=-O1 FUZZ_SMOKE_S=0 \
