@@ -39,6 +39,7 @@ ferry_status ferry__cuda_fail(int cuda_error, int device, const char *what)
     cudaError_t err = (cudaError_t)cuda_error;
     if (err == cudaSuccess)
         return FERRY_OK;
+    cudaGetLastError(); /* the failure is reported here: later calls must not see it again */
     ferry_status rc = FERRY_EDEVICE;
     if (err == cudaErrorMemoryAllocation)
         rc = FERRY_ENOMEM;

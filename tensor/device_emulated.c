@@ -1,7 +1,8 @@
 /* The emulation backend: FERRY_EMULATE_DEVICES=N pretends this process has N CUDA devices whose
    memory is host memory. Each device counts what it holds against a capacity
    (FERRY_EMULATE_DEVICE_MEMORY bytes, 4 GiB by default), so running out of device memory is an
-   error tests can reach. Streams and events are in device_emulated_stream.c: real queues, each
+   error tests can reach; FERRY_EMULATE_DEVICE_DELAY_US=N holds every queued operation back N
+   microseconds, so a missing stream wait shows up as stale data. Streams and events are in device_emulated_stream.c: real queues, each
    drained by its own thread. */
 #include "tensor/device_emulated.h"
 
@@ -103,7 +104,6 @@ static void emu_free(int index, void *ptr)
     if (s) {
         ferry__emu_free_on(s, index, ptr);
     } else {
-        ferry_clear_error();
         ferry__emu_release(index, ptr);
     }
 }

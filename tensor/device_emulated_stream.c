@@ -245,7 +245,7 @@ void ferry__emu_free_on(ferry__stream *s, int index, void *ptr)
         if (enqueue(s, o) == FERRY_OK)
             return;
     }
-    ferry_clear_error(); /* no memory to queue the free: wait for the stream, free it here */
+    /* no memory to queue the free: wait for the stream, free it here */
     ferry__emu_stream_sync(s);
     ferry__emu_release(index, ptr);
 }
