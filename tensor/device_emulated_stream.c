@@ -163,6 +163,7 @@ static ferry_status enqueue(ferry__stream *s, op *o)
     if (s->stopped) {
         pthread_mutex_unlock(&s->lock);
         uint64_t seq = o->seq;
+        wait_for(s, seq - 1); /* the thread may still be running what came before */
         run_op(o);
         finish(s, seq);
         return FERRY_OK;

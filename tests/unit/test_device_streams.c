@@ -4,6 +4,8 @@
    holds every operation back, so a missing wait would read stale bytes. */
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "common/test_util.h"
 #include "tensor/device.h"
@@ -178,4 +180,29 @@ Test(device_stream, joins_threads_when_streams_freed, .timeout = 20)
         ops->stream_free(s);
         cr_assert_eq(b, i);
     }
+}
+
+/* A forked child has no stream threads: it starts its own and its copies still complete. */
+Test(device_stream, works_in_a_forked_child_when_parent_had_streams, .timeout = 20)
+{
+    const ferry__device_ops *ops = setup("1");
+    int *dev = dev_alloc(0, sizeof(int));
+    int v = 5;
+    ferry_assert_ok(ops->copy(ferry__device_stream(0), dev, &v, sizeof v, FERRY__COPY_H2D));
+    pid_t pid = fork(); /* the fork waits for the queued copy */
+    cr_assert_geq(pid, 0);
+    if (pid == 0) {
+        int out = 0, w = 6;
+        int ok = *dev == 5;
+        ok = ok && ops->copy(ferry__device_stream(0), dev, &w, sizeof w, FERRY__COPY_H2D) == 0;
+        ok = ok && ferry__device_copy_sync(&out, FERRY_DEVICE_CPU, dev, FERRY_DEVICE_CUDA(0),
+                                           sizeof out) == FERRY_OK;
+        _exit(ok && out == 6 ? 0 : 1);
+    }
+    int status = 0;
+    cr_assert_eq(waitpid(pid, &status, 0), pid);
+    cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "the child's copies failed");
+    ferry_assert_ok(ferry__device_sync(0));
+    cr_assert_eq(*dev, 5, "the child's write stays in the child");
+    ferry__device_free(0, dev, sizeof(int));
 }
