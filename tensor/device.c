@@ -109,7 +109,9 @@ bool ferry__device_host_accessible(ferry_device device)
 ferry_status ferry_cuda_set_device(int index)
 {
     ferry_device d = FERRY_DEVICE_CPU;
-    ferry_status rc = ferry__device_resolve(FERRY_DEVICE_CUDA(index < 0 ? -2 : index), &d);
+    if (index < 0) /* -1 is not "the current device" here */
+        return ferry__fail(FERRY_EINVAL, "cuda:%d: Device index must not be negative", index);
+    ferry_status rc = ferry__device_resolve(FERRY_DEVICE_CUDA(index), &d);
     if (rc != FERRY_OK)
         return rc;
     current_device = d.index;

@@ -15,6 +15,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "ferry/device.h"
 #include "ferry/error.h"
@@ -31,7 +32,9 @@ typedef struct {
                               may run on it once its stream is synchronized */
     /* Devices present (0 when none, never an error). */
     int (*count)(void);
-    /* Raw device memory; the caching allocator in storage sits above these. */
+    /* Raw device memory; the caching allocator (ferry__device_alloc) sits above these. free is
+       ordered after the work queued on the device's stream (ferry__device_stream) so far, as
+       cudaFreeAsync is: the memory may be handed out again only once that stream passed it. */
     ferry_status (*alloc)(int index, size_t nbytes, void **out);
     void (*free)(int index, void *ptr);
     /* Page-locked host memory the device copies to and from at full speed. */
@@ -82,5 +85,30 @@ bool ferry__device_host_accessible(ferry_device device);
    device's stream, then that stream is synchronized. */
 ferry_status ferry__device_copy_sync(void *dst, ferry_device dst_device, const void *src,
                                      ferry_device src_device, size_t nbytes);
+
+/* The caching allocator for device memory (tensor/device_alloc.c), between storage and the
+   backend's alloc/free, so steady-state work does not call the driver per tensor. Sizes round
+   up to 512-byte granules below 1 MiB and to 2 MiB granules above; a freed block goes on its
+   device's free list for its rounded size and is handed out again only on the same device,
+   once the device's stream passed the work queued before the free. Each device caches at most
+   FERRY_DEVICE_CACHE_BYTES (read once; default 1 GiB, 0 turns caching off, and so do sanitizer
+   builds); on an allocation failure the device's cache is emptied, its stream synchronized and
+   the allocation retried once before FERRY_ENOMEM. `index` is a resolved device index. */
+ferry_status ferry__device_alloc(int index, size_t nbytes, void **out);
+/* Gives back a block from ferry__device_alloc; nbytes as asked for. NULL is ignored. */
+void ferry__device_free(int index, void *ptr, size_t nbytes);
+/* Gives every cached block of device `index` (-1: all devices) back to the backend. */
+void ferry__device_cache_empty(int index);
+
+typedef struct {
+    size_t allocated;      /* bytes in blocks handed out and not given back (rounded sizes) */
+    size_t cached;         /* bytes in free blocks kept for reuse */
+    size_t cache_limit;    /* FERRY_DEVICE_CACHE_BYTES: the most `cached` may reach */
+    uint64_t driver_allocs; /* calls to the backend's alloc (failed ones too) */
+    uint64_t driver_frees;  /* calls to the backend's free */
+    uint64_t reuses;        /* allocations served from the cache */
+} ferry__device_alloc_counters;
+/* The counters of device `index` (all zero for an index with no devices). */
+void ferry__device_alloc_stats(int index, ferry__device_alloc_counters *out);
 
 #endif

@@ -2,7 +2,8 @@
    reference to the same storage, so memory lives until the last view goes. Memory ferry
    allocates is 64-byte aligned (vector loads, and registration with the fabric); foreign memory
    is wrapped with the owner's deleter, which runs exactly once, on the last release. Device
-   storage comes from the device layer (tensor/device.h) and goes back to it. Big
+   storage comes from the device layer's caching allocator (ferry__device_alloc, which keeps
+   freed blocks per device) and goes back to it. Big host
    blocks are kept in a small cache when freed: a fresh block of megabytes costs a page fault
    (and zeroing) per page on first touch, which dominates moving a large tensor over RPC, where
    every received tensor is new memory. */
@@ -94,7 +95,7 @@ static bool cache_put(void *data, size_t nbytes)
 static void *device_alloc(size_t nbytes, ferry_device device)
 {
     void *data = NULL;
-    if (ferry__device_ops_get()->alloc(device.index, nbytes, &data) != FERRY_OK)
+    if (ferry__device_alloc(device.index, nbytes, &data) != FERRY_OK)
         return NULL;
     return data;
 }
@@ -166,7 +167,7 @@ void ferry__storage_release(ferry_storage *s)
         if (s->deleter)
             s->deleter(s->data, s->deleter_ctx);
     } else if (s->device.type == FERRY_CUDA) {
-        ferry__device_ops_get()->free(s->device.index, s->data);
+        ferry__device_free(s->device.index, s->data, s->nbytes);
     } else if (!cache_put(s->data, s->nbytes)) {
         ferry__free_aligned(s->data);
     }

@@ -2,8 +2,11 @@
    device names read ("cpu", "cuda:1", as torch prints them). ferry works the same on real GPUs
    and on an emulation that pretends to have N devices in host memory (FERRY_EMULATE_DEVICES=N
    in the environment, read once, at the first device call): everything above the device layer
-   (device maps, transfers, stream order, errors) runs the same code either way. docs/cuda.md
-   has the rules. Every call is thread-safe. */
+   (device maps, transfers, stream order, errors) runs the same code either way. Also read once:
+   FERRY_EMULATE_DEVICE_MEMORY (bytes per emulated device), FERRY_EMULATE_DEVICE_DELAY_US (each
+   queued operation waits that long, so a missing stream wait reads stale data) and
+   FERRY_DEVICE_CACHE_BYTES (freed device memory kept per device for reuse; 0 = none).
+   docs/cuda.md has the rules. Every call is thread-safe. */
 #ifndef FERRY_DEVICE_H
 #define FERRY_DEVICE_H
 
