@@ -7,7 +7,12 @@
    on real GPUs. With the emulation (FERRY_EMULATE_DEVICES) it runs the ferry rows and says the
    NCCL anchor needs GPUs; with no devices at all it says so and succeeds.
 
-   Usage: device_bench [transport] (shm by default). */
+   `device_bench hooks [transport]` measures the side channel itself, through its hooks (pick,
+   next_seq, send, recv) without the wire: the client sends a device tensor on the channel, the
+   server receives it and sends it back, beside a CPU tensor of the same size echoed in ferry
+   messages in the same run.
+
+   Usage: device_bench [hooks] [transport] (shm by default). */
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -18,6 +23,7 @@
 
 #include "bench_util.h"
 #include "ferry/ferry.h"
+#include "rpc/device_channel.h"
 
 #if defined(FERRY_WITH_CUDA) && defined(FERRY_HAVE_NCCL)
 #include "rpc/device_nccl.h"
@@ -232,8 +238,129 @@ static int run_nccl(figures *out)
 }
 #endif
 
+/* ---- hooks mode ---- */
+
+/* One echo on the channel: the client sends under its next seq and receives the server's
+   answer under the server's; the server the other way round. */
+static ferry_status channel_echo(ferry__agent *a, const ferry__device_channel *ch, int peer,
+                                 ferry_tensor *t, bool first_send)
+{
+    void *data = ferry_tensor_data(t);
+    size_t nb = ferry_tensor_nbytes(t);
+    int device = ferry_tensor_device(t).index;
+    static uint64_t recv_seq; /* this process's count of what the peer sent */
+    ferry_status rc = FERRY_OK;
+    if (first_send)
+        rc = ch->send(a, peer, ch->next_seq(a, peer), t, data, nb);
+    if (rc == FERRY_OK)
+        rc = ch->recv(a, peer, recv_seq++, data, nb, device, 60);
+    if (rc == FERRY_OK && !first_send)
+        rc = ch->send(a, peer, ch->next_seq(a, peer), t, data, nb);
+    return rc;
+}
+
+/* Both ranks: the channel rows (client: timed into f->gbps); the client also the CPU echo in
+   messages (into cpu->gbps). */
+static void hooks_rank(int rank, figures *f, figures *cpu)
+{
+    ferry__agent *a = ferry__agent_get();
+    int peer = 1 - rank;
+    ferry_device local = FERRY_DEVICE_CUDA(rank ? server_device() : 0);
+    ferry_device remote = FERRY_DEVICE_CUDA(rank ? 0 : server_device());
+    const ferry__device_channel *ch = a ? ferry__device_channel_pick(a, peer, local, remote) : NULL;
+    if (!ch) {
+        snprintf(f->why, sizeof f->why, "no side channel from %s here: %s", rank ? "server" : "client",
+                 ferry_last_status() ? ferry_last_error() : "none is usable");
+        ferry__agent_release(a);
+        return;
+    }
+    snprintf(f->why, sizeof f->why, "%s", ch->name);
+    for (int i = 0; i < N_SIZES; i++) {
+        int64_t n = (int64_t)sizes[i];
+        ferry_tensor *t = ferry_tensor_empty(1, &n, FERRY_UINT8, local);
+        double t0 = 0;
+        for (int k = 0; t && k <= iters[i]; k++) {
+            if (k == 1)
+                t0 = now_s();
+            if (channel_echo(a, ch, peer, t, rank == 0) != FERRY_OK) {
+                snprintf(f->why, sizeof f->why, "%s: %s", ch->name, ferry_last_error());
+                ferry_tensor_release(t);
+                ferry__agent_release(a);
+                return;
+            }
+        }
+        if (t)
+            f->gbps[i] = 2.0 * (double)sizes[i] / ((now_s() - t0) / iters[i]) / 1e9;
+        ferry_tensor_release(t);
+        if (rank == 0) {
+            ferry_tensor *c = ferry_tensor_empty(1, &n, FERRY_UINT8, FERRY_DEVICE_CPU);
+            ferry_value *args = c ? ferry_args(1, ferry_tensor_value(c)) : NULL;
+            ferry_tensor_release(c);
+            for (int k = 0; args && k <= iters[i]; k++) {
+                if (k == 1)
+                    t0 = now_s();
+                ferry_value_release(ferry_rpc_sync("server", "echo", args, NULL, 120));
+            }
+            if (args)
+                cpu->gbps[i] = 2.0 * (double)sizes[i] / ((now_s() - t0) / iters[i]) / 1e9;
+            ferry_value_release(args);
+        }
+    }
+    ferry__agent_release(a);
+}
+
+static int run_hooks(const char *transport)
+{
+    int port = free_port(), fds[2];
+    if (ferry_cuda_device_count() == 0 || pipe(fds)) {
+        printf("device_bench hooks: no devices here; set FERRY_EMULATE_DEVICES=2\n");
+        return 0;
+    }
+    if (!getenv("FERRY_AUTH_TOKEN"))
+        setenv("FERRY_AUTH_TOKEN", "ferry-device-bench-token", 1);
+    pid_t pids[2];
+    for (int r = 0; r < 2; r++) {
+        pids[r] = fork();
+        if (pids[r] == 0) {
+            close(fds[0]);
+            if (join(transport, port, r) != 0)
+                _exit(1);
+            figures f[2];
+            memset(f, 0, sizeof f);
+            hooks_rank(r, &f[0], &f[1]);
+            if (r == 0 && write(fds[1], f, sizeof f) != sizeof f)
+                _exit(1);
+            _exit(ferry_shutdown(true, 0) == FERRY_OK ? 0 : 1);
+        }
+    }
+    close(fds[1]);
+    figures f[2];
+    ssize_t got = read(fds[0], f, sizeof f);
+    close(fds[0]);
+    for (int r = 0; r < 2; r++) {
+        int st;
+        waitpid(pids[r], &st, 0);
+    }
+    if (got != (ssize_t)sizeof f) {
+        printf("device_bench hooks: the workers failed\n");
+        return 1;
+    }
+    printf("device_bench hooks: client cuda:0 <-> server cuda:%d on the %s channel (%s devices, "
+           "%s), echo GB/s = 2 x bytes / round trip; anchor: a CPU tensor echoed in ferry "
+           "messages in the same run\n", server_device(), f[0].why, ferry_device_backend(),
+           transport);
+    printf("%-8s %12s %12s %8s\n", "size", "channel GB/s", "cpu msg GB/s", "ratio");
+    for (int i = 0; i < N_SIZES; i++)
+        if (f[0].gbps[i] > 0 && f[1].gbps[i] > 0)
+            printf("%4zu MiB %12.2f %12.2f %8.2f\n", sizes[i] >> 20, f[0].gbps[i], f[1].gbps[i],
+                   f[0].gbps[i] / f[1].gbps[i]);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
+    if (argc >= 2 && strcmp(argv[1], "hooks") == 0)
+        return run_hooks(argc >= 3 ? argv[2] : "shm");
     const char *transport = argc >= 2 ? argv[1] : "shm";
     const char *backend = ferry_device_backend();
     if (ferry_cuda_device_count() == 0) {

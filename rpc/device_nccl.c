@@ -505,7 +505,7 @@ static void nccl_tick(ferry__agent *agent, void *state, long long now_ns)
     ferry__nccl_state *s = state;
     for (int i = 0; s && i < s->world; i++) {
         ferry__nccl_peer *p = &s->peers[i];
-        if (p->inflight && pthread_mutex_trylock(&p->lock) == 0) {
+        if (pthread_mutex_trylock(&p->lock) == 0) {
             ferry__nccl_reap(p, false);
             pthread_mutex_unlock(&p->lock);
         }
