@@ -8,13 +8,15 @@
 #   tools/gpu_check.sh [BUILD_DIR]      (build-gpu by default)
 #
 # env: JOBS (make -j, default: the cores), GPU_TEST_FILTERS (Criterion --filter globs, default
-# the device and CUDA suites), CUDA_HOME. Exits non-zero when a step failed.
+# the device and CUDA suites), GPU_CHECK_BUDGET_S (the whole run, 460 s by default: each step
+# gets at most what is left), CUDA_HOME. Exits non-zero when a step failed.
 set -u
 build=${1:-build-gpu}
 jobs=${JOBS:-$(nproc 2>/dev/null || echo 4)}
 filters=${GPU_TEST_FILTERS:-"device*/* cuda*/*"}
 log=$build/gpu_check.log
 start=$(date +%s)
+budget=${GPU_CHECK_BUDGET_S:-460} # the whole run, under 8 minutes
 unset FERRY_EMULATE_DEVICES FERRY_DEVICE_PATH
 mkdir -p "$build"
 : > "$log"
@@ -23,9 +25,16 @@ failed=0
 
 # step NAME SECONDS COMMAND...: runs it under a time limit, output to the log and the terminal.
 step() {
-    local name=$1 limit=$2 t0 rc dt why
+    local name=$1 limit=$2 t0 rc dt why left
     shift 2
     t0=$(date +%s)
+    left=$((budget - (t0 - start)))
+    if [ "$left" -lt 10 ]; then
+        summary+=("SKIP  $name (the ${budget}s budget is spent)")
+        failed=1
+        return 1
+    fi
+    [ "$limit" -gt "$left" ] && limit=$left
     echo "== $name" | tee -a "$log"
     timeout "$limit" "$@" 2>&1 | tee -a "$log"
     rc=${PIPESTATUS[0]}
@@ -65,7 +74,8 @@ if step "build (CUDA)" 240 "${mk[@]}" all "$build/tests/unit_tests" \
         tests "unit $f" 60 "$build/tests/unit_tests" --filter "$f" --jobs 4
         tests "integration $f" 120 "$build/tests/integration_tests" --filter "$f" --jobs 1
     done
-    step "bench device_bench (shm)" 150 "$build/bench/device_bench" shm
+    step "bench device_bench (shm)" 120 "$build/bench/device_bench" shm
+    step "bench device_bench hooks (shm)" 60 "$build/bench/device_bench" hooks shm
 else
     summary+=("SKIP  tests and bench (the build failed; see $log)")
 fi
@@ -75,5 +85,6 @@ echo "gpu_check summary ($(($(date +%s) - start))s, log in $log):"
 for line in "${summary[@]}"; do
     echo "  $line"
 done
-grep -E "^(path|staged|direct|channel|nccl) " "$log" | sed 's/^/  bench: /'
+grep -E "^(path|staged|direct|channel|nccl|size) |^device_bench|^ *[0-9]+ MiB" "$log" |
+    sed 's/^/  bench: /'
 exit "$failed"
