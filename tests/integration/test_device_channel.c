@@ -1,8 +1,9 @@
 /* Side channels (rpc/device_channel.h) seen from two workers on emulated devices, through the
    channel's own hooks (pick, next_seq, send, recv, cancel), independent of the wire code that
    calls them: bytes land on the receiver's device, sends and recvs in any order, a cancelled
-   seq, a recv that times out, a peer that dies while recvs wait, FERRY_DEVICE_PATH, and the NCCL
-   channel declining without GPUs. */
+   seq, a recv that times out (and the bytes that come after it), a piece of the wrong size, a
+   peer that dies while recvs wait, FERRY_DEVICE_PATH, and the NCCL channel declining without
+   GPUs. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -104,6 +105,58 @@ static int body_moves(int rank, int world, const rpc_case *c)
         ferry_tensor_release(t2);
         ferry_tensor_release(t3);
     }
+    ferry__agent_release(a);
+    return 0;
+}
+
+/* On worker0, when worker1 asks: seqs 0 and 1 toward worker1 (its first ones), from cuda:0. */
+static ferry_status send_late(const ferry_value *args, const ferry_value *kwargs,
+                              ferry_value **result, void *user)
+{
+    ferry__agent *a = ferry__agent_get();
+    if (!a)
+        return ferry_last_status();
+    const ferry__device_channel *ch = ferry__device_channel_by_id(2);
+    ferry_tensor *t = filled(FERRY_DEVICE_CUDA(0), 7);
+    ferry_status rc = t ? FERRY_OK : ferry_last_status();
+    for (uint64_t i = 0; rc == FERRY_OK && i < 2; i++) {
+        uint64_t seq = ch->next_seq(a, 1);
+        rc = seq == i ? ch->send(a, 1, seq, t, ferry_tensor_data(t), ferry_tensor_nbytes(t))
+                      : ferry_set_error(FERRY_EINVAL, "seq %llu, not %llu",
+                                        (unsigned long long)seq, (unsigned long long)i);
+    }
+    ferry_tensor_release(t);
+    ferry__agent_release(a);
+    *result = NULL;
+    return rc;
+}
+
+/* Bytes that come after their receive gave up are dropped, not kept for a later receive of the
+   same seq; a piece whose size is not what its receive expects is refused. */
+static int body_late(int rank, int world, const rpc_case *c)
+{
+    if (rank == 0)
+        return 0; /* serves send_late */
+    ferry__agent *a = ferry__agent_get();
+    RANK_CHECK(a);
+    const ferry__device_channel *ch = ferry__device_channel_by_id(2);
+    ferry_tensor *t = empty_on(1);
+    RANK_CHECK(ch && t);
+    size_t nb = ferry_tensor_nbytes(t);
+    RANK_CHECK(ch->recv(a, 0, 0, ferry_tensor_data(t), nb, 1, 0.2) == FERRY_ETIMEDOUT);
+    ferry_value *none = ferry_list_of(0);
+    ferry_future *f = ferry_rpc_async("worker0", "send_late", none, NULL, 20);
+    ferry_value_release(none);
+    RANK_CHECK(f && ferry_future_wait(f, 0) == FERRY_OK);
+    ferry_future_release(f);
+    pause_s(0.5); /* both pieces are in by now */
+    RANK_CHECK(ch->recv(a, 0, 0, ferry_tensor_data(t), nb, 1, 0.1) == FERRY_ETIMEDOUT);
+    RANK_CHECK(ch->recv(a, 0, 1, ferry_tensor_data(t), nb / 2, 1, 5) == FERRY_EPROTO);
+    char want[256];
+    snprintf(want, sizeof want, "emulated-p2p: seq 1 from worker 'worker0' carried %zu bytes "
+             "where its message declared %zu for cuda:1", nb, nb / 2);
+    RANK_CHECK(strcmp(ferry_last_error(), want) == 0);
+    ferry_tensor_release(t);
     ferry__agent_release(a);
     return 0;
 }
@@ -219,11 +272,13 @@ static int body_path_bad(int rank, int world, const rpc_case *c)
     Test(device_channel, name, .timeout = secs)                                           \
     {                                                                                     \
         emulate(path);                                                                    \
+        cr_assert(ferry_register_function("send_late", send_late, NULL) == FERRY_OK);     \
         rpc_case_run(transport, 2, body, NULL, secs - 5);                                 \
     }
 
 CHANNEL_TEST(moves_bytes_in_any_order_tcp, "tcp", NULL, body_moves, 40)
 CHANNEL_TEST(moves_bytes_in_any_order_shm, "shm", NULL, body_moves, 40)
+CHANNEL_TEST(late_bytes_are_dropped_and_sizes_checked, "shm", NULL, body_late, 30)
 CHANNEL_TEST(peer_death_fails_waiting_recvs, "tcp", NULL, body_peer_dies, 40)
 CHANNEL_TEST(path_staged_turns_channels_off, "shm", "staged", body_path_staged, 30)
 CHANNEL_TEST(path_p2p_forces_the_emulated_channel, "shm", "p2p", body_path_p2p, 30)
