@@ -269,7 +269,8 @@ static void hooks_rank(int rank, figures *f, figures *cpu)
     ferry_device remote = FERRY_DEVICE_CUDA(rank ? 0 : server_device());
     const ferry__device_channel *ch = a ? ferry__device_channel_pick(a, peer, local, remote) : NULL;
     if (!ch) {
-        snprintf(f->why, sizeof f->why, "no side channel from %s here: %s", rank ? "server" : "client",
+        snprintf(f->why, sizeof f->why, "no side channel from %s here: %s",
+                 rank ? "server" : "client",
                  ferry_last_status() ? ferry_last_error() : "none is usable");
         ferry__agent_release(a);
         return;

@@ -1,15 +1,16 @@
 /* The NCCL channel's library and communicators. libnccl.so.2 is opened with dlopen at the first
-   use, so libferry loads on machines without it. One communicator per pair of workers, made
-   lazily: the higher rank asks the lower one (an internal function, over ferry's own messages)
-   for the ncclUniqueId; the lower rank makes the id the first time either side needs the pair,
-   and both call ncclCommInitRankConfig (non-blocking, so the wait for the other side has a
-   deadline). Each side binds the communicator to the device of its first transfer with that
-   peer; tensors on another device go through a copy there (device_nccl_channel.c).
+   use, so libferry loads on machines without it. One communicator per pair of workers and
+   direction (device_nccl.h says why), made lazily: the higher rank asks the lower one (an
+   internal function, over ferry's own messages) for the ncclUniqueId; the lower rank makes the
+   id the first time either side needs it, and both call ncclCommInitRankConfig (non-blocking,
+   so the wait for the other side has a deadline). Each side
+   binds a communicator to the device of its first transfer on it; tensors on another device go
+   through a copy there (device_nccl_channel.c).
 
    A receive that times out aborts the communicator (ncclCommAbort, never the process) and tells
    the peer, whose side aborts too; the next use makes a new one. Pieces lost with the old one
-   are failed, not waited for: the new open exchanges both sides' counts of seqs handed out,
-   and both start past them. */
+   are failed, not waited for: the new open exchanges the sender's count of seqs handed out,
+   and both sides start past it. */
 #include "rpc/device_nccl.h"
 
 #if defined(FERRY_WITH_CUDA) && defined(FERRY_HAVE_NCCL)
@@ -149,55 +150,68 @@ static ferry_status init_comm(ferry__agent *agent, int peer, ncclUniqueId id, in
     return rc;
 }
 
-/* Under p->lock, with p->state OPENING: opens this side and publishes the outcome. */
-static ferry_status open_side(ferry__agent *agent, int peer, ferry__nccl_peer *p, int me,
+/* Under p->lock, with the link OPENING: opens this side and publishes the outcome. */
+static ferry_status open_side(ferry__agent *agent, int peer, ferry__nccl_peer *p, int dir,
                               double deadline)
 {
-    ncclUniqueId id = p->id;
-    int device = p->device;
-    uint64_t gen = p->gen;
+    ferry__nccl_link *l = &p->link[dir];
+    ncclUniqueId id = l->id;
+    int device = l->device;
+    uint64_t gen = l->gen;
+    int me = ferry__agent_rank(agent) < peer ? 0 : 1; /* the lower rank is 0 in every pair */
     ncclComm_t comm = NULL;
     cudaStream_t stream = NULL;
     pthread_mutex_unlock(&p->lock);
     ferry_status rc = init_comm(agent, peer, id, me, device, deadline, &comm, &stream);
     pthread_mutex_lock(&p->lock);
-    if (rc == FERRY_OK && (p->gen != gen || p->state != FERRY__COMM_OPENING)) {
+    if (rc == FERRY_OK && (l->gen != gen || l->state != FERRY__COMM_OPENING)) {
         lib.comm_abort(comm); /* aborted meanwhile by the peer's notice */
         cudaStreamDestroy(stream);
         rc = ferry__fail(FERRY_ETRANSPORT, "nccl: the communicator with worker '%s' was "
                          "aborted while it opened", ferry__agent_worker_name(agent, peer));
     } else if (rc == FERRY_OK) {
-        p->comm = comm;
-        p->stream = stream;
-        p->state = FERRY__COMM_READY;
+        l->comm = comm;
+        l->stream = stream;
+        l->state = FERRY__COMM_READY;
         ferry__nccl_issue(agent, peer, p);
-    } else if (p->gen == gen) {
+    } else if (l->gen == gen) {
         snprintf(p->why, sizeof p->why, "%s", ferry_last_error());
-        p->state = FERRY__COMM_NONE;
+        l->state = FERRY__COMM_NONE;
     }
     pthread_cond_broadcast(&p->changed);
     return rc;
 }
 
-/* The lower rank's side: a new id and generation (under p->lock, state NONE). */
-static ferry_status make_id(ferry__agent *agent, int peer, ferry__nccl_peer *p, int device)
+/* The lower rank's side: a new id and generation (under p->lock, the link NONE). */
+static ferry_status make_id(ferry__agent *agent, int peer, ferry__nccl_link *l, int device)
 {
-    ncclResult_t r = lib.get_unique_id(&p->id);
+    ncclResult_t r = lib.get_unique_id(&l->id);
     if (r != ncclSuccess)
         return ferry__nccl_fail(agent, r, peer, device, "ncclGetUniqueId");
-    p->gen++;
-    p->device = p->device < 0 ? device : p->device;
-    p->state = FERRY__COMM_OPENING;
+    l->gen++;
+    l->device = l->device < 0 ? device : l->device;
+    l->state = FERRY__COMM_OPENING;
     return FERRY_OK;
 }
 
-/* The higher rank's side: asks the lower one for its id and positions (p->lock released while
-   the request is out). */
-static ferry_status ask_id(ferry__agent *agent, int peer, ferry__nccl_peer *p, double timeout_s)
+/* After a direction's communicator was made again: its sender drops what it handed out
+   before, its receiver skips what the sender handed out before. */
+static void restart(ferry__nccl_peer *p, int dir, uint64_t own_next, uint64_t peer_next)
+{
+    if (dir == FERRY__NCCL_OUT)
+        ferry__nccl_drop_sends(p, own_next);
+    else
+        ferry__nccl_skip_recvs(p, peer_next);
+}
+
+/* The higher rank's side: asks the lower one for the id of direction `dir` (as seen here) and
+   its count of seqs handed out (p->lock released while the request is out). */
+static ferry_status ask_id(ferry__agent *agent, int peer, ferry__nccl_peer *p, int dir,
+                           double timeout_s)
 {
     uint64_t own_next = atomic_load(&p->next_seq);
-    ferry_value *args = ferry_args(3, ferry_int(OP_OPEN), ferry_int(ferry__agent_rank(agent)),
-                                   ferry_int((int64_t)own_next));
+    ferry_value *args = ferry_args(4, ferry_int(OP_OPEN), ferry_int(ferry__agent_rank(agent)),
+                                   ferry_int((int64_t)own_next), ferry_int(dir));
     if (!args)
         return ferry_last_status();
     pthread_mutex_unlock(&p->lock);
@@ -214,38 +228,36 @@ static ferry_status ask_id(ferry__agent *agent, int peer, ferry__nccl_peer *p, d
     const void *bytes = NULL;
     size_t len = 0;
     int64_t gen = 0, peer_next = 0;
+    ferry__nccl_link *l = &p->link[dir];
     ferry_status rc = FERRY_OK;
     if (ferry_list_len(v) != 3 ||
         ferry_value_get_bytes(ferry_list_get(v, 0), &bytes, &len) != FERRY_OK ||
-        len != sizeof p->id || ferry_value_get_int(ferry_list_get(v, 1), &gen) != FERRY_OK ||
+        len != sizeof l->id || ferry_value_get_int(ferry_list_get(v, 1), &gen) != FERRY_OK ||
         ferry_value_get_int(ferry_list_get(v, 2), &peer_next) != FERRY_OK) {
         rc = ferry__fail(FERRY_EPROTO, "nccl: worker '%s' answered the open with a malformed id",
                          ferry__agent_worker_name(agent, peer));
     } else {
-        memcpy(&p->id, bytes, sizeof p->id);
-        p->gen = (uint64_t)gen;
+        memcpy(&l->id, bytes, sizeof l->id);
+        l->gen = (uint64_t)gen;
         if (gen > 1)
-            ferry__nccl_apply_positions(p, own_next, (uint64_t)peer_next);
+            restart(p, dir, own_next, (uint64_t)peer_next);
     }
     ferry_value_release(v);
     return rc;
 }
 
-ferry_status ferry__nccl_ensure(ferry__agent *agent, int peer, ferry__nccl_peer *p, int device,
-                                double timeout_s)
+/* Under p->lock: waits while the link is OPENING (10 ms at a time, for the deadline and a lost
+   peer). FERRY_OK once it is READY or NONE. */
+static ferry_status wait_opening(ferry__agent *agent, int peer, ferry__nccl_peer *p,
+                                 ferry__nccl_link *l, double deadline, double timeout_s)
 {
-    double deadline = now_s() + (timeout_s > 0 ? timeout_s : 1e9);
-    for (;;) {
+    while (l->state == FERRY__COMM_OPENING) {
         if (atomic_load(&p->gone))
             return ferry__fail(FERRY_ETRANSPORT, "nccl: worker '%s' is gone",
                                ferry__agent_worker_name(agent, peer));
-        if (p->state == FERRY__COMM_READY)
-            return FERRY_OK;
-        if (p->state == FERRY__COMM_NONE)
-            break;
         struct timespec until;
         clock_gettime(CLOCK_REALTIME, &until);
-        until.tv_nsec += 10000000L; /* re-check the deadline every 10 ms */
+        until.tv_nsec += 10000000L;
         if (until.tv_nsec >= 1000000000L) {
             until.tv_sec++;
             until.tv_nsec -= 1000000000L;
@@ -256,29 +268,43 @@ ferry_status ferry__nccl_ensure(ferry__agent *agent, int peer, ferry__nccl_peer 
                                "not open within %.3g s", ferry__agent_worker_name(agent, peer),
                                timeout_s);
     }
-    int me = ferry__agent_rank(agent);
-    ferry_status rc;
-    if (me < peer) {
-        rc = make_id(agent, peer, p, device);
+    return FERRY_OK;
+}
+
+ferry_status ferry__nccl_ensure(ferry__agent *agent, int peer, ferry__nccl_peer *p, int dir,
+                                int device, double timeout_s)
+{
+    double deadline = now_s() + (timeout_s > 0 ? timeout_s : 1e9);
+    ferry__nccl_link *l = &p->link[dir];
+    ferry_status rc = wait_opening(agent, peer, p, l, deadline, timeout_s);
+    if (rc != FERRY_OK)
+        return rc;
+    if (atomic_load(&p->gone))
+        return ferry__fail(FERRY_ETRANSPORT, "nccl: worker '%s' is gone",
+                           ferry__agent_worker_name(agent, peer));
+    if (l->state == FERRY__COMM_READY)
+        return FERRY_OK;
+    if (ferry__agent_rank(agent) < peer) {
+        rc = make_id(agent, peer, l, device);
     } else {
-        p->state = FERRY__COMM_OPENING;
-        p->device = p->device < 0 ? device : p->device;
-        rc = ask_id(agent, peer, p, timeout_s);
+        l->state = FERRY__COMM_OPENING;
+        l->device = l->device < 0 ? device : l->device;
+        rc = ask_id(agent, peer, p, dir, timeout_s);
     }
     if (rc != FERRY_OK) {
-        p->state = FERRY__COMM_NONE;
+        l->state = FERRY__COMM_NONE;
         pthread_cond_broadcast(&p->changed);
         return rc;
     }
-    return open_side(agent, peer, p, me < peer ? 0 : 1, deadline);
+    return open_side(agent, peer, p, dir, deadline);
 }
 
 /* ---- aborting ---- */
 
-static void send_control(ferry__agent *agent, int peer, int op, uint64_t value)
+static void send_control(ferry__agent *agent, int peer, int op, uint64_t value, int dir)
 {
-    ferry_value *args = ferry_args(3, ferry_int(op), ferry_int(ferry__agent_rank(agent)),
-                                   ferry_int((int64_t)value));
+    ferry_value *args = ferry_args(4, ferry_int(op), ferry_int(ferry__agent_rank(agent)),
+                                   ferry_int((int64_t)value), ferry_int(dir));
     if (!args)
         return;
     ferry__msg m = {.type = FERRY__MSG_CALL, .fn = (char *)CONTROL_FN, .args = args};
@@ -287,39 +313,42 @@ static void send_control(ferry__agent *agent, int peer, int op, uint64_t value)
     ferry_future_release(f); /* nobody waits: a lost notice ends as the peer's own timeout */
 }
 
-void ferry__nccl_abort(ferry__agent *agent, int peer, ferry__nccl_peer *p, bool tell_peer)
+void ferry__nccl_abort(ferry__agent *agent, int peer, ferry__nccl_peer *p, int dir,
+                       bool tell_peer)
 {
+    ferry__nccl_link *l = &p->link[dir];
     char why[512];
     snprintf(why, sizeof why, "nccl: the communicator with worker '%s' was aborted (%s)",
              ferry__agent_worker_name(agent, peer), ferry_last_error());
-    if (p->state == FERRY__COMM_READY) {
-        lib.comm_abort(p->comm);
-        ferry__nccl_reap(p, true);
-        cudaStreamDestroy(p->stream);
-        p->comm = NULL;
-        p->stream = NULL;
+    if (l->state == FERRY__COMM_READY) {
+        lib.comm_abort(l->comm);
+        if (dir == FERRY__NCCL_OUT)
+            ferry__nccl_reap(p, true); /* its kernels were stopped: the events complete */
+        cudaStreamDestroy(l->stream);
+        l->comm = NULL;
+        l->stream = NULL;
     }
-    for (ferry__nccl_item *it = p->active; it; it = it->next)
+    for (ferry__nccl_item *it = p->active; dir == FERRY__NCCL_IN && it; it = it->next)
         if (!it->failed)
             it->failed = FERRY_ETRANSPORT;
-    p->state = FERRY__COMM_NONE;
+    l->state = FERRY__COMM_NONE;
     snprintf(p->why, sizeof p->why, "%s", why);
     pthread_cond_broadcast(&p->changed);
     if (tell_peer)
-        send_control(agent, peer, OP_ABORT, p->gen);
+        send_control(agent, peer, OP_ABORT, l->gen, dir);
 }
 
 ferry_status ferry__nccl_notify_cancel(ferry__agent *agent, int peer, uint64_t seq)
 {
-    send_control(agent, peer, OP_CANCEL, seq);
+    send_control(agent, peer, OP_CANCEL, seq, FERRY__NCCL_OUT);
     return FERRY_OK;
 }
 
-/* ---- the control function: [op, sender rank, ...] ---- */
+/* ---- the control function: [op, sender rank, value, the sender's direction] ---- */
 
 typedef struct {
     ferry__agent *agent;
-    int peer;
+    int peer, dir;
 } open_job;
 
 /* On the pool: the lower rank's side of an open the higher rank asked for. */
@@ -328,54 +357,54 @@ static void open_lower(void *arg)
     open_job *j = arg;
     ferry__nccl_peer *p = &ferry__nccl_state_of(j->agent)->peers[j->peer];
     pthread_mutex_lock(&p->lock);
-    if (p->state == FERRY__COMM_OPENING)
-        open_side(j->agent, j->peer, p, 0, now_s() + ferry__agent_effective_timeout(
-                                                        j->agent, FERRY_TIMEOUT_DEFAULT));
+    if (p->link[j->dir].state == FERRY__COMM_OPENING)
+        open_side(j->agent, j->peer, p, j->dir,
+                  now_s() + ferry__agent_effective_timeout(j->agent, FERRY_TIMEOUT_DEFAULT));
     pthread_mutex_unlock(&p->lock);
     ferry__agent_release(j->agent);
     ferry__free(j);
 }
 
-static ferry_status on_open(ferry__agent *agent, int peer, ferry__nccl_peer *p,
-                            const ferry_value *args, ferry_value **result)
+/* The higher rank asks for the id of its direction `dir`: here it is the other one. */
+static ferry_status on_open(ferry__agent *agent, int peer, ferry__nccl_peer *p, int dir,
+                            uint64_t peer_next, ferry_value **result)
 {
-    int64_t peer_next = 0;
-    if (ferry_list_len(args) != 3 ||
-        ferry_value_get_int(ferry_list_get(args, 2), &peer_next) != FERRY_OK)
-        return ferry__fail(FERRY_EPROTO, "nccl: a malformed open from worker '%s'",
-                           ferry__agent_worker_name(agent, peer));
+    ferry__nccl_link *l = &p->link[dir];
     ferry_status rc = FERRY_OK;
     bool start = false;
-    if (p->state == FERRY__COMM_READY) { /* the peer lost it: this side's is stale */
+    if (l->state == FERRY__COMM_READY) { /* the peer lost it: this side's is stale */
         ferry_set_error(FERRY_ETRANSPORT, "worker '%s' opened a new one",
                         ferry__agent_worker_name(agent, peer));
-        ferry__nccl_abort(agent, peer, p, false);
+        ferry__nccl_abort(agent, peer, p, dir, false);
     }
-    if (p->state == FERRY__COMM_NONE) {
-        rc = make_id(agent, peer, p, p->device < 0 ? 0 : p->device);
+    if (l->state == FERRY__COMM_NONE) {
+        rc = make_id(agent, peer, l, l->device < 0 ? 0 : l->device);
         start = rc == FERRY_OK;
     }
     if (rc != FERRY_OK)
         return rc;
     uint64_t own_next = atomic_load(&p->next_seq);
-    if (p->gen > 1)
-        ferry__nccl_apply_positions(p, own_next, (uint64_t)peer_next);
-    *result = ferry_list_of(3, ferry_bytes(&p->id, sizeof p->id), ferry_int((int64_t)p->gen),
+    if (l->gen > 1)
+        restart(p, dir, own_next, peer_next);
+    *result = ferry_list_of(3, ferry_bytes(&l->id, sizeof l->id), ferry_int((int64_t)l->gen),
                             ferry_int((int64_t)own_next));
     if (!*result)
         return ferry_last_status();
     open_job *j = start ? ferry__calloc(1, sizeof *j) : NULL;
+    if (j) {
+        j->agent = ferry__agent_retain(agent);
+        j->peer = peer;
+        j->dir = dir;
+    }
     if (start && (!j || ferry__agent_submit(agent, open_lower, j) != FERRY_OK)) {
+        if (j)
+            ferry__agent_release(j->agent);
         ferry__free(j);
-        p->state = FERRY__COMM_NONE;
+        l->state = FERRY__COMM_NONE;
         ferry_value_release(*result);
         *result = NULL;
         return ferry__fail(FERRY_ENOMEM, "nccl: cannot open the communicator with worker '%s'",
                            ferry__agent_worker_name(agent, peer));
-    }
-    if (j) {
-        j->agent = ferry__agent_retain(agent);
-        j->peer = peer;
     }
     return FERRY_OK;
 }
@@ -383,39 +412,41 @@ static ferry_status on_open(ferry__agent *agent, int peer, ferry__nccl_peer *p,
 static ferry_status on_control(ferry__agent *agent, ferry__nccl_state *s, const ferry_value *args,
                                ferry_value **result)
 {
-    int64_t op = 0, src = -1, value = 0;
-    if (ferry_list_len(args) < 3 ||
+    int64_t op = 0, src = -1, value = 0, dir = -1;
+    if (ferry_list_len(args) != 4 ||
         ferry_value_get_int(ferry_list_get(args, 0), &op) != FERRY_OK ||
         ferry_value_get_int(ferry_list_get(args, 1), &src) != FERRY_OK ||
-        ferry_value_get_int(ferry_list_get(args, 2), &value) != FERRY_OK || src < 0 ||
-        src >= s->world || src == s->rank)
+        ferry_value_get_int(ferry_list_get(args, 2), &value) != FERRY_OK ||
+        ferry_value_get_int(ferry_list_get(args, 3), &dir) != FERRY_OK || src < 0 ||
+        src >= s->world || src == s->rank || (dir != FERRY__NCCL_OUT && dir != FERRY__NCCL_IN))
         return ferry__fail(FERRY_EPROTO, "nccl: a malformed control message on worker '%s'",
                            ferry__agent_name(agent));
-    ferry__nccl_peer *p = &s->peers[src];
+    int peer = (int)src, mine = 1 - (int)dir; /* the sender's out is this side's in */
+    ferry__nccl_peer *p = &s->peers[peer];
     ferry_status rc = FERRY_OK;
     pthread_mutex_lock(&p->lock);
-    if (op == OP_OPEN) {
-        rc = on_open(agent, (int)src, p, args, result);
+    if (op == OP_OPEN && ferry__agent_rank(agent) < peer) {
+        rc = on_open(agent, peer, p, mine, (uint64_t)value, result);
     } else if (op == OP_CANCEL) {
-        if ((uint64_t)value >= p->recv_next) {
-            ferry__nccl_item *it = ferry__calloc(1, sizeof *it);
-            if (it) { /* without it, the seq's turn stalls until a receive times out */
-                it->seq = (uint64_t)value;
-                it->cancelled = true;
-                it->next = p->recvs;
-                p->recvs = it;
-                ferry__nccl_issue(agent, (int)src, p);
-                pthread_cond_broadcast(&p->changed);
-            }
+        ferry__nccl_item *it = (uint64_t)value >= p->recv_next ? ferry__calloc(1, sizeof *it)
+                                                               : NULL;
+        if (it) { /* without it, the seq's turn stalls until a receive times out */
+            it->seq = (uint64_t)value;
+            it->cancelled = true;
+            it->next = p->recvs;
+            p->recvs = it;
+            ferry__nccl_issue(agent, peer, p);
         }
     } else if (op == OP_ABORT) {
-        if ((uint64_t)value == p->gen && p->state != FERRY__COMM_NONE) {
+        ferry__nccl_link *l = &p->link[mine];
+        if ((uint64_t)value == l->gen && l->state != FERRY__COMM_NONE) {
             ferry_set_error(FERRY_ETRANSPORT, "worker '%s' aborted it",
-                            ferry__agent_worker_name(agent, (int)src));
-            ferry__nccl_abort(agent, (int)src, p, false);
+                            ferry__agent_worker_name(agent, peer));
+            ferry__nccl_abort(agent, peer, p, mine, false);
         }
     } else {
-        rc = ferry__fail(FERRY_EPROTO, "nccl: unknown control operation %lld", (long long)op);
+        rc = ferry__fail(FERRY_EPROTO, "nccl: unexpected control operation %lld from worker "
+                         "'%s'", (long long)op, ferry__agent_worker_name(agent, peer));
     }
     pthread_mutex_unlock(&p->lock);
     return rc;
@@ -454,7 +485,8 @@ static ferry_status nccl_start(ferry__agent *agent, void **state)
     for (int i = 0; i < world; i++) {
         pthread_mutex_init(&peers[i].lock, NULL);
         pthread_cond_init(&peers[i].changed, NULL);
-        peers[i].device = -1;
+        peers[i].link[FERRY__NCCL_OUT].device = -1;
+        peers[i].link[FERRY__NCCL_IN].device = -1;
     }
     s->rank = ferry__agent_rank(agent);
     s->world = world;
@@ -480,10 +512,10 @@ static void nccl_stop(ferry__agent *agent, void *state)
     for (int i = 0; i < s->world; i++) {
         ferry__nccl_peer *p = &s->peers[i];
         pthread_mutex_lock(&p->lock);
-        if (p->state == FERRY__COMM_READY) {
-            ferry_set_error(FERRY_ESHUTDOWN, "RPC stopped");
-            ferry__nccl_abort(agent, i, p, false);
-        }
+        ferry_set_error(FERRY_ESHUTDOWN, "RPC stopped");
+        for (int dir = 0; dir < 2; dir++)
+            if (p->link[dir].state == FERRY__COMM_READY)
+                ferry__nccl_abort(agent, i, p, dir, false);
         atomic_store(&p->gone, true);
         pthread_cond_broadcast(&p->changed);
         while (p->waiters > 0) /* they see `gone`, fail and free their own items */

@@ -1,8 +1,8 @@
 /* What the two halves of the NCCL channel share: the library (opened with dlopen at first use,
-   so libferry loads without it), the per-peer state, and the communicator's life (made lazily
-   per pair of workers, aborted on a timeout, made again at the next use) in device_nccl.c; the
-   ordering of sends and receives on it in device_nccl_channel.c. Only built with CUDA and the
-   NCCL headers. */
+   so libferry loads without it), the per-peer state, and the communicators' life (made lazily
+   per pair of workers and direction, aborted on a timeout, made again at the next use) in
+   device_nccl.c; the ordering of sends and receives on them in device_nccl_channel.c. Only
+   built with CUDA and the NCCL headers. */
 #ifndef FERRY_RPC_DEVICE_NCCL_H
 #define FERRY_RPC_DEVICE_NCCL_H
 
@@ -53,16 +53,27 @@ typedef struct ferry__nccl_item {
 
 typedef enum { FERRY__COMM_NONE, FERRY__COMM_OPENING, FERRY__COMM_READY } ferry__comm_state;
 
+/* The directions of a pair, from this side: each has a communicator of its own, so a stream
+   only ever carries sends, or only receives, in sequence order. With one communicator for both,
+   two workers sending to each other at once would each queue their send before the receive of
+   the other's, and each send would wait for a receive queued behind the other side's send. */
+enum { FERRY__NCCL_OUT = 0, FERRY__NCCL_IN = 1 };
+
+/* One direction's communicator (guarded by its peer's lock). */
+typedef struct {
+    ferry__comm_state state;
+    ncclComm_t comm;
+    cudaStream_t stream;     /* its own, on `device` */
+    int device;              /* this side's device of it (-1 before the first transfer) */
+    uint64_t gen;            /* which communicator of the direction this is (aborts name it) */
+    ncclUniqueId id;
+} ferry__nccl_link;
+
 /* One peer, guarded by `lock`; `changed` is broadcast on every change of state or lists. */
 typedef struct {
     pthread_mutex_t lock;
     pthread_cond_t changed;
-    ferry__comm_state state;
-    ncclComm_t comm;
-    cudaStream_t stream;     /* the communicator's own, on `device` */
-    int device;              /* this side's device of the communicator (-1 before the first) */
-    uint64_t gen;            /* which communicator of the pair this is (abort notices name it) */
-    ncclUniqueId id;
+    ferry__nccl_link link[2]; /* FERRY__NCCL_OUT, FERRY__NCCL_IN */
     char why[512];           /* why the last transfer or open failed */
     atomic_bool gone;        /* set without the lock (peer_lost must not block); waiters
                                 re-check it at least every 10 ms */
@@ -90,24 +101,25 @@ ferry__nccl_state *ferry__nccl_state_of(ferry__agent *agent);
 ferry_status ferry__nccl_fail(ferry__agent *agent, ncclResult_t r, int peer, int device,
                               const char *what);
 
-/* Under p->lock: returns once the pair's communicator is ready, opening it when there is none
-   (this side's device of it is `device`), or with the error after timeout_s. */
-ferry_status ferry__nccl_ensure(ferry__agent *agent, int peer, ferry__nccl_peer *p, int device,
-                                double timeout_s);
-/* Under p->lock: aborts the communicator (its transfers fail: owners of active receives see
-   `failed` = rc with the thread's message), and tells the peer when `tell_peer`. The next use
-   opens a new one. */
-void ferry__nccl_abort(ferry__agent *agent, int peer, ferry__nccl_peer *p, bool tell_peer);
+/* Under p->lock: returns once the communicator of direction `dir` is ready, opening it when
+   there is none (this side's device of it is `device`), or with the error after timeout_s. */
+ferry_status ferry__nccl_ensure(ferry__agent *agent, int peer, ferry__nccl_peer *p, int dir,
+                                int device, double timeout_s);
+/* Under p->lock: aborts direction `dir`'s communicator (its transfers fail: owners of active
+   receives see `failed`, and p->why says why, from the thread's last error), and tells the
+   peer when `tell_peer`. The next use opens a new one. */
+void ferry__nccl_abort(ferry__agent *agent, int peer, ferry__nccl_peer *p, int dir,
+                       bool tell_peer);
 /* Tells the peer's side that seq `seq` toward it was cancelled (a control message). */
 ferry_status ferry__nccl_notify_cancel(ferry__agent *agent, int peer, uint64_t seq);
-/* Under p->lock, when a communicator is made again (not for the pair's first): both sides
-   start past every seq handed out before it, so nothing lost with the old one can stall the
-   new one. own_next_seq is this side's count toward the peer when the open was exchanged,
-   peer_next_seq the peer's toward this side. Sends below are dropped, receives below fail. */
-void ferry__nccl_apply_positions(ferry__nccl_peer *p, uint64_t own_next_seq,
-                                 uint64_t peer_next_seq);
-/* Under p->lock: issues every send and receive whose turn has come (nothing when the
-   communicator is not ready). A failure aborts the communicator. */
+/* Under p->lock, when a direction's communicator is made again (not for its first): both sides
+   start past every seq handed out before it, so nothing lost with the old one can stall the new
+   one. The sender drops its sends below own_next_seq (its count when the open was exchanged);
+   the receiver fails its receives below peer_next_seq (the sender's count). */
+void ferry__nccl_drop_sends(ferry__nccl_peer *p, uint64_t own_next_seq);
+void ferry__nccl_skip_recvs(ferry__nccl_peer *p, uint64_t peer_next_seq);
+/* Under p->lock: issues every send and receive whose turn has come (nothing in a direction
+   whose communicator is not ready). A failure aborts that communicator. */
 void ferry__nccl_issue(ferry__agent *agent, int peer, ferry__nccl_peer *p);
 /* Frees an item (its events, its tensor). */
 void ferry__nccl_item_free(ferry__nccl_item *it);

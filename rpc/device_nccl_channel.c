@@ -122,10 +122,8 @@ void ferry__nccl_reap(ferry__nccl_peer *p, bool wait)
     }
 }
 
-void ferry__nccl_apply_positions(ferry__nccl_peer *p, uint64_t own_next_seq,
-                                 uint64_t peer_next_seq)
+void ferry__nccl_drop_sends(ferry__nccl_peer *p, uint64_t own_next_seq)
 {
-    /* Sends handed out before the new communicator went with the old one. */
     for (ferry__nccl_item **at = &p->sends; *at;) {
         ferry__nccl_item *it = *at;
         if (it->seq < own_next_seq) {
@@ -137,22 +135,25 @@ void ferry__nccl_apply_positions(ferry__nccl_peer *p, uint64_t own_next_seq,
     }
     if (own_next_seq > p->send_next)
         p->send_next = own_next_seq;
-    /* And so did the bytes of the peer's seqs below its count: their receives fail. */
-    uint64_t recv_from = p->recv_next > peer_next_seq ? p->recv_next : peer_next_seq;
+}
+
+void ferry__nccl_skip_recvs(ferry__nccl_peer *p, uint64_t peer_next_seq)
+{
     for (ferry__nccl_item **at = &p->recvs; *at;) {
         ferry__nccl_item *it = *at;
-        if (it->seq < recv_from && it->cancelled) {
+        if (it->seq < peer_next_seq && it->cancelled) {
             *at = it->next;
             ferry__nccl_item_free(it);
             continue;
         }
-        if (it->seq < recv_from && !it->failed)
+        if (it->seq < peer_next_seq && !it->failed)
             it->failed = FERRY_ETRANSPORT;
         at = &it->next;
     }
-    if (recv_from > p->recv_next)
+    if (peer_next_seq > p->recv_next) {
         snprintf(p->why, sizeof p->why, "its bytes were lost with an aborted communicator");
-    p->recv_next = recv_from;
+        p->recv_next = peer_next_seq;
+    }
     pthread_cond_broadcast(&p->changed);
 }
 
@@ -174,62 +175,63 @@ static ncclResult_t settle(const ferry__nccl_lib *lib, ncclComm_t comm, ncclResu
     return r;
 }
 
-static ferry_status issue_one(ferry__agent *agent, int peer, ferry__nccl_peer *p,
+static ferry_status issue_one(ferry__agent *agent, int peer, ferry__nccl_link *l,
                               ferry__nccl_item *it, bool is_send)
 {
     const ferry__nccl_lib *lib = ferry__nccl_lib_get();
     int other = ferry__agent_rank(agent) < peer ? 1 : 0; /* the peer's rank in the pair */
-    int before = ferry__nccl_use_device(p->device);
+    int before = ferry__nccl_use_device(l->device);
     void *tmp = NULL, *buf = it->data;
     ferry_status rc = FERRY_OK;
     if (is_send)
-        rc = cuda_check(cudaStreamWaitEvent(p->stream, it->ready, 0), p->device,
+        rc = cuda_check(cudaStreamWaitEvent(l->stream, it->ready, 0), l->device,
                         "cudaStreamWaitEvent");
-    if (rc == FERRY_OK && it->device != p->device) {
-        rc = cuda_check(cudaMallocAsync(&tmp, it->nbytes, p->stream), p->device,
+    if (rc == FERRY_OK && it->device != l->device) {
+        rc = cuda_check(cudaMallocAsync(&tmp, it->nbytes, l->stream), l->device,
                         "cudaMallocAsync");
         if (rc == FERRY_OK && is_send)
             rc = cuda_check(cudaMemcpyAsync(tmp, it->data, it->nbytes, cudaMemcpyDefault,
-                                            p->stream), p->device, "cudaMemcpyAsync");
+                                            l->stream), l->device, "cudaMemcpyAsync");
         buf = tmp;
     }
     if (rc == FERRY_OK) {
-        ncclResult_t r = is_send ? lib->send(buf, it->nbytes, ncclUint8, other, p->comm, p->stream)
-                                 : lib->recv(buf, it->nbytes, ncclUint8, other, p->comm, p->stream);
-        r = settle(lib, p->comm, r);
+        ncclResult_t r = is_send ? lib->send(buf, it->nbytes, ncclUint8, other, l->comm, l->stream)
+                                 : lib->recv(buf, it->nbytes, ncclUint8, other, l->comm, l->stream);
+        r = settle(lib, l->comm, r);
         if (r != ncclSuccess)
-            rc = ferry__nccl_fail(agent, r, peer, p->device, is_send ? "ncclSend" : "ncclRecv");
+            rc = ferry__nccl_fail(agent, r, peer, l->device, is_send ? "ncclSend" : "ncclRecv");
     }
     if (rc == FERRY_OK && tmp && !is_send)
-        rc = cuda_check(cudaMemcpyAsync(it->data, tmp, it->nbytes, cudaMemcpyDefault, p->stream),
-                        p->device, "cudaMemcpyAsync");
+        rc = cuda_check(cudaMemcpyAsync(it->data, tmp, it->nbytes, cudaMemcpyDefault, l->stream),
+                        l->device, "cudaMemcpyAsync");
     if (tmp)
-        cudaFreeAsync(tmp, p->stream);
+        cudaFreeAsync(tmp, l->stream);
     if (rc == FERRY_OK)
-        rc = cuda_check(cudaEventCreateWithFlags(&it->done, cudaEventDisableTiming), p->device,
+        rc = cuda_check(cudaEventCreateWithFlags(&it->done, cudaEventDisableTiming), l->device,
                         "cudaEventCreate");
     if (rc == FERRY_OK)
-        rc = cuda_check(cudaEventRecord(it->done, p->stream), p->device, "cudaEventRecord");
+        rc = cuda_check(cudaEventRecord(it->done, l->stream), l->device, "cudaEventRecord");
     ferry__nccl_use_device(before);
     return rc;
 }
 
 void ferry__nccl_issue(ferry__agent *agent, int peer, ferry__nccl_peer *p)
 {
+    ferry__nccl_link *out = &p->link[FERRY__NCCL_OUT], *in = &p->link[FERRY__NCCL_IN];
     ferry__nccl_item *it;
-    while (p->state == FERRY__COMM_READY && (it = take(&p->sends, p->send_next))) {
+    while (out->state == FERRY__COMM_READY && (it = take(&p->sends, p->send_next))) {
         p->send_next++;
         if (it->cancelled || it->nbytes == 0) {
             ferry__nccl_item_free(it);
             continue;
         }
-        ferry_status rc = issue_one(agent, peer, p, it, true);
+        ferry_status rc = issue_one(agent, peer, out, it, true);
         it->next = p->inflight;
         p->inflight = it;
         if (rc != FERRY_OK)
-            ferry__nccl_abort(agent, peer, p, true);
+            ferry__nccl_abort(agent, peer, p, FERRY__NCCL_OUT, true);
     }
-    while (p->state == FERRY__COMM_READY && (it = take(&p->recvs, p->recv_next))) {
+    while (in->state == FERRY__COMM_READY && (it = take(&p->recvs, p->recv_next))) {
         p->recv_next++;
         if (it->cancelled) {
             ferry__nccl_item_free(it);
@@ -238,8 +240,8 @@ void ferry__nccl_issue(ferry__agent *agent, int peer, ferry__nccl_peer *p)
         it->issued = true;
         it->next = p->active;
         p->active = it;
-        if (it->nbytes > 0 && issue_one(agent, peer, p, it, false) != FERRY_OK)
-            ferry__nccl_abort(agent, peer, p, true); /* fails `it` with the others */
+        if (it->nbytes > 0 && issue_one(agent, peer, in, it, false) != FERRY_OK)
+            ferry__nccl_abort(agent, peer, p, FERRY__NCCL_IN, true); /* fails `it` too */
     }
     pthread_cond_broadcast(&p->changed);
 }
@@ -328,7 +330,7 @@ static ferry_status nccl_send(ferry__agent *agent, int peer, uint64_t seq, ferry
         it->next = p->sends;
         p->sends = it;
         it = NULL;
-        rc = ferry__nccl_ensure(agent, peer, p, device,
+        rc = ferry__nccl_ensure(agent, peer, p, FERRY__NCCL_OUT, device,
                                 ferry__agent_effective_timeout(agent, FERRY_TIMEOUT_DEFAULT));
         ferry__nccl_issue(agent, peer, p);
     }
@@ -342,6 +344,7 @@ static ferry_status wait_recv(ferry__agent *agent, int peer, ferry__nccl_peer *p
                               ferry__nccl_item *it, double deadline, double timeout_s)
 {
     const ferry__nccl_lib *lib = ferry__nccl_lib_get();
+    ferry__nccl_link *in = &p->link[FERRY__NCCL_IN];
     long pause_ns = 2000;
     for (;;) {
         if (it->failed)
@@ -355,15 +358,16 @@ static ferry_status wait_recv(ferry__agent *agent, int peer, ferry__nccl_peer *p
         if (it->issued && (!it->done || cudaEventQuery(it->done) != cudaErrorNotReady))
             return FERRY_OK;
         ncclResult_t state = ncclSuccess;
-        if (it->issued && p->state == FERRY__COMM_READY &&
-            lib->comm_get_async_error(p->comm, &state) == ncclSuccess &&
+        if (it->issued && in->state == FERRY__COMM_READY &&
+            lib->comm_get_async_error(in->comm, &state) == ncclSuccess &&
             state != ncclSuccess && state != ncclInProgress) {
-            ferry__nccl_fail(agent, state, peer, p->device, "ncclRecv");
-            ferry__nccl_abort(agent, peer, p, true);
+            ferry__nccl_fail(agent, state, peer, in->device, "ncclRecv");
+            ferry__nccl_abort(agent, peer, p, FERRY__NCCL_IN, true);
             continue;
         }
-        if (!it->issued && p->state == FERRY__COMM_NONE) {
-            ferry_status rc = ferry__nccl_ensure(agent, peer, p, it->device, deadline - now_s());
+        if (!it->issued && in->state == FERRY__COMM_NONE) {
+            ferry_status rc = ferry__nccl_ensure(agent, peer, p, FERRY__NCCL_IN, it->device,
+                                                 deadline - now_s());
             if (rc != FERRY_OK)
                 return rc;
             ferry__nccl_issue(agent, peer, p);
@@ -371,7 +375,7 @@ static ferry_status wait_recv(ferry__agent *agent, int peer, ferry__nccl_peer *p
         }
         if (now_s() > deadline) {
             ferry_set_error(FERRY_ETIMEDOUT, "a receive timed out");
-            ferry__nccl_abort(agent, peer, p, true);
+            ferry__nccl_abort(agent, peer, p, FERRY__NCCL_IN, true);
             return ferry__fail(FERRY_ETIMEDOUT, "nccl: the bytes of seq %llu for cuda:%d from "
                                "worker '%s' did not come within %.3g s (the communicator was "
                                "aborted)", (unsigned long long)it->seq, it->device,
@@ -410,7 +414,7 @@ static ferry_status nccl_recv(ferry__agent *agent, int peer, uint64_t seq, void 
         it->next = p->recvs;
         p->recvs = it;
         p->waiters++;
-        rc = ferry__nccl_ensure(agent, peer, p, device, timeout_s);
+        rc = ferry__nccl_ensure(agent, peer, p, FERRY__NCCL_IN, device, timeout_s);
         if (rc == FERRY_OK) {
             ferry__nccl_issue(agent, peer, p);
             rc = wait_recv(agent, peer, p, it, deadline, timeout_s);
