@@ -13,6 +13,9 @@
    - The receiver calls recv for the tensors of a message once it is decoded, before the values
      are used (before the user function runs, before a response completes its future); recv
      returns once the bytes are in device memory and any device work to put them there is done.
+     recv may wait for bytes (or, for NCCL, a communicator's id) that come through the fabric:
+     it must not be called on a thread that reads the fabric while it waits (the progress
+     thread, an inline handler).
      A channel must accept recvs in any order of sequence numbers (messages from a peer can be
      decoded on different threads) and match each with the send of the same number.
    - Failure is a status with a message naming the peer, the device and the cause, never an
