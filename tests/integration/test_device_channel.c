@@ -1,9 +1,9 @@
 /* Side channels (rpc/device_channel.h) seen from two workers on emulated devices, through the
    channel's own hooks (pick, next_seq, send, recv, cancel), independent of the wire code that
    calls them: bytes land on the receiver's device, sends and recvs in any order, a cancelled
-   seq, a recv that times out (and the bytes that come after it), a piece of the wrong size, a
-   peer that dies while recvs wait, FERRY_DEVICE_PATH, and the NCCL channel declining without
-   GPUs. */
+   seq, stream order at the send, a recv that times out (and the bytes that come after it), a
+   piece of the wrong size, a peer that dies while recvs wait, FERRY_DEVICE_PATH, and the NCCL
+   channel declining without GPUs. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,6 +13,7 @@
 #include "ferry/device.h"
 #include "rpc/device_channel.h"
 #include "rpc_harness.h"
+#include "tensor/device.h"
 
 #define NCCL_ID 1
 #define N_FLOATS 4096
@@ -51,10 +52,12 @@ static void pause_s(double s)
     nanosleep(&ts, NULL);
 }
 
-/* Two emulated devices per worker, and the transfer path `path` (NULL: unset). */
+/* Two emulated devices per worker whose queued operations are held back 2 ms (so a read that
+   does not wait for its stream sees stale bytes), and the transfer path `path` (NULL: unset). */
 static void emulate(const char *path)
 {
     setenv("FERRY_EMULATE_DEVICES", "2", 1);
+    setenv("FERRY_EMULATE_DEVICE_DELAY_US", "2000", 1);
     if (path)
         setenv("FERRY_DEVICE_PATH", path, 1);
     else
@@ -104,6 +107,43 @@ static int body_moves(int rank, int world, const rpc_case *c)
         ferry_tensor_release(t1);
         ferry_tensor_release(t2);
         ferry_tensor_release(t3);
+    }
+    ferry__agent_release(a);
+    return 0;
+}
+
+/* Stream order: worker0 queues a memset on its device's stream and sends at once, without
+   waiting; what arrives is the memset's bytes, never the tensor's earlier values (each queued
+   operation is held back 2 ms where the emulation can delay them). */
+static int body_stream_order(int rank, int world, const rpc_case *c)
+{
+    ferry__agent *a = ferry__agent_get();
+    RANK_CHECK(a);
+    const ferry__device_channel *ch = ferry__device_channel_by_id(2);
+    RANK_CHECK(ch);
+    if (rank == 0) {
+        ferry_tensor *t = filled(FERRY_DEVICE_CUDA(0), 1);
+        RANK_CHECK(t);
+        const ferry__device_ops *ops = ferry__device_ops_get();
+        RANK_CHECK(ops && ops->memset(ferry__device_stream(0), ferry_tensor_data(t), 0x5a,
+                                      ferry_tensor_nbytes(t)) == FERRY_OK);
+        RANK_CHECK(ch->send(a, 1, ch->next_seq(a, 1), t, ferry_tensor_data(t),
+                            ferry_tensor_nbytes(t)) == FERRY_OK);
+        ferry_tensor_release(t);
+    } else {
+        ferry_tensor *t = empty_on(0);
+        RANK_CHECK(t);
+        RANK_CHECK(ch->recv(a, 0, 0, ferry_tensor_data(t), ferry_tensor_nbytes(t), 0, 20) ==
+                   FERRY_OK);
+        ferry_tensor *cpu = ferry_tensor_to(t, FERRY_DEVICE_CPU);
+        RANK_CHECK(cpu);
+        const unsigned char *b = ferry_tensor_data(cpu);
+        size_t bad = 0;
+        for (size_t i = 0; i < ferry_tensor_nbytes(cpu); i++)
+            bad += b[i] != 0x5a;
+        RANK_CHECK(bad == 0);
+        ferry_tensor_release(cpu);
+        ferry_tensor_release(t);
     }
     ferry__agent_release(a);
     return 0;
@@ -278,6 +318,7 @@ static int body_path_bad(int rank, int world, const rpc_case *c)
 
 CHANNEL_TEST(moves_bytes_in_any_order_tcp, "tcp", NULL, body_moves, 40)
 CHANNEL_TEST(moves_bytes_in_any_order_shm, "shm", NULL, body_moves, 40)
+CHANNEL_TEST(sends_after_the_work_queued_before, "shm", NULL, body_stream_order, 30)
 CHANNEL_TEST(late_bytes_are_dropped_and_sizes_checked, "shm", NULL, body_late, 30)
 CHANNEL_TEST(peer_death_fails_waiting_recvs, "tcp", NULL, body_peer_dies, 40)
 CHANNEL_TEST(path_staged_turns_channels_off, "shm", "staged", body_path_staged, 30)
