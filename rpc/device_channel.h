@@ -13,6 +13,9 @@
    - The receiver calls recv for the tensors of a message once it is decoded, before the values
      are used (before the user function runs, before a response completes its future); recv
      returns once the bytes are in device memory and any device work to put them there is done.
+     recv may wait for bytes (or, for NCCL, a communicator's id) that come through the fabric:
+     it must not be called on a thread that reads the fabric while it waits (the progress
+     thread, an inline handler).
      A channel must accept recvs in any order of sequence numbers (messages from a peer can be
      decoded on different threads) and match each with the send of the same number.
    - Failure is a status with a message naming the peer, the device and the cause, never an
@@ -52,16 +55,37 @@ typedef struct ferry__device_channel {
        (0 = no limit). */
     ferry_status (*recv)(ferry__agent *agent, int peer, uint64_t seq, void *data, size_t nbytes,
                          int device, double timeout_s);
+    /* What the channel needs on both workers, for the error when FERRY_DEVICE_PATH asks for it
+       and it is not usable ("NCCL and real GPUs"). */
+    const char *needs;
 } ferry__device_channel;
 
 /* Registers a channel for every agent (constructors only). Channels are tried in registration
    order; the first usable one carries a tensor. */
 void ferry__device_channel_register(const ferry__device_channel *channel);
 /* The channel for a tensor going from `local` here to `remote` on `peer` (NULL: in the message,
-   staged or direct), and the channel with wire id `id` (NULL if none). FERRY_DEVICE_PATH=staged
-   or =direct in the environment turns channels off. */
+   staged or direct), and the channel with wire id `id` (NULL if none). FERRY_DEVICE_PATH in the
+   environment (read once per process, at the first pick) decides: unset or "auto", the first
+   usable channel; "staged" or "direct", none; "nccl" or "p2p" (the emulated peer-to-peer
+   channel), that channel, and when it is not usable for the tensor the pick fails instead of
+   quietly taking another path. A CPU device on either side never takes a channel.
+   choose: FERRY_OK with *out set (NULL: in the message); FERRY_ENOTSUP when the path asked for
+   cannot carry the tensor, naming the path, both devices, the peer and what the channel needs;
+   FERRY_EINVAL for a FERRY_DEVICE_PATH that names no path. pick is the same with the status on
+   the thread: NULL with status FERRY_OK means "in the message". Thread-safe. */
+ferry_status ferry__device_channel_choose(ferry__agent *agent, int peer, ferry_device local,
+                                          ferry_device remote,
+                                          const ferry__device_channel **out);
 const ferry__device_channel *ferry__device_channel_pick(ferry__agent *agent, int peer,
                                                         ferry_device local, ferry_device remote);
 const ferry__device_channel *ferry__device_channel_by_id(uint32_t id);
+
+/* What a peer has, published by the agent when workers meet at init: its device count (0 when
+   it has none) and its backend ("cuda", "emulated" or "none", as ferry_device_backend). peer
+   may be this worker. Until the agent provides them, device_channel.c holds weak stand-ins that
+   assume every worker runs what this one runs (the emulation is set in the environment all
+   workers start from). */
+int ferry__agent_peer_device_count(ferry__agent *agent, int peer);
+const char *ferry__agent_peer_device_backend(ferry__agent *agent, int peer);
 
 #endif
