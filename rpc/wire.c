@@ -13,6 +13,7 @@
 #include "core/alloc.h"
 #include "core/cache.h"
 #include "core/error.h"
+#include "rpc/device_stage.h"
 #include "rpc/wire_internal.h"
 
 /* protobuf-c's unpacker allocates every sub-message, string and array on its own, and its
@@ -341,12 +342,20 @@ static ferry_status take_attachments(ferry__wire_dec *dec, const Ferry__Wire__En
     ferry__att *atts = ferry__calloc(n, sizeof *atts);
     if (!atts)
         return ferry__fail(FERRY_ENOMEM, "out of memory decoding attachments");
+    ferry_status rc = FERRY_OK;
     for (size_t i = 0; i < n; i++) {
         atts[i].data = dec->storages[i]->data;
         atts[i].len = (size_t)dec->att_lens[i];
         atts[i].tensor = dec->firsts[i];
         atts[i].is_inline = env->attachments[i]->is_inline;
         dec->firsts[i] = NULL;
+        if (rc == FERRY_OK && dec->storages[i]->device.type != FERRY_CPU)
+            rc = ferry__device_stage_in(dec->storages[i]->device, atts[i].data, atts[i].len,
+                                        &atts[i]);
+    }
+    if (rc != FERRY_OK) {
+        ferry__wire_atts_free(atts, n);
+        return rc;
     }
     *atts_out = atts;
     return FERRY_OK;
@@ -430,8 +439,10 @@ void ferry__wire_atts_free(ferry__att *atts, size_t n)
 {
     if (!atts)
         return;
-    for (size_t i = 0; i < n; i++)
+    for (size_t i = 0; i < n; i++) {
         ferry_tensor_release(atts[i].tensor);
+        ferry__stage_buffer_put(atts[i].staging);
+    }
     ferry__free(atts);
 }
 
@@ -740,7 +751,10 @@ ferry_status ferry__wire_encode(const ferry__msg *m, const ferry__wire_codec *co
     ferry_status rc = check_msg(m);
     if (rc != FERRY_OK)
         return rc;
-    ferry__wire_enc enc = {.limits = limits, .rref = &codec->rref, .dst = m->dst};
+    ferry__wire_enc enc = {.limits = limits, .rref = &codec->rref, .device = &codec->device,
+                           .dst = m->dst,
+                           .reverse = m->type == FERRY__MSG_RESPONSE ||
+                                      m->type == FERRY__MSG_AUTOGRAD_BACKWARD};
     ferry__wire_tree trees[3];
     for (int i = 0; i < 3; i++)
         ferry__wire_tree_init(&trees[i]);

@@ -142,7 +142,9 @@ typedef struct {
 typedef struct {
     const ferry__wire_limits *limits;
     const ferry__wire_rref_hooks *rref; /* encode == NULL: RRefs are refused */
+    const ferry__wire_device_hooks *device;
     int32_t dst;
+    bool reverse;                       /* the message answers dst: its map applies inverted */
     ferry__att *atts;                   /* each retains its tensor */
     Ferry__Wire__Attachment *patts;     /* the envelope's view of the same list */
     size_t n_atts, cap_atts, cap_patts;
