@@ -137,6 +137,9 @@ ferry_status ferry__wire_atts_land(ferry__att *atts, size_t n)
     const ferry__device_ops *ops = NULL;
     uint64_t used = 0; /* devices copied to, below 64 */
     ferry_status rc = FERRY_OK;
+    for (size_t i = 0; i < n; i++)
+        if (atts[i].failure)
+            return ferry_set_error(atts[i].failure_rc, "%s", atts[i].failure);
     for (size_t i = 0; i < n && rc == FERRY_OK; i++) {
         ferry__att *a = &atts[i];
         if (!a->device_data)

@@ -101,6 +101,10 @@ static void dispatch(recv_ctx *r)
         /* Staged device tensors: into device memory before anyone uses the values. */
         ferry_status rc = ferry__wire_atts_land(r->atts, r->n_atts);
         if (rc != FERRY_OK) {
+            ferry_set_error(rc, "worker '%s' could not place the tensors of %s from worker "
+                            "'%s': %s", r->agent->name,
+                            r->m.type == FERRY__MSG_RESPONSE ? "a response" : "a call",
+                            r->agent->workers[r->src].name, ferry_last_error());
             refuse(r, rc);
             recv_ctx_free(r);
             return;
@@ -189,15 +193,18 @@ static void reject(ferry__agent *a, int src, ferry__msg *m, ferry_status rc, con
     ferry__log_warn("rpc", "dropping a message from rank %d: %s", src, why);
     /* Out of (device) memory or a failing device is this worker's state, not a bad message. */
     bool local = rc == FERRY_ENOMEM || rc == FERRY_EDEVICE;
+    char text[1024] = "";
+    if (local && m->type != FERRY__MSG_RESPONSE)
+        snprintf(text, sizeof text, "worker '%s' could not receive the call: %s", a->name, why);
+    else if (local)
+        snprintf(text, sizeof text, "the response from worker '%s' could not be received: %s",
+                 a->workers[src].name, why);
     if (m->id && m->type != FERRY__MSG_RESPONSE)
         ferry__serve_reply_error(a, src, m,
                                  local ? rc
                                  : m->type == FERRY__MSG_INVALID ? FERRY_ENOTSUP : FERRY_EPROTO,
-                                 why);
+                                 local ? text : why);
     if (m->id && m->type == FERRY__MSG_RESPONSE && local) {
-        char text[1024];
-        snprintf(text, sizeof text, "the response from %s could not be received: %s",
-                 a->workers[src].name, why);
         ferry__msg fail = {.type = FERRY__MSG_RESPONSE, .id = m->id, .src = src,
                            .is_error = true, .err_code = rc, .err_message = ferry__strdup(text)};
         complete_response(a, src, &fail);

@@ -357,6 +357,11 @@ static ferry_status take_attachments(ferry__wire_dec *dec, const Ferry__Wire__En
         ferry__wire_atts_free(atts, n);
         return rc;
     }
+    if (dec->device_failure) {
+        atts[dec->device_att].failure_rc = dec->device_rc;
+        atts[dec->device_att].failure = dec->device_failure;
+        dec->device_failure = NULL;
+    }
     *atts_out = atts;
     return FERRY_OK;
 }
@@ -380,7 +385,8 @@ static ferry_status decode_envelope(const uint8_t *header, size_t len,
                       : ferry__fail(FERRY_EPROTO, "envelope does not parse");
     }
     uint64_t *lens = NULL;
-    ferry__wire_dec dec = {&codec->limits, &codec->rref, env->src, 0, NULL, NULL, NULL, 0};
+    ferry__wire_dec dec = {&codec->limits, &codec->rref, env->src, 0, NULL, NULL, NULL, 0,
+                           NULL, FERRY_OK, 0};
     tree_src trees[3] = {{NULL, NULL, 0}, {NULL, NULL, 0}, {NULL, NULL, 0}};
     ferry_status rc = read_envelope(env, m, trees);
     if (rc == FERRY_OK)
@@ -442,6 +448,7 @@ void ferry__wire_atts_free(ferry__att *atts, size_t n)
     for (size_t i = 0; i < n; i++) {
         ferry_tensor_release(atts[i].tensor);
         ferry__stage_buffer_put(atts[i].staging);
+        ferry__free(atts[i].failure);
     }
     ferry__free(atts);
 }

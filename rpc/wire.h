@@ -98,6 +98,10 @@ typedef struct {
     void *staging;
     void *device_data;
     int device_index;
+    /* Receive: the device memory could not be had (out of memory on the device): the bytes
+       land in host memory and ferry__wire_atts_land fails with this code and message. */
+    ferry_status failure_rc;
+    char *failure; /* owned */
 } ferry__att;
 
 typedef struct {
@@ -175,7 +179,7 @@ ferry_status ferry__wire_decode(const void *header, size_t len, const ferry__wir
 void ferry__wire_atts_free(ferry__att *atts, size_t n);
 /* After every attachment arrived: copies the staged ones into device memory and waits for the
    copies, so the device tensors hold their values. FERRY_OK, or the device's error (naming
-   the device). */
+   the device), including a device allocation that failed at decode. */
 ferry_status ferry__wire_atts_land(ferry__att *atts, size_t n);
 
 /* Convenience for tests, the demo and the fuzzer: a whole message (envelope + all attachments)

@@ -237,7 +237,7 @@ static ferry_status attachment_for(ferry__wire_enc *enc, const ferry_tensor *t, 
     if (!atts || !patts)
         return ferry__fail(FERRY_ENOMEM, "out of memory encoding attachments");
     size_t i = enc->n_atts;
-    enc->atts[i] = (ferry__att){data, len, NULL, false, NULL, NULL, 0};
+    enc->atts[i] = (ferry__att){.data = data, .len = len};
     if (t->device.type != FERRY_CPU) {
         ferry_status rc = ferry__device_stage_out(t, data, len, &enc->atts[i]);
         if (rc != FERRY_OK)
@@ -539,11 +539,24 @@ static ferry_status decode_tensor(ferry__wire_dec *dec, const Ferry__Wire__Tenso
                                                         : FERRY_DEVICE_CPU;
     if (!dec->storages[a]) {
         dec->storages[a] = ferry__storage_new((size_t)dec->att_lens[a], device);
+        if (!dec->storages[a] && device.type == FERRY_CUDA && !dec->device_failure &&
+            ferry_last_status() == FERRY_ENOMEM) {
+            /* Read the message whole into host memory; it fails once it arrived. */
+            dec->device_failure = ferry__strdup(ferry_last_error());
+            dec->device_rc = FERRY_ENOMEM;
+            dec->device_att = a;
+            device = FERRY_DEVICE_CPU;
+            dec->storages[a] = dec->device_failure ? ferry__storage_new((size_t)dec->att_lens[a],
+                                                                        device)
+                                                   : NULL;
+        }
         if (!dec->storages[a] && device.type == FERRY_CPU)
             return ferry__fail(FERRY_ENOMEM, "tensor %zu: no memory for %llu bytes", k,
                                (unsigned long long)dec->att_lens[a]);
         if (!dec->storages[a])
             return ferry_last_status(); /* the device layer named the device and the cause */
+    } else if (dec->device_failure && dec->device_att == a) {
+        device = FERRY_DEVICE_CPU;
     } else if (!same_device(dec->storages[a]->device, device)) {
         return ferry__fail(FERRY_EPROTO, "tensor %zu: attachment %u is on two devices", k, a);
     }
@@ -755,6 +768,8 @@ void ferry__wire_dec_free(ferry__wire_dec *dec)
     }
     ferry__free(dec->firsts);
     ferry__free(dec->storages);
+    ferry__free(dec->device_failure);
+    dec->device_failure = NULL;
     dec->firsts = NULL;
     dec->storages = NULL;
 }

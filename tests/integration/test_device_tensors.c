@@ -6,7 +6,7 @@
    memory on the receiver fails its call; after each the next call works.
 
    Maps: worker0 -> worker1 {cuda:0: cuda:1}, worker1 -> worker0 {cuda:1: cuda:0}; both
-   workers have two emulated devices (worker1's hold 1 MiB each). */
+   workers have two emulated devices (worker0's hold 3 MiB each, worker1's 1 MiB). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -240,12 +240,26 @@ static int rank0(void)
     ferry_value_release(v);
     ferry_rref_release(mine);
 
+    /* Out of device memory here (3 MiB devices) for a result: that call fails, naming both. */
+    ferry_tensor *hog = counting(640 << 10, cuda0); /* 2.5 MiB */
+    RANK_CHECK(hog);
+    v = call("make_on", ferry_list_of(2, ferry_int(1), ferry_int(200000)));
+    RANK_CHECK(!v && ferry_last_status() == FERRY_ENOMEM);
+    RANK_CHECK(strstr(ferry_last_error(), "worker 'worker0' could not place the tensors of a "
+                      "response from worker 'worker1': CUDA out of memory on cuda:0"));
+    ferry_tensor_release(hog);
+    v = call("make_on", ferry_list_of(2, ferry_int(1), ferry_int(200000)));
+    RANK_CHECK(v && counts_on(ferry_value_as_tensor(v), cuda0));
+    ferry_value_release(v);
+
     /* Out of device memory on worker1 (1 MiB devices): the call fails naming the device. */
     ferry_tensor *big = counting(1 << 19, cuda0); /* 2 MiB */
     RANK_CHECK(big);
     v = call("placement", ferry_list_of(1, ferry_tensor_value(big)));
     RANK_CHECK(!v && ferry_last_status() == FERRY_ENOMEM);
-    RANK_CHECK(strstr(ferry_last_error(), "out of memory on cuda:1"));
+    RANK_CHECK(says("worker 'worker1' could not place the tensors of a call from worker "
+                    "'worker0': CUDA out of memory on cuda:1: tried to allocate 2097152 bytes "
+                    "with 0 of 1048576 in use"));
     ferry_tensor_release(big);
     v = call("placement", ferry_list_of(1, ferry_tensor_value(s)));
     RANK_CHECK(v && !strcmp(ferry_value_as_string(v), "cuda:1 "));
@@ -275,8 +289,7 @@ static int dev_rank(int rank, int world, void *arg)
     dev_case *dc = arg;
     char buf[32], name[32];
     setenv("FERRY_EMULATE_DEVICES", "2", 1);
-    if (rank == 1)
-        setenv("FERRY_EMULATE_DEVICE_MEMORY", "1048576", 1);
+    setenv("FERRY_EMULATE_DEVICE_MEMORY", rank == 1 ? "1048576" : "3145728", 1);
     setenv("FERRY_DEVICE_PATH", dc->path, 1);
     setenv("MASTER_ADDR", "127.0.0.1", 1);
     snprintf(buf, sizeof buf, "%d", dc->port);
