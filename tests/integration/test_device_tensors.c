@@ -241,13 +241,15 @@ static int rank0(void)
     ferry_rref_release(mine);
 
     /* Out of device memory here (3 MiB devices) for a result: that call fails, naming both. */
-    ferry_tensor *hog = counting(640 << 10, cuda0); /* 2.5 MiB */
-    RANK_CHECK(hog);
+    ferry_tensor *hog = counting(512 << 10, cuda0);  /* 2 MiB */
+    ferry_tensor *hog2 = counting(128 << 10, cuda0); /* 512 KiB: under 800000 bytes left */
+    RANK_CHECK(hog && hog2);
     v = call("make_on", ferry_list_of(2, ferry_int(1), ferry_int(200000)));
     RANK_CHECK(!v && ferry_last_status() == FERRY_ENOMEM);
     RANK_CHECK(strstr(ferry_last_error(), "worker 'worker0' could not place the tensors of a "
                       "response from worker 'worker1': CUDA out of memory on cuda:0"));
     ferry_tensor_release(hog);
+    ferry_tensor_release(hog2);
     v = call("make_on", ferry_list_of(2, ferry_int(1), ferry_int(200000)));
     RANK_CHECK(v && counts_on(ferry_value_as_tensor(v), cuda0));
     ferry_value_release(v);
