@@ -761,7 +761,8 @@ ferry_status ferry__wire_encode(const ferry__msg *m, const ferry__wire_codec *co
     ferry__wire_enc enc = {.limits = limits, .rref = &codec->rref, .device = &codec->device,
                            .dst = m->dst,
                            .reverse = m->type == FERRY__MSG_RESPONSE ||
-                                      m->type == FERRY__MSG_AUTOGRAD_BACKWARD};
+                                      (m->type == FERRY__MSG_AUTOGRAD_BACKWARD &&
+                                       !m->device_as_request)};
     ferry__wire_tree trees[3];
     for (int i = 0; i < 3; i++)
         ferry__wire_tree_init(&trees[i]);

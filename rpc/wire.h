@@ -52,6 +52,10 @@ typedef struct {
     int32_t src;
     int32_t dst;            /* encode only: the receiver's rank, handed to the rref encode hook */
     bool no_reply;          /* request: no response wanted (never on a RESPONSE) */
+    /* Encode only, AUTOGRAD_BACKWARD: the gradients answer a forward that came here as a
+       response, so this worker's own map toward dst places them (by default the kind answers
+       dst's forward request and dst's map applies inverted). Not sent. */
+    bool device_as_request;
     ferry__msg_ext ext[FERRY__MSG_MAX_EXT];
     size_t n_ext;
     /* CALL, REMOTE_CALL */
