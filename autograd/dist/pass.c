@@ -447,6 +447,12 @@ ferry_status ferry__dist_pass_run(ferry__dist_state *st, ferry__dist_ctx *c, fer
         er[i].node = ferry__tensor_grad_fn(roots[i], &er[i].output_nr);
         er[i].grad = ferry_ones(ferry_tensor_ndim(roots[i]), ferry_tensor_sizes(roots[i]),
                                 ferry_tensor_dtype(roots[i]));
+        ferry_device d = ferry_tensor_device(roots[i]);
+        if (er[i].grad && d.type != FERRY_CPU) { /* the seed lives where its root does */
+            ferry_tensor *on = ferry_tensor_to(er[i].grad, d);
+            ferry_tensor_release(er[i].grad);
+            er[i].grad = on;
+        }
         if (er[i].grad == NULL)
             rc = ferry_last_status();
     }
