@@ -174,3 +174,33 @@ Test(device_wire, the_staging_pool_reuses_buffers, .timeout = 20)
     ferry__stage_buffer_put(b);
     ferry__stage_buffer_put(c);
 }
+
+/* A map with a CPU entry: CPU tensors ask too, and land on the device it names. */
+static ferry_status cpu_to_cuda2(void *ctx, int32_t dst, bool reverse, ferry_device from,
+                                 ferry_device *to)
+{
+    *to = from.type == FERRY_CPU ? FERRY_DEVICE_CUDA(2) : from;
+    return FERRY_OK;
+}
+
+Test(device_wire, a_cpu_entry_sends_cpu_tensors_to_its_device, .timeout = 20)
+{
+    emulate("staged");
+    ferry__wire_codec c;
+    ferry__wire_limits_default(&c.limits);
+    memset(&c.rref, 0, sizeof c.rref);
+    c.device = (ferry__wire_device_hooks){cpu_to_cuda2, NULL, true};
+    ferry_tensor *t = ferry_assert_ptr(ferry_arange(0, 30000, 1, FERRY_FLOAT32));
+    ferry_value *v = ferry_list_of(1, ferry_tensor_value(t));
+    ferry__msg m = {.type = FERRY__MSG_CALL, .fn = "f", .args = v};
+    uint8_t *buf;
+    size_t len;
+    ferry_assert_status(ferry__wire_encode_flat(&m, &c, &buf, &len), FERRY_OK);
+    ferry__msg got;
+    ferry_assert_status(ferry__wire_decode_flat(buf, len, &c, &got), FERRY_OK);
+    check_counts(ferry_value_as_tensor(ferry_list_get(got.args, 0)), 2, 30000);
+    ferry__msg_clear(&got);
+    ferry__free(buf);
+    ferry_value_release(v);
+    ferry_tensor_release(t);
+}
