@@ -131,33 +131,3 @@ ferry_status ferry__device_stage_in(ferry_device device, void *storage_data, siz
     att->device_index = device.index;
     return FERRY_OK;
 }
-
-ferry_status ferry__wire_atts_land(ferry__att *atts, size_t n)
-{
-    const ferry__device_ops *ops = NULL;
-    uint64_t used = 0; /* devices copied to, below 64 */
-    ferry_status rc = FERRY_OK;
-    for (size_t i = 0; i < n; i++)
-        if (atts[i].failure)
-            return ferry_set_error(atts[i].failure_rc, "%s", atts[i].failure);
-    for (size_t i = 0; i < n && rc == FERRY_OK; i++) {
-        ferry__att *a = &atts[i];
-        if (!a->device_data)
-            continue;
-        ops = ops ? ops : ferry__device_ops_get();
-        ferry__stream *stream = ferry__device_stream(a->device_index);
-        rc = ops && stream ? ops->copy(stream, a->device_data, a->data, a->len, FERRY__COPY_H2D)
-                           : ferry_last_status();
-        if (a->device_index < 64)
-            used |= (uint64_t)1 << a->device_index;
-    }
-    for (int d = 0; d < 64 && used; d++) {
-        if (!(used & ((uint64_t)1 << d)))
-            continue;
-        used &= ~((uint64_t)1 << d);
-        ferry_status src = ferry__device_sync(d);
-        if (rc == FERRY_OK)
-            rc = src;
-    }
-    return rc;
-}

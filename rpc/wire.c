@@ -441,18 +441,6 @@ ferry_status ferry__wire_decode(const void *header, size_t len, const ferry__wir
     return rc;
 }
 
-void ferry__wire_atts_free(ferry__att *atts, size_t n)
-{
-    if (!atts)
-        return;
-    for (size_t i = 0; i < n; i++) {
-        ferry_tensor_release(atts[i].tensor);
-        ferry__stage_buffer_put(atts[i].staging);
-        ferry__free(atts[i].failure);
-    }
-    ferry__free(atts);
-}
-
 /* ---- encode ---- */
 
 /* The fields each kind carries, beyond id, src, no_reply and ext (and fn and timeout_s, which
