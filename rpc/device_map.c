@@ -8,6 +8,7 @@
 #include "core/alloc.h"
 #include "core/error.h"
 #include "ferry/device.h"
+#include "rpc/agent_impl.h"
 
 static bool same(ferry_device a, ferry_device b)
 {
@@ -56,6 +57,10 @@ ferry_status ferry__device_info_encode(const ferry_rpc_options *opts, uint8_t **
 {
     buf b = {0};
     put_u32(&b, (uint32_t)ferry_cuda_device_count());
+    const char *backend = ferry_device_backend();
+    uint8_t blen = (uint8_t)strnlen(backend, 15);
+    put(&b, &blen, 1);
+    put(&b, backend, blen);
     put_u32(&b, (uint32_t)opts->n_devices);
     for (int i = 0; i < opts->n_devices; i++)
         put_device(&b, opts->devices[i]);
@@ -114,6 +119,12 @@ ferry_status ferry__device_info_decode(const void *p, size_t len, const char *wo
     uint32_t count = 0, n_devices = 0, n_maps = 0;
     memset(out, 0, sizeof *out);
     get(&r, &count, 4);
+    uint8_t blen = 0;
+    get(&r, &blen, 1);
+    if (blen > 15)
+        r.bad = true;
+    else
+        get(&r, out->backend, blen);
     get(&r, &n_devices, 4);
     if (count > 1024 || n_devices > FERRY_MAX_RPC_DEVICES)
         r.bad = true;
@@ -322,4 +333,18 @@ void ferry__device_maps_free(ferry__device_maps *m)
     ferry__free(m->infos);
     m->infos = NULL;
     m->world_size = 0;
+}
+
+int ferry__agent_peer_device_count(ferry__agent *agent, int peer)
+{
+    const ferry__device_maps *m = &agent->device_maps;
+    return m->infos && peer >= 0 && peer < m->world_size ? m->infos[peer].count : 0;
+}
+
+const char *ferry__agent_peer_device_backend(ferry__agent *agent, int peer)
+{
+    const ferry__device_maps *m = &agent->device_maps;
+    if (!m->infos || peer < 0 || peer >= m->world_size || !m->infos[peer].backend[0])
+        return "none";
+    return m->infos[peer].backend;
 }

@@ -11,10 +11,12 @@
 
 #include "ferry/error.h"
 #include "ferry/rpc.h"
+#include "rpc/module.h"
 
 /* One worker's device facts, as it published them. */
 typedef struct {
     int count;                      /* its CUDA devices (emulated ones included) */
+    char backend[16];               /* "cuda", "emulated" or "none" (ferry_device_backend) */
     int n_devices;                  /* its devices list (0: none set) */
     ferry_device devices[FERRY_MAX_RPC_DEVICES];
     int n_maps;
@@ -54,5 +56,12 @@ ferry_status ferry__device_maps_lookup(const ferry__device_maps *maps, int32_t d
                                        ferry_device from, ferry_device *to);
 
 void ferry__device_maps_free(ferry__device_maps *maps);
+
+/* What worker `peer` (this one included) published at init: its device count (0 when it has
+   none) and its device backend ("cuda", "emulated", "none"); 0 and "none" before init is done
+   or for a rank outside the group. For the side channels (rpc/device_channel.h), which need
+   both ends to have what they use. */
+int ferry__agent_peer_device_count(ferry__agent *agent, int peer);
+const char *ferry__agent_peer_device_backend(ferry__agent *agent, int peer);
 
 #endif

@@ -1,6 +1,7 @@
 /* Device maps checked at ferry_init_rpc against every worker's devices, as torch checks them:
    each worker publishes its device count, devices list and maps, and all workers run the same
-   checks, so every one of them fails with the same error and no agent is left running. Devices
+   checks, so every one of them fails with the same error and no agent is left running; what a
+   worker published (device count, backend) is what every other one reads back. Devices
    are emulated (FERRY_EMULATE_DEVICES, set in each rank before its first device call). */
 #include <stdio.h>
 #include <stdlib.h>
@@ -9,6 +10,7 @@
 #include "rpc_harness.h"
 
 #include "ferry/device.h"
+#include "rpc/device_map.h"
 
 typedef struct {
     int devices[2];   /* emulated device count per rank */
@@ -48,6 +50,16 @@ static int maps_rank(int rank, int world, void *arg)
             fprintf(stderr, "rank %d: init failed: %s\n", rank, ferry_last_error());
             return 1;
         }
+        /* What every worker published, as the side channels read it. */
+        ferry__agent *a = ferry__agent_get();
+        RANK_CHECK(a);
+        for (int p = 0; p < 2; p++) {
+            RANK_CHECK(ferry__agent_peer_device_count(a, p) == mc->devices[p]);
+            RANK_CHECK(!strcmp(ferry__agent_peer_device_backend(a, p),
+                               mc->devices[p] ? "emulated" : "none"));
+        }
+        RANK_CHECK(ferry__agent_peer_device_count(a, 2) == 0);
+        ferry__agent_release(a);
         RANK_CHECK(ferry_shutdown(true, 30) == FERRY_OK);
         return 0;
     }
