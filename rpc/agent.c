@@ -73,28 +73,76 @@ static uint64_t host_key(void)
     return h;
 }
 
-#define BLOB_HEAD 12 /* u32 pid, u64 host key */
+#define BLOB_HEAD 16 /* u32 pid, u64 host key, u32 length of the device record after it */
 
 /* The address a worker publishes: pid and host key (for the liveness check of same-host
-   peers), then the fabric layer's own blob. */
-static ferry_status publish_blob(ferry__agent *a, void **out, size_t *len)
+   peers), its device record (device count, devices list, device maps: rpc/device_map.h), then
+   the fabric layer's own blob. */
+static ferry_status publish_blob(ferry__agent *a, const ferry_rpc_options *o, void **out,
+                                 size_t *len)
 {
     const void *net_blob;
     size_t net_len;
     ferry_status rc = ferry__net_local_address(a->net, &net_blob, &net_len);
     if (rc != FERRY_OK)
         return rc;
-    uint8_t *b = ferry__malloc(BLOB_HEAD + net_len);
-    if (!b)
+    uint8_t *dev = NULL;
+    size_t dev_len = 0;
+    if ((rc = ferry__device_info_encode(o, &dev, &dev_len)) != FERRY_OK)
+        return rc;
+    uint8_t *b = ferry__malloc(BLOB_HEAD + dev_len + net_len);
+    if (!b) {
+        ferry__free(dev);
         return ferry__fail(FERRY_ENOMEM, "out of memory building the address record");
-    uint32_t pid = (uint32_t)getpid();
+    }
+    uint32_t pid = (uint32_t)getpid(), dlen = (uint32_t)dev_len;
     uint64_t key = host_key();
     memcpy(b, &pid, 4);
     memcpy(b + 4, &key, 8);
-    memcpy(b + BLOB_HEAD, net_blob, net_len);
+    memcpy(b + 12, &dlen, 4);
+    memcpy(b + BLOB_HEAD, dev, dev_len);
+    memcpy(b + BLOB_HEAD + dev_len, net_blob, net_len);
+    ferry__free(dev);
     *out = b;
-    *len = BLOB_HEAD + net_len;
+    *len = BLOB_HEAD + dev_len + net_len;
     return FERRY_OK;
+}
+
+static ferry_status map_device(void *ctx, int32_t dst, bool reverse, ferry_device from,
+                               ferry_device *to)
+{
+    ferry__agent *a = ctx;
+    return ferry__device_maps_lookup(&a->device_maps, dst, reverse, from, to);
+}
+
+/* Reads every worker's device record (`recs`) and checks all maps, the same way on every
+   worker, so that all of them fail together with the same error. */
+static ferry_status check_device_maps(ferry__agent *a, const uint8_t *const *recs,
+                                      const uint32_t *lens)
+{
+    ferry__device_maps *m = &a->device_maps;
+    a->device_names = ferry__calloc((size_t)a->world_size, sizeof *a->device_names);
+    m->infos = ferry__calloc((size_t)a->world_size, sizeof *m->infos);
+    if (!a->device_names || !m->infos)
+        return ferry__fail(FERRY_ENOMEM, "out of memory for the device maps");
+    m->world_size = a->world_size;
+    m->rank = a->rank;
+    m->names = a->device_names;
+    for (int i = 0; i < a->world_size; i++) {
+        size_t used = 0;
+        a->device_names[i] = a->workers[i].name;
+        ferry_status rc = ferry__device_info_decode(recs[i], lens[i], a->workers[i].name,
+                                                    &m->infos[i], &used);
+        if (rc == FERRY_OK && used != lens[i])
+            rc = ferry__fail(FERRY_EPROTO, "the device record of worker %s is malformed",
+                             a->workers[i].name);
+        if (rc != FERRY_OK)
+            return rc;
+    }
+    ferry_status rc = ferry__device_maps_check(m);
+    if (rc == FERRY_OK)
+        a->codec.device = (ferry__wire_device_hooks){map_device, a, m->any_cpu_map};
+    return rc;
 }
 
 /* A worker known dead ends the graceful-shutdown rounds instead of hanging them; pinging the
@@ -161,27 +209,39 @@ static ferry_status connect_peers(ferry__agent *a)
         ferry__free(lens);
         return ferry__fail(FERRY_ENOMEM, "out of memory for the worker table");
     }
-    ferry_status rc = FERRY_OK;
+    const uint8_t **recs = ferry__calloc((size_t)n, sizeof *recs);
+    uint32_t *rec_lens = ferry__calloc((size_t)n, sizeof *rec_lens);
+    ferry_status rc = recs && rec_lens ? FERRY_OK
+                                       : ferry__fail(FERRY_ENOMEM, "out of memory for the "
+                                                     "worker table");
     uint64_t our_key = host_key();
     for (int i = 0; i < n && rc == FERRY_OK; i++) {
         const ferry__peer_entry *p = &peers[i];
-        if (p->rank != i || p->addr_len < BLOB_HEAD) {
+        uint32_t pid, dlen = 0;
+        if (p->addr_len >= BLOB_HEAD)
+            memcpy(&dlen, (const uint8_t *)p->addr + 12, 4);
+        if (p->rank != i || p->addr_len < BLOB_HEAD || p->addr_len - BLOB_HEAD < dlen) {
             rc = ferry__fail(FERRY_EPROTO, "rendezvous record %d is malformed", i);
             break;
         }
-        uint32_t pid;
         uint64_t key;
         memcpy(&pid, p->addr, 4);
         memcpy(&key, (const uint8_t *)p->addr + 4, 8);
+        recs[i] = (const uint8_t *)p->addr + BLOB_HEAD;
+        rec_lens[i] = dlen;
         a->workers[i].name = ferry__strdup(p->name);
         a->workers[i].pid = (int)pid;
         a->workers[i].same_host = key == our_key && i != a->rank;
         atomic_init(&a->workers[i].dead, false);
         if (!a->workers[i].name)
             rc = ferry__fail(FERRY_ENOMEM, "out of memory for the worker table");
-        blobs[i] = (const uint8_t *)p->addr + BLOB_HEAD;
-        lens[i] = p->addr_len - BLOB_HEAD;
+        blobs[i] = (const uint8_t *)p->addr + BLOB_HEAD + dlen;
+        lens[i] = p->addr_len - BLOB_HEAD - dlen;
     }
+    if (rc == FERRY_OK)
+        rc = check_device_maps(a, recs, rec_lens);
+    ferry__free(recs);
+    ferry__free(rec_lens);
     if (rc == FERRY_OK)
         rc = ferry__net_set_peers(a->net, a->rank, n, blobs, lens);
     for (int i = 0; rc == FERRY_OK && i < n; i++)
@@ -370,7 +430,7 @@ static ferry_status agent_start(ferry__agent *a, const char *init_method,
         return ferry_last_status();
     void *blob = NULL;
     size_t blob_len = 0;
-    if ((rc = publish_blob(a, &blob, &blob_len)) != FERRY_OK)
+    if ((rc = publish_blob(a, o, &blob, &blob_len)) != FERRY_OK)
         return rc;
     rc = ferry__rendezvous_publish(a->rdv, a->name, blob, blob_len, t);
     ferry__free(blob);

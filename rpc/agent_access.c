@@ -35,6 +35,8 @@ void ferry__agent_free(ferry__agent *a)
     for (int i = 0; a->workers && i < a->world_size; i++)
         ferry__free(a->workers[i].name);
     ferry__free(a->workers);
+    ferry__device_maps_free(&a->device_maps);
+    ferry__free(a->device_names);
     ferry__pending_free_table(a);
     pthread_mutex_destroy(&a->lock);
     pthread_mutex_destroy(&a->later_lock);

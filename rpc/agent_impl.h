@@ -16,6 +16,7 @@
 #include "core/pool.h"
 #include "core/refcount.h"
 #include "ferry/rpc.h"
+#include "rpc/device_map.h"
 #include "rpc/module.h"
 #include "rpc/wire.h"
 #include "transport/net.h"
@@ -69,6 +70,8 @@ struct ferry__agent {
     ferry__rendezvous *rdv;
     bool rank0_hosts_store; /* rank 0 serves a TCP rendezvous store (set at init) */
     ferry__wire_codec codec; /* limits, and the RRef hooks a module sets when it starts */
+    ferry__device_maps device_maps; /* every worker's devices and maps (set at init) */
+    const char **device_names;      /* device_maps.names: the worker table's names */
 
     pthread_mutex_t lock; /* guards pending, heap, state transitions */
     ferry__pending **pending; /* hash buckets keyed by id, chained */

@@ -118,16 +118,3 @@ const ferry__device_channel *ferry__device_channel_by_id(uint32_t id)
             return channels[i];
     return NULL;
 }
-
-/* Stand-ins until the agent publishes what each peer has (see device_channel.h): every worker
-   is taken to run the backend and device count this one runs. The agent's own definitions,
-   when linked, replace these. */
-__attribute__((weak)) int ferry__agent_peer_device_count(ferry__agent *agent, int peer)
-{
-    return ferry_cuda_device_count();
-}
-
-__attribute__((weak)) const char *ferry__agent_peer_device_backend(ferry__agent *agent, int peer)
-{
-    return ferry_device_backend();
-}

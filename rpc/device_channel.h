@@ -82,9 +82,7 @@ const ferry__device_channel *ferry__device_channel_by_id(uint32_t id);
 
 /* What a peer has, published by the agent when workers meet at init: its device count (0 when
    it has none) and its backend ("cuda", "emulated" or "none", as ferry_device_backend). peer
-   may be this worker. Until the agent provides them, device_channel.c holds weak stand-ins that
-   assume every worker runs what this one runs (the emulation is set in the environment all
-   workers start from). */
+   may be this worker. Defined in device_map.c. */
 int ferry__agent_peer_device_count(ferry__agent *agent, int peer);
 const char *ferry__agent_peer_device_backend(ferry__agent *agent, int peer);
 

@@ -97,6 +97,19 @@ static void refuse(recv_ctx *r, ferry_status rc)
 /* The message is whole: hand it on. Takes ownership of r. */
 static void dispatch(recv_ctx *r)
 {
+    if (!atomic_load(&r->failed) && r->n_atts) {
+        /* Staged device tensors: into device memory before anyone uses the values. */
+        ferry_status rc = ferry__wire_atts_land(r->atts, r->n_atts);
+        if (rc != FERRY_OK) {
+            ferry_set_error(rc, "worker '%s' could not place the tensors of %s from worker "
+                            "'%s': %s", r->agent->name,
+                            r->m.type == FERRY__MSG_RESPONSE ? "a response" : "a call",
+                            r->agent->workers[r->src].name, ferry_last_error());
+            refuse(r, rc);
+            recv_ctx_free(r);
+            return;
+        }
+    }
     if (!atomic_load(&r->failed) && r->agent->hooks.n_on_receive) {
         ferry_status rc = ferry__agent_hooks_receive(r->agent, r->src, &r->m);
         if (rc != FERRY_OK) {
@@ -175,12 +188,28 @@ static ferry_status fill_inline(recv_ctx *r, const uint8_t *p, size_t left)
    why now instead of at its timeout. A kind this build does not know (m->type is
    FERRY__MSG_INVALID then) is a request too: every response travels as one of the two response
    kinds. */
-static void reject(ferry__agent *a, int src, ferry__msg *m, const char *why)
+static void reject(ferry__agent *a, int src, ferry__msg *m, ferry_status rc, const char *why)
 {
     ferry__log_warn("rpc", "dropping a message from rank %d: %s", src, why);
+    /* Out of (device) memory or a failing device is this worker's state, not a bad message. */
+    bool local = rc == FERRY_ENOMEM || rc == FERRY_EDEVICE;
+    char text[1024] = "";
+    if (local && m->type != FERRY__MSG_RESPONSE)
+        snprintf(text, sizeof text, "worker '%s' could not receive the call: %s", a->name, why);
+    else if (local)
+        snprintf(text, sizeof text, "the response from worker '%s' could not be received: %s",
+                 a->workers[src].name, why);
     if (m->id && m->type != FERRY__MSG_RESPONSE)
         ferry__serve_reply_error(a, src, m,
-                                 m->type == FERRY__MSG_INVALID ? FERRY_ENOTSUP : FERRY_EPROTO, why);
+                                 local ? rc
+                                 : m->type == FERRY__MSG_INVALID ? FERRY_ENOTSUP : FERRY_EPROTO,
+                                 local ? text : why);
+    if (m->id && m->type == FERRY__MSG_RESPONSE && local) {
+        ferry__msg fail = {.type = FERRY__MSG_RESPONSE, .id = m->id, .src = src,
+                           .is_error = true, .err_code = rc, .err_message = ferry__strdup(text)};
+        complete_response(a, src, &fail);
+        ferry__msg_clear(&fail);
+    }
 }
 
 void ferry__agent_on_message(void *ctx, int src, const void *buf, size_t len)
@@ -208,7 +237,7 @@ void ferry__agent_on_message(void *ctx, int src, const void *buf, size_t len)
     if (rc == FERRY_OK)
         rc = fill_inline(r, p + 4 + hlen, len - 4 - hlen);
     if (rc != FERRY_OK) {
-        reject(a, src, &r->m, ferry_last_error());
+        reject(a, src, &r->m, rc, ferry_last_error());
         ferry__msg_clear(&r->m);
         ferry__wire_atts_free(r->atts, r->n_atts);
         ferry__cache_put(&recv_cache, r);

@@ -13,6 +13,7 @@
 #include "core/alloc.h"
 #include "core/cache.h"
 #include "core/error.h"
+#include "rpc/device_stage.h"
 #include "rpc/wire_internal.h"
 
 /* protobuf-c's unpacker allocates every sub-message, string and array on its own, and its
@@ -341,12 +342,25 @@ static ferry_status take_attachments(ferry__wire_dec *dec, const Ferry__Wire__En
     ferry__att *atts = ferry__calloc(n, sizeof *atts);
     if (!atts)
         return ferry__fail(FERRY_ENOMEM, "out of memory decoding attachments");
+    ferry_status rc = FERRY_OK;
     for (size_t i = 0; i < n; i++) {
         atts[i].data = dec->storages[i]->data;
         atts[i].len = (size_t)dec->att_lens[i];
         atts[i].tensor = dec->firsts[i];
         atts[i].is_inline = env->attachments[i]->is_inline;
         dec->firsts[i] = NULL;
+        if (rc == FERRY_OK && dec->storages[i]->device.type != FERRY_CPU)
+            rc = ferry__device_stage_in(dec->storages[i]->device, atts[i].data, atts[i].len,
+                                        &atts[i]);
+    }
+    if (rc != FERRY_OK) {
+        ferry__wire_atts_free(atts, n);
+        return rc;
+    }
+    if (dec->device_failure) {
+        atts[dec->device_att].failure_rc = dec->device_rc;
+        atts[dec->device_att].failure = dec->device_failure;
+        dec->device_failure = NULL;
     }
     *atts_out = atts;
     return FERRY_OK;
@@ -371,7 +385,8 @@ static ferry_status decode_envelope(const uint8_t *header, size_t len,
                       : ferry__fail(FERRY_EPROTO, "envelope does not parse");
     }
     uint64_t *lens = NULL;
-    ferry__wire_dec dec = {&codec->limits, &codec->rref, env->src, 0, NULL, NULL, NULL, 0};
+    ferry__wire_dec dec = {&codec->limits, &codec->rref, env->src, 0, NULL, NULL, NULL, 0,
+                           NULL, FERRY_OK, 0};
     tree_src trees[3] = {{NULL, NULL, 0}, {NULL, NULL, 0}, {NULL, NULL, 0}};
     ferry_status rc = read_envelope(env, m, trees);
     if (rc == FERRY_OK)
@@ -424,15 +439,6 @@ ferry_status ferry__wire_decode(const void *header, size_t len, const ferry__wir
         }
     }
     return rc;
-}
-
-void ferry__wire_atts_free(ferry__att *atts, size_t n)
-{
-    if (!atts)
-        return;
-    for (size_t i = 0; i < n; i++)
-        ferry_tensor_release(atts[i].tensor);
-    ferry__free(atts);
 }
 
 /* ---- encode ---- */
@@ -740,7 +746,11 @@ ferry_status ferry__wire_encode(const ferry__msg *m, const ferry__wire_codec *co
     ferry_status rc = check_msg(m);
     if (rc != FERRY_OK)
         return rc;
-    ferry__wire_enc enc = {.limits = limits, .rref = &codec->rref, .dst = m->dst};
+    ferry__wire_enc enc = {.limits = limits, .rref = &codec->rref, .device = &codec->device,
+                           .dst = m->dst,
+                           .reverse = m->type == FERRY__MSG_RESPONSE ||
+                                      (m->type == FERRY__MSG_AUTOGRAD_BACKWARD &&
+                                       !m->device_as_request)};
     ferry__wire_tree trees[3];
     for (int i = 0; i < 3; i++)
         ferry__wire_tree_init(&trees[i]);

@@ -52,6 +52,10 @@ typedef struct {
     int32_t src;
     int32_t dst;            /* encode only: the receiver's rank, handed to the rref encode hook */
     bool no_reply;          /* request: no response wanted (never on a RESPONSE) */
+    /* Encode only, AUTOGRAD_BACKWARD: the gradients answer a forward that came here as a
+       response, so this worker's own map toward dst places them (by default the kind answers
+       dst's forward request and dst's map applies inverted). Not sent. */
+    bool device_as_request;
     ferry__msg_ext ext[FERRY__MSG_MAX_EXT];
     size_t n_ext;
     /* CALL, REMOTE_CALL */
@@ -91,6 +95,17 @@ typedef struct {
     size_t len;
     ferry_tensor *tensor;
     bool is_inline;
+    /* Device tensors staged through host memory (rpc/device_stage.c): `staging` is the pinned
+       host buffer `data` points at (owned, back to the pool when the list is freed). On
+       receive `device_data` is where the bytes go on cuda:`device_index` once they arrived
+       (ferry__wire_atts_land); NULL when `data` is the tensor's own memory. */
+    void *staging;
+    void *device_data;
+    int device_index;
+    /* Receive: the device memory could not be had (out of memory on the device): the bytes
+       land in host memory and ferry__wire_atts_land fails with this code and message. */
+    ferry_status failure_rc;
+    char *failure; /* owned */
 } ferry__att;
 
 typedef struct {
@@ -127,16 +142,29 @@ typedef struct {
     void (*release)(void *ctx, ferry_rref *rref);
 } ferry__wire_rref_hooks;
 
+/* Device tensors: where a tensor on `from` here lands on rank `dst`. reverse: the message
+   answers dst (a response, the gradients of dst's forward), so dst's map applies inverted.
+   FERRY_OK with *to, or an error recorded (the message is not sent). map_cpu: CPU tensors ask
+   too (some map names the CPU); else they stay on the CPU without a call. map NULL: device
+   tensors are refused (FERRY_EINVAL). */
+typedef struct {
+    ferry_status (*map)(void *ctx, int32_t dst, bool reverse, ferry_device from,
+                        ferry_device *to);
+    void *ctx;
+    bool map_cpu;
+} ferry__wire_device_hooks;
+
 /* What one codec user (an agent, a test) encodes and decodes with. rref.encode == NULL means
    RRef values are refused: FERRY_EINVAL on encode, FERRY_EPROTO on decode. A NULL codec means
    the default limits and no RRefs. */
 typedef struct {
     ferry__wire_limits limits;
     ferry__wire_rref_hooks rref;
+    ferry__wire_device_hooks device;
 } ferry__wire_codec;
 
 /* Encodes `m` (borrowed). FERRY_OK, FERRY_EINVAL (a value the wire cannot carry: a CUDA tensor
-   when built without CUDA, an RRef with no codec hooks, nesting past the limit; a field the
+   the device hooks have no place for, an RRef with no codec hooks, nesting past the limit; a field the
    kind does not carry; more than FERRY__MSG_MAX_EXT ext entries), FERRY_ENOMEM. */
 ferry_status ferry__wire_encode(const ferry__msg *m, const ferry__wire_codec *codec,
                                 ferry__wire_out *out);
@@ -153,6 +181,10 @@ void ferry__wire_out_free(ferry__wire_out *out);
 ferry_status ferry__wire_decode(const void *header, size_t len, const ferry__wire_codec *codec,
                                 ferry__msg *m, ferry__att **atts, size_t *n_atts);
 void ferry__wire_atts_free(ferry__att *atts, size_t n);
+/* After every attachment arrived: copies the staged ones into device memory and waits for the
+   copies, so the device tensors hold their values. FERRY_OK, or the device's error (naming
+   the device), including a device allocation that failed at decode. */
+ferry_status ferry__wire_atts_land(ferry__att *atts, size_t n);
 
 /* Convenience for tests, the demo and the fuzzer: a whole message (envelope + all attachments)
    in one contiguous buffer: [u32 little-endian header length][header][attachments in order]. */

@@ -82,6 +82,8 @@ ferry_status ferry__wire_decode_flat(const void *buf, size_t len, const ferry__w
                 memcpy(atts[i].data, at, atts[i].len);
             at += atts[i].len;
         }
+        if ((rc = ferry__wire_atts_land(atts, n_atts)) != FERRY_OK)
+            ferry__msg_clear(m);
     }
     ferry__wire_atts_free(atts, n_atts);
     return rc;

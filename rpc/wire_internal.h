@@ -142,7 +142,9 @@ typedef struct {
 typedef struct {
     const ferry__wire_limits *limits;
     const ferry__wire_rref_hooks *rref; /* encode == NULL: RRefs are refused */
+    const ferry__wire_device_hooks *device;
     int32_t dst;
+    bool reverse;                       /* the message answers dst: its map applies inverted */
     ferry__att *atts;                   /* each retains its tensor */
     Ferry__Wire__Attachment *patts;     /* the envelope's view of the same list */
     size_t n_atts, cap_atts, cap_patts;
@@ -187,6 +189,11 @@ typedef struct {
     ferry_storage **storages;   /* per attachment, created by its first tensor */
     ferry_tensor **firsts;      /* per attachment, that first tensor (a reference) */
     size_t n_tensors;           /* tensors seen so far, for messages */
+    /* The first attachment whose device memory could not be had: its bytes land in host
+       memory instead, so the message is still read whole, and it fails once it arrived. */
+    char *device_failure;       /* owned; NULL: none */
+    ferry_status device_rc;
+    size_t device_att;
 } ferry__wire_dec;
 
 /* Rebuilds one value from its nodes (borrowed). *out is NULL when n is 0. FERRY_EPROTO with a

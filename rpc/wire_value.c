@@ -14,6 +14,8 @@
 #include "core/error.h"
 #include "core/value_impl.h"
 #include "core/value_shared.h"
+#include "ferry/device.h"
+#include "rpc/device_stage.h"
 #include "rpc/wire_internal.h"
 
 /* ferry_kind and the wire's Kind share their numbering; the wire enum is the contract. */
@@ -234,8 +236,15 @@ static ferry_status attachment_for(ferry__wire_enc *enc, const ferry_tensor *t, 
         enc->patts = patts;
     if (!atts || !patts)
         return ferry__fail(FERRY_ENOMEM, "out of memory encoding attachments");
-    size_t i = enc->n_atts++;
-    enc->atts[i] = (ferry__att){data, len, ferry_tensor_retain((ferry_tensor *)t), false};
+    size_t i = enc->n_atts;
+    enc->atts[i] = (ferry__att){.data = data, .len = len};
+    if (t->device.type != FERRY_CPU) {
+        ferry_status rc = ferry__device_stage_out(t, data, len, &enc->atts[i]);
+        if (rc != FERRY_OK)
+            return rc;
+    }
+    enc->n_atts++;
+    enc->atts[i].tensor = ferry_tensor_retain((ferry_tensor *)t);
     enc->patts[i] = init;
     enc->patts[i].len = len;
     map->keys[slot] = t;
@@ -252,13 +261,23 @@ static ferry_status encode_tensor(ferry__wire_enc *enc, const char *what, const 
                                   Ferry__Wire__TensorDesc *td)
 {
     static const Ferry__Wire__TensorDesc init = FERRY__WIRE__TENSOR_DESC__INIT;
-    if (t->device.type != FERRY_CPU)
-        return ferry__fail(FERRY_EINVAL, "%s: cannot send a tensor on cuda:%d: this build of "
-                           "ferry has no CUDA support", what, t->device.index);
+    ferry_device to = FERRY_DEVICE_CPU;
+    if (t->device.type != FERRY_CPU || (enc->device && enc->device->map_cpu)) {
+        if (!enc->device || !enc->device->map)
+            return ferry__fail(FERRY_EINVAL, "%s: cannot send a tensor on cuda:%d: no CUDA "
+                               "device placement is set up for this message", what,
+                               t->device.index);
+        ferry_status rc = enc->device->map(enc->device->ctx, enc->dst, enc->reverse, t->device,
+                                           &to);
+        if (rc != FERRY_OK)
+            return rc; /* the hook said why */
+    }
     size_t esize = ferry_dtype_size(t->dtype);
     int64_t numel = ferry__shape_numel(t->ndim, t->sizes);
     char *base = t->storage->data;
     *td = init;
+    td->device_type = (uint32_t)to.type;
+    td->device_index = to.type == FERRY_CPU ? 0 : to.index;
     td->dtype = (uint32_t)t->dtype;
     td->requires_grad = ferry__tensor_requires_grad(t); /* as torch keeps it */
     td->n_sizes = (size_t)t->ndim;
@@ -429,10 +448,11 @@ static ferry_status check_geometry(size_t k, const Ferry__Wire__TensorDesc *td, 
 {
     if (td->dtype >= FERRY_DTYPE_COUNT)
         return ferry__fail(FERRY_EPROTO, "tensor %zu: dtype %u is not known", k, td->dtype);
-    if (td->device_type == FERRY_CUDA)
-        return ferry__fail(FERRY_EPROTO, "tensor %zu: a CUDA tensor, but this build of ferry has "
-                           "no CUDA support", k);
-    if (td->device_type != FERRY_CPU)
+    if (td->device_type == FERRY_CUDA &&
+        (td->device_index < 0 || td->device_index >= ferry_cuda_device_count()))
+        return ferry__fail(FERRY_EPROTO, "tensor %zu: a CUDA tensor for cuda:%d, but this worker "
+                           "has %d CUDA devices", k, td->device_index, ferry_cuda_device_count());
+    if (td->device_type != FERRY_CPU && td->device_type != FERRY_CUDA)
         return ferry__fail(FERRY_EPROTO, "tensor %zu: device type %u is not known", k,
                            td->device_type);
     if (td->n_sizes > FERRY_MAX_DIMS)
@@ -498,6 +518,11 @@ static ferry_status check_extent(const ferry__wire_dec *dec, size_t k,
     return FERRY_OK;
 }
 
+static bool same_device(ferry_device x, ferry_device y)
+{
+    return x.type == y.type && (x.type == FERRY_CPU || x.index == y.index);
+}
+
 /* A tensor over its attachment's storage (created by the first tensor that names it). */
 static ferry_status decode_tensor(ferry__wire_dec *dec, const Ferry__Wire__TensorDesc *td,
                                   ferry_tensor **out)
@@ -510,11 +535,30 @@ static ferry_status decode_tensor(ferry__wire_dec *dec, const Ferry__Wire__Tenso
     if (rc != FERRY_OK)
         return rc;
     uint32_t a = td->attachment;
+    ferry_device device = td->device_type == FERRY_CUDA ? FERRY_DEVICE_CUDA(td->device_index)
+                                                        : FERRY_DEVICE_CPU;
     if (!dec->storages[a]) {
-        dec->storages[a] = ferry__storage_new((size_t)dec->att_lens[a], FERRY_DEVICE_CPU);
-        if (!dec->storages[a])
+        dec->storages[a] = ferry__storage_new((size_t)dec->att_lens[a], device);
+        if (!dec->storages[a] && device.type == FERRY_CUDA && !dec->device_failure &&
+            ferry_last_status() == FERRY_ENOMEM) {
+            /* Read the message whole into host memory; it fails once it arrived. */
+            dec->device_failure = ferry__strdup(ferry_last_error());
+            dec->device_rc = FERRY_ENOMEM;
+            dec->device_att = a;
+            device = FERRY_DEVICE_CPU;
+            dec->storages[a] = dec->device_failure ? ferry__storage_new((size_t)dec->att_lens[a],
+                                                                        device)
+                                                   : NULL;
+        }
+        if (!dec->storages[a] && device.type == FERRY_CPU)
             return ferry__fail(FERRY_ENOMEM, "tensor %zu: no memory for %llu bytes", k,
                                (unsigned long long)dec->att_lens[a]);
+        if (!dec->storages[a])
+            return ferry_last_status(); /* the device layer named the device and the cause */
+    } else if (dec->device_failure && dec->device_att == a) {
+        device = FERRY_DEVICE_CPU;
+    } else if (!same_device(dec->storages[a]->device, device)) {
+        return ferry__fail(FERRY_EPROTO, "tensor %zu: attachment %u is on two devices", k, a);
     }
     ferry_tensor *t = ferry__tensor_make(dec->storages[a], td->offset, (int)td->n_sizes,
                                          td->sizes, td->n_strides ? td->strides : NULL,
@@ -724,6 +768,8 @@ void ferry__wire_dec_free(ferry__wire_dec *dec)
     }
     ferry__free(dec->firsts);
     ferry__free(dec->storages);
+    ferry__free(dec->device_failure);
+    dec->device_failure = NULL;
     dec->firsts = NULL;
     dec->storages = NULL;
 }

@@ -163,8 +163,11 @@ ferry_status ferry__dist_pass_handle(ferry__agent *agent, int src, ferry__msg *m
 void ferry__dist_pass_peer_lost(ferry__dist_state *st, int rank, bool gone, const char *why);
 /* Fails every pass running in ctx (its context is being released). */
 void ferry__dist_pass_abort_all(ferry__dist_ctx *ctx, const char *why);
-/* Called by a recv node's backward: queues its gradients for the peer's send node. */
-ferry_status ferry__dist_pass_recv_backward(int64_t msg, int src, size_t n,
+/* Called by a recv node's backward: queues its gradients for the peer's send node.
+   from_response: the node's tensors came in a response, so the gradients are placed by this
+   worker's own device map toward the peer (else by the inverse of the peer's map), and land on
+   the devices the forward tensors came from. */
+ferry_status ferry__dist_pass_recv_backward(int64_t msg, int src, bool from_response, size_t n,
                                             ferry_tensor *const *grads);
 
 #endif

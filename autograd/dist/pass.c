@@ -43,6 +43,7 @@ typedef struct {
     bool retain_graph;
     ferry_value *args;
     ferry__dist_pass *pass; /* GRAD and JOIN: referenced for the answer; NULL for ABORT */
+    bool as_request;        /* GRAD: device placement as for a request (wire.h) */
 } out_msg;
 
 typedef struct {
@@ -132,7 +133,7 @@ static void queue(outbox *ob, ferry__dist_pass *p, int dst, ferry__dist_op op, i
     }
     bool answered = op != DIST_OP_ABORT;
     ob->msgs[ob->n++] = (out_msg){dst, op, msg, p->id, p->retain_graph, args,
-                                  answered ? p : NULL};
+                                  answered ? p : NULL, false};
     if (answered) {
         p->outstanding++;
         p->refs++;
@@ -204,7 +205,7 @@ static void pass_advance(outbox *ob, ferry__dist_pass *p)
         pass_end(ob, p, FERRY_OK, NULL, -1);
 }
 
-ferry_status ferry__dist_pass_recv_backward(int64_t msg, int src, size_t n,
+ferry_status ferry__dist_pass_recv_backward(int64_t msg, int src, bool from_response, size_t n,
                                             ferry_tensor *const *grads)
 {
     if (running_box == NULL)
@@ -222,7 +223,10 @@ ferry_status ferry__dist_pass_recv_backward(int64_t msg, int src, size_t n,
     }
     if (args == NULL)
         return ferry_set_error(FERRY_ENOMEM, "out of memory sending gradients");
+    size_t at = running_box->n;
     queue(running_box, running_pass, src, DIST_OP_GRAD, msg, args);
+    if (running_box->n > at)
+        running_box->msgs[at].as_request = from_response;
     return FERRY_OK;
 }
 
@@ -375,7 +379,8 @@ static ferry_future *send_one(ferry__dist_state *st, ferry__dist_ctx *c, const o
                     .args = o->args,
                     .autograd_context = c->id,
                     .autograd_message = o->msg,
-                    .retain_graph = o->retain_graph};
+                    .retain_graph = o->retain_graph,
+                    .device_as_request = o->as_request};
     m.ext[m.n_ext++] = (ferry__msg_ext){DIST_EXT_PASS, o->pass_id};
     m.ext[m.n_ext++] = (ferry__msg_ext){DIST_EXT_OP, o->op};
     return ferry__agent_request(st->agent, o->dst, &m, FERRY_TIMEOUT_DEFAULT);
@@ -442,6 +447,12 @@ ferry_status ferry__dist_pass_run(ferry__dist_state *st, ferry__dist_ctx *c, fer
         er[i].node = ferry__tensor_grad_fn(roots[i], &er[i].output_nr);
         er[i].grad = ferry_ones(ferry_tensor_ndim(roots[i]), ferry_tensor_sizes(roots[i]),
                                 ferry_tensor_dtype(roots[i]));
+        ferry_device d = ferry_tensor_device(roots[i]);
+        if (er[i].grad && d.type != FERRY_CPU) { /* the seed lives where its root does */
+            ferry_tensor *on = ferry_tensor_to(er[i].grad, d);
+            ferry_tensor_release(er[i].grad);
+            er[i].grad = on;
+        }
         if (er[i].grad == NULL)
             rc = ferry_last_status();
     }

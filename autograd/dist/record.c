@@ -107,6 +107,7 @@ static ferry_status send_backward(void *ctx, size_t n_out, ferry_tensor *const *
 typedef struct {
     int64_t msg;
     int src;
+    bool from_response; /* the tensors came in a response: the gradients go as a request */
 } recv_info;
 
 /* RecvRpcBackward: the gradients of the received tensors go back to the sender. */
@@ -114,7 +115,7 @@ static ferry_status recv_backward(void *ctx, size_t n_out, ferry_tensor *const *
                                   ferry_tensor **grad_inputs)
 {
     const recv_info *ri = ctx;
-    return ferry__dist_pass_recv_backward(ri->msg, ri->src, n_out, grads);
+    return ferry__dist_pass_recv_backward(ri->msg, ri->src, ri->from_response, n_out, grads);
 }
 
 static int64_t new_message_id(ferry__dist_state *st)
@@ -197,7 +198,7 @@ ferry_status ferry__dist_on_receive(ferry__agent *agent, void *state, int src, f
     } else if (ri == NULL) {
         rc = ferry__fail(FERRY_ENOMEM, "out of memory recording a received call");
     } else {
-        *ri = (recv_info){msg, src};
+        *ri = (recv_info){msg, src, !is_request};
         node = ferry__node_new_custom("RecvRpcBackward", tl.n, 0, NULL, recv_backward, ri,
                                       ferry__free);
         if (node == NULL) {

@@ -114,7 +114,10 @@ FERRY_API ferry_status ferry_rpc_options_set_devices(ferry_rpc_options *opts,
    (fabric or store failure); FERRY_EPROTO (malformed data in the rendezvous store); FERRY_EAUTH
    (FERRY_AUTH_TOKEN mismatch); FERRY_ENOMEM; FERRY_EINVAL "RPC is already initialized".
    Bad heartbeat or thread options (or FERRY_HEARTBEAT_* values) fail with FERRY_EINVAL naming
-   the option or variable. */
+   the option or variable. Device maps and devices lists are checked on every worker against
+   every worker's names and device counts, so all fail together with the same FERRY_EINVAL and
+   torch's text ("Node worker0 has source devices with invalid indices in its device map for
+   worker1 ..."; docs/cuda.md lists them). */
 FERRY_API ferry_status ferry_init_rpc(const char *name, int rank, int world_size,
                                       const ferry_rpc_options *opts);
 
