@@ -8,13 +8,25 @@
 
 #include "core/error.h"
 
-/* f applied to every element of x, computed in double, returned in x's dtype. Only backward
-   uses it, where clarity beats speed. */
+/* f applied to every element of x, computed in double, returned in x's dtype on x's device.
+   Only backward uses it, where clarity beats speed; a tensor the host cannot read is mapped on
+   a host copy. */
 static ferry_tensor *map(ferry_tensor *x, double (*f)(double))
 {
+    ferry_tensor *h = NULL;
+    ferry_device dev;
+    if (ferry__needs_staging(1, &x)) {
+        if (ferry__stage_in(1, &x, &h, &dev) != FERRY_OK)
+            return NULL;
+        ferry_tensor *out = ferry__stage_out(map(h, f), dev);
+        ferry_tensor_release(h);
+        return out;
+    }
     ferry_tensor *d = ferry_tensor_to_dtype(x, FERRY_FLOAT64);
-    if (d == NULL)
+    if (d == NULL || ferry__check_compute(d, "backward") != FERRY_OK) {
+        ferry_tensor_release(d);
         return NULL;
+    }
     double *p = ferry_tensor_data(d);
     int64_t n = ferry_tensor_numel(d);
     for (int64_t i = 0; i < n; i++)
@@ -124,7 +136,7 @@ static ferry_status pow_backward(ferry__node *node, ferry_tensor *const *grads, 
     double e = node->scalars[0];
     ferry_tensor *x = node->saved[0];
     if (e == 0.0) { /* torch: exactly zero, even where x ** -1 would be inf */
-        out[0] = ferry_zeros(x->ndim, x->sizes, G->dtype);
+        out[0] = ferry__zeros_on(x->ndim, x->sizes, G->dtype, x->device);
         return out[0] ? FERRY_OK : ferry_last_status();
     }
     ferry_tensor *p = ferry_pow(x, e - 1.0);
@@ -189,6 +201,14 @@ static ferry_status dropout_backward(ferry__node *node, ferry_tensor *const *gra
     return out[0] ? FERRY_OK : ferry_last_status();
 }
 
+/* The gradient of t.to(device) goes back to t's device. */
+static ferry_status to_backward(ferry__node *node, ferry_tensor *const *grads, ferry_tensor **out)
+{
+    ferry_device src = {(ferry_device_type)node->ints[0], (int)node->ints[1]};
+    out[0] = ferry_to(G, src);
+    return out[0] ? FERRY_OK : ferry_last_status();
+}
+
 static const ferry__formula formulas[FERRY__OP_COUNT] = {
     [FERRY__OP_ADD] = {"AddBackward0", false, add_backward},
     [FERRY__OP_SUB] = {"SubBackward0", false, sub_backward},
@@ -210,6 +230,7 @@ static const ferry__formula formulas[FERRY__OP_COUNT] = {
     [FERRY__OP_GELU] = {"GeluBackward0", true, gelu_backward},
     [FERRY__OP_DROPOUT] = {"NativeDropoutBackward0", true, dropout_backward},
     [FERRY__OP_CLONE] = {"CloneBackward0", false, identity_backward},
+    [FERRY__OP_TO] = {"ToCopyBackward0", false, to_backward},
 };
 
 const ferry__formula *ferry__formulas_elementwise(int op)

@@ -181,7 +181,7 @@ static ferry_tensor *binary_kernel(binop op, ferry_tensor *a, ferry_tensor *b, d
     loop3 l;
     if (ferry__broadcast_shape(a->ndim, a->sizes, b->ndim, b->sizes, &l.nd, l.sizes) != FERRY_OK)
         return NULL;
-    ferry_tensor *out = ferry_tensor_empty(l.nd, l.sizes, a->dtype, FERRY_DEVICE_CPU);
+    ferry_tensor *out = ferry_tensor_empty(l.nd, l.sizes, a->dtype, ferry__device2(a, b));
     if (out == NULL || ferry_tensor_numel(out) == 0)
         return out;
     broadcast_strides(out, l.nd, l.sizes, l.st[0]);
@@ -198,7 +198,11 @@ static const char *const binop_names[] = {"add", "sub", "mul", "div", "add"};
 /* Converts both operands to the result dtype and runs the kernel; records nothing. */
 static ferry_tensor *binary_raw(binop op, ferry_tensor *a, ferry_tensor *b, double alpha)
 {
-    if (ferry__check_compute(a, binop_names[op]) != FERRY_OK ||
+    ferry_tensor *ins[2] = {a, b};
+    ferry_device dev;
+    FERRY__STAGE(2, ins, h, binary_raw(op, h[0], h[1], alpha));
+    if (ferry__check_devices(2, ins, &dev) != FERRY_OK ||
+        ferry__check_compute(a, binop_names[op]) != FERRY_OK ||
         ferry__check_compute(b, binop_names[op]) != FERRY_OK)
         return NULL;
     ferry_dtype dt = ferry__result_type(a, b);
@@ -252,16 +256,23 @@ ferry_tensor *ferry_div(ferry_tensor *a, ferry_tensor *b)
 }
 
 /* t op s for a Python float s: the scalar becomes a one-element operand with stride 0. */
-static ferry_tensor *scalar_op(binop op, ferry__op rop, ferry_tensor *t, double s)
+static ferry_tensor *scalar_raw(binop op, ferry_tensor *t, double s)
 {
+    FERRY__STAGE(1, &t, h, scalar_raw(op, h[0], s));
     if (ferry__check_compute(t, binop_names[op]) != FERRY_OK)
         return NULL;
     ferry_dtype dt = ferry__result_type_float_scalar(t);
-    ferry_tensor *st = ferry_scalar_tensor(s, dt);
+    ferry_tensor *st = ferry_scalar_tensor(s, dt); /* a CPU scalar joins t's device */
     ferry_tensor *ct = st ? ferry__to_dtype_ref(t, dt) : NULL;
     ferry_tensor *out = ct ? binary_kernel(op, ct, st, 1.0) : NULL;
     ferry_tensor_release(st);
     ferry_tensor_release(ct);
+    return out;
+}
+
+static ferry_tensor *scalar_op(binop op, ferry__op rop, ferry_tensor *t, double s)
+{
+    ferry_tensor *out = scalar_raw(op, t, s);
     ferry__op_record rec = {.op = rop, .n_inputs = 1, .inputs = &t, .scalars = {s}};
     return ferry__ops_record(out, &rec);
 }
@@ -359,12 +370,13 @@ static const char *const unop_names[] = {"neg", "abs", "relu", "exp", "log",
 
 static ferry_tensor *unary_raw(unop op, ferry_tensor *t, double e)
 {
+    FERRY__STAGE(1, &t, h, unary_raw(op, h[0], e));
     if (ferry__check_compute(t, unop_names[op]) != FERRY_OK)
         return NULL;
     bool keeps_int = op == UN_NEG || op == UN_ABS || op == UN_RELU;
     ferry_dtype dt = t->dtype == FERRY_INT64 && !keeps_int ? FERRY_FLOAT32 : t->dtype;
     ferry_tensor *x = ferry__contig_dtype(t, dt);
-    ferry_tensor *out = x ? ferry_tensor_empty(t->ndim, t->sizes, dt, FERRY_DEVICE_CPU) : NULL;
+    ferry_tensor *out = x ? ferry_tensor_empty(t->ndim, t->sizes, dt, t->device) : NULL;
     if (out != NULL) {
         int64_t n = ferry_tensor_numel(out);
         if (dt == FERRY_FLOAT32)
@@ -411,8 +423,12 @@ ferry_tensor *ferry_pow(ferry_tensor *t, double exponent)
 ferry_tensor *ferry__gelu_backward(ferry_tensor *grad, ferry_tensor *x)
 {
     /* d/dx x * Phi(x) = Phi(x) + x * phi(x), computed in x's dtype. */
+    ferry_tensor *ins[2] = {grad, x};
+    FERRY__STAGE(2, ins, h, ferry__gelu_backward(h[0], h[1]));
+    if (ferry__check_compute(x, "gelu_backward") != FERRY_OK)
+        return NULL;
     ferry_tensor *cx = ferry__contig_dtype(x, x->dtype);
-    ferry_tensor *d = cx ? ferry_tensor_empty(x->ndim, x->sizes, x->dtype, FERRY_DEVICE_CPU) : NULL;
+    ferry_tensor *d = cx ? ferry_tensor_empty(x->ndim, x->sizes, x->dtype, x->device) : NULL;
     if (d != NULL) {
         int64_t n = ferry_tensor_numel(d);
         const double k = 0.5 * M_2_SQRTPI * M_SQRT1_2; /* 1 / sqrt(2 pi) */

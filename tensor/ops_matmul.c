@@ -178,6 +178,12 @@ ferry_tensor *ferry__matmul_raw(ferry_tensor *a, ferry_tensor *b)
 {
     batch_geom g;
     int64_t sizes[FERRY_MAX_DIMS + 2];
+    ferry_tensor *ins[2] = {a, b};
+    ferry_device dev;
+    if (a != NULL && b != NULL && ferry__check_devices(2, ins, &dev) != FERRY_OK)
+        return NULL;
+    if (a != NULL && b != NULL && a->ndim > 0 && b->ndim > 0)
+        FERRY__STAGE(2, ins, h, ferry__matmul_raw(h[0], h[1]));
     if (check_matmul_args(a, b) != FERRY_OK || batch_of(a, b, &g) != FERRY_OK)
         return NULL;
     mat_view va = matrix_of(a, true), vb = matrix_of(b, false);
@@ -190,10 +196,10 @@ ferry_tensor *ferry__matmul_raw(ferry_tensor *a, ferry_tensor *b)
     if (nd > FERRY_MAX_DIMS)
         return ferry__fail_null(FERRY_EINVAL, "matmul: result has more than %d dims", FERRY_MAX_DIMS);
     if (va.cols == 0 || ferry__shape_numel(nd, sizes) == 0) /* empty sum: zeros, as torch */
-        return ferry_zeros(nd, sizes, a->dtype);
+        return ferry__zeros_on(nd, sizes, a->dtype, a->device);
     ferry_tensor *ca = readable(a, &va, true);
     ferry_tensor *cb = ca ? readable(b, &vb, false) : NULL;
-    ferry_tensor *out = cb ? ferry_tensor_empty(nd, sizes, a->dtype, FERRY_DEVICE_CPU) : NULL;
+    ferry_tensor *out = cb ? ferry_tensor_empty(nd, sizes, a->dtype, a->device) : NULL;
     if (out != NULL) {
         if (ca != a || cb != b) /* copies are contiguous: their batch strides changed */
             batch_of(ca, cb, &g);

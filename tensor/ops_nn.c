@@ -24,8 +24,8 @@ static ferry_tensor *reduce_as(ferry_tensor *t, ferry_reduction r)
 
 ferry_tensor *ferry_mse_loss(ferry_tensor *input, ferry_tensor *target, ferry_reduction reduction)
 {
-    if (ferry__check_compute(input, "mse_loss") != FERRY_OK ||
-        ferry__check_compute(target, "mse_loss") != FERRY_OK || check_reduction(reduction) != FERRY_OK)
+    if (ferry__check_dtype(input, "mse_loss") != FERRY_OK ||
+        ferry__check_dtype(target, "mse_loss") != FERRY_OK || check_reduction(reduction) != FERRY_OK)
         return NULL;
     if (!ferry__is_floating(input->dtype) && !ferry__is_floating(target->dtype))
         return ferry__fail_null(FERRY_EINVAL, "\"mse_cpu\" not implemented for 'Long'");
@@ -71,12 +71,18 @@ static ferry_status nll_check(const ferry_tensor *input, const ferry_tensor *tar
 static ferry_tensor *nll_forward(ferry_tensor *input, ferry_tensor *target, ferry_reduction reduction)
 {
     int64_t n = 0, c = 0;
-    if (nll_check(input, target, &n, &c) != FERRY_OK)
+    ferry_tensor *ins[2] = {input, target};
+    ferry_device dev;
+    if (ferry__check_devices(2, ins, &dev) != FERRY_OK)
+        return NULL;
+    FERRY__STAGE(2, ins, h, nll_forward(h[0], h[1], reduction));
+    if (nll_check(input, target, &n, &c) != FERRY_OK ||
+        ferry__check_compute(input, "nll_loss") != FERRY_OK ||
+        ferry__check_compute(target, "nll_loss") != FERRY_OK)
         return NULL;
     ferry_tensor *x = ferry__contig_dtype(input, FERRY_FLOAT64);
     ferry_tensor *tg = x ? ferry_tensor_contiguous(target) : NULL;
-    ferry_tensor *per = tg ? ferry_tensor_empty(target->ndim, target->sizes, FERRY_FLOAT64,
-                                                FERRY_DEVICE_CPU)
+    ferry_tensor *per = tg ? ferry_tensor_empty(target->ndim, target->sizes, FERRY_FLOAT64, dev)
                            : NULL;
     ferry_tensor *out = NULL;
     if (per != NULL) {
@@ -100,8 +106,9 @@ static ferry_tensor *nll_forward(ferry_tensor *input, ferry_tensor *target, ferr
         if (reduction == FERRY_REDUCTION_NONE)
             out = ferry__to_dtype_ref(per, input->dtype);
         else
-            out = ferry_scalar_tensor(reduction == FERRY_REDUCTION_SUM ? total : total / (double)counted,
-                                      input->dtype);
+            out = ferry__full_on(0, NULL,
+                                 reduction == FERRY_REDUCTION_SUM ? total : total / (double)counted,
+                                 input->dtype, dev);
     }
 done:
     ferry_tensor_release(x);
@@ -112,7 +119,7 @@ done:
 
 ferry_tensor *ferry_nll_loss(ferry_tensor *input, ferry_tensor *target, ferry_reduction reduction)
 {
-    if (ferry__check_compute(input, "nll_loss") != FERRY_OK || target == NULL ||
+    if (ferry__check_dtype(input, "nll_loss") != FERRY_OK || target == NULL ||
         check_reduction(reduction) != FERRY_OK)
         return target ? NULL : ferry__fail_null(FERRY_EINVAL, "nll_loss: target is NULL");
     ferry__op_record rec = {.op = FERRY__OP_NLL_LOSS, .n_inputs = 1, .inputs = &input, .n_saved = 1,
@@ -125,7 +132,15 @@ ferry_tensor *ferry__nll_loss_backward(ferry_tensor *grad, ferry_tensor *target,
                                        ferry_reduction reduction)
 {
     int64_t n = ndim == 2 ? input_sizes[0] : 1, c = input_sizes[ndim - 1], counted = 0;
-    ferry_tensor *gi = ferry_zeros(ndim, input_sizes, FERRY_FLOAT64);
+    ferry_tensor *ins[2] = {grad, target};
+    ferry_device dev;
+    FERRY__STAGE(2, ins, h, ferry__nll_loss_backward(h[0], h[1], ndim, input_sizes, dtype,
+                                                     reduction));
+    if (ferry__check_devices(2, ins, &dev) != FERRY_OK ||
+        ferry__check_compute(grad, "nll_loss_backward") != FERRY_OK ||
+        ferry__check_compute(target, "nll_loss_backward") != FERRY_OK)
+        return NULL;
+    ferry_tensor *gi = ferry__zeros_on(ndim, input_sizes, FERRY_FLOAT64, dev);
     ferry_tensor *g = gi ? ferry__contig_dtype(grad, FERRY_FLOAT64) : NULL;
     ferry_tensor *tg = g ? ferry_tensor_contiguous(target) : NULL;
     ferry_tensor *out = NULL;
@@ -173,12 +188,15 @@ static ferry_tensor *dropout_mask(ferry_tensor *t, double p, ferry_generator *ge
         up[i] = up[i] < 1.0 - p ? scale : 0.0;
     ferry_tensor *mask = ferry__to_dtype_ref(u, t->dtype);
     ferry_tensor_release(u);
-    return mask;
+    /* drawn on the host from ferry's generator, so a device gives the CPU's numbers */
+    ferry_tensor *moved = mask ? ferry_tensor_to(mask, t->device) : NULL;
+    ferry_tensor_release(mask);
+    return moved;
 }
 
 ferry_tensor *ferry_dropout(ferry_tensor *t, double p, bool training, ferry_generator *gen)
 {
-    if (ferry__check_compute(t, "dropout") != FERRY_OK)
+    if (ferry__check_dtype(t, "dropout") != FERRY_OK)
         return NULL;
     if (!(p >= 0.0 && p <= 1.0))
         return ferry__fail_null(FERRY_EINVAL,

@@ -67,7 +67,7 @@ static ferry_tensor *sum_pass(ferry_tensor *x, int d0, int d1)
     memcpy(sizes, x->sizes, sizeof sizes);
     for (int i = d0; i < d1; i++)
         sizes[i] = 1;
-    ferry_tensor *out = ferry_tensor_empty(x->ndim, sizes, x->dtype, FERRY_DEVICE_CPU);
+    ferry_tensor *out = ferry_tensor_empty(x->ndim, sizes, x->dtype, x->device);
     double *acc = out ? ferry__malloc((size_t)(inner > 0 ? inner : 1) * sizeof(double)) : NULL;
     if (out != NULL && acc == NULL) {
         ferry_tensor_release(out);
@@ -118,6 +118,7 @@ ferry_tensor *ferry__sum_dims_raw(ferry_tensor *t, int ndims, const int *dims, b
 {
     bool mask[FERRY_MAX_DIMS];
     int64_t sizes[FERRY_MAX_DIMS];
+    FERRY__STAGE(1, &t, h, ferry__sum_dims_raw(h[0], ndims, dims, keepdim));
     if (ferry__check_compute(t, "sum") != FERRY_OK || reduced_mask(t, ndims, dims, mask) != FERRY_OK)
         return NULL;
     ferry_tensor *cur = ferry_tensor_contiguous(t);
@@ -172,9 +173,10 @@ ferry_tensor *ferry_sum(ferry_tensor *t)
     return ferry_sum_dim(t, 0, NULL, false);
 }
 
-ferry_tensor *ferry_mean_dim(ferry_tensor *t, int ndims, const int *dims, bool keepdim)
+static ferry_tensor *mean_raw(ferry_tensor *t, int ndims, const int *dims, bool keepdim)
 {
     bool mask[FERRY_MAX_DIMS];
+    FERRY__STAGE(1, &t, h, mean_raw(h[0], ndims, dims, keepdim));
     if (ferry__check_compute(t, "mean") != FERRY_OK || reduced_mask(t, ndims, dims, mask) != FERRY_OK)
         return NULL;
     if (!ferry__is_floating(t->dtype))
@@ -196,7 +198,13 @@ ferry_tensor *ferry_mean_dim(ferry_tensor *t, int ndims, const int *dims, bool k
     else
         for (int64_t i = 0; i < n; i++)
             ((double *)ferry_tensor_data(s))[i] /= (double)count;
-    return record_reduce(s, FERRY__OP_MEAN, t, ndims, dims, keepdim);
+    return s;
+}
+
+ferry_tensor *ferry_mean_dim(ferry_tensor *t, int ndims, const int *dims, bool keepdim)
+{
+    return record_reduce(mean_raw(t, ndims, dims, keepdim), FERRY__OP_MEAN, t, ndims, dims,
+                         keepdim);
 }
 
 ferry_tensor *ferry_mean(ferry_tensor *t)
@@ -232,8 +240,9 @@ static void max_pass(const char *x, ferry_dtype dt, int64_t outer, int64_t n, in
     }
 }
 
-ferry_tensor *ferry_max(ferry_tensor *t)
+static ferry_tensor *max_raw(ferry_tensor *t)
 {
+    FERRY__STAGE(1, &t, h, max_raw(h[0]));
     if (ferry__check_compute(t, "max") != FERRY_OK)
         return NULL;
     if (ferry_tensor_numel(t) == 0)
@@ -241,11 +250,17 @@ ferry_tensor *ferry_max(ferry_tensor *t)
                                 "max(): Expected reduction dim to be specified for input.numel() "
                                 "== 0. Specify the reduction dim with the 'dim' argument.");
     ferry_tensor *x = ferry_tensor_contiguous(t);
-    ferry_tensor *out = x ? ferry_tensor_empty(0, NULL, t->dtype, FERRY_DEVICE_CPU) : NULL;
+    ferry_tensor *out = x ? ferry_tensor_empty(0, NULL, t->dtype, t->device) : NULL;
     if (out != NULL)
         max_pass(ferry_tensor_data(x), t->dtype, 1, ferry_tensor_numel(t), 1,
                  ferry_tensor_data(out), NULL);
     ferry_tensor_release(x);
+    return out;
+}
+
+ferry_tensor *ferry_max(ferry_tensor *t)
+{
+    ferry_tensor *out = max_raw(t);
     if (out == NULL)
         return NULL;
     ferry__op_record rec = {.op = FERRY__OP_MAX, .n_inputs = 1, .inputs = &t, .n_saved = 2,
@@ -253,12 +268,26 @@ ferry_tensor *ferry_max(ferry_tensor *t)
     return ferry__ops_record(out, &rec);
 }
 
-ferry_tensor *ferry_max_dim(ferry_tensor *t, int dim, bool keepdim, ferry_tensor **indices)
+/* The values of max over dim d, and in *idx their positions. */
+static ferry_tensor *max_dim_raw(ferry_tensor *t, int d, bool keepdim, ferry_tensor **idx_out)
 {
-    int d;
     int64_t outer, n, inner, sizes[FERRY_MAX_DIMS];
     bool mask[FERRY_MAX_DIMS];
-    if (ferry__check_compute(t, "max") != FERRY_OK || ferry__wrap_dim(dim, t->ndim, &d) != FERRY_OK)
+    if (ferry__needs_staging(1, &t)) {
+        ferry_tensor *h, *hidx = NULL;
+        ferry_device dev;
+        if (ferry__stage_in(1, &t, &h, &dev) != FERRY_OK)
+            return NULL;
+        ferry_tensor *vals = ferry__stage_out(max_dim_raw(h, d, keepdim, &hidx), dev);
+        ferry_tensor_release(h);
+        *idx_out = vals ? ferry__stage_out(hidx, dev) : (ferry_tensor_release(hidx), NULL);
+        if (vals != NULL && *idx_out == NULL) {
+            ferry_tensor_release(vals);
+            return NULL;
+        }
+        return vals;
+    }
+    if (ferry__check_compute(t, "max") != FERRY_OK)
         return NULL;
     int nd = t->ndim > 0 ? t->ndim : 0;
     split3(t, d, nd > 0 ? d + 1 : 0, &outer, &n, &inner);
@@ -269,8 +298,8 @@ ferry_tensor *ferry_max_dim(ferry_tensor *t, int dim, bool keepdim, ferry_tensor
     mask[d] = t->ndim > 0;
     int ond = reduced_shape(t, mask, keepdim, sizes);
     ferry_tensor *x = ferry_tensor_contiguous(t);
-    ferry_tensor *vals = x ? ferry_tensor_empty(ond, sizes, t->dtype, FERRY_DEVICE_CPU) : NULL;
-    ferry_tensor *idx = vals ? ferry_tensor_empty(ond, sizes, FERRY_INT64, FERRY_DEVICE_CPU) : NULL;
+    ferry_tensor *vals = x ? ferry_tensor_empty(ond, sizes, t->dtype, t->device) : NULL;
+    ferry_tensor *idx = vals ? ferry_tensor_empty(ond, sizes, FERRY_INT64, t->device) : NULL;
     if (idx != NULL)
         max_pass(ferry_tensor_data(x), t->dtype, outer, n, inner, ferry_tensor_data(vals),
                  ferry_tensor_data(idx));
@@ -279,6 +308,19 @@ ferry_tensor *ferry_max_dim(ferry_tensor *t, int dim, bool keepdim, ferry_tensor
         ferry_tensor_release(vals);
         return NULL;
     }
+    *idx_out = idx;
+    return vals;
+}
+
+ferry_tensor *ferry_max_dim(ferry_tensor *t, int dim, bool keepdim, ferry_tensor **indices)
+{
+    int d;
+    ferry_tensor *idx = NULL;
+    if (ferry__check_dtype(t, "max") != FERRY_OK || ferry__wrap_dim(dim, t->ndim, &d) != FERRY_OK)
+        return NULL;
+    ferry_tensor *vals = max_dim_raw(t, d, keepdim, &idx);
+    if (vals == NULL)
+        return NULL;
     ferry__op_record rec = {.op = FERRY__OP_MAX_DIM, .n_inputs = 1, .inputs = &t, .n_saved = 1,
                             .saved = {idx}, .n_ints = 2, .ints = {d, keepdim}};
     vals = ferry__ops_record(vals, &rec);
@@ -323,7 +365,12 @@ static ferry_tensor *sm_run(sm_kind kind, ferry_tensor *x, ferry_tensor *g, int 
 {
     int d;
     int64_t outer, n, inner;
-    if (ferry__check_compute(x, name) != FERRY_OK || ferry__wrap_dim(dim, x->ndim, &d) != FERRY_OK)
+    ferry_tensor *ins[2] = {x, g};
+    ferry_device dev;
+    FERRY__STAGE(2, ins, h, sm_run(kind, h[0], h[1], dim, name));
+    if (ferry__check_compute(x, name) != FERRY_OK || ferry__wrap_dim(dim, x->ndim, &d) != FERRY_OK ||
+        (g != NULL && ferry__check_compute(g, name) != FERRY_OK) ||
+        ferry__check_devices(2, ins, &dev) != FERRY_OK)
         return NULL;
     if (!ferry__is_floating(x->dtype))
         return ferry__fail_null(FERRY_EINVAL, "\"%s\" not implemented for 'Long'", name);
@@ -331,7 +378,7 @@ static ferry_tensor *sm_run(sm_kind kind, ferry_tensor *x, ferry_tensor *g, int 
     ferry_tensor *xd = ferry__contig_dtype(x, FERRY_FLOAT64);
     ferry_tensor *gd = xd && g ? ferry__contig_dtype(g, FERRY_FLOAT64) : NULL;
     ferry_tensor *od = xd && (gd || !g) ? ferry_tensor_empty(x->ndim, x->sizes, FERRY_FLOAT64,
-                                                             FERRY_DEVICE_CPU)
+                                                             x->device)
                                         : NULL;
     ferry_tensor *out = NULL;
     if (od != NULL) {
