@@ -1,0 +1,178 @@
+/* Autograd and optimizers on emulated devices: ferry_to moves values to another device and the
+   gradient back; a small MLP (ferry_linear_init) on cuda:1 trains with backward and SGD / Adam
+   to the very numbers the CPU gives; gradient seeds and accumulation stay on the tensor's
+   device; a gradient on the wrong device is refused. */
+#include <stdlib.h>
+
+#include "ferry/device.h"
+#include "ferry/nn.h"
+#include "ferry/optim.h"
+#include "test_ops_util.h"
+#include "tensor/ops_internal.h"
+
+static void emulate(void)
+{
+    setenv("FERRY_EMULATE_DEVICES", "2", 1);
+    cr_assert_eq(ferry_cuda_device_count(), 2);
+}
+
+static bool on_device(const ferry_tensor *t, ferry_device d)
+{
+    ferry_device g = ferry_tensor_device(t);
+    return g.type == d.type && (g.type == FERRY_CPU || g.index == d.index);
+}
+
+static void run_to(void)
+{
+    ferry_tensor *x = MK(FERRY_FLOAT32, S(3), 1, -2, 3);
+    ferry_assert_ok(ferry_tensor_set_requires_grad(x, true));
+    ferry_tensor *d = ferry_assert_ptr(ferry_to(x, FERRY_DEVICE_CUDA(1)));
+    cr_assert(on_device(d, FERRY_DEVICE_CUDA(1)));
+    cr_assert_str_eq(ferry_tensor_grad_fn_name(d), "ToCopyBackward0");
+    ferry_tensor *y = ferry_assert_ptr(ferry_mul(d, d));
+    ferry_tensor *s = ferry_assert_ptr(ferry_sum(y));
+    cr_assert(on_device(s, FERRY_DEVICE_CUDA(1)));
+    ferry_assert_ok(ferry_backward(s, NULL, false)); /* the seed is made on cuda:1 */
+    ferry_tensor *g = ferry_tensor_grad(x);
+    cr_assert(on_device(g, FERRY_DEVICE_CPU));
+    EXPECT(g, FERRY_FLOAT32, S(3), 0, 2, -4, 6);
+    /* and back again: cuda:1 -> cuda:0 -> loss; the gradient accumulates on cuda:1 */
+    ferry_tensor *leaf = ferry_assert_ptr(ferry_tensor_to(x, FERRY_DEVICE_CUDA(1)));
+    ferry_assert_ok(ferry_tensor_set_requires_grad(leaf, true));
+    for (int k = 0; k < 2; k++) {
+        ferry_tensor *o = ferry_assert_ptr(ferry_to(leaf, FERRY_DEVICE_CUDA(0)));
+        ferry_tensor *l = ferry_assert_ptr(ferry_sum(o));
+        ferry_assert_ok(ferry_backward(l, NULL, false));
+        ferry_tensor_release(o);
+        ferry_tensor_release(l);
+    }
+    ferry_tensor *lg = ferry_tensor_grad(leaf);
+    cr_assert(on_device(lg, FERRY_DEVICE_CUDA(1)));
+    EXPECT(lg, FERRY_FLOAT32, S(3), 0, 2, 2, 2);
+    /* a root gradient on another device is refused */
+    ferry_tensor *o = ferry_assert_ptr(ferry_to(leaf, FERRY_DEVICE_CUDA(0)));
+    ferry_tensor *cg = ferry_assert_ptr(ferry_ones(1, S(3), FERRY_FLOAT32));
+    cr_assert_eq(ferry_backward(o, cg, false), FERRY_EINVAL);
+    cr_assert_str_eq(ferry_last_error(), "invalid gradient at index 0 - expected device cuda:0 "
+                                         "but got cpu");
+    ferry_tensor *rel[] = {o, cg, leaf, x, d, y, s};
+    for (size_t i = 0; i < sizeof rel / sizeof *rel; i++)
+        ferry_tensor_release(rel[i]);
+}
+
+Test(autograd_device, to_moves_values_and_gradients_back)
+{
+    emulate();
+    run_to();
+}
+
+Test(autograd_device, to_moves_values_and_gradients_back_staged)
+{
+    emulate();
+    ferry__ops_force_staging(true);
+    run_to();
+}
+
+/* A 4-8-3 MLP with relu and cross-entropy, trained `steps` times on `dev` with `kind`; returns
+   the final loss and leaves the parameters (moved back to the CPU) in out[0..3]. */
+static double train(ferry_device dev, ferry_optim_kind kind, int steps, ferry_tensor **out)
+{
+    ferry_generator *gen = ferry_generator_new(11);
+    ferry_tensor *w1, *b1, *w2, *b2;
+    ferry_assert_ok(ferry_linear_init(4, 8, true, FERRY_FLOAT32, gen, &w1, &b1));
+    ferry_assert_ok(ferry_linear_init(8, 3, true, FERRY_FLOAT32, gen, &w2, &b2));
+    ferry_tensor *cpu[4] = {w1, b1, w2, b2}, *p[4];
+    for (int i = 0; i < 4; i++) {
+        p[i] = ferry_assert_ptr(ferry_tensor_to(cpu[i], dev));
+        if (p[i] != cpu[i])
+            ferry_assert_ok(ferry_tensor_set_requires_grad(p[i], true));
+        ferry_tensor_release(cpu[i]);
+    }
+    ferry_tensor *xc = ferry_assert_ptr(ferry_randn(2, S(5, 4), FERRY_FLOAT32, gen));
+    ferry_tensor *tc = MK(FERRY_INT64, S(5), 0, 2, 1, 2, 0);
+    ferry_tensor *x = ferry_assert_ptr(ferry_tensor_to(xc, dev));
+    ferry_tensor *t = ferry_assert_ptr(ferry_tensor_to(tc, dev));
+    ferry_optim_options o;
+    ferry_optim_options_init(&o, kind);
+    o.lr = 0.05;
+    o.momentum = kind == FERRY_SGD ? 0.9 : o.momentum;
+    ferry_optimizer *opt = ferry_optimizer_new(kind, &o, p, 4);
+    cr_assert_not_null(opt, "%s", ferry_last_error());
+    double loss = 0;
+    for (int s = 0; s < steps; s++) {
+        ferry_assert_ok(ferry_optimizer_zero_grad(opt));
+        ferry_tensor *h = ferry_assert_ptr(ferry_linear(x, p[0], p[1]));
+        ferry_tensor *r = ferry_assert_ptr(ferry_relu(h));
+        ferry_tensor *y = ferry_assert_ptr(ferry_linear(r, p[2], p[3]));
+        ferry_tensor *l = ferry_assert_ptr(ferry_cross_entropy(y, t, FERRY_REDUCTION_MEAN));
+        cr_assert(on_device(l, dev));
+        ferry_assert_ok(ferry_backward(l, NULL, false));
+        for (int i = 0; i < 4; i++)
+            cr_assert(on_device(ferry_tensor_grad(p[i]), dev));
+        ferry_assert_ok(ferry_optimizer_step(opt));
+        loss = ferry_tensor_item(l);
+        ferry_tensor *rel[] = {h, r, y, l};
+        for (size_t i = 0; i < 4; i++)
+            ferry_tensor_release(rel[i]);
+    }
+    for (int i = 0; i < 4; i++) {
+        cr_assert(on_device(p[i], dev));
+        out[i] = ferry_assert_ptr(ferry_tensor_to(p[i], FERRY_DEVICE_CPU));
+        ferry_tensor_release(p[i]);
+    }
+    ferry_optimizer_free(opt);
+    ferry_generator_free(gen);
+    ferry_tensor *rel[] = {xc, tc, x, t};
+    for (size_t i = 0; i < 4; i++)
+        ferry_tensor_release(rel[i]);
+    return loss;
+}
+
+static void same_training(ferry_optim_kind kind)
+{
+    ferry_tensor *a[4], *b[4];
+    double la = train(FERRY_DEVICE_CPU, kind, 5, a);
+    double lb = train(FERRY_DEVICE_CUDA(1), kind, 5, b);
+    cr_assert_eq(la, lb, "loss %.9g on the CPU, %.9g on cuda:1", la, lb);
+    for (int i = 0; i < 4; i++) {
+        cr_assert(ferry_tensor_equal(a[i], b[i]), "parameter %d differs", i);
+        ferry_tensor_release(a[i]);
+        ferry_tensor_release(b[i]);
+    }
+}
+
+Test(autograd_device, mlp_trains_on_cuda1_as_on_cpu)
+{
+    emulate();
+    ferry_optim_kind kinds[] = {FERRY_SGD, FERRY_ADAM, FERRY_ADAMW, FERRY_ADAGRAD, FERRY_RMSPROP,
+                                FERRY_ADADELTA, FERRY_ADAMAX, FERRY_RPROP};
+    for (size_t i = 0; i < sizeof kinds / sizeof *kinds; i++)
+        same_training(kinds[i]);
+}
+
+Test(autograd_device, mlp_trains_staged_as_on_cpu)
+{
+    emulate();
+    ferry__ops_force_staging(true);
+    same_training(FERRY_SGD);
+    same_training(FERRY_ADAM);
+    same_training(FERRY_ADAGRAD);
+}
+
+Test(autograd_device, optimizer_refuses_a_gradient_on_another_device)
+{
+    emulate();
+    ferry_tensor *c = MK(FERRY_FLOAT32, S(2), 1, 2);
+    ferry_tensor *p = ferry_assert_ptr(ferry_tensor_to(c, FERRY_DEVICE_CUDA(0)));
+    ferry_assert_ok(ferry_tensor_set_requires_grad(p, true));
+    ferry_optim_options o;
+    ferry_optim_options_init(&o, FERRY_SGD);
+    o.lr = 0.1;
+    ferry_optimizer *opt = ferry_assert_ptr(ferry_optimizer_new(FERRY_SGD, &o, &p, 1));
+    cr_assert_eq(ferry_optimizer_step_grads(opt, &c, 1), FERRY_EINVAL);
+    cr_assert_str_eq(ferry_last_error(), "the gradient of optimizer parameter 0 is on cpu, the "
+                                         "parameter on cuda:0");
+    ferry_optimizer_free(opt);
+    ferry_tensor_release(p);
+    ferry_tensor_release(c);
+}
