@@ -17,6 +17,11 @@ void ferry__ops_force_staging(bool on)
     atomic_store(&force_staging, on);
 }
 
+bool ferry__ops_staging_forced(void)
+{
+    return atomic_load_explicit(&force_staging, memory_order_relaxed);
+}
+
 static bool same_device(ferry_device a, ferry_device b)
 {
     return a.type == b.type && (a.type == FERRY_CPU || a.index == b.index);
@@ -125,9 +130,12 @@ ferry_tensor *ferry_to(ferry_tensor *t, ferry_device device)
     return ferry__ops_record(out, &rec);
 }
 
+#ifndef FERRY_WITH_CUDA
 ferry_status ferry__device_fill(ferry_tensor *t, double value)
 {
+    /* no kernels in this build: ferry__full_on fills a host copy instead */
     (void)t;
     (void)value;
     return FERRY_ENOTSUP;
 }
+#endif

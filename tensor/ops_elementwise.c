@@ -184,6 +184,16 @@ static ferry_tensor *binary_kernel(binop op, ferry_tensor *a, ferry_tensor *b, d
     ferry_tensor *out = ferry_tensor_empty(l.nd, l.sizes, a->dtype, ferry__device2(a, b));
     if (out == NULL || ferry_tensor_numel(out) == 0)
         return out;
+#ifdef FERRY_WITH_CUDA
+    ferry_tensor *ins[2] = {a, b};
+    if (ferry__use_kernels(2, ins)) { /* binop's order is the kernels' */
+        if (ferry__kern_binary((int)op, out, a, b, alpha) != FERRY_OK) {
+            ferry_tensor_release(out);
+            return NULL;
+        }
+        return out;
+    }
+#endif
     broadcast_strides(out, l.nd, l.sizes, l.st[0]);
     broadcast_strides(a, l.nd, l.sizes, l.st[1]);
     broadcast_strides(b, l.nd, l.sizes, l.st[2]);
@@ -200,10 +210,12 @@ static ferry_tensor *binary_raw(binop op, ferry_tensor *a, ferry_tensor *b, doub
 {
     ferry_tensor *ins[2] = {a, b};
     ferry_device dev;
-    FERRY__STAGE(2, ins, h, binary_raw(op, h[0], h[1], alpha));
+    bool k = ferry__use_kernels(2, ins);
+    if (!k)
+        FERRY__STAGE(2, ins, h, binary_raw(op, h[0], h[1], alpha));
     if (ferry__check_devices(2, ins, &dev) != FERRY_OK ||
-        ferry__check_compute(a, binop_names[op]) != FERRY_OK ||
-        ferry__check_compute(b, binop_names[op]) != FERRY_OK)
+        ferry__check_operand(a, binop_names[op], k) != FERRY_OK ||
+        ferry__check_operand(b, binop_names[op], k) != FERRY_OK)
         return NULL;
     ferry_dtype dt = ferry__result_type(a, b);
     if (op == BIN_DIV && dt == FERRY_INT64)
@@ -258,8 +270,10 @@ ferry_tensor *ferry_div(ferry_tensor *a, ferry_tensor *b)
 /* t op s for a Python float s: the scalar becomes a one-element operand with stride 0. */
 static ferry_tensor *scalar_raw(binop op, ferry_tensor *t, double s)
 {
-    FERRY__STAGE(1, &t, h, scalar_raw(op, h[0], s));
-    if (ferry__check_compute(t, binop_names[op]) != FERRY_OK)
+    bool k = ferry__use_kernels(1, &t);
+    if (!k)
+        FERRY__STAGE(1, &t, h, scalar_raw(op, h[0], s));
+    if (ferry__check_operand(t, binop_names[op], k) != FERRY_OK)
         return NULL;
     ferry_dtype dt = ferry__result_type_float_scalar(t);
     ferry_tensor *st = ferry_scalar_tensor(s, dt); /* a CPU scalar joins t's device */
@@ -370,13 +384,26 @@ static const char *const unop_names[] = {"neg", "abs", "relu", "exp", "log",
 
 static ferry_tensor *unary_raw(unop op, ferry_tensor *t, double e)
 {
-    FERRY__STAGE(1, &t, h, unary_raw(op, h[0], e));
-    if (ferry__check_compute(t, unop_names[op]) != FERRY_OK)
+    bool k = ferry__use_kernels(1, &t);
+    if (!k)
+        FERRY__STAGE(1, &t, h, unary_raw(op, h[0], e));
+    if (ferry__check_operand(t, unop_names[op], k) != FERRY_OK)
         return NULL;
     bool keeps_int = op == UN_NEG || op == UN_ABS || op == UN_RELU;
     ferry_dtype dt = t->dtype == FERRY_INT64 && !keeps_int ? FERRY_FLOAT32 : t->dtype;
     ferry_tensor *x = ferry__contig_dtype(t, dt);
     ferry_tensor *out = x ? ferry_tensor_empty(t->ndim, t->sizes, dt, t->device) : NULL;
+#ifdef FERRY_WITH_CUDA
+    if (out != NULL && k) { /* unop's order is the kernels' */
+        if (ferry__k_unary(t->device.index, (int)op, dt, ferry__kdata(out), ferry__kdata(x),
+                           ferry_tensor_numel(out), e) != FERRY_OK) {
+            ferry_tensor_release(out);
+            out = NULL;
+        }
+        ferry_tensor_release(x);
+        return out;
+    }
+#endif
     if (out != NULL) {
         int64_t n = ferry_tensor_numel(out);
         if (dt == FERRY_FLOAT32)

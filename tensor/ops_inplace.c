@@ -79,6 +79,41 @@ static ferry_tensor *operand_for(ferry_tensor *t, ferry_tensor *other, int64_t *
     return out;
 }
 
+#ifdef FERRY_WITH_CUDA
+/* t op= other on a real GPU: the broadcast kernel writing over t (other converted to t's dtype,
+   copied first when it shares t's memory). */
+static ferry_status inplace_kernel(ipop op, ferry_tensor *t, ferry_tensor *other, double alpha)
+{
+    int nd;
+    int64_t sizes[FERRY_MAX_DIMS];
+    char sa[128], sb[128];
+    if (ferry__check_dtype(t, "in-place op") != FERRY_OK ||
+        ferry__check_dtype(other, "in-place op") != FERRY_OK)
+        return ferry_last_status();
+    if (ferry__is_floating(other->dtype) && !ferry__is_floating(t->dtype))
+        return ferry__fail(FERRY_EINVAL, "result type %s can't be cast to the desired output "
+                                         "type Long", ferry__torch_type_name(other->dtype));
+    if (ferry__broadcast_shape(t->ndim, t->sizes, other->ndim, other->sizes, &nd, sizes) != FERRY_OK)
+        return ferry_last_status();
+    if (nd != t->ndim || memcmp(sizes, t->sizes, sizeof(int64_t) * (size_t)nd) != 0)
+        return ferry__fail(FERRY_EINVAL, "output with shape %s doesn't match the broadcast shape %s",
+                           ferry__shape_str(t->ndim, t->sizes, sa, sizeof sa),
+                           ferry__shape_str(nd, sizes, sb, sizeof sb));
+    ferry_tensor *conv = ferry__to_dtype_ref(other, t->dtype);
+    if (conv != NULL && ferry_tensor_shares_storage(conv, t)) {
+        ferry_tensor *snap = ferry_tensor_clone_data(conv);
+        ferry_tensor_release(conv);
+        conv = snap;
+    }
+    if (conv == NULL)
+        return ferry_last_status();
+    ferry_status rc = ferry__kern_binary(op == IP_ADD ? FERRY__K_ADD_ALPHA : FERRY__K_MUL, t, t,
+                                         conv, alpha);
+    ferry_tensor_release(conv);
+    return rc;
+}
+#endif
+
 static ferry_status inplace(ipop op, ferry_tensor *t, ferry_tensor *other, double alpha)
 {
     int64_t sb = 1;
@@ -89,6 +124,10 @@ static ferry_status inplace(ipop op, ferry_tensor *t, ferry_tensor *other, doubl
     if (ferry__check_devices(2, ins, &dev) != FERRY_OK ||
         ferry__ops_check_inplace(t, 1, &other) != FERRY_OK)
         return ferry_last_status();
+#ifdef FERRY_WITH_CUDA
+    if (ferry__use_kernels(2, ins))
+        return inplace_kernel(op, t, other, alpha);
+#endif
     if (ferry__needs_staging(2, ins)) { /* the host cannot write t: run on copies, write back */
         ferry_tensor *h[2];
         if (ferry__stage_in(2, ins, h, &dev) != FERRY_OK)

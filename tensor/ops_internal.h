@@ -144,6 +144,43 @@ ferry_status ferry__stage_back(ferry_tensor *dst, ferry_tensor *host);
 ferry_status ferry__device_fill(ferry_tensor *t, double value);
 /* Tests only: makes every device tensor take the staged path, as on a real GPU. */
 void ferry__ops_force_staging(bool on);
+bool ferry__ops_staging_forced(void);
+
+/* ---- CUDA kernels (tensor/ops_device_cuda.c, tensor/cuda/) ----
+   ferry__use_kernels: some of the n tensors is on a real GPU and the op runs its CUDA kernel
+   there (false in builds without CUDA, where nothing is on a real GPU). The calls below take
+   tensors already checked to share one device and put their work on its stream. */
+#ifdef FERRY_WITH_CUDA
+#include "tensor/cuda_kernels.h"
+bool ferry__use_kernels(size_t n, ferry_tensor *const *ts);
+/* The device pointer of t's first element. */
+void *ferry__kdata(const ferry_tensor *t);
+/* A kernel geometry over (ndim, sizes) and operand k's strides through it (0 where broadcast). */
+void ferry__kgeom_init(ferry__kgeom *g, int ndim, const int64_t *sizes);
+void ferry__kgeom_operand(ferry__kgeom *g, int k, const ferry_tensor *t);
+/* dst = src (same shape, any strides and dtypes). */
+ferry_status ferry__kern_copy(ferry_tensor *dst, const ferry_tensor *src);
+/* out = a op b with broadcasting (op a FERRY__K_ binary op; all of out's dtype); b may be a
+   0-dim CPU tensor. out may be a itself (in-place). */
+ferry_status ferry__kern_binary(int op, ferry_tensor *out, ferry_tensor *a, ferry_tensor *b,
+                                double alpha);
+/* batch row-major products C[m, n] = A[m, k] B[k, n] of contiguous float32/float64 blocks. */
+ferry_status ferry__kern_gemm(int dev, ferry_dtype dtype, int64_t m, int64_t n, int64_t k,
+                              const void *a, const void *b, void *c, int64_t batch);
+#else
+static inline bool ferry__use_kernels(size_t n, ferry_tensor *const *ts)
+{
+    (void)n;
+    (void)ts;
+    return false;
+}
+#endif
+/* The operand check of an op: the dtype only on its kernel path, else also host access. */
+static inline ferry_status ferry__check_operand(const ferry_tensor *t, const char *op,
+                                                bool kernels)
+{
+    return kernels ? ferry__check_dtype(t, op) : ferry__check_compute(t, op);
+}
 
 /* A new tensor of the shape filled with `value`, on `device` (any device). */
 ferry_tensor *ferry__full_on(int ndim, const int64_t *sizes, double value, ferry_dtype dtype,

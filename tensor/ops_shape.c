@@ -7,6 +7,7 @@
 
 #include "core/alloc.h"
 #include "core/error.h"
+#include "tensor/device.h"
 
 ferry_tensor *ferry_reshape(ferry_tensor *t, int ndim, const int64_t *sizes)
 {
@@ -212,7 +213,8 @@ ferry_status ferry__index_add_raw(ferry_tensor *out, int dim, ferry_tensor *inde
     int64_t outer = 1, inner = 1, n = out->sizes[dim], len = ferry_tensor_numel(index);
     ferry_tensor *ins[3] = {out, index, src};
     ferry_device dev;
-    if (ferry__needs_staging(3, ins)) { /* the host cannot write out: add on copies, write back */
+    bool kern = ferry__use_kernels(3, ins);
+    if (!kern && ferry__needs_staging(3, ins)) { /* the host cannot write out: add on copies, write back */
         ferry_tensor *h[3];
         if (ferry__stage_in(3, ins, h, &dev) != FERRY_OK)
             return ferry_last_status();
@@ -223,9 +225,9 @@ ferry_status ferry__index_add_raw(ferry_tensor *out, int dim, ferry_tensor *inde
         return rc;
     }
     if (ferry__check_devices(3, ins, &dev) != FERRY_OK ||
-        ferry__check_compute(out, "index_add_") != FERRY_OK ||
-        ferry__check_compute(index, "index_add_") != FERRY_OK ||
-        ferry__check_compute(src, "index_add_") != FERRY_OK)
+        ferry__check_operand(out, "index_add_", kern) != FERRY_OK ||
+        ferry__check_operand(index, "index_add_", kern) != FERRY_OK ||
+        ferry__check_operand(src, "index_add_", kern) != FERRY_OK)
         return ferry_last_status();
     for (int i = 0; i < out->ndim; i++) {
         if (i < dim)
@@ -239,10 +241,20 @@ ferry_status ferry__index_add_raw(ferry_tensor *out, int dim, ferry_tensor *inde
         ferry_tensor_release(cs);
         return ferry_last_status();
     }
+#ifdef FERRY_WITH_CUDA
+    if (kern) {
+        ferry_status rc = ferry__k_index_add(dev.index, out->dtype, ferry__kdata(out),
+                                             ferry__kdata(ci), ferry__kdata(cs), outer, n, len,
+                                             inner);
+        ferry_tensor_release(cs);
+        ferry_tensor_release(ci);
+        return rc;
+    }
+#endif
     const int64_t *idx = ferry_tensor_data(ci);
     for (int64_t o = 0; o < outer; o++)
-        for (int64_t k = 0; k < len; k++) {
-            int64_t dst = (o * n + idx[k]) * inner, s = (o * len + k) * inner;
+        for (int64_t q = 0; q < len; q++) {
+            int64_t dst = (o * n + idx[q]) * inner, s = (o * len + q) * inner;
             if (out->dtype == FERRY_FLOAT32) {
                 float *y = (float *)ferry_tensor_data(out) + dst;
                 const float *x = (const float *)ferry_tensor_data(cs) + s;
@@ -267,10 +279,12 @@ static ferry_tensor *index_select_raw(ferry_tensor *t, int d, ferry_tensor *inde
     int64_t n = t->ndim > 0 ? t->sizes[d] : 1;
     ferry_tensor *ins[2] = {t, index};
     ferry_device dev;
-    FERRY__STAGE(2, ins, h, index_select_raw(h[0], d, h[1]));
+    bool kern = ferry__use_kernels(2, ins);
+    if (!kern)
+        FERRY__STAGE(2, ins, h, index_select_raw(h[0], d, h[1]));
     if (ferry__check_devices(2, ins, &dev) != FERRY_OK ||
-        ferry__check_compute(t, "index_select") != FERRY_OK ||
-        ferry__check_compute(index, "index_select") != FERRY_OK)
+        ferry__check_operand(t, "index_select", kern) != FERRY_OK ||
+        ferry__check_operand(index, "index_select", kern) != FERRY_OK)
         return NULL;
     memcpy(sizes, t->sizes, sizeof sizes);
     if (t->ndim > 0)
@@ -284,6 +298,32 @@ static ferry_tensor *index_select_raw(ferry_tensor *t, int d, ferry_tensor *inde
     ferry_tensor *x = ferry_tensor_contiguous(t);
     ferry_tensor *ci = x ? ferry_tensor_contiguous(index) : NULL;
     ferry_tensor *out = ci ? ferry_tensor_empty(t->ndim, sizes, t->dtype, t->device) : NULL;
+#ifdef FERRY_WITH_CUDA
+    if (out != NULL && kern) {
+        int32_t bad = 0;
+        ferry_tensor *flag = ferry_tensor_empty(0, NULL, FERRY_FLOAT32, t->device); /* 4 bytes */
+        ferry_status rc = flag ? ferry__k_fill(t->device.index, ferry__kdata(flag), FERRY_FLOAT32,
+                                               1, 0.0)
+                               : ferry_last_status();
+        if (rc == FERRY_OK)
+            rc = ferry__k_index_select(t->device.index, (size_t)inner * ferry_dtype_size(t->dtype),
+                                       ferry__kdata(x), ferry__kdata(ci), ferry__kdata(out),
+                                       outer, n, len, ferry__kdata(flag));
+        if (rc == FERRY_OK)
+            rc = ferry__device_copy_sync(&bad, FERRY_DEVICE_CPU, ferry__kdata(flag), t->device,
+                                         sizeof bad);
+        if (rc == FERRY_OK && bad != 0)
+            ferry__fail(FERRY_EINVAL, "index out of range in self");
+        if (rc != FERRY_OK || bad != 0) {
+            ferry_tensor_release(out);
+            out = NULL;
+        }
+        ferry_tensor_release(flag);
+        ferry_tensor_release(x);
+        ferry_tensor_release(ci);
+        return out;
+    }
+#endif
     if (out != NULL) {
         const int64_t *idx = ferry_tensor_data(ci);
         size_t row = (size_t)inner * ferry_dtype_size(t->dtype);

@@ -171,6 +171,16 @@ static void copy_elements(ferry_tensor *dst, const ferry_tensor *src)
 static ferry_tensor *copy_as(const ferry_tensor *t, ferry_dtype dtype)
 {
     ferry_tensor *in = (ferry_tensor *)t;
+#ifdef FERRY_WITH_CUDA
+    if (ferry__use_kernels(1, &in)) {
+        ferry_tensor *k = ferry_tensor_empty(t->ndim, t->sizes, dtype, t->device);
+        if (k != NULL && ferry__kern_copy(k, t) != FERRY_OK) {
+            ferry_tensor_release(k);
+            return NULL;
+        }
+        return k;
+    }
+#endif
     FERRY__STAGE(1, &in, h, copy_as(h[0], dtype));
     if (t->device.type != FERRY_CPU && ferry__device_sync(t->device.index) != FERRY_OK)
         return NULL;
@@ -229,6 +239,16 @@ ferry_status ferry_tensor_copy_(ferry_tensor *dst, const ferry_tensor *src)
         return rc;
     }
     ferry_tensor *ins[2] = {dst, (ferry_tensor *)src};
+#ifdef FERRY_WITH_CUDA
+    if (ferry__use_kernels(2, ins)) {
+        if (dst->storage != src->storage)
+            return ferry__kern_copy(dst, src);
+        ferry_tensor *snap = ferry_tensor_clone_data(src); /* they may overlap */
+        ferry_status rc = snap ? ferry__kern_copy(dst, snap) : ferry_last_status();
+        ferry_tensor_release(snap);
+        return rc;
+    }
+#endif
     if (ferry__needs_staging(2, ins)) { /* a device the host cannot write: copy on host copies */
         ferry_tensor *h[2];
         ferry_device dev;
