@@ -27,7 +27,7 @@ static bool same_device(ferry_device a, ferry_device b)
     return a.type == b.type && (a.type == FERRY_CPU || a.index == b.index);
 }
 
-ferry_status ferry__check_devices(size_t n, ferry_tensor *const *ts, ferry_device *device)
+ferry_status ferry__check_devices_any(size_t n, ferry_tensor *const *ts, ferry_device *device)
 {
     ferry_device common = FERRY_DEVICE_CPU;
     for (size_t i = 0; i < n; i++) {
@@ -53,7 +53,7 @@ ferry_status ferry__check_devices(size_t n, ferry_tensor *const *ts, ferry_devic
     return FERRY_OK;
 }
 
-bool ferry__needs_staging(size_t n, ferry_tensor *const *ts)
+bool ferry__needs_staging_any(size_t n, ferry_tensor *const *ts)
 {
     for (size_t i = 0; i < n; i++) {
         const ferry_tensor *t = ts[i];

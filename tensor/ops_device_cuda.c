@@ -32,7 +32,7 @@ __attribute__((weak)) ferry_status ferry__cuda_fail(int cuda_error, int device, 
                        cuda_error);
 }
 
-bool ferry__use_kernels(size_t n, ferry_tensor *const *ts)
+bool ferry__use_kernels_any(size_t n, ferry_tensor *const *ts)
 {
     for (size_t i = 0; i < n; i++) {
         const ferry_tensor *t = ts[i];

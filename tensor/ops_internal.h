@@ -104,7 +104,25 @@ ferry_status ferry__check_dtype(const ferry_tensor *t, const char *op);
 
 /* The device the n tensors (NULL entries skipped) compute on, in *device; FERRY_EINVAL with the
    text above when they mix devices. */
-ferry_status ferry__check_devices(size_t n, ferry_tensor *const *ts, ferry_device *device);
+ferry_status ferry__check_devices_any(size_t n, ferry_tensor *const *ts, ferry_device *device);
+/* True when some of the n tensors (NULL skipped) is not on the CPU: the one test an op on CPU
+   tensors pays for devices, inline. */
+static inline bool ferry__any_device(size_t n, ferry_tensor *const *ts)
+{
+    for (size_t i = 0; i < n; i++)
+        if (ts[i] != NULL && ts[i]->device.type != FERRY_CPU)
+            return true;
+    return false;
+}
+static inline ferry_status ferry__check_devices(size_t n, ferry_tensor *const *ts,
+                                                ferry_device *device)
+{
+    if (!ferry__any_device(n, ts)) {
+        *device = FERRY_DEVICE_CPU;
+        return FERRY_OK;
+    }
+    return ferry__check_devices_any(n, ts, device);
+}
 /* The device of out = f(a, b): a's unless a is on the CPU. */
 static inline ferry_device ferry__device2(const ferry_tensor *a, const ferry_tensor *b)
 {
@@ -113,7 +131,11 @@ static inline ferry_device ferry__device2(const ferry_tensor *a, const ferry_ten
 /* True when some of the n tensors (NULL skipped) lives on a device the host cannot read (a real
    GPU) and the op has to stage them: copies in host memory, the CPU kernel, the result copied
    back. */
-bool ferry__needs_staging(size_t n, ferry_tensor *const *ts);
+bool ferry__needs_staging_any(size_t n, ferry_tensor *const *ts);
+static inline bool ferry__needs_staging(size_t n, ferry_tensor *const *ts)
+{
+    return ferry__any_device(n, ts) && ferry__needs_staging_any(n, ts);
+}
 /* Host copies of the n tensors in host[] (NULL stays NULL; CPU tensors are retained) and the
    device the op computes on in *device. On failure nothing is held. */
 ferry_status ferry__stage_in(size_t n, ferry_tensor *const *ts, ferry_tensor **host,
@@ -152,7 +174,11 @@ bool ferry__ops_staging_forced(void);
    tensors already checked to share one device and put their work on its stream. */
 #ifdef FERRY_WITH_CUDA
 #include "tensor/cuda_kernels.h"
-bool ferry__use_kernels(size_t n, ferry_tensor *const *ts);
+bool ferry__use_kernels_any(size_t n, ferry_tensor *const *ts);
+static inline bool ferry__use_kernels(size_t n, ferry_tensor *const *ts)
+{
+    return ferry__any_device(n, ts) && ferry__use_kernels_any(n, ts);
+}
 /* The device pointer of t's first element. */
 void *ferry__kdata(const ferry_tensor *t);
 /* A kernel geometry over (ndim, sizes) and operand k's strides through it (0 where broadcast). */
