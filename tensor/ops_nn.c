@@ -26,7 +26,8 @@ static ferry_tensor *reduce_as(ferry_tensor *t, ferry_reduction r)
 ferry_tensor *ferry_mse_loss(ferry_tensor *input, ferry_tensor *target, ferry_reduction reduction)
 {
     if (ferry__check_dtype(input, "mse_loss") != FERRY_OK ||
-        ferry__check_dtype(target, "mse_loss") != FERRY_OK || check_reduction(reduction) != FERRY_OK)
+        ferry__check_dtype(target, "mse_loss") != FERRY_OK ||
+        check_reduction(reduction) != FERRY_OK)
         return NULL;
     if (!ferry__is_floating(input->dtype) && !ferry__is_floating(target->dtype))
         return ferry__fail_null(FERRY_EINVAL, "\"mse_cpu\" not implemented for 'Long'");

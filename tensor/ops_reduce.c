@@ -192,7 +192,8 @@ static ferry_tensor *mean_raw(ferry_tensor *t, int ndims, const int *dims, bool 
     bool k = ferry__use_kernels(1, &t);
     if (!k)
         FERRY__STAGE(1, &t, h, mean_raw(h[0], ndims, dims, keepdim));
-    if (ferry__check_operand(t, "mean", k) != FERRY_OK || reduced_mask(t, ndims, dims, mask) != FERRY_OK)
+    if (ferry__check_operand(t, "mean", k) != FERRY_OK ||
+        reduced_mask(t, ndims, dims, mask) != FERRY_OK)
         return NULL;
     if (!ferry__is_floating(t->dtype))
         return ferry__fail_null(FERRY_EINVAL,

@@ -214,7 +214,7 @@ ferry_status ferry__index_add_raw(ferry_tensor *out, int dim, ferry_tensor *inde
     ferry_tensor *ins[3] = {out, index, src};
     ferry_device dev;
     bool kern = ferry__use_kernels(3, ins);
-    if (!kern && ferry__needs_staging(3, ins)) { /* the host cannot write out: add on copies, write back */
+    if (!kern && ferry__needs_staging(3, ins)) { /* add on host copies, write them back */
         ferry_tensor *h[3];
         if (ferry__stage_in(3, ins, h, &dev) != FERRY_OK)
             return ferry_last_status();

@@ -511,7 +511,7 @@ ferry_status ferry__k_index_add(int dev, ferry_dtype dtype, void *out, const int
     if (dtype == FERRY_FLOAT32)
         index_add_kernel<float><<<blocks_for(total), kThreads, 0, s>>>(
             (float *)out, idx, (const float *)src, outer, n, len, inner);
-    else
+    else if (dtype == FERRY_FLOAT64) // int64 gradients do not exist: nothing to add, as the CPU
         index_add_kernel<double><<<blocks_for(total), kThreads, 0, s>>>(
             (double *)out, idx, (const double *)src, outer, n, len, inner);
     return launched(dev, "index_add kernel");
