@@ -36,6 +36,7 @@ static void run_to(void)
     ferry_tensor *g = ferry_tensor_grad(x);
     cr_assert(on_device(g, FERRY_DEVICE_CPU));
     EXPECT(g, FERRY_FLOAT32, S(3), 0, 2, -4, 6);
+    ferry_tensor_release(g);
     /* and back again: cuda:1 -> cuda:0 -> loss; the gradient accumulates on cuda:1 */
     ferry_tensor *leaf = ferry_assert_ptr(ferry_tensor_to(x, FERRY_DEVICE_CUDA(1)));
     ferry_assert_ok(ferry_tensor_set_requires_grad(leaf, true));
@@ -49,6 +50,7 @@ static void run_to(void)
     ferry_tensor *lg = ferry_tensor_grad(leaf);
     cr_assert(on_device(lg, FERRY_DEVICE_CUDA(1)));
     EXPECT(lg, FERRY_FLOAT32, S(3), 0, 2, 2, 2);
+    ferry_tensor_release(lg);
     /* a root gradient on another device is refused */
     ferry_tensor *o = ferry_assert_ptr(ferry_to(leaf, FERRY_DEVICE_CUDA(0)));
     ferry_tensor *cg = ferry_assert_ptr(ferry_ones(1, S(3), FERRY_FLOAT32));
@@ -107,8 +109,11 @@ static double train(ferry_device dev, ferry_optim_kind kind, int steps, ferry_te
         ferry_tensor *l = ferry_assert_ptr(ferry_cross_entropy(y, t, FERRY_REDUCTION_MEAN));
         cr_assert(on_device(l, dev));
         ferry_assert_ok(ferry_backward(l, NULL, false));
-        for (int i = 0; i < 4; i++)
-            cr_assert(on_device(ferry_tensor_grad(p[i]), dev));
+        for (int i = 0; i < 4; i++) {
+            ferry_tensor *g = ferry_tensor_grad(p[i]);
+            cr_assert(on_device(g, dev));
+            ferry_tensor_release(g);
+        }
         ferry_assert_ok(ferry_optimizer_step(opt));
         loss = ferry_tensor_item(l);
         ferry_tensor *rel[] = {h, r, y, l};
@@ -175,4 +180,19 @@ Test(autograd_device, optimizer_refuses_a_gradient_on_another_device)
     ferry_optimizer_free(opt);
     ferry_tensor_release(p);
     ferry_tensor_release(c);
+}
+
+Test(autograd_device, set_grad_refuses_another_device)
+{
+    emulate();
+    ferry_tensor *c = MK(FERRY_FLOAT32, S(2), 1, 2);
+    ferry_tensor *d = ferry_assert_ptr(ferry_tensor_to(c, FERRY_DEVICE_CUDA(0)));
+    ferry_tensor *e = ferry_assert_ptr(ferry_tensor_to(c, FERRY_DEVICE_CUDA(1)));
+    cr_assert_eq(ferry_tensor_set_grad(d, c), FERRY_EINVAL);
+    cr_assert_str_eq(ferry_last_error(), "assigned grad has data located on a different device");
+    cr_assert_eq(ferry_tensor_set_grad(d, e), FERRY_EINVAL);
+    ferry_assert_ok(ferry_tensor_set_grad(d, d));
+    ferry_tensor_release(c);
+    ferry_tensor_release(d);
+    ferry_tensor_release(e);
 }
