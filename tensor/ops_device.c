@@ -123,8 +123,8 @@ ferry_tensor *ferry_to(ferry_tensor *t, ferry_device device)
         return ferry__fail_null(FERRY_EINVAL, "to: tensor is NULL");
     ferry_device src = t->device;
     ferry_tensor *out = ferry_tensor_to(t, device);
-    if (out == NULL)
-        return NULL;
+    if (out == NULL || out == t)
+        return out; /* already there: t itself, no node (torch: x.to(x.device) is x) */
     ferry__op_record rec = {.op = FERRY__OP_TO, .n_inputs = 1, .inputs = &t, .n_ints = 2,
                             .ints = {src.type, src.index}};
     return ferry__ops_record(out, &rec);

@@ -131,9 +131,10 @@ FERRY_API ferry_tensor *ferry_index_select(ferry_tensor *t, int dim, ferry_tenso
    that is out of the graph (requires_grad false). */
 FERRY_API ferry_tensor *ferry_clone(ferry_tensor *t);
 FERRY_API ferry_tensor *ferry_detach(ferry_tensor *t);
-/* torch's t.to(device) inside the graph: the values on `device` (t itself, retained, when it is
-   there already), and the gradient of the result flows back to t's device, so a model can move
-   activations between devices. Failures as ferry_tensor_to (tensor.h). */
+/* torch's t.to(device) inside the graph: the values on `device`, and the gradient of the result
+   flows back to t's device (ToCopyBackward0), so a model can move activations between devices.
+   t itself (retained, no new node) when it is there already. Failures as ferry_tensor_to
+   (tensor.h). */
 FERRY_API ferry_tensor *ferry_to(ferry_tensor *t, ferry_device device);
 
 /* In-place ops. They refuse (FERRY_EINVAL, torch's "a leaf Variable that requires grad is being

@@ -29,6 +29,9 @@ static void run_to(void)
     ferry_tensor *d = ferry_assert_ptr(ferry_to(x, FERRY_DEVICE_CUDA(1)));
     cr_assert(on_device(d, FERRY_DEVICE_CUDA(1)));
     cr_assert_str_eq(ferry_tensor_grad_fn_name(d), "ToCopyBackward0");
+    ferry_tensor *same = ferry_assert_ptr(ferry_to(d, FERRY_DEVICE_CUDA(1)));
+    cr_assert_eq(same, d, "to() of the device it is on returns the tensor itself");
+    ferry_tensor_release(same);
     ferry_tensor *y = ferry_assert_ptr(ferry_mul(d, d));
     ferry_tensor *s = ferry_assert_ptr(ferry_sum(y));
     cr_assert(on_device(s, FERRY_DEVICE_CUDA(1)));
