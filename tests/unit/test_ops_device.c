@@ -138,14 +138,14 @@ static void run_families(ferry_device dev)
         ferry_tensor_release(tv[i]);
 }
 
-Test(ops_device, families_match_cpu)
+Test(ops_device, results_match_the_cpu_when_operands_are_on_a_device, .timeout = 30)
 {
     emulate();
     run_families(DEV0);
     run_families(DEV1);
 }
 
-Test(ops_device, families_match_cpu_staged)
+Test(ops_device, results_match_the_cpu_when_ops_are_staged, .timeout = 30)
 {
     emulate();
     ferry__ops_force_staging(true);
@@ -188,13 +188,13 @@ static void run_mixing(void)
     ferry_tensor_release(d1);
 }
 
-Test(ops_device, mixing_devices_fails_with_torch_text)
+Test(ops_device, op_fails_with_torch_text_when_operands_mix_devices, .timeout = 30)
 {
     emulate();
     run_mixing();
 }
 
-Test(ops_device, mixing_devices_fails_staged)
+Test(ops_device, op_fails_with_torch_text_when_staged_operands_mix_devices, .timeout = 30)
 {
     emulate();
     ferry__ops_force_staging(true);
@@ -218,7 +218,7 @@ static void run_empty(void)
     ferry_tensor_release(e);
 }
 
-Test(ops_device, zero_size_inputs)
+Test(ops_device, results_stay_on_the_device_when_inputs_are_empty, .timeout = 30)
 {
     emulate();
     run_empty();

@@ -31,7 +31,7 @@ static void close_at(int line, ferry_tensor *got, ferry_tensor *want)
 }
 #define CLOSE(got, want) close_at(__LINE__, (got), (want))
 
-Test(ops_device_cuda, kernels_match_cpu)
+Test(ops_device_cuda, kernels_match_the_cpu_when_a_gpu_is_present, .timeout = 60)
 {
     need_gpu();
     ferry_tensor *a = MK(FERRY_FLOAT32, S(2, 3), 0.5, -1, 2, 3.25, -0.75, 1.5);
@@ -76,7 +76,7 @@ Test(ops_device_cuda, kernels_match_cpu)
         ferry_tensor_release(rel[i]);
 }
 
-Test(ops_device_cuda, mlp_trains_on_gpu)
+Test(ops_device_cuda, loss_falls_when_a_model_trains_on_the_gpu, .timeout = 60)
 {
     need_gpu();
     ferry_generator *gen = ferry_generator_new(3);
