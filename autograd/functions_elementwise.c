@@ -11,14 +11,31 @@
 /* f applied to every element of x, computed in double, returned in x's dtype on x's device.
    Only backward uses it, where clarity beats speed; a tensor the host cannot read is mapped on
    a host copy. */
-static ferry_tensor *map(ferry_tensor *x, double (*f)(double))
+static ferry_tensor *map(ferry_tensor *x, double (*f)(double), int kernel_op)
 {
     ferry_tensor *h = NULL;
     ferry_device dev;
+#ifdef FERRY_WITH_CUDA
+    if (ferry__use_kernels(1, &x)) { /* the same slope in float64 on the GPU */
+        ferry_tensor *d = ferry_tensor_to_dtype(x, FERRY_FLOAT64);
+        ferry_tensor *o = d ? ferry_tensor_empty(x->ndim, x->sizes, FERRY_FLOAT64, x->device)
+                            : NULL;
+        ferry_tensor *out = NULL;
+        if (o != NULL && ferry__k_unary(x->device.index, kernel_op, FERRY_FLOAT64,
+                                        ferry__kdata(o), ferry__kdata(d), ferry_tensor_numel(o),
+                                        0.0) == FERRY_OK)
+            out = ferry__to_dtype_ref(o, x->dtype);
+        ferry_tensor_release(d);
+        ferry_tensor_release(o);
+        return out;
+    }
+#else
+    (void)kernel_op;
+#endif
     if (ferry__needs_staging(1, &x)) {
         if (ferry__stage_in(1, &x, &h, &dev) != FERRY_OK)
             return NULL;
-        ferry_tensor *out = ferry__stage_out(map(h, f), dev);
+        ferry_tensor *out = ferry__stage_out(map(h, f, kernel_op), dev);
         ferry_tensor_release(h);
         return out;
     }
@@ -37,9 +54,10 @@ static ferry_tensor *map(ferry_tensor *x, double (*f)(double))
 }
 
 /* g * map(x, f): the common shape of a unary derivative. */
-static ferry_tensor *times_map(ferry_tensor *g, ferry_tensor *x, double (*f)(double))
+static ferry_tensor *times_map(ferry_tensor *g, ferry_tensor *x, double (*f)(double),
+                               int kernel_op)
 {
-    ferry_tensor *m = map(x, f);
+    ferry_tensor *m = map(x, f, kernel_op);
     ferry_tensor *out = m ? ferry_mul(g, m) : NULL;
     ferry_tensor_release(m);
     return out;
@@ -149,13 +167,13 @@ static ferry_status pow_backward(ferry__node *node, ferry_tensor *const *grads, 
 
 static ferry_status abs_backward(ferry__node *node, ferry_tensor *const *grads, ferry_tensor **out)
 {
-    out[0] = times_map(G, node->saved[0], sign_of);
+    out[0] = times_map(G, node->saved[0], sign_of, FERRY__K_SIGN);
     return out[0] ? FERRY_OK : ferry_last_status();
 }
 
 static ferry_status relu_backward(ferry__node *node, ferry_tensor *const *grads, ferry_tensor **out)
 {
-    out[0] = times_map(G, node->saved[0], positive);
+    out[0] = times_map(G, node->saved[0], positive, FERRY__K_POSITIVE);
     return out[0] ? FERRY_OK : ferry_last_status();
 }
 
@@ -173,19 +191,19 @@ static ferry_status log_backward(ferry__node *node, ferry_tensor *const *grads, 
 
 static ferry_status sqrt_backward(ferry__node *node, ferry_tensor *const *grads, ferry_tensor **out)
 {
-    out[0] = times_map(G, node->saved[0], half_over);
+    out[0] = times_map(G, node->saved[0], half_over, FERRY__K_HALF_OVER);
     return out[0] ? FERRY_OK : ferry_last_status();
 }
 
 static ferry_status sigmoid_backward(ferry__node *node, ferry_tensor *const *grads, ferry_tensor **out)
 {
-    out[0] = times_map(G, node->saved[0], sigmoid_slope);
+    out[0] = times_map(G, node->saved[0], sigmoid_slope, FERRY__K_SIGMOID_SLOPE);
     return out[0] ? FERRY_OK : ferry_last_status();
 }
 
 static ferry_status tanh_backward(ferry__node *node, ferry_tensor *const *grads, ferry_tensor **out)
 {
-    out[0] = times_map(G, node->saved[0], tanh_slope);
+    out[0] = times_map(G, node->saved[0], tanh_slope, FERRY__K_TANH_SLOPE);
     return out[0] ? FERRY_OK : ferry_last_status();
 }
 

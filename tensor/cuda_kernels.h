@@ -26,10 +26,13 @@ typedef struct {
 
 /* Binary ops of the elementwise family (ops_elementwise.c's order). */
 enum { FERRY__K_ADD, FERRY__K_SUB, FERRY__K_MUL, FERRY__K_DIV, FERRY__K_ADD_ALPHA };
-/* Unary ops (ops_elementwise.c's order). */
+/* Unary ops (ops_elementwise.c's order), then the slopes backward formulas multiply by: sign(x),
+   x > 0, y * (1 - y), 1 - y * y, 0.5 / y (float64 only) and gelu's derivative. */
 enum {
     FERRY__K_NEG, FERRY__K_ABS, FERRY__K_RELU, FERRY__K_EXP, FERRY__K_LOG, FERRY__K_SQRT,
-    FERRY__K_SIGMOID, FERRY__K_TANH, FERRY__K_GELU, FERRY__K_POW
+    FERRY__K_SIGMOID, FERRY__K_TANH, FERRY__K_GELU, FERRY__K_POW,
+    FERRY__K_SIGN, FERRY__K_POSITIVE, FERRY__K_SIGMOID_SLOPE, FERRY__K_TANH_SLOPE,
+    FERRY__K_HALF_OVER, FERRY__K_GELU_SLOPE
 };
 /* Softmax family (ops_reduce.c's order). */
 enum { FERRY__K_SOFTMAX, FERRY__K_LOG_SOFTMAX, FERRY__K_SOFTMAX_BACK, FERRY__K_LOG_SOFTMAX_BACK };

@@ -451,12 +451,24 @@ ferry_tensor *ferry__gelu_backward(ferry_tensor *grad, ferry_tensor *x)
 {
     /* d/dx x * Phi(x) = Phi(x) + x * phi(x), computed in x's dtype. */
     ferry_tensor *ins[2] = {grad, x};
-    FERRY__STAGE(2, ins, h, ferry__gelu_backward(h[0], h[1]));
-    if (ferry__check_compute(x, "gelu_backward") != FERRY_OK)
+    bool kern = ferry__use_kernels(2, ins);
+    if (!kern)
+        FERRY__STAGE(2, ins, h, ferry__gelu_backward(h[0], h[1]));
+    if (ferry__check_operand(x, "gelu_backward", kern) != FERRY_OK)
         return NULL;
     ferry_tensor *cx = ferry__contig_dtype(x, x->dtype);
     ferry_tensor *d = cx ? ferry_tensor_empty(x->ndim, x->sizes, x->dtype, x->device) : NULL;
+#ifdef FERRY_WITH_CUDA
+    if (d != NULL && kern &&
+        ferry__k_unary(x->device.index, FERRY__K_GELU_SLOPE, x->dtype, ferry__kdata(d),
+                       ferry__kdata(cx), ferry_tensor_numel(d), 0.0) != FERRY_OK) {
+        ferry_tensor_release(d);
+        d = NULL;
+    }
+    if (d != NULL && !kern) {
+#else
     if (d != NULL) {
+#endif
         int64_t n = ferry_tensor_numel(d);
         const double k = 0.5 * M_2_SQRTPI * M_SQRT1_2; /* 1 / sqrt(2 pi) */
         if (x->dtype == FERRY_FLOAT32) {

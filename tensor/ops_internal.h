@@ -172,8 +172,8 @@ bool ferry__ops_staging_forced(void);
    ferry__use_kernels: some of the n tensors is on a real GPU and the op runs its CUDA kernel
    there (false in builds without CUDA, where nothing is on a real GPU). The calls below take
    tensors already checked to share one device and put their work on its stream. */
+#include "tensor/cuda_kernels.h" /* the kernels' op numbers; their launchers need CUDA */
 #ifdef FERRY_WITH_CUDA
-#include "tensor/cuda_kernels.h"
 bool ferry__use_kernels_any(size_t n, ferry_tensor *const *ts);
 static inline bool ferry__use_kernels(size_t n, ferry_tensor *const *ts)
 {

@@ -162,6 +162,9 @@ __device__ float un_f32(int op, float x, float e)
     case FERRY__K_SIGMOID: return 1.0f / (1.0f + expf(-x));
     case FERRY__K_TANH: return tanhf(x);
     case FERRY__K_GELU: return 0.5f * x * (1.0f + erff(x * (float)M_SQRT1_2));
+    case FERRY__K_GELU_SLOPE:
+        return 0.5f * (1.0f + erff(x * (float)M_SQRT1_2)) +
+               x * (float)(0.5 * M_2_SQRTPI * M_SQRT1_2) * expf(-0.5f * x * x);
     default: return e == 2.0f ? x * x : e == 0.5f ? sqrtf(x) : powf(x, e);
     }
 }
@@ -178,6 +181,13 @@ __device__ double un_f64(int op, double x, double e)
     case FERRY__K_SIGMOID: return 1.0 / (1.0 + exp(-x));
     case FERRY__K_TANH: return tanh(x);
     case FERRY__K_GELU: return 0.5 * x * (1.0 + erf(x * M_SQRT1_2));
+    case FERRY__K_SIGN: return (double)((x > 0) - (x < 0));
+    case FERRY__K_POSITIVE: return x > 0 ? 1.0 : 0.0;
+    case FERRY__K_SIGMOID_SLOPE: return x * (1.0 - x);
+    case FERRY__K_TANH_SLOPE: return 1.0 - x * x;
+    case FERRY__K_HALF_OVER: return 0.5 / x;
+    case FERRY__K_GELU_SLOPE:
+        return 0.5 * (1.0 + erf(x * M_SQRT1_2)) + x * (0.5 * M_2_SQRTPI * M_SQRT1_2) * exp(-0.5 * x * x);
     default: return e == 2.0 ? x * x : e == 0.5 ? sqrt(x) : pow(x, e);
     }
 }
