@@ -1,4 +1,4 @@
-/* What the CUDA pieces of ferry share (the backend in device_cuda.c, the kernels in tensor/cuda/,
+/* What the CUDA pieces of ferry share (the backend in device_cuda.c, the kernels in tensor/cuda,
    the NCCL channel): the raw stream of a device and the one place CUDA's error codes become
    ferry's. Only built with FERRY_WITH_CUDA; plain C types, so C and CUDA C++ both include it. */
 #ifndef FERRY_TENSOR_DEVICE_CUDA_H
