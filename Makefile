@@ -46,8 +46,11 @@ CUDA_CFLAGS := -DFERRY_WITH_CUDA $(if $(HAVE_NCCL),-DFERRY_HAVE_NCCL) -isystem $
 CUDA_LIBS  := -L$(CUDA_HOME)/lib64 -lcudart_static -lrt
 CU_SRCS    := $(sort $(wildcard tensor/cuda/*.cu))
 CUDA_ARCHS ?= 80 90
+# The kernels' host code is built without exceptions and guarded statics, so libferry links
+# with the C toolchain and needs no C++ runtime.
 NVCC_FLAGS := -std=c++17 -O2 -g -I. -Iinclude -I$(BUILD) -DFERRY_WITH_CUDA \
               -Xcompiler -fPIC,-fvisibility=hidden,-Wall,-Wextra,-Werror,-Wno-unused-parameter \
+              -Xcompiler -fno-exceptions,-fno-threadsafe-statics \
               $(foreach a,$(CUDA_ARCHS),-gencode arch=compute_$(a),code=sm_$(a)) \
               -gencode arch=compute_$(lastword $(CUDA_ARCHS)),code=compute_$(lastword $(CUDA_ARCHS))
 endif

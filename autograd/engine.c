@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "autograd/variable.h"
+#include "ferry/device.h"
 #include "core/alloc.h"
 #include "core/error.h"
 
@@ -52,6 +53,7 @@ static void set_edge(ferry__node *node, size_t i, ferry_tensor *input)
     im->ndim = input->ndim;
     memcpy(im->sizes, input->sizes, sizeof(int64_t) * (size_t)input->ndim);
     im->dtype = input->dtype;
+    im->device = input->device;
     if (!ferry_tensor_requires_grad(input))
         return;
     ferry__tensor_meta *m = ferry__meta_get(input);
@@ -361,6 +363,22 @@ static ferry_tensor *conform(const ferry__node *node, size_t i, ferry_tensor *g)
             return NULL;
         g = out;
     }
+    if (g->device.type != im->device.type ||
+        (g->device.type != FERRY_CPU && g->device.index != im->device.index)) {
+        if (g->ndim == 0 && g->device.type == FERRY_CPU) { /* torch moves a CPU scalar over */
+            out = ferry_tensor_to(g, im->device);
+        } else {
+            ferry_device_format(im->device, want, sizeof want);
+            ferry_device_format(g->device, got, sizeof got);
+            out = ferry__fail_null(FERRY_EINVAL,
+                                   "Function %s returned an invalid gradient at index %zu - "
+                                   "expected device %s but got %s", node->name, i, want, got);
+        }
+        ferry_tensor_release(g);
+        if (out == NULL)
+            return NULL;
+        g = out;
+    }
     if (g->dtype != im->dtype) {
         out = ferry_tensor_to_dtype(g, im->dtype);
         ferry_tensor_release(g);
@@ -589,7 +607,7 @@ static ferry_tensor *root_grad(ferry_tensor *root, ferry_tensor *grad)
     if (grad == NULL) {
         if (ferry_tensor_numel(root) != 1)
             return ferry__fail_null(FERRY_EINVAL, "grad can be implicitly created only for scalar outputs");
-        return ferry_ones(root->ndim, root->sizes, root->dtype);
+        return ferry__full_on(root->ndim, root->sizes, 1.0, root->dtype, root->device);
     }
     if (!ferry__same_shape(root, grad))
         return ferry__fail_null(FERRY_EINVAL,
@@ -597,6 +615,13 @@ static ferry_tensor *root_grad(ferry_tensor *root, ferry_tensor *grad)
                                 "has a shape of %s.",
                                 ferry__shape_str(grad->ndim, grad->sizes, sa, sizeof sa),
                                 ferry__shape_str(root->ndim, root->sizes, sb, sizeof sb));
+    if (grad->device.type != root->device.type ||
+        (grad->device.type != FERRY_CPU && grad->device.index != root->device.index)) {
+        ferry_device_format(grad->device, sa, sizeof sa);
+        ferry_device_format(root->device, sb, sizeof sb);
+        return ferry__fail_null(FERRY_EINVAL, "invalid gradient at index 0 - expected device %s "
+                                "but got %s", sb, sa);
+    }
     return ferry__to_dtype_ref(grad, root->dtype);
 }
 

@@ -105,6 +105,7 @@ typedef struct {
     int ndim;
     int64_t sizes[FERRY_MAX_DIMS];
     ferry_dtype dtype;
+    ferry_device device; /* where its gradient must arrive */
 } ferry__input_meta;
 
 /* A builtin formula: grad_outputs[0] is never NULL when it runs; it fills grad_inputs[i] (new

@@ -8,13 +8,42 @@
 
 #include "core/error.h"
 
-/* f applied to every element of x, computed in double, returned in x's dtype. Only backward
-   uses it, where clarity beats speed. */
-static ferry_tensor *map(ferry_tensor *x, double (*f)(double))
+/* f applied to every element of x, computed in double, returned in x's dtype on x's device.
+   Only backward uses it, where clarity beats speed; a tensor the host cannot read is mapped on
+   a host copy. */
+static ferry_tensor *map(ferry_tensor *x, double (*f)(double), int kernel_op)
 {
+    ferry_tensor *h = NULL;
+    ferry_device dev;
+#ifdef FERRY_WITH_CUDA
+    if (ferry__use_kernels(1, &x)) { /* the same slope in float64 on the GPU */
+        ferry_tensor *d = ferry_tensor_to_dtype(x, FERRY_FLOAT64);
+        ferry_tensor *o = d ? ferry_tensor_empty(x->ndim, x->sizes, FERRY_FLOAT64, x->device)
+                            : NULL;
+        ferry_tensor *out = NULL;
+        if (o != NULL && ferry__k_unary(x->device.index, kernel_op, FERRY_FLOAT64,
+                                        ferry__kdata(o), ferry__kdata(d), ferry_tensor_numel(o),
+                                        0.0) == FERRY_OK)
+            out = ferry__to_dtype_ref(o, x->dtype);
+        ferry_tensor_release(d);
+        ferry_tensor_release(o);
+        return out;
+    }
+#else
+    (void)kernel_op;
+#endif
+    if (ferry__needs_staging(1, &x)) {
+        if (ferry__stage_in(1, &x, &h, &dev) != FERRY_OK)
+            return NULL;
+        ferry_tensor *out = ferry__stage_out(map(h, f, kernel_op), dev);
+        ferry_tensor_release(h);
+        return out;
+    }
     ferry_tensor *d = ferry_tensor_to_dtype(x, FERRY_FLOAT64);
-    if (d == NULL)
+    if (d == NULL || ferry__check_compute(d, "backward") != FERRY_OK) {
+        ferry_tensor_release(d);
         return NULL;
+    }
     double *p = ferry_tensor_data(d);
     int64_t n = ferry_tensor_numel(d);
     for (int64_t i = 0; i < n; i++)
@@ -25,9 +54,10 @@ static ferry_tensor *map(ferry_tensor *x, double (*f)(double))
 }
 
 /* g * map(x, f): the common shape of a unary derivative. */
-static ferry_tensor *times_map(ferry_tensor *g, ferry_tensor *x, double (*f)(double))
+static ferry_tensor *times_map(ferry_tensor *g, ferry_tensor *x, double (*f)(double),
+                               int kernel_op)
 {
-    ferry_tensor *m = map(x, f);
+    ferry_tensor *m = map(x, f, kernel_op);
     ferry_tensor *out = m ? ferry_mul(g, m) : NULL;
     ferry_tensor_release(m);
     return out;
@@ -124,7 +154,7 @@ static ferry_status pow_backward(ferry__node *node, ferry_tensor *const *grads, 
     double e = node->scalars[0];
     ferry_tensor *x = node->saved[0];
     if (e == 0.0) { /* torch: exactly zero, even where x ** -1 would be inf */
-        out[0] = ferry_zeros(x->ndim, x->sizes, G->dtype);
+        out[0] = ferry__zeros_on(x->ndim, x->sizes, G->dtype, x->device);
         return out[0] ? FERRY_OK : ferry_last_status();
     }
     ferry_tensor *p = ferry_pow(x, e - 1.0);
@@ -137,13 +167,13 @@ static ferry_status pow_backward(ferry__node *node, ferry_tensor *const *grads, 
 
 static ferry_status abs_backward(ferry__node *node, ferry_tensor *const *grads, ferry_tensor **out)
 {
-    out[0] = times_map(G, node->saved[0], sign_of);
+    out[0] = times_map(G, node->saved[0], sign_of, FERRY__K_SIGN);
     return out[0] ? FERRY_OK : ferry_last_status();
 }
 
 static ferry_status relu_backward(ferry__node *node, ferry_tensor *const *grads, ferry_tensor **out)
 {
-    out[0] = times_map(G, node->saved[0], positive);
+    out[0] = times_map(G, node->saved[0], positive, FERRY__K_POSITIVE);
     return out[0] ? FERRY_OK : ferry_last_status();
 }
 
@@ -161,19 +191,19 @@ static ferry_status log_backward(ferry__node *node, ferry_tensor *const *grads, 
 
 static ferry_status sqrt_backward(ferry__node *node, ferry_tensor *const *grads, ferry_tensor **out)
 {
-    out[0] = times_map(G, node->saved[0], half_over);
+    out[0] = times_map(G, node->saved[0], half_over, FERRY__K_HALF_OVER);
     return out[0] ? FERRY_OK : ferry_last_status();
 }
 
 static ferry_status sigmoid_backward(ferry__node *node, ferry_tensor *const *grads, ferry_tensor **out)
 {
-    out[0] = times_map(G, node->saved[0], sigmoid_slope);
+    out[0] = times_map(G, node->saved[0], sigmoid_slope, FERRY__K_SIGMOID_SLOPE);
     return out[0] ? FERRY_OK : ferry_last_status();
 }
 
 static ferry_status tanh_backward(ferry__node *node, ferry_tensor *const *grads, ferry_tensor **out)
 {
-    out[0] = times_map(G, node->saved[0], tanh_slope);
+    out[0] = times_map(G, node->saved[0], tanh_slope, FERRY__K_TANH_SLOPE);
     return out[0] ? FERRY_OK : ferry_last_status();
 }
 
@@ -186,6 +216,14 @@ static ferry_status gelu_backward(ferry__node *node, ferry_tensor *const *grads,
 static ferry_status dropout_backward(ferry__node *node, ferry_tensor *const *grads, ferry_tensor **out)
 {
     out[0] = ferry_mul(G, node->saved[0]);
+    return out[0] ? FERRY_OK : ferry_last_status();
+}
+
+/* The gradient of t.to(device) goes back to t's device. */
+static ferry_status to_backward(ferry__node *node, ferry_tensor *const *grads, ferry_tensor **out)
+{
+    ferry_device src = {(ferry_device_type)node->ints[0], (int)node->ints[1]};
+    out[0] = ferry_to(G, src);
     return out[0] ? FERRY_OK : ferry_last_status();
 }
 
@@ -210,6 +248,7 @@ static const ferry__formula formulas[FERRY__OP_COUNT] = {
     [FERRY__OP_GELU] = {"GeluBackward0", true, gelu_backward},
     [FERRY__OP_DROPOUT] = {"NativeDropoutBackward0", true, dropout_backward},
     [FERRY__OP_CLONE] = {"CloneBackward0", false, identity_backward},
+    [FERRY__OP_TO] = {"ToCopyBackward0", false, to_backward},
 };
 
 const ferry__formula *ferry__formulas_elementwise(int op)

@@ -43,7 +43,10 @@ static ferry_status mean_backward(ferry__node *node, ferry_tensor *const *grads,
 
 static ferry_status max_backward(ferry__node *node, ferry_tensor *const *grads, ferry_tensor **out)
 {
-    ferry_tensor *x = ferry_tensor_to_dtype(node->saved[0], FERRY_FLOAT64);
+    /* Computed on a host copy (a device's gradient goes back there at the end). */
+    ferry_tensor *hx = ferry_tensor_to(node->saved[0], FERRY_DEVICE_CPU);
+    ferry_tensor *x = hx ? ferry_tensor_to_dtype(hx, FERRY_FLOAT64) : NULL;
+    ferry_tensor_release(hx);
     double best = ferry_tensor_item(node->saved[1]), g = ferry_tensor_item(grads[0]);
     if (x == NULL)
         return ferry_last_status();
@@ -53,7 +56,7 @@ static ferry_status max_backward(ferry__node *node, ferry_tensor *const *grads, 
         ties += p[i] == best || (p[i] != p[i] && best != best);
     for (int64_t i = 0; i < n; i++)
         p[i] = p[i] == best || (p[i] != p[i] && best != best) ? g / (double)ties : 0.0;
-    out[0] = ferry__to_dtype_ref(x, node->meta[0].dtype);
+    out[0] = ferry__stage_out(ferry__to_dtype_ref(x, node->meta[0].dtype), node->meta[0].device);
     ferry_tensor_release(x);
     return out[0] ? FERRY_OK : ferry_last_status();
 }
@@ -69,9 +72,14 @@ static ferry_status max_dim_backward(ferry__node *node, ferry_tensor *const *gra
         else if (i > d)
             inner *= im->sizes[i];
     }
+    /* Scattered on the host; the result goes to the input's device. */
     ferry_tensor *gi = ferry_zeros(im->ndim, im->sizes, FERRY_FLOAT64);
-    ferry_tensor *g = gi ? ferry__contig_dtype(grads[0], FERRY_FLOAT64) : NULL;
-    ferry_tensor *idx = g ? ferry_tensor_contiguous(node->saved[0]) : NULL;
+    ferry_tensor *hg = gi ? ferry_tensor_to(grads[0], FERRY_DEVICE_CPU) : NULL;
+    ferry_tensor *g = hg ? ferry__contig_dtype(hg, FERRY_FLOAT64) : NULL;
+    ferry_tensor *hidx = g ? ferry_tensor_to(node->saved[0], FERRY_DEVICE_CPU) : NULL;
+    ferry_tensor *idx = hidx ? ferry_tensor_contiguous(hidx) : NULL;
+    ferry_tensor_release(hg);
+    ferry_tensor_release(hidx);
     if (idx != NULL) {
         double *gp = ferry_tensor_data(gi);
         const double *src = ferry_tensor_data(g);
@@ -79,7 +87,7 @@ static ferry_status max_dim_backward(ferry__node *node, ferry_tensor *const *gra
         for (int64_t o = 0; o < outer; o++)
             for (int64_t j = 0; j < inner; j++)
                 gp[(o * n + ip[o * inner + j]) * inner + j] = src[o * inner + j];
-        out[0] = ferry__to_dtype_ref(gi, im->dtype);
+        out[0] = ferry__stage_out(ferry__to_dtype_ref(gi, im->dtype), im->device);
     }
     ferry_tensor_release(gi);
     ferry_tensor_release(g);

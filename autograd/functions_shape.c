@@ -97,7 +97,7 @@ static ferry_status narrow_backward(ferry__node *node, ferry_tensor *const *grad
 {
     const ferry__input_meta *im = &node->meta[0];
     int d = (int)node->ints[0];
-    ferry_tensor *gi = ferry_zeros(im->ndim, im->sizes, grads[0]->dtype);
+    ferry_tensor *gi = ferry__zeros_on(im->ndim, im->sizes, grads[0]->dtype, im->device);
     ferry_tensor *part = gi ? ferry_tensor_narrow(gi, d, node->ints[1], grads[0]->sizes[d]) : NULL;
     ferry_status rc = part ? ferry_tensor_copy_(part, grads[0]) : ferry_last_status();
     ferry_tensor_release(part);
@@ -143,7 +143,7 @@ static ferry_status stack_backward(ferry__node *node, ferry_tensor *const *grads
 static ferry_status index_select_backward(ferry__node *node, ferry_tensor *const *grads, ferry_tensor **out)
 {
     const ferry__input_meta *im = &node->meta[0];
-    ferry_tensor *gi = ferry_zeros(im->ndim, im->sizes, grads[0]->dtype);
+    ferry_tensor *gi = ferry__zeros_on(im->ndim, im->sizes, grads[0]->dtype, im->device);
     ferry_tensor *g = gi == NULL       ? NULL
                       : im->ndim == 0 ? ferry_tensor_reshape(grads[0], 0, NULL)
                                       : ferry_tensor_retain(grads[0]);
@@ -160,7 +160,7 @@ static ferry_status embedding_backward(ferry__node *node, ferry_tensor *const *g
 {
     const ferry__input_meta *im = &node->meta[0];
     int64_t len = ferry_tensor_numel(node->saved[0]), rows[2] = {len, im->sizes[1]};
-    ferry_tensor *gi = ferry_zeros(im->ndim, im->sizes, grads[0]->dtype);
+    ferry_tensor *gi = ferry__zeros_on(im->ndim, im->sizes, grads[0]->dtype, im->device);
     ferry_tensor *idx = gi ? ferry_tensor_reshape(node->saved[0], 1, &len) : NULL;
     ferry_tensor *g = idx ? ferry_tensor_reshape(grads[0], 2, rows) : NULL;
     ferry_status rc = g ? ferry__index_add_raw(gi, 0, idx, g) : ferry_last_status();

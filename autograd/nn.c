@@ -10,6 +10,7 @@
 #include "core/error.h"
 #include "ferry/autograd.h"
 #include "ferry/ops.h"
+#include "tensor/ops_internal.h"
 
 /* Intermediate results of one forward, released together at the end. */
 typedef struct {
@@ -240,8 +241,9 @@ ferry_status ferry_lstm_cell(ferry_tensor *input, ferry_tensor *h, ferry_tensor 
     const int64_t hsizes[2] = {nd == 2 ? ferry_tensor_size(input, 0) : hidden, hidden};
     const int64_t *hshape = nd == 2 ? hsizes : &hidden;
     ferry_dtype dtype = ferry_tensor_dtype(input);
-    if ((!h && !(h = keep(&s, ferry_zeros(nd, hshape, dtype)))) ||
-        (!c && !(c = keep(&s, ferry_zeros(nd, hshape, dtype))))) {
+    ferry_device dev = ferry_tensor_device(input);
+    if ((!h && !(h = keep(&s, ferry__zeros_on(nd, hshape, dtype, dev)))) ||
+        (!c && !(c = keep(&s, ferry__zeros_on(nd, hshape, dtype, dev))))) {
         scratch_release(&s);
         return ferry_last_status();
     }

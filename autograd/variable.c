@@ -101,9 +101,14 @@ ferry_status ferry_tensor_set_grad(ferry_tensor *t, ferry_tensor *grad)
 {
     if (t == NULL)
         return ferry__fail(FERRY_EINVAL, "set_grad: tensor is NULL");
-    if (grad != NULL && (!ferry__same_shape(t, grad) || grad->dtype != t->dtype))
+    bool other_device = grad != NULL &&
+                        (grad->device.type != t->device.type ||
+                         (t->device.type != FERRY_CPU && grad->device.index != t->device.index));
+    if (grad != NULL && (!ferry__same_shape(t, grad) || grad->dtype != t->dtype || other_device))
         return ferry__fail(FERRY_EINVAL, grad->dtype != t->dtype
                                              ? "assigned grad has data of a different type"
+                                         : other_device
+                                             ? "assigned grad has data located on a different device"
                                              : "assigned grad has data of a different size");
     if (grad == NULL && t->autograd == NULL)
         return FERRY_OK;

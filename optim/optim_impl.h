@@ -51,6 +51,7 @@ typedef struct {
     ferry_dtype dtype;
     int ndim;
     const int64_t *sizes;
+    ferry_device device; /* where the rule's new state tensors go: the parameter's */
 } ferry__optim_elems;
 
 typedef ferry_status (*ferry__optim_rule)(const ferry_optim_options *o, ferry__optim_state *s,
@@ -76,9 +77,10 @@ ferry_status ferry__optim_rprop(const ferry_optim_options *o, ferry__optim_state
                                 const ferry__optim_elems *e);
 
 /* Adagrad's eager state: step 0 and sum full of initial_accumulator_value, for a parameter of
-   the given shape and dtype. FERRY_OK or FERRY_ENOMEM. */
+   the given shape and dtype, on the parameter's device. FERRY_OK or FERRY_ENOMEM. */
 ferry_status ferry__optim_adagrad_init(const ferry_optim_options *o, ferry__optim_state *s,
-                                       int ndim, const int64_t *sizes, ferry_dtype dtype);
+                                       int ndim, const int64_t *sizes, ferry_dtype dtype,
+                                       ferry_device device);
 
 /* The state keys of a kind in slot order (static strings), how many, and how step is kept. */
 const char *const *ferry__optim_state_keys(ferry_optim_kind kind, size_t *n,

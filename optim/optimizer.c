@@ -9,7 +9,10 @@
 #include "core/alloc.h"
 #include "core/error.h"
 #include "ferry/autograd.h"
+#include "ferry/device.h"
 #include "ferry/ops.h"
+#include "tensor/device.h"
+#include "tensor/ops_internal.h"
 
 static const ferry__optim_rule rules[FERRY_OPTIM_KIND_COUNT] = {
     [FERRY_SGD] = ferry__optim_sgd,         [FERRY_ADAM] = ferry__optim_adam,
@@ -20,8 +23,7 @@ static const ferry__optim_rule rules[FERRY_OPTIM_KIND_COUNT] = {
 
 ferry_tensor *ferry__optim_new_buf(const ferry__optim_elems *e, double value)
 {
-    return value == 0 ? ferry_zeros(e->ndim, e->sizes, e->dtype)
-                      : ferry_full(e->ndim, e->sizes, value, e->dtype);
+    return ferry__full_on(e->ndim, e->sizes, value, e->dtype, e->device);
 }
 
 void ferry__optim_state_clear(ferry__optim_state *s)
@@ -91,7 +93,8 @@ static ferry_status add_group(ferry_optimizer *opt, const ferry_optim_options *o
         for (size_t j = 0; j < n; j++) {
             ferry_tensor *p = params[j];
             rc = ferry__optim_adagrad_init(o, &opt->states[first + j], ferry_tensor_ndim(p),
-                                           ferry_tensor_sizes(p), ferry_tensor_dtype(p));
+                                           ferry_tensor_sizes(p), ferry_tensor_dtype(p),
+                                           ferry_tensor_device(p));
             if (rc != FERRY_OK) {
                 for (size_t k = 0; k <= j; k++)
                     ferry__optim_state_clear(&opt->states[first + k]);
@@ -164,6 +167,14 @@ static ferry_status check_grad(const ferry_optimizer *opt, size_t i, const ferry
         memcmp(ferry_tensor_sizes(g), ferry_tensor_sizes(p), (size_t)nd * sizeof(int64_t)) != 0)
         return ferry__fail(FERRY_EINVAL, "the gradient of optimizer parameter %zu has another "
                                          "shape than the parameter", i);
+    ferry_device gd = ferry_tensor_device(g), pd = ferry_tensor_device(p);
+    if (gd.type != pd.type || (gd.type != FERRY_CPU && gd.index != pd.index)) {
+        char a[32], b[32];
+        ferry_device_format(gd, a, sizeof a);
+        ferry_device_format(pd, b, sizeof b);
+        return ferry__fail(FERRY_EINVAL, "the gradient of optimizer parameter %zu is on %s, the "
+                                         "parameter on %s", i, a, b);
+    }
     if (ferry_tensor_dtype(g) != ferry_tensor_dtype(p))
         return ferry__fail(FERRY_EINVAL, "the gradient of optimizer parameter %zu is %s, the "
                                          "parameter %s", i, ferry_dtype_name(ferry_tensor_dtype(g)),
@@ -179,11 +190,12 @@ static const ferry_optim_options *options_of(const ferry_optimizer *opt, size_t 
     return &opt->groups[opt->n_groups - 1].o;
 }
 
-/* Runs the rule on parameter i with gradient g. A non-contiguous parameter (or gradient) is
-   updated through a contiguous copy written back afterwards. */
-static ferry_status update_one(ferry_optimizer *opt, size_t i, ferry_tensor *grad)
+/* Runs the rule on p (parameter i, or its host copy) with gradient grad and state s, all in
+   memory the host can read. A non-contiguous parameter (or gradient) is updated through a
+   contiguous copy written back afterwards. */
+static ferry_status run_rule(ferry_optimizer *opt, size_t i, ferry__optim_state *s,
+                             ferry_tensor *p, ferry_tensor *grad)
 {
-    ferry_tensor *p = opt->params[i];
     ferry_tensor *g = ferry_tensor_contiguous(grad);
     ferry_tensor *work = g == NULL ? NULL
                          : ferry_tensor_is_contiguous(p) ? ferry_tensor_retain(p)
@@ -197,8 +209,9 @@ static ferry_status update_one(ferry_optimizer *opt, size_t i, ferry_tensor *gra
             .dtype = ferry_tensor_dtype(work),
             .ndim = ferry_tensor_ndim(work),
             .sizes = ferry_tensor_sizes(work),
+            .device = ferry_tensor_device(work),
         };
-        rc = rules[opt->kind](options_of(opt, i), &opt->states[i], &e);
+        rc = rules[opt->kind](options_of(opt, i), s, &e);
         if (rc == FERRY_OK && work != p)
             rc = ferry_tensor_copy_(p, work);
     } else {
@@ -207,6 +220,60 @@ static ferry_status update_one(ferry_optimizer *opt, size_t i, ferry_tensor *gra
     ferry_tensor_release(work);
     ferry_tensor_release(g);
     return rc;
+}
+
+/* A parameter on a device the host cannot read (a real GPU) takes a staged step: parameter,
+   gradient and state come to host memory, the rule runs there, and the results go back. The
+   rules stay one element loop in torch's order for every device (docs/architecture.md). */
+static ferry_status update_staged(ferry_optimizer *opt, size_t i, ferry_tensor *grad)
+{
+    ferry_tensor *p = opt->params[i];
+    ferry__optim_state hs = opt->states[i], back = {.has_state = false};
+    ferry_tensor *hp = ferry_tensor_to(p, FERRY_DEVICE_CPU);
+    ferry_tensor *hg = hp ? ferry_tensor_to(grad, FERRY_DEVICE_CPU) : NULL;
+    ferry_status rc = hg ? FERRY_OK : ferry_last_status();
+    for (int k = 0; k < FERRY__OPTIM_MAX_BUFS; k++) {
+        hs.bufs[k] = rc == FERRY_OK && opt->states[i].bufs[k]
+                         ? ferry_tensor_to(opt->states[i].bufs[k], FERRY_DEVICE_CPU)
+                         : NULL;
+        if (rc == FERRY_OK && opt->states[i].bufs[k] && !hs.bufs[k])
+            rc = ferry_last_status();
+    }
+    if (rc == FERRY_OK)
+        rc = run_rule(opt, i, &hs, hp, hg);
+    for (int k = 0; rc == FERRY_OK && k < FERRY__OPTIM_MAX_BUFS; k++)
+        if (hs.bufs[k] && (back.bufs[k] = ferry_tensor_to(hs.bufs[k], p->device)) == NULL)
+            rc = ferry_last_status();
+    if (rc == FERRY_OK)
+        rc = ferry__stage_back(p, hp);
+    if (rc == FERRY_OK) { /* commit: the device state takes the new values */
+        for (int k = 0; k < FERRY__OPTIM_MAX_BUFS; k++) {
+            ferry_tensor_release(opt->states[i].bufs[k]);
+            opt->states[i].bufs[k] = back.bufs[k];
+            back.bufs[k] = NULL;
+        }
+        opt->states[i].step = hs.step;
+        opt->states[i].has_state = hs.has_state;
+    }
+    for (int k = 0; k < FERRY__OPTIM_MAX_BUFS; k++) {
+        ferry_tensor_release(hs.bufs[k]);
+        ferry_tensor_release(back.bufs[k]);
+    }
+    ferry_tensor_release(hp);
+    ferry_tensor_release(hg);
+    return rc;
+}
+
+static ferry_status update_one(ferry_optimizer *opt, size_t i, ferry_tensor *grad)
+{
+    ferry_tensor *p = opt->params[i];
+    ferry_tensor *both[2] = {p, grad};
+    if (ferry__needs_staging(2, both))
+        return update_staged(opt, i, grad);
+    ferry_device dev = ferry_tensor_device(p);
+    if (dev.type != FERRY_CPU && ferry__device_sync(dev.index) != FERRY_OK)
+        return ferry_last_status();
+    return run_rule(opt, i, &opt->states[i], p, grad);
 }
 
 /* The common step: grads[i] NULL skips parameter i. Every gradient is checked first, so a bad

@@ -25,10 +25,11 @@ static double decayed_grad(bool f32, const ferry_optim_options *o, double g, dou
 }
 
 ferry_status ferry__optim_adagrad_init(const ferry_optim_options *o, ferry__optim_state *s,
-                                       int ndim, const int64_t *sizes, ferry_dtype dtype)
+                                       int ndim, const int64_t *sizes, ferry_dtype dtype,
+                                       ferry_device device)
 {
     /* As torch's constructor: step = tensor(0.), sum = full_like(p, initial_accumulator_value) */
-    ferry__optim_elems e = {.dtype = dtype, .ndim = ndim, .sizes = sizes};
+    ferry__optim_elems e = {.dtype = dtype, .ndim = ndim, .sizes = sizes, .device = device};
     if (s->bufs[0] == NULL && (s->bufs[0] = ferry__optim_new_buf(&e, o->initial_accumulator_value)) == NULL)
         return ferry_last_status();
     s->has_state = true;

@@ -189,7 +189,10 @@ static ferry_status take_tensor(const ferry_optimizer *opt, ferry__optim_state *
     if (dt != FERRY_FLOAT32 && dt != FERRY_FLOAT64 && dt != FERRY_FLOAT16 && dt != FERRY_BFLOAT16)
         return ferry__fail(FERRY_EINVAL, "%s is %s, not a floating dtype", name, ferry_dtype_name(dt));
     /* As torch's load_state_dict: floating state takes the parameter's dtype. */
-    ferry_tensor *c = ferry_tensor_to_dtype(t, ferry_tensor_dtype(p));
+    ferry_tensor *d = ferry_tensor_to_dtype(t, ferry_tensor_dtype(p));
+    /* ... and the parameter's device */
+    ferry_tensor *c = d ? ferry_tensor_to(d, ferry_tensor_device(p)) : NULL;
+    ferry_tensor_release(d);
     if (c == NULL)
         return ferry_last_status();
     ferry_tensor_release(s->bufs[k]);

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "core/error.h"
+#include "tensor/device.h"
 
 /* Set once by autograd/ and only read afterwards (atomic: it may be set while another thread
    runs an op on tensors that do not require grad). */
@@ -61,10 +62,23 @@ ferry_status ferry__ops_check_inplace(ferry_tensor *t, size_t n, ferry_tensor *c
 
 ferry_status ferry__check_compute(const ferry_tensor *t, const char *op)
 {
+    if (t != NULL && t->device.type == FERRY_CPU &&
+        (t->dtype == FERRY_FLOAT32 || t->dtype == FERRY_FLOAT64 || t->dtype == FERRY_INT64))
+        return FERRY_OK; /* the common case, without a call */
+    if (ferry__check_dtype(t, op) != FERRY_OK)
+        return ferry_last_status();
+    if (ferry__needs_staging(1, (ferry_tensor *const *)&t)) {
+        char dev[32];
+        ferry_device_format(t->device, dev, sizeof dev);
+        return ferry__fail(FERRY_ENOTSUP, "%s: the host cannot read a tensor on %s", op, dev);
+    }
+    return ferry__device_sync(t->device.index);
+}
+
+ferry_status ferry__check_dtype(const ferry_tensor *t, const char *op)
+{
     if (t == NULL)
         return ferry__fail(FERRY_EINVAL, "%s: tensor argument is NULL", op);
-    if (t->device.type != FERRY_CPU)
-        return ferry__fail(FERRY_ENOTSUP, "%s: only CPU tensors are supported", op);
     if (t->dtype != FERRY_FLOAT32 && t->dtype != FERRY_FLOAT64 && t->dtype != FERRY_INT64)
         return ferry__fail(FERRY_ENOTSUP, "%s: dtype %s is not supported (float32, float64, int64)",
                            op, ferry_dtype_name(t->dtype));

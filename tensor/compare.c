@@ -22,12 +22,24 @@ static bool is_floating(ferry_dtype dtype)
            dtype == FERRY_BFLOAT16;
 }
 
-/* Contiguous forms of a and b (new references) or false with the error recorded. */
+/* A contiguous host copy of t (a new reference; t itself when it is one already). */
+static ferry_tensor *host_contiguous(const ferry_tensor *t)
+{
+    ferry_tensor *c = ferry_tensor_contiguous((ferry_tensor *)t);
+    if (c == NULL || c->device.type == FERRY_CPU)
+        return c;
+    ferry_tensor *h = ferry_tensor_to(c, FERRY_DEVICE_CPU);
+    ferry_tensor_release(c);
+    return h;
+}
+
+/* Contiguous host forms of a and b (new references) or false with the error recorded. Tensors
+   on devices are compared by value, wherever they are. */
 static bool contiguous_pair(const ferry_tensor *a, const ferry_tensor *b, ferry_tensor **ca,
                             ferry_tensor **cb)
 {
-    *ca = ferry_tensor_contiguous((ferry_tensor *)a);
-    *cb = *ca ? ferry_tensor_contiguous((ferry_tensor *)b) : NULL;
+    *ca = host_contiguous(a);
+    *cb = *ca ? host_contiguous(b) : NULL;
     if (*cb)
         return true;
     ferry_tensor_release(*ca);

@@ -181,9 +181,19 @@ static ferry_tensor *binary_kernel(binop op, ferry_tensor *a, ferry_tensor *b, d
     loop3 l;
     if (ferry__broadcast_shape(a->ndim, a->sizes, b->ndim, b->sizes, &l.nd, l.sizes) != FERRY_OK)
         return NULL;
-    ferry_tensor *out = ferry_tensor_empty(l.nd, l.sizes, a->dtype, FERRY_DEVICE_CPU);
+    ferry_tensor *out = ferry_tensor_empty(l.nd, l.sizes, a->dtype, ferry__device2(a, b));
     if (out == NULL || ferry_tensor_numel(out) == 0)
         return out;
+#ifdef FERRY_WITH_CUDA
+    ferry_tensor *ins[2] = {a, b};
+    if (ferry__use_kernels(2, ins)) { /* binop's order is the kernels' */
+        if (ferry__kern_binary((int)op, out, a, b, alpha) != FERRY_OK) {
+            ferry_tensor_release(out);
+            return NULL;
+        }
+        return out;
+    }
+#endif
     broadcast_strides(out, l.nd, l.sizes, l.st[0]);
     broadcast_strides(a, l.nd, l.sizes, l.st[1]);
     broadcast_strides(b, l.nd, l.sizes, l.st[2]);
@@ -198,8 +208,14 @@ static const char *const binop_names[] = {"add", "sub", "mul", "div", "add"};
 /* Converts both operands to the result dtype and runs the kernel; records nothing. */
 static ferry_tensor *binary_raw(binop op, ferry_tensor *a, ferry_tensor *b, double alpha)
 {
-    if (ferry__check_compute(a, binop_names[op]) != FERRY_OK ||
-        ferry__check_compute(b, binop_names[op]) != FERRY_OK)
+    ferry_tensor *ins[2] = {a, b};
+    ferry_device dev;
+    bool k = ferry__use_kernels(2, ins);
+    if (!k)
+        FERRY__STAGE(2, ins, h, binary_raw(op, h[0], h[1], alpha));
+    if (ferry__check_devices(2, ins, &dev) != FERRY_OK ||
+        ferry__check_operand(a, binop_names[op], k) != FERRY_OK ||
+        ferry__check_operand(b, binop_names[op], k) != FERRY_OK)
         return NULL;
     ferry_dtype dt = ferry__result_type(a, b);
     if (op == BIN_DIV && dt == FERRY_INT64)
@@ -252,16 +268,25 @@ ferry_tensor *ferry_div(ferry_tensor *a, ferry_tensor *b)
 }
 
 /* t op s for a Python float s: the scalar becomes a one-element operand with stride 0. */
-static ferry_tensor *scalar_op(binop op, ferry__op rop, ferry_tensor *t, double s)
+static ferry_tensor *scalar_raw(binop op, ferry_tensor *t, double s)
 {
-    if (ferry__check_compute(t, binop_names[op]) != FERRY_OK)
+    bool k = ferry__use_kernels(1, &t);
+    if (!k)
+        FERRY__STAGE(1, &t, h, scalar_raw(op, h[0], s));
+    if (ferry__check_operand(t, binop_names[op], k) != FERRY_OK)
         return NULL;
     ferry_dtype dt = ferry__result_type_float_scalar(t);
-    ferry_tensor *st = ferry_scalar_tensor(s, dt);
+    ferry_tensor *st = ferry_scalar_tensor(s, dt); /* a CPU scalar joins t's device */
     ferry_tensor *ct = st ? ferry__to_dtype_ref(t, dt) : NULL;
     ferry_tensor *out = ct ? binary_kernel(op, ct, st, 1.0) : NULL;
     ferry_tensor_release(st);
     ferry_tensor_release(ct);
+    return out;
+}
+
+static ferry_tensor *scalar_op(binop op, ferry__op rop, ferry_tensor *t, double s)
+{
+    ferry_tensor *out = scalar_raw(op, t, s);
     ferry__op_record rec = {.op = rop, .n_inputs = 1, .inputs = &t, .scalars = {s}};
     return ferry__ops_record(out, &rec);
 }
@@ -359,12 +384,26 @@ static const char *const unop_names[] = {"neg", "abs", "relu", "exp", "log",
 
 static ferry_tensor *unary_raw(unop op, ferry_tensor *t, double e)
 {
-    if (ferry__check_compute(t, unop_names[op]) != FERRY_OK)
+    bool k = ferry__use_kernels(1, &t);
+    if (!k)
+        FERRY__STAGE(1, &t, h, unary_raw(op, h[0], e));
+    if (ferry__check_operand(t, unop_names[op], k) != FERRY_OK)
         return NULL;
     bool keeps_int = op == UN_NEG || op == UN_ABS || op == UN_RELU;
     ferry_dtype dt = t->dtype == FERRY_INT64 && !keeps_int ? FERRY_FLOAT32 : t->dtype;
     ferry_tensor *x = ferry__contig_dtype(t, dt);
-    ferry_tensor *out = x ? ferry_tensor_empty(t->ndim, t->sizes, dt, FERRY_DEVICE_CPU) : NULL;
+    ferry_tensor *out = x ? ferry_tensor_empty(t->ndim, t->sizes, dt, t->device) : NULL;
+#ifdef FERRY_WITH_CUDA
+    if (out != NULL && k) { /* unop's order is the kernels' */
+        if (ferry__k_unary(t->device.index, (int)op, dt, ferry__kdata(out), ferry__kdata(x),
+                           ferry_tensor_numel(out), e) != FERRY_OK) {
+            ferry_tensor_release(out);
+            out = NULL;
+        }
+        ferry_tensor_release(x);
+        return out;
+    }
+#endif
     if (out != NULL) {
         int64_t n = ferry_tensor_numel(out);
         if (dt == FERRY_FLOAT32)
@@ -411,9 +450,25 @@ ferry_tensor *ferry_pow(ferry_tensor *t, double exponent)
 ferry_tensor *ferry__gelu_backward(ferry_tensor *grad, ferry_tensor *x)
 {
     /* d/dx x * Phi(x) = Phi(x) + x * phi(x), computed in x's dtype. */
+    ferry_tensor *ins[2] = {grad, x};
+    bool kern = ferry__use_kernels(2, ins);
+    if (!kern)
+        FERRY__STAGE(2, ins, h, ferry__gelu_backward(h[0], h[1]));
+    if (ferry__check_operand(x, "gelu_backward", kern) != FERRY_OK)
+        return NULL;
     ferry_tensor *cx = ferry__contig_dtype(x, x->dtype);
-    ferry_tensor *d = cx ? ferry_tensor_empty(x->ndim, x->sizes, x->dtype, FERRY_DEVICE_CPU) : NULL;
+    ferry_tensor *d = cx ? ferry_tensor_empty(x->ndim, x->sizes, x->dtype, x->device) : NULL;
+#ifdef FERRY_WITH_CUDA
+    if (d != NULL && kern &&
+        ferry__k_unary(x->device.index, FERRY__K_GELU_SLOPE, x->dtype, ferry__kdata(d),
+                       ferry__kdata(cx), ferry_tensor_numel(d), 0.0) != FERRY_OK) {
+        ferry_tensor_release(d);
+        d = NULL;
+    }
+    if (d != NULL && !kern) {
+#else
     if (d != NULL) {
+#endif
         int64_t n = ferry_tensor_numel(d);
         const double k = 0.5 * M_2_SQRTPI * M_SQRT1_2; /* 1 / sqrt(2 pi) */
         if (x->dtype == FERRY_FLOAT32) {

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "core/error.h"
+#include "tensor/device.h"
 
 typedef enum { IP_ADD, IP_MUL } ipop;
 
@@ -78,12 +79,66 @@ static ferry_tensor *operand_for(ferry_tensor *t, ferry_tensor *other, int64_t *
     return out;
 }
 
+#ifdef FERRY_WITH_CUDA
+/* t op= other on a real GPU: the broadcast kernel writing over t (other converted to t's dtype,
+   copied first when it shares t's memory). */
+static ferry_status inplace_kernel(ipop op, ferry_tensor *t, ferry_tensor *other, double alpha)
+{
+    int nd;
+    int64_t sizes[FERRY_MAX_DIMS];
+    char sa[128], sb[128];
+    if (ferry__check_dtype(t, "in-place op") != FERRY_OK ||
+        ferry__check_dtype(other, "in-place op") != FERRY_OK)
+        return ferry_last_status();
+    if (ferry__is_floating(other->dtype) && !ferry__is_floating(t->dtype))
+        return ferry__fail(FERRY_EINVAL, "result type %s can't be cast to the desired output "
+                                         "type Long", ferry__torch_type_name(other->dtype));
+    if (ferry__broadcast_shape(t->ndim, t->sizes, other->ndim, other->sizes, &nd, sizes) != FERRY_OK)
+        return ferry_last_status();
+    if (nd != t->ndim || memcmp(sizes, t->sizes, sizeof(int64_t) * (size_t)nd) != 0)
+        return ferry__fail(FERRY_EINVAL, "output with shape %s doesn't match the broadcast shape %s",
+                           ferry__shape_str(t->ndim, t->sizes, sa, sizeof sa),
+                           ferry__shape_str(nd, sizes, sb, sizeof sb));
+    ferry_tensor *conv = ferry__to_dtype_ref(other, t->dtype);
+    if (conv != NULL && ferry_tensor_shares_storage(conv, t)) {
+        ferry_tensor *snap = ferry_tensor_clone_data(conv);
+        ferry_tensor_release(conv);
+        conv = snap;
+    }
+    if (conv == NULL)
+        return ferry_last_status();
+    ferry_status rc = ferry__kern_binary(op == IP_ADD ? FERRY__K_ADD_ALPHA : FERRY__K_MUL, t, t,
+                                         conv, alpha);
+    ferry_tensor_release(conv);
+    return rc;
+}
+#endif
+
 static ferry_status inplace(ipop op, ferry_tensor *t, ferry_tensor *other, double alpha)
 {
     int64_t sb = 1;
-    if (ferry__check_compute(t, "in-place op") != FERRY_OK)
+    ferry_tensor *ins[2] = {t, other};
+    ferry_device dev;
+    if (t == NULL || other == NULL)
+        return ferry__check_compute(t ? other : t, "in-place op");
+    if (ferry__check_devices(2, ins, &dev) != FERRY_OK ||
+        ferry__ops_check_inplace(t, 1, &other) != FERRY_OK)
         return ferry_last_status();
-    if (ferry__ops_check_inplace(t, 1, &other) != FERRY_OK)
+#ifdef FERRY_WITH_CUDA
+    if (ferry__use_kernels(2, ins))
+        return inplace_kernel(op, t, other, alpha);
+#endif
+    if (ferry__needs_staging(2, ins)) { /* the host cannot write t: run on copies, write back */
+        ferry_tensor *h[2];
+        if (ferry__stage_in(2, ins, h, &dev) != FERRY_OK)
+            return ferry_last_status();
+        ferry_status rc = inplace(op, h[0], h[1], alpha);
+        if (rc == FERRY_OK)
+            rc = ferry__stage_back(t, h[0]);
+        ferry__stage_release(2, h);
+        return rc;
+    }
+    if (ferry__check_compute(t, "in-place op") != FERRY_OK)
         return ferry_last_status();
     ferry_tensor *b = operand_for(t, other, &sb);
     if (b == NULL)
@@ -126,8 +181,8 @@ ferry_status ferry_mul_(ferry_tensor *t, ferry_tensor *other)
 /* A Python float operand: a float into an int64 tensor fails as torch. */
 static ferry_status inplace_scalar(ipop op, ferry_tensor *t, double value)
 {
-    if (ferry__check_compute(t, "in-place op") != FERRY_OK)
-        return ferry_last_status();
+    if (t == NULL)
+        return ferry__check_compute(t, "in-place op");
     /* An integral value stays int64 for an int64 tensor; a fractional one is torch's Float. */
     ferry_dtype dt = t->dtype != FERRY_INT64 ? FERRY_FLOAT64
                      : value == (double)(int64_t)value ? FERRY_INT64 : FERRY_FLOAT32;
@@ -151,8 +206,8 @@ ferry_status ferry_mul_scalar_(ferry_tensor *t, double value)
 
 static ferry_status addc(ferry_tensor *t, ferry_tensor *a, ferry_tensor *b, double value, bool div)
 {
-    if (ferry__check_compute(t, div ? "addcdiv_" : "addcmul_") != FERRY_OK)
-        return ferry_last_status();
+    if (t == NULL)
+        return ferry__check_compute(t, div ? "addcdiv_" : "addcmul_");
     ferry_tensor *others[2] = {a, b};
     if (ferry__ops_check_inplace(t, 2, others) != FERRY_OK)
         return ferry_last_status();
@@ -184,7 +239,7 @@ ferry_status ferry_fill_(ferry_tensor *t, double value)
         return ferry__fail(FERRY_EINVAL, "fill_: tensor is NULL");
     if (ferry__ops_check_inplace(t, 0, NULL) != FERRY_OK)
         return ferry_last_status();
-    ferry_tensor *full = ferry_full(t->ndim, t->sizes, value, t->dtype);
+    ferry_tensor *full = ferry__full_on(t->ndim, t->sizes, value, t->dtype, t->device);
     if (full == NULL)
         return ferry_last_status();
     ferry_status rc = ferry_tensor_copy_(t, full);
@@ -198,7 +253,9 @@ ferry_status ferry_zero_(ferry_tensor *t)
         return ferry__fail(FERRY_EINVAL, "zero_: tensor is NULL");
     if (ferry__ops_check_inplace(t, 0, NULL) != FERRY_OK)
         return ferry_last_status();
-    if (ferry_tensor_is_contiguous(t)) {
+    if (ferry_tensor_is_contiguous(t) && !ferry__needs_staging(1, &t)) {
+        if (t->device.type != FERRY_CPU && ferry__device_sync(t->device.index) != FERRY_OK)
+            return ferry_last_status();
         memset(ferry_tensor_data(t), 0, ferry_tensor_nbytes(t));
         return FERRY_OK;
     }

@@ -51,6 +51,7 @@ typedef enum {
     FERRY__OP_SQUEEZE,
     FERRY__OP_INDEX_SELECT, /* ints[0] = dim; saved: index */
     FERRY__OP_CLONE,
+    FERRY__OP_TO, /* ints[0], ints[1] = the source device's type and index */
     FERRY__OP_COUNT
 } ferry__op;
 
@@ -88,8 +89,133 @@ ferry_tensor *ferry__ops_record(ferry_tensor *out, const ferry__op_record *rec);
 ferry_status ferry__ops_check_inplace(ferry_tensor *t, size_t n, ferry_tensor *const *others);
 
 /* dtypes ferry computes on: float32, float64, int64. FERRY_ENOTSUP naming `op` otherwise, and
-   for tensors not on the CPU. */
+   for tensors on a device the host cannot read (those go through a CUDA kernel or staging
+   first). A tensor on a host-readable device (the emulation) has its stream synchronized, so the
+   CPU kernel may read and write it. */
 ferry_status ferry__check_compute(const ferry_tensor *t, const char *op);
+/* The same without the host access: a NULL tensor or a dtype ferry does not compute on. */
+ferry_status ferry__check_dtype(const ferry_tensor *t, const char *op);
+
+/* ---- devices (tensor/ops_device.c) ----
+   Every op computes on the device its operands share and puts its result there. A 0-dim CPU
+   tensor may join tensors on a device (torch's CPU scalar); anything else on two devices fails
+   with torch's "Expected all tensors to be on the same device, but found at least two devices,
+   cuda:0 and cpu!" (the first device that is not the CPU, then the first operand elsewhere). */
+
+/* The device the n tensors (NULL entries skipped) compute on, in *device; FERRY_EINVAL with the
+   text above when they mix devices. */
+ferry_status ferry__check_devices_any(size_t n, ferry_tensor *const *ts, ferry_device *device);
+/* True when some of the n tensors (NULL skipped) is not on the CPU: the one test an op on CPU
+   tensors pays for devices, inline. */
+static inline bool ferry__any_device(size_t n, ferry_tensor *const *ts)
+{
+    for (size_t i = 0; i < n; i++)
+        if (ts[i] != NULL && ts[i]->device.type != FERRY_CPU)
+            return true;
+    return false;
+}
+static inline ferry_status ferry__check_devices(size_t n, ferry_tensor *const *ts,
+                                                ferry_device *device)
+{
+    if (!ferry__any_device(n, ts)) {
+        *device = FERRY_DEVICE_CPU;
+        return FERRY_OK;
+    }
+    return ferry__check_devices_any(n, ts, device);
+}
+/* The device of out = f(a, b): a's unless a is on the CPU. */
+static inline ferry_device ferry__device2(const ferry_tensor *a, const ferry_tensor *b)
+{
+    return a->device.type != FERRY_CPU || b == NULL ? a->device : b->device;
+}
+/* True when some of the n tensors (NULL skipped) lives on a device the host cannot read (a real
+   GPU) and the op has to stage them: copies in host memory, the CPU kernel, the result copied
+   back. */
+bool ferry__needs_staging_any(size_t n, ferry_tensor *const *ts);
+static inline bool ferry__needs_staging(size_t n, ferry_tensor *const *ts)
+{
+    return ferry__any_device(n, ts) && ferry__needs_staging_any(n, ts);
+}
+/* Host copies of the n tensors in host[] (NULL stays NULL; CPU tensors are retained) and the
+   device the op computes on in *device. On failure nothing is held. */
+ferry_status ferry__stage_in(size_t n, ferry_tensor *const *ts, ferry_tensor **host,
+                             ferry_device *device);
+/* Releases what ferry__stage_in gave. */
+void ferry__stage_release(size_t n, ferry_tensor **host);
+/* `out` (a host result, consumed; NULL passes through) moved to `device`. */
+ferry_tensor *ferry__stage_out(ferry_tensor *out, ferry_device device);
+/* Writes the values of `host` (a staged copy of dst, modified in place) back into dst. */
+ferry_status ferry__stage_back(ferry_tensor *dst, ferry_tensor *host);
+/* In a raw op (one that records nothing) over the n operands `ins`: when one of them lives where
+   the host cannot read, runs `expr` -- the same op on the host copies h[0..n-1] -- and returns its
+   result moved to the operands' device. */
+#define FERRY__STAGE(n, ins, h, expr)                                                        \
+    do {                                                                                     \
+        if (ferry__needs_staging((n), (ins))) {                                              \
+            ferry_tensor *h[(n)];                                                            \
+            ferry_device stage_dev_;                                                         \
+            if (ferry__stage_in((n), (ins), h, &stage_dev_) != FERRY_OK)                     \
+                return NULL;                                                                 \
+            ferry_tensor *stage_out_ = (expr);                                               \
+            ferry__stage_release((n), h);                                                    \
+            return ferry__stage_out(stage_out_, stage_dev_);                                 \
+        }                                                                                    \
+    } while (0)
+/* The CUDA kernel for filling `t` (a device the host cannot write) with value; FERRY_ENOTSUP
+   where there is none (no CUDA in this build, or a host-readable device). */
+ferry_status ferry__device_fill(ferry_tensor *t, double value);
+/* Tests only: makes every device tensor take the staged path, as on a real GPU. */
+void ferry__ops_force_staging(bool on);
+bool ferry__ops_staging_forced(void);
+
+/* ---- CUDA kernels (tensor/ops_device_cuda.c, tensor/cuda/) ----
+   ferry__use_kernels: some of the n tensors is on a real GPU and the op runs its CUDA kernel
+   there (false in builds without CUDA, where nothing is on a real GPU). The calls below take
+   tensors already checked to share one device and put their work on its stream. */
+#include "tensor/cuda_kernels.h" /* the kernels' op numbers; their launchers need CUDA */
+#ifdef FERRY_WITH_CUDA
+bool ferry__use_kernels_any(size_t n, ferry_tensor *const *ts);
+static inline bool ferry__use_kernels(size_t n, ferry_tensor *const *ts)
+{
+    return ferry__any_device(n, ts) && ferry__use_kernels_any(n, ts);
+}
+/* The device pointer of t's first element. */
+void *ferry__kdata(const ferry_tensor *t);
+/* A kernel geometry over (ndim, sizes) and operand k's strides through it (0 where broadcast). */
+void ferry__kgeom_init(ferry__kgeom *g, int ndim, const int64_t *sizes);
+void ferry__kgeom_operand(ferry__kgeom *g, int k, const ferry_tensor *t);
+/* dst = src (same shape, any strides and dtypes). */
+ferry_status ferry__kern_copy(ferry_tensor *dst, const ferry_tensor *src);
+/* out = a op b with broadcasting (op a FERRY__K_ binary op; all of out's dtype); b may be a
+   0-dim CPU tensor. out may be a itself (in-place). */
+ferry_status ferry__kern_binary(int op, ferry_tensor *out, ferry_tensor *a, ferry_tensor *b,
+                                double alpha);
+/* batch row-major products C[m, n] = A[m, k] B[k, n] of contiguous float32/float64 blocks. */
+ferry_status ferry__kern_gemm(int dev, ferry_dtype dtype, int64_t m, int64_t n, int64_t k,
+                              const void *a, const void *b, void *c, int64_t batch);
+#else
+static inline bool ferry__use_kernels(size_t n, ferry_tensor *const *ts)
+{
+    (void)n;
+    (void)ts;
+    return false;
+}
+#endif
+/* The operand check of an op: the dtype only on its kernel path, else also host access. */
+static inline ferry_status ferry__check_operand(const ferry_tensor *t, const char *op,
+                                                bool kernels)
+{
+    return kernels ? ferry__check_dtype(t, op) : ferry__check_compute(t, op);
+}
+
+/* A new tensor of the shape filled with `value`, on `device` (any device). */
+ferry_tensor *ferry__full_on(int ndim, const int64_t *sizes, double value, ferry_dtype dtype,
+                             ferry_device device);
+static inline ferry_tensor *ferry__zeros_on(int ndim, const int64_t *sizes, ferry_dtype dtype,
+                                            ferry_device device)
+{
+    return ferry__full_on(ndim, sizes, 0.0, dtype, device);
+}
 static inline bool ferry__is_floating(ferry_dtype d)
 {
     return d == FERRY_FLOAT32 || d == FERRY_FLOAT64;

@@ -73,10 +73,11 @@ static void gemm_one(ferry_dtype dt, int64_t m, int64_t n, int64_t k, const char
         gemm_i64(m, n, k, (const int64_t *)a, va, (const int64_t *)b, vb, (int64_t *)c);
 }
 
-static ferry_status check_matmul_args(ferry_tensor *a, ferry_tensor *b)
+static ferry_status check_matmul_args(ferry_tensor *a, ferry_tensor *b, bool kernels)
 {
     char sa[128], sb[128];
-    if (ferry__check_compute(a, "matmul") != FERRY_OK || ferry__check_compute(b, "matmul") != FERRY_OK)
+    if (ferry__check_operand(a, "matmul", kernels) != FERRY_OK ||
+        ferry__check_operand(b, "matmul", kernels) != FERRY_OK)
         return ferry_last_status();
     if (a->ndim == 0 || b->ndim == 0)
         return ferry__fail(FERRY_EINVAL,
@@ -174,11 +175,64 @@ static ferry_tensor *readable(ferry_tensor *t, mat_view *v, bool left)
     return c;
 }
 
+#ifdef FERRY_WITH_CUDA
+/* t's operand matrices as a contiguous [batch..., rows, cols] tensor broadcast to the batch
+   shape g (a 1-D t is a row on the left, a column on the right). */
+static ferry_tensor *gemm_operand(ferry_tensor *t, bool left, const batch_geom *g)
+{
+    mat_view v = matrix_of(t, left);
+    int64_t sizes[FERRY_MAX_DIMS + 2];
+    memcpy(sizes, g->sizes, sizeof(int64_t) * (size_t)g->nd);
+    sizes[g->nd] = v.rows;
+    sizes[g->nd + 1] = v.cols;
+    int64_t own[FERRY_MAX_DIMS];
+    int nd = t->ndim > 2 ? t->ndim - 2 : 0;
+    memcpy(own, t->sizes, sizeof(int64_t) * (size_t)nd);
+    own[nd] = v.rows;
+    own[nd + 1] = v.cols;
+    ferry_tensor *m = ferry_tensor_reshape(t, nd + 2, own);
+    ferry_tensor *e = m ? ferry__expand(m, g->nd + 2, sizes) : NULL;
+    ferry_tensor *c = e ? ferry_tensor_contiguous(e) : NULL;
+    ferry_tensor_release(m);
+    ferry_tensor_release(e);
+    return c;
+}
+
+/* The product on a real GPU through cuBLAS: both operands as contiguous batches. */
+static ferry_tensor *matmul_kernel(ferry_tensor *a, ferry_tensor *b, const batch_geom *g,
+                                   int nd, const int64_t *sizes)
+{
+    mat_view va = matrix_of(a, true), vb = matrix_of(b, false);
+    ferry_tensor *ca = gemm_operand(a, true, g);
+    ferry_tensor *cb = ca ? gemm_operand(b, false, g) : NULL;
+    ferry_tensor *out = cb ? ferry_tensor_empty(nd, sizes, a->dtype, a->device) : NULL;
+    if (out != NULL &&
+        ferry__kern_gemm(a->device.index, a->dtype, va.rows, vb.cols, va.cols, ferry__kdata(ca),
+                         ferry__kdata(cb), ferry__kdata(out),
+                         ferry__shape_numel(g->nd, g->sizes)) != FERRY_OK) {
+        ferry_tensor_release(out);
+        out = NULL;
+    }
+    ferry_tensor_release(ca);
+    ferry_tensor_release(cb);
+    return out;
+}
+#endif
+
 ferry_tensor *ferry__matmul_raw(ferry_tensor *a, ferry_tensor *b)
 {
     batch_geom g;
     int64_t sizes[FERRY_MAX_DIMS + 2];
-    if (check_matmul_args(a, b) != FERRY_OK || batch_of(a, b, &g) != FERRY_OK)
+    ferry_tensor *ins[2] = {a, b};
+    ferry_device dev;
+    if (a != NULL && b != NULL && ferry__check_devices(2, ins, &dev) != FERRY_OK)
+        return NULL;
+    /* float products on a real GPU run on cuBLAS; int64 ones take the staged path */
+    bool k = a != NULL && b != NULL && ferry__use_kernels(2, ins) && a->dtype == b->dtype &&
+             ferry__is_floating(a->dtype);
+    if (!k && a != NULL && b != NULL && a->ndim > 0 && b->ndim > 0)
+        FERRY__STAGE(2, ins, h, ferry__matmul_raw(h[0], h[1]));
+    if (check_matmul_args(a, b, k) != FERRY_OK || batch_of(a, b, &g) != FERRY_OK)
         return NULL;
     mat_view va = matrix_of(a, true), vb = matrix_of(b, false);
     int nd = g.nd;
@@ -190,10 +244,14 @@ ferry_tensor *ferry__matmul_raw(ferry_tensor *a, ferry_tensor *b)
     if (nd > FERRY_MAX_DIMS)
         return ferry__fail_null(FERRY_EINVAL, "matmul: result has more than %d dims", FERRY_MAX_DIMS);
     if (va.cols == 0 || ferry__shape_numel(nd, sizes) == 0) /* empty sum: zeros, as torch */
-        return ferry_zeros(nd, sizes, a->dtype);
+        return ferry__zeros_on(nd, sizes, a->dtype, a->device);
+#ifdef FERRY_WITH_CUDA
+    if (k)
+        return matmul_kernel(a, b, &g, nd, sizes);
+#endif
     ferry_tensor *ca = readable(a, &va, true);
     ferry_tensor *cb = ca ? readable(b, &vb, false) : NULL;
-    ferry_tensor *out = cb ? ferry_tensor_empty(nd, sizes, a->dtype, FERRY_DEVICE_CPU) : NULL;
+    ferry_tensor *out = cb ? ferry_tensor_empty(nd, sizes, a->dtype, a->device) : NULL;
     if (out != NULL) {
         if (ca != a || cb != b) /* copies are contiguous: their batch strides changed */
             batch_of(ca, cb, &g);

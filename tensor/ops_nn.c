@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "core/error.h"
+#include "tensor/device.h"
 
 static ferry_status check_reduction(ferry_reduction r)
 {
@@ -24,8 +25,9 @@ static ferry_tensor *reduce_as(ferry_tensor *t, ferry_reduction r)
 
 ferry_tensor *ferry_mse_loss(ferry_tensor *input, ferry_tensor *target, ferry_reduction reduction)
 {
-    if (ferry__check_compute(input, "mse_loss") != FERRY_OK ||
-        ferry__check_compute(target, "mse_loss") != FERRY_OK || check_reduction(reduction) != FERRY_OK)
+    if (ferry__check_dtype(input, "mse_loss") != FERRY_OK ||
+        ferry__check_dtype(target, "mse_loss") != FERRY_OK ||
+        check_reduction(reduction) != FERRY_OK)
         return NULL;
     if (!ferry__is_floating(input->dtype) && !ferry__is_floating(target->dtype))
         return ferry__fail_null(FERRY_EINVAL, "\"mse_cpu\" not implemented for 'Long'");
@@ -68,15 +70,65 @@ static ferry_status nll_check(const ferry_tensor *input, const ferry_tensor *tar
 
 #define NLL_IGNORE_INDEX (-100) /* torch's default ignore_index */
 
-static ferry_tensor *nll_forward(ferry_tensor *input, ferry_tensor *target, ferry_reduction reduction)
+#ifdef FERRY_WITH_CUDA
+/* nll_forward on a real GPU: the kernel's sequential pass, then its three statistics read
+   back to pick the result (or the error) as the CPU does. */
+static ferry_tensor *nll_forward_kernel(ferry_tensor *input, ferry_tensor *target,
+                                        ferry_reduction reduction, int64_t n, int64_t c)
 {
-    int64_t n = 0, c = 0;
-    if (nll_check(input, target, &n, &c) != FERRY_OK)
-        return NULL;
+    int dev = input->device.index;
     ferry_tensor *x = ferry__contig_dtype(input, FERRY_FLOAT64);
     ferry_tensor *tg = x ? ferry_tensor_contiguous(target) : NULL;
     ferry_tensor *per = tg ? ferry_tensor_empty(target->ndim, target->sizes, FERRY_FLOAT64,
-                                                FERRY_DEVICE_CPU)
+                                                input->device)
+                           : NULL;
+    ferry_tensor *stats = per ? ferry_tensor_empty(1, (int64_t[]){3}, FERRY_FLOAT64,
+                                                   input->device)
+                              : NULL;
+    ferry_tensor *out = NULL;
+    double st[3];
+    if (stats != NULL &&
+        ferry__k_nll(dev, ferry__kdata(x), ferry__kdata(tg), ferry__kdata(per),
+                     ferry__kdata(stats), n, c, NLL_IGNORE_INDEX) == FERRY_OK &&
+        ferry__device_copy_sync(st, FERRY_DEVICE_CPU, ferry__kdata(stats), input->device,
+                                sizeof st) == FERRY_OK) {
+        if (!isnan(st[2]))
+            ferry__fail(FERRY_EINVAL, "Target %lld is out of bounds.", (long long)st[2]);
+        else if (reduction == FERRY_REDUCTION_NONE)
+            out = ferry__to_dtype_ref(per, input->dtype);
+        else
+            out = ferry__full_on(0, NULL, reduction == FERRY_REDUCTION_SUM ? st[0] : st[0] / st[1],
+                                 input->dtype, input->device);
+    }
+    ferry_tensor_release(x);
+    ferry_tensor_release(tg);
+    ferry_tensor_release(per);
+    ferry_tensor_release(stats);
+    return out;
+}
+#endif
+
+static ferry_tensor *nll_forward(ferry_tensor *input, ferry_tensor *target, ferry_reduction reduction)
+{
+    int64_t n = 0, c = 0;
+    ferry_tensor *ins[2] = {input, target};
+    ferry_device dev;
+    if (ferry__check_devices(2, ins, &dev) != FERRY_OK)
+        return NULL;
+    bool k = ferry__use_kernels(2, ins);
+    if (!k)
+        FERRY__STAGE(2, ins, h, nll_forward(h[0], h[1], reduction));
+    if (nll_check(input, target, &n, &c) != FERRY_OK ||
+        ferry__check_operand(input, "nll_loss", k) != FERRY_OK ||
+        ferry__check_operand(target, "nll_loss", k) != FERRY_OK)
+        return NULL;
+#ifdef FERRY_WITH_CUDA
+    if (k)
+        return nll_forward_kernel(input, target, reduction, n, c);
+#endif
+    ferry_tensor *x = ferry__contig_dtype(input, FERRY_FLOAT64);
+    ferry_tensor *tg = x ? ferry_tensor_contiguous(target) : NULL;
+    ferry_tensor *per = tg ? ferry_tensor_empty(target->ndim, target->sizes, FERRY_FLOAT64, dev)
                            : NULL;
     ferry_tensor *out = NULL;
     if (per != NULL) {
@@ -100,8 +152,9 @@ static ferry_tensor *nll_forward(ferry_tensor *input, ferry_tensor *target, ferr
         if (reduction == FERRY_REDUCTION_NONE)
             out = ferry__to_dtype_ref(per, input->dtype);
         else
-            out = ferry_scalar_tensor(reduction == FERRY_REDUCTION_SUM ? total : total / (double)counted,
-                                      input->dtype);
+            out = ferry__full_on(0, NULL,
+                                 reduction == FERRY_REDUCTION_SUM ? total : total / (double)counted,
+                                 input->dtype, dev);
     }
 done:
     ferry_tensor_release(x);
@@ -112,7 +165,7 @@ done:
 
 ferry_tensor *ferry_nll_loss(ferry_tensor *input, ferry_tensor *target, ferry_reduction reduction)
 {
-    if (ferry__check_compute(input, "nll_loss") != FERRY_OK || target == NULL ||
+    if (ferry__check_dtype(input, "nll_loss") != FERRY_OK || target == NULL ||
         check_reduction(reduction) != FERRY_OK)
         return target ? NULL : ferry__fail_null(FERRY_EINVAL, "nll_loss: target is NULL");
     ferry__op_record rec = {.op = FERRY__OP_NLL_LOSS, .n_inputs = 1, .inputs = &input, .n_saved = 1,
@@ -125,10 +178,31 @@ ferry_tensor *ferry__nll_loss_backward(ferry_tensor *grad, ferry_tensor *target,
                                        ferry_reduction reduction)
 {
     int64_t n = ndim == 2 ? input_sizes[0] : 1, c = input_sizes[ndim - 1], counted = 0;
-    ferry_tensor *gi = ferry_zeros(ndim, input_sizes, FERRY_FLOAT64);
+    ferry_tensor *ins[2] = {grad, target};
+    ferry_device dev;
+    bool k = ferry__use_kernels(2, ins);
+    if (!k)
+        FERRY__STAGE(2, ins, h, ferry__nll_loss_backward(h[0], h[1], ndim, input_sizes, dtype,
+                                                         reduction));
+    if (ferry__check_devices(2, ins, &dev) != FERRY_OK ||
+        ferry__check_operand(grad, "nll_loss_backward", k) != FERRY_OK ||
+        ferry__check_operand(target, "nll_loss_backward", k) != FERRY_OK)
+        return NULL;
+    ferry_tensor *gi = ferry__zeros_on(ndim, input_sizes, FERRY_FLOAT64, dev);
     ferry_tensor *g = gi ? ferry__contig_dtype(grad, FERRY_FLOAT64) : NULL;
     ferry_tensor *tg = g ? ferry_tensor_contiguous(target) : NULL;
     ferry_tensor *out = NULL;
+#ifdef FERRY_WITH_CUDA
+    if (tg != NULL && k) {
+        if (ferry__k_nll_backward(dev.index, ferry__kdata(g), ferry__kdata(tg), ferry__kdata(gi),
+                                  n, c, (int)reduction, NLL_IGNORE_INDEX) == FERRY_OK)
+            out = ferry__to_dtype_ref(gi, dtype);
+        ferry_tensor_release(gi);
+        ferry_tensor_release(g);
+        ferry_tensor_release(tg);
+        return out;
+    }
+#endif
     if (tg != NULL) {
         const int64_t *tp = ferry_tensor_data(tg);
         const double *gp = ferry_tensor_data(g);
@@ -173,12 +247,15 @@ static ferry_tensor *dropout_mask(ferry_tensor *t, double p, ferry_generator *ge
         up[i] = up[i] < 1.0 - p ? scale : 0.0;
     ferry_tensor *mask = ferry__to_dtype_ref(u, t->dtype);
     ferry_tensor_release(u);
-    return mask;
+    /* drawn on the host from ferry's generator, so a device gives the CPU's numbers */
+    ferry_tensor *moved = mask ? ferry_tensor_to(mask, t->device) : NULL;
+    ferry_tensor_release(mask);
+    return moved;
 }
 
 ferry_tensor *ferry_dropout(ferry_tensor *t, double p, bool training, ferry_generator *gen)
 {
-    if (ferry__check_compute(t, "dropout") != FERRY_OK)
+    if (ferry__check_dtype(t, "dropout") != FERRY_OK)
         return NULL;
     if (!(p >= 0.0 && p <= 1.0))
         return ferry__fail_null(FERRY_EINVAL,

@@ -67,7 +67,17 @@ static ferry_tensor *sum_pass(ferry_tensor *x, int d0, int d1)
     memcpy(sizes, x->sizes, sizeof sizes);
     for (int i = d0; i < d1; i++)
         sizes[i] = 1;
-    ferry_tensor *out = ferry_tensor_empty(x->ndim, sizes, x->dtype, FERRY_DEVICE_CPU);
+    ferry_tensor *out = ferry_tensor_empty(x->ndim, sizes, x->dtype, x->device);
+#ifdef FERRY_WITH_CUDA
+    if (out != NULL && ferry__use_kernels(1, &x)) {
+        if (ferry__k_sum(x->device.index, x->dtype, ferry__kdata(x), ferry__kdata(out), outer, n,
+                         inner) != FERRY_OK) {
+            ferry_tensor_release(out);
+            return NULL;
+        }
+        return out;
+    }
+#endif
     double *acc = out ? ferry__malloc((size_t)(inner > 0 ? inner : 1) * sizeof(double)) : NULL;
     if (out != NULL && acc == NULL) {
         ferry_tensor_release(out);
@@ -118,7 +128,11 @@ ferry_tensor *ferry__sum_dims_raw(ferry_tensor *t, int ndims, const int *dims, b
 {
     bool mask[FERRY_MAX_DIMS];
     int64_t sizes[FERRY_MAX_DIMS];
-    if (ferry__check_compute(t, "sum") != FERRY_OK || reduced_mask(t, ndims, dims, mask) != FERRY_OK)
+    bool k = ferry__use_kernels(1, &t);
+    if (!k)
+        FERRY__STAGE(1, &t, h, ferry__sum_dims_raw(h[0], ndims, dims, keepdim));
+    if (ferry__check_operand(t, "sum", k) != FERRY_OK ||
+        reduced_mask(t, ndims, dims, mask) != FERRY_OK)
         return NULL;
     ferry_tensor *cur = ferry_tensor_contiguous(t);
     for (int d = 0; cur != NULL && d < t->ndim;) {
@@ -172,10 +186,14 @@ ferry_tensor *ferry_sum(ferry_tensor *t)
     return ferry_sum_dim(t, 0, NULL, false);
 }
 
-ferry_tensor *ferry_mean_dim(ferry_tensor *t, int ndims, const int *dims, bool keepdim)
+static ferry_tensor *mean_raw(ferry_tensor *t, int ndims, const int *dims, bool keepdim)
 {
     bool mask[FERRY_MAX_DIMS];
-    if (ferry__check_compute(t, "mean") != FERRY_OK || reduced_mask(t, ndims, dims, mask) != FERRY_OK)
+    bool k = ferry__use_kernels(1, &t);
+    if (!k)
+        FERRY__STAGE(1, &t, h, mean_raw(h[0], ndims, dims, keepdim));
+    if (ferry__check_operand(t, "mean", k) != FERRY_OK ||
+        reduced_mask(t, ndims, dims, mask) != FERRY_OK)
         return NULL;
     if (!ferry__is_floating(t->dtype))
         return ferry__fail_null(FERRY_EINVAL,
@@ -189,6 +207,18 @@ ferry_tensor *ferry_mean_dim(ferry_tensor *t, int ndims, const int *dims, bool k
     if (s == NULL)
         return NULL;
     int64_t n = ferry_tensor_numel(s);
+#ifdef FERRY_WITH_CUDA
+    if (k) { /* s /= count on the device, in s's dtype as below */
+        ferry_tensor *c = ferry_scalar_tensor((double)count, s->dtype);
+        ferry_status rc = c ? ferry__kern_binary(FERRY__K_DIV, s, s, c, 1.0) : ferry_last_status();
+        ferry_tensor_release(c);
+        if (rc != FERRY_OK) {
+            ferry_tensor_release(s);
+            return NULL;
+        }
+        return s;
+    }
+#endif
     /* torch divides by the count; 0/0 gives NaN for an empty reduction, as torch. */
     if (s->dtype == FERRY_FLOAT32)
         for (int64_t i = 0; i < n; i++)
@@ -196,7 +226,13 @@ ferry_tensor *ferry_mean_dim(ferry_tensor *t, int ndims, const int *dims, bool k
     else
         for (int64_t i = 0; i < n; i++)
             ((double *)ferry_tensor_data(s))[i] /= (double)count;
-    return record_reduce(s, FERRY__OP_MEAN, t, ndims, dims, keepdim);
+    return s;
+}
+
+ferry_tensor *ferry_mean_dim(ferry_tensor *t, int ndims, const int *dims, bool keepdim)
+{
+    return record_reduce(mean_raw(t, ndims, dims, keepdim), FERRY__OP_MEAN, t, ndims, dims,
+                         keepdim);
 }
 
 ferry_tensor *ferry_mean(ferry_tensor *t)
@@ -232,20 +268,40 @@ static void max_pass(const char *x, ferry_dtype dt, int64_t outer, int64_t n, in
     }
 }
 
-ferry_tensor *ferry_max(ferry_tensor *t)
+static ferry_tensor *max_raw(ferry_tensor *t)
 {
-    if (ferry__check_compute(t, "max") != FERRY_OK)
+    bool k = ferry__use_kernels(1, &t);
+    if (!k)
+        FERRY__STAGE(1, &t, h, max_raw(h[0]));
+    if (ferry__check_operand(t, "max", k) != FERRY_OK)
         return NULL;
     if (ferry_tensor_numel(t) == 0)
         return ferry__fail_null(FERRY_EINVAL,
                                 "max(): Expected reduction dim to be specified for input.numel() "
                                 "== 0. Specify the reduction dim with the 'dim' argument.");
     ferry_tensor *x = ferry_tensor_contiguous(t);
-    ferry_tensor *out = x ? ferry_tensor_empty(0, NULL, t->dtype, FERRY_DEVICE_CPU) : NULL;
+    ferry_tensor *out = x ? ferry_tensor_empty(0, NULL, t->dtype, t->device) : NULL;
+#ifdef FERRY_WITH_CUDA
+    if (out != NULL && k) {
+        if (ferry__k_max(t->device.index, t->dtype, ferry__kdata(x), ferry__kdata(out), NULL, 1,
+                         ferry_tensor_numel(t), 1) != FERRY_OK) {
+            ferry_tensor_release(out);
+            out = NULL;
+        }
+        ferry_tensor_release(x);
+        return out;
+    }
+#endif
     if (out != NULL)
         max_pass(ferry_tensor_data(x), t->dtype, 1, ferry_tensor_numel(t), 1,
                  ferry_tensor_data(out), NULL);
     ferry_tensor_release(x);
+    return out;
+}
+
+ferry_tensor *ferry_max(ferry_tensor *t)
+{
+    ferry_tensor *out = max_raw(t);
     if (out == NULL)
         return NULL;
     ferry__op_record rec = {.op = FERRY__OP_MAX, .n_inputs = 1, .inputs = &t, .n_saved = 2,
@@ -253,12 +309,27 @@ ferry_tensor *ferry_max(ferry_tensor *t)
     return ferry__ops_record(out, &rec);
 }
 
-ferry_tensor *ferry_max_dim(ferry_tensor *t, int dim, bool keepdim, ferry_tensor **indices)
+/* The values of max over dim d, and in *idx their positions. */
+static ferry_tensor *max_dim_raw(ferry_tensor *t, int d, bool keepdim, ferry_tensor **idx_out)
 {
-    int d;
     int64_t outer, n, inner, sizes[FERRY_MAX_DIMS];
     bool mask[FERRY_MAX_DIMS];
-    if (ferry__check_compute(t, "max") != FERRY_OK || ferry__wrap_dim(dim, t->ndim, &d) != FERRY_OK)
+    bool k = ferry__use_kernels(1, &t);
+    if (!k && ferry__needs_staging(1, &t)) {
+        ferry_tensor *h, *hidx = NULL;
+        ferry_device dev;
+        if (ferry__stage_in(1, &t, &h, &dev) != FERRY_OK)
+            return NULL;
+        ferry_tensor *vals = ferry__stage_out(max_dim_raw(h, d, keepdim, &hidx), dev);
+        ferry_tensor_release(h);
+        *idx_out = vals ? ferry__stage_out(hidx, dev) : (ferry_tensor_release(hidx), NULL);
+        if (vals != NULL && *idx_out == NULL) {
+            ferry_tensor_release(vals);
+            return NULL;
+        }
+        return vals;
+    }
+    if (ferry__check_operand(t, "max", k) != FERRY_OK)
         return NULL;
     int nd = t->ndim > 0 ? t->ndim : 0;
     split3(t, d, nd > 0 ? d + 1 : 0, &outer, &n, &inner);
@@ -269,9 +340,19 @@ ferry_tensor *ferry_max_dim(ferry_tensor *t, int dim, bool keepdim, ferry_tensor
     mask[d] = t->ndim > 0;
     int ond = reduced_shape(t, mask, keepdim, sizes);
     ferry_tensor *x = ferry_tensor_contiguous(t);
-    ferry_tensor *vals = x ? ferry_tensor_empty(ond, sizes, t->dtype, FERRY_DEVICE_CPU) : NULL;
-    ferry_tensor *idx = vals ? ferry_tensor_empty(ond, sizes, FERRY_INT64, FERRY_DEVICE_CPU) : NULL;
+    ferry_tensor *vals = x ? ferry_tensor_empty(ond, sizes, t->dtype, t->device) : NULL;
+    ferry_tensor *idx = vals ? ferry_tensor_empty(ond, sizes, FERRY_INT64, t->device) : NULL;
+#ifdef FERRY_WITH_CUDA
+    if (idx != NULL && k &&
+        ferry__k_max(t->device.index, t->dtype, ferry__kdata(x), ferry__kdata(vals),
+                     ferry__kdata(idx), outer, n, inner) != FERRY_OK) {
+        ferry_tensor_release(idx);
+        idx = NULL;
+    }
+    if (!k && idx != NULL)
+#else
     if (idx != NULL)
+#endif
         max_pass(ferry_tensor_data(x), t->dtype, outer, n, inner, ferry_tensor_data(vals),
                  ferry_tensor_data(idx));
     ferry_tensor_release(x);
@@ -279,6 +360,19 @@ ferry_tensor *ferry_max_dim(ferry_tensor *t, int dim, bool keepdim, ferry_tensor
         ferry_tensor_release(vals);
         return NULL;
     }
+    *idx_out = idx;
+    return vals;
+}
+
+ferry_tensor *ferry_max_dim(ferry_tensor *t, int dim, bool keepdim, ferry_tensor **indices)
+{
+    int d;
+    ferry_tensor *idx = NULL;
+    if (ferry__check_dtype(t, "max") != FERRY_OK || ferry__wrap_dim(dim, t->ndim, &d) != FERRY_OK)
+        return NULL;
+    ferry_tensor *vals = max_dim_raw(t, d, keepdim, &idx);
+    if (vals == NULL)
+        return NULL;
     ferry__op_record rec = {.op = FERRY__OP_MAX_DIM, .n_inputs = 1, .inputs = &t, .n_saved = 1,
                             .saved = {idx}, .n_ints = 2, .ints = {d, keepdim}};
     vals = ferry__ops_record(vals, &rec);
@@ -323,7 +417,15 @@ static ferry_tensor *sm_run(sm_kind kind, ferry_tensor *x, ferry_tensor *g, int 
 {
     int d;
     int64_t outer, n, inner;
-    if (ferry__check_compute(x, name) != FERRY_OK || ferry__wrap_dim(dim, x->ndim, &d) != FERRY_OK)
+    ferry_tensor *ins[2] = {x, g};
+    ferry_device dev;
+    bool k = ferry__use_kernels(2, ins);
+    if (!k)
+        FERRY__STAGE(2, ins, h, sm_run(kind, h[0], h[1], dim, name));
+    if (ferry__check_operand(x, name, k) != FERRY_OK ||
+        ferry__wrap_dim(dim, x->ndim, &d) != FERRY_OK ||
+        (g != NULL && ferry__check_operand(g, name, k) != FERRY_OK) ||
+        ferry__check_devices(2, ins, &dev) != FERRY_OK)
         return NULL;
     if (!ferry__is_floating(x->dtype))
         return ferry__fail_null(FERRY_EINVAL, "\"%s\" not implemented for 'Long'", name);
@@ -331,9 +433,21 @@ static ferry_tensor *sm_run(sm_kind kind, ferry_tensor *x, ferry_tensor *g, int 
     ferry_tensor *xd = ferry__contig_dtype(x, FERRY_FLOAT64);
     ferry_tensor *gd = xd && g ? ferry__contig_dtype(g, FERRY_FLOAT64) : NULL;
     ferry_tensor *od = xd && (gd || !g) ? ferry_tensor_empty(x->ndim, x->sizes, FERRY_FLOAT64,
-                                                             FERRY_DEVICE_CPU)
+                                                             x->device)
                                         : NULL;
     ferry_tensor *out = NULL;
+#ifdef FERRY_WITH_CUDA
+    if (od != NULL && k) { /* sm_kind's order is the kernels' */
+        if (ferry__k_softmax(x->device.index, (int)kind, ferry__kdata(xd),
+                             gd ? ferry__kdata(gd) : NULL, ferry__kdata(od), outer, n,
+                             inner) == FERRY_OK)
+            out = ferry__to_dtype_ref(od, x->dtype);
+        ferry_tensor_release(xd);
+        ferry_tensor_release(gd);
+        ferry_tensor_release(od);
+        return out;
+    }
+#endif
     if (od != NULL) {
         const double *xp = ferry_tensor_data(xd), *gp = gd ? ferry_tensor_data(gd) : NULL;
         double *op = ferry_tensor_data(od);

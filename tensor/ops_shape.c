@@ -7,6 +7,7 @@
 
 #include "core/alloc.h"
 #include "core/error.h"
+#include "tensor/device.h"
 
 ferry_tensor *ferry_reshape(ferry_tensor *t, int ndim, const int64_t *sizes)
 {
@@ -99,7 +100,7 @@ static ferry_tensor *cat_check(ferry_tensor *const *ts, size_t n, int dim, int *
     if (n == 0 || ts == NULL)
         return ferry__fail_null(FERRY_EINVAL, "torch.cat(): expected a non-empty list of Tensors");
     for (size_t i = 0; i < n; i++) {
-        if (ferry__check_compute(ts[i], "cat") != FERRY_OK)
+        if (ferry__check_dtype(ts[i], "cat") != FERRY_OK)
             return NULL;
         *dt_out = i == 0 ? ts[i]->dtype : ferry__promote(*dt_out, ts[i]->dtype);
         if (ref == NULL && !cat_skips(ts[i]))
@@ -131,8 +132,9 @@ static ferry_tensor *cat_check(ferry_tensor *const *ts, size_t n, int dim, int *
 static ferry_tensor *cat_raw(ferry_tensor *const *ts, size_t n, int dim, int *d_out)
 {
     ferry_dtype dt = FERRY_FLOAT32;
+    ferry_device dev;
     ferry_tensor *ref = cat_check(ts, n, dim, d_out, &dt);
-    if (ref == NULL)
+    if (ref == NULL || ferry__check_devices(n, ts, &dev) != FERRY_OK)
         return NULL;
     int d = *d_out;
     int64_t sizes[FERRY_MAX_DIMS];
@@ -140,7 +142,7 @@ static ferry_tensor *cat_raw(ferry_tensor *const *ts, size_t n, int dim, int *d_
     sizes[d] = 0;
     for (size_t i = 0; i < n; i++)
         sizes[d] += cat_skips(ts[i]) && ts[i] != ref ? 0 : ts[i]->sizes[d];
-    ferry_tensor *out = ferry_tensor_empty(ref->ndim, sizes, dt, FERRY_DEVICE_CPU);
+    ferry_tensor *out = ferry_tensor_empty(ref->ndim, sizes, dt, dev);
     int64_t at = 0;
     for (size_t i = 0; out != NULL && i < n; i++) {
         if (cat_skips(ts[i]) && ts[i] != ref)
@@ -173,7 +175,7 @@ ferry_tensor *ferry_stack(ferry_tensor *const *tensors, size_t n, int dim)
     if (n == 0 || tensors == NULL)
         return ferry__fail_null(FERRY_EINVAL, "stack expects a non-empty TensorList");
     for (size_t i = 0; i < n; i++) {
-        if (ferry__check_compute(tensors[i], "stack") != FERRY_OK)
+        if (ferry__check_dtype(tensors[i], "stack") != FERRY_OK)
             return NULL;
         if (!ferry__same_shape(tensors[i], tensors[0]))
             return ferry__fail_null(FERRY_EINVAL,
@@ -209,6 +211,24 @@ done:
 ferry_status ferry__index_add_raw(ferry_tensor *out, int dim, ferry_tensor *index, ferry_tensor *src)
 {
     int64_t outer = 1, inner = 1, n = out->sizes[dim], len = ferry_tensor_numel(index);
+    ferry_tensor *ins[3] = {out, index, src};
+    ferry_device dev;
+    bool kern = ferry__use_kernels(3, ins);
+    if (!kern && ferry__needs_staging(3, ins)) { /* add on host copies, write them back */
+        ferry_tensor *h[3];
+        if (ferry__stage_in(3, ins, h, &dev) != FERRY_OK)
+            return ferry_last_status();
+        ferry_status rc = ferry__index_add_raw(h[0], dim, h[1], h[2]);
+        if (rc == FERRY_OK)
+            rc = ferry__stage_back(out, h[0]);
+        ferry__stage_release(3, h);
+        return rc;
+    }
+    if (ferry__check_devices(3, ins, &dev) != FERRY_OK ||
+        ferry__check_operand(out, "index_add_", kern) != FERRY_OK ||
+        ferry__check_operand(index, "index_add_", kern) != FERRY_OK ||
+        ferry__check_operand(src, "index_add_", kern) != FERRY_OK)
+        return ferry_last_status();
     for (int i = 0; i < out->ndim; i++) {
         if (i < dim)
             outer *= out->sizes[i];
@@ -221,10 +241,20 @@ ferry_status ferry__index_add_raw(ferry_tensor *out, int dim, ferry_tensor *inde
         ferry_tensor_release(cs);
         return ferry_last_status();
     }
+#ifdef FERRY_WITH_CUDA
+    if (kern) {
+        ferry_status rc = ferry__k_index_add(dev.index, out->dtype, ferry__kdata(out),
+                                             ferry__kdata(ci), ferry__kdata(cs), outer, n, len,
+                                             inner);
+        ferry_tensor_release(cs);
+        ferry_tensor_release(ci);
+        return rc;
+    }
+#endif
     const int64_t *idx = ferry_tensor_data(ci);
     for (int64_t o = 0; o < outer; o++)
-        for (int64_t k = 0; k < len; k++) {
-            int64_t dst = (o * n + idx[k]) * inner, s = (o * len + k) * inner;
+        for (int64_t q = 0; q < len; q++) {
+            int64_t dst = (o * n + idx[q]) * inner, s = (o * len + q) * inner;
             if (out->dtype == FERRY_FLOAT32) {
                 float *y = (float *)ferry_tensor_data(out) + dst;
                 const float *x = (const float *)ferry_tensor_data(cs) + s;
@@ -247,6 +277,15 @@ static ferry_tensor *index_select_raw(ferry_tensor *t, int d, ferry_tensor *inde
 {
     int64_t sizes[FERRY_MAX_DIMS], outer = 1, inner = 1, len = ferry_tensor_numel(index);
     int64_t n = t->ndim > 0 ? t->sizes[d] : 1;
+    ferry_tensor *ins[2] = {t, index};
+    ferry_device dev;
+    bool kern = ferry__use_kernels(2, ins);
+    if (!kern)
+        FERRY__STAGE(2, ins, h, index_select_raw(h[0], d, h[1]));
+    if (ferry__check_devices(2, ins, &dev) != FERRY_OK ||
+        ferry__check_operand(t, "index_select", kern) != FERRY_OK ||
+        ferry__check_operand(index, "index_select", kern) != FERRY_OK)
+        return NULL;
     memcpy(sizes, t->sizes, sizeof sizes);
     if (t->ndim > 0)
         sizes[d] = len;
@@ -258,7 +297,33 @@ static ferry_tensor *index_select_raw(ferry_tensor *t, int d, ferry_tensor *inde
     }
     ferry_tensor *x = ferry_tensor_contiguous(t);
     ferry_tensor *ci = x ? ferry_tensor_contiguous(index) : NULL;
-    ferry_tensor *out = ci ? ferry_tensor_empty(t->ndim, sizes, t->dtype, FERRY_DEVICE_CPU) : NULL;
+    ferry_tensor *out = ci ? ferry_tensor_empty(t->ndim, sizes, t->dtype, t->device) : NULL;
+#ifdef FERRY_WITH_CUDA
+    if (out != NULL && kern) {
+        int32_t bad = 0;
+        ferry_tensor *flag = ferry_tensor_empty(0, NULL, FERRY_FLOAT32, t->device); /* 4 bytes */
+        ferry_status rc = flag ? ferry__k_fill(t->device.index, ferry__kdata(flag), FERRY_FLOAT32,
+                                               1, 0.0)
+                               : ferry_last_status();
+        if (rc == FERRY_OK)
+            rc = ferry__k_index_select(t->device.index, (size_t)inner * ferry_dtype_size(t->dtype),
+                                       ferry__kdata(x), ferry__kdata(ci), ferry__kdata(out),
+                                       outer, n, len, ferry__kdata(flag));
+        if (rc == FERRY_OK)
+            rc = ferry__device_copy_sync(&bad, FERRY_DEVICE_CPU, ferry__kdata(flag), t->device,
+                                         sizeof bad);
+        if (rc == FERRY_OK && bad != 0)
+            ferry__fail(FERRY_EINVAL, "index out of range in self");
+        if (rc != FERRY_OK || bad != 0) {
+            ferry_tensor_release(out);
+            out = NULL;
+        }
+        ferry_tensor_release(flag);
+        ferry_tensor_release(x);
+        ferry_tensor_release(ci);
+        return out;
+    }
+#endif
     if (out != NULL) {
         const int64_t *idx = ferry_tensor_data(ci);
         size_t row = (size_t)inner * ferry_dtype_size(t->dtype);
@@ -283,7 +348,7 @@ static ferry_tensor *index_select_raw(ferry_tensor *t, int d, ferry_tensor *inde
 ferry_tensor *ferry_index_select(ferry_tensor *t, int dim, ferry_tensor *index)
 {
     int d;
-    if (ferry__check_compute(t, "index_select") != FERRY_OK || index == NULL)
+    if (ferry__check_dtype(t, "index_select") != FERRY_OK || index == NULL)
         return index ? NULL : ferry__fail_null(FERRY_EINVAL, "index_select: index is NULL");
     if (index->dtype != FERRY_INT64 || index->ndim > 1)
         return ferry__fail_null(FERRY_EINVAL, "index_select(): Index is supposed to be a vector of "
@@ -299,7 +364,7 @@ ferry_tensor *ferry_index_select(ferry_tensor *t, int dim, ferry_tensor *index)
 ferry_tensor *ferry_embedding(ferry_tensor *weight, ferry_tensor *indices)
 {
     int64_t sizes[FERRY_MAX_DIMS];
-    if (ferry__check_compute(weight, "embedding") != FERRY_OK || indices == NULL)
+    if (ferry__check_dtype(weight, "embedding") != FERRY_OK || indices == NULL)
         return indices ? NULL : ferry__fail_null(FERRY_EINVAL, "embedding: indices is NULL");
     if (weight->ndim != 2)
         return ferry__fail_null(FERRY_EINVAL, "'weight' must be 2-D");

@@ -12,6 +12,8 @@
 
 #include "core/alloc.h"
 #include "core/error.h"
+#include "tensor/device.h"
+#include "tensor/ops_internal.h"
 
 /* Set once by autograd/ at start-up and only read afterwards; atomic so a late registration
    racing a release on another thread is still well defined. */
@@ -250,6 +252,39 @@ ferry_tensor *ferry_full(int ndim, const int64_t *sizes, double value, ferry_dty
     return t;
 }
 
+ferry_tensor *ferry__full_on(int ndim, const int64_t *sizes, double value, ferry_dtype dtype,
+                             ferry_device device)
+{
+    if (device.type == FERRY_CPU)
+        return ferry_full(ndim, sizes, value, dtype);
+    ferry_tensor *t = ferry_tensor_empty(ndim, sizes, dtype, device);
+    if (t == NULL || ferry_tensor_numel(t) == 0)
+        return t;
+    ferry_status rc;
+    if (!ferry__needs_staging(1, &t) && (rc = ferry__device_sync(device.index)) == FERRY_OK) {
+        fill_value(ferry_tensor_data(t), ferry_tensor_numel(t), ferry_dtype_size(dtype), dtype,
+                   value);
+    } else if (!ferry__needs_staging(1, &t)) {
+        ferry_tensor_release(t);
+        return NULL;
+    } else {
+        /* a device the host cannot write: fill on the device, or fill a host copy and send it */
+        rc = ferry__device_fill(t, value);
+        if (rc == FERRY_ENOTSUP) {
+            ferry_tensor *h = ferry_full(ndim, sizes, value, dtype);
+            rc = h ? ferry__device_copy_sync(t->storage->data, device, h->storage->data,
+                                             FERRY_DEVICE_CPU, ferry_tensor_nbytes(t))
+                   : ferry_last_status();
+            ferry_tensor_release(h);
+        }
+        if (rc != FERRY_OK) {
+            ferry_tensor_release(t);
+            return NULL;
+        }
+    }
+    return t;
+}
+
 ferry_tensor *ferry_zeros(int ndim, const int64_t *sizes, ferry_dtype dtype)
 {
     ferry_tensor *t = ferry_tensor_empty(ndim, sizes, dtype, FERRY_DEVICE_CPU);
@@ -394,7 +429,15 @@ double ferry_tensor_item_at(const ferry_tensor *t, int64_t i)
         i /= t->sizes[d];
     }
     const char *base = t->storage->data;
-    return ferry__load_as_double(base + (size_t)off * ferry_dtype_size(t->dtype), t->dtype);
+    size_t es = ferry_dtype_size(t->dtype);
+    if (t->device.type != FERRY_CPU) { /* one element through a device copy */
+        unsigned char elem[16];
+        if (ferry__device_copy_sync(elem, FERRY_DEVICE_CPU, base + (size_t)off * es, t->device,
+                                    es) != FERRY_OK)
+            return NAN;
+        return ferry__load_as_double(elem, t->dtype);
+    }
+    return ferry__load_as_double(base + (size_t)off * es, t->dtype);
 }
 
 double ferry_tensor_item(const ferry_tensor *t)

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "core/error.h"
+#include "tensor/device.h"
 
 /* Iterates two strided geometries of one shape together, as runs along the innermost merged
    dimension: each run has `inner` elements at off[k] + j * inner_stride[k]. */
@@ -166,9 +167,23 @@ static void copy_elements(ferry_tensor *dst, const ferry_tensor *src)
     }
 }
 
-/* A new contiguous CPU tensor of t's shape in `dtype`, holding t's values. */
+/* A new contiguous tensor of t's shape in `dtype` on t's device, holding t's values. */
 static ferry_tensor *copy_as(const ferry_tensor *t, ferry_dtype dtype)
 {
+    ferry_tensor *in = (ferry_tensor *)t;
+#ifdef FERRY_WITH_CUDA
+    if (ferry__use_kernels(1, &in)) {
+        ferry_tensor *k = ferry_tensor_empty(t->ndim, t->sizes, dtype, t->device);
+        if (k != NULL && ferry__kern_copy(k, t) != FERRY_OK) {
+            ferry_tensor_release(k);
+            return NULL;
+        }
+        return k;
+    }
+#endif
+    FERRY__STAGE(1, &in, h, copy_as(h[0], dtype));
+    if (t->device.type != FERRY_CPU && ferry__device_sync(t->device.index) != FERRY_OK)
+        return NULL;
     ferry_tensor *out = ferry_tensor_empty(t->ndim, t->sizes, dtype, t->device);
     if (out)
         copy_elements(out, t);
@@ -213,6 +228,40 @@ ferry_status ferry_tensor_copy_(ferry_tensor *dst, const ferry_tensor *src)
                          !memcmp(dst->strides, src->strides, (size_t)dst->ndim * sizeof(int64_t));
     if (dst->storage == src->storage && same_geometry)
         return FERRY_OK; /* copying a tensor onto itself */
+    if (dst->device.type != src->device.type ||
+        (dst->device.type != FERRY_CPU && dst->device.index != src->device.index)) {
+        /* torch's copy_ across devices: move the values over, then copy there */
+        ferry_tensor *moved = ferry_tensor_to((ferry_tensor *)src, dst->device);
+        if (!moved)
+            return ferry_last_status();
+        ferry_status rc = ferry_tensor_copy_(dst, moved);
+        ferry_tensor_release(moved);
+        return rc;
+    }
+    ferry_tensor *ins[2] = {dst, (ferry_tensor *)src};
+#ifdef FERRY_WITH_CUDA
+    if (ferry__use_kernels(2, ins)) {
+        if (dst->storage != src->storage)
+            return ferry__kern_copy(dst, src);
+        ferry_tensor *snap = ferry_tensor_clone_data(src); /* they may overlap */
+        ferry_status rc = snap ? ferry__kern_copy(dst, snap) : ferry_last_status();
+        ferry_tensor_release(snap);
+        return rc;
+    }
+#endif
+    if (ferry__needs_staging(2, ins)) { /* a device the host cannot write: copy on host copies */
+        ferry_tensor *h[2];
+        ferry_device dev;
+        if (ferry__stage_in(2, ins, h, &dev) != FERRY_OK)
+            return ferry_last_status();
+        ferry_status rc = ferry_tensor_copy_(h[0], h[1]);
+        if (rc == FERRY_OK)
+            rc = ferry__stage_back(dst, h[0]);
+        ferry__stage_release(2, h);
+        return rc;
+    }
+    if (dst->device.type != FERRY_CPU && ferry__device_sync(dst->device.index) != FERRY_OK)
+        return ferry_last_status();
     if (dst->storage == src->storage) {
         /* the two may overlap (x.copy_(x.t())): read from a snapshot of src */
         ferry_tensor *tmp = ferry_tensor_clone_data(src);

@@ -28,8 +28,8 @@ FERRY_API bool ferry_tensor_is_leaf(const ferry_tensor *t);
 /* t.grad: a new reference, or NULL when no gradient was accumulated (not an error). */
 FERRY_API ferry_tensor *ferry_tensor_grad(ferry_tensor *t);
 /* Replaces t.grad (borrowed; retained) or clears it with NULL. FERRY_OK; FERRY_EINVAL for a NULL
-   t or when the shape or dtype differ from t's ("assigned grad has data of a different size" /
-   "... type"); FERRY_ENOMEM. */
+   t or when the shape, dtype or device differ from t's ("assigned grad has data of a different
+   size" / "... type" / "assigned grad has data located on a different device"); FERRY_ENOMEM. */
 FERRY_API ferry_status ferry_tensor_set_grad(ferry_tensor *t, ferry_tensor *grad);
 /* Drops t.grad (torch's zero_grad(set_to_none=True)). NULL is fine. */
 FERRY_API void ferry_tensor_zero_grad(ferry_tensor *t);

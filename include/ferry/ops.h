@@ -2,8 +2,11 @@
    float32, float64 and int64. Every op borrows its arguments and returns a new tensor (new
    reference) or NULL with the reason in ferry_last_error(): FERRY_EINVAL for a NULL tensor and
    for shapes, dims or dtypes torch rejects (messages follow torch's wording), FERRY_ENOTSUP for
-   a dtype (float16, bfloat16, int32, uint8, bool) or device
-   ferry does not compute on, FERRY_ENOMEM. When grad mode is on (see ferry/autograd.h) and an
+   a dtype (float16, bfloat16, int32, uint8, bool) ferry does not compute on, FERRY_ENOMEM. Ops
+   run on the device of their operands (CPU or CUDA, see ferry/device.h) and put the result
+   there; operands on two devices fail with FERRY_EINVAL and torch's "Expected all tensors to be
+   on the same device, but found at least two devices, cuda:0 and cpu!" (a 0-dim CPU tensor may
+   join a device op, as torch's CPU scalars do). When grad mode is on (see ferry/autograd.h) and an
    input requires grad, the result records how to differentiate it. Ops are thread-safe as long
    as no other thread writes the tensors they read. In-place ops (names ending in `_`) return a
    status (FERRY_OK or one of the codes above) and modify their first argument. */
@@ -128,6 +131,11 @@ FERRY_API ferry_tensor *ferry_index_select(ferry_tensor *t, int dim, ferry_tenso
    that is out of the graph (requires_grad false). */
 FERRY_API ferry_tensor *ferry_clone(ferry_tensor *t);
 FERRY_API ferry_tensor *ferry_detach(ferry_tensor *t);
+/* torch's t.to(device) inside the graph: the values on `device`, and the gradient of the result
+   flows back to t's device (ToCopyBackward0), so a model can move activations between devices.
+   t itself (retained, no new node) when it is there already. Failures as ferry_tensor_to
+   (tensor.h). */
+FERRY_API ferry_tensor *ferry_to(ferry_tensor *t, ferry_device device);
 
 /* In-place ops. They refuse (FERRY_EINVAL, torch's "a leaf Variable that requires grad is being
    used in an in-place operation.") to modify a leaf that requires grad while grad mode is on, and

@@ -78,9 +78,10 @@ FERRY_API void ferry_optim_options_init(ferry_optim_options *o, ferry_optim_kind
 typedef struct ferry_optimizer ferry_optimizer;
 
 /* torch.optim.<Kind>(params, **options): one parameter group holding the n tensors of `params`
-   (the array is borrowed, the tensors retained). Parameters must be float32 or float64 CPU
-   leaves. Adagrad creates its state (step 0, sum filled with initial_accumulator_value) at once,
-   as torch does; the others on a parameter's first gradient. Returns a new optimizer
+   (the array is borrowed, the tensors retained). Parameters must be float32 or float64
+   leaves, on the CPU or a device (their state lives beside them). Adagrad creates its state
+   (step 0, sum filled with initial_accumulator_value) at once, as torch does; the others on a
+   parameter's first gradient. Returns a new optimizer
    (ferry_optimizer_free), or NULL with FERRY_EINVAL: an unknown kind, NULL o or params, n == 0
    ("optimizer got an empty parameter list"), a NULL parameter, "can't optimize a non-leaf
    Tensor", a parameter listed twice, an option out of range (torch's messages, e.g. "Invalid
