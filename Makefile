@@ -240,7 +240,7 @@ test-nocuda:
 	  $(NOCUDA_BUILD)/tests/unit_tests $(NOCUDA_BUILD)/tests/integration_tests
 	set -o pipefail; $(NOCUDA_BUILD)/tests/unit_tests --jobs $(CRITERION_JOBS) 2>&1 | \
 	  tee $(NOCUDA_BUILD)/unit.log
-	set -o pipefail; $(NOCUDA_BUILD)/tests/integration_tests --jobs 1 --filter 'device*/*' 2>&1 | \
+	set -o pipefail; $(NOCUDA_BUILD)/tests/integration_tests --jobs 1 --filter '*device*/*' 2>&1 | \
 	  tee $(NOCUDA_BUILD)/integration.log
 
 test-asan:
