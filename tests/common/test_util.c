@@ -148,3 +148,18 @@ unsigned char *ferry_test_read_file(const char *path, size_t *len)
     *len = (size_t)n;
     return buf;
 }
+
+void ferry_test_emulate_devices(int n)
+{
+    char buf[16];
+    snprintf(buf, sizeof buf, "%d", n);
+    setenv("FERRY_EMULATE_DEVICES", buf, 1);
+    cr_assert_eq(ferry_cuda_device_count(), n, "the device layer was chosen before the test set "
+                 "FERRY_EMULATE_DEVICES (backend %s)", ferry_device_backend());
+}
+
+bool ferry_test_on_device(const ferry_tensor *t, ferry_device d)
+{
+    ferry_device g = ferry_tensor_device(t);
+    return g.type == d.type && (g.type == FERRY_CPU || g.index == d.index);
+}

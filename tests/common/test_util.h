@@ -40,6 +40,12 @@ void ferry_test_mkdtemp(char *buf, size_t cap, const char *tag);
    length in *len; fails the test when the file cannot be read. */
 unsigned char *ferry_test_read_file(const char *path, size_t *len);
 
+/* Makes this process emulate n devices (FERRY_EMULATE_DEVICES, read at the first device call:
+   call it first in the test body) and asserts that it does. */
+void ferry_test_emulate_devices(int n);
+/* True when t is on device d (the CPU: any index). */
+bool ferry_test_on_device(const ferry_tensor *t, ferry_device d);
+
 /* A TCP port on 127.0.0.1 that was free a moment ago (bind to 0, read, close). */
 int ferry_test_free_port(void);
 

@@ -7,34 +7,22 @@
 #include "test_ops_util.h"
 #include "tensor/ops_internal.h"
 
-static void emulate(void)
-{
-    setenv("FERRY_EMULATE_DEVICES", "2", 1);
-    cr_assert_eq(ferry_cuda_device_count(), 2);
-}
-
-static bool on_device(const ferry_tensor *t, ferry_device d)
-{
-    ferry_device g = ferry_tensor_device(t);
-    return g.type == d.type && (g.type == FERRY_CPU || g.index == d.index);
-}
-
 static void run_to(void)
 {
     ferry_tensor *x = MK(FERRY_FLOAT32, S(3), 1, -2, 3);
     ferry_assert_ok(ferry_tensor_set_requires_grad(x, true));
     ferry_tensor *d = ferry_assert_ptr(ferry_to(x, FERRY_DEVICE_CUDA(1)));
-    cr_assert(on_device(d, FERRY_DEVICE_CUDA(1)));
+    cr_assert(ferry_test_on_device(d, FERRY_DEVICE_CUDA(1)));
     cr_assert_str_eq(ferry_tensor_grad_fn_name(d), "ToCopyBackward0");
     ferry_tensor *same = ferry_assert_ptr(ferry_to(d, FERRY_DEVICE_CUDA(1)));
     cr_assert_eq(same, d, "to() of the device it is on returns the tensor itself");
     ferry_tensor_release(same);
     ferry_tensor *y = ferry_assert_ptr(ferry_mul(d, d));
     ferry_tensor *s = ferry_assert_ptr(ferry_sum(y));
-    cr_assert(on_device(s, FERRY_DEVICE_CUDA(1)));
+    cr_assert(ferry_test_on_device(s, FERRY_DEVICE_CUDA(1)));
     ferry_assert_ok(ferry_backward(s, NULL, false)); /* the seed is made on cuda:1 */
     ferry_tensor *g = ferry_tensor_grad(x);
-    cr_assert(on_device(g, FERRY_DEVICE_CPU));
+    cr_assert(ferry_test_on_device(g, FERRY_DEVICE_CPU));
     EXPECT(g, FERRY_FLOAT32, S(3), 0, 2, -4, 6);
     ferry_tensor_release(g);
     /* and back again: cuda:1 -> cuda:0 -> loss; the gradient accumulates on cuda:1 */
@@ -48,7 +36,7 @@ static void run_to(void)
         ferry_tensor_release(l);
     }
     ferry_tensor *lg = ferry_tensor_grad(leaf);
-    cr_assert(on_device(lg, FERRY_DEVICE_CUDA(1)));
+    cr_assert(ferry_test_on_device(lg, FERRY_DEVICE_CUDA(1)));
     EXPECT(lg, FERRY_FLOAT32, S(3), 0, 2, 2, 2);
     ferry_tensor_release(lg);
     /* a root gradient on another device is refused */
@@ -64,20 +52,20 @@ static void run_to(void)
 
 Test(autograd_device, gradient_returns_to_the_source_when_to_moves_a_tensor, .timeout = 30)
 {
-    emulate();
+    ferry_test_emulate_devices(2);
     run_to();
 }
 
 Test(autograd_device, gradient_returns_to_the_source_when_ops_are_staged, .timeout = 30)
 {
-    emulate();
+    ferry_test_emulate_devices(2);
     ferry__ops_force_staging(true);
     run_to();
 }
 
 Test(autograd_device, set_grad_fails_when_the_grad_is_on_another_device, .timeout = 30)
 {
-    emulate();
+    ferry_test_emulate_devices(2);
     ferry_tensor *c = MK(FERRY_FLOAT32, S(2), 1, 2);
     ferry_tensor *d = ferry_assert_ptr(ferry_tensor_to(c, FERRY_DEVICE_CUDA(0)));
     ferry_tensor *e = ferry_assert_ptr(ferry_tensor_to(c, FERRY_DEVICE_CUDA(1)));

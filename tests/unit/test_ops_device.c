@@ -11,12 +11,6 @@
 #define DEV0 FERRY_DEVICE_CUDA(0)
 #define DEV1 FERRY_DEVICE_CUDA(1)
 
-static void emulate(void)
-{
-    setenv("FERRY_EMULATE_DEVICES", "2", 1);
-    cr_assert_eq(ferry_cuda_device_count(), 2);
-}
-
 static ferry_tensor *on(ferry_tensor *t, ferry_device d)
 {
     ferry_tensor *out = ferry_assert_ptr(ferry_tensor_to(t, d));
@@ -140,14 +134,14 @@ static void run_families(ferry_device dev)
 
 Test(ops_device, results_match_the_cpu_when_operands_are_on_a_device, .timeout = 30)
 {
-    emulate();
+    ferry_test_emulate_devices(2);
     run_families(DEV0);
     run_families(DEV1);
 }
 
 Test(ops_device, results_match_the_cpu_when_ops_are_staged, .timeout = 30)
 {
-    emulate();
+    ferry_test_emulate_devices(2);
     ferry__ops_force_staging(true);
     run_families(DEV0);
 }
@@ -190,13 +184,13 @@ static void run_mixing(void)
 
 Test(ops_device, op_fails_with_torch_text_when_operands_mix_devices, .timeout = 30)
 {
-    emulate();
+    ferry_test_emulate_devices(2);
     run_mixing();
 }
 
 Test(ops_device, op_fails_with_torch_text_when_staged_operands_mix_devices, .timeout = 30)
 {
-    emulate();
+    ferry_test_emulate_devices(2);
     ferry__ops_force_staging(true);
     run_mixing();
 }
@@ -220,7 +214,7 @@ static void run_empty(void)
 
 Test(ops_device, results_stay_on_the_device_when_inputs_are_empty, .timeout = 30)
 {
-    emulate();
+    ferry_test_emulate_devices(2);
     run_empty();
     ferry__ops_force_staging(true);
     run_empty();

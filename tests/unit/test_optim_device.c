@@ -10,18 +10,6 @@
 #include "test_ops_util.h"
 #include "tensor/ops_internal.h"
 
-static void emulate(void)
-{
-    setenv("FERRY_EMULATE_DEVICES", "2", 1);
-    cr_assert_eq(ferry_cuda_device_count(), 2);
-}
-
-static bool on_device(const ferry_tensor *t, ferry_device d)
-{
-    ferry_device g = ferry_tensor_device(t);
-    return g.type == d.type && (g.type == FERRY_CPU || g.index == d.index);
-}
-
 /* A 4-8-3 MLP with relu and cross-entropy, trained `steps` times on `dev` with `kind`; returns
    the final loss and leaves the parameters (moved back to the CPU) in out[0..3]. */
 static double train(ferry_device dev, ferry_optim_kind kind, int steps, ferry_tensor **out)
@@ -54,11 +42,11 @@ static double train(ferry_device dev, ferry_optim_kind kind, int steps, ferry_te
         ferry_tensor *r = ferry_assert_ptr(ferry_relu(h));
         ferry_tensor *y = ferry_assert_ptr(ferry_linear(r, p[2], p[3]));
         ferry_tensor *l = ferry_assert_ptr(ferry_cross_entropy(y, t, FERRY_REDUCTION_MEAN));
-        cr_assert(on_device(l, dev));
+        cr_assert(ferry_test_on_device(l, dev));
         ferry_assert_ok(ferry_backward(l, NULL, false));
         for (int i = 0; i < 4; i++) {
             ferry_tensor *g = ferry_tensor_grad(p[i]);
-            cr_assert(on_device(g, dev));
+            cr_assert(ferry_test_on_device(g, dev));
             ferry_tensor_release(g);
         }
         ferry_assert_ok(ferry_optimizer_step(opt));
@@ -68,7 +56,7 @@ static double train(ferry_device dev, ferry_optim_kind kind, int steps, ferry_te
             ferry_tensor_release(rel[i]);
     }
     for (int i = 0; i < 4; i++) {
-        cr_assert(on_device(p[i], dev));
+        cr_assert(ferry_test_on_device(p[i], dev));
         out[i] = ferry_assert_ptr(ferry_tensor_to(p[i], FERRY_DEVICE_CPU));
         ferry_tensor_release(p[i]);
     }
@@ -95,7 +83,7 @@ static void same_training(ferry_optim_kind kind)
 
 Test(optim_device, training_matches_the_cpu_when_the_model_is_on_cuda1, .timeout = 60)
 {
-    emulate();
+    ferry_test_emulate_devices(2);
     ferry_optim_kind kinds[] = {FERRY_SGD, FERRY_ADAM, FERRY_ADAMW, FERRY_ADAGRAD, FERRY_RMSPROP,
                                 FERRY_ADADELTA, FERRY_ADAMAX, FERRY_RPROP};
     for (size_t i = 0; i < sizeof kinds / sizeof *kinds; i++)
@@ -104,7 +92,7 @@ Test(optim_device, training_matches_the_cpu_when_the_model_is_on_cuda1, .timeout
 
 Test(optim_device, training_matches_the_cpu_when_steps_are_staged, .timeout = 60)
 {
-    emulate();
+    ferry_test_emulate_devices(2);
     ferry__ops_force_staging(true);
     same_training(FERRY_SGD);
     same_training(FERRY_ADAM);
@@ -113,7 +101,7 @@ Test(optim_device, training_matches_the_cpu_when_steps_are_staged, .timeout = 60
 
 Test(optim_device, step_fails_when_a_gradient_is_on_another_device, .timeout = 30)
 {
-    emulate();
+    ferry_test_emulate_devices(2);
     ferry_tensor *c = MK(FERRY_FLOAT32, S(2), 1, 2);
     ferry_tensor *p = ferry_assert_ptr(ferry_tensor_to(c, FERRY_DEVICE_CUDA(0)));
     ferry_assert_ok(ferry_tensor_set_requires_grad(p, true));
