@@ -7,7 +7,8 @@
    device; every queued device operation held back (FERRY_EMULATE_DEVICE_DELAY_US) so what the
    sender wrote before the send is what arrives; out of device memory on the receiver of a call
    and of a response fails that call, and the next call works; a third worker's tensors to the
-   same callee at the same time.
+   same callee at the same time. In one process: a side-channel descriptor naming an unknown
+   channel, or a byte count its geometry does not give, is FERRY_EPROTO.
 
    Maps: worker0 -> worker1 {cuda:0: cuda:1}, worker1 -> worker0 {cuda:1: cuda:0}, worker2 ->
    worker1 {cuda:0: cuda:0}. Every worker has two emulated devices (worker0's hold 3 MiB each,
@@ -17,6 +18,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "rpc/device_channel.h"
+#include "rpc/wire_internal.h"
 #include "rpc_harness.h"
 
 #include "ferry/device.h"
@@ -385,4 +388,70 @@ Test(device_p2p, by_default, .timeout = 120)
 Test(device_p2p, queued_writes_arrive, .timeout = 120)
 {
     run("p2p", "200");
+}
+
+/* A call whose one argument is a float32 tensor of 6 elements on cuda:0, on channel `id` with
+   `nbytes` (strided: a transposed 2 x 3 view), decoded here. */
+static ferry_status decode_side(uint32_t id, uint64_t nbytes, bool strided, ferry__msg *m)
+{
+    int64_t flat[1] = {6}, sizes[2] = {2, 3}, strides[2] = {1, 2};
+    Ferry__Wire__TensorDesc td = FERRY__WIRE__TENSOR_DESC__INIT;
+    td.dtype = FERRY_FLOAT32;
+    td.n_sizes = strided ? 2 : 1;
+    td.sizes = strided ? sizes : flat;
+    if (strided) {
+        td.n_strides = 2;
+        td.strides = strides;
+    }
+    td.device_type = FERRY_CUDA;
+    td.channel = id;
+    td.seq = 7;
+    td.nbytes = nbytes;
+    Ferry__Wire__Node list = FERRY__WIRE__NODE__INIT, tensor = FERRY__WIRE__NODE__INIT;
+    list.kind = FERRY__WIRE__KIND__KIND_LIST;
+    list.count = 1;
+    tensor.kind = FERRY__WIRE__KIND__KIND_TENSOR;
+    tensor.tensor = &td;
+    Ferry__Wire__Node *nodes[2] = {&list, &tensor};
+    Ferry__Wire__Call c = FERRY__WIRE__CALL__INIT;
+    c.fn = "f";
+    c.n_args = 2;
+    c.args = nodes;
+    Ferry__Wire__Envelope env = FERRY__WIRE__ENVELOPE__INIT;
+    env.version = FERRY__WIRE_VERSION;
+    env.id = 1;
+    env.body_case = FERRY__WIRE__ENVELOPE__BODY_CALL;
+    env.call = &c;
+    uint8_t buf[256];
+    size_t len = ferry__wire__envelope__pack(&env, buf);
+    ferry__att *atts = NULL;
+    size_t n_atts = 0;
+    ferry_status rc = ferry__wire_decode(buf, len, NULL, m, &atts, &n_atts);
+    ferry__wire_atts_free(atts, n_atts);
+    return rc;
+}
+
+Test(device_p2p, malformed_descriptors)
+{
+    setenv("FERRY_EMULATE_DEVICES", "1", 1);
+    ferry__msg m;
+    /* Well formed: the tensor is on cuda:0 and its bytes are due on the emulated channel. */
+    cr_assert_eq(decode_side(2, 24, false, &m), FERRY_OK, "%s", ferry_last_error());
+    cr_assert_eq(m.n_sides, 1);
+    cr_assert_eq(m.sides[0].seq, 7);
+    cr_assert_eq(m.sides[0].nbytes, 24);
+    ferry_tensor *t = ferry_value_as_tensor(ferry_list_get(m.args, 0));
+    cr_assert(ferry_tensor_device(t).type == FERRY_CUDA);
+    ferry__msg_clear(&m);
+    cr_assert_eq(decode_side(2, 24, true, &m), FERRY_OK, "%s", ferry_last_error());
+    ferry__msg_clear(&m);
+
+    cr_assert_eq(decode_side(5, 24, false, &m), FERRY_EPROTO);
+    cr_assert_str_eq(ferry_last_error(), "tensor 0: side channel 5 is not known "
+                     "here");
+    cr_assert_eq(decode_side(2, 28, false, &m), FERRY_EPROTO);
+    cr_assert_str_eq(ferry_last_error(), "tensor 0: 28 bytes on the emulated-p2p "
+                     "channel do not match its geometry (24 bytes)");
+    cr_assert_eq(decode_side(2, 20, true, &m), FERRY_EPROTO);
+    cr_assert_eq(decode_side(2, 0, false, &m), FERRY_EPROTO);
 }
