@@ -141,7 +141,7 @@ static ferry_status check_device_maps(ferry__agent *a, const uint8_t *const *rec
     }
     ferry_status rc = ferry__device_maps_check(m);
     if (rc == FERRY_OK)
-        a->codec.device = (ferry__wire_device_hooks){map_device, a, m->any_cpu_map};
+        a->codec.device = (ferry__wire_device_hooks){map_device, a, m->any_cpu_map, a};
     return rc;
 }
 

@@ -94,6 +94,41 @@ static void refuse(recv_ctx *r, ferry_status rc)
     complete_response(r->agent, r->src, &r->m);
 }
 
+/* Fails the call a response answers with `rc` and the error on the thread. */
+static void fail_response(recv_ctx *r, ferry_status rc)
+{
+    char why[1024];
+    snprintf(why, sizeof why, "the response from worker '%s' could not be received: %s",
+             r->agent->workers[r->src].name, ferry_last_error());
+    r->m.is_error = true;
+    r->m.err_code = rc;
+    ferry__free(r->m.err_message);
+    r->m.err_message = ferry__strdup(why);
+    ferry_value_release(r->m.value);
+    r->m.value = NULL;
+    complete_response(r->agent, r->src, &r->m);
+}
+
+/* Pool: a response's side-channel tensors arrive before its future completes, within its
+   call's own timeout (the agent's default, else 60 s, for a call that has none). */
+static void response_sides_task(void *arg)
+{
+    recv_ctx *r = arg;
+    ferry__agent *a = r->agent;
+    pthread_mutex_lock(&a->lock);
+    const ferry__pending *p = ferry__pending_find(a, r->m.id);
+    double timeout_s = p ? p->timeout_s : 0;
+    pthread_mutex_unlock(&a->lock);
+    if (timeout_s <= 0)
+        timeout_s = atomic_load(&a->default_timeout_s);
+    ferry_status rc = ferry__wire_sides_recv(a, &r->m, timeout_s > 0 ? timeout_s : 60.0);
+    if (rc != FERRY_OK)
+        fail_response(r, rc);
+    else
+        complete_response(a, r->src, &r->m);
+    recv_ctx_free(r);
+}
+
 /* The message is whole: hand it on. Takes ownership of r. */
 static void dispatch(recv_ctx *r)
 {
@@ -137,6 +172,15 @@ static void dispatch(recv_ctx *r)
             /* (after a transport failure the caller is gone or learns it from its own side) */
             ferry__serve_reply_error(r->agent, r->src, &r->m, rc, why);
         }
+        recv_ctx_free(r);
+        return;
+    }
+    if (r->m.type == FERRY__MSG_RESPONSE && r->m.n_sides) {
+        /* Never here: a channel's recv may wait for bytes this thread would have to read. */
+        ferry_status rc = ferry__agent_submit(r->agent, response_sides_task, r);
+        if (rc == FERRY_OK)
+            return;
+        fail_response(r, rc);
         recv_ctx_free(r);
         return;
     }

@@ -146,8 +146,19 @@ ferry_status ferry__agent_send_msg(ferry__agent *agent, int dst, ferry__msg *m,
     }
     if (ferry__log_debug_on()) /* before the parts go: their completion may free `out` */
         ferry__trace_sent(agent, dst, m, request, msg_bytes(&out));
+    /* Tensors on side channels go once the message is on the fabric (never ahead of it: the
+       receiver learns their numbers from it), outside net_lock, since a channel may send
+       messages of its own; a message that did not go cancels their numbers. */
+    ferry__wire_side *sides = s->out.sides;
+    size_t n_sides = s->out.n_sides;
+    s->out.sides = NULL;
+    s->out.n_sides = 0;
     rc = send_parts(agent, dst, m, s);
     pthread_rwlock_unlock(&agent->net_lock);
+    if (rc == FERRY_OK)
+        ferry__wire_sides_send(sides, n_sides);
+    else
+        ferry__wire_sides_free(sides, n_sides);
     if (rc != FERRY_OK)
         ferry__log_debug("msg", "sending %s %llu to '%s' (rank %d) failed: %s",
                          ferry__trace_kind(m), (unsigned long long)m->id,

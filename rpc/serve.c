@@ -9,6 +9,7 @@
 #include "rpc/serve.h"
 
 #include <stdatomic.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "core/alloc.h"
@@ -313,6 +314,24 @@ static ferry_status wait_modules(job *j)
     return FERRY_OK;
 }
 
+/* The device tensors whose bytes follow on side channels, before anything uses the values; here
+   on the pool, where waiting for them holds no one's fabric. Within the request's timeout. */
+static ferry_status receive_sides(job *j)
+{
+    ferry__agent *a = j->agent;
+    ferry__msg *m = j->m;
+    if (!m->n_sides)
+        return FERRY_OK;
+    ferry_status rc = ferry__wire_sides_recv(a, m, callee_wait_s(a, m));
+    if (rc != FERRY_OK)
+        ferry_set_error(rc, "worker '%s' could not receive the tensors of %s%s%s from worker "
+                        "'%s': %s", a->name, m->type == FERRY__MSG_CALL ? "call '" : "a request",
+                        m->type == FERRY__MSG_CALL && m->fn ? m->fn : "",
+                        m->type == FERRY__MSG_CALL ? "'" : "", a->workers[j->src].name,
+                        ferry_last_error());
+    return rc;
+}
+
 /* True when no module holds the call back right now (checked without blocking, so a
    non-blocking function may run where its request was read). */
 static bool modules_ready(job *j)
@@ -339,8 +358,14 @@ static void job_task(void *arg)
     void *slots[FERRY__MAX_MODULES];
     if (a->hooks.n_around)
         ferry__agent_hooks_begin(a, j->src, j->m, slots);
-    ferry_status rc = wait_modules(j);
-    if (rc != FERRY_OK) {
+    ferry_status rc = receive_sides(j);
+    if (rc != FERRY_OK) { /* as a staged tensor that could not be placed: the callee's error */
+        char why[1024];
+        snprintf(why, sizeof why, "%s", ferry_last_error());
+        ferry__serve_reply_error(a, j->src, j->m, rc, why);
+        server_done(a);
+        job_free(j);
+    } else if ((rc = wait_modules(j)) != FERRY_OK) {
         reply_failure(a, j->src, j->m, rc);
         server_done(a);
         job_free(j);
@@ -417,8 +442,8 @@ void ferry__serve_request(ferry__agent *a, int src, ferry__msg *m)
     bool is_call = m->type == FERRY__MSG_CALL;
     /* Heartbeats are answered here, never queued behind busy functions. */
     if (m->type == FERRY__MSG_PING ||
-        (is_call && ferry__fn_runs_inline(j->entry.kind) && modules_ready(j)) ||
-        (!is_call && a->inline_handlers[m->type].fn)) {
+        (!m->n_sides && is_call && ferry__fn_runs_inline(j->entry.kind) && modules_ready(j)) ||
+        (!m->n_sides && !is_call && a->inline_handlers[m->type].fn)) {
         if (run_here(a, j, is_call))
             return;
     }

@@ -112,6 +112,7 @@ void ferry__msg_clear(ferry__msg *m)
     ferry__free(m->fn);
     ferry__free(m->err_message);
     ferry__free(m->err_worker);
+    ferry__wire_sides_free(m->sides, m->n_sides);
     memset(m, 0, sizeof *m);
 }
 
@@ -385,8 +386,7 @@ static ferry_status decode_envelope(const uint8_t *header, size_t len,
                       : ferry__fail(FERRY_EPROTO, "envelope does not parse");
     }
     uint64_t *lens = NULL;
-    ferry__wire_dec dec = {&codec->limits, &codec->rref, env->src, 0, NULL, NULL, NULL, 0,
-                           NULL, FERRY_OK, 0};
+    ferry__wire_dec dec = {.limits = &codec->limits, .rref = &codec->rref, .src = env->src};
     tree_src trees[3] = {{NULL, NULL, 0}, {NULL, NULL, 0}, {NULL, NULL, 0}};
     ferry_status rc = read_envelope(env, m, trees);
     if (rc == FERRY_OK)
@@ -403,8 +403,10 @@ static ferry_status decode_envelope(const uint8_t *header, size_t len,
         rc = decode_trees(&dec, trees, m);
     if (rc == FERRY_OK)
         rc = take_attachments(&dec, env, atts);
-    if (rc == FERRY_OK)
+    if (rc == FERRY_OK) {
         *n_atts = dec.n_atts;
+        ferry__wire_sides_move_msg(&dec, m);
+    }
     ferry__wire_dec_free(&dec);
     ferry__free(lens);
     pb_arena_free(&arena); /* env and everything it points to */
@@ -773,6 +775,7 @@ ferry_status ferry__wire_encode(const ferry__msg *m, const ferry__wire_codec *co
         out->n_atts = enc.n_atts;
         enc.atts = NULL;
         enc.n_atts = 0;
+        ferry__wire_sides_move_out(&enc, out);
     } else {
         header_free(out);
         memset(out, 0, sizeof *out);
@@ -790,5 +793,6 @@ void ferry__wire_out_free(ferry__wire_out *out)
         return;
     header_free(out);
     ferry__wire_atts_free(out->atts, out->n_atts);
+    ferry__wire_sides_free(out->sides, out->n_sides);
     memset(out, 0, sizeof *out);
 }

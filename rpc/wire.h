@@ -41,6 +41,26 @@ typedef struct { int32_t worker; int64_t local; } ferry__msg_gid;
 typedef struct { uint32_t key; int64_t value; } ferry__msg_ext;
 #define FERRY__MSG_MAX_EXT 4
 
+/* A device tensor whose bytes go on a side channel (rpc/device_channel.h) instead of in its
+   message. Sender (in ferry__wire_out): `tensor` (retained) and its bytes [data, data + nbytes),
+   to be sent to `peer` under `seq` once the message went out, or cancelled (freeing an unsent
+   one cancels it). Receiver (in a decoded ferry__msg): where the bytes land, `data` in `storage`
+   (held) on cuda:`device`, filled by ferry__wire_sides_recv; `failure` (owned) when the device
+   memory could not be had (the tensor is then in host memory and the message fails). */
+typedef struct ferry__wire_side {
+    const struct ferry__device_channel *channel;
+    struct ferry__agent *agent; /* sender: whose channel state cancel uses */
+    int peer;
+    uint64_t seq;
+    ferry_tensor *tensor;
+    struct ferry_storage *storage;
+    void *data;
+    size_t nbytes;
+    int device;
+    ferry_status failure_rc;
+    char *failure;
+} ferry__wire_side;
+
 /* One message, decoded or to be encoded. Values are references (the struct owns them after
    decode; on encode it only borrows). Each kind carries only its own fields (listed below):
    encoding refuses a value, error, id or flag set on a kind that does not carry it
@@ -77,6 +97,10 @@ typedef struct {
     /* AUTOGRAD_* (CLEANUP: the context only) */
     int64_t autograd_context, autograd_message;
     bool retain_graph;
+    /* Decode only: the device tensors in the values whose bytes follow on side channels
+       (owned). ferry__wire_sides_recv must fill them before the values are used. */
+    ferry__wire_side *sides;
+    size_t n_sides;
 } ferry__msg;
 
 /* Frees what a decoded message owns and zeroes it. */
@@ -123,6 +147,8 @@ typedef struct {
     ferry__att *atts;     /* owned; each holds a tensor reference */
     size_t n_atts;
     size_t inline_bytes;  /* sum of inline attachment lengths */
+    ferry__wire_side *sides; /* owned: the tensors that go on side channels */
+    size_t n_sides;
 } ferry__wire_out;
 
 /* RRef values: rref/ plugs in how an RRef becomes a descriptor on send and a ferry_rref on
@@ -152,6 +178,9 @@ typedef struct {
                         ferry_device *to);
     void *ctx;
     bool map_cpu;
+    /* The sending agent: a device tensor goes on the side channel the agent picks toward dst
+       (ferry__device_channel_choose) when there is one. NULL: every tensor in the message. */
+    struct ferry__agent *agent;
 } ferry__wire_device_hooks;
 
 /* What one codec user (an agent, a test) encodes and decodes with. rref.encode == NULL means
@@ -185,6 +214,17 @@ void ferry__wire_atts_free(ferry__att *atts, size_t n);
    copies, so the device tensors hold their values. FERRY_OK, or the device's error (naming
    the device), including a device allocation that failed at decode. */
 ferry_status ferry__wire_atts_land(ferry__att *atts, size_t n);
+
+/* Sender, once the message went to the fabric: sends each side tensor on its channel (a send
+   that fails is logged: the receiver's recv fails with its timeout) and frees the list; or,
+   when the message could not be sent, cancels each. Both free `sides` (n entries). */
+void ferry__wire_sides_send(ferry__wire_side *sides, size_t n);
+void ferry__wire_sides_free(ferry__wire_side *sides, size_t n);
+/* Receiver, off the progress thread and inline handlers: fills the side tensors of decoded
+   message `m` (from m->src) through their channels, waiting at most timeout_s in all (0: no
+   limit), and frees the list. FERRY_OK, or the first failure (a device allocation that failed
+   at decode, a channel's error naming the peer and the device), after the rest were received. */
+ferry_status ferry__wire_sides_recv(struct ferry__agent *agent, ferry__msg *m, double timeout_s);
 
 /* Convenience for tests, the demo and the fuzzer: a whole message (envelope + all attachments)
    in one contiguous buffer: [u32 little-endian header length][header][attachments in order]. */

@@ -150,6 +150,8 @@ typedef struct {
     size_t n_atts, cap_atts, cap_patts;
     ferry__wire_tensor_map map;
     size_t n_nodes;                     /* over all trees of the message */
+    ferry__wire_side *sides;            /* tensors on side channels (device_wire.c) */
+    size_t n_sides, cap_sides;
 } ferry__wire_enc;
 
 /* Trees of up to this many nodes (the arguments of most calls) are flattened into the tree
@@ -194,6 +196,8 @@ typedef struct {
     char *device_failure;       /* owned; NULL: none */
     ferry_status device_rc;
     size_t device_att;
+    ferry__wire_side *sides;    /* tensors whose bytes follow on side channels */
+    size_t n_sides, cap_sides;
 } ferry__wire_dec;
 
 /* Rebuilds one value from its nodes (borrowed). *out is NULL when n is 0. FERRY_EPROTO with a
@@ -202,5 +206,24 @@ ferry_status ferry__wire_tree_decode(ferry__wire_dec *dec, const char *what,
                                      Ferry__Wire__Node *const *nodes, size_t n, ferry_value **out);
 /* Drops the per-attachment storages and tensors; safe on a partly filled decoder. */
 void ferry__wire_dec_free(ferry__wire_dec *dec);
+
+/* ---- side channels (device_wire.c) ---- */
+
+/* Encoder: `t` (CUDA, bytes [data, data + len)) goes to `to` on enc->dst; when the agent's
+   channel pick gives a channel, takes a sequence number, fills td's channel fields and keeps
+   the tensor in enc->sides (*taken true). FERRY_OK with *taken false: it goes in the message;
+   else the pick's error (a forced path that cannot carry it). */
+ferry_status ferry__wire_side_out(ferry__wire_enc *enc, const ferry_tensor *t, ferry_device to,
+                                  void *data, size_t len, Ferry__Wire__TensorDesc *td,
+                                  bool *taken);
+/* Decoder: fresh storage on `device` for tensor k's side-channel bytes (checked against its
+   geometry: FERRY_EPROTO for an unknown channel or a byte count that does not match), and a
+   pending recv in dec->sides. *storage is a reference for the caller. */
+ferry_status ferry__wire_side_in(ferry__wire_dec *dec, size_t k,
+                                 const Ferry__Wire__TensorDesc *td, ferry_device device,
+                                 int64_t numel, ferry_storage **storage);
+/* Moves the encoder's side list to `out`, the decoder's to `m`. */
+void ferry__wire_sides_move_out(ferry__wire_enc *enc, ferry__wire_out *out);
+void ferry__wire_sides_move_msg(ferry__wire_dec *dec, ferry__msg *m);
 
 #endif

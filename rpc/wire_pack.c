@@ -192,6 +192,9 @@ static void tensor_body(out *o, const void *msg)
     emit_varint_field(o, 6, from_i32(t->device_index));
     emit_varint_field(o, 7, t->attachment);
     emit_varint_field(o, 8, t->requires_grad ? 1 : 0);
+    emit_varint_field(o, 9, t->channel);
+    emit_varint_field(o, 10, t->seq);
+    emit_varint_field(o, 11, t->nbytes);
 }
 
 static void rref_body(out *o, const void *msg)
@@ -404,7 +407,7 @@ size_t ferry__wire_envelope_write(const Ferry__Wire__Envelope *env,
 
 /* ---- what the functions above write, per message (test_wire_pack.c checks it) ---- */
 
-static const uint32_t tensor_fields[] = {1, 2, 3, 4, 5, 6, 7, 8};
+static const uint32_t tensor_fields[] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11};
 static const uint32_t rref_fields[] = {1, 2, 3, 4, 5, 6};
 static const uint32_t node_fields[] = {1, 2, 3, 4, 5, 6, 7, 8, 9};
 static const uint32_t attachment_fields[] = {1, 2};

@@ -302,6 +302,12 @@ static ferry_status encode_tensor(ferry__wire_enc *enc, const char *what, const 
         td->strides = (int64_t *)t->strides;
         td->offset = -lo;
     }
+    bool taken = false;
+    if (t->device.type == FERRY_CUDA && to.type == FERRY_CUDA && enc->device->agent) {
+        ferry_status rc = ferry__wire_side_out(enc, t, to, data, len, td, &taken);
+        if (rc != FERRY_OK || taken)
+            return rc;
+    }
     return attachment_for(enc, t, data, len, &td->attachment);
 }
 
@@ -406,6 +412,9 @@ void ferry__wire_tree_free(ferry__wire_tree *tree)
 
 void ferry__wire_enc_free(ferry__wire_enc *enc)
 {
+    ferry__wire_sides_free(enc->sides, enc->n_sides); /* not handed on: cancelled */
+    enc->sides = NULL;
+    enc->n_sides = enc->cap_sides = 0;
     if (!enc->atts && !enc->patts && !enc->map.keys) /* no tensors: nothing was allocated */
         return;
     ferry__wire_atts_free(enc->atts, enc->n_atts);
@@ -530,14 +539,18 @@ static ferry_status decode_tensor(ferry__wire_dec *dec, const Ferry__Wire__Tenso
     size_t k = dec->n_tensors++;
     int64_t numel = 0;
     ferry_status rc = check_geometry(k, td, &numel);
-    if (rc == FERRY_OK)
-        rc = check_extent(dec, k, td, numel);
-    if (rc != FERRY_OK)
-        return rc;
     uint32_t a = td->attachment;
     ferry_device device = td->device_type == FERRY_CUDA ? FERRY_DEVICE_CUDA(td->device_index)
                                                         : FERRY_DEVICE_CPU;
-    if (!dec->storages[a]) {
+    ferry_storage *side = NULL; /* the bytes follow on a side channel */
+    if (rc == FERRY_OK && td->channel)
+        rc = ferry__wire_side_in(dec, k, td, device, numel, &side);
+    else if (rc == FERRY_OK)
+        rc = check_extent(dec, k, td, numel);
+    if (rc != FERRY_OK)
+        return rc;
+    if (side) { /* its own storage, made for it above */
+    } else if (!dec->storages[a]) {
         dec->storages[a] = ferry__storage_new((size_t)dec->att_lens[a], device);
         if (!dec->storages[a] && device.type == FERRY_CUDA && !dec->device_failure &&
             ferry_last_status() == FERRY_ENOMEM) {
@@ -560,9 +573,11 @@ static ferry_status decode_tensor(ferry__wire_dec *dec, const Ferry__Wire__Tenso
     } else if (!same_device(dec->storages[a]->device, device)) {
         return ferry__fail(FERRY_EPROTO, "tensor %zu: attachment %u is on two devices", k, a);
     }
-    ferry_tensor *t = ferry__tensor_make(dec->storages[a], td->offset, (int)td->n_sizes,
-                                         td->sizes, td->n_strides ? td->strides : NULL,
+    ferry_tensor *t = ferry__tensor_make(side ? side : dec->storages[a], td->offset,
+                                         (int)td->n_sizes, td->sizes,
+                                         td->n_strides ? td->strides : NULL,
                                          (ferry_dtype)td->dtype);
+    ferry__storage_release(side); /* the tensor and the pending recv hold it */
     if (!t) /* the checks above should have caught anything but memory */
         return ferry_last_status() == FERRY_ENOMEM
                    ? FERRY_ENOMEM
@@ -573,7 +588,7 @@ static ferry_status decode_tensor(ferry__wire_dec *dec, const Ferry__Wire__Tenso
                                                      "cannot require gradients", k,
                                                      ferry_dtype_name(td->dtype));
     }
-    if (!dec->firsts[a])
+    if (!side && !dec->firsts[a])
         dec->firsts[a] = ferry_tensor_retain(t);
     *out = t;
     return FERRY_OK;
@@ -758,6 +773,9 @@ ferry_status ferry__wire_tree_decode(ferry__wire_dec *dec, const char *what,
 
 void ferry__wire_dec_free(ferry__wire_dec *dec)
 {
+    ferry__wire_sides_free(dec->sides, dec->n_sides);
+    dec->sides = NULL;
+    dec->n_sides = dec->cap_sides = 0;
     if (!dec->firsts && !dec->storages) /* no attachments: nothing was allocated */
         return;
     for (size_t i = 0; i < dec->n_atts; i++) {

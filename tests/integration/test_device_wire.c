@@ -28,7 +28,7 @@ static const ferry__wire_codec *codec(void)
 {
     static ferry__wire_codec c;
     ferry__wire_limits_default(&c.limits);
-    c.device = (ferry__wire_device_hooks){shift_map, NULL, false};
+    c.device = (ferry__wire_device_hooks){shift_map, NULL, false, NULL};
     return &c;
 }
 
@@ -189,7 +189,7 @@ Test(device_wire, a_cpu_entry_sends_cpu_tensors_to_its_device, .timeout = 20)
     ferry__wire_codec c;
     ferry__wire_limits_default(&c.limits);
     memset(&c.rref, 0, sizeof c.rref);
-    c.device = (ferry__wire_device_hooks){cpu_to_cuda2, NULL, true};
+    c.device = (ferry__wire_device_hooks){cpu_to_cuda2, NULL, true, NULL};
     ferry_tensor *t = ferry_assert_ptr(ferry_arange(0, 30000, 1, FERRY_FLOAT32));
     ferry_value *v = ferry_list_of(1, ferry_tensor_value(t));
     ferry__msg m = {.type = FERRY__MSG_CALL, .fn = "f", .args = v};
