@@ -1,4 +1,5 @@
-/* What the benchmark programs share: a monotonic clock and a port for a job's store. */
+/* What the benchmark programs share: a monotonic clock, a port for a job's store and the
+   environment its ranks join with. */
 #ifndef FERRY_BENCH_UTIL_H
 #define FERRY_BENCH_UTIL_H
 
@@ -15,6 +16,20 @@ static inline double now_s(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* The environment a rank of a two-rank job on this host joins with (env://, the store on
+   `port`), over `transport`. */
+static inline void bench_join_env(const char *transport, int port, int rank)
+{
+    char buf[32];
+    setenv("MASTER_ADDR", "127.0.0.1", 1);
+    snprintf(buf, sizeof buf, "%d", port);
+    setenv("MASTER_PORT", buf, 1);
+    snprintf(buf, sizeof buf, "%d", rank);
+    setenv("RANK", buf, 1);
+    setenv("WORLD_SIZE", "2", 1);
+    setenv("FERRY_TRANSPORT", transport, 1);
 }
 
 /* A free loopback port below the kernel's ephemeral range, where none of the ranks' own fabric

@@ -56,14 +56,7 @@ static ferry_status rss(const ferry_value *args, const ferry_value *kwargs, ferr
 
 static int join(const char *transport, int port, int rank)
 {
-    char buf[32];
-    setenv("MASTER_ADDR", "127.0.0.1", 1);
-    snprintf(buf, sizeof buf, "%d", port);
-    setenv("MASTER_PORT", buf, 1);
-    snprintf(buf, sizeof buf, "%d", rank);
-    setenv("RANK", buf, 1);
-    setenv("WORLD_SIZE", "2", 1);
-    setenv("FERRY_TRANSPORT", transport, 1);
+    bench_join_env(transport, port, rank);
     ferry_register_nonblocking_function("noop", noop, NULL);
     ferry_register_nonblocking_function("echo", echo, NULL);
     ferry_register_nonblocking_function("rss", rss, NULL);
