@@ -27,8 +27,9 @@ static void read_path(void)
 bool ferry__device_path_direct(ferry_device device)
 {
     pthread_once(&path_once, read_path);
-    /* Device memory the fabric can address: the emulation's. tcp and shm offer no FI_HMEM, so
-       real GPU memory is always staged, whatever was asked. */
+    /* Device memory the fabric can address: the emulation's. The transport registers no CUDA
+       memory with the provider (FI_HMEM), so real GPU memory is always staged, whatever was
+       asked. */
     return path_mode != PATH_STAGED && ferry__device_host_accessible(device);
 }
 
