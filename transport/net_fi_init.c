@@ -189,13 +189,17 @@ static void skip_kallsyms(void)
 static void skip_kallsyms(void) {}
 #endif
 
+/* Before libfabric reads its parameters (at its initialisation), and only when the user has
+   not chosen. A setenv races with every getenv on another thread (glibc may free the array a
+   reader walks), and by ferry_init_rpc the store's threads (and the user's) run: so it happens
+   when the library is loaded, before main, while the process has one thread. */
+__attribute__((constructor)) static void default_rxm_rx_size(void)
+{
+    setenv(RXM_RX_ENV, RXM_RX_DEFAULT, 0);
+}
+
 static void init_once(void)
 {
-    /* Before libfabric reads its parameters (at its initialisation), and only when the user
-       has not chosen. Like any setenv, it races with a getenv on another thread at that
-       moment; it happens once, inside ferry_init_rpc. */
-    if (!getenv(RXM_RX_ENV))
-        setenv(RXM_RX_ENV, RXM_RX_DEFAULT, 0);
     skip_kallsyms();
 }
 
