@@ -253,13 +253,25 @@ test-asan:
 # sources alone, without CUDA (nvcc output cannot take the fuzzer's instrumentation); the
 # decoders, device descriptors included, are the same in both configurations.
 FUZZ_BUILD := build-fuzz
+# The library is compiled once for all targets (instrumented, not linked with the fuzzer's
+# main), then each target links against it.
 FUZZ_BINS := $(FUZZ_SRCS:tests/fuzz/%.c=$(FUZZ_BUILD)/fuzz/%)
-$(FUZZ_BUILD)/fuzz/%: tests/fuzz/%.c $(LIB_SRCS) proto/ferry.proto
-	@mkdir -p $(dir $@) $(FUZZ_BUILD)/proto
-	$(PROTOC_C) --c_out=$(FUZZ_BUILD) proto/ferry.proto
-	clang -std=c11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined -pthread \
-	    -I. -Iinclude -I$(FUZZ_BUILD) $(BASE_CFLAGS) -o $@ $< $(LIB_SRCS) \
-	    $(FUZZ_BUILD)/proto/ferry.pb-c.c $(BASE_LIBS) -lm -ldl
+FUZZ_CC := clang -std=c11 -D_GNU_SOURCE -g -O1 -pthread -I. -Iinclude -I$(FUZZ_BUILD) $(BASE_CFLAGS)
+FUZZ_OBJS := $(LIB_SRCS:%.c=$(FUZZ_BUILD)/obj/%.o) $(FUZZ_BUILD)/obj/proto/ferry.pb-c.o
+$(FUZZ_BUILD)/proto/ferry.pb-c.c $(FUZZ_BUILD)/proto/ferry.pb-c.h: proto/ferry.proto
+	@mkdir -p $(FUZZ_BUILD)/proto
+	$(PROTOC_C) --c_out=$(FUZZ_BUILD) $<
+$(FUZZ_BUILD)/obj/proto/ferry.pb-c.o: $(FUZZ_BUILD)/proto/ferry.pb-c.c
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) -fsanitize=fuzzer-no-link,address,undefined -c $< -o $@
+$(FUZZ_BUILD)/obj/%.o: %.c | $(FUZZ_BUILD)/proto/ferry.pb-c.h
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) -fsanitize=fuzzer-no-link,address,undefined -MMD -MP -c $< -o $@
+$(FUZZ_BUILD)/fuzz/%: tests/fuzz/%.c $(FUZZ_OBJS)
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) -fsanitize=fuzzer,address,undefined -o $@ $< $(FUZZ_OBJS) $(BASE_LIBS) -lm -ldl
+-include $(FUZZ_OBJS:.o=.d)
+.SECONDARY: $(FUZZ_OBJS)
 
 fuzz-smoke:
 	@if [ "$(FUZZ_SMOKE_S)" = 0 ]; then echo "fuzz smoke: skipped in this build"; \
