@@ -20,6 +20,7 @@
 
 #include "rpc/device_channel.h"
 #include "rpc/wire_internal.h"
+#include "device_util.h"
 #include "rpc_harness.h"
 
 #include "ferry/device.h"
@@ -33,68 +34,16 @@ typedef struct {
     int port;
 } p2p_case;
 
-static ferry_tensor *counting(int64_t n, ferry_device device)
-{
-    ferry_tensor *c = ferry_arange(0, (double)n, 1, FERRY_FLOAT32);
-    if (!c || device.type == FERRY_CPU)
-        return c;
-    ferry_tensor *t = ferry_tensor_to(c, device);
-    ferry_tensor_release(c);
-    return t;
-}
-
-/* True when t is on `device` and holds 0, 1, 2, ... in logical order. */
-static bool counts_on(ferry_tensor *t, ferry_device device)
-{
-    ferry_device d = ferry_tensor_device(t);
-    if (!t || d.type != device.type || (d.type == FERRY_CUDA && d.index != device.index))
-        return false;
-    ferry_tensor *c = ferry_tensor_to(t, FERRY_DEVICE_CPU);
-    ferry_tensor *k = c ? ferry_tensor_contiguous(c) : NULL;
-    bool ok = k != NULL;
-    for (int64_t i = 0; ok && i < ferry_tensor_numel(k); i++)
-        ok = ferry_tensor_item_at(k, i) == (double)i;
-    ferry_tensor_release(k);
-    ferry_tensor_release(c);
-    return ok;
-}
-
 /* where(x): x's device, as "cuda:1", after checking it counts (else "wrong"). */
 static ferry_status where(const ferry_value *args, const ferry_value *kwargs,
                           ferry_value **result, void *user)
 {
     ferry_tensor *t = ferry_value_as_tensor(ferry_list_get(args, 0));
     char buf[32] = "wrong";
-    if (counts_on(t, ferry_tensor_device(t)))
+    if (device_test_counts_on(t, ferry_tensor_device(t)))
         ferry_device_format(ferry_tensor_device(t), buf, sizeof buf);
     *result = ferry_string(buf);
     return *result ? FERRY_OK : FERRY_ENOMEM;
-}
-
-/* make_on(index, n): a counting tensor of n elements on this worker's cuda:index. */
-static ferry_status make_on(const ferry_value *args, const ferry_value *kwargs,
-                            ferry_value **result, void *user)
-{
-    int index = (int)ferry_value_as_int(ferry_list_get(args, 0));
-    ferry_tensor *t = counting(ferry_value_as_int(ferry_list_get(args, 1)),
-                               FERRY_DEVICE_CUDA(index));
-    if (!t)
-        return ferry_last_status();
-    *result = ferry_tensor_value(t);
-    ferry_tensor_release(t);
-    return FERRY_OK;
-}
-
-static ferry_future *async_make_on(const ferry_value *args, const ferry_value *kwargs, void *user)
-{
-    ferry_value *v = NULL;
-    ferry_future *f = ferry_future_new();
-    if (make_on(args, kwargs, &v, user) == FERRY_OK)
-        ferry_future_set_value(f, v);
-    else
-        ferry_future_set_error(f, ferry_last_status(), ferry_last_error());
-    ferry_value_release(v);
-    return f;
 }
 
 /* fetch_where(rref): fetches the RRef's value here and says where it landed. */
@@ -123,39 +72,24 @@ static ferry_status square(const ferry_value *args, const ferry_value *kwargs,
     return FERRY_OK;
 }
 
-static ferry_value *call(const char *fn, ferry_value *args)
-{
-    ferry_value *v = ferry_rpc_sync("worker1", fn, args, NULL, 20);
-    ferry_value_release(args);
-    return v;
-}
-
-static bool says(const char *want)
-{
-    if (!strcmp(ferry_last_error(), want))
-        return true;
-    fprintf(stderr, "got  '%s'\nwant '%s'\n", ferry_last_error(), want);
-    return false;
-}
-
 static int round_trips(void)
 {
     ferry_device cuda0 = FERRY_DEVICE_CUDA(0);
-    ferry_tensor *t = counting(100000, cuda0); /* written by a queued copy just before */
-    ferry_tensor *s = counting(6, cuda0);
+    ferry_tensor *t = device_test_counting(100000, cuda0); /* written by a queued copy just before */
+    ferry_tensor *s = device_test_counting(6, cuda0);
     RANK_CHECK(t && s);
-    ferry_value *v = call("where", ferry_list_of(1, ferry_tensor_value(t)));
+    ferry_value *v = device_test_call("where", ferry_list_of(1, ferry_tensor_value(t)));
     RANK_CHECK(v && !strcmp(ferry_value_as_string(v), "cuda:1"));
     ferry_value_release(v);
-    v = call("echo", ferry_list_of(1, ferry_tensor_value(t)));
-    RANK_CHECK(v && counts_on(ferry_value_as_tensor(v), cuda0));
+    v = device_test_call("echo", ferry_list_of(1, ferry_tensor_value(t)));
+    RANK_CHECK(v && device_test_counts_on(ferry_value_as_tensor(v), cuda0));
     ferry_value_release(v);
 
     /* Nested, with a CPU tensor and a transposed view (which stays one). */
     int64_t shape[2] = {2, 3};
     ferry_tensor *m = ferry_tensor_view(s, 2, shape);
     ferry_tensor *mt = m ? ferry_tensor_transpose(m, 0, 1) : NULL;
-    ferry_tensor *c = counting(4, FERRY_DEVICE_CPU);
+    ferry_tensor *c = device_test_counting(4, FERRY_DEVICE_CPU);
     ferry_value *d = ferry_dict_new();
     RANK_CHECK(mt && c && d);
     ferry_value *tv = ferry_tensor_value(mt);
@@ -167,10 +101,10 @@ static int round_trips(void)
     RANK_CHECK(nested);
     v = ferry_rpc_sync("worker1", "echo", nested, NULL, 20);
     RANK_CHECK(v && ferry_list_len(v) == 3);
-    RANK_CHECK(counts_on(ferry_value_as_tensor(ferry_list_get(v, 0)), cuda0));
-    RANK_CHECK(counts_on(ferry_value_as_tensor(ferry_list_get(v, 2)), cuda0));
+    RANK_CHECK(device_test_counts_on(ferry_value_as_tensor(ferry_list_get(v, 0)), cuda0));
+    RANK_CHECK(device_test_counts_on(ferry_value_as_tensor(ferry_list_get(v, 2)), cuda0));
     ferry_value *inner = ferry_list_get(v, 1);
-    RANK_CHECK(counts_on(ferry_value_as_tensor(ferry_list_get(inner, 0)), FERRY_DEVICE_CPU));
+    RANK_CHECK(device_test_counts_on(ferry_value_as_tensor(ferry_list_get(inner, 0)), FERRY_DEVICE_CPU));
     ferry_tensor *back = ferry_value_as_tensor(ferry_dict_get(ferry_list_get(inner, 1), "view"));
     ferry_tensor *want = ferry_tensor_to(mt, FERRY_DEVICE_CPU);
     ferry_tensor *got = ferry_tensor_to(back, FERRY_DEVICE_CPU);
@@ -185,11 +119,11 @@ static int round_trips(void)
     ferry_tensor_release(m);
 
     /* Results from worker1's cuda:1, plain and async. */
-    v = call("make_on", ferry_list_of(2, ferry_int(1), ferry_int(50000)));
-    RANK_CHECK(v && counts_on(ferry_value_as_tensor(v), cuda0));
+    v = device_test_call("make_on", ferry_list_of(2, ferry_int(1), ferry_int(50000)));
+    RANK_CHECK(v && device_test_counts_on(ferry_value_as_tensor(v), cuda0));
     ferry_value_release(v);
-    v = call("async_make_on", ferry_list_of(2, ferry_int(1), ferry_int(300)));
-    RANK_CHECK(v && counts_on(ferry_value_as_tensor(v), cuda0));
+    v = device_test_call("async_make_on", ferry_list_of(2, ferry_int(1), ferry_int(300)));
+    RANK_CHECK(v && device_test_counts_on(ferry_value_as_tensor(v), cuda0));
     ferry_value_release(v);
 
     /* remote() keeps it on worker1's cuda:1; to_here brings it to cuda:0. */
@@ -198,7 +132,7 @@ static int round_trips(void)
     ferry_value_release(args);
     RANK_CHECK(r);
     v = ferry_rref_to_here(r, 20);
-    RANK_CHECK(v && counts_on(ferry_value_as_tensor(v), cuda0));
+    RANK_CHECK(v && device_test_counts_on(ferry_value_as_tensor(v), cuda0));
     ferry_value_release(v);
     ferry_rref_release(r);
 
@@ -207,7 +141,7 @@ static int round_trips(void)
     ferry_rref *mine = ferry_rref_new(tvv);
     ferry_value_release(tvv);
     RANK_CHECK(mine);
-    v = call("fetch_where", ferry_list_of(1, ferry_rref_value(mine)));
+    v = device_test_call("fetch_where", ferry_list_of(1, ferry_rref_value(mine)));
     RANK_CHECK(v && !strcmp(ferry_value_as_string(v), "cuda:1"));
     ferry_value_release(v);
     ferry_rref_release(mine);
@@ -218,7 +152,7 @@ static int round_trips(void)
 
 static int gradients(void)
 {
-    ferry_tensor *x = counting(1000, FERRY_DEVICE_CUDA(0));
+    ferry_tensor *x = device_test_counting(1000, FERRY_DEVICE_CUDA(0));
     RANK_CHECK(x);
     ferry_tensor *probe = ferry_mul(x, x);
     ferry_tensor_release(probe);
@@ -230,7 +164,7 @@ static int gradients(void)
     RANK_CHECK(ferry_tensor_set_requires_grad(x, true) == FERRY_OK);
     int64_t ctx = ferry_dist_autograd_context_begin();
     RANK_CHECK(ctx >= 0);
-    ferry_value *v = call("square", ferry_list_of(1, ferry_tensor_value(x)));
+    ferry_value *v = device_test_call("square", ferry_list_of(1, ferry_tensor_value(x)));
     RANK_CHECK(v);
     ferry_tensor *loss = ferry_sum(ferry_value_as_tensor(v));
     RANK_CHECK(loss && ferry_dist_autograd_backward(ctx, &loss, 1, false) == FERRY_OK);
@@ -253,24 +187,24 @@ static int out_of_memory(void)
 {
     ferry_device cuda0 = FERRY_DEVICE_CUDA(0);
     /* worker1's devices hold 1 MiB: a 2 MiB argument fails that call, naming the device. */
-    ferry_tensor *big = counting(1 << 19, cuda0);
-    ferry_tensor *s = counting(6, cuda0);
+    ferry_tensor *big = device_test_counting(1 << 19, cuda0);
+    ferry_tensor *s = device_test_counting(6, cuda0);
     RANK_CHECK(big && s);
-    ferry_value *v = call("where", ferry_list_of(1, ferry_tensor_value(big)));
+    ferry_value *v = device_test_call("where", ferry_list_of(1, ferry_tensor_value(big)));
     RANK_CHECK(!v && ferry_last_status() == FERRY_ENOMEM);
-    RANK_CHECK(says("worker 'worker1' could not receive the tensors of call 'where' from "
+    RANK_CHECK(device_test_says("worker 'worker1' could not receive the tensors of call 'where' from "
                     "worker 'worker0': CUDA out of memory on cuda:1: tried to allocate 2097152 "
                     "bytes with 0 of 1048576 in use"));
-    v = call("where", ferry_list_of(1, ferry_tensor_value(s)));
+    v = device_test_call("where", ferry_list_of(1, ferry_tensor_value(s)));
     RANK_CHECK(v && !strcmp(ferry_value_as_string(v), "cuda:1"));
     ferry_value_release(v);
     ferry_tensor_release(big);
 
     /* Out of device memory here (3 MiB) for a result: that call fails, the next one works. */
-    ferry_tensor *hog = counting(512 << 10, cuda0);  /* 2 MiB */
-    ferry_tensor *hog2 = counting(128 << 10, cuda0); /* 512 KiB: under 800000 bytes left */
+    ferry_tensor *hog = device_test_counting(512 << 10, cuda0);  /* 2 MiB */
+    ferry_tensor *hog2 = device_test_counting(128 << 10, cuda0); /* 512 KiB: under 800000 bytes left */
     RANK_CHECK(hog && hog2);
-    v = call("make_on", ferry_list_of(2, ferry_int(1), ferry_int(200000)));
+    v = device_test_call("make_on", ferry_list_of(2, ferry_int(1), ferry_int(200000)));
     RANK_CHECK(!v && ferry_last_status() == FERRY_ENOMEM);
     RANK_CHECK(strstr(ferry_last_error(), "the response from worker 'worker1' could not be "
                       "received: CUDA out of memory on cuda:0"));
@@ -280,13 +214,13 @@ static int out_of_memory(void)
        after this side failed the call: the next call of that size works by then. */
     double until = rpc_test_now_s() + 5;
     do {
-        v = call("make_on", ferry_list_of(2, ferry_int(1), ferry_int(200000)));
+        v = device_test_call("make_on", ferry_list_of(2, ferry_int(1), ferry_int(200000)));
         if (!v)
             usleep(10000);
     } while (!v && rpc_test_now_s() < until);
-    RANK_CHECK(v && counts_on(ferry_value_as_tensor(v), cuda0));
+    RANK_CHECK(v && device_test_counts_on(ferry_value_as_tensor(v), cuda0));
     ferry_value_release(v);
-    v = call("where", ferry_list_of(1, ferry_tensor_value(s)));
+    v = device_test_call("where", ferry_list_of(1, ferry_tensor_value(s)));
     RANK_CHECK(v && !strcmp(ferry_value_as_string(v), "cuda:1"));
     ferry_value_release(v);
     ferry_tensor_release(s);
@@ -297,10 +231,10 @@ static int out_of_memory(void)
 static int rank2(void)
 {
     for (int i = 0; i < 20; i++) {
-        ferry_tensor *t = counting(5000 + i, FERRY_DEVICE_CUDA(0));
+        ferry_tensor *t = device_test_counting(5000 + i, FERRY_DEVICE_CUDA(0));
         RANK_CHECK(t);
-        ferry_value *v = call("echo", ferry_list_of(1, ferry_tensor_value(t)));
-        RANK_CHECK(v && counts_on(ferry_value_as_tensor(v), FERRY_DEVICE_CUDA(0)));
+        ferry_value *v = device_test_call("echo", ferry_list_of(1, ferry_tensor_value(t)));
+        RANK_CHECK(v && device_test_counts_on(ferry_value_as_tensor(v), FERRY_DEVICE_CUDA(0)));
         RANK_CHECK(ferry_tensor_numel(ferry_value_as_tensor(v)) == 5000 + i);
         ferry_value_release(v);
         ferry_tensor_release(t);
@@ -311,11 +245,11 @@ static int rank2(void)
 /* worker1 calls worker0 too: its cuda:1 goes to worker0's cuda:0 through its own map. */
 static int rank1(void)
 {
-    ferry_tensor *t = counting(3000, FERRY_DEVICE_CUDA(1));
+    ferry_tensor *t = device_test_counting(3000, FERRY_DEVICE_CUDA(1));
     RANK_CHECK(t);
     ferry_value *args = ferry_list_of(1, ferry_tensor_value(t));
     ferry_value *v = ferry_rpc_sync("worker0", "echo", args, NULL, 20);
-    RANK_CHECK(v && counts_on(ferry_value_as_tensor(v), FERRY_DEVICE_CUDA(1)));
+    RANK_CHECK(v && device_test_counts_on(ferry_value_as_tensor(v), FERRY_DEVICE_CUDA(1)));
     ferry_value_release(v);
     ferry_value_release(args);
     ferry_tensor_release(t);
@@ -337,10 +271,10 @@ static int p2p_rank(int rank, int world, void *arg)
     setenv("FERRY_TRANSPORT", "tcp", 1);
     ferry_register_function("echo", rpc_test_echo, NULL);
     ferry_register_function("where", where, NULL);
-    ferry_register_function("make_on", make_on, NULL);
+    ferry_register_function("make_on", device_test_make_on, NULL);
     ferry_register_function("fetch_where", fetch_where, NULL);
     ferry_register_function("square", square, NULL);
-    ferry_register_async_function("async_make_on", async_make_on, NULL);
+    ferry_register_async_function("async_make_on", device_test_async_make_on, NULL);
     ferry_rpc_options o;
     ferry_rpc_options_init(&o);
     o.rpc_timeout = 20;

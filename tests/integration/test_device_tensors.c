@@ -12,6 +12,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "device_util.h"
 #include "rpc_harness.h"
 
 #include "ferry/device.h"
@@ -54,43 +55,6 @@ static ferry_status placement(const ferry_value *args, const ferry_value *kwargs
     return *result ? FERRY_OK : FERRY_ENOMEM;
 }
 
-static ferry_tensor *counting(int64_t n, ferry_device device)
-{
-    ferry_tensor *c = ferry_arange(0, (double)n, 1, FERRY_FLOAT32);
-    if (!c || device.type == FERRY_CPU)
-        return c;
-    ferry_tensor *t = ferry_tensor_to(c, device);
-    ferry_tensor_release(c);
-    return t;
-}
-
-/* make_on(index, n): a counting tensor of n elements on this worker's cuda:index. */
-static ferry_status make_on(const ferry_value *args, const ferry_value *kwargs,
-                            ferry_value **result, void *user)
-{
-    int index = (int)ferry_value_as_int(ferry_list_get(args, 0));
-    ferry_tensor *t = counting(ferry_value_as_int(ferry_list_get(args, 1)),
-                               FERRY_DEVICE_CUDA(index));
-    if (!t)
-        return ferry_last_status();
-    *result = ferry_tensor_value(t);
-    ferry_tensor_release(t);
-    return FERRY_OK;
-}
-
-/* async_make_on(index, n): the same through a future completed by the function. */
-static ferry_future *async_make_on(const ferry_value *args, const ferry_value *kwargs, void *user)
-{
-    ferry_value *v = NULL;
-    ferry_future *f = ferry_future_new();
-    if (make_on(args, kwargs, &v, user) == FERRY_OK)
-        ferry_future_set_value(f, v);
-    else
-        ferry_future_set_error(f, ferry_last_status(), ferry_last_error());
-    ferry_value_release(v);
-    return f;
-}
-
 /* fetch_placement(rref): fetches the RRef's value here and says where it landed. */
 static ferry_status fetch_placement(const ferry_value *args, const ferry_value *kwargs,
                                     ferry_value **result, void *user)
@@ -103,56 +67,25 @@ static ferry_status fetch_placement(const ferry_value *args, const ferry_value *
     return rc;
 }
 
-/* True when t is on `device` and holds 0, 1, 2, ... in logical order. */
-static bool counts_on(ferry_tensor *t, ferry_device device)
-{
-    ferry_device d = ferry_tensor_device(t);
-    if (d.type != device.type || (d.type == FERRY_CUDA && d.index != device.index))
-        return false;
-    ferry_tensor *c = ferry_tensor_to(t, FERRY_DEVICE_CPU);
-    ferry_tensor *k = c ? ferry_tensor_contiguous(c) : NULL;
-    bool ok = k != NULL;
-    for (int64_t i = 0; ok && i < ferry_tensor_numel(k); i++)
-        ok = ferry_tensor_item_at(k, i) == (double)i;
-    ferry_tensor_release(k);
-    ferry_tensor_release(c);
-    return ok;
-}
-
-static ferry_value *call(const char *fn, ferry_value *args)
-{
-    ferry_value *v = ferry_rpc_sync("worker1", fn, args, NULL, 20);
-    ferry_value_release(args);
-    return v;
-}
-
-static bool says(const char *want)
-{
-    if (!strcmp(ferry_last_error(), want))
-        return true;
-    fprintf(stderr, "got  '%s'\nwant '%s'\n", ferry_last_error(), want);
-    return false;
-}
-
 static int rank0(void)
 {
     ferry_device cuda0 = FERRY_DEVICE_CUDA(0), cuda1 = FERRY_DEVICE_CUDA(1);
     /* An argument lands on the mapped device; the echo comes back through the inverse. */
-    ferry_tensor *t = counting(1000, cuda0); /* above the inline threshold: a bulk part */
-    ferry_tensor *s = counting(6, cuda0);
+    ferry_tensor *t = device_test_counting(1000, cuda0); /* above the inline threshold: a bulk part */
+    ferry_tensor *s = device_test_counting(6, cuda0);
     RANK_CHECK(t && s);
-    ferry_value *v = call("placement", ferry_list_of(1, ferry_tensor_value(t)));
+    ferry_value *v = device_test_call("placement", ferry_list_of(1, ferry_tensor_value(t)));
     RANK_CHECK(v && !strcmp(ferry_value_as_string(v), "cuda:1 "));
     ferry_value_release(v);
-    v = call("echo", ferry_list_of(1, ferry_tensor_value(t)));
-    RANK_CHECK(v && counts_on(ferry_value_as_tensor(v), cuda0));
+    v = device_test_call("echo", ferry_list_of(1, ferry_tensor_value(t)));
+    RANK_CHECK(v && device_test_counts_on(ferry_value_as_tensor(v), cuda0));
     ferry_value_release(v);
 
     /* Nested in lists and dicts, with a CPU tensor (stays on the CPU) and a transposed view. */
     int64_t shape[2] = {2, 3};
     ferry_tensor *m = ferry_tensor_view(s, 2, shape);
     ferry_tensor *mt = m ? ferry_tensor_transpose(m, 0, 1) : NULL;
-    ferry_tensor *c = counting(4, FERRY_DEVICE_CPU);
+    ferry_tensor *c = device_test_counting(4, FERRY_DEVICE_CPU);
     ferry_value *d = ferry_dict_new();
     RANK_CHECK(mt && c && d);
     ferry_value *tv = ferry_tensor_value(mt);
@@ -167,9 +100,9 @@ static int rank0(void)
     ferry_value_release(v);
     v = ferry_rpc_sync("worker1", "echo", nested, NULL, 20);
     RANK_CHECK(v && ferry_list_len(v) == 3);
-    RANK_CHECK(counts_on(ferry_value_as_tensor(ferry_list_get(v, 0)), cuda0));
+    RANK_CHECK(device_test_counts_on(ferry_value_as_tensor(ferry_list_get(v, 0)), cuda0));
     ferry_value *inner = ferry_list_get(v, 1);
-    RANK_CHECK(counts_on(ferry_value_as_tensor(ferry_list_get(inner, 0)), FERRY_DEVICE_CPU));
+    RANK_CHECK(device_test_counts_on(ferry_value_as_tensor(ferry_list_get(inner, 0)), FERRY_DEVICE_CPU));
     ferry_tensor *back = ferry_value_as_tensor(ferry_dict_get(ferry_list_get(inner, 1), "view"));
     ferry_tensor *want = ferry_tensor_to(mt, FERRY_DEVICE_CPU);
     ferry_tensor *got = ferry_tensor_to(back, FERRY_DEVICE_CPU);
@@ -184,12 +117,12 @@ static int rank0(void)
     ferry_tensor_release(m);
 
     /* No map entry for cuda:1: fails at once, every time, and the agent keeps serving. */
-    ferry_tensor *u = counting(4, cuda1);
+    ferry_tensor *u = device_test_counting(4, cuda1);
     for (int i = 0; i < 3; i++) {
         double t0 = rpc_test_now_s();
-        v = call("echo", ferry_list_of(1, ferry_tensor_value(u)));
+        v = device_test_call("echo", ferry_list_of(1, ferry_tensor_value(u)));
         RANK_CHECK(!v && ferry_last_status() == FERRY_EINVAL && rpc_test_now_s() - t0 < 5);
-        RANK_CHECK(says("message to worker 'worker1': TensorPipe RPC backend only supports CPU "
+        RANK_CHECK(device_test_says("message to worker 'worker1': TensorPipe RPC backend only supports CPU "
                         "tensors by default, please move your tensors to CPU before sending "
                         "them over RPC, or call `ferry_rpc_options_set_device_map` on "
                         "`ferry_rpc_options` to explicitly configure device mapping. Request "
@@ -197,20 +130,20 @@ static int rank0(void)
                         "cuda:1 but received a tensor on that device."));
     }
     ferry_tensor_release(u);
-    v = call("placement", ferry_list_of(1, ferry_tensor_value(s)));
+    v = device_test_call("placement", ferry_list_of(1, ferry_tensor_value(s)));
     RANK_CHECK(v && !strcmp(ferry_value_as_string(v), "cuda:1 "));
     ferry_value_release(v);
 
     /* Results: worker1's cuda:1 comes back on cuda:0; its cuda:0 has no inverse entry. */
-    v = call("make_on", ferry_list_of(2, ferry_int(1), ferry_int(5000)));
-    RANK_CHECK(v && counts_on(ferry_value_as_tensor(v), cuda0));
+    v = device_test_call("make_on", ferry_list_of(2, ferry_int(1), ferry_int(5000)));
+    RANK_CHECK(v && device_test_counts_on(ferry_value_as_tensor(v), cuda0));
     ferry_value_release(v);
-    v = call("make_on", ferry_list_of(2, ferry_int(0), ferry_int(5)));
+    v = device_test_call("make_on", ferry_list_of(2, ferry_int(0), ferry_int(5)));
     RANK_CHECK(!v && ferry_last_status() == FERRY_EINVAL);
-    RANK_CHECK(says("worker 'worker1' could not send the result: message to worker 'worker0': "
+    RANK_CHECK(device_test_says("worker 'worker1' could not send the result: message to worker 'worker0': "
                     "Response device mapping is not available for worker0 for device cuda:0"));
-    v = call("async_make_on", ferry_list_of(2, ferry_int(1), ferry_int(300)));
-    RANK_CHECK(v && counts_on(ferry_value_as_tensor(v), cuda0));
+    v = device_test_call("async_make_on", ferry_list_of(2, ferry_int(1), ferry_int(300)));
+    RANK_CHECK(v && device_test_counts_on(ferry_value_as_tensor(v), cuda0));
     ferry_value_release(v);
 
     /* remote() keeps the result on worker1's cuda:1; to_here brings it to cuda:0. */
@@ -219,7 +152,7 @@ static int rank0(void)
     ferry_value_release(args);
     RANK_CHECK(r);
     v = ferry_rref_to_here(r, 20);
-    RANK_CHECK(v && counts_on(ferry_value_as_tensor(v), cuda0));
+    RANK_CHECK(v && device_test_counts_on(ferry_value_as_tensor(v), cuda0));
     ferry_value_release(v);
     ferry_rref_release(r);
     args = ferry_list_of(2, ferry_int(0), ferry_int(5));
@@ -236,16 +169,16 @@ static int rank0(void)
     ferry_rref *mine = ferry_rref_new(tvv);
     ferry_value_release(tvv);
     RANK_CHECK(mine);
-    v = call("fetch_placement", ferry_list_of(1, ferry_rref_value(mine)));
+    v = device_test_call("fetch_placement", ferry_list_of(1, ferry_rref_value(mine)));
     RANK_CHECK(v && !strcmp(ferry_value_as_string(v), "cuda:1"));
     ferry_value_release(v);
     ferry_rref_release(mine);
 
     /* Out of device memory here (3 MiB devices) for a result: that call fails, naming both. */
-    ferry_tensor *hog = counting(512 << 10, cuda0);  /* 2 MiB */
-    ferry_tensor *hog2 = counting(128 << 10, cuda0); /* 512 KiB: under 800000 bytes left */
+    ferry_tensor *hog = device_test_counting(512 << 10, cuda0);  /* 2 MiB */
+    ferry_tensor *hog2 = device_test_counting(128 << 10, cuda0); /* 512 KiB: under 800000 bytes left */
     RANK_CHECK(hog && hog2);
-    v = call("make_on", ferry_list_of(2, ferry_int(1), ferry_int(200000)));
+    v = device_test_call("make_on", ferry_list_of(2, ferry_int(1), ferry_int(200000)));
     RANK_CHECK(!v && ferry_last_status() == FERRY_ENOMEM);
     RANK_CHECK(strstr(ferry_last_error(), "worker 'worker0' could not place the tensors of a "
                       "response from worker 'worker1': CUDA out of memory on cuda:0"));
@@ -255,23 +188,23 @@ static int rank0(void)
        come just after this side had them all: the next call of that size works by then. */
     double until = rpc_test_now_s() + 5;
     do {
-        v = call("make_on", ferry_list_of(2, ferry_int(1), ferry_int(200000)));
+        v = device_test_call("make_on", ferry_list_of(2, ferry_int(1), ferry_int(200000)));
         if (!v)
             usleep(10000);
     } while (!v && rpc_test_now_s() < until);
-    RANK_CHECK(v && counts_on(ferry_value_as_tensor(v), cuda0));
+    RANK_CHECK(v && device_test_counts_on(ferry_value_as_tensor(v), cuda0));
     ferry_value_release(v);
 
     /* Out of device memory on worker1 (1 MiB devices): the call fails naming the device. */
-    ferry_tensor *big = counting(1 << 19, cuda0); /* 2 MiB */
+    ferry_tensor *big = device_test_counting(1 << 19, cuda0); /* 2 MiB */
     RANK_CHECK(big);
-    v = call("placement", ferry_list_of(1, ferry_tensor_value(big)));
+    v = device_test_call("placement", ferry_list_of(1, ferry_tensor_value(big)));
     RANK_CHECK(!v && ferry_last_status() == FERRY_ENOMEM);
-    RANK_CHECK(says("worker 'worker1' could not place the tensors of a call from worker "
+    RANK_CHECK(device_test_says("worker 'worker1' could not place the tensors of a call from worker "
                     "'worker0': CUDA out of memory on cuda:1: tried to allocate 2097152 bytes "
                     "with 0 of 1048576 in use"));
     ferry_tensor_release(big);
-    v = call("placement", ferry_list_of(1, ferry_tensor_value(s)));
+    v = device_test_call("placement", ferry_list_of(1, ferry_tensor_value(s)));
     RANK_CHECK(v && !strcmp(ferry_value_as_string(v), "cuda:1 "));
     ferry_value_release(v);
 
@@ -283,11 +216,11 @@ static int rank0(void)
 /* worker1 answers through worker0's map, and its own map sends cuda:1 to worker0's cuda:0. */
 static int rank1(void)
 {
-    ferry_tensor *t = counting(3000, FERRY_DEVICE_CUDA(1));
+    ferry_tensor *t = device_test_counting(3000, FERRY_DEVICE_CUDA(1));
     RANK_CHECK(t);
     ferry_value *args = ferry_list_of(1, ferry_tensor_value(t));
     ferry_value *v = ferry_rpc_sync("worker0", "echo", args, NULL, 20);
-    RANK_CHECK(v && counts_on(ferry_value_as_tensor(v), FERRY_DEVICE_CUDA(1)));
+    RANK_CHECK(v && device_test_counts_on(ferry_value_as_tensor(v), FERRY_DEVICE_CUDA(1)));
     ferry_value_release(v);
     ferry_value_release(args);
     ferry_tensor_release(t);
@@ -307,9 +240,9 @@ static int dev_rank(int rank, int world, void *arg)
     setenv("FERRY_TRANSPORT", "tcp", 1);
     ferry_register_function("echo", rpc_test_echo, NULL);
     ferry_register_function("placement", placement, NULL);
-    ferry_register_function("make_on", make_on, NULL);
+    ferry_register_function("make_on", device_test_make_on, NULL);
     ferry_register_function("fetch_placement", fetch_placement, NULL);
-    ferry_register_async_function("async_make_on", async_make_on, NULL);
+    ferry_register_async_function("async_make_on", device_test_async_make_on, NULL);
     ferry_rpc_options o;
     ferry_rpc_options_init(&o);
     o.rpc_timeout = 20;
