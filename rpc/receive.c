@@ -75,6 +75,18 @@ static void complete_response(ferry__agent *a, int src, ferry__msg *m)
     ferry__pending_free(p);
 }
 
+/* Turns the response in r into the error `rc`, `why` (borrowed), and completes its call. */
+static void response_error(recv_ctx *r, ferry_status rc, const char *why)
+{
+    r->m.is_error = true;
+    r->m.err_code = rc;
+    ferry__free(r->m.err_message);
+    r->m.err_message = ferry__strdup(why);
+    ferry_value_release(r->m.value);
+    r->m.value = NULL;
+    complete_response(r->agent, r->src, &r->m);
+}
+
 /* The modules' on_receive hooks refused the message: a request is answered with their error, a
    response fails its call. */
 static void refuse(recv_ctx *r, ferry_status rc)
@@ -85,13 +97,7 @@ static void refuse(recv_ctx *r, ferry_status rc)
         ferry__serve_reply_error(r->agent, r->src, &r->m, rc, why);
         return;
     }
-    r->m.is_error = true;
-    r->m.err_code = rc;
-    ferry__free(r->m.err_message);
-    r->m.err_message = ferry__strdup(why);
-    ferry_value_release(r->m.value);
-    r->m.value = NULL;
-    complete_response(r->agent, r->src, &r->m);
+    response_error(r, rc, why);
 }
 
 /* Fails the call a response answers with `rc` and the error on the thread. */
@@ -100,13 +106,7 @@ static void fail_response(recv_ctx *r, ferry_status rc)
     char why[1024];
     snprintf(why, sizeof why, "the response from worker '%s' could not be received: %s",
              r->agent->workers[r->src].name, ferry_last_error());
-    r->m.is_error = true;
-    r->m.err_code = rc;
-    ferry__free(r->m.err_message);
-    r->m.err_message = ferry__strdup(why);
-    ferry_value_release(r->m.value);
-    r->m.value = NULL;
-    complete_response(r->agent, r->src, &r->m);
+    response_error(r, rc, why);
 }
 
 /* Pool: a response's side-channel tensors arrive before its future completes, within its
